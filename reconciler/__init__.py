@@ -1,0 +1,1 @@
+"""reconciler: GitOps for LLM batch jobs."""

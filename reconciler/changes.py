@@ -1,0 +1,93 @@
+"""The planner's vocabulary: what is desired, and the changes that converge on it. Plain data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    REPLACE = "replace"
+    RETRY = "retry"
+    CANCEL = "cancel"
+    ADOPT = "adopt"
+    FORGET = "forget"
+    NOOP = "noop"
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """One slice of a job's input: lines [first_line, first_line + requests), bytes [start, end)."""
+
+    index: int
+    requests: int
+    start: int = 0
+    end: int = 0
+    first_line: int = 1
+
+
+@dataclass(frozen=True)
+class DesiredJob:
+    """What a spec asks for: the planner reads the first fields, apply the rest."""
+
+    name: str
+    generation: str
+    provider: str
+    suspend: bool = False
+    deletion_policy: str = "cancel"
+    requests: int = 0
+    parts: tuple[PartSpec, ...] = ()
+    max_attempts: int = 1
+    retry_on: tuple[str, ...] = ()
+    endpoint: str = ""
+    completion_window: str = "24h"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    input_path: str = ""
+    results_path: str | None = None  # where merged results go, when the spec asks for them
+    cleanup_inputs: bool = False  # delete uploaded inputs once their batch is finished
+    cleanup_outputs: bool = False  # delete output and error files once results are written
+
+    @property
+    def part_specs(self) -> tuple[PartSpec, ...]:
+        return self.parts or (PartSpec(index=0, requests=self.requests),)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One batch to create: a part of the input, at a given retry attempt (1 = first)."""
+
+    part: int
+    retry: int
+    requests: int
+
+
+@dataclass(frozen=True)
+class Change:
+    job: str
+    action: Action
+    reason: str
+    provider: str
+    generation: str | None = None
+    cancel: tuple[str, ...] = ()  # batch ids to cancel
+    adopt: tuple[str, ...] = ()  # batch ids to record
+    creates: tuple[Unit, ...] = ()  # batches to create
+    requests: int = 0
+
+    @property
+    def mutates(self) -> bool:
+        return self.action is not Action.NOOP
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...] = field(default_factory=tuple)
+
+    @property
+    def pending(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.mutates)
+
+
+# (job, part) → how many of that part's requests still need another batch
+Retryable = Mapping[tuple[str, int], int]

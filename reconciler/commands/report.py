@@ -1,0 +1,18 @@
+"""How apply and reconcile tell the user what they did: one line per failure, one summary."""
+
+from __future__ import annotations
+
+import click
+
+from reconciler.apply import Outcome
+from reconciler.plan import Plan
+
+
+def report_outcome(plan: Plan, outcome: Outcome) -> int:
+    for job, reason in sorted(outcome.failures.items()):
+        click.echo(f"error: {job}: {reason}", err=True)
+    click.echo(
+        f"Applied: {outcome.created} created, {outcome.cancelled} cancelled, "
+        f"{len(outcome.failures)} failed; {len(plan.changes)} jobs."
+    )
+    return 1 if outcome.failures else 0

@@ -1,0 +1,23 @@
+"""`reconciler status`: the state file as a table. Reads no network."""
+
+from __future__ import annotations
+
+import click
+
+from reconciler import render
+from reconciler.options import RepoPaths, repo_options
+from reconciler.render_status import status_json, status_table
+from reconciler.statefile import read_state
+
+
+@click.command()
+@repo_options
+@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+def command(paths: RepoPaths, as_json: bool) -> int:
+    """Show each job's status, request counts, batch and file ids from the state file."""
+    state = read_state(paths.state)
+    if as_json:
+        click.echo(status_json(state))
+    else:
+        click.echo(status_table(state, colour=render.use_colour()))
+    return 0

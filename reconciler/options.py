@@ -1,0 +1,76 @@
+"""Options every command shares: where the repo, its specs and its state file are."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class RepoPaths:
+    repo: Path
+    specs: Path
+    state: Path
+
+    @property
+    def sandbox_data(self) -> Path:
+        """Where the embedded sandbox keeps its files for this repo."""
+        return self.state.parent / "sandbox"
+
+
+def resolve_paths(repo: str, specs: str | None, state: str | None) -> RepoPaths:
+    root = Path(repo).resolve()
+    return RepoPaths(
+        repo=root,
+        specs=Path(specs).resolve() if specs else root / "specs",
+        state=Path(state).resolve() if state else root / ".reconciler" / "state.json",
+    )
+
+
+def repo_options(func: F) -> F:
+    """Adds --repo/--specs/--state and passes one `paths: RepoPaths` argument instead."""
+
+    def build(*args: Any, repo: str, specs: str | None, state: str | None, **kwargs: Any) -> Any:
+        return func(*args, paths=resolve_paths(repo, specs, state), **kwargs)
+
+    functools.update_wrapper(build, func)  # keeps options declared below this decorator
+    decorated = click.option(
+        "--state", metavar="FILE", help="State file [default: <repo>/.reconciler/state.json]."
+    )(build)
+    decorated = click.option("--specs", metavar="DIR", help="Specs directory [default: <repo>/specs].")(
+        decorated
+    )
+    decorated = click.option(
+        "--repo",
+        metavar="DIR",
+        default=".",
+        show_default=True,
+        type=click.Path(exists=True, file_okay=False),
+        help="The repository holding specs and inputs.",
+    )(decorated)
+    return decorated  # type: ignore[return-value]
+
+
+def owner_option(func: F) -> F:
+    return click.option(
+        "--owner",
+        metavar="ID",
+        envvar=None,
+        help="Owner id of this repo's batches [default: $RECONCILER_OWNER, `owner:` in "
+        "reconciler.yaml, or the git remote origin].",
+    )(func)
+
+
+def allow_empty_option(func: F) -> F:
+    return click.option(
+        "--allow-empty",
+        is_flag=True,
+        help="Allow a plan that cancels every job because no specs were found.",
+    )(func)

@@ -1,0 +1,37 @@
+"""Backoff delays as data: which failures are worth another try, and how long to wait."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff, jittered between half and all of the step; `Retry-After` wins."""
+
+    attempts: int = 5
+    initial: float = 0.25
+    factor: float = 2.0
+    cap: float = 8.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to wait before try number `attempt + 1` (attempt counts from 1)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        ceiling = min(self.cap, self.initial * self.factor ** (attempt - 1))
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header; fractional seconds accepted, HTTP dates ignored."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

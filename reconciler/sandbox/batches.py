@@ -1,0 +1,141 @@
+"""Batches on disk, brought up to date lazily whenever one is read.
+
+`batches/<id>.json` is the record, replaced atomically. Anything with side effects (validating
+the input, writing result files, recording a cancel) happens under `locks/<id>.lock`, after
+re-reading the record, so when two processes advance the same batch the second finds the work
+done. The input is hard-linked to `inputs/<id>.jsonl` at validation, so deleting the input
+file later does not take the batch's requests with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from reconciler.sandbox.config import TIMELINE_KNOBS, SandboxConfig
+from reconciler.sandbox.disk import StatCache, locked, sortable_id, unique_ns, write_json
+from reconciler.sandbox.files import FileStore
+from reconciler.sandbox.lifecycle import CANCELLABLE, WITH_RESULTS, Moment, moment, needs_validation
+from reconciler.sandbox.problems import ApiProblem
+from reconciler.sandbox.records import BatchErrorItem, BatchRecord, CancelRequest, Timeline, Validation
+from reconciler.sandbox.results import write_results
+from reconciler.sandbox.validation import validate_input
+
+_BATCH_ID = re.compile(r"^batch_[A-Za-z0-9]{1,64}$")
+
+
+class BatchStore:
+    def __init__(self, root: Path, files: FileStore) -> None:
+        self.files = files
+        self.folder, self.locks, self.inputs = root / "batches", root / "locks", root / "inputs"
+        for folder in (self.folder, self.locks, self.inputs):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._cache: StatCache[BatchRecord] = StatCache(BatchRecord.model_validate_json)
+
+    def create(self, config: SandboxConfig, **fields: Any) -> BatchRecord:
+        at_ns = unique_ns()
+        timeline = Timeline(**{knob: getattr(config, knob) for knob in TIMELINE_KNOBS})
+        record = BatchRecord(
+            id=sortable_id("batch_", at_ns), created=at_ns / 1e9, timeline=timeline, **fields
+        )
+        self._save(record)
+        return record
+
+    def get(self, batch_id: str, now: float) -> BatchRecord | None:
+        record = self._cache.read(self._path(batch_id)) if _BATCH_ID.match(batch_id) else None
+        if record is None or not _needs_work(record, now):
+            return record
+        with self._locked(batch_id):
+            return self._bring_up_to_date(self._read_fresh(batch_id), now)
+
+    def page(self, *, after: str | None, limit: int, now: float) -> tuple[list[BatchRecord], bool]:
+        """Newest first: ids sort by creation time, so one directory listing orders them."""
+        with os.scandir(self.folder) as entries:
+            ids = sorted((e.name[:-5] for e in entries if e.name.endswith(".json")), reverse=True)
+        if after is not None:
+            ids = [batch_id for batch_id in ids if batch_id < after]
+        found = [self.get(batch_id, now) for batch_id in ids[:limit]]
+        return [record for record in found if record is not None], len(ids) > limit
+
+    def cancel(self, batch_id: str, now: float, delay: float) -> BatchRecord | None:
+        if self.get(batch_id, now) is None:
+            return None
+        with self._locked(batch_id):
+            record = self._bring_up_to_date(self._read_fresh(batch_id), now)
+            status = moment(record, now).status
+            if status in ("cancelling", "cancelled"):
+                return record
+            if status not in CANCELLABLE:
+                raise ApiProblem(409, f"Cannot cancel a batch with status '{status}'.")
+            record = record.model_copy(update={"cancel": CancelRequest(at=now, seconds=delay)})
+            return self._bring_up_to_date(record, now, changed=True)
+
+    def _bring_up_to_date(self, record: BatchRecord, now: float, changed: bool = False) -> BatchRecord:
+        if needs_validation(record, now):
+            record = record.model_copy(update={"validation": self._validate(record)})
+            changed = True
+        ended = moment(record, now)
+        finished = _needs_results(record, ended)
+        if finished:
+            outcome = write_results(record, ended, self._input_copy(record.id), self.files)
+            record = record.model_copy(update={"outcome": outcome})
+        if changed or finished:
+            self._save(record)
+        if finished:
+            self._input_copy(record.id).unlink(missing_ok=True)
+        return record
+
+    def _validate(self, record: BatchRecord) -> Validation:
+        found = self.files.get(record.input_file_id)
+        if found is not None and found.purpose != "batch":
+            message = f"Input file '{found.id}' must be uploaded with purpose 'batch'."
+            problem = BatchErrorItem(code="invalid_request", message=message, param="input_file_id")
+            return Validation(errors=(problem,))
+        copy = self._input_copy(record.id)
+        kept = found is not None and self._keep_input(record.input_file_id, copy)
+        validation = validate_input(copy if kept else None, record.endpoint, record.input_file_id)
+        if validation.errors:
+            copy.unlink(missing_ok=True)
+        return validation
+
+    def _keep_input(self, file_id: str, copy: Path) -> bool:
+        copy.unlink(missing_ok=True)  # a crashed earlier attempt may have left one
+        try:
+            os.link(self.files.data_path(file_id), copy)
+        except FileNotFoundError:
+            return False
+        except OSError:  # a filesystem without hard links: copy instead
+            shutil.copyfile(self.files.data_path(file_id), copy)
+        return True
+
+    def _input_copy(self, batch_id: str) -> Path:
+        return self.inputs / f"{batch_id}.jsonl"
+
+    def _path(self, batch_id: str) -> Path:
+        return self.folder / f"{batch_id}.json"
+
+    def _read_fresh(self, batch_id: str) -> BatchRecord:
+        return BatchRecord.model_validate_json(self._path(batch_id).read_bytes())
+
+    def _save(self, record: BatchRecord) -> None:
+        write_json(self._path(record.id), record.model_dump())
+
+    @contextlib.contextmanager
+    def _locked(self, batch_id: str) -> Iterator[None]:
+        with locked(self.locks / f"{batch_id}.lock"):
+            yield
+
+
+def _needs_results(record: BatchRecord, now_at: Moment) -> bool:
+    validation = record.validation
+    valid = validation is not None and not validation.errors
+    return valid and record.outcome is None and now_at.status in WITH_RESULTS
+
+
+def _needs_work(record: BatchRecord, now: float) -> bool:
+    return needs_validation(record, now) or _needs_results(record, moment(record, now))

@@ -1,0 +1,119 @@
+"""Files on disk: `files/<id>.data` holds the bytes, `files/<id>.json` the File object.
+
+The metadata is written last, so a file exists for readers only once its bytes are complete;
+deleting removes the metadata first for the same reason. Ids sort by creation time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from reconciler.sandbox.disk import StatCache, sortable_id, unique_ns, write_json
+from reconciler.sandbox.records import FileRecord
+
+_FILE_ID = re.compile(r"^file-[A-Za-z0-9]{1,64}$")
+_STALE_UPLOAD_SECONDS = 3600.0
+
+
+class FileStore:
+    def __init__(self, root: Path) -> None:
+        self.folder = root / "files"
+        self.spool = root / "tmp"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.spool.mkdir(parents=True, exist_ok=True)
+        self._cache: StatCache[FileRecord] = StatCache(FileRecord.model_validate_json)
+        self._remove_abandoned_uploads()
+
+    def data_path(self, file_id: str) -> Path:
+        return self.folder / f"{file_id}.data"
+
+    def spool_path(self) -> Path:
+        """A fresh temporary path on the same filesystem, so adopting it is a rename."""
+        return self.spool / f"upload-{secrets.token_hex(8)}"
+
+    def add(self, temp: Path, filename: str, purpose: str, expires_at: int | None = None) -> FileRecord:
+        """Takes over the finished temp file as a new uploaded file."""
+        at_ns = unique_ns()
+        file_id = sortable_id("file-", at_ns)
+        return self.adopt(temp, file_id, filename, purpose, at_ns / 1e9, expires_at)
+
+    def adopt(
+        self,
+        temp: Path,
+        file_id: str,
+        filename: str,
+        purpose: str,
+        created: float,
+        expires_at: int | None = None,
+    ) -> FileRecord:
+        record = FileRecord(
+            id=file_id,
+            bytes=temp.stat().st_size,
+            created_at=int(created),
+            filename=filename,
+            purpose=purpose,
+            expires_at=expires_at,
+        )
+        os.replace(temp, self.data_path(file_id))
+        write_json(self.folder / f"{file_id}.json", record.model_dump())
+        return record
+
+    def get(self, file_id: str) -> FileRecord | None:
+        if not _FILE_ID.match(file_id):
+            return None
+        return self._cache.read(self.folder / f"{file_id}.json")
+
+    def open(self, file_id: str) -> BinaryIO | None:
+        """The content, open: it stays readable even if the file is deleted meanwhile."""
+        if self.get(file_id) is None:
+            return None
+        try:
+            return open(self.data_path(file_id), "rb")
+        except FileNotFoundError:
+            return None
+
+    def delete(self, file_id: str) -> bool:
+        if self.get(file_id) is None:
+            return False
+        meta = self.folder / f"{file_id}.json"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(meta)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.data_path(file_id))
+        self._cache.forget(meta)
+        return True
+
+    def page(
+        self, *, after: str | None, limit: int, newest_first: bool, purpose: str | None
+    ) -> tuple[list[FileRecord], bool]:
+        """One page of the list and whether more follow it."""
+        ids = sorted(self._ids(), reverse=newest_first)
+        if after is not None:
+            ids = [i for i in ids if (i < after if newest_first else i > after)]
+        found: list[FileRecord] = []
+        for file_id in ids:
+            record = self.get(file_id)
+            if record is not None and purpose in (None, record.purpose):
+                if len(found) == limit:
+                    return found, True
+                found.append(record)
+        return found, False
+
+    def _ids(self) -> list[str]:
+        with os.scandir(self.folder) as entries:
+            return [e.name[:-5] for e in entries if e.name.endswith(".json") and _FILE_ID.match(e.name[:-5])]
+
+    def _remove_abandoned_uploads(self) -> None:
+        """Uploads a crashed process left behind; old enough that no one is still writing them."""
+        cutoff = time.time() - _STALE_UPLOAD_SECONDS
+        with os.scandir(self.spool) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)

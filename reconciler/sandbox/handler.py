@@ -1,0 +1,93 @@
+"""The HTTP layer: parses a request, hands it to the app, writes the reply, keeps connections
+alive (HTTP/1.1) whenever the request body was fully read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from http.server import BaseHTTPRequestHandler
+from typing import Any, BinaryIO, cast
+from urllib.parse import parse_qsl, urlsplit
+
+from reconciler.sandbox.app import App
+from reconciler.sandbox.body import BodyReader
+from reconciler.sandbox.control import control
+from reconciler.sandbox.exchange import Reply
+from reconciler.sandbox.problems import ApiProblem, unknown_route
+
+log = logging.getLogger("reconciler.sandbox")
+_DRAIN_LIMIT = 16 * 1024 * 1024  # past this, closing the connection is cheaper than reading on
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 120  # an idle keep-alive connection gives its thread back after this
+    disable_nagle_algorithm = True  # headers and body go out as two writes; don't hold the second
+    app: App  # set on the subclass made for each server
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the sandbox often runs inside the CLI, whose output is the user's."""
+
+    def _handle(self) -> None:
+        body: BodyReader | None = None
+        try:
+            body = BodyReader(cast(BinaryIO, self.rfile), self.headers)
+            reply = self._reply(body)
+        except ApiProblem as problem:
+            reply = Reply.of(problem)
+        except Exception:
+            log.exception("sandbox: %s %s failed", self.command, urlsplit(self.path).path)
+            reply = Reply.of(ApiProblem(500, "The sandbox failed on this request.", kind="server_error"))
+        if body is None or not body.drain(_DRAIN_LIMIT):
+            self.close_connection = True
+        self._send(reply)
+
+    def _reply(self, body: BodyReader) -> Reply:
+        split = urlsplit(self.path)
+        path = split.path
+        if path.startswith("/_sandbox/"):
+            return control(self.app, self.command, path, body)
+        if path != "/v1" and not path.startswith("/v1/"):
+            raise unknown_route(self.command, path)
+        query = dict(parse_qsl(split.query))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        return self.app.serve(self.command, path, query, headers, body)
+
+    def _send(self, reply: Reply) -> None:
+        if reply.stream is not None:
+            with reply.stream:
+                size = os.fstat(reply.stream.fileno()).st_size
+                self._head(reply, "application/octet-stream", size)
+                shutil.copyfileobj(reply.stream, self.wfile, 1 << 20)
+            return
+        payload = json.dumps(reply.json).encode()
+        self._head(reply, "application/json", len(payload))
+        self.wfile.write(payload)
+
+    def _head(self, reply: Reply, content_type: str, size: int) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(size))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()

@@ -1,0 +1,71 @@
+"""What gets uploaded for a batch: a whole input file, or a byte range of it for one part.
+
+A part is streamed straight from the original file, never copied to disk or memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+
+@dataclass(frozen=True)
+class UploadSource:
+    path: Path
+    filename: str  # what the provider will show; must end in .jsonl
+    start: int = 0
+    end: int | None = None  # None: to the end of the file
+
+    def open(self) -> BinaryIO:
+        if self.start == 0 and self.end is None:
+            return self.path.open("rb")
+        return FileSlice(self.path, self.start, self.end)  # type: ignore[return-value]
+
+
+class FileSlice(io.RawIOBase):
+    """Bytes [start, end) of a file, seekable so httpx can learn its length without reading it."""
+
+    def __init__(self, path: Path, start: int, end: int | None) -> None:
+        super().__init__()
+        self._file = path.open("rb")
+        size = os.fstat(self._file.fileno()).st_size
+        self._start = start
+        self._length = (size if end is None else min(end, size)) - start
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(base + offset, self._length))
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self._length - self._pos
+        if size < 0 or size > remaining:
+            size = remaining
+        if size <= 0:
+            return b""
+        self._file.seek(self._start + self._pos)
+        data = self._file.read(size)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()

@@ -1,0 +1,54 @@
+"""Small helpers the reconciler tests share: the sandbox's live list through the official SDK,
+and waiting for a condition without asserting on seconds."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from reconciler.sandbox import Sandbox
+
+OWNER = "tests/reconciler"
+
+
+def sdk(sandbox: Sandbox, api_key: str = "unused") -> openai.OpenAI:
+    """The official SDK as an independent client of the sandbox."""
+    return openai.OpenAI(base_url=sandbox.base_url, api_key=api_key, max_retries=0)
+
+
+def batches(sandbox: Sandbox, job: str | None = None) -> list[Any]:
+    found = list(sdk(sandbox).batches.list(limit=100))
+    if job is None:
+        return found
+    return [b for b in found if (b.metadata or {}).get("reconciler_job") == job]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def state_of(repo_root: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((repo_root / ".reconciler" / "state.json").read_text())
+    return loaded
+
+
+def use_sandbox(monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox, owner: str = OWNER) -> None:
+    """Points jobs without a provider at this test's sandbox, with a fixed owner id."""
+    monkeypatch.setenv("RECONCILER_SANDBOX_URL", sandbox.base_url)
+    monkeypatch.setenv("RECONCILER_OWNER", owner)
+
+
+def mutating(counts: dict[str, int]) -> dict[str, int]:
+    return {route: n for route, n in counts.items() if not route.startswith("GET ")}
