@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+BYTES_PER_TOKEN = 4
+
 
 class Action(StrEnum):
     CREATE = "create"
@@ -38,6 +40,8 @@ class DesiredJob:
     suspend: bool = False
     deletion_policy: str = "cancel"
     requests: int = 0
+    model: str = ""
+    input_bytes: int = 0
     parts: tuple[PartSpec, ...] = ()
     max_attempts: int = 1
     retry_on: tuple[str, ...] = ()
@@ -48,6 +52,13 @@ class DesiredJob:
     results_path: str | None = None  # where merged results go, when the spec asks for them
     cleanup_inputs: bool = False  # delete uploaded inputs once their batch is finished
     cleanup_outputs: bool = False  # delete output and error files once results are written
+
+    def estimated_tokens(self, requests: int) -> int:
+        """Input tokens for `requests` of this job's requests: about one token per four bytes
+        of request line. JSON syntax counts too, so it errs high; no network, no tokenizer."""
+        if not self.requests:
+            return 0
+        return self.input_bytes * requests // self.requests // BYTES_PER_TOKEN
 
     @property
     def part_specs(self) -> tuple[PartSpec, ...]:
@@ -74,6 +85,9 @@ class Change:
     adopt: tuple[str, ...] = ()  # batch ids to record
     creates: tuple[Unit, ...] = ()  # batches to create
     requests: int = 0
+    model: str = ""
+    launch_requests: int = 0  # requests the creates/retries send
+    launch_tokens: int = 0  # their estimated input tokens
 
     @property
     def mutates(self) -> bool:

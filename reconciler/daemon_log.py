@@ -22,6 +22,7 @@ class DaemonLog:
         self._json = fmt == "json"
         self._stream = stream or sys.stderr
         self._lock = threading.Lock()  # the loop, the file watcher and signal handling all log
+        self.context: dict[str, Any] = {}  # added to every JSON record, e.g. the pass number
 
     def info(self, event: str, message: str, **fields: Any) -> None:
         self.emit("info", event, message, **fields)
@@ -35,7 +36,8 @@ class DaemonLog:
     def emit(self, level: str, event: str, message: str, **fields: Any) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if self._json:
-            record = {"ts": stamp, "level": level, "event": event, **_present(fields), "message": message}
+            record = {"ts": stamp, "level": level, "event": event, **self.context, **_present(fields)}
+            record["message"] = message
             line = json.dumps(record, default=str, ensure_ascii=False)
         else:
             prefix = "" if level == "info" else f"{level}: "

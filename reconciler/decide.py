@@ -121,6 +121,7 @@ def _change(
     adopt: Sequence[LiveBatch] = (),
     creates: Sequence[Unit] = (),
 ) -> Change:
+    launched = sum(u.requests for u in creates)
     return Change(
         job=desired.name,
         action=action,
@@ -131,4 +132,7 @@ def _change(
         adopt=tuple(b.id for b in adopt),
         creates=tuple(creates),
         requests=desired.requests,
+        model=desired.model,
+        launch_requests=launched,
+        launch_tokens=desired.estimated_tokens(launched),
     )

@@ -1,7 +1,7 @@
 """`--health-port`: `GET /healthz` and `GET /metrics` (Prometheus text format).
 
-The metrics live in their own registry, so only the daemon's own series are served.
-The server runs on daemon threads and never touches the state file or the provider.
+The server runs on daemon threads and never touches the state file or a provider: it
+only reads what the loop recorded.
 """
 
 from __future__ import annotations
@@ -10,46 +10,65 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.passes = Counter(
-            "reconciler_passes", "Reconcile passes by result (ok, degraded, failed).", ["result"],
-            registry=self.registry,
-        )
-        self.actions = Counter(
-            "reconciler_actions", "Changes carried out, by kind and result.", ["kind", "result"],
-            registry=self.registry,
-        )
-        self.api_errors = Counter(
-            "reconciler_api_errors", "API errors that reached the daemon, by HTTP status.", ["status"],
-            registry=self.registry,
-        )
-        self.jobs = Gauge("reconciler_jobs", "Jobs in the state file by status.", ["status"], registry=self.registry)
-        self.last_success = Gauge(
-            "reconciler_last_successful_pass_timestamp_seconds",
-            "Unix time of the last pass that observed every provider.",
-            registry=self.registry,
-        )
-
-    def set_jobs(self, by_status: Mapping[str, int]) -> None:
-        self.jobs.clear()  # a status no job has any more must not linger at its old count
-        for status, count in by_status.items():
-            self.jobs.labels(status=status).set(count)
+from reconciler.daemon_metrics import Metrics
 
 
 @dataclass(frozen=True)
 class Health:
     healthy: bool
     detail: dict[str, Any]
+
+
+class Liveness:
+    """How the passes have been going, for /healthz and the last-success gauge."""
+
+    def __init__(self, interval: float, metrics: Metrics) -> None:
+        self.interval, self.metrics = interval, metrics
+        self.started = time.time()
+        self.last_success: float | None = None
+        self.last_ok: bool | None = None
+        self.failed_in_a_row = 0
+
+    def succeeded(self, result: str) -> None:
+        self.metrics.passes.labels(result=result).inc()
+        self.last_ok, self.failed_in_a_row, self.last_success = True, 0, time.time()
+        self.metrics.last_success.set(self.last_success)
+
+    def failed(self) -> int:
+        """Counts a failed pass; returns how many failed in a row."""
+        self.metrics.passes.labels(result="failed").inc()
+        self.last_ok = False
+        self.failed_in_a_row += 1
+        return self.failed_in_a_row
+
+    def report(self) -> Health:
+        ok = healthy(time.time(), self.started, self.last_success, self.last_ok, self.interval)
+        detail = {
+            "status": "ok" if ok else "failing",
+            "last_successful_pass": iso(self.last_success),
+            "failed_passes_in_a_row": self.failed_in_a_row,
+            "started": iso(self.started),
+        }
+        return Health(ok, detail)
+
+
+def healthy(
+    now: float, started: float, last_success: float | None, last_ok: bool | None, interval: float
+) -> bool:
+    """Unhealthy only when passes keep failing (or none has run) for more than three intervals.
+
+    An idle daemon whose last pass succeeded stays healthy however long ago that was: with
+    every batch finished it has nothing to poll."""
+    if last_ok:
+        return True
+    return now - (last_success if last_success is not None else started) <= 3 * interval
 
 
 def _handler(metrics: Metrics, health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
@@ -99,3 +118,12 @@ def iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`9090` → loopback:9090; `0.0.0.0:9090` or `[::]:9090` to listen beyond this machine."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not [HOST:]PORT with a port from 0 to 65535")
+    return host, int(port)

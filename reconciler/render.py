@@ -34,7 +34,22 @@ def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
     width = max((len(c.job) for c in shown), default=0)
     lines = [_change_line(c, width, colour) for c in shown]
     lines.append(summary_line(plan))
+    lines += [f"Launches {line}" for line in launch_lines(plan)]
     return "\n".join(lines)
+
+
+def launch_lines(plan: Plan) -> list[str]:
+    """Per model, what the plan would send: a reviewer sees the size of what a merge launches."""
+    per_model: dict[str, list[int]] = {}
+    for change in plan.pending:
+        if change.launch_requests:
+            totals = per_model.setdefault(change.model or "unknown model", [0, 0])
+            totals[0] += change.launch_requests
+            totals[1] += change.launch_tokens
+    return [
+        f"{model}: {plural(requests, 'request')}, ~{tokens:,} input tokens"
+        for model, (requests, tokens) in sorted(per_model.items())
+    ]
 
 
 def _change_line(change: Change, width: int, colour: bool) -> str:
@@ -42,15 +57,20 @@ def _change_line(change: Change, width: int, colour: bool) -> str:
     head = f"{symbol} {change.action.value:<7} {change.job:<{width}}"
     if colour and fg:
         head = click.style(head, fg=fg)
-    return f"{head}  {change.reason}"
+    size = f"  [{change.model}, ~{change.launch_tokens:,} input tokens]" if change.launch_requests else ""
+    return f"{head}  {change.reason}{size}"
 
 
 def summary_line(plan: Plan) -> str:
     counts = Counter(c.action for c in plan.changes)
     if not plan.pending:
-        return f"No changes: {len(plan.changes)} jobs in sync."
+        return f"No changes: {plural(len(plan.changes), 'job')} in sync."
     parts = [f"{counts[a]} to {a.value}" for a in Action if a is not Action.NOOP and counts[a]]
     return f"Plan: {', '.join(parts)}; {counts[Action.NOOP]} unchanged."
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def plan_document(plan: Plan, *, owner_tag: str, lineage: str) -> dict[str, Any]:
@@ -74,6 +94,8 @@ def change_dict(change: Change) -> dict[str, Any]:
         "cancel": list(change.cancel),
         "adopt": list(change.adopt),
         "requests": change.requests,
+        "model": change.model,
+        "launch": {"requests": change.launch_requests, "estimated_input_tokens": change.launch_tokens},
     }
 
 
@@ -85,11 +107,16 @@ def plan_markdown(plan: Plan) -> str:
     """A pull-request comment or `$GITHUB_STEP_SUMMARY`: a table of the changes with reasons."""
     lines = ["### reconciler plan", "", summary_line(plan), ""]
     if plan.pending:
-        lines += ["| | job | action | requests | reason |", "|---|---|---|---:|---|"]
+        lines += [
+            "| | job | action | model | sends (requests) | est. input tokens | reason |",
+            "|---|---|---|---|---:|---:|---|",
+        ]
         for change in plan.pending:
             symbol = SYMBOLS[change.action][0]
             reason = change.reason.replace("|", "\\|")
             lines.append(
-                f"| `{symbol}` | `{change.job}` | {change.action.value} | {change.requests:,} | {reason} |"
+                f"| `{symbol}` | `{change.job}` | {change.action.value} | {change.model or '-'} "
+                f"| {change.launch_requests:,} | {change.launch_tokens:,} | {reason} |"
             )
+        lines += ["", *[f"Launches {line}" for line in launch_lines(plan)]]
     return "\n".join(lines) + "\n"

@@ -69,15 +69,3 @@ def retry_delay(
 def earliest(*delays: float | None) -> float | None:
     present = [d for d in delays if d is not None]
     return min(present) if present else None
-
-
-def healthy(
-    now: float, started: float, last_success: float | None, last_ok: bool | None, cadence: Cadence
-) -> bool:
-    """/healthz: unhealthy only when passes keep failing (or none ran) for over three intervals.
-
-    An idle daemon whose last pass succeeded stays healthy however long ago that was: with
-    every batch finished it has nothing to poll."""
-    if last_ok:
-        return True
-    return now - (last_success if last_success is not None else started) <= 3 * cadence.interval

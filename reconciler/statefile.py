@@ -23,6 +23,8 @@ from pydantic import ValidationError
 from reconciler.errors import LockHeldError, StateError
 from reconciler.state import FORMAT_VERSION, State
 
+LOCK_TIMEOUT_ENV = "RECONCILER_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 5.0
 REBUILD_HINT = "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
 
 
@@ -93,8 +95,11 @@ def set_aside_damaged(path: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def state_lock(path: Path, command: str, timeout: float = 5.0) -> Iterator[None]:
-    """Holds the state lock for the block; waits up to `timeout`, then names the holder."""
+def state_lock(path: Path, command: str, timeout: float | None = None) -> Iterator[None]:
+    """Holds the state lock for the block; waits up to `timeout` seconds (default
+    $RECONCILER_LOCK_TIMEOUT, else 5), then fails naming the holder."""
+    if timeout is None:
+        timeout = _lock_timeout_from_env()
     lock_path = path.with_name(path.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -111,6 +116,14 @@ def state_lock(path: Path, command: str, timeout: float = 5.0) -> Iterator[None]
         yield
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def _lock_timeout_from_env() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    try:
+        return max(float(raw), 0.0) if raw else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        raise StateError(f"${LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
 
 
 def _acquire(fd: int, lock_path: Path, timeout: float) -> None:

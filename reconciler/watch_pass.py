@@ -19,7 +19,6 @@ from reconciler.connect import SANDBOX, open_clients
 from reconciler.errors import PlanRefusedError
 from reconciler.reconcile import converge, observe_and_record
 from reconciler.state import State
-from reconciler.statefile import read_state
 from reconciler.watch_load import Loaded
 
 COMMAND = "reconciler reconcile --watch"
@@ -35,10 +34,15 @@ class PassResult:
 
 
 def run_pass(
-    loaded: Loaded, clients: Mapping[str, BatchClient], *, allow_empty: bool, parallelism: int
+    loaded: Loaded,
+    clients: Mapping[str, BatchClient],
+    before: State,
+    *,
+    allow_empty: bool,
+    parallelism: int,
 ) -> PassResult:
+    """`before`: the state as read just now, to tell transitions by (the pass reads it again, locked)."""
     ws = loaded.ws
-    before = read_state(ws.paths.state)  # for telling transitions apart; the pass reads it again locked
     try:
         plan, after, outcome = converge(
             ws,

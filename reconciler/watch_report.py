@@ -1,8 +1,8 @@
 """What a pass did, as log lines and metrics: one line per action and per status transition.
 
-    nightly-eval: + create batch_abc (3 requests: no batch yet)
-    nightly-eval: validating → in_progress (0/3)
-    nightly-eval: in_progress → completed (3/3, output file-xyz)
+nightly-eval: + create batch_abc (3 requests: no batch yet)
+nightly-eval: validating → in_progress (0/3)
+nightly-eval: in_progress → completed (3/3, output file-xyz)
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from reconciler.apply import Outcome
 from reconciler.changes import Action, Change
 from reconciler.daemon_log import DaemonLog
+from reconciler.daemon_metrics import Metrics
 from reconciler.errors import ApiError, ApiStatusError
-from reconciler.health import Metrics
 from reconciler.state import JobState, State
 from reconciler.watch_pass import PassResult
 
@@ -105,7 +105,10 @@ def describe(job: JobState) -> str:
     if errors:
         first = errors[0] if isinstance(errors[0], dict) else {}
         where = f" at line {first['line']}" if first.get("line") else ""
-        parts.append(f"{first.get('code', 'error')}{where}" + (f" and {len(errors) - 1} more" if len(errors) > 1 else ""))
+        parts.append(
+            f"{first.get('code', 'error')}{where}"
+            + (f" and {len(errors) - 1} more" if len(errors) > 1 else "")
+        )
     if job.results is not None:
         parts.append(f"results {job.results.path}")
     return ", ".join(parts)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.reconcile_helpers import batches, mutating, state_of, use_sandbox, wait_until
+from tests.reconcile_helpers import batches, mutating, state_of, use_sandbox
 
 
 @pytest.fixture
@@ -176,4 +176,5 @@ def test_the_saved_plan_and_json_plan_carry_the_documented_fields(repo, sandbox,
     assert {"job", "action", "reason"} <= set(change)
     assert (change["job"], change["action"], change["requests"]) == ("nightly-eval", "create", 5)
     markdown = run_cli("plan", "--format", "markdown", *repo.args()).stdout
-    assert "| `+` | `nightly-eval` | create | 5 |" in markdown
+    assert "| `+` | `nightly-eval` | create | gpt-4o-mini | 5 |" in markdown
+    assert "Launches gpt-4o-mini: 5 requests, ~" in markdown

@@ -48,7 +48,7 @@ def test_expiry_keeps_answered_requests_and_lists_the_rest_as_batch_expired(
 
 
 def test_statuses_advance_in_order_and_counts_only_grow(sandbox_factory: Callable[..., Sandbox]) -> None:
-    sandbox = sandbox_factory(validation_seconds=0.1, requests_per_second=50.0, finalizing_seconds=0.1)
+    sandbox = sandbox_factory(validation_seconds=0.3, requests_per_second=50.0, finalizing_seconds=0.2)
     client = client_for(sandbox)
     batch_id = start_batch(client, 20)
     seen: list[str] = []

@@ -20,6 +20,15 @@ from reconciler.state import State
 WAIT_POLL_SECONDS = 1.0
 
 
+def _listen_address(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, int] | None:
+    from reconciler.health import parse_listen
+
+    try:
+        return parse_listen(value) if value is not None else None
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @click.command()
 @repo_options
 @owner_option
@@ -32,6 +41,28 @@ WAIT_POLL_SECONDS = 1.0
     "--timeout", default=3600.0, show_default=True, type=click.FloatRange(0), help="Seconds --wait waits."
 )
 @click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
+@click.option("--watch", is_flag=True, help="Keep running: converge on every file change, poll live status.")
+@click.option(
+    "--interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="With --watch: resync at least this often while batches run.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="With --watch: json prints one object per line, for log shippers.",
+)
+@click.option(
+    "--health-port",
+    metavar="[HOST:]PORT",
+    callback=_listen_address,
+    help="With --watch: serve /healthz and /metrics here (host defaults to 127.0.0.1).",
+)
 def command(
     paths: RepoPaths,
     owner: str | None,
@@ -40,8 +71,19 @@ def command(
     wait: bool,
     timeout: float,
     parallelism: int,
+    watch: bool,
+    interval: float,
+    log_format: str,
+    health_port: tuple[str, int] | None,
 ) -> int:
-    """Converge once: create what is missing, cancel what should not run, record status."""
+    """Converge once: create what is missing, cancel what should not run, record status.
+
+    With --watch, keep doing it: a daemon that converges within a second of a spec
+    changing and records live status until stopped (SIGTERM/SIGINT exit 0)."""
+    if watch or _given("interval", "log_format", "health_port"):
+        return _watch(
+            paths, owner, allow_empty, rebuild_state or wait, parallelism, interval, log_format, health_port
+        )
     ws = prepare(paths, owner)
     providers = {j.provider for j in ws.desired.values()} if rebuild_state else ws.providers(load_state(ws))
     deadline = time.monotonic() + timeout
@@ -76,3 +118,33 @@ def _unfinished(ws: Workspace, state: State) -> list[str]:
         for name, job in ws.desired.items()
         if not job.suspend and name in state.jobs and not is_terminal(state.jobs[name].status)
     )
+
+
+def _given(*names: str) -> bool:
+    ctx = click.get_current_context()
+    return any(ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE for n in names)
+
+
+def _watch(
+    paths: RepoPaths,
+    owner: str | None,
+    allow_empty: bool,
+    one_shot_only: bool,
+    parallelism: int,
+    interval: float,
+    log_format: str,
+    health: tuple[str, int] | None,
+) -> int:
+    if not click.get_current_context().params["watch"]:
+        raise UserError("--interval, --log-format and --health-port apply only with --watch")
+    if one_shot_only:
+        raise UserError(
+            "--wait and --rebuild-state do not combine with --watch; run them once, then start it"
+        )
+    from reconciler.watch import WatchOptions, run_watch  # the one-shot path never pays for the daemon
+
+    params = click.get_current_context().params  # as typed: the daemon resolves them again on each load
+    options = WatchOptions(
+        params["repo"], params["specs"], owner, allow_empty, parallelism, interval, log_format, health
+    )
+    return run_watch(paths, options)

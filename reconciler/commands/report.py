@@ -6,6 +6,7 @@ import click
 
 from reconciler.apply import Outcome
 from reconciler.plan import Plan
+from reconciler.render import plural
 
 
 def report_outcome(plan: Plan, outcome: Outcome) -> int:
@@ -13,6 +14,6 @@ def report_outcome(plan: Plan, outcome: Outcome) -> int:
         click.echo(f"error: {job}: {reason}", err=True)
     click.echo(
         f"Applied: {outcome.created} created, {outcome.cancelled} cancelled, "
-        f"{len(outcome.failures)} failed; {len(plan.changes)} jobs."
+        f"{len(outcome.failures)} failed; {plural(len(plan.changes), 'job')}."
     )
     return 1 if outcome.failures else 0

@@ -13,12 +13,13 @@ import contextlib
 import os
 import re
 import shutil
+from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from reconciler.sandbox.config import TIMELINE_KNOBS, SandboxConfig
-from reconciler.sandbox.disk import StatCache, locked, sortable_id, unique_ns, write_json
+from reconciler.sandbox.disk import Listing, StatCache, locked, sortable_id, unique_ns, write_json
 from reconciler.sandbox.files import FileStore
 from reconciler.sandbox.lifecycle import CANCELLABLE, WITH_RESULTS, Moment, moment, needs_validation
 from reconciler.sandbox.problems import ApiProblem
@@ -36,6 +37,7 @@ class BatchStore:
         for folder in (self.folder, self.locks, self.inputs):
             folder.mkdir(parents=True, exist_ok=True)
         self._cache: StatCache[BatchRecord] = StatCache(BatchRecord.model_validate_json)
+        self._listing = Listing(self.folder, _BATCH_ID)
 
     def create(self, config: SandboxConfig, **fields: Any) -> BatchRecord:
         at_ns = unique_ns()
@@ -54,13 +56,12 @@ class BatchStore:
             return self._bring_up_to_date(self._read_fresh(batch_id), now)
 
     def page(self, *, after: str | None, limit: int, now: float) -> tuple[list[BatchRecord], bool]:
-        """Newest first: ids sort by creation time, so one directory listing orders them."""
-        with os.scandir(self.folder) as entries:
-            ids = sorted((e.name[:-5] for e in entries if e.name.endswith(".json")), reverse=True)
-        if after is not None:
-            ids = [batch_id for batch_id in ids if batch_id < after]
-        found = [self.get(batch_id, now) for batch_id in ids[:limit]]
-        return [record for record in found if record is not None], len(ids) > limit
+        """Newest first: ids sort by creation time, so the sorted directory listing orders them."""
+        ids = self._listing.ids()
+        end = bisect_left(ids, after) if after is not None else len(ids)
+        chosen = ids[max(0, end - limit) : end][::-1]
+        found = [self.get(batch_id, now) for batch_id in chosen]
+        return [record for record in found if record is not None], end > limit
 
     def cancel(self, batch_id: str, now: float, delay: float) -> BatchRecord | None:
         if self.get(batch_id, now) is None:
@@ -116,14 +117,15 @@ class BatchStore:
     def _input_copy(self, batch_id: str) -> Path:
         return self.inputs / f"{batch_id}.jsonl"
 
-    def _path(self, batch_id: str) -> Path:
-        return self.folder / f"{batch_id}.json"
+    def _path(self, batch_id: str) -> str:
+        return os.path.join(self.folder, f"{batch_id}.json")
 
     def _read_fresh(self, batch_id: str) -> BatchRecord:
-        return BatchRecord.model_validate_json(self._path(batch_id).read_bytes())
+        with open(self._path(batch_id), "rb") as handle:
+            return BatchRecord.model_validate_json(handle.read())
 
     def _save(self, record: BatchRecord) -> None:
-        write_json(self._path(record.id), record.model_dump())
+        write_json(Path(self._path(record.id)), record.model_dump())
 
     @contextlib.contextmanager
     def _locked(self, batch_id: str) -> Iterator[None]:

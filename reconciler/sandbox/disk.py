@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -70,17 +71,19 @@ class StatCache(Generic[T]):
     def __init__(self, parse: Callable[[bytes], T]) -> None:
         self._parse = parse
         self._lock = threading.Lock()
-        self._entries: dict[Path, tuple[tuple[int, int, int], T]] = {}
+        self._entries: dict[str, tuple[tuple[int, int, int], T]] = {}
 
-    def read(self, path: Path) -> T | None:
+    def read(self, path: str) -> T | None:
         try:
+            info = os.stat(path)
+            key = (info.st_ino, info.st_mtime_ns, info.st_size)
+            with self._lock:
+                cached = self._entries.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
             with open(path, "rb") as handle:
-                info = os.fstat(handle.fileno())
+                info = os.fstat(handle.fileno())  # the file we parse, even if replaced since stat
                 key = (info.st_ino, info.st_mtime_ns, info.st_size)
-                with self._lock:
-                    cached = self._entries.get(path)
-                if cached is not None and cached[0] == key:
-                    return cached[1]
                 value = self._parse(handle.read())
         except FileNotFoundError:
             return None
@@ -88,6 +91,38 @@ class StatCache(Generic[T]):
             self._entries[path] = (key, value)
         return value
 
-    def forget(self, path: Path) -> None:
+    def forget(self, path: str) -> None:
         with self._lock:
             self._entries.pop(path, None)
+
+
+class Listing:
+    """The sorted ids of a folder's `<id>.json` files, rescanned only when the folder changed.
+
+    A folder's mtime moves on every entry added, removed or replaced, but only at the clock's
+    tick: a scan is reused only if it began well after the last change, so a change in the
+    same tick as the scan can never be hidden behind an unchanged mtime.
+    """
+
+    _SETTLE_NS = 50_000_000
+
+    def __init__(self, folder: Path, valid: re.Pattern[str]) -> None:
+        self._folder = folder
+        self._valid = valid
+        self._lock = threading.Lock()
+        self._cached: tuple[int, list[str]] | None = None
+
+    def ids(self) -> list[str]:
+        changed = os.stat(self._folder).st_mtime_ns
+        with self._lock:
+            cached = self._cached
+        if cached is not None and cached[0] == changed:
+            return cached[1]
+        started = time.time_ns()
+        with os.scandir(self._folder) as entries:
+            names = (entry.name[:-5] for entry in entries if entry.name.endswith(".json"))
+            found = sorted(name for name in names if self._valid.match(name))
+        if started - changed > self._SETTLE_NS:
+            with self._lock:
+                self._cached = (changed, found)
+        return found

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from reconciler.sandbox.disk import StatCache, sortable_id, unique_ns, write_json
+from reconciler.sandbox.disk import Listing, StatCache, sortable_id, unique_ns, write_json
 from reconciler.sandbox.records import FileRecord
 
 _FILE_ID = re.compile(r"^file-[A-Za-z0-9]{1,64}$")
@@ -28,6 +28,7 @@ class FileStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.spool.mkdir(parents=True, exist_ok=True)
         self._cache: StatCache[FileRecord] = StatCache(FileRecord.model_validate_json)
+        self._listing = Listing(self.folder, _FILE_ID)
         self._remove_abandoned_uploads()
 
     def data_path(self, file_id: str) -> Path:
@@ -67,7 +68,7 @@ class FileStore:
     def get(self, file_id: str) -> FileRecord | None:
         if not _FILE_ID.match(file_id):
             return None
-        return self._cache.read(self.folder / f"{file_id}.json")
+        return self._cache.read(os.path.join(self.folder, f"{file_id}.json"))
 
     def open(self, file_id: str) -> BinaryIO | None:
         """The content, open: it stays readable even if the file is deleted meanwhile."""
@@ -86,14 +87,14 @@ class FileStore:
             os.unlink(meta)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.data_path(file_id))
-        self._cache.forget(meta)
+        self._cache.forget(str(meta))
         return True
 
     def page(
         self, *, after: str | None, limit: int, newest_first: bool, purpose: str | None
     ) -> tuple[list[FileRecord], bool]:
         """One page of the list and whether more follow it."""
-        ids = sorted(self._ids(), reverse=newest_first)
+        ids = self._listing.ids()[:: -1 if newest_first else 1]
         if after is not None:
             ids = [i for i in ids if (i < after if newest_first else i > after)]
         found: list[FileRecord] = []
@@ -104,10 +105,6 @@ class FileStore:
                     return found, True
                 found.append(record)
         return found, False
-
-    def _ids(self) -> list[str]:
-        with os.scandir(self.folder) as entries:
-            return [e.name[:-5] for e in entries if e.name.endswith(".json") and _FILE_ID.match(e.name[:-5])]
 
     def _remove_abandoned_uploads(self) -> None:
         """Uploads a crashed process left behind; old enough that no one is still writing them."""
