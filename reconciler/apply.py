@@ -17,6 +17,7 @@ from reconciler.batches import Batch, LiveBatch
 from reconciler.changes import Action, Change, DesiredJob, Plan, Unit
 from reconciler.client import BatchClient
 from reconciler.errors import ApiError, ApiStatusError, ReconcilerError
+from reconciler.leftovers import Leftovers
 from reconciler.record import record, with_pending
 from reconciler.state import PendingCreate, State
 from reconciler.uploads import UploadSource
@@ -51,13 +52,15 @@ def apply_plan(
     plan: Plan, desired: Mapping[str, DesiredJob], live: Sequence[LiveBatch], state: State, fx: Effects
 ) -> tuple[State, Outcome]:
     outcome = Outcome()
+    leftovers = Leftovers.after(state, fx.clients, fx.owner_tag)
     with ThreadPoolExecutor(max_workers=fx.parallelism, thread_name_prefix="apply") as pool:
         cancel_failed = _cancel_all(plan, {b.id: b for b in live}, fx, pool, outcome)
         creates = [c for c in plan.pending if c.creates and c.job not in cancel_failed]
-        state = _create_all(creates, desired, state, fx, pool, outcome)
+        state = _create_all(creates, desired, state, fx, pool, outcome, leftovers)
     merged = {b.id: b for b in live} | {b.id: b for b in outcome.touched}
     forgotten = [c.job for c in plan.pending if c.action is Action.FORGET]
     state = fx.write(record(desired, state, list(merged.values()), forgotten=forgotten, now=fx.now()))
+    outcome.failures |= leftovers.sweep_all(desired, list(merged.values()), state)
     return state, outcome
 
 
@@ -96,6 +99,7 @@ def _create_all(
     fx: Effects,
     pool: ThreadPoolExecutor,
     outcome: Outcome,
+    leftovers: Leftovers,
 ) -> State:
     if not creates:
         return state
@@ -108,10 +112,9 @@ def _create_all(
         client = fx.clients[job.provider]
         try:
             if intent.input_file_id is None:
-                unit = Unit(intent.part, intent.retry, intent.requests)
-                intent = intent.model_copy(
-                    update={"input_file_id": client.upload_file(fx.source_for(job, unit))}
-                )
+                source = fx.source_for(job, Unit(intent.part, intent.retry, intent.requests))
+                file_id = leftovers.reuse(job.provider, source) or client.upload_file(source)
+                intent = intent.model_copy(update={"input_file_id": file_id})
             batch = client.create_batch(
                 input_file_id=str(intent.input_file_id),
                 endpoint=job.endpoint,

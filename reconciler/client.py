@@ -24,6 +24,7 @@ from reconciler.retry import RETRYABLE_STATUSES, Backoff, parse_retry_after
 from reconciler.uploads import UploadSource
 
 PAGE_SIZE = 100
+FILE_PAGE_SIZE = 10_000  # the Files API allows up to 10,000 a page
 MAX_PAGES = 10_000
 UPLOAD_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 DEFAULT_BACKOFF = Backoff()
@@ -71,24 +72,10 @@ class BatchClient:
         # Cancelling twice is harmless, so this one may be retried like a read.
         return self._batch(self._call("POST", f"/batches/{batch_id}/cancel"))
 
-    def iter_batches(self, page_size: int = PAGE_SIZE) -> Iterator[Batch]:
+    def iter_batches(self, page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES) -> Iterator[Batch]:
         """Every batch, newest first, one page at a time; bounded against lists that never end."""
-        after: str | None = None
-        for _ in range(MAX_PAGES):
-            params: dict[str, str | int] = {"limit": page_size}
-            if after:
-                params["after"] = after
-            page = self._call("GET", "/batches", params=params)
-            data = page.get("data")
-            if not isinstance(data, list):
-                raise ApiConnectionError("GET /batches: response has no `data` list")
-            for item in data:
-                yield self._batch(item)
-            last = data[-1].get("id") if data and isinstance(data[-1], dict) else None
-            if not page.get("has_more") or not data or last in (None, after):
-                return
-            after = str(last)
-        raise ApiConnectionError(f"GET /batches: the list did not end after {MAX_PAGES} pages")
+        for item in self._pages("/batches", {"limit": page_size}, max_pages):
+            yield self._batch(item)
 
     # -- files -----------------------------------------------------------------------------
     def upload_file(self, source: UploadSource) -> str:
@@ -130,6 +117,36 @@ class BatchClient:
 
     def delete_file(self, file_id: str) -> None:
         self._call("DELETE", f"/files/{file_id}")
+
+    def iter_files(self, purpose: str = "batch", max_pages: int = MAX_PAGES) -> Iterator[dict[str, Any]]:
+        """Every file of `purpose` with an id, as the server describes it."""
+        for item in self._pages("/files", {"purpose": purpose, "limit": FILE_PAGE_SIZE}, max_pages):
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                yield item
+
+    def _pages(self, path: str, params: dict[str, str | int], max_pages: int) -> Iterator[Any]:
+        """The items of a cursor-paged list.  A next page that does not move on (the server
+        ignores `after`, or its cursors go round in circles) is an error, never a quiet end:
+        a list cut short could hide a batch of ours, which would then be created twice."""
+        after: str | None = None
+        cursors: set[str] = set()
+        for _ in range(max_pages):
+            page = self._call("GET", path, params=params | ({"after": after} if after else {}))
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise ApiConnectionError(f"GET {path}: response has no `data` list")
+            yield from data
+            if not page.get("has_more") or not data:
+                return
+            last = data[-1].get("id") if isinstance(data[-1], dict) else None
+            if not isinstance(last, str) or last in cursors:
+                raise ApiConnectionError(
+                    f"GET {path}: has_more is true but the next page repeats an earlier one "
+                    "(does the server ignore `after`?)"
+                )
+            cursors.add(last)
+            after = last
+        raise ApiConnectionError(f"GET {path}: the list did not end after {max_pages} pages")
 
     # -- plumbing --------------------------------------------------------------------------
     def _call(self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> dict[str, Any]:

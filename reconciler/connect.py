@@ -52,8 +52,9 @@ def open_clients(
     with contextlib.ExitStack() as stack:
         clients: dict[str, BatchClient] = {}
         for name, (base_url, headers) in resolved.items():
-            secrets = _secret_values(repo, name, env) + list(headers.values())
-            clients[name] = _client(stack, base_url, headers, secrets)
+            # Only what came from ${VAR}s is secret; `openai` or a host name scrubbed from
+            # every message would make errors unreadable.
+            clients[name] = _client(stack, base_url, headers, _secret_values(repo, name, env))
         if SANDBOX in wanted:
             clients[SANDBOX] = _client(stack, _sandbox_url(stack, paths, env), {}, [])
         yield clients
@@ -62,8 +63,10 @@ def open_clients(
 def _client(
     stack: contextlib.ExitStack, base_url: str, headers: Mapping[str, str], secrets: list[str]
 ) -> BatchClient:
+    # Plain http never uses TLS: skip loading the CA bundle, ~60 ms of every command's start.
+    verify = not base_url.lower().startswith("http://")
     http = stack.enter_context(
-        httpx.Client(base_url=base_url, headers=dict(headers), timeout=TIMEOUT, limits=LIMITS)
+        httpx.Client(base_url=base_url, headers=dict(headers), timeout=TIMEOUT, limits=LIMITS, verify=verify)
     )
     return BatchClient(http, secrets=secrets)
 

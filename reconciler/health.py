@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.daemon_metrics import Metrics
+from reconciler.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,10 @@ def serve_health(
     host: str, port: int, metrics: Metrics, health: Callable[[], Health]
 ) -> Iterator[tuple[str, int]]:
     """Serves until the block ends; yields the bound (host, port) — port 0 picks a free one."""
-    server = ThreadingHTTPServer((host, port), _handler(metrics, health))
+    try:
+        server = ThreadingHTTPServer((host, port), _handler(metrics, health))
+    except OSError as error:  # in use, or not an address of this machine: the user's to fix
+        raise UserError(f"--health-port {host}:{port}: {error.strerror or error}") from None
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="health", daemon=True)
     thread.start()

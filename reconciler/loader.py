@@ -238,7 +238,9 @@ def _validate(data: object, node: yaml.Node, shown: str) -> tuple[BatchJob | Pro
     try:
         return model.model_validate(data), []
     except ValidationError as error:
-        return None, [Problem(shown, *locate(node, e["loc"]), error_message(e, model)) for e in error.errors()]
+        return None, [
+            Problem(shown, *locate(node, e["loc"]), error_message(e, model)) for e in error.errors()
+        ]
 
 
 def _kind_problem(kind: object) -> str:

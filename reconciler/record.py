@@ -20,12 +20,16 @@ def record(
 ) -> State:
     """The state with every job's batches and status taken from `live`."""
     gone = set(forgotten)
+    by_job: dict[str, list[LiveBatch]] = {}
+    for batch in live:  # grouped once: scanning every live batch for each job is quadratic
+        by_job.setdefault(batch.batch.job or "", []).append(batch)
     jobs: dict[str, JobState] = {}
     for name, previous in state.jobs.items():
         if name not in desired and name not in gone:
-            jobs[name] = observed_job(name, previous, live, now)
+            jobs[name] = observed_job(name, previous, by_job.get(name, []), now)
     for name, job in desired.items():
-        jobs[name] = observed_job(name, _as_desired(job, state.jobs.get(name)), live, now, job)
+        base = _as_desired(job, state.jobs.get(name))
+        jobs[name] = observed_job(name, base, by_job.get(name, []), now, job)
     return state.with_jobs(jobs)
 
 

@@ -205,9 +205,9 @@ DEFAULT_RETRY_ON: list[RetryReason] = ["batch_expired", "server_error", "rate_li
 class SplitSpec(_Document):
     max_requests: Annotated[int, Field(ge=1, le=MAX_INPUT_REQUESTS)] = MAX_INPUT_REQUESTS
     """Requests per part at most; the API allows 50,000."""
-    max_bytes: Annotated[
-        int, BeforeValidator(_byte_size), _schema(type=["integer", "string"])
-    ] = MAX_INPUT_BYTES
+    max_bytes: Annotated[int, BeforeValidator(_byte_size), _schema(type=["integer", "string"])] = (
+        MAX_INPUT_BYTES
+    )
     """Bytes per part at most, e.g. 200MB (the API's limit) or 50MiB."""
 
 

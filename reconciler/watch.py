@@ -23,10 +23,13 @@ from reconciler.daemon_lock import hold_daemon_lock
 from reconciler.daemon_log import DaemonLog
 from reconciler.daemon_metrics import Metrics
 from reconciler.health import serve_health
+from reconciler.loader import LoadedRepo
 from reconciler.options import RepoPaths
 from reconciler.schedule import Cadence
 from reconciler.wakeup import Waker
-from reconciler.watch_loop import Daemon, Settings
+from reconciler.watch_loop import Daemon
+from reconciler.watch_settings import Settings
+from reconciler.workspace import Workspace, load_state
 
 SHUTDOWN_GRACE_SECONDS = 3.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -45,7 +48,10 @@ class WatchOptions:
 
 
 def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
-    owner = ownership.resolve_owner(paths.repo, options.owner)  # a config mistake stops us before any lock
+    owner = ownership.resolve_owner(paths.repo, options.owner)
+    # A damaged state file or one of another owner would fail every pass: refuse to start
+    # instead, before writing anything (the specs, in contrast, may be fixed while we run).
+    load_state(Workspace(paths, LoadedRepo({}, {}), {}, {}, owner))
     log = DaemonLog(options.log_format)
     settings = Settings(
         state=paths.state,

@@ -16,7 +16,7 @@ from watchfiles import Change, DefaultFilter, watch
 
 DEBOUNCE_MS = 1000  # the longest a burst of writes is gathered into one wake-up
 QUIET_MS = 200  # a burst ends after this long without another write
-IDLE_TICK_MS = 500  # how often the watch thread looks up when nothing happens
+IDLE_TICK_MS = 200  # how often the watch thread looks up when nothing happens
 READY_WAIT_SECONDS = 3.0
 
 
@@ -50,13 +50,13 @@ class RelevantChanges(DefaultFilter):
 
     def __init__(self, targets: WatchTargets) -> None:
         super().__init__()
-        self._targets = targets
+        self.targets = targets  # replaced whole when only the files change: no restart needed
 
     def __call__(self, change: Change, path: str) -> bool:
         if not super().__call__(change, path):
             return False
-        changed = Path(path)
-        return changed in self._targets.files or any(changed.is_relative_to(t) for t in self._targets.trees)
+        changed, targets = Path(path), self.targets
+        return changed in targets.files or any(changed.is_relative_to(t) for t in targets.trees)
 
 
 class FileWatcher:
@@ -65,22 +65,27 @@ class FileWatcher:
     def __init__(self, on_change: Callable[[], None], on_error: Callable[[str], None]) -> None:
         self._on_change = on_change
         self._on_error = on_error
-        self._targets: WatchTargets | None = None
+        self._filter: RelevantChanges | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def follow(self, targets: WatchTargets) -> bool:
-        """Watches `targets` from now on; True when the watch was (re)started.
+        """Watches `targets` from now on; True when the watch had to be (re)started.
 
         Changes made while no watch was set up are missed, so the caller should look at the
         files once more after a restart."""
-        if targets == self._targets and self._thread is not None and self._thread.is_alive():
+        running = self._thread is not None and self._thread.is_alive()
+        if running and self._filter is not None and self._filter.targets.roots == targets.roots:
+            self._filter.targets = targets
             return False
         self.close()
-        self._targets, self._stop = targets, threading.Event()
+        self._filter, self._stop = RelevantChanges(targets), threading.Event()
         ready = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(targets, self._stop, ready), name="watch-files", daemon=True
+            target=self._run,
+            args=(targets.roots, self._filter, self._stop, ready),
+            name="watch-files",
+            daemon=True,
         )
         self._thread.start()
         ready.wait(READY_WAIT_SECONDS)
@@ -92,11 +97,13 @@ class FileWatcher:
             self._thread.join(timeout=2.0)
         self._thread = None
 
-    def _run(self, targets: WatchTargets, stop: threading.Event, ready: threading.Event) -> None:
+    def _run(
+        self, roots: frozenset[Path], relevant: RelevantChanges, stop: threading.Event, ready: threading.Event
+    ) -> None:
         try:
             for changes in watch(
-                *sorted(targets.roots),
-                watch_filter=RelevantChanges(targets),
+                *sorted(roots),
+                watch_filter=relevant,
                 debounce=DEBOUNCE_MS,
                 step=QUIET_MS,
                 stop_event=stop,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.batches import is_terminal
@@ -17,33 +16,14 @@ from reconciler.daemon_log import DaemonLog
 from reconciler.daemon_metrics import Metrics
 from reconciler.errors import ApiError, ApiStatusError, ReconcilerError
 from reconciler.health import Liveness
-from reconciler.options import RepoPaths, resolve_paths
-from reconciler.schedule import Cadence, earliest, next_poll, retry_delay, watched_statuses
+from reconciler.schedule import earliest, next_poll, retry_delay, watched_statuses
 from reconciler.statefile import read_state
 from reconciler.wakeup import Waker
 from reconciler.watch_files import FileWatcher, targets_for
 from reconciler.watch_load import Loaded, load
 from reconciler.watch_pass import ClientPool, PassResult, run_pass
 from reconciler.watch_report import count_api_error, report_pass
-
-
-@dataclass(frozen=True)
-class Settings:
-    state: Path  # fixed for the daemon's life: its lock guards this file
-    repo_arg: str  # --repo and --specs as given, resolved again on every load:
-    specs_arg: str | None  # git-sync swaps a symlink to a fresh checkout
-    owner: str
-    cadence: Cadence
-    allow_empty: bool
-    parallelism: int
-
-    def paths(self) -> RepoPaths:
-        current = resolve_paths(self.repo_arg, self.specs_arg, None)
-        return RepoPaths(current.repo, current.specs, self.state)
-
-    def links(self) -> list[Path]:
-        given = [Path(a).absolute() for a in (self.repo_arg, self.specs_arg) if a]
-        return [p for p in given if p.is_symlink()]
+from reconciler.watch_settings import Settings
 
 
 class Daemon:
@@ -104,7 +84,7 @@ class Daemon:
             self.log.error("spec_invalid", str(problem), file=problem.path, line=problem.line)
         if self.loaded.held:
             held = ", ".join(sorted(self.loaded.held))
-            self.log.warning("held", f"kept at their last valid definition until fixed: {held}")
+            self.log.warning("held", f"kept at their last valid definition until the specs validate: {held}")
         if previous and previous.problems and not self.loaded.problems:
             self.log.info("specs_valid", "the specs validate again")
 
@@ -112,7 +92,7 @@ class Daemon:
         """Runs a pass; returns seconds until the next one is due (None: wait for files)."""
         assert self.loaded is not None
         self.passes += 1
-        self.log.context["pass"] = self.passes
+        self.log.context = {"pass": self.passes}  # replaced whole: other threads read it
         try:
             before = read_state(self.settings.state)
             clients = self.pool.clients_for(self.loaded, before)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
 
 from reconciler.apply import Outcome
 from reconciler.changes import Action, Change
@@ -60,14 +59,15 @@ def _report_change(change: Change, outcome: Outcome, log: DaemonLog, metrics: Me
     symbol = SYMBOLS.get(change.action, "?")
     ids = f" {shown}" if shown else ""
     failed = change.job in outcome.failures
-    fields: dict[str, Any] = {"action": change.action.value, "created": created, "cancelled": cancelled}
     log.emit(
         "error" if failed else "info",
         "action",
         f"{change.job}: {symbol} {change.action.value}{ids} ({change.reason})",
         job=change.job,
+        action=change.action.value,
         reason=change.reason,
-        **fields,
+        created=created,
+        cancelled=cancelled,
     )
     metrics.actions.labels(kind=change.action.value, result="failed" if failed else "ok").inc()
 
@@ -101,17 +101,23 @@ def describe(job: JobState) -> str:
         parts.append(f"output {outputs[0]}")
     elif outputs:
         parts.append(f"{len(outputs)} output files")
-    errors = [e for b in job.batches for e in ((b.errors or {}).get("data") or [])]
-    if errors:
-        first = errors[0] if isinstance(errors[0], dict) else {}
-        where = f" at line {first['line']}" if first.get("line") else ""
-        parts.append(
-            f"{first.get('code', 'error')}{where}"
-            + (f" and {len(errors) - 1} more" if len(errors) > 1 else "")
-        )
+    first_error = _first_error(job)
+    if first_error:
+        parts.append(first_error)
     if job.results is not None:
         parts.append(f"results {job.results.path}")
     return ", ".join(parts)
+
+
+def _first_error(job: JobState) -> str | None:
+    """`invalid_json_line at line 2 and 3 more`: why a batch failed validation."""
+    errors = [e for b in job.batches for e in ((b.errors or {}).get("data") or []) if isinstance(e, dict)]
+    if not errors:
+        return None
+    first = errors[0]
+    where = f" at line {first['line']}" if first.get("line") else ""
+    more = f" and {len(errors) - 1} more" if len(errors) > 1 else ""
+    return f"{first.get('code', 'error')}{where}{more}"
 
 
 def _ids(ids: list[str] | tuple[str, ...]) -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler import ownership
 from reconciler.changes import DesiredJob, Unit
-from reconciler.connect import SANDBOX
+from reconciler.connect import SANDBOX, resolve_provider_headers
 from reconciler.errors import StateError
 from reconciler.inputs import InputDigest, digest_repo
+from reconciler.leftovers import upload_name
 from reconciler.loader import LoadedJob, LoadedRepo, load_repo
 from reconciler.options import RepoPaths
 from reconciler.outcomes import DEFAULT_RETRY_ON, WorkDir
@@ -42,20 +44,25 @@ class Workspace:
 
     def source_for(self, job: DesiredJob, unit: Unit) -> UploadSource:
         """The bytes a unit's batch reads: a retry file, one part of the input, or all of it."""
+        stem = f"{job.name}-{job.generation}"
         if unit.retry > 1:
             path = WorkDir(self.work_dir, job.name, job.generation).retry_input(unit.part, unit.retry)
-            return UploadSource(path, f"{job.name}-{job.generation}-p{unit.part}-r{unit.retry}.jsonl")
+            return UploadSource(path, upload_name(f"{stem}-p{unit.part}-r{unit.retry}", self.owner_tag))
         if len(job.part_specs) == 1:
-            return UploadSource(Path(job.input_path), f"{job.name}-{job.generation}.jsonl")
+            return UploadSource(Path(job.input_path), upload_name(stem, self.owner_tag))
         part = job.part_specs[unit.part]
-        name = f"{job.name}-{job.generation}-p{unit.part}.jsonl"
+        name = upload_name(f"{stem}-p{unit.part}", self.owner_tag)
         return UploadSource(Path(job.input_path), name, part.start, part.end)
 
 
 def prepare(paths: RepoPaths, owner_flag: str | None = None) -> Workspace:
+    """Checks everything a user can get wrong before writing anything (the input cache)."""
     repo = load_repo(paths)
-    digests = digest_repo(repo, paths)
     owner = ownership.resolve_owner(paths.repo, owner_flag)
+    resolve_provider_headers(
+        repo, {job.job.spec.provider or SANDBOX for job in repo.jobs.values()}, os.environ
+    )
+    digests = digest_repo(repo, paths)
     cache = paths.state.parent
     desired = {name: desired_job(job, digests[name], cache) for name, job in repo.jobs.items()}
     return Workspace(paths, repo, digests, desired, owner)

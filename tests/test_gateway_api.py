@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Final
 
 import httpx
 import openai
@@ -16,7 +17,7 @@ import pytest
 from reconciler.sandbox import Sandbox
 from tests.fixtures.sandbox import request_lines, to_jsonl, upload, wait_for
 
-CHAT = "/v1/chat/completions"
+CHAT: Final = "/v1/chat/completions"
 
 
 def _direct(sandbox: Sandbox) -> httpx.Client:

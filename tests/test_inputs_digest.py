@@ -97,7 +97,7 @@ def test_byte_limit_is_inclusive(tmp_path: Path) -> None:
 
 
 def test_a_vanished_file_is_a_spec_error_not_a_crash(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="in.jsonl: cannot read"):
+    with pytest.raises(SpecError, match=r"in\.jsonl: cannot read"):
         digest_input(tmp_path / "in.jsonl", CHAT, display="in.jsonl")
 
 

@@ -42,7 +42,11 @@ REQUEST = st.fixed_dictionaries(
         | JSON_VALUES,
     },
 )
-LINE = REQUEST.map(json.dumps).map(str.encode) | st.binary(max_size=40) | st.sampled_from([b"", b" ", b"\r", b"{"])
+LINE = (
+    REQUEST.map(json.dumps).map(str.encode)
+    | st.binary(max_size=40)
+    | st.sampled_from([b"", b" ", b"\r", b"{"])
+)
 
 
 @pytest.fixture(scope="module")

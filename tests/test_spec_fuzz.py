@@ -24,8 +24,7 @@ VALID_JOB: dict[str, Any] = {
     "spec": {"endpoint": "/v1/chat/completions", "input": "../data/in.jsonl", "metadata": {"a": "b"}},
 }
 YAML_ALPHABET = st.sampled_from(
-    list("{}[]:-,&*!|>'\"#%@`?\\ \n\t\r$~.01aZ_é")
-    + ["---\n", "...\n", "<<: ", "!!python/tuple ", "&a ", "*a "]
+    [*"{}[]:-,&*!|>'\"#%@`?\\ \n\t\r$~.01aZ_é", "---\n", "...\n", "<<: ", "!!python/tuple ", "&a ", "*a "]
 )
 
 

@@ -40,7 +40,9 @@ def test_fast_polling_never_waits_longer_than_the_interval() -> None:
 
 
 def _job(status: str, *batch_statuses: str) -> JobState:
-    batches = tuple(BatchRecord(batch_id=f"batch_{i}", status=s, part=i) for i, s in enumerate(batch_statuses))
+    batches = tuple(
+        BatchRecord(batch_id=f"batch_{i}", status=s, part=i) for i, s in enumerate(batch_statuses)
+    )
     return JobState(generation="g1", provider="sandbox", status=status, batches=batches)
 
 

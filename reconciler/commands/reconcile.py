@@ -81,9 +81,7 @@ def command(
     With --watch, keep doing it: a daemon that converges within a second of a spec
     changing and records live status until stopped (SIGTERM/SIGINT exit 0)."""
     if watch or _given("interval", "log_format", "health_port"):
-        return _watch(
-            paths, owner, allow_empty, rebuild_state or wait, parallelism, interval, log_format, health_port
-        )
+        return _watch(paths, owner)
     ws = prepare(paths, owner)
     providers = {j.provider for j in ws.desired.values()} if rebuild_state else ws.providers(load_state(ws))
     deadline = time.monotonic() + timeout
@@ -125,26 +123,26 @@ def _given(*names: str) -> bool:
     return any(ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE for n in names)
 
 
-def _watch(
-    paths: RepoPaths,
-    owner: str | None,
-    allow_empty: bool,
-    one_shot_only: bool,
-    parallelism: int,
-    interval: float,
-    log_format: str,
-    health: tuple[str, int] | None,
-) -> int:
-    if not click.get_current_context().params["watch"]:
+def _watch(paths: RepoPaths, owner: str | None) -> int:
+    params = click.get_current_context().params  # --repo/--specs as typed: re-resolved on each load
+    if not params["watch"]:
         raise UserError("--interval, --log-format and --health-port apply only with --watch")
-    if one_shot_only:
-        raise UserError(
-            "--wait and --rebuild-state do not combine with --watch; run them once, then start it"
-        )
+    for flag in ("wait", "rebuild_state"):
+        if params[flag]:
+            option = "--" + flag.replace("_", "-")
+            raise UserError(
+                f"{option} does not combine with --watch; run `reconciler reconcile {option}` first"
+            )
     from reconciler.watch import WatchOptions, run_watch  # the one-shot path never pays for the daemon
 
-    params = click.get_current_context().params  # as typed: the daemon resolves them again on each load
     options = WatchOptions(
-        params["repo"], params["specs"], owner, allow_empty, parallelism, interval, log_format, health
+        repo_arg=params["repo"],
+        specs_arg=params["specs"],
+        owner=owner,
+        allow_empty=params["allow_empty"],
+        parallelism=params["parallelism"],
+        interval=params["interval"],
+        log_format=params["log_format"],
+        health=params["health_port"],
     )
     return run_watch(paths, options)

@@ -6,7 +6,8 @@
 Module map: server (running it), handler (HTTP), app (knobs, counts, auth, faults), routes +
 api_files + api_batches (endpoints), body + multipart (streaming request bodies), files +
 batches (stores on disk), disk (atomic writes, locks, ids), lifecycle + views (status at a
-moment), validation (input lines), results (output/error files), model* (the tiny model).
+moment), validation (input lines), results (output/error files), model* + rawjson (the tiny
+model), embedded (the CLI's in-process sandbox, knobs from $RECONCILER_SANDBOX).
 """
 
 from reconciler.sandbox.config import SandboxConfig

@@ -56,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("sandbox: %s %s failed", self.command, urlsplit(self.path).path)
             reply = Reply.of(ApiProblem(500, "The sandbox failed on this request.", kind="server_error"))
-        if body is None or not body.drain(_DRAIN_LIMIT):
+        if not _drained(body):
             self.close_connection = True
         self._send(reply)
 
@@ -91,3 +91,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
+
+
+def _drained(body: BodyReader | None) -> bool:
+    """Whether the connection can take another request: the rest of this body was read."""
+    try:
+        return body is not None and body.drain(_DRAIN_LIMIT)
+    except ApiProblem:  # a malformed body cannot be skipped reliably
+        return False

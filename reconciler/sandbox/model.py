@@ -14,6 +14,7 @@ real API. A body is a pure function of (endpoint, request body): same input, sam
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.sandbox import model_text, model_vectors
+from reconciler.sandbox.model_text import Built
+from reconciler.sandbox.rawjson import Fragments
 from reconciler.sandbox.records import Usage
 
 _FAMILIES = (  # first match wins: the specific names before their broader prefixes
@@ -40,7 +43,8 @@ _FAMILIES = (  # first match wins: the specific names before their broader prefi
     ("o4", "chat"),
 )
 
-Builder = Callable[[dict[str, Any], str], tuple[dict[str, Any], Usage]]
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+Builder = Callable[[dict[str, Any], str], Built]
 
 # endpoint -> (model family it serves, the body field it cannot do without, body builder)
 _ENDPOINTS: dict[str, tuple[str, str, Builder | None]] = {
@@ -60,8 +64,10 @@ class Answer:
     status_code: int
     body: dict[str, Any]
     usage: Usage
+    fragments: Fragments | None = None  # pre-encoded parts of `body`, spliced in when written
 
 
+@functools.lru_cache(maxsize=1024)  # few distinct names, asked about once per request
 def family(model: str) -> str | None:
     name = model.lower()
     if "does-not-exist" in name:
@@ -99,8 +105,8 @@ def answer(endpoint: str, body: dict[str, Any]) -> Answer:
     assert builder is not None  # refusal() turned the builder-less endpoints away
     # Builders accept any body refusal() let through: validation counts failures with refusal()
     # alone, so an exception here would make the counts disagree with the files.
-    made, usage = builder(body, _digest(endpoint, body))
-    return Answer(200, made, usage)
+    made, usage, fragments = builder(body, _digest(endpoint, body))
+    return Answer(200, made, usage, fragments)
 
 
 def _bad_request(message: str) -> Answer:
@@ -109,5 +115,5 @@ def _bad_request(message: str) -> Answer:
 
 
 def _digest(endpoint: str, body: dict[str, Any]) -> str:
-    canonical = json.dumps([endpoint, body], sort_keys=True, separators=(",", ":"))
+    canonical = _CANONICAL.encode([endpoint, body])
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.sandbox.rawjson import Fragments
 from reconciler.sandbox.records import Usage
+
+# A response body, its token usage, and any pre-encoded parts to splice in (see rawjson.py).
+Built = tuple[dict[str, Any], Usage, Fragments | None]
 
 _EPOCH = 1_700_000_000  # bodies are pure functions of the request, so `created` is derived too
 _YEAR = 365 * 24 * 3600
@@ -46,7 +50,7 @@ def reply(prompt: str, digest: str, limit: Any) -> tuple[str, str]:
     return text, "stop"
 
 
-def chat_completion(body: dict[str, Any], digest: str) -> tuple[dict[str, Any], Usage]:
+def chat_completion(body: dict[str, Any], digest: str) -> Built:
     messages = body["messages"]
     prompt = text_of([message for message in messages if message.get("role") != "system"])
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -58,44 +62,52 @@ def chat_completion(body: dict[str, Any], digest: str) -> tuple[dict[str, Any], 
         choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": finish})
         written += tokens(text)
     usage = Usage(input_tokens=tokens(text_of(messages)), output_tokens=written)
-    return {
-        "id": f"chatcmpl-{digest[:29]}",
-        "object": "chat.completion",
-        "created": created(digest),
-        "model": body["model"],
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": usage.input_tokens,
-            "completion_tokens": usage.output_tokens,
-            "total_tokens": usage.input_tokens + usage.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    return (
+        {
+            "id": f"chatcmpl-{digest[:29]}",
+            "object": "chat.completion",
+            "created": created(digest),
+            "model": body["model"],
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+            },
+            "service_tier": "default",
+            "system_fingerprint": f"fp_{digest[29:39]}",
         },
-        "service_tier": "default",
-        "system_fingerprint": f"fp_{digest[29:39]}",
-    }, usage
+        usage,
+        None,
+    )
 
 
-def completion(body: dict[str, Any], digest: str) -> tuple[dict[str, Any], Usage]:
+def completion(body: dict[str, Any], digest: str) -> Built:
     prompt = text_of(body["prompt"])
     text, finish = reply(prompt, digest, body.get("max_tokens"))
     usage = Usage(input_tokens=tokens(prompt), output_tokens=tokens(text))
     choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
-    return {
-        "id": f"cmpl-{digest[:29]}",
-        "object": "text_completion",
-        "created": created(digest),
-        "model": body["model"],
-        "choices": [choice],
-        "usage": {
-            "prompt_tokens": usage.input_tokens,
-            "completion_tokens": usage.output_tokens,
-            "total_tokens": usage.input_tokens + usage.output_tokens,
+    return (
+        {
+            "id": f"cmpl-{digest[:29]}",
+            "object": "text_completion",
+            "created": created(digest),
+            "model": body["model"],
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
         },
-    }, usage
+        usage,
+        None,
+    )
 
 
-def response(body: dict[str, Any], digest: str) -> tuple[dict[str, Any], Usage]:
+def response(body: dict[str, Any], digest: str) -> Built:
     prompt = text_of(body["input"])
     text, finish = reply(prompt, digest, body.get("max_output_tokens"))
     usage = Usage(input_tokens=tokens(prompt), output_tokens=tokens(text))
@@ -107,25 +119,29 @@ def response(body: dict[str, Any], digest: str) -> tuple[dict[str, Any], Usage]:
         "role": "assistant",
         "content": [content],
     }
-    return {
-        "id": f"resp_{digest[:48]}",
-        "object": "response",
-        "created_at": created(digest),
-        "status": "completed" if finish == "stop" else "incomplete",
-        "error": None,
-        "incomplete_details": None if finish == "stop" else {"reason": "max_output_tokens"},
-        "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"),
-        "model": body["model"],
-        "output": [message],
-        "parallel_tool_calls": True,
-        "previous_response_id": None,
-        "temperature": body.get("temperature", 1.0),
-        "text": {"format": {"type": "text"}},
-        "tool_choice": "auto",
-        "tools": [],
-        "top_p": body.get("top_p", 1.0),
-        "truncation": "disabled",
-        "usage": usage.public(),
-        "metadata": body.get("metadata") or {},
-    }, usage
+    return (
+        {
+            "id": f"resp_{digest[:48]}",
+            "object": "response",
+            "created_at": created(digest),
+            "status": "completed" if finish == "stop" else "incomplete",
+            "error": None,
+            "incomplete_details": None if finish == "stop" else {"reason": "max_output_tokens"},
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": body["model"],
+            "output": [message],
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "temperature": body.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": body.get("top_p", 1.0),
+            "truncation": "disabled",
+            "usage": usage.public(),
+            "metadata": body.get("metadata") or {},
+        },
+        usage,
+        None,
+    )

@@ -101,7 +101,7 @@ class _Scanner:
         self.stream_until(marker, kept.extend, limit)
         return bytes(kept)
 
-    def stream_until(self, marker: bytes, sink: Callable[[bytes], object], limit: int) -> int:
+    def stream_until(self, marker: bytes, sink: Callable[[memoryview], object], limit: int) -> int:
         """Passes everything before `marker` to `sink`, consumes the marker; returns the size."""
         passed = 0
         keep = len(marker) - 1  # a marker may straddle two pieces
@@ -113,9 +113,10 @@ class _Scanner:
         del self._buffer[: len(marker)]
         return passed
 
-    def _pass(self, sink: Callable[[bytes], object], count: int, passed: int, limit: int) -> int:
+    def _pass(self, sink: Callable[[memoryview], object], count: int, passed: int, limit: int) -> int:
         if passed + count > limit:
             raise ApiProblem(413, f"A multipart part is larger than {limit} bytes.")
-        sink(bytes(self._buffer[:count]))
+        with memoryview(self._buffer) as view, view[:count] as passing:
+            sink(passing)  # no copy; sinks copy what they keep (file writes, bytearray.extend)
         del self._buffer[:count]
         return count

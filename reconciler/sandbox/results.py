@@ -18,9 +18,11 @@ from reconciler.sandbox import model
 from reconciler.sandbox.disk import sortable_id
 from reconciler.sandbox.files import FileStore
 from reconciler.sandbox.lifecycle import Moment
+from reconciler.sandbox.rawjson import Fragments
 from reconciler.sandbox.records import BatchRecord, Outcome, Usage
 
 OUTPUT_LIFETIME_SECONDS = 30 * 24 * 3600
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps(separators=) builds one per call
 _EXPIRED = {
     "code": "batch_expired",
     "message": "This request could not be executed before the completion window expired.",
@@ -59,14 +61,18 @@ def _answer_all(record: BatchRecord, ended: Moment, source: Path, out: BinaryIO,
             answer = model.answer(record.endpoint, request["body"])
             response = {"status_code": answer.status_code, "body": answer.body}
             target = out if answer.status_code == 200 else err
-            target.write(_line(record.id, request["custom_id"], response, None))
+            target.write(_line(record.id, request["custom_id"], response, None, answer.fragments))
             input_tokens += answer.usage.input_tokens
             output_tokens += answer.usage.output_tokens
     return Usage(input_tokens=input_tokens, output_tokens=output_tokens)
 
 
 def _line(
-    batch_id: str, custom_id: str, response: dict[str, Any] | None, error: dict[str, str] | None
+    batch_id: str,
+    custom_id: str,
+    response: dict[str, Any] | None,
+    error: dict[str, str] | None,
+    fragments: Fragments | None = None,
 ) -> bytes:
     digest = hashlib.sha256(f"{batch_id}\x00{custom_id}".encode()).hexdigest()
     if response is not None:
@@ -76,7 +82,10 @@ def _line(
             "body": response["body"],
         }
     line = {"id": f"batch_req_{digest[:32]}", "custom_id": custom_id, "response": response, "error": error}
-    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
+    encoded = _COMPACT.encode(line)
+    if fragments is not None:
+        encoded = fragments.splice(encoded)
+    return encoded.encode() + b"\n"
 
 
 def _keep(files: FileStore, temp: Path, record: BatchRecord, kind: str, finished_at: float) -> str | None:

@@ -67,7 +67,7 @@ class _LineChecker:
     def _problem(self, number: int, raw: bytes) -> BatchErrorItem | None:
         try:
             line: Any = json.loads(raw)
-        except ValueError:  # bad JSON and bad UTF-8 alike
+        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting alike
             line = None
         if not isinstance(line, dict):
             return _error("invalid_json_line", "This line is not parseable as valid JSON.", number)

@@ -1,0 +1,98 @@
+"""Item 3: what a plan costs. Requests per plan with owned and foreign batches live, and plan
+wall time over a growing number of converged specs (no injected latency: every list page
+adds one round trip on top, which the request count bounds).
+
+Batches stay `validating` here (a long validation knob), so the sandbox does no lazy work
+while a plan lists them: the figures are the client's.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from tests.bench.context import Context
+from tests.bench.data import BenchRepo, repo_with_jobs
+from tests.bench.procs import Run, bench_env, best_of, reconciler_argv, run, warm_bytecode
+from tests.bench.sandbox import ExternalSandbox, external_sandbox, total
+from tests.bench.seed import seed_foreign, seed_owned
+from tests.bench.table import Row, info, seconds
+
+STILL = {"validation_seconds": 1e9}  # batches never leave `validating`
+
+
+def measure(ctx: Context) -> list[Row]:
+    warm_bytecode()
+    return measure_requests(ctx) + measure_curve(ctx)
+
+
+def measure_requests(ctx: Context) -> list[Row]:
+    owned, foreign = ctx.scale.plan_owned, ctx.scale.plan_foreign
+    folder = ctx.folder("plan-requests")
+    with external_sandbox(folder / "sandbox", **STILL) as sandbox:
+        repo = converged_repo(sandbox, folder / "repo", owned)
+        seed_foreign(sandbox, foreign)  # newer than ours: a plan must page past all of them
+        bound = math.ceil((owned + foreign) / 100) + 3
+        converged = plan_requests(sandbox, repo, [])
+        lost = plan_requests(sandbox, repo, ["--state", str(folder / "elsewhere" / "state.json")])
+    shown = f"{owned:,} owned + {foreign:,} foreign live"
+    return [
+        Row("3", f"plan requests, converged, {shown}", f"≤ {bound}", str(converged), converged <= bound),
+        Row(
+            "3",
+            f"plan requests, state file lost, {shown}",
+            f"≤ {bound}",
+            str(lost),
+            lost <= bound,
+            "every owned batch found in the list (adopt)",
+        ),
+    ]
+
+
+def measure_curve(ctx: Context) -> list[Row]:
+    timings: dict[int, Run] = {}
+    for count in ctx.scale.curve:
+        folder = ctx.folder(f"plan-curve-{count}")
+        with external_sandbox(folder / "sandbox", **STILL) as sandbox:
+            repo = converged_repo(sandbox, folder / "repo", count)
+            env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url})
+            timings[count] = best_of(ctx.scale.repeats + 1, plan_argv(repo, []), env=env)
+    rows = [
+        info("3", f"plan wall time, {n:,} converged specs", seconds(r.seconds), f"peak RSS {r.peak_rss_mb:.0f} MiB")
+        for n, r in timings.items()
+    ]
+    smallest, largest = min(timings), max(timings)
+    per_spec = {n: timings[n].seconds / n for n in (smallest, largest)}
+    growth = per_spec[largest] / per_spec[smallest]
+    rows.append(
+        Row(
+            "3",
+            f"plan time per spec, {largest:,} vs {smallest:,} specs",
+            "≤ 1× (no worse than linear)",
+            f"{growth:.2f}×",
+            growth <= 1.0,
+            "start-up is shared by more specs as the repo grows",
+        )
+    )
+    if 1_000 in timings:
+        took = timings[1_000].seconds
+        rows.append(Row("3", "plan, 1,000 converged specs", "< 1.5 s", seconds(took), took < 1.5))
+    return rows
+
+
+def converged_repo(sandbox: ExternalSandbox, root: Path, count: int) -> BenchRepo:
+    """`count` jobs sharing ten small inputs, each with its batch live and recorded."""
+    repo = repo_with_jobs(root, count, requests=5, shared_inputs=10)
+    seed_owned(sandbox, repo)
+    return repo
+
+
+def plan_requests(sandbox: ExternalSandbox, repo: BenchRepo, extra: list[str]) -> int:
+    env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url})
+    sandbox.reset_counts()
+    run(plan_argv(repo, extra), env=env)
+    return total(sandbox.counts())
+
+
+def plan_argv(repo: BenchRepo, extra: list[str]) -> list[str]:
+    return reconciler_argv("plan", *repo.args(*extra))

@@ -1,0 +1,85 @@
+"""The tiny model: deterministic bodies of realistic shape, and 400s instead of crashes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.sandbox import model, results
+
+ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/embeddings", "/v1/moderations")
+
+
+def written(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The output line the sandbox would write for this request, parsed back."""
+    answer = model.answer(endpoint, body)
+    response = {"status_code": answer.status_code, "body": answer.body}
+    line: dict[str, Any] = json.loads(results._line("batch_x", "c", response, None, answer.fragments))
+    return line
+
+
+def test_same_request_gives_the_same_bytes_and_a_different_one_does_not() -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    other = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Bye"}]}
+
+    first, again, different = (written("/v1/chat/completions", b) for b in (body, body, other))
+
+    assert first == again
+    assert first["response"]["body"]["id"] != different["response"]["body"]["id"]
+
+
+def test_embeddings_have_the_models_size_or_the_asked_dimensions_and_about_unit_length() -> None:
+    small = written("/v1/embeddings", {"model": "text-embedding-3-small", "input": ["a", "b"]})
+    large = written("/v1/embeddings", {"model": "text-embedding-3-large", "input": "a", "dimensions": 256})
+
+    vectors = [item["embedding"] for item in small["response"]["body"]["data"]]
+    assert [len(v) for v in vectors] == [1536, 1536] and vectors[0] != vectors[1]
+    assert abs(sum(x * x for x in vectors[0]) - 1) < 0.1
+    assert len(large["response"]["body"]["data"][0]["embedding"]) == 256
+
+
+def test_max_tokens_cuts_the_reply_with_finish_reason_length() -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 200}], "max_tokens": 3}
+    choice = written("/v1/chat/completions", body)["response"]["body"]["choices"][0]
+    assert choice["finish_reason"] == "length" and len(choice["message"]["content"]) <= 12
+
+
+def test_model_families_and_unknown_names() -> None:
+    assert model.family("gpt-4o-mini") == "chat"
+    assert model.family("o3-mini") == "chat"
+    assert model.family("gpt-3.5-turbo-instruct") == "completion"
+    assert model.family("text-embedding-3-small") == "embedding"
+    assert model.family("omni-moderation-latest") == "moderation"
+    assert model.family("gpt-4o-does-not-exist") is None
+    assert model.family("llama-3") is None
+
+
+def test_a_model_on_the_wrong_endpoint_is_a_400_answer() -> None:
+    answer = model.answer("/v1/chat/completions", {"model": "text-embedding-3-small", "messages": [{}]})
+    assert answer.status_code == 400 and "not supported" in answer.body["error"]["message"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+bodies = st.dictionaries(
+    st.sampled_from(
+        ["model", "messages", "input", "prompt", "n", "max_tokens", "dimensions", "encoding_format"]
+    ),
+    json_values | st.sampled_from(["gpt-4o", "text-embedding-3-small", "omni-moderation-latest", "base64"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(endpoint=st.sampled_from(ENDPOINTS), body=bodies)
+def test_any_body_gets_a_200_or_a_400_never_an_exception(endpoint: str, body: dict[str, Any]) -> None:
+    answer = model.answer(endpoint, body)
+
+    assert answer.status_code in (200, 400)
+    assert (answer.status_code == 400) == (model.refusal(endpoint, body) is not None)
+    written(endpoint, body)  # and its output line encodes
