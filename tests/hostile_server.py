@@ -66,9 +66,11 @@ BEHAVIOURS: dict[str, Callable[[str, dict[str, str]], Answer]] = {
     "html-error": lambda path, q: (502, "text/html", b"<html><body><h1>502 Bad Gateway</h1></body></html>"),
     "html-ok": lambda path, q: (200, "text/html", b"<!doctype html><title>Sign in</title><form></form>"),
     "truncated-json": lambda path, q: (200, "application/json", b'{"id": "batch_1", "object": "batch", "sta'),
-    "wrong-type": lambda path, q: _json(200, {"object": "list", "data": ["batch_1"], "has_more": False})
-    if path.endswith("/batches")
-    else _json(200, [BATCH]),
+    "wrong-type": lambda path, q: (
+        _json(200, {"object": "list", "data": ["batch_1"], "has_more": False})
+        if path.endswith("/batches")
+        else _json(200, [BATCH])
+    ),
     "text-json": lambda path, q: (200, "text/plain", json.dumps(BATCH).encode()),
     "endless": lambda path, q: _page(q, lambda n: f"batch_{n}"),
     "cycle": lambda path, q: _page(q, lambda n: f"batch_{n % 2}"),

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -87,13 +86,17 @@ def input_files(sandbox: Sandbox) -> list[dict[str, Any]]:
     return files
 
 
+def unit_of(batch: dict[str, Any]) -> tuple[str, str, str, str]:
+    meta = batch["metadata"]
+    keys = ("reconciler_job", "reconciler_generation", "reconciler_part", "reconciler_retry")
+    job, generation, part, retry = (meta.get(key) for key in keys)
+    return job, generation, part or "0", retry or "1"
+
+
 def duplicate_units(sandbox: Sandbox) -> dict[tuple[str, ...], int]:
-    keys = Counter(
-        tuple(b["metadata"].get(k, "") for k in ("reconciler_job", "reconciler_generation", "reconciler_part"))
-        + (b["metadata"].get("reconciler_retry", "1"),)
-        for b in owned_batches(sandbox)
-    )
-    return {key: n for key, n in keys.items() if n > 1}
+    """(job, generation, part, retry) → how many batches, where that is more than one."""
+    units = Counter(unit_of(b) for b in owned_batches(sandbox))
+    return {unit: n for unit, n in units.items() if n > 1}
 
 
 def state_parses(repo: Any) -> dict[str, Any] | None:
@@ -206,10 +209,17 @@ def _crashed_after_upload(repo, sandbox, run_cli, job: str = "a", *, with_state:
 
     generation = json.loads(run_cli("plan", "--json", *repo.args()).stdout)["changes"][0]["generation"]
     name = f"{job}-{generation}-{owner_tag(OWNER)[:8]}.jsonl"
-    uploaded = sdk(sandbox).files.create(file=(name, (repo.data / f"{job}.jsonl").read_bytes()), purpose="batch")
+    uploaded = sdk(sandbox).files.create(
+        file=(name, (repo.data / f"{job}.jsonl").read_bytes()), purpose="batch"
+    )
     if with_state:
         intent = {"attempt": "0123456789ab", "generation": generation, "requests": 3}
-        job_state = {"generation": generation, "provider": "sandbox", "status": "pending", "pending": [intent]}
+        job_state = {
+            "generation": generation,
+            "provider": "sandbox",
+            "status": "pending",
+            "pending": [intent],
+        }
         state = {"format_version": 1, "serial": 3, "lineage": "l", "jobs": {job: job_state}}
         repo.state.parent.mkdir(parents=True, exist_ok=True)
         repo.state.write_text(json.dumps(state))

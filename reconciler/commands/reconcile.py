@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import time
+from collections.abc import Mapping
 
 import click
 
 from reconciler import render
 from reconciler.apply import DEFAULT_PARALLELISM, Outcome
 from reconciler.batches import is_terminal
+from reconciler.client import BatchClient
 from reconciler.commands.report import report_outcome
 from reconciler.connect import open_clients
+from reconciler.daemon_log import DaemonLog
 from reconciler.errors import UserError
 from reconciler.options import RepoPaths, allow_empty_option, owner_option, repo_options
 from reconciler.reconcile import Workspace, converge, load_state, prepare
 from reconciler.state import State
+from reconciler.statefile import new_state
+from reconciler.transitions import report_transitions
 
 WAIT_POLL_SECONDS = 1.0
 
@@ -83,31 +89,48 @@ def command(
     if watch or _given("interval", "log_format", "health_port"):
         return _watch(paths, owner)
     ws = prepare(paths, owner)
-    providers = {j.provider for j in ws.desired.values()} if rebuild_state else ws.providers(load_state(ws))
+    before = new_state() if rebuild_state else load_state(ws)
+    with open_clients(ws.repo, ws.providers(before), paths) as clients:
+        return _converge(ws, clients, before, allow_empty, rebuild_state, parallelism, wait, timeout)
+
+
+def _converge(
+    ws: Workspace,
+    clients: Mapping[str, BatchClient],
+    before: State,
+    allow_empty: bool,
+    rebuild: bool,
+    parallelism: int,
+    wait: bool,
+    timeout: float,
+) -> int:
+    """One pass, or with --wait passes until every job's batches have finished."""
     deadline = time.monotonic() + timeout
     total = Outcome()
-    with open_clients(ws.repo, providers, paths) as clients:
-        for attempt in itertools.count():
-            plan, state, outcome = converge(
-                ws,
-                clients,
-                command="reconciler reconcile",
-                allow_empty=allow_empty,
-                rebuild=rebuild_state and attempt == 0,
-                parallelism=parallelism,
-            )
-            if plan.pending:
-                click.echo(render.plan_text(plan, colour=render.use_colour()))
-            total.created += outcome.created
-            total.cancelled += outcome.cancelled
-            total.failures = outcome.failures  # only what still fails at the end counts
-            waiting = _unfinished(ws, state)
-            if not wait or not waiting:
-                break
-            if time.monotonic() >= deadline:
-                raise UserError(f"--wait timed out after {timeout:g}s; still running: {', '.join(waiting)}")
-            time.sleep(WAIT_POLL_SECONDS)
-    return report_outcome(plan, total)
+    log = DaemonLog("text", sys.stdout)
+    for attempt in itertools.count():
+        plan, state, outcome = converge(
+            ws,
+            clients,
+            command="reconciler reconcile",
+            allow_empty=allow_empty,
+            rebuild=rebuild and attempt == 0,
+            parallelism=parallelism,
+        )
+        if plan.pending:
+            click.echo(render.plan_text(plan, colour=render.use_colour()))
+        report_transitions(before, state, log)
+        before = state
+        total.created += outcome.created
+        total.cancelled += outcome.cancelled
+        total.failures = outcome.failures  # only what still fails at the end counts
+        waiting = _unfinished(ws, state)
+        if not wait or not waiting:
+            return report_outcome(plan, total)
+        if time.monotonic() >= deadline:
+            raise UserError(f"--wait timed out after {timeout:g}s; still running: {', '.join(waiting)}")
+        time.sleep(WAIT_POLL_SECONDS)
+    raise AssertionError("unreachable")
 
 
 def _unfinished(ws: Workspace, state: State) -> list[str]:
