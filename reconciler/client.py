@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
@@ -66,11 +67,11 @@ class BatchClient:
             raise OutcomeUnknownError(f"create batch: outcome unknown ({error})") from None
 
     def retrieve_batch(self, batch_id: str) -> Batch:
-        return self._batch(self._call("GET", f"/batches/{batch_id}"))
+        return self._batch(self._call("GET", f"/batches/{_segment(batch_id)}"))
 
     def cancel_batch(self, batch_id: str) -> Batch:
         # Cancelling twice is harmless, so this one may be retried like a read.
-        return self._batch(self._call("POST", f"/batches/{batch_id}/cancel"))
+        return self._batch(self._call("POST", f"/batches/{_segment(batch_id)}/cancel"))
 
     def iter_batches(self, page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES) -> Iterator[Batch]:
         """Every batch, newest first, one page at a time; bounded against lists that never end."""
@@ -101,7 +102,7 @@ class BatchClient:
         for attempt in range(1, self._backoff.attempts + 1):
             self._count("GET /files/{id}/content")
             try:
-                with self._http.stream("GET", f"/files/{file_id}/content") as response:
+                with self._http.stream("GET", f"/files/{_segment(file_id)}/content") as response:
                     if response.status_code >= 400:
                         response.read()
                         raise self._status_error(f"GET /files/{file_id}/content", response)
@@ -116,7 +117,7 @@ class BatchClient:
         raise AssertionError("unreachable")
 
     def delete_file(self, file_id: str) -> None:
-        self._call("DELETE", f"/files/{file_id}")
+        self._call("DELETE", f"/files/{_segment(file_id)}")
 
     def iter_files(self, purpose: str = "batch", max_pages: int = MAX_PAGES) -> Iterator[dict[str, Any]]:
         """Every file of `purpose` with an id, as the server describes it."""
@@ -220,6 +221,11 @@ class BatchClient:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _segment(server_id: str) -> str:
+    """An id from the server, quoted into one path segment: `../` in it cannot steer a request."""
+    return quote(server_id, safe="")
 
 
 def _never_reached_server(error: Exception) -> bool:

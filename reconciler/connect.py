@@ -76,9 +76,9 @@ def _sandbox_url(stack: contextlib.ExitStack, paths: RepoPaths, env: Mapping[str
     external = env.get(SANDBOX_URL_ENV)
     if external:
         return external
-    from reconciler.sandbox import start_sandbox  # only jobs on the sandbox pay for its import
+    from reconciler.sandbox.embedded import embedded_sandbox  # only sandbox jobs pay for its import
 
-    return stack.enter_context(start_sandbox(paths.sandbox_data)).base_url
+    return stack.enter_context(embedded_sandbox(paths.sandbox_data, env)).base_url
 
 
 def _secret_values(repo: LoadedRepo, provider: str, env: Mapping[str, str]) -> list[str]:

@@ -16,10 +16,12 @@ again would fail the same way, or undo what the user asked for.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from reconciler.client import BatchClient
 from reconciler.state import BatchRecord
@@ -54,21 +56,30 @@ class WorkDir:
         self.path = root / job / generation
 
     def result_files(self, batch: BatchRecord) -> list[Path]:
-        ids = [batch.output_file_id, batch.error_file_id]
-        return [self.path / f"{file_id}.jsonl" for file_id in ids if file_id]
+        return [target for _, target in self._targets(batch)]
 
     def download(self, client: BatchClient, batch: BatchRecord) -> list[Path]:
         """Fetches a finished batch's output and error files, once; returns their paths."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for target in self.result_files(batch):
+        for file_id, target in self._targets(batch):
             if not target.exists():
                 temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-                client.download_file(target.stem, temp)
+                client.download_file(file_id, temp)
                 os.replace(temp, target)
         return self.result_files(batch)
 
+    def _targets(self, batch: BatchRecord) -> list[tuple[str, Path]]:
+        ids = [batch.output_file_id, batch.error_file_id]
+        return [(file_id, self.path / f"{_file_name(file_id)}.jsonl") for file_id in ids if file_id]
+
     def retry_input(self, part: int, retry: int) -> Path:
         return self.path / f"part-{part}-retry-{retry}.jsonl"
+
+
+def _file_name(file_id: str) -> str:
+    """A file id is the server's word: quoted, it is one file name, never a path out of here."""
+    name = quote(file_id, safe="")
+    return name if len(name) <= 200 else hashlib.sha256(file_id.encode()).hexdigest()
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:

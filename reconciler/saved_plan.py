@@ -31,7 +31,17 @@ def load_plan(path: str) -> dict[str, Any]:
         raise UserError(f"{path}: not a saved plan of format_version {PLAN_FORMAT_VERSION}")
     if not isinstance(document.get("changes"), list):
         raise UserError(f"{path}: saved plan has no `changes` list")
+    if not all(_well_formed(change) for change in document["changes"]):
+        raise UserError(f"{path}: saved plan has a malformed change; save it again with `plan --out`")
     return document
+
+
+def _well_formed(change: object) -> bool:
+    """A change names its job, and lists batch ids as strings: what check_still_holds reads."""
+    if not isinstance(change, dict) or not isinstance(change.get("job"), str):
+        return False
+    ids = [change.get("cancel") or [], change.get("adopt") or []]
+    return all(isinstance(i, list) and all(isinstance(x, str) for x in i) for i in ids)
 
 
 def check_still_holds(saved: dict[str, Any], fresh: Plan, *, owner_tag: str, path: str) -> None:

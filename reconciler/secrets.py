@@ -83,12 +83,17 @@ def expand_headers(provider_name: str, headers: Mapping[str, str], env: Mapping[
             if not env.get(name):
                 state = "not set" if env.get(name) is None else "empty"
                 missing.append(f"{where} needs ${{{name}}}, which is {state}")
-            elif "\r" in env[name] or "\n" in env[name]:
-                raise UserError(f"{where}: ${{{name}}} contains a line break")
+            elif not sendable(env[name]):
+                raise UserError(f"{where}: ${{{name}}} contains a line break, control or non-ASCII character")
         expanded[header] = "".join(_expand(value, env))
     if missing:
         raise MissingVariableError("; ".join(missing))
     return expanded
+
+
+def sendable(value: str) -> bool:
+    """What an HTTP header value can carry as is: printable ASCII and tabs, on one line."""
+    return all(char == "\t" or " " <= char <= "~" for char in value)
 
 
 def _expand(value: str, env: Mapping[str, str]) -> Iterator[str]:

@@ -134,6 +134,8 @@ def _header_name(value: str) -> str:
 def _header_value(value: str) -> str:
     if any(char in value for char in "\r\n\0"):
         raise _invalid("a header value must be one line")
+    if not secrets.sendable(value):
+        raise _invalid("a header value may hold only printable ASCII characters")
     problem = secrets.syntax_problem(value)
     if problem:
         raise _invalid(problem)

@@ -43,7 +43,7 @@ def read_state(path: Path) -> State:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise StateError(f"{path}: state file is damaged (not JSON); kept as is; {REBUILD_HINT}") from None
+        raise StateError(f"{path}: state file is damaged (not JSON); kept as is; {_recovery(path)}") from None
     version = data.get("format_version") if isinstance(data, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:
         raise StateError(
@@ -54,7 +54,13 @@ def read_state(path: Path) -> State:
         return State.model_validate(data)
     except ValidationError as error:
         where = ".".join(str(p) for p in error.errors()[0]["loc"]) or "top level"
-        raise StateError(f"{path}: state file is damaged (at {where}); kept as is; {REBUILD_HINT}") from None
+        message = f"{path}: state file is damaged (at {where}); kept as is; {_recovery(path)}"
+        raise StateError(message) from None
+
+
+def _recovery(path: Path) -> str:
+    backup = path.with_name(path.name + ".backup")
+    return f"{REBUILD_HINT} (the previous good copy is {backup.name})" if backup.exists() else REBUILD_HINT
 
 
 def write_state(path: Path, state: State) -> State:

@@ -143,6 +143,8 @@ def locate(root: yaml.Node, loc: Loc) -> tuple[int, str]:
 def _join(label: str, part: int | str) -> str:
     if isinstance(part, int):
         return f"{label}[{part}]"
+    if not part.isprintable():  # a key holding a line break must not break the one-line message
+        part = repr(part)
     return f"{label}.{part}" if label else part
 
 

@@ -17,6 +17,8 @@ behaviour, so one server serves a whole test module and each test picks its pois
     stall              headers, then nothing (until the client gives up)
     retry-forever      429 with `Retry-After: 86400` on every request
     bad-counts         a batch whose request_counts are words, errors a list
+    echo-auth          401 whose message repeats the Authorization header it was sent
+    scripted           whatever the test put in `script[path]` (path after /v1), else 404
 
 `requests[behaviour]` counts what arrived, so tests can bound the client's effort.
 """
@@ -104,6 +106,12 @@ class _Handler(BaseHTTPRequestHandler):
         answer = BEHAVIOURS.get(behaviour)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         status, kind, body = answer("/" + rest, query) if answer else _json(404, {"error": {"message": "?"}})
+        if behaviour == "scripted":
+            missing: Answer = (404, "text/plain", b"")
+            status, kind, body = self.server.script.get(("/" + rest).removeprefix("/v1"), missing)
+        if behaviour == "echo-auth":
+            sent = self.headers.get("authorization", "")
+            status, kind, body = _json(401, {"error": {"message": f"Incorrect API key provided: {sent}."}})
         self.send_response(status)
         self.send_header("content-type", kind)
         self.send_header("content-length", str(len(body)))
@@ -136,6 +144,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: Counter[str] = Counter()
+        self.script: dict[str, Answer] = {}
         self.stop_stalling = threading.Event()
         self._lock = threading.Lock()
 
@@ -155,6 +164,11 @@ class HostileServer:
     @property
     def requests(self) -> Counter[str]:
         return self._server.requests
+
+    def script(self, path: str, body: Any, status: int = 200) -> None:
+        """`scripted` answers `path` (as after /v1, e.g. "/batches") with `body`: JSON, or bytes as is."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self._server.script[path] = (status, "application/json", raw)
 
 
 @contextmanager

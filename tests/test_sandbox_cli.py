@@ -89,3 +89,4 @@ def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
     assert done.returncode == 1
     assert len(done.stderr.splitlines()) == 1 and port in done.stderr
+    assert not (tmp_path / "b").exists()  # nothing written

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openai
 
@@ -24,7 +25,7 @@ def start_batch(client: openai.OpenAI, count: int) -> str:
     return client.batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h").id
 
 
-def lines_of(client: openai.OpenAI, file_id: str | None) -> list[dict[str, object]]:
+def lines_of(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
     assert file_id is not None
     return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
 
@@ -44,7 +45,7 @@ def test_expiry_keeps_answered_requests_and_lists_the_rest_as_batch_expired(
     errors = lines_of(client, batch.error_file_id)
     assert [x["custom_id"] for x in output] == [f"req-{i}" for i in range(4)]
     assert [x["custom_id"] for x in errors] == [f"req-{i}" for i in range(4, 20)]
-    assert all(x["response"] is None and x["error"]["code"] == "batch_expired" for x in errors)  # type: ignore[index]
+    assert all(x["response"] is None and x["error"]["code"] == "batch_expired" for x in errors)
 
 
 def test_statuses_advance_in_order_and_counts_only_grow(sandbox_factory: Callable[..., Sandbox]) -> None:

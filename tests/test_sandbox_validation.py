@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import openai
 
+from reconciler.sandbox import Sandbox
 from tests.fixtures.sandbox import request_lines, upload, wait_for
 
 ENDPOINT = "/v1/chat/completions"
 
 
-def run(client: openai.OpenAI, lines: list[object], endpoint: str = ENDPOINT) -> openai.types.Batch:
-    file_id = upload(client, lines).id  # type: ignore[arg-type]
-    batch = client.batches.create(input_file_id=file_id, endpoint=endpoint, completion_window="24h")  # type: ignore[arg-type]
+def run(client: openai.OpenAI, lines: list[Any], endpoint: Any = ENDPOINT) -> openai.types.Batch:
+    file_id = upload(client, lines).id
+    batch = client.batches.create(input_file_id=file_id, endpoint=endpoint, completion_window="24h")
     return wait_for(client, batch.id)
 
 
@@ -71,7 +74,7 @@ def test_line_numbers_count_blank_lines_and_bad_utf8_is_a_bad_json_line(
     batch = run(sandbox_client, [line("a"), b"", b'{"custom_id": "\xff\xfe"}'])
 
     assert batch.status == "failed"
-    assert [(e.line, e.code) for e in batch.errors.data or []] == [(3, "invalid_json_line")]  # type: ignore[union-attr]
+    assert [(e.line, e.code) for e in batch.errors.data or []] == [(3, "invalid_json_line")]
 
 
 def test_a_missing_input_file_fails_the_batch_as_invalid_request(sandbox_client: openai.OpenAI) -> None:
@@ -83,11 +86,11 @@ def test_a_missing_input_file_fails_the_batch_as_invalid_request(sandbox_client:
     done = wait_for(sandbox_client, batch.id)
 
     assert done.status == "failed"
-    assert [(e.code, e.line) for e in done.errors.data or []] == [("invalid_request", None)]  # type: ignore[union-attr]
+    assert [(e.code, e.line) for e in done.errors.data or []] == [("invalid_request", None)]
 
 
 def test_an_input_deleted_before_validation_fails_but_one_deleted_after_still_completes(
-    sandbox_factory,  # type: ignore[no-untyped-def]
+    sandbox_factory: Callable[..., Sandbox],
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=0.3, requests_per_second=50.0)
     client = openai.OpenAI(base_url=sandbox.base_url, api_key="x", max_retries=0)
@@ -139,7 +142,7 @@ def test_every_endpoint_of_the_model_completes_with_realistic_bodies(sandbox_cli
         "/v1/embeddings": ("text-embedding-3-small", "list"),
     }
     for endpoint, (model, kind) in cases.items():
-        batch = run(sandbox_client, request_lines(2, endpoint=endpoint, model=model), endpoint)  # type: ignore[arg-type]
+        batch = run(sandbox_client, request_lines(2, endpoint=endpoint, model=model), endpoint)
         assert batch.status == "completed", endpoint
         first = json.loads(sandbox_client.files.content(batch.output_file_id or "").text.splitlines()[0])
         assert first["response"]["body"]["object"] == kind
@@ -147,7 +150,7 @@ def test_every_endpoint_of_the_model_completes_with_realistic_bodies(sandbox_cli
             assert len(first["response"]["body"]["data"][0]["embedding"]) == 1536
     moderation = run(
         sandbox_client,
-        request_lines(1, endpoint="/v1/moderations", model="omni-moderation-latest"),  # type: ignore[arg-type]
+        request_lines(1, endpoint="/v1/moderations", model="omni-moderation-latest"),
         "/v1/moderations",
     )
     body = json.loads(sandbox_client.files.content(moderation.output_file_id or "").text)["response"]["body"]

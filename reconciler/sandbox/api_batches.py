@@ -7,7 +7,7 @@ from typing import Any
 from reconciler.sandbox.exchange import Call, Reply, listing
 from reconciler.sandbox.faults import server_fault
 from reconciler.sandbox.lifecycle import moment
-from reconciler.sandbox.problems import bad_request, invalid_value, missing, not_found
+from reconciler.sandbox.problems import ApiProblem, bad_request, invalid_value, missing, not_found
 from reconciler.sandbox.records import BatchRecord
 from reconciler.sandbox.views import batch_json
 
@@ -83,7 +83,7 @@ def _shown(call: Call, record: BatchRecord) -> dict[str, Any]:
     return batch_json(record, moment(record, call.now))
 
 
-def _no_such_batch(batch_id: str) -> Exception:
+def _no_such_batch(batch_id: str) -> ApiProblem:
     return not_found(f"No batch found with id '{batch_id[:80]}'.", param="batch_id")
 
 

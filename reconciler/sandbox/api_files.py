@@ -8,7 +8,7 @@ from pathlib import Path
 
 from reconciler.sandbox.exchange import Call, Reply, listing
 from reconciler.sandbox.multipart import Form, boundary_of, parse_form
-from reconciler.sandbox.problems import bad_request, invalid_value, missing, not_found
+from reconciler.sandbox.problems import ApiProblem, bad_request, invalid_value, missing, not_found
 from reconciler.sandbox.records import FileRecord
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -84,5 +84,5 @@ def _existing(call: Call) -> FileRecord:
     return record
 
 
-def _no_such_file(file_id: str) -> Exception:
+def _no_such_file(file_id: str) -> ApiProblem:
     return not_found(f"No such File object: {file_id[:80]}", param="id")

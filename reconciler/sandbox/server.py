@@ -19,13 +19,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512  # bursts of ~100 clients connecting at once
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
+    def __init__(self, address: tuple[str, int]) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        handler = type("BoundHandler", (Handler,), {"app": app})
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
-        super().__init__(address, handler)
+        self._handler: type[Handler] = type("BoundHandler", (Handler,), {})  # one app per server
+        super().__init__(address, self._handler)
+
+    def attach(self, app: App) -> None:
+        self._handler.app = app
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
@@ -103,10 +106,11 @@ def start_sandbox(
 ) -> Sandbox:
     """Listening by the time it returns (the socket is bound and listening before the thread
     starts), so a client may connect at once. OSError if the address is taken."""
+    server = _Server((host, port))  # first: a taken port must fail before anything is written
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     app = App(data_dir, config or SandboxConfig())
-    server = _Server((host, port), app)
+    server.attach(app)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="sandbox", daemon=True
     )

@@ -83,7 +83,7 @@ def measure(ctx: Context) -> list[Row]:
 
 
 def _versus(what: str, tool: str, times: float) -> Row:
-    return Row("4", f"{what}: {tool} / ours", "> 1× (we win)", ratio(times), times > 1)
+    return Row("4", f"{what}: {tool} / ours", "> 1x (we win)", ratio(times), times > 1)
 
 
 def _shown(outcome: Outcome) -> str:
@@ -137,7 +137,9 @@ def _run_batchwizard(ctx: Context) -> Outcome | str:
         )
         submitted = run([executable, "submit", str(repo.data)], env=env, cwd=folder)
         requests = _requests_then_settle(sandbox)
-        observed = run([executable, "watch", "--output-directory", str(folder / "results")], env=env, cwd=folder)
+        observed = run(
+            [executable, "watch", "--output-directory", str(folder / "results")], env=env, cwd=folder
+        )
         requests += total(sandbox.counts())
     return Outcome(
         "batchwizard 0.5.0",
@@ -153,7 +155,9 @@ def _batchwizard() -> tuple[str | None, str]:
     executable = BATCHWIZARD_VENV / "bin" / "batchwizard"
     if not executable.exists():
         try:
-            subprocess.run([sys.executable, "-m", "venv", str(BATCHWIZARD_VENV)], check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "venv", str(BATCHWIZARD_VENV)], check=True, capture_output=True
+            )
             pip = [str(BATCHWIZARD_VENV / "bin" / "pip"), "install", "--quiet", BATCHWIZARD]
             subprocess.run(pip, check=True, capture_output=True, timeout=600)
         except (subprocess.SubprocessError, OSError) as error:

@@ -1,5 +1,5 @@
 """Item 2: `reconciler apply` of new jobs against a sandbox with injected latency, against the
-sequential floor (every request one after another: jobs × 2 × latency), and against the same
+sequential floor (every request one after another: jobs x 2 x latency), and against the same
 requests sent by a bare httpx script with the same concurrency: what any Python client gets
 from this sandbox on this machine."""
 
@@ -55,7 +55,7 @@ def measure(ctx: Context) -> list[Row]:
     speedup = floor / applied.seconds
     per_job = total(counts, *MUTATING) / jobs
     return [
-        info("2", f"sequential floor: {jobs} jobs × 2 requests × {latency * 1000:.0f} ms", seconds(floor)),
+        info("2", f"sequential floor: {jobs} jobs x 2 requests x {latency * 1000:.0f} ms", seconds(floor)),
         info(
             "2",
             f"same uploads + creates from a bare httpx script, {PARALLELISM} threads",
@@ -65,7 +65,7 @@ def measure(ctx: Context) -> list[Row]:
         Row(
             "2",
             f"apply {jobs} new jobs ({latency * 1000:.0f} ms latency), speed-up over the floor",
-            "≥ 8×",
+            "≥ 8x",
             f"{ratio(speedup)} ({seconds(applied.seconds)})",
             speedup >= 8,
             f"whole CLI run; client CPU {seconds(applied.cpu_seconds)}, sandbox CPU {seconds(server_cpu)}",
@@ -81,7 +81,9 @@ def measure(ctx: Context) -> list[Row]:
     ]
 
 
-def apply_new_jobs(sandbox: ExternalSandbox, repo: BenchRepo, owner: str) -> tuple[Run, dict[str, int], float]:
+def apply_new_jobs(
+    sandbox: ExternalSandbox, repo: BenchRepo, owner: str
+) -> tuple[Run, dict[str, int], float]:
     """One `apply --auto-approve` as a subprocess: the run, the sandbox's request counts for
     just that run, and the CPU seconds the sandbox spent serving it."""
     env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url, "RECONCILER_OWNER": owner})

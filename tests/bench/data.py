@@ -143,7 +143,9 @@ def job_names(count: int, prefix: str = "job") -> list[str]:
     return [f"{prefix}-{i:05d}" for i in range(count)]
 
 
-def repo_with_jobs(root: Path, count: int, *, requests: int = 20, shared_inputs: int | None = None) -> BenchRepo:
+def repo_with_jobs(
+    root: Path, count: int, *, requests: int = 20, shared_inputs: int | None = None
+) -> BenchRepo:
     """`count` chat jobs with small inputs: one input per job, or `shared_inputs` shared ones."""
     repo = make_repo(root)
     files = count if shared_inputs is None else max(1, shared_inputs)

@@ -66,29 +66,40 @@ def run(
     timeout: float = 900.0,
     ok_codes: tuple[int, ...] = (0,),
 ) -> Run:
-    """Runs `argv` to the end; raises unless it exits with one of `ok_codes`."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(list(argv), stdout=out, stderr=err, env=dict(env or bench_env()), cwd=cwd)
-        killer = threading.Timer(timeout, process.kill)  # a safety net, not a measurement
-        killer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            killer.cancel()
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        out.seek(0)
-        err.seek(0)
-        result = Run(
-            argv=tuple(argv),
-            code=process.returncode,
-            seconds=seconds,
-            cpu_seconds=usage.ru_utime + usage.ru_stime,
-            peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
-            stdout=out.read().decode(errors="replace"),
-            stderr=err.read().decode(errors="replace"),
-        )
+    """Runs `argv` to the end; raises unless it exits with one of `ok_codes`.
+
+    `python -m MODULE` runs under tests.bench.peak, which reports the process's own peak RSS;
+    for anything else the figure is wait4's, which may include this process's size."""
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as scratch:
+        peak_file = Path(scratch) / "peak"
+        launched = list(argv)
+        if launched[1:2] == ["-m"] and len(launched) > 2:
+            launched = [launched[0], "-m", "tests.bench.peak", str(peak_file), *launched[2:]]
+        with (Path(scratch) / "out").open("w+b") as out, (Path(scratch) / "err").open("w+b") as err:
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                launched, stdout=out, stderr=err, env=dict(env or bench_env()), cwd=cwd
+            )
+            killer = threading.Timer(timeout, process.kill)  # a safety net, not a measurement
+            killer.start()
+            try:
+                _, status, usage = os.wait4(process.pid, 0)
+            finally:
+                killer.cancel()
+            seconds = time.perf_counter() - started
+            process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+            out.seek(0)
+            err.seek(0)
+            peak_kib = int(peak_file.read_text()) if peak_file.exists() else usage.ru_maxrss
+            result = Run(
+                argv=tuple(argv),
+                code=process.returncode,
+                seconds=seconds,
+                cpu_seconds=usage.ru_utime + usage.ru_stime,
+                peak_rss_mb=peak_kib / 1024,
+                stdout=out.read().decode(errors="replace"),
+                stderr=err.read().decode(errors="replace"),
+            )
     if result.code not in ok_codes:
         raise RuntimeError(f"`{' '.join(argv[1:])}` exited {result.code}: {result.stderr.strip()[-2000:]}")
     return result

@@ -37,7 +37,9 @@ HEADER = ["#", "figure", "target", "measured", "verdict", "note"]
 def render_text(rows: Sequence[Row]) -> str:
     table = [HEADER, *(_cells(r) for r in rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -68,7 +70,7 @@ def seconds(value: float) -> str:
 
 
 def ratio(value: float) -> str:
-    return f"{value:.2f}×"
+    return f"{value:.2f}x"
 
 
 def mib(value: float) -> str:

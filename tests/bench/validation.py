@@ -46,7 +46,7 @@ def measure(ctx: Context) -> list[Row]:
         Row(
             "1",
             "validate, input not cached, vs the floor",
-            "≤ 1.5×",
+            "≤ 1.5x",
             f"{ratio(slowdown)} ({seconds(cold.seconds)})",
             slowdown <= 1.5,
             f"incl. {seconds(startup.seconds)} CLI start-up",

@@ -1,0 +1,159 @@
+"""The benchmark suite's figures that CI can hold us to: request counts, and ratios measured
+in one run, at small scale. Seconds thresholds are left to `python -m tests.bench`.
+
+The apply ratio is against a floor computed from the injected latency (every request one
+after another), which no sequential client can beat; the latency is large so the ratio
+holds on a busy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import CliResult, UserRepo
+from tests.fixtures.sandbox import cli_env, upload
+from tests.reconcile_helpers import OWNER, batches, mutating, sdk, state_of, use_sandbox, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+LATENCY = 0.2  # seconds the sandbox adds to every request
+
+
+def _jobs(repo: UserRepo, count: int, prefix: str = "job") -> list[str]:
+    names = [f"{prefix}-{i:03d}" for i in range(count)]
+    for name in names:
+        repo.write_job(name, requests=2)
+    return names
+
+
+def test_apply_of_new_jobs_sends_one_upload_and_one_create_per_job_and_beats_sequential_fourfold(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    run_cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sandbox = sandbox_factory(latency_seconds=LATENCY)
+    use_sandbox(monkeypatch, sandbox)
+    repo = make_repo()
+    jobs = _jobs(repo, 32)
+
+    started = time.perf_counter()
+    result = run_cli("apply", "--auto-approve", *repo.args())
+    elapsed = time.perf_counter() - started
+
+    assert result.exit_code == 0, result.stderr
+    counts = mutating(sandbox.request_counts())
+    assert counts == {"POST /v1/files": len(jobs), "POST /v1/batches": len(jobs)}
+    sequential_floor = len(jobs) * 2 * LATENCY
+    assert sequential_floor / elapsed >= 4, (
+        f"{elapsed:.2f}s against a sequential floor of {sequential_floor}s"
+    )
+
+
+def test_plan_over_owned_and_twice_as_many_foreign_batches_lists_one_page_per_hundred_plus_three(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    run_cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    sandbox = sandbox_factory()
+    use_sandbox(monkeypatch, sandbox)
+    repo = make_repo()
+    owned = len(_jobs(repo, 60))
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    foreign = 2 * owned  # created after ours: the newest, so a plan must page past them all
+    with sdk(sandbox) as client:
+        file_id = upload(
+            client,
+            [
+                {
+                    "custom_id": "x",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": "gpt-4o-mini", "messages": []},
+                }
+            ],
+        ).id
+        for index in range(foreign):
+            metadata = {"reconciler_job": "theirs", "reconciler_owner": "0" * 16} if index % 2 else None
+            client.batches.create(
+                input_file_id=file_id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata=metadata,
+            )
+    bound = math.ceil((owned + foreign) / 100) + 3
+
+    for extra in ([], ["--state", str(tmp_path / "lost" / "state.json")]):
+        sandbox.reset_counts()
+        result = run_cli("plan", *repo.args(*extra))
+        assert result.exit_code == 0, result.stderr
+        assert sum(sandbox.request_counts().values()) <= bound, (extra, sandbox.request_counts())
+        assert "GET /v1/batches" in sandbox.request_counts()
+
+
+def test_validate_with_an_unchanged_input_does_not_read_it_again(
+    user_repo: UserRepo, run_cli: Callable[..., CliResult]
+) -> None:
+    assert run_cli("validate", *user_repo.args()).exit_code == 0
+    data = user_repo.data / "nightly-eval.jsonl"
+    before = data.stat()
+    # Same size and mtime, broken content: only a run that reads the file again can notice.
+    data.write_bytes(b"x" * before.st_size)
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    assert run_cli("validate", *user_repo.args()).exit_code == 0
+
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))  # now it changed
+    again = run_cli("validate", *user_repo.args())
+    assert again.exit_code == 1
+    assert "not valid JSON" in again.stderr
+
+
+@pytest.mark.skipif(
+    not Path(__file__).parents[1].joinpath("reconciler", "watch.py").exists(), reason="no daemon"
+)
+def test_an_idle_daemon_sends_no_request_for_finished_jobs(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    run_cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    sandbox = sandbox_factory()
+    use_sandbox(monkeypatch, sandbox)
+    repo = make_repo()
+    jobs = _jobs(repo, 20)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    wait_until(lambda: all(b.status == "completed" for b in batches(sandbox)) and len(batches(sandbox)) == 20)
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    assert {job["status"] for job in state_of(repo.root)["jobs"].values()} == {"completed"}
+    serial = state_of(repo.root)["serial"]
+
+    env = {**cli_env(), "RECONCILER_SANDBOX_URL": sandbox.base_url, "RECONCILER_OWNER": OWNER}
+    # A one-second interval: were finished jobs polled at all, three seconds would show it.
+    argv = [sys.executable, "-m", "reconciler", "reconcile", "--watch", "--interval", "1", *repo.args()]
+    with (tmp_path / "daemon.log").open("wb") as log:
+        daemon = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
+    try:
+        wait_until(lambda: state_of(repo.root)["serial"] > serial)  # its first pass is done
+        time.sleep(0.5)
+        sandbox.reset_counts()
+        time.sleep(3.0)
+        assert sandbox.request_counts() == {}, (tmp_path / "daemon.log").read_text()
+        assert daemon.poll() is None
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=15)
+    assert len(jobs) == len(json.loads(repo.state.read_text())["jobs"])

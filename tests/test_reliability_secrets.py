@@ -1,0 +1,139 @@
+"""Secrets: a recognisable key, read through `${VAR}`, reaches no file and no output.
+
+The sandbox requires the key, so every pass that succeeds proves the key was sent; then
+every file under the test's temporary folder (the repo, its state, backup, lock, saved
+plan, results, work dir, the sandbox's own data and the daemon's log) and everything any
+command printed, on success and on every error path, is searched for it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.sandbox import cli_env
+from tests.hostile_server import hostile_server
+from tests.reconcile_helpers import wait_until
+
+KEY = f"sk-reliability-{secrets.token_hex(16)}"
+PORTKEY = f"pk-reliability-{secrets.token_hex(16)}"
+WRONG = f"sk-wrong-{secrets.token_hex(16)}"
+HEADERS = {"Authorization": "Bearer ${RECON_TEST_KEY}", "x-portkey-api-key": "${RECON_TEST_PORTKEY}"}
+
+
+def leaks(text: str | bytes) -> list[str]:
+    """Which secrets `text` holds, whole or as a telling piece (a middle slice survives masking)."""
+    data = text.encode() if isinstance(text, str) else text
+    found = []
+    for secret in (KEY, PORTKEY, WRONG):
+        pieces = (secret, secret[-20:-4])
+        if any(piece.encode() in data for piece in pieces):
+            found.append(secret[:12])
+    return found
+
+
+def files_with_secrets(root: Path) -> dict[str, list[str]]:
+    return {
+        str(path.relative_to(root)): found
+        for path in root.rglob("*")
+        if path.is_file() and (found := leaks(path.read_bytes()))
+    }
+
+
+@pytest.fixture
+def secure(make_repo, sandbox, monkeypatch):
+    """A repo whose only provider is the sandbox, behind a key passed as `${VAR}`."""
+    sandbox.configure(api_key=KEY)
+    monkeypatch.setenv("RECONCILER_OWNER", "tests/secrets")
+    monkeypatch.setenv("RECON_TEST_KEY", KEY)
+    monkeypatch.setenv("RECON_TEST_PORTKEY", PORTKEY)
+    repo = make_repo()
+    repo.write_provider("secure", base_url=sandbox.base_url, headers=HEADERS)
+    repo.write_job(
+        "nightly-eval",
+        provider="secure",
+        requests=4,
+        results="../results/nightly-eval.jsonl",
+        retry={"max_attempts": 2},
+    )
+    return repo
+
+
+def outputs(run_cli: Any, repo: Any, *commands: tuple[str, ...]) -> list[Any]:
+    return [run_cli(*command, *repo.args()) for command in commands]
+
+
+def assert_clean(results: list[Any], root: Path) -> None:
+    for result in results:
+        assert leaks(result.stdout + result.stderr) == [], result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+    assert files_with_secrets(root) == {}
+
+
+def test_the_key_reaches_no_file_and_no_output_on_the_happy_path(secure, run_cli, tmp_path):
+    plan_file = secure.root / "plan.json"
+    results = outputs(
+        run_cli,
+        secure,
+        ("validate",),
+        ("plan",),
+        ("plan", "--json", "--out", str(plan_file)),
+        ("plan", "--format", "markdown"),
+        ("apply", str(plan_file)),
+        ("reconcile", "--wait", "--timeout", "60"),
+        ("status",),
+        ("status", "--json"),
+    )
+    assert [r.exit_code for r in results] == [0, 0, 0, 0, 0, 0, 0, 0], [r.stderr for r in results]
+    assert (secure.root / "results" / "nightly-eval.jsonl").exists()  # the key really worked
+    assert_clean(results, tmp_path)
+
+
+def test_a_wrong_key_a_missing_key_and_a_dead_host_fail_without_showing_a_key(
+    secure, run_cli, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("RECON_TEST_KEY", WRONG)
+    wrong = outputs(run_cli, secure, ("plan",), ("apply", "--auto-approve"), ("reconcile",))
+    assert all(r.exit_code == 1 and "HTTP 401" in r.stderr for r in wrong), [r.stderr for r in wrong]
+    monkeypatch.delenv("RECON_TEST_KEY")
+    missing = outputs(run_cli, secure, ("plan",), ("apply", "--auto-approve"))
+    assert all(r.exit_code == 1 and "${RECON_TEST_KEY}" in r.stderr for r in missing)
+    monkeypatch.setenv("RECON_TEST_KEY", KEY)
+    (secure.specs / "secure.yaml").unlink()
+    secure.write_provider("secure", base_url="http://127.0.0.1:9/v1", headers=HEADERS)
+    dead = outputs(run_cli, secure, ("plan",), ("reconcile",))
+    assert all(r.exit_code == 1 and "ConnectError" in r.stderr for r in dead), [r.stderr for r in dead]
+    assert_clean(wrong + missing + dead, tmp_path)
+
+
+def test_a_server_that_echoes_the_key_back_has_it_scrubbed_from_the_error(secure, run_cli, tmp_path):
+    with hostile_server() as hostile:
+        (secure.specs / "secure.yaml").unlink()
+        secure.write_provider("secure", base_url=hostile.base_url("echo-auth"), headers=HEADERS)
+        results = outputs(run_cli, secure, ("plan",), ("reconcile",))
+    assert all(r.exit_code == 1 and "Incorrect API key provided: Bearer ***" in r.stderr for r in results)
+    assert_clean(results, tmp_path)
+
+
+def test_the_daemon_log_holds_no_key_on_success_or_on_a_401(secure, sandbox, tmp_path):
+    log_path = tmp_path / "daemon.log"
+    env = cli_env() | {"RECONCILER_OWNER": "tests/secrets", "RECON_TEST_PORTKEY": PORTKEY}
+    for key in (KEY, WRONG):
+        command = [sys.executable, "-m", "reconciler", "reconcile", "--watch", "--interval", "0.2"]
+        command += ["--log-format", "json", *secure.args()]
+        with log_path.open("ab") as log:
+            daemon = subprocess.Popen(command, env=env | {"RECON_TEST_KEY": key}, stdout=log, stderr=log)
+        try:
+            wanted = "HTTP 401" if key == WRONG else '"created"'
+            wait_until(lambda: wanted in log_path.read_text(errors="replace"), timeout=60)  # noqa: B023
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+    assert "HTTP 401" in log_path.read_text()
+    assert files_with_secrets(tmp_path) == {}

@@ -1,0 +1,123 @@
+"""State damage: a truncated, empty, garbage, wrongly shaped or future-format state file.
+
+Every command that reads it stops with one clear line, sends nothing that mutates, writes
+nothing, and leaves the damaged file exactly as it was.  `reconcile --rebuild-state` then
+rebuilds the state from the live list with zero creates, keeping the damaged file aside;
+the previous good copy (`state.json.backup`) is kept beside the state throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from reconciler.state import State
+from tests.reconcile_helpers import batches, mutating, state_of, use_sandbox
+
+JOBS = ("nightly-eval", "ab-test", "embeddings")
+
+
+def truncated(good: bytes) -> bytes:
+    return good[: len(good) // 2]
+
+
+DAMAGE = {
+    "truncated": (truncated, "state file is damaged (not JSON)"),
+    "empty": (lambda good: b"", "state file is damaged (not JSON)"),
+    "garbage": (lambda good: os.urandom(64) + b"\x00\xff", "state file is damaged (not JSON)"),
+    "not-an-object": (lambda good: b'["jobs"]', "state file is damaged (at top level)"),
+    "wrong-shape": (lambda good: json.dumps({**json.loads(good), "jobs": 5}).encode(), "damaged (at jobs)"),
+    "future-format": (
+        lambda good: json.dumps({**json.loads(good), "format_version": 99}).encode(),
+        "state format_version 99 is newer than this reconciler understands",
+    ),
+}
+
+
+@pytest.fixture
+def applied(make_repo, sandbox, monkeypatch, run_cli):
+    """A repo whose jobs have batches (kept running), applied twice so a backup exists."""
+    use_sandbox(monkeypatch, sandbox)
+    sandbox.configure(validation_seconds=600)
+    repo = make_repo()
+    for name in JOBS:
+        repo.write_job(name)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    return repo
+
+
+def backup_of(repo):
+    return repo.state.with_name("state.json.backup")
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_state_stops_every_command_in_one_line_and_is_kept_untouched(
+    applied, sandbox, run_cli, damage
+):
+    spoil, words = DAMAGE[damage]
+    backup = backup_of(applied).read_bytes()
+    State.model_validate_json(backup)  # the previous good copy is there before anything goes wrong
+    damaged = spoil(applied.state.read_bytes())
+    applied.state.write_bytes(damaged)
+    before = applied.written()
+    sandbox.reset_counts()
+    for command in (["plan"], ["apply", "--auto-approve"], ["reconcile"], ["status"]):
+        result = run_cli(*command, *applied.args())
+        assert result.exit_code == 1, (command, result.stdout)
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: {applied.state}: ") and words in line, line
+        assert damage == "future-format" or "previous good copy is state.json.backup" in line
+    assert mutating(sandbox.request_counts()) == {}
+    assert applied.state.read_bytes() == damaged
+    assert backup_of(applied).read_bytes() == backup
+    assert applied.written() == before
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_rebuild_state_recovers_every_batch_from_the_live_list_with_zero_creates(
+    applied, sandbox, run_cli, damage
+):
+    spoil, _ = DAMAGE[damage]
+    recorded = {j: [b["batch_id"] for b in job["batches"]] for j, job in state_of(applied.root)["jobs"].items()}
+    damaged = spoil(applied.state.read_bytes())
+    applied.state.write_bytes(damaged)
+    sandbox.reset_counts()
+    result = run_cli("reconcile", "--rebuild-state", *applied.args())
+    assert result.exit_code == 0, result.stderr
+    assert "Applied: 0 created, 0 cancelled" in result.stdout
+    assert mutating(sandbox.request_counts()) == {}
+    rebuilt = {j: [b["batch_id"] for b in job["batches"]] for j, job in state_of(applied.root)["jobs"].items()}
+    assert rebuilt == recorded
+    (kept,) = applied.state.parent.glob("state.json.damaged-*")
+    assert kept.read_bytes() == damaged
+    State.model_validate_json(backup_of(applied).read_bytes())
+    assert len(batches(sandbox)) == len(JOBS)
+
+
+def test_a_lost_state_file_is_rebuilt_by_adoption_not_by_creating_again(applied, sandbox, run_cli):
+    before = sorted(b.id for b in batches(sandbox))
+    applied.state.unlink()
+    backup_of(applied).unlink()
+    sandbox.reset_counts()
+    result = run_cli("reconcile", *applied.args())
+    assert result.exit_code == 0, result.stderr
+    assert mutating(sandbox.request_counts()) == {}
+    assert sorted(b.id for b in batches(sandbox)) == before
+    assert "adopt" in result.stdout
+
+
+def test_a_state_file_that_is_a_folder_is_one_line_not_a_crash(applied, run_cli):
+    applied.state.unlink()
+    applied.state.mkdir()
+    result = run_cli("plan", *applied.args())
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {applied.state}: cannot read the state file")
+
+
+def test_a_damaged_lock_file_does_not_stop_anyone(applied, run_cli):
+    applied.state.with_name("state.json.lock").write_bytes(b"\x00garbage{")
+    assert run_cli("reconcile", *applied.args()).exit_code == 0
