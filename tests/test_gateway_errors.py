@@ -1,7 +1,7 @@
 """Upstream errors as they come out of the real Portkey gateway: status codes, Retry-After,
 the rewritten error body, the API key check, and no retries by the gateway itself.
 
-docs/portkey.md records the shapes pinned here; the reconciler's client parses them.
+README.md (Use with Portkey) records the shapes pinned here; the reconciler's client parses them.
 """
 
 from __future__ import annotations

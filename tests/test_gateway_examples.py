@@ -1,5 +1,5 @@
 """The Provider examples, the GitHub Actions workflow, the pre-commit hook and the commands in
-docs/portkey.md and docs/ci.md: each one works as a user would copy it.
+The README's sections (Use with Portkey, Use in CI, ...): each one works as a user would copy it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.fixtures.sandbox import cli_env
 ROOT = Path(__file__).resolve().parents[1]
 PROVIDER_EXAMPLES = sorted((ROOT / "examples" / "providers").glob("*.yaml"))
 WORKFLOW = ROOT / "examples" / "github-actions" / "reconciler.yml"
-DOCS = (ROOT / "docs" / "portkey.md", ROOT / "docs" / "ci.md")
+DOCS = (ROOT / "README.md",)
 CREDENTIAL_HEADERS = {"authorization", "x-portkey-api-key", "x-portkey-virtual-key"}
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
