@@ -157,7 +157,7 @@ class _RequestChecker:
         if self.requests > self.limits.max_requests:
             return  # already an error; just count, without growing memory
         try:
-            request = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+            request = _decode(line)
         except UnicodeDecodeError:
             self.report(number, "", "not UTF-8 text; save the file as UTF-8")
             return
@@ -211,6 +211,18 @@ class _RequestChecker:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# Built once: json.loads with a keyword argument builds a decoder per call, ~20% of the parse.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _decode(line: bytes) -> Any:
+    """json.loads(line) without NaN and Infinity, keeping its check for a byte order mark."""
+    text = line.decode("utf-8")
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
 
 
 def digest_repo(

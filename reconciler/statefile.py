@@ -79,6 +79,25 @@ def write_state(path: Path, state: State) -> State:
     return written
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """A writer killed mid-write leaves `.<name>.<pid>.tmp` behind; the pid says whose it was."""
+    for temp in path.parent.glob(f".{path.name}.*tmp"):
+        pid = temp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 def _keep_backup(path: Path) -> None:
     """Hard-links the current file as the backup, so `path` itself never goes missing."""
     if not path.exists():
@@ -111,6 +130,7 @@ def state_lock(path: Path, command: str, timeout: float | None = None) -> Iterat
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         _acquire(fd, lock_path, timeout)
+        _remove_stale_temps(path)
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

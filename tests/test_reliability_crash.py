@@ -28,7 +28,6 @@ import pytest
 
 from reconciler.sandbox import Sandbox
 from tests.fixtures.sandbox import cli_env
-from tests.reconcile_helpers import batches, mutating, sdk, use_sandbox
 
 FULL = os.environ.get("RECONCILER_FULL") == "1"
 TRIALS = 50 if FULL else 12
@@ -67,7 +66,7 @@ def change_inputs(repo: Any, rng: random.Random) -> list[str]:
     return [job_name(i) for i in chosen]
 
 
-def owned_batches(sandbox: Sandbox, owner_tag: str | None = None) -> list[dict[str, Any]]:
+def owned_batches(sandbox: Sandbox) -> list[dict[str, Any]]:
     listed = []
     with httpx.Client(base_url=sandbox.base_url, timeout=30) as http:
         after = None
@@ -100,8 +99,12 @@ def duplicate_units(sandbox: Sandbox) -> dict[tuple[str, ...], int]:
 
 
 def state_parses(repo: Any) -> dict[str, Any] | None:
+    """The state (and its backup, when there is one) as a valid State; None before the first."""
     from reconciler.state import State
 
+    backup = repo.state.with_name("state.json.backup")
+    if backup.exists():
+        State.model_validate_json(backup.read_bytes())
     if not repo.state.exists():
         return None
     data: dict[str, Any] = json.loads(repo.state.read_text())
@@ -109,30 +112,43 @@ def state_parses(repo: Any) -> dict[str, Any] | None:
     return data
 
 
-def run_and_kill(repo: Any, sandbox: Sandbox, rng: random.Random, budget: float) -> tuple[str, bool]:
-    """Starts apply or reconcile; SIGKILLs it after a random share of `budget` seconds."""
+def sent(sandbox: Sandbox) -> Counter[str]:
+    return Counter(sandbox.request_counts())
+
+
+def run_and_kill(
+    repo: Any, sandbox: Sandbox, rng: random.Random, budget: float | None
+) -> tuple[str, Counter[str] | None, float]:
+    """Starts apply or reconcile; once it has reached the API, SIGKILLs it after a random share
+    of `budget` seconds (None: lets it finish).  Returns the command, what it had sent when
+    killed (None if it finished first) and how long it talked to the API."""
     command = rng.choice(["apply", "reconcile"])
     extra = ["--auto-approve"] if command == "apply" else []
     parallelism = str(rng.choice([1, 2, 4, 16]))
     env = cli_env() | {"RECONCILER_SANDBOX_URL": sandbox.base_url, "RECONCILER_OWNER": OWNER}
+    before = sent(sandbox)
     process = subprocess.Popen(
         [sys.executable, "-m", "reconciler", command, *extra, "--parallelism", parallelism, *repo.args()],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    while sent(sandbox) == before and process.poll() is None:
+        time.sleep(0.002)  # imports and spec loading are not the interesting part
+    talking = time.monotonic()
+    killed = None
     try:
-        process.wait(timeout=rng.uniform(0, budget))
-        killed = False
+        process.wait(timeout=120 if budget is None else rng.uniform(0, budget))
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        killed = True
+        killed = sent(sandbox) - before
+    took = time.monotonic() - talking
     stderr = process.stderr.read().decode() if process.stderr else ""
     if process.stderr:
         process.stderr.close()
     assert "Traceback" not in stderr, stderr
-    return command, killed
+    return command, killed, took
 
 
 def converge(run_cli: Any, repo: Any, passes: int = 12) -> None:
@@ -182,101 +198,35 @@ def test_sigkilled_applies_never_duplicate_a_batch_lose_the_state_or_orphan_an_u
     repo = make_repo()
     write_repo(repo)
 
-    started = time.monotonic()  # calibrates the kill window to this machine's speed
-    run_and_kill(repo, sandbox, random.Random(0), budget=120)
-    budget = (time.monotonic() - started) * 1.2
-    kills = Counter[str]()
+    _, _, budget = run_and_kill(repo, sandbox, random.Random(0), None)  # a whole first apply
+    kills: Counter[str] = Counter()
+    landed: Counter[str] = Counter()  # where kills fell: what the process had sent by then
     for trial in range(1, TRIALS + 1):
         change_inputs(repo, rng)
-        command, killed = run_and_kill(repo, sandbox, rng, budget)
-        kills[f"{command} {'killed' if killed else 'finished'}"] += 1
+        command, killed, _ = run_and_kill(repo, sandbox, rng, budget)
+        kills[f"{command} {'finished' if killed is None else 'killed'}"] += 1
+        if killed is not None:
+            landed[_moment(killed)] += 1
         assert duplicate_units(sandbox) == {}, f"trial {trial} (seed {seed})"
         state_parses(repo)
         if trial % CONVERGE_EVERY == 0 or trial == TRIALS:
             converge(run_cli, repo)
             assert_converged(repo, sandbox)
+    print(f"kills fell {dict(landed)}")
+    assert sorted(p.name for p in repo.state.parent.glob(".*tmp")) == [], "temp files of killed writers"
     print(f"trials: {TRIALS}; {dict(kills)}; batches: {len(owned_batches(sandbox))}")
     assert kills.total() == TRIALS and sum(n for k, n in kills.items() if "killed" in k) >= TRIALS // 3
-
-
-# -- the leftovers a kill between upload and create leaves, set up exactly -------------------
-
-
-def _crashed_after_upload(repo, sandbox, run_cli, job: str = "a", *, with_state: bool = True) -> Any:
-    """What a process killed after its upload, before its create, leaves: an intent in the
-    state without a file id, and an upload under the job's deterministic name."""
-    from reconciler.ownership import owner_tag
-
-    generation = json.loads(run_cli("plan", "--json", *repo.args()).stdout)["changes"][0]["generation"]
-    name = f"{job}-{generation}-{owner_tag(OWNER)[:8]}.jsonl"
-    uploaded = sdk(sandbox).files.create(
-        file=(name, (repo.data / f"{job}.jsonl").read_bytes()), purpose="batch"
+    counts = sent(sandbox)
+    print(
+        f"uploads {counts['POST /v1/files']}, creates {counts['POST /v1/batches']}, "
+        f"leftover uploads deleted {counts['DELETE /v1/files/{id}']}"
     )
-    if with_state:
-        intent = {"attempt": "0123456789ab", "generation": generation, "requests": 3}
-        job_state = {
-            "generation": generation,
-            "provider": "sandbox",
-            "status": "pending",
-            "pending": [intent],
-        }
-        state = {"format_version": 1, "serial": 3, "lineage": "l", "jobs": {job: job_state}}
-        repo.state.parent.mkdir(parents=True, exist_ok=True)
-        repo.state.write_text(json.dumps(state))
-    return uploaded
 
 
-@pytest.fixture
-def repo(make_repo, sandbox, monkeypatch):
-    use_sandbox(monkeypatch, sandbox, OWNER)
-    return make_repo()
-
-
-@pytest.mark.parametrize("with_state", [True, False], ids=["intent-pending", "state-lost"])
-def test_an_upload_whose_create_never_went_out_is_reused_not_sent_again(repo, sandbox, run_cli, with_state):
-    repo.write_job("a", requests=3)
-    uploaded = _crashed_after_upload(repo, sandbox, run_cli, with_state=with_state)
-    sandbox.reset_counts()
-    assert run_cli("reconcile", *repo.args()).exit_code == 0
-    assert mutating(sandbox.request_counts()) == {"POST /v1/batches": 1}
-    (batch,) = batches(sandbox, "a")
-    assert batch.input_file_id == uploaded.id
-    assert [f["id"] for f in input_files(sandbox)] == [uploaded.id]
-
-
-def test_the_upload_of_an_intent_dropped_by_a_spec_change_is_deleted(repo, sandbox, run_cli):
-    repo.write_job("a", requests=3)
-    stale = _crashed_after_upload(repo, sandbox, run_cli)
-    repo.write_input("data/a.jsonl", requests=4)
-    sandbox.reset_counts()
-    assert run_cli("reconcile", *repo.args()).exit_code == 0
-    assert mutating(sandbox.request_counts()) == {
-        "POST /v1/files": 1,
-        "POST /v1/batches": 1,
-        "DELETE /v1/files/{id}": 1,
-    }
-    (batch,) = batches(sandbox, "a")
-    assert [f["id"] for f in input_files(sandbox)] == [batch.input_file_id] != [stale.id]
-
-
-def test_uploads_of_other_owners_and_other_tools_are_never_reused_or_deleted(repo, sandbox, run_cli):
-    repo.write_job("a", requests=3)
-    ours = _crashed_after_upload(repo, sandbox, run_cli)
-    content = (repo.data / "a.jsonl").read_bytes()
-    generation = ours.filename.split("-")[1]
-    theirs = [
-        sdk(sandbox).files.create(file=(name, content), purpose="batch").id
-        for name in (f"a-{generation}-0badc0de.jsonl", f"a-{generation}.jsonl", "a.jsonl")
-    ]
-    repo.write_input("data/a.jsonl", requests=4)  # ours is now superseded; theirs look alike
-    assert run_cli("reconcile", *repo.args()).exit_code == 0
-    left = {f["id"] for f in input_files(sandbox)}
-    assert ours.id not in left and set(theirs) <= left
-
-
-def test_a_pass_with_nothing_pending_lists_no_files(repo, sandbox, run_cli):
-    repo.write_job("a", requests=3)
-    assert run_cli("reconcile", *repo.args()).exit_code == 0
-    sandbox.reset_counts()
-    assert run_cli("reconcile", *repo.args()).exit_code == 0
-    assert "GET /v1/files" not in sandbox.request_counts()
+def _moment(sent_before_kill: Counter[str]) -> str:
+    uploads, creates = sent_before_kill["POST /v1/files"], sent_before_kill["POST /v1/batches"]
+    if not uploads and not creates:
+        return "before any upload"
+    if uploads > creates:
+        return "between an upload and its create"
+    return "after creates"

@@ -137,3 +137,8 @@ def test_the_daemon_log_holds_no_key_on_success_or_on_a_401(secure, sandbox, tmp
             daemon.wait(timeout=30)
     assert "HTTP 401" in log_path.read_text()
     assert files_with_secrets(tmp_path) == {}
+
+
+def test_the_search_finds_a_key_even_with_its_tail_masked(tmp_path):
+    (tmp_path / "log.txt").write_text(f"Incorrect API key provided: {KEY[:-4]}****")
+    assert files_with_secrets(tmp_path) == {"log.txt": [KEY[:12]]}

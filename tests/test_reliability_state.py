@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -81,7 +83,9 @@ def test_rebuild_state_recovers_every_batch_from_the_live_list_with_zero_creates
     applied, sandbox, run_cli, damage
 ):
     spoil, _ = DAMAGE[damage]
-    recorded = {j: [b["batch_id"] for b in job["batches"]] for j, job in state_of(applied.root)["jobs"].items()}
+    recorded = {
+        j: [b["batch_id"] for b in job["batches"]] for j, job in state_of(applied.root)["jobs"].items()
+    }
     damaged = spoil(applied.state.read_bytes())
     applied.state.write_bytes(damaged)
     sandbox.reset_counts()
@@ -89,7 +93,9 @@ def test_rebuild_state_recovers_every_batch_from_the_live_list_with_zero_creates
     assert result.exit_code == 0, result.stderr
     assert "Applied: 0 created, 0 cancelled" in result.stdout
     assert mutating(sandbox.request_counts()) == {}
-    rebuilt = {j: [b["batch_id"] for b in job["batches"]] for j, job in state_of(applied.root)["jobs"].items()}
+    rebuilt = {
+        j: [b["batch_id"] for b in job["batches"]] for j, job in state_of(applied.root)["jobs"].items()
+    }
     assert rebuilt == recorded
     (kept,) = applied.state.parent.glob("state.json.damaged-*")
     assert kept.read_bytes() == damaged
@@ -121,3 +127,15 @@ def test_a_state_file_that_is_a_folder_is_one_line_not_a_crash(applied, run_cli)
 def test_a_damaged_lock_file_does_not_stop_anyone(applied, run_cli):
     applied.state.with_name("state.json.lock").write_bytes(b"\x00garbage{")
     assert run_cli("reconcile", *applied.args()).exit_code == 0
+
+
+def test_temp_files_of_killed_writers_are_removed_and_a_live_writers_kept(applied, run_cli):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = applied.state.with_name(f".state.json.{dead.pid}.tmp")
+    stale_link = applied.state.with_name(f".state.json.{dead.pid}.backup-tmp")
+    live = applied.state.with_name(f".state.json.{os.getppid()}.tmp")
+    for temp in (stale, stale_link, live):
+        temp.write_text("{half a sta")
+    assert run_cli("reconcile", *applied.args()).exit_code == 0
+    assert not stale.exists() and not stale_link.exists() and live.exists()

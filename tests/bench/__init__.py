@@ -5,8 +5,10 @@ sandboxes started for the purpose, and printed as one table: target, measured va
 The CLI runs as a subprocess, as users run it; the sandbox runs as a separate process, so the
 client's time and memory are not mixed with the server's.
 
-Module map: procs (subprocesses, peak RSS, CPU), sandbox (an external sandbox process), data
-(inputs and repos written fast), table (rows and rendering), and one module per item:
-validation (1), apply (2), plans (3), alternatives (4), watch (5 and 7), memory (6).
+Module map: procs (subprocesses, CPU) and peak (a process's own peak RSS), sandbox (an
+external sandbox process), data (inputs and repos written fast), seed (thousands of live
+batches), daemon (the watch daemon as a subprocess), context (sizes, work folder), table
+(rows and rendering), and one module per item: validation (1), apply (2), plans (3),
+alternatives and rivals (4), watch (5 and 7), memory (6).
 `tests/test_bench_ratios.py` asserts the count- and ratio-based parts at small scale in CI.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import shutil
 import sys
@@ -62,8 +63,6 @@ def _measure(item: str, ctx: Context) -> list[Row]:
 
 
 def _machine() -> str:
-    import os
-
     return f"{os.cpu_count()} cores, Python {platform.python_version()}"
 
 

@@ -11,9 +11,7 @@ knobs: submit N new jobs, then look at every job's status once (after the batche
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,31 +19,9 @@ from pathlib import Path
 from tests.bench.context import Context
 from tests.bench.data import repo_with_jobs
 from tests.bench.procs import bench_env, reconciler_argv, run, warm_bytecode
+from tests.bench.rivals import SDK_SCRIPT, batchwizard
 from tests.bench.sandbox import FAST_TIMELINE, ExternalSandbox, external_sandbox, total
 from tests.bench.table import Row, info, ratio, seconds
-
-# Outside the tree, kept between runs: batchwizard is no dependency of the project.
-BATCHWIZARD_VENV = Path(tempfile.gettempdir()) / "reconciler-bench-venvs" / "batchwizard"
-BATCHWIZARD = "batchwizard==0.5.0"
-
-SDK_SCRIPT = """
-import pathlib, sys, openai
-mode, folder, ids = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
-client = openai.OpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY from the environment
-if mode == "submit":
-    created = []
-    for path in sorted(folder.glob("*.jsonl")):
-        with path.open("rb") as stream:
-            uploaded = client.files.create(file=stream, purpose="batch")
-        batch = client.batches.create(
-            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
-        created.append(batch.id)
-    ids.write_text("\\n".join(created))
-else:
-    for batch_id in ids.read_text().split():
-        print(batch_id, client.batches.retrieve(batch_id).status)
-"""
 
 
 @dataclass(frozen=True)
@@ -121,7 +97,7 @@ def _run_sdk(ctx: Context) -> Outcome:
 
 
 def _run_batchwizard(ctx: Context) -> Outcome | str:
-    executable, trouble = _batchwizard()
+    executable, trouble = batchwizard()
     if executable is None:
         return trouble
     folder = ctx.folder("alt-batchwizard")
@@ -148,21 +124,6 @@ def _run_batchwizard(ctx: Context) -> Outcome | str:
         requests,
         "5 jobs at a time (its default); watch also downloads each output",
     )
-
-
-def _batchwizard() -> tuple[str | None, str]:
-    """The batchwizard executable in a throwaway venv (created once), or why there is none."""
-    executable = BATCHWIZARD_VENV / "bin" / "batchwizard"
-    if not executable.exists():
-        try:
-            subprocess.run(
-                [sys.executable, "-m", "venv", str(BATCHWIZARD_VENV)], check=True, capture_output=True
-            )
-            pip = [str(BATCHWIZARD_VENV / "bin" / "pip"), "install", "--quiet", BATCHWIZARD]
-            subprocess.run(pip, check=True, capture_output=True, timeout=600)
-        except (subprocess.SubprocessError, OSError) as error:
-            return None, f"could not install {BATCHWIZARD}: {error}"
-    return str(executable), ""
 
 
 def _requests_then_settle(sandbox: ExternalSandbox) -> int:

@@ -8,19 +8,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import statistics
-import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from tests.bench.context import Context
+from tests.bench.daemon import running_daemon, wait_for
 from tests.bench.data import BenchRepo, make_repo, repo_with_jobs, write_chat_input
 from tests.bench.procs import bench_env, cpu_seconds_of, peak_rss_mb_of, reconciler_argv, run, warm_bytecode
 from tests.bench.sandbox import FAST_TIMELINE, ExternalSandbox, external_sandbox, total
@@ -28,50 +24,6 @@ from tests.bench.seed import seed_owned
 from tests.bench.table import Row, info, mib, seconds
 
 POLL_SECONDS = 0.01
-
-
-class Daemon:
-    """A running daemon; its JSON log lines are collected as they arrive."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-        self.events: list[dict[str, object]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            with contextlib.suppress(ValueError):
-                self.events.append(json.loads(line))
-
-    def logged(self, event: str, job: str | None = None) -> bool:
-        return any(e.get("event") == event and (job is None or e.get("job") == job) for e in self.events)
-
-
-@contextlib.contextmanager
-def running_daemon(sandbox: ExternalSandbox, repo: BenchRepo) -> Iterator[Daemon]:
-    env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url})
-    argv = reconciler_argv("reconcile", "--watch", "--log-format", "json", *repo.args())
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        yield Daemon(process)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_for(condition: object, timeout: float, what: str) -> None:
-    """Polls `condition()`; the timeout is a safety net, not a measurement."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def measure_latency(ctx: Context) -> list[Row]:

@@ -1,0 +1,105 @@
+"""The leftovers a process killed between an upload and its create leaves, set up exactly.
+
+The crash trials (test_reliability_crash.py) found them: an upload whose file id never
+reached the state, which the next pass uploaded again, leaving the first unread forever.
+Uploads now carry deterministic names with the owner in them, so a pass that follows such
+trouble reuses the upload a create still needs and deletes ours that no batch will read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from reconciler.ownership import owner_tag
+from reconciler.sandbox import Sandbox
+from tests.reconcile_helpers import batches, mutating, sdk, use_sandbox
+
+OWNER = "tests/reliability-leftovers"
+
+
+def input_files(sandbox: Sandbox) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=sandbox.base_url, timeout=30) as http:
+        files: list[dict[str, Any]] = http.get("/files", params={"purpose": "batch"}).json()["data"]
+    return files
+
+
+def _crashed_after_upload(repo, sandbox, run_cli, job: str = "a", *, with_state: bool = True) -> Any:
+    """What a process killed after its upload, before its create, leaves: an intent in the
+    state without a file id, and an upload under the job's deterministic name."""
+    generation = json.loads(run_cli("plan", "--json", *repo.args()).stdout)["changes"][0]["generation"]
+    name = f"{job}-{generation}-{owner_tag(OWNER)[:8]}.jsonl"
+    uploaded = sdk(sandbox).files.create(
+        file=(name, (repo.data / f"{job}.jsonl").read_bytes()), purpose="batch"
+    )
+    if with_state:
+        intent = {"attempt": "0123456789ab", "generation": generation, "requests": 3}
+        job_state = {
+            "generation": generation,
+            "provider": "sandbox",
+            "status": "pending",
+            "pending": [intent],
+        }
+        state = {"format_version": 1, "serial": 3, "lineage": "l", "jobs": {job: job_state}}
+        repo.state.parent.mkdir(parents=True, exist_ok=True)
+        repo.state.write_text(json.dumps(state))
+    return uploaded
+
+
+@pytest.fixture
+def repo(make_repo, sandbox, monkeypatch):
+    use_sandbox(monkeypatch, sandbox, OWNER)
+    return make_repo()
+
+
+@pytest.mark.parametrize("with_state", [True, False], ids=["intent-pending", "state-lost"])
+def test_an_upload_whose_create_never_went_out_is_reused_not_sent_again(repo, sandbox, run_cli, with_state):
+    repo.write_job("a", requests=3)
+    uploaded = _crashed_after_upload(repo, sandbox, run_cli, with_state=with_state)
+    sandbox.reset_counts()
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    assert mutating(sandbox.request_counts()) == {"POST /v1/batches": 1}
+    (batch,) = batches(sandbox, "a")
+    assert batch.input_file_id == uploaded.id
+    assert [f["id"] for f in input_files(sandbox)] == [uploaded.id]
+
+
+def test_the_upload_of_an_intent_dropped_by_a_spec_change_is_deleted(repo, sandbox, run_cli):
+    repo.write_job("a", requests=3)
+    stale = _crashed_after_upload(repo, sandbox, run_cli)
+    repo.write_input("data/a.jsonl", requests=4)
+    sandbox.reset_counts()
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    assert mutating(sandbox.request_counts()) == {
+        "POST /v1/files": 1,
+        "POST /v1/batches": 1,
+        "DELETE /v1/files/{id}": 1,
+    }
+    (batch,) = batches(sandbox, "a")
+    assert [f["id"] for f in input_files(sandbox)] == [batch.input_file_id] != [stale.id]
+
+
+def test_uploads_of_other_owners_and_other_tools_are_never_reused_or_deleted(repo, sandbox, run_cli):
+    repo.write_job("a", requests=3)
+    ours = _crashed_after_upload(repo, sandbox, run_cli)
+    content = (repo.data / "a.jsonl").read_bytes()
+    generation = ours.filename.split("-")[1]
+    theirs = [
+        sdk(sandbox).files.create(file=(name, content), purpose="batch").id
+        for name in (f"a-{generation}-0badc0de.jsonl", f"a-{generation}.jsonl", "a.jsonl")
+    ]
+    repo.write_input("data/a.jsonl", requests=4)  # ours is now superseded; theirs look alike
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    left = {f["id"] for f in input_files(sandbox)}
+    assert ours.id not in left and set(theirs) <= left
+
+
+def test_a_pass_with_nothing_pending_lists_no_files(repo, sandbox, run_cli):
+    repo.write_job("a", requests=3)
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    sandbox.reset_counts()
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    assert "GET /v1/files" not in sandbox.request_counts()
