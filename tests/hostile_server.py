@@ -50,7 +50,7 @@ def _page(query: dict[str, str], ids: Callable[[int], str]) -> Answer:
 
 
 def _missing_fields(path: str, query: dict[str, str]) -> Answer:
-    if path.endswith("/batches") and "page" not in query:
+    if path.endswith("/batches"):
         return _json(200, {"object": "list", "has_more": False})  # no `data`
     if path.endswith("/files"):
         return _json(200, {"object": "file", "bytes": 3})  # no `id`
