@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reconciler import ownership
 
@@ -62,6 +62,12 @@ class Batch(BaseModel):
     expired_at: int | None = None
     cancelling_at: int | None = None
     cancelled_at: int | None = None
+
+    @field_validator("errors", mode="before")
+    @classmethod
+    def _errors_as_object(cls, value: Any) -> Any:
+        """The contract says an object; a provider sending the bare list is read the same."""
+        return {"object": "list", "data": value} if isinstance(value, list) else value
 
     def meta(self, key: str) -> str | None:
         return (self.metadata or {}).get(key)

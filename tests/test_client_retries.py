@@ -87,3 +87,12 @@ def test_error_messages_never_carry_the_credentials_sent(sandbox):
             list(client.iter_batches())
     assert raised.value.status == 401
     assert key not in str(raised.value)
+
+
+def test_a_batch_whose_errors_come_as_a_bare_list_is_still_read():
+    from reconciler.batches import Batch
+
+    batch = Batch.model_validate(
+        {"id": "batch_1", "status": "failed", "errors": [{"code": "invalid_json_line"}]}
+    )
+    assert batch.errors == {"object": "list", "data": [{"code": "invalid_json_line"}]}
