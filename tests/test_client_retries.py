@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from reconciler.client import BatchClient
-from reconciler.errors import ApiStatusError, OutcomeUnknownError
-from reconciler.retry import Backoff
-from reconciler.uploads import UploadSource
+from reconciler.api.backoff import Backoff
+from reconciler.api.client import BatchClient
+from reconciler.api.uploads import UploadSource
+from reconciler.common.errors import ApiStatusError, OutcomeUnknownError
 from tests.reconcile_helpers import batches
 
 FAST = Backoff(attempts=8, initial=0.001, cap=0.01, max_retry_after=0.05)
@@ -90,7 +90,7 @@ def test_error_messages_never_carry_the_credentials_sent(sandbox):
 
 
 def test_a_batch_whose_errors_come_as_a_bare_list_is_still_read():
-    from reconciler.batches import Batch
+    from reconciler.api.batch import Batch
 
     batch = Batch.model_validate(
         {"id": "batch_1", "status": "failed", "errors": [{"code": "invalid_json_line"}]}

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import SpecError
-from reconciler.inputs import CACHE_NAME, InputLimits, digest_repo
-from reconciler.loader import load_repo
+from reconciler.common.errors import SpecError
+from reconciler.common.limits import InputLimits
+from reconciler.specs.inputs import CACHE_NAME, digest_repo
+from reconciler.specs.loader import load_repo
 from tests.fixtures.repo import CliResult, UserRepo, request_lines
 
 

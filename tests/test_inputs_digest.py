@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import SpecError
-from reconciler.inputs import CHUNK_BYTES, InputLimits, digest_input
+from reconciler.common.errors import SpecError
+from reconciler.common.limits import InputLimits
+from reconciler.specs.inputs import CHUNK_BYTES, digest_input
 from tests.fixtures.repo import request_lines
 
 CHAT = "/v1/chat/completions"

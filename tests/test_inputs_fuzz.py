@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.errors import SpecError
-from reconciler.inputs import InputLimits, digest_input
+from reconciler.common.errors import SpecError
+from reconciler.common.limits import InputLimits
+from reconciler.specs.inputs import digest_input
 
 CHAT = "/v1/chat/completions"
 FUZZ = settings(max_examples=200, deadline=None)

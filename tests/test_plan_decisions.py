@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import ownership
-from reconciler.batches import Batch, LiveBatch
-from reconciler.errors import PlanRefusedError
-from reconciler.plan import Action, DesiredJob, PartSpec, make_plan
-from reconciler.state import BatchRecord, JobState, PendingCreate, State
+from reconciler.api.batch import Batch, LiveBatch
+from reconciler.common import ownership
+from reconciler.common.errors import PlanRefusedError
+from reconciler.plans.plan import Action, DesiredJob, PartSpec, make_plan
+from reconciler.state.model import BatchRecord, JobState, PendingCreate, State
 
 OWNER = "owner-tag"
 

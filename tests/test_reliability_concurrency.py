@@ -98,7 +98,7 @@ def two_repos(make_repo, sandbox):
 
 
 def test_two_repos_with_different_owners_never_touch_each_others_batches(two_repos, sandbox):
-    from reconciler.ownership import owner_tag
+    from reconciler.specs.identity import owner_tag
 
     sandbox.configure(validation_seconds=600)  # everything stays running, so a cancel would show
     ours, theirs = two_repos

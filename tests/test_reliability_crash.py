@@ -100,7 +100,7 @@ def duplicate_units(sandbox: Sandbox) -> dict[tuple[str, ...], int]:
 
 def state_parses(repo: Any) -> dict[str, Any] | None:
     """The state (and its backup, when there is one) as a valid State; None before the first."""
-    from reconciler.state import State
+    from reconciler.state.model import State
 
     backup = repo.state.with_name("state.json.backup")
     if backup.exists():

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.ownership import owner_tag
 from reconciler.sandbox import Sandbox
+from reconciler.specs.identity import owner_tag
 from tests.reconcile_helpers import batches, mutating, sdk, use_sandbox
 
 OWNER = "tests/reliability-leftovers"

@@ -24,9 +24,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from reconciler.cli import main
-from reconciler.ownership import owner_tag
+from reconciler.cli.main import main
 from reconciler.sandbox import SandboxConfig, start_sandbox
+from reconciler.specs.identity import owner_tag
 from tests.hostile_server import HostileServer, hostile_server
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

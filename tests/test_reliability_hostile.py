@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from reconciler.client import MAX_PAGES, BatchClient
-from reconciler.errors import ApiConnectionError, ApiError, ApiStatusError, OutcomeUnknownError
-from reconciler.retry import Backoff
-from reconciler.uploads import UploadSource
+from reconciler.api.backoff import Backoff
+from reconciler.api.client import MAX_PAGES, BatchClient
+from reconciler.api.uploads import UploadSource
+from reconciler.common.errors import ApiConnectionError, ApiError, ApiStatusError, OutcomeUnknownError
 from tests.hostile_server import HostileServer, hostile_server
 
 FULL = os.environ.get("RECONCILER_FULL") == "1"

@@ -96,7 +96,7 @@ def test_a_symlink_that_stays_inside_the_repo_is_followed(repo, sandbox, run_cli
 
 def test_a_file_id_from_the_server_is_never_used_as_a_path(repo, run_cli, tmp_path):
     """A hostile provider answers with an output file id that climbs out of the work folder."""
-    from reconciler.workspace import prepare
+    from reconciler.engine.workspace import prepare
 
     repo.write_job("nightly-eval", requests=1, results="../results/out.jsonl")
     with hostile_server() as hostile:

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from reconciler.state import State
+from reconciler.state.model import State
 from tests.reconcile_helpers import batches, mutating, state_of, use_sandbox
 
 JOBS = ("nightly-eval", "ab-test", "embeddings")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.errors import UserError
-from reconciler.sandbox.embedded import embedded_config
+from reconciler.common.errors import UserError
+from reconciler.engine.embedded_sandbox import embedded_config
 from reconciler.sandbox.lifecycle import moment, needs_validation, request_counts
 from reconciler.sandbox.records import BatchErrorItem, BatchRecord, CancelRequest, Timeline, Validation
 from reconciler.sandbox.views import batch_json

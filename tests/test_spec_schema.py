@@ -7,8 +7,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler.commands.schema import render
-from reconciler.spec import ALLOWED_ENDPOINTS
+from reconciler.cli.commands.schema import render
+from reconciler.specs.models import ALLOWED_ENDPOINTS
 from tests.fixtures.repo import CliResult
 
 ROOT = Path(__file__).resolve().parent.parent

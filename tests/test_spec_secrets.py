@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.errors import MissingVariableError, UserError
-from reconciler.secrets import expand_headers, syntax_problem, variables_in
+from reconciler.common.errors import MissingVariableError, UserError
+from reconciler.specs.secrets import expand_headers, syntax_problem, variables_in
 
 
 @pytest.mark.parametrize(

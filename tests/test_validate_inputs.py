@@ -98,7 +98,9 @@ def test_crlf_line_endings_are_accepted(repo: UserRepo, run_cli: RunCli) -> None
     assert run_cli("validate", *repo.args()).exit_code == 0
 
 
-def test_more_than_50000_requests_is_an_error_until_splitting_exists(repo: UserRepo, run_cli: RunCli) -> None:
+def test_more_than_50000_requests_without_split_is_an_error_that_suggests_split(
+    repo: UserRepo, run_cli: RunCli
+) -> None:
     line = json.dumps(first)
     (repo.data / "job.jsonl").write_text(
         "".join(line.replace("req-00001", f"r{i}") + "\n" for i in range(50_001)), encoding="utf-8"
@@ -107,6 +109,7 @@ def test_more_than_50000_requests_is_an_error_until_splitting_exists(repo: UserR
     assert_rejected(
         run_cli("validate", *repo.args()), repo, f"{INPUT}:", "50001 requests; a batch may have at most 50000"
     )
+    assert "add `split:` to the spec" in run_cli("validate", *repo.args()).stderr
 
 
 def test_more_than_200_mib_is_an_error_without_reading_the_file(repo: UserRepo, run_cli: RunCli) -> None:

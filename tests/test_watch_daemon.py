@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from reconciler.sandbox import Sandbox
-from reconciler.statefile import read_state
+from reconciler.state.file import read_state
 from tests.fixtures.repo import UserRepo
 from tests.fixtures.sandbox import cli_env
 from tests.reconcile_helpers import batches, mutating

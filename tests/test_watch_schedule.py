@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from watchfiles import Change
 
-from reconciler.health import healthy, parse_listen
-from reconciler.schedule import Cadence, earliest, next_poll, retry_delay, watched_statuses
-from reconciler.state import BatchRecord, JobState, State
-from reconciler.watch_files import RelevantChanges, targets_for
+from reconciler.daemon.files import RelevantChanges, targets_for
+from reconciler.daemon.health import healthy, parse_listen
+from reconciler.daemon.schedule import Cadence, earliest, next_poll, retry_delay, watched_statuses
+from reconciler.state.model import BatchRecord, JobState, State
 
 CADENCE = Cadence(interval=30.0)
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import httpx
 
-from reconciler import ownership
-from reconciler.options import resolve_paths
-from reconciler.workspace import prepare
+from reconciler.common import ownership
+from reconciler.engine.workspace import prepare
+from reconciler.specs import identity
+from reconciler.specs.paths import resolve_paths
 from tests.bench.data import BenchRepo, chat_request, to_jsonl
 from tests.bench.procs import OWNER, bench_env, reconciler_argv, run
 from tests.bench.sandbox import ExternalSandbox
@@ -28,15 +29,15 @@ THREADS = 8
 
 def seed_owned(sandbox: ExternalSandbox, repo: BenchRepo, owner: str = OWNER) -> int:
     """One live batch per job of `repo`, as `apply` would create it; the state adopts them."""
-    previous = os.environ.get(ownership.OWNER_ENV)
-    os.environ[ownership.OWNER_ENV] = owner
+    previous = os.environ.get(identity.OWNER_ENV)
+    os.environ[identity.OWNER_ENV] = owner
     try:
         ws = prepare(resolve_paths(str(repo.root), None, None))
     finally:
-        os.environ.pop(ownership.OWNER_ENV)
+        os.environ.pop(identity.OWNER_ENV)
         if previous is not None:
-            os.environ[ownership.OWNER_ENV] = previous
-    tag = ownership.owner_tag(owner)
+            os.environ[identity.OWNER_ENV] = previous
+    tag = identity.owner_tag(owner)
     metadata = [
         {
             ownership.KEY_JOB: job.name,
@@ -50,7 +51,7 @@ def seed_owned(sandbox: ExternalSandbox, repo: BenchRepo, owner: str = OWNER) ->
         for job in ws.desired.values()
     ]
     create_batches(sandbox, metadata)
-    env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url, ownership.OWNER_ENV: owner})
+    env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url, identity.OWNER_ENV: owner})
     run(reconciler_argv("reconcile", *repo.args()), env=env)
     return len(metadata)
 

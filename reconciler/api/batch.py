@@ -1,0 +1,132 @@
+"""The Batch object as the API returns it, read leniently, and what our metadata says about it.
+
+Server objects use extra="ignore", unlike user specs: a provider adding a field must not
+break us, while a user's typo must.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from reconciler.common import ownership
+
+TERMINAL_STATUSES = frozenset(
+    {"completed", "failed", "expired", "cancelled", "file_upload_failed", "batch_start_failed"}
+)
+TIMESTAMP_FIELDS = (
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+
+
+def is_terminal(status: str) -> bool:
+    """Unknown statuses count as still running: never re-create on a word we do not know."""
+    return status in TERMINAL_STATUSES
+
+
+class RequestCounts(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class Batch(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    status: str = "unknown"
+    endpoint: str | None = None
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: dict[str, Any] | None = None
+    request_counts: RequestCounts | None = None
+    metadata: dict[str, str] | None = None
+    created_at: int | None = None
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+
+    @field_validator("errors", mode="before")
+    @classmethod
+    def _errors_as_object(cls, value: Any) -> Any:
+        """The contract says an object; a provider sending the bare list is read the same."""
+        return {"object": "list", "data": value} if isinstance(value, list) else value
+
+    def meta(self, key: str) -> str | None:
+        return (self.metadata or {}).get(key)
+
+    def owned_by(self, owner_tag: str) -> bool:
+        return self.meta(ownership.KEY_OWNER) == owner_tag and bool(self.job)
+
+    @property
+    def job(self) -> str | None:
+        return self.meta(ownership.KEY_JOB)
+
+    @property
+    def generation(self) -> str | None:
+        return self.meta(ownership.KEY_GENERATION)
+
+    @property
+    def attempt(self) -> str | None:
+        return self.meta(ownership.KEY_ATTEMPT)
+
+    @property
+    def part(self) -> int:
+        return _int(self.meta(ownership.KEY_PART), default=0)
+
+    @property
+    def retry(self) -> int:
+        return _int(self.meta(ownership.KEY_RETRY), default=1)
+
+    @property
+    def terminal(self) -> bool:
+        return is_terminal(self.status)
+
+
+def _int(value: str | None, *, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+class LiveBatch(BaseModel):
+    """An owned batch as observed, with the provider it lives on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str
+    batch: Batch = Field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.batch.id
+
+    @property
+    def status(self) -> str:
+        return self.batch.status
+
+    @property
+    def generation(self) -> str | None:
+        return self.batch.generation
+
+    @property
+    def terminal(self) -> bool:
+        return self.batch.terminal

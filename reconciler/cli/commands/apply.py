@@ -1,0 +1,69 @@
+"""`reconciler apply [PLANFILE]`: carry out a fresh plan (after asking) or exactly a saved one."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import click
+
+from reconciler.cli import render
+from reconciler.cli.options import allow_empty_option, owner_option, repo_options
+from reconciler.cli.report import report_outcome
+from reconciler.cli.saved_plan import check_still_holds, load_plan
+from reconciler.common.errors import PlanRefusedError, UserError
+from reconciler.engine.apply import DEFAULT_PARALLELISM
+from reconciler.engine.connect import open_clients
+from reconciler.engine.passes import converge, load_state, prepare
+from reconciler.plans.plan import Plan
+from reconciler.specs.paths import RepoPaths
+
+
+@click.command()
+@repo_options
+@owner_option
+@allow_empty_option
+@click.argument("planfile", required=False)
+@click.option("--auto-approve", is_flag=True, help="Do not ask before applying.")
+@click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
+def command(
+    paths: RepoPaths,
+    owner: str | None,
+    allow_empty: bool,
+    planfile: str | None,
+    auto_approve: bool,
+    parallelism: int,
+) -> int:
+    """Create and cancel batches so the provider matches the specs."""
+    saved = load_plan(planfile) if planfile else None
+    ws = prepare(paths, owner)
+    if saved is None and not auto_approve and not sys.stdin.isatty():
+        raise UserError("apply asks before changing anything: pass --auto-approve, or a saved plan file")
+    confirm: Callable[[Plan], None]
+    if saved is not None and planfile is not None:
+        saved_plan, path = saved, planfile
+
+        def confirm(plan: Plan) -> None:
+            check_still_holds(saved_plan, plan, owner_tag=ws.owner_tag, path=path)
+    else:
+        confirm = _ask if not auto_approve else _show
+    with open_clients(ws.repo, ws.providers(load_state(ws)), paths) as clients:
+        plan, _, outcome = converge(
+            ws,
+            clients,
+            command="reconciler apply",
+            allow_empty=allow_empty,
+            parallelism=parallelism,
+            confirm=confirm,
+        )
+    return report_outcome(plan, outcome)
+
+
+def _show(plan: Plan) -> None:
+    click.echo(render.plan_text(plan, colour=render.use_colour()))
+
+
+def _ask(plan: Plan) -> None:
+    _show(plan)
+    if plan.pending and not click.confirm("Apply these changes?", default=False):
+        raise PlanRefusedError("apply cancelled; nothing was changed")

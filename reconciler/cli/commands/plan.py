@@ -1,0 +1,54 @@
+"""`reconciler plan`: refresh live state and show the changes, sending nothing that mutates."""
+
+from __future__ import annotations
+
+import click
+
+from reconciler.cli import render
+from reconciler.cli.options import allow_empty_option, owner_option, repo_options
+from reconciler.cli.saved_plan import save_plan
+from reconciler.engine.connect import open_clients
+from reconciler.engine.passes import load_state, prepare, refresh_and_plan
+from reconciler.specs.paths import RepoPaths
+
+
+@click.command()
+@repo_options
+@owner_option
+@allow_empty_option
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON document.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="markdown suits a pull-request comment or $GITHUB_STEP_SUMMARY.",
+)
+@click.option("--out", metavar="FILE", help="Save the plan for `reconciler apply FILE`.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes, 0 when none.")
+@click.option("-v", "--verbose", is_flag=True, help="List jobs in sync too.")
+def command(
+    paths: RepoPaths,
+    owner: str | None,
+    allow_empty: bool,
+    as_json: bool,
+    output_format: str,
+    out: str | None,
+    detailed_exitcode: bool,
+    verbose: bool,
+) -> int:
+    """Show what apply would do. Read-only: no batch is created or cancelled."""
+    ws = prepare(paths, owner)
+    state = load_state(ws)
+    with open_clients(ws.repo, ws.providers(state), paths) as clients:
+        _, plan = refresh_and_plan(ws, clients, state, allow_empty=allow_empty)
+    if as_json or output_format == "json":
+        click.echo(render.plan_json(plan, owner_tag=ws.owner_tag, lineage=state.lineage))
+    elif output_format == "markdown":
+        click.echo(render.plan_markdown(plan), nl=False)
+    else:
+        click.echo(render.plan_text(plan, colour=render.use_colour(), verbose=verbose))
+    if out:
+        save_plan(out, plan, owner_tag=ws.owner_tag, lineage=state.lineage)
+    return 2 if detailed_exitcode and plan.pending else 0

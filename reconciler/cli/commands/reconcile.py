@@ -1,0 +1,172 @@
+"""`reconciler reconcile`: refresh, plan and apply without asking; record what was observed."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Mapping
+
+import click
+
+from reconciler.api.batch import is_terminal
+from reconciler.api.client import BatchClient
+from reconciler.cli import render
+from reconciler.cli.options import allow_empty_option, owner_option, repo_options
+from reconciler.cli.report import report_outcome
+from reconciler.common.errors import UserError
+from reconciler.engine.apply import DEFAULT_PARALLELISM, Outcome
+from reconciler.engine.connect import open_clients
+from reconciler.engine.events import DaemonLog
+from reconciler.engine.passes import Workspace, converge, load_state, prepare
+from reconciler.engine.transitions import report_transitions
+from reconciler.specs.paths import RepoPaths
+from reconciler.state.file import new_state
+from reconciler.state.model import State
+
+WAIT_POLL_SECONDS = 1.0
+
+
+def _listen_address(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, int] | None:
+    from reconciler.daemon.health import parse_listen
+
+    try:
+        return parse_listen(value) if value is not None else None
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@click.command()
+@repo_options
+@owner_option
+@allow_empty_option
+@click.option(
+    "--rebuild-state", is_flag=True, help="Set the state file aside and rebuild it from the live list."
+)
+@click.option("--wait", is_flag=True, help="Keep reconciling until every job's batches are finished.")
+@click.option(
+    "--timeout", default=3600.0, show_default=True, type=click.FloatRange(0), help="Seconds --wait waits."
+)
+@click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
+@click.option("--watch", is_flag=True, help="Keep running: converge on every file change, poll live status.")
+@click.option(
+    "--interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="With --watch: resync at least this often while batches run.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="With --watch: json prints one object per line, for log shippers.",
+)
+@click.option(
+    "--health-port",
+    metavar="[HOST:]PORT",
+    callback=_listen_address,
+    help="With --watch: serve /healthz and /metrics here (host defaults to 127.0.0.1).",
+)
+def command(
+    paths: RepoPaths,
+    owner: str | None,
+    allow_empty: bool,
+    rebuild_state: bool,
+    wait: bool,
+    timeout: float,
+    parallelism: int,
+    watch: bool,
+    interval: float,
+    log_format: str,
+    health_port: tuple[str, int] | None,
+) -> int:
+    """Converge once: create what is missing, cancel what should not run, record status.
+
+    With --watch, keep doing it: a daemon that converges within a second of a spec
+    changing and records live status until stopped (SIGTERM/SIGINT exit 0)."""
+    if watch or _given("interval", "log_format", "health_port"):
+        return _watch(paths, owner)
+    ws = prepare(paths, owner)
+    before = new_state() if rebuild_state else load_state(ws)
+    with open_clients(ws.repo, ws.providers(before), paths) as clients:
+        return _converge(ws, clients, before, allow_empty, rebuild_state, parallelism, wait, timeout)
+
+
+def _converge(
+    ws: Workspace,
+    clients: Mapping[str, BatchClient],
+    before: State,
+    allow_empty: bool,
+    rebuild: bool,
+    parallelism: int,
+    wait: bool,
+    timeout: float,
+) -> int:
+    """One pass, or with --wait passes until every job's batches have finished."""
+    deadline = time.monotonic() + timeout
+    total = Outcome()
+    log = DaemonLog("text", sys.stdout)
+    for attempt in itertools.count():
+        plan, state, outcome = converge(
+            ws,
+            clients,
+            command="reconciler reconcile",
+            allow_empty=allow_empty,
+            rebuild=rebuild and attempt == 0,
+            parallelism=parallelism,
+        )
+        if plan.pending:
+            click.echo(render.plan_text(plan, colour=render.use_colour()))
+        report_transitions(before, state, log)
+        before = state
+        total.created += outcome.created
+        total.cancelled += outcome.cancelled
+        total.failures = outcome.failures  # only what still fails at the end counts
+        waiting = _unfinished(ws, state)
+        if not wait or not waiting:
+            return report_outcome(plan, total)
+        if time.monotonic() >= deadline:
+            raise UserError(f"--wait timed out after {timeout:g}s; still running: {', '.join(waiting)}")
+        time.sleep(WAIT_POLL_SECONDS)
+    raise AssertionError("unreachable")
+
+
+def _unfinished(ws: Workspace, state: State) -> list[str]:
+    return sorted(
+        name
+        for name, job in ws.desired.items()
+        if not job.suspend and name in state.jobs and not is_terminal(state.jobs[name].status)
+    )
+
+
+def _given(*names: str) -> bool:
+    ctx = click.get_current_context()
+    return any(ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE for n in names)
+
+
+def _watch(paths: RepoPaths, owner: str | None) -> int:
+    params = click.get_current_context().params  # --repo/--specs as typed: re-resolved on each load
+    if not params["watch"]:
+        raise UserError("--interval, --log-format and --health-port apply only with --watch")
+    for flag in ("wait", "rebuild_state"):
+        if params[flag]:
+            option = "--" + flag.replace("_", "-")
+            raise UserError(
+                f"{option} does not combine with --watch; run `reconciler reconcile {option}` first"
+            )
+    from reconciler.daemon.run import WatchOptions, run_watch  # the one-shot path never pays for the daemon
+
+    options = WatchOptions(
+        repo_arg=params["repo"],
+        specs_arg=params["specs"],
+        owner=owner,
+        allow_empty=params["allow_empty"],
+        parallelism=params["parallelism"],
+        interval=params["interval"],
+        log_format=params["log_format"],
+        health=params["health_port"],
+    )
+    return run_watch(paths, options)

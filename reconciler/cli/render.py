@@ -1,0 +1,122 @@
+"""Plans as text, JSON and Markdown.  Colour only on a terminal, and never with NO_COLOR."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from typing import Any, TextIO
+
+import click
+
+from reconciler.plans.plan import Action, Change, Plan
+
+PLAN_FORMAT_VERSION = 1
+SYMBOLS = {
+    Action.CREATE: ("+", "green"),
+    Action.REPLACE: ("~", "yellow"),
+    Action.RETRY: ("+", "green"),
+    Action.CANCEL: ("-", "red"),
+    Action.ADOPT: (">", "cyan"),
+    Action.FORGET: (".", "magenta"),
+    Action.NOOP: (" ", None),
+}
+
+
+def use_colour(stream: TextIO | None = None) -> bool:
+    stream = stream or sys.stdout
+    return "NO_COLOR" not in os.environ and stream.isatty()
+
+
+def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
+    shown = plan.changes if verbose else plan.pending
+    width = max((len(c.job) for c in shown), default=0)
+    lines = [_change_line(c, width, colour) for c in shown]
+    lines.append(summary_line(plan))
+    lines += [f"Launches {line}" for line in launch_lines(plan)]
+    return "\n".join(lines)
+
+
+def launch_lines(plan: Plan) -> list[str]:
+    """Per model, what the plan would send: a reviewer sees the size of what a merge launches."""
+    per_model: dict[str, list[int]] = {}
+    for change in plan.pending:
+        if change.launch_requests:
+            totals = per_model.setdefault(change.model or "unknown model", [0, 0])
+            totals[0] += change.launch_requests
+            totals[1] += change.launch_tokens
+    return [
+        f"{model}: {plural(requests, 'request')}, ~{tokens:,} input tokens"
+        for model, (requests, tokens) in sorted(per_model.items())
+    ]
+
+
+def _change_line(change: Change, width: int, colour: bool) -> str:
+    symbol, fg = SYMBOLS[change.action]
+    head = f"{symbol} {change.action.value:<7} {change.job:<{width}}"
+    if colour and fg:
+        head = click.style(head, fg=fg)
+    size = f"  [{change.model}, ~{change.launch_tokens:,} input tokens]" if change.launch_requests else ""
+    return f"{head}  {change.reason}{size}"
+
+
+def summary_line(plan: Plan) -> str:
+    counts = Counter(c.action for c in plan.changes)
+    if not plan.pending:
+        return f"No changes: {plural(len(plan.changes), 'job')} in sync."
+    parts = [f"{counts[a]} to {a.value}" for a in Action if a is not Action.NOOP and counts[a]]
+    return f"Plan: {', '.join(parts)}; {counts[Action.NOOP]} unchanged."
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def plan_document(plan: Plan, *, owner_tag: str, lineage: str) -> dict[str, Any]:
+    """The `plan --json` / `--out` document: plain data, no secrets."""
+    return {
+        "format_version": PLAN_FORMAT_VERSION,
+        "owner": owner_tag,
+        "lineage": lineage,
+        "changes": [change_dict(c) for c in plan.changes],
+        "summary": {a.value: sum(1 for c in plan.changes if c.action is a) for a in Action},
+    }
+
+
+def change_dict(change: Change) -> dict[str, Any]:
+    return {
+        "job": change.job,
+        "action": change.action.value,
+        "reason": change.reason,
+        "provider": change.provider,
+        "generation": change.generation,
+        "cancel": list(change.cancel),
+        "adopt": list(change.adopt),
+        "requests": change.requests,
+        "model": change.model,
+        "launch": {"requests": change.launch_requests, "estimated_input_tokens": change.launch_tokens},
+    }
+
+
+def plan_json(plan: Plan, *, owner_tag: str, lineage: str) -> str:
+    return json.dumps(plan_document(plan, owner_tag=owner_tag, lineage=lineage), indent=2, sort_keys=True)
+
+
+def plan_markdown(plan: Plan) -> str:
+    """A pull-request comment or `$GITHUB_STEP_SUMMARY`: a table of the changes with reasons."""
+    lines = ["### reconciler plan", "", summary_line(plan), ""]
+    if plan.pending:
+        lines += [
+            "| | job | action | model | sends (requests) | est. input tokens | reason |",
+            "|---|---|---|---|---:|---:|---|",
+        ]
+        for change in plan.pending:
+            symbol = SYMBOLS[change.action][0]
+            reason = change.reason.replace("|", "\\|")
+            lines.append(
+                f"| `{symbol}` | `{change.job}` | {change.action.value} | {change.model or '-'} "
+                f"| {change.launch_requests:,} | {change.launch_tokens:,} | {reason} |"
+            )
+        lines += ["", *[f"Launches {line}" for line in launch_lines(plan)]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,19 @@
+"""How apply and reconcile tell the user what they did: one line per failure, one summary."""
+
+from __future__ import annotations
+
+import click
+
+from reconciler.cli.render import plural
+from reconciler.engine.apply import Outcome
+from reconciler.plans.plan import Plan
+
+
+def report_outcome(plan: Plan, outcome: Outcome) -> int:
+    for job, reason in sorted(outcome.failures.items()):
+        click.echo(f"error: {job}: {reason}", err=True)
+    click.echo(
+        f"Applied: {outcome.created} created, {outcome.cancelled} cancelled, "
+        f"{len(outcome.failures)} failed; {plural(len(plan.changes), 'job')}."
+    )
+    return 1 if outcome.failures else 0

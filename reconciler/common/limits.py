@@ -1,0 +1,31 @@
+"""The Batch API's limits, and the share of them the reconciler keeps: one home for each number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler.common.ownership import RESERVED_KEYS
+
+MAX_INPUT_REQUESTS = 50_000
+MAX_INPUT_BYTES = 200 * 1024 * 1024
+
+MAX_METADATA_PAIRS = 16
+MAX_USER_METADATA_PAIRS = MAX_METADATA_PAIRS - len(RESERVED_KEYS)
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+
+# What an omitted `provider` means: the built-in sandbox. No Provider may take the name.
+SANDBOX = "sandbox"
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one batch's input may hold: checked by validate, and where split cuts parts."""
+
+    max_requests: int = MAX_INPUT_REQUESTS
+    max_bytes: int = MAX_INPUT_BYTES
+
+
+# A job with `split` is cut into parts that each fit the limits, so its whole input may exceed them.
+API_LIMITS = InputLimits()
+NO_LIMITS = InputLimits(max_requests=2**62, max_bytes=2**62)

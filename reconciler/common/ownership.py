@@ -1,0 +1,16 @@
+"""The metadata keys every batch we create carries: who owns it and what it is part of.
+
+The Batch API has no idempotency key and no server-side filter, so the live list, read
+through these keys, is the source of truth.  Written by engine.apply, read by api.batch.
+"""
+
+from __future__ import annotations
+
+KEY_JOB = "reconciler_job"
+KEY_GENERATION = "reconciler_generation"
+KEY_OWNER = "reconciler_owner"
+KEY_ATTEMPT = "reconciler_attempt"
+KEY_PART = "reconciler_part"
+KEY_RETRY = "reconciler_retry"
+RESERVED_KEYS = (KEY_JOB, KEY_GENERATION, KEY_OWNER, KEY_ATTEMPT, KEY_PART, KEY_RETRY)
+RESERVED_PREFIX = "reconciler_"

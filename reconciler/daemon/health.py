@@ -1,0 +1,133 @@
+"""`--health-port`: `GET /healthz` and `GET /metrics` (Prometheus text format).
+
+The server runs on daemon threads and never touches the state file or a provider: it
+only reads what the loop recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from reconciler.common.errors import UserError
+from reconciler.daemon.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    detail: dict[str, Any]
+
+
+class Liveness:
+    """How the passes have been going, for /healthz and the last-success gauge."""
+
+    def __init__(self, interval: float, metrics: Metrics) -> None:
+        self.interval, self.metrics = interval, metrics
+        self.started = time.time()
+        self.last_success: float | None = None
+        self.last_ok: bool | None = None
+        self.failed_in_a_row = 0
+
+    def succeeded(self, result: str) -> None:
+        self.metrics.passes.labels(result=result).inc()
+        self.last_ok, self.failed_in_a_row, self.last_success = True, 0, time.time()
+        self.metrics.last_success.set(self.last_success)
+
+    def failed(self) -> int:
+        """Counts a failed pass; returns how many failed in a row."""
+        self.metrics.passes.labels(result="failed").inc()
+        self.last_ok = False
+        self.failed_in_a_row += 1
+        return self.failed_in_a_row
+
+    def report(self) -> Health:
+        ok = healthy(time.time(), self.started, self.last_success, self.last_ok, self.interval)
+        detail = {
+            "status": "ok" if ok else "failing",
+            "last_successful_pass": iso(self.last_success),
+            "failed_passes_in_a_row": self.failed_in_a_row,
+            "started": iso(self.started),
+        }
+        return Health(ok, detail)
+
+
+def healthy(
+    now: float, started: float, last_success: float | None, last_ok: bool | None, interval: float
+) -> bool:
+    """Unhealthy only when passes keep failing (or none has run) for more than three intervals.
+
+    An idle daemon whose last pass succeeded stays healthy however long ago that was: with
+    every batch finished it has nothing to poll."""
+    if last_ok:
+        return True
+    return now - (last_success if last_success is not None else started) <= 3 * interval
+
+
+def _handler(metrics: Metrics, health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            route = self.path.split("?", 1)[0]
+            if route == "/healthz":
+                report = health()
+                body = json.dumps(report.detail, sort_keys=True).encode() + b"\n"
+                self._send(200 if report.healthy else 503, "application/json", body)
+            elif route == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
+            else:
+                self._send(404, "text/plain; charset=utf-8", b"not found; try /healthz or /metrics\n")
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # probes every few seconds would drown the daemon's own log
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serve_health(
+    host: str, port: int, metrics: Metrics, health: Callable[[], Health]
+) -> Iterator[tuple[str, int]]:
+    """Serves until the block ends; yields the bound (host, port) — port 0 picks a free one."""
+    try:
+        server = ThreadingHTTPServer((host, port), _handler(metrics, health))
+    except OSError as error:  # in use, or not an address of this machine: the user's to fix
+        raise UserError(f"--health-port {host}:{port}: {error.strerror or error}") from None
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="health", daemon=True)
+    thread.start()
+    try:
+        bound_host, bound_port = server.server_address[:2]
+        yield str(bound_host), int(bound_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`9090` → loopback:9090; `0.0.0.0:9090` or `[::]:9090` to listen beyond this machine."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not [HOST:]PORT with a port from 0 to 65535")
+    return host, int(port)

@@ -1,0 +1,156 @@
+"""The daemon's loop: wait for a file change, a due resync or a stop; load; pass; repeat.
+
+Nothing a pass raises ends the loop: a failed pass is logged in one line and retried
+with a capped, jittered backoff (a server's Retry-After wins), and the state file keeps
+the last good record of every job meanwhile.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from pathlib import Path
+
+from reconciler.api.batch import is_terminal
+from reconciler.common.errors import ApiError, ApiStatusError, ReconcilerError
+from reconciler.daemon.files import FileWatcher, targets_for
+from reconciler.daemon.health import Liveness
+from reconciler.daemon.load import Loaded, load
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.passes import ClientPool, PassResult, run_pass
+from reconciler.daemon.report import count_api_error, report_pass
+from reconciler.daemon.schedule import earliest, next_poll, retry_delay, watched_statuses
+from reconciler.daemon.settings import Settings
+from reconciler.daemon.wakeup import Waker
+from reconciler.engine.events import DaemonLog
+from reconciler.state.file import read_state
+
+
+class Daemon:
+    def __init__(self, settings: Settings, log: DaemonLog, metrics: Metrics, waker: Waker) -> None:
+        self.settings, self.log, self.metrics, self.waker = settings, log, metrics, waker
+        self.loaded: Loaded | None = None
+        self.pool = ClientPool()
+        self.watcher = FileWatcher(waker.files_changed, self._watch_failed)
+        self.watch_broken = False
+        self.watch_error: str | None = None
+        self.liveness = Liveness(settings.cadence.interval, metrics)
+        self.failing_jobs = 0  # passes in a row where some job's action failed
+        self.rng = random.Random()
+        self.said: set[str] = set()  # warnings already given since the specs last changed
+        self.passes = 0
+
+    def run(self) -> None:
+        try:
+            load_retry = self.reload()
+            while self.waker.stop_reason is None:
+                next_pass = self.one_pass() if self.loaded is not None else None
+                wake = self.waker.wait(earliest(next_pass, load_retry))
+                if wake.stopped:
+                    return
+                if wake.files or self.watch_broken or load_retry is not None:
+                    load_retry = self.reload()
+        finally:
+            self.watcher.close()
+            self.pool.close()
+
+    def reload(self) -> float | None:
+        """Loads the specs; on an unexpected error keeps the last load and says when to try again."""
+        try:
+            self._load()
+        except Exception as error:  # a file vanishing mid-read, a bug: the loop must survive it
+            delay = retry_delay(self.liveness.failed(), None, self.rng)
+            self.log.error(
+                "load_failed", f"cannot load the specs: {_one_line(error)}; retrying in {delay:.1f}s"
+            )
+            return delay
+        return None
+
+    def _load(self) -> None:
+        """Loads the specs, then makes sure the watch covers every file they name."""
+        previous = self.loaded
+        for _ in range(3):  # a restarted watch may have missed a write: look once more
+            paths = self.settings.paths()
+            self.loaded = load(paths, self.settings.owner, self.loaded)
+            targets = targets_for(paths.specs, self.loaded.inputs, self.settings.links())
+            self.watch_broken = False
+            if not self.watcher.follow(targets):
+                break
+        assert self.loaded is not None
+        if self.watch_broken and previous and previous.problems == self.loaded.problems:
+            return  # reloading on every pass: say only what changed
+        self.said.clear()
+        for problem in self.loaded.problems:
+            self.log.error("spec_invalid", str(problem), file=problem.path, line=problem.line)
+        if self.loaded.held:
+            held = ", ".join(sorted(self.loaded.held))
+            self.log.warning("held", f"kept at their last valid definition until the specs validate: {held}")
+        if previous and previous.problems and not self.loaded.problems:
+            self.log.info("specs_valid", "the specs validate again")
+
+    def one_pass(self) -> float | None:
+        """Runs a pass; returns seconds until the next one is due (None: wait for files)."""
+        assert self.loaded is not None
+        self.passes += 1
+        self.log.context = {"pass": self.passes}  # replaced whole: other threads read it
+        try:
+            before = read_state(self.settings.state)
+            clients = self.pool.clients_for(self.loaded, before)
+            result = run_pass(
+                self.loaded,
+                clients,
+                before,
+                allow_empty=self.settings.allow_empty,
+                parallelism=self.settings.parallelism,
+            )
+        except ReconcilerError as error:
+            return self._failed(error, "; ".join(error.lines()))
+        except Exception as error:  # a bug: say so in one line, and keep the loop alive
+            return self._failed(error, _one_line(error))
+        return self._succeeded(result)
+
+    def _succeeded(self, result: PassResult) -> float | None:
+        report_pass(result, self.log, self.metrics)
+        if result.held_back and result.held_back not in self.said:
+            self.said.add(result.held_back)
+            self.log.warning("held_back", result.held_back)
+        degraded = bool(self.loaded and self.loaded.problems) or bool(
+            result.held_back or result.outcome.failures
+        )
+        if self.liveness.last_success is None:
+            running = sum(
+                1 for j in result.after.jobs.values() if j.status != "none" and not is_terminal(j.status)
+            )
+            self.log.info(
+                "ready", f"first pass done: {len(result.after.jobs)} jobs recorded, {running} not finished"
+            )
+        self.liveness.succeeded("degraded" if degraded else "ok")
+        failures = result.outcome.failures
+        delay = next_poll(watched_statuses(result.after, skip=failures), self.settings.cadence)
+        self.failing_jobs = self.failing_jobs + 1 if failures else 0
+        if failures:  # retried apart, at most an interval apart once the backoff has grown
+            retry = retry_delay(self.failing_jobs, None, self.rng, cap=self.settings.cadence.interval)
+            delay = earliest(delay, retry)
+        return earliest(delay, self.settings.cadence.interval) if self.watch_broken else delay
+
+    def _failed(self, error: Exception, message: str) -> float:
+        in_a_row = self.liveness.failed()
+        if isinstance(error, ApiError):
+            count_api_error(error, self.metrics)
+        retry_after = error.retry_after if isinstance(error, ApiStatusError) else None
+        delay = retry_delay(in_a_row, retry_after, self.rng)
+        self.log.error("pass_failed", f"pass failed: {message}; retrying in {delay:.1f}s", retry_in=delay)
+        return delay
+
+    def _watch_failed(self, reason: str) -> None:
+        self.watch_broken = True
+        if reason != self.watch_error:  # tried again on every reload: say it once
+            self.watch_error = reason
+            self.log.warning("watch_failed", f"cannot watch files ({reason}); reloading the specs every pass")
+
+
+def _one_line(error: Exception) -> str:
+    """An unexpected error in one line, with where it was raised, for the bug report."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"unexpected {type(error).__name__}{where}: {error}"

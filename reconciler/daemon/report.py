@@ -1,0 +1,69 @@
+"""What a pass did, as log lines and metrics: one line per action and per status transition.
+
+nightly-eval: + create batch_abc (3 requests: no batch yet)
+nightly-eval: validating → in_progress (0/3)
+nightly-eval: in_progress → completed (3/3, output file-xyz)
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from reconciler.cli.render import SYMBOLS
+from reconciler.common.errors import ApiError, ApiStatusError
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.passes import PassResult
+from reconciler.engine.apply import Outcome
+from reconciler.engine.events import DaemonLog
+from reconciler.engine.transitions import report_transitions
+from reconciler.plans.changes import Action, Change
+
+# Failures reach us as the client's own one-line messages ("POST /batches: HTTP 500: …").
+_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
+
+
+def report_pass(result: PassResult, log: DaemonLog, metrics: Metrics) -> None:
+    for change in result.plan.pending:
+        _report_change(change, result.outcome, log, metrics)
+    for job, reason in sorted(result.outcome.failures.items()):
+        log.error("action_failed", f"{job}: {reason}", job=job, reason=reason)
+        match = _HTTP_STATUS.search(reason)
+        metrics.api_errors.labels(status=match.group(1) if match else "other").inc()
+    report_transitions(result.before, result.after, log)
+    metrics.set_jobs(Counter(job.status for job in result.after.jobs.values()))
+
+
+def count_api_error(error: ApiError, metrics: Metrics) -> None:
+    status = str(error.status) if isinstance(error, ApiStatusError) else "connection"
+    metrics.api_errors.labels(status=status).inc()
+
+
+def _report_change(change: Change, outcome: Outcome, log: DaemonLog, metrics: Metrics) -> None:
+    touched = [b.id for b in outcome.touched if b.batch.job == change.job]
+    cancelled = [i for i in touched if i in change.cancel]
+    created = [i for i in touched if i not in change.cancel]
+    shown = {
+        Action.REPLACE: f"{_ids(cancelled or change.cancel)} → {_ids(created)}",
+        Action.CANCEL: _ids(cancelled or change.cancel),
+        Action.ADOPT: _ids(change.adopt),
+        Action.FORGET: "",
+    }.get(change.action, _ids(created))
+    symbol = SYMBOLS[change.action][0]
+    ids = f" {shown}" if shown else ""
+    failed = change.job in outcome.failures
+    log.emit(
+        "error" if failed else "info",
+        "action",
+        f"{change.job}: {symbol} {change.action.value}{ids} ({change.reason})",
+        job=change.job,
+        action=change.action.value,
+        reason=change.reason,
+        created=created,
+        cancelled=cancelled,
+    )
+    metrics.actions.labels(kind=change.action.value, result="failed" if failed else "ok").inc()
+
+
+def _ids(ids: list[str] | tuple[str, ...]) -> str:
+    return ", ".join(ids) if ids else "(none)"

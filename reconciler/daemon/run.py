@@ -1,0 +1,125 @@
+"""`reconciler reconcile --watch`: the daemon.
+
+The main thread holds the daemon lock, serves the health endpoint and waits for SIGTERM
+or SIGINT; the loop (watch_loop) runs on its own thread. On a signal the pass in flight
+gets a few seconds to finish; if it does not, it is abandoned — safe by construction,
+since every create's intent is in the state before its request goes out, and the state
+file is only ever replaced whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+from reconciler.daemon.health import serve_health
+from reconciler.daemon.lock import hold_daemon_lock
+from reconciler.daemon.loop import Daemon
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.schedule import Cadence
+from reconciler.daemon.settings import Settings
+from reconciler.daemon.wakeup import Waker
+from reconciler.engine.events import DaemonLog
+from reconciler.engine.workspace import Workspace, load_state
+from reconciler.specs import identity
+from reconciler.specs.loader import LoadedRepo
+from reconciler.specs.paths import RepoPaths
+
+SHUTDOWN_GRACE_SECONDS = 3.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    repo_arg: str
+    specs_arg: str | None
+    owner: str | None
+    allow_empty: bool
+    parallelism: int
+    interval: float
+    log_format: str
+    health: tuple[str, int] | None
+
+
+def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
+    owner = identity.resolve_owner(paths.repo, options.owner)
+    # A damaged state file or one of another owner would fail every pass: refuse to start
+    # instead, before writing anything (the specs, in contrast, may be fixed while we run).
+    load_state(Workspace(paths, LoadedRepo({}, {}), {}, {}, owner))
+    log = DaemonLog(options.log_format)
+    settings = Settings(
+        state=paths.state,
+        repo_arg=options.repo_arg,
+        specs_arg=options.specs_arg,
+        owner=owner,
+        cadence=Cadence(options.interval),
+        allow_empty=options.allow_empty,
+        parallelism=options.parallelism,
+    )
+    with hold_daemon_lock(paths.state), contextlib.ExitStack() as stack:
+        waker, metrics = Waker(), Metrics()
+        stack.enter_context(_stop_signals(waker, log))
+        daemon = Daemon(settings, log, metrics, waker)
+        if options.health:
+            host, port = stack.enter_context(serve_health(*options.health, metrics, daemon.liveness.report))
+            shown = f"[{host}]" if ":" in host else host
+            log.info("health", f"health on http://{shown}:{port}/healthz, metrics on /metrics", port=port)
+        log.info(
+            "start",
+            f"reconciling {paths.specs} into {paths.state}; resync every {options.interval:g}s",
+            specs=str(paths.specs),
+            state=str(paths.state),
+            owner_tag=identity.owner_tag(owner),
+        )
+        loop = threading.Thread(target=daemon.run, name="reconcile-loop", daemon=True)
+        loop.start()
+        return _until_stopped(loop, waker, log)
+
+
+def _until_stopped(loop: threading.Thread, waker: Waker, log: DaemonLog) -> int:
+    while loop.is_alive() and waker.stop_reason is None:
+        loop.join(0.2)  # short joins, so the main thread runs signal handlers promptly
+    if waker.stop_reason is None:  # the loop ended by itself: only a bug gets here
+        log.error("crashed", "the reconcile loop stopped unexpectedly")
+        return 1
+    log.info("stopping", f"{waker.stop_reason}: letting the pass in flight finish")
+    loop.join(SHUTDOWN_GRACE_SECONDS)
+    if loop.is_alive():
+        log.warning(
+            "abandoned",
+            "the pass in flight did not finish in time; its creates are resolved on the next start",
+        )
+        _exit_now()
+    log.info("stopped", "stopped")
+    return 0
+
+
+@contextlib.contextmanager
+def _stop_signals(waker: Waker, log: DaemonLog) -> Iterator[None]:
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        if waker.stop_reason is not None:  # asked twice: do not wait for the pass
+            log.warning("abandoned", f"{signal.Signals(number).name} again: exiting now")
+            _exit_now()
+        waker.stop(signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, on_signal) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            if handler is not None:  # None: installed outside Python; nothing to put back
+                signal.signal(number, handler)
+
+
+def _exit_now() -> None:
+    """Leaves without waiting for the threads of an abandoned pass (os._exit skips atexit joins)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)

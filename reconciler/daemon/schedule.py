@@ -1,0 +1,71 @@
+"""When the daemon looks again: pure functions from what it last saw to the next delay.
+
+Batches in a short transitional status (`validating`, `finalizing`, `cancelling`) and
+jobs the reconciler itself still owes work (`pending` creates, `collecting` results) are
+polled fast; long `in_progress` batches at the interval; finished work not at all, so
+an idle daemon wakes only for file changes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from reconciler.api.backoff import Backoff
+from reconciler.api.batch import is_terminal
+from reconciler.state.model import State
+
+FAST_POLL_SECONDS = 2.0
+SOON = frozenset({"validating", "finalizing", "cancelling", "pending", "collecting"})
+IDLE = frozenset({"none"})  # a job with nothing to watch: suspended, or a create that failed (retried apart)
+
+# After a failed pass: 1 s, 2 s, 4 s … up to 5 minutes; a server's Retry-After wins up to 10.
+FAILURE_BACKOFF = Backoff(initial=1.0, factor=2.0, cap=300.0, max_retry_after=600.0)
+
+
+@dataclass(frozen=True)
+class Cadence:
+    interval: float
+    fast: float = FAST_POLL_SECONDS
+
+    @property
+    def quick(self) -> float:
+        return min(self.fast, self.interval)
+
+
+def next_poll(statuses: Iterable[str], cadence: Cadence) -> float | None:
+    """Seconds until the next resync, or None when nothing is running (wait for a file change)."""
+    delay: float | None = None
+    for status in statuses:
+        if status in SOON:
+            return cadence.quick
+        if status not in IDLE and not is_terminal(status):  # in_progress, or a status we do not know
+            delay = cadence.interval
+    return delay
+
+
+def watched_statuses(state: State, skip: Iterable[str] = ()) -> list[str]:
+    """Every job's overall status and each of its batches' own (a job's status shows only its
+    busiest part, and a part still validating must not wait a whole interval)."""
+    skipped = set(skip)
+    statuses: list[str] = []
+    for name, job in state.jobs.items():
+        if name in skipped:
+            continue
+        statuses.append(job.status)
+        statuses.extend(record.status for record in job.batches)
+    return statuses
+
+
+def retry_delay(
+    failures: int, retry_after: float | None, rng: random.Random, cap: float | None = None
+) -> float:
+    """After `failures` consecutive failures (≥ 1): capped, jittered, Retry-After honoured."""
+    delay = FAILURE_BACKOFF.delay(max(failures, 1), retry_after, rng)
+    return delay if cap is None or retry_after is not None else min(delay, cap)
+
+
+def earliest(*delays: float | None) -> float | None:
+    present = [d for d in delays if d is not None]
+    return min(present) if present else None

@@ -1,0 +1,143 @@
+"""Uploads a killed or failed pass left behind: found by name, then reused or deleted.
+
+A create's intent reaches the state before its upload, but the upload's file id only after
+the create was sent; a process killed in between leaves a file no batch reads and no state
+names, and an intent dropped because its spec changed leaves its upload too.  Upload names
+are deterministic and carry the owner, `<job>-<generation>[-p<part>][-r<retry>]-<owner>.jsonl`,
+so a pass that follows such trouble lists the files once, reuses the upload a create still
+needs, and deletes ours that no batch will read: those of a unit that already has its batch,
+and those of a generation or job no longer desired.  Uploads of a current unit that has no
+batch yet are left alone, for the create that will want them.  Passes with no trouble behind
+them (nothing pending, not a fresh state) list nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from reconciler.api.batch import LiveBatch
+from reconciler.api.client import BatchClient
+from reconciler.api.uploads import UploadSource
+from reconciler.common.errors import ApiError, ApiStatusError
+from reconciler.plans.changes import DesiredJob
+from reconciler.state.model import State
+
+OWNER_CHARS = 8
+_NAME = re.compile(
+    r"^(?P<job>[a-z0-9-]+)-(?P<generation>[0-9a-f]{16})(?:-p(?P<part>\d+))?(?:-r(?P<retry>\d+))?"
+    r"-(?P<owner>[0-9a-f]{8})\.jsonl$"
+)
+
+Unit = tuple[str, str, int, int]  # job, generation, part, retry
+
+
+def upload_name(stem: str, owner_tag: str) -> str:
+    """`<stem>-<owner>.jsonl`: the owner keeps two repos with the same job and input apart."""
+    return f"{stem}-{owner_tag[:OWNER_CHARS]}.jsonl"
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    filename: str
+    bytes: int | None
+    unit: Unit
+
+
+def _ours(files: Iterable[dict[str, object]], owner_tag: str) -> list[Upload]:
+    found = []
+    for item in files:
+        match = _NAME.match(str(item.get("filename") or ""))
+        if match is None or match["owner"] != owner_tag[:OWNER_CHARS]:
+            continue
+        unit = (match["job"], match["generation"], int(match["part"] or 0), int(match["retry"] or 1))
+        size = item.get("bytes")
+        found.append(Upload(str(item["id"]), match.group(0), size if isinstance(size, int) else None, unit))
+    return found
+
+
+def source_size(source: UploadSource) -> int:
+    end = source.end if source.end is not None else source.path.stat().st_size
+    return end - source.start
+
+
+class Leftovers:
+    """Our uploads on each troubled provider, listed at most once per pass."""
+
+    def __init__(self, clients: Mapping[str, BatchClient], owner_tag: str, troubled: Collection[str]) -> None:
+        self._clients = clients
+        self._owner_tag = owner_tag
+        self._troubled = set(troubled)
+        self._listed: dict[str, list[Upload]] = {}
+        self._taken: set[str] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def after(cls, state: State, clients: Mapping[str, BatchClient], owner_tag: str) -> Leftovers:
+        """For a pass starting from `state`: troubled are the providers where an earlier pass
+        left intents pending, or all of them when there is no record (a fresh or rebuilt state)."""
+        if state.serial == 0:
+            return cls(clients, owner_tag, clients.keys())
+        return cls(clients, owner_tag, {job.provider for job in state.jobs.values() if job.pending})
+
+    def reuse(self, provider: str, source: UploadSource) -> str | None:
+        """The id of an earlier upload of these very bytes under this name, if one is left."""
+        if provider not in self._troubled:
+            return None
+        size = source_size(source)
+        with self._lock:
+            for upload in self._uploads(provider):
+                same = upload.filename == source.filename and upload.bytes == size
+                if same and upload.id not in self._taken:
+                    self._taken.add(upload.id)
+                    return upload.id
+        return None
+
+    def sweep_all(
+        self, desired: Mapping[str, DesiredJob], live: Sequence[LiveBatch], state: State
+    ) -> dict[str, str]:
+        """Sweeps every troubled provider after a pass wrote `state`; a line per failure."""
+        generations = {name: job.generation for name, job in desired.items()}
+        claimed = {p.input_file_id for job in state.jobs.values() for p in job.pending if p.input_file_id}
+        failures = {}
+        for provider in sorted(self._troubled):
+            try:
+                self.sweep(provider, live, generations, claimed)
+            except ApiError as error:
+                failures[f"uploads on {provider}"] = f"leftover uploads not cleaned up: {error}"
+        return failures
+
+    def sweep(
+        self, provider: str, live: Iterable[LiveBatch], desired: Mapping[str, str], claimed: Collection[str]
+    ) -> list[str]:
+        """Deletes our uploads no batch will read; `desired` maps job → current generation,
+        `claimed` holds the file ids pending creates still mean to use."""
+        if provider not in self._troubled:
+            return []
+        batches = [b.batch for b in live if b.provider == provider]
+        read = {b.input_file_id for b in batches} | set(claimed) | self._taken
+        settled = {(b.job or "", b.generation or "", b.part, b.retry) for b in batches}
+        deleted = []
+        for upload in self._uploads(provider):
+            job, generation = upload.unit[:2]
+            superseded = desired.get(job) != generation
+            if upload.id not in read and (upload.unit in settled or superseded):
+                self._delete(provider, upload.id)
+                deleted.append(upload.id)
+        return deleted
+
+    def _uploads(self, provider: str) -> list[Upload]:
+        if provider not in self._listed:
+            files = self._clients[provider].iter_files("batch")
+            self._listed[provider] = _ours(files, self._owner_tag)
+        return self._listed[provider]
+
+    def _delete(self, provider: str, file_id: str) -> None:
+        try:
+            self._clients[provider].delete_file(file_id)
+        except ApiStatusError as error:
+            if error.status != 404:  # already gone is what we wanted
+                raise

@@ -1,0 +1,109 @@
+"""What became of each request: output and error files, downloaded once, read per part.
+
+A request's outcome is `None` when it succeeded, else a reason.  The reasons `retry.on`
+may name (documented in the README):
+
+| reason           | when                                                              |
+|------------------|-------------------------------------------------------------------|
+| `batch_expired`  | the 24 h window ran out first (error file, `error.code`)          |
+| `server_error`   | the provider answered it with a 5xx status                        |
+| `rate_limited`   | the provider answered it with 429                                 |
+| `batch_failed`   | the whole batch failed (e.g. `token_limit_exceeded`), so no answer |
+
+Other outcomes (`client_error` for a 4xx, `batch_cancelled`) are final: sending them
+again would fail the same way, or undo what the user asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+from reconciler.api.client import BatchClient
+from reconciler.state.model import BatchRecord
+
+RETRY_REASONS = ("batch_expired", "server_error", "rate_limited", "batch_failed")
+DEFAULT_RETRY_ON = ("batch_expired", "server_error", "rate_limited")
+
+
+def classify(line: dict[str, object]) -> str | None:
+    error = line.get("error")
+    if isinstance(error, dict) and error:
+        return "batch_expired" if error.get("code") == "batch_expired" else "client_error"
+    response = line.get("response")
+    status = response.get("status_code") if isinstance(response, dict) else None
+    if not isinstance(status, int):
+        return "client_error"
+    if status < 300:
+        return None
+    if status == 429:
+        return "rate_limited"
+    return "server_error" if status >= 500 else "client_error"
+
+
+def unanswered_reason(batch: BatchRecord) -> str:
+    return {"failed": "batch_failed", "expired": "batch_expired"}.get(batch.status, "batch_cancelled")
+
+
+class WorkDir:
+    """Downloaded result files under `<state dir>/work/<job>/<generation>/`."""
+
+    def __init__(self, root: Path, job: str, generation: str) -> None:
+        self.path = root / job / generation
+
+    def result_files(self, batch: BatchRecord) -> list[Path]:
+        return [target for _, target in self._targets(batch)]
+
+    def download(self, client: BatchClient, batch: BatchRecord) -> list[Path]:
+        """Fetches a finished batch's output and error files, once; returns their paths."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for file_id, target in self._targets(batch):
+            if not target.exists():
+                temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                client.download_file(file_id, temp)
+                os.replace(temp, target)
+        return self.result_files(batch)
+
+    def _targets(self, batch: BatchRecord) -> list[tuple[str, Path]]:
+        ids = [batch.output_file_id, batch.error_file_id]
+        return [(file_id, self.path / f"{_file_name(file_id)}.jsonl") for file_id in ids if file_id]
+
+    def retry_input(self, part: int, retry: int) -> Path:
+        return self.path / f"part-{part}-retry-{retry}.jsonl"
+
+
+def _file_name(file_id: str) -> str:
+    """A file id is the server's word: quoted, it is one file name, never a path out of here."""
+    name = quote(file_id, safe="")
+    return name if len(name) <= 200 else hashlib.sha256(file_id.encode()).hexdigest()
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    """(byte offset, parsed line) for each JSON object line of a result file."""
+    offset = 0
+    with path.open("rb") as stream:
+        for raw in stream:
+            if raw.strip():
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    line = None
+                if isinstance(line, dict):
+                    yield offset, line
+            offset += len(raw)
+
+
+def part_outcomes(attempts: list[tuple[BatchRecord, list[Path]]]) -> dict[str, str | None]:
+    """custom_id → final outcome over a part's attempts, oldest first; success is final."""
+    outcomes: dict[str, str | None] = {}
+    for _, files in attempts:
+        for path in files:
+            for _, line in read_lines(path):
+                custom_id = line.get("custom_id")
+                if isinstance(custom_id, str) and outcomes.get(custom_id, "") is not None:
+                    outcomes[custom_id] = classify(line)
+    return outcomes

@@ -1,0 +1,95 @@
+"""One merged results file per job: every request's final answer, in input order.
+
+Each line is shaped like the API's own output lines, `{"custom_id", "response", "error"}`,
+plus `batch_id` and `attempt`.  Output order is not guaranteed by the API, so lines are
+joined on custom_id through an index of byte offsets, one part at a time: memory grows with
+a part's request count, not with the size of the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from reconciler.engine.outcomes import WorkDir, classify, read_lines, unanswered_reason
+from reconciler.engine.retries import part_lines
+from reconciler.plans.changes import DesiredJob
+from reconciler.state.model import BatchRecord, ResultsRecord
+
+# custom_id → (file, byte offset, batch id, attempt)
+Index = dict[str, tuple[Path, int, str, int]]
+
+
+def write_results(
+    job: DesiredJob, attempts: dict[int, list[BatchRecord]], work: WorkDir, target: Path
+) -> ResultsRecord:
+    """Writes the results atomically and returns what the state records of them."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    digest = hashlib.sha256()
+    written = 0
+    with temp.open("wb") as out:
+        for part in job.part_specs:
+            part_attempts = attempts.get(part.index, [])
+            index = _index(part_attempts, work)
+            missing = unanswered_reason(part_attempts[-1]) if part_attempts else "not_submitted"
+            with contextlib.ExitStack() as stack:
+                handles: dict[Path, BinaryIO] = {}
+                for custom_id, _ in part_lines(Path(job.input_path), part):
+                    where = index.get(custom_id)
+                    if where and where[0] not in handles:
+                        handles[where[0]] = stack.enter_context(where[0].open("rb"))
+                    line = _result_line(custom_id, where, handles, missing)
+                    digest.update(line)
+                    out.write(line)
+                    written += 1
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, target)
+    batch_ids = tuple(sorted(a.batch_id for records in attempts.values() for a in records))
+    return ResultsRecord(path=str(target), sha256=digest.hexdigest(), requests=written, batches=batch_ids)
+
+
+def _index(attempts: list[BatchRecord], work: WorkDir) -> Index:
+    """Later attempts override earlier ones, but a success is never overridden."""
+    index: Index = {}
+    succeeded: set[str] = set()
+    for attempt in attempts:
+        for path in work.result_files(attempt):
+            for offset, line in read_lines(path):
+                custom_id = line.get("custom_id")
+                if not isinstance(custom_id, str) or custom_id in succeeded:
+                    continue
+                index[custom_id] = (path, offset, attempt.batch_id, attempt.retry)
+                if classify(line) is None:
+                    succeeded.add(custom_id)
+    return index
+
+
+def _result_line(
+    custom_id: str, where: tuple[Path, int, str, int] | None, handles: dict[Path, BinaryIO], missing: str
+) -> bytes:
+    if where is None:
+        message = "no batch answered this request"
+        line: dict[str, object] = {
+            "custom_id": custom_id,
+            "response": None,
+            "error": {"code": missing, "message": message},
+        }
+    else:
+        path, offset, batch_id, attempt = where
+        stream = handles[path]
+        stream.seek(offset)
+        found = json.loads(stream.readline())
+        line = {
+            "custom_id": custom_id,
+            "response": found.get("response"),
+            "error": found.get("error"),
+            "batch_id": batch_id,
+            "attempt": attempt,
+        }
+    return (json.dumps(line, separators=(",", ":")) + "\n").encode()

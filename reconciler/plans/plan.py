@@ -1,0 +1,47 @@
+"""Desired specs + recorded state + live owned batches → the changes that converge them.
+
+Pure: no I/O here, so every decision can be read and tested as data.  Observed fields
+(status, counts, output ids) never make a change; a finished batch of the current
+generation is finished work, not drift.  The per-job decision lives in `decide.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from reconciler.api.batch import LiveBatch
+from reconciler.common.errors import PlanRefusedError
+from reconciler.plans.changes import Action, Change, DesiredJob, PartSpec, Plan, Retryable, Unit
+from reconciler.plans.decide import plan_job
+from reconciler.state.model import State
+
+__all__ = ["Action", "Change", "DesiredJob", "PartSpec", "Plan", "Retryable", "Unit", "make_plan"]
+
+
+def make_plan(
+    desired: Mapping[str, DesiredJob],
+    state: State,
+    live: Sequence[LiveBatch],
+    *,
+    retryable: Retryable | None = None,
+    allow_empty: bool = False,
+) -> Plan:
+    by_job: dict[str, list[LiveBatch]] = {}
+    for batch in live:
+        by_job.setdefault(batch.batch.job or "", []).append(batch)
+    names = sorted(set(desired) | set(state.jobs) | set(by_job) - {""})
+    changes = [
+        change
+        for name in names
+        if (
+            change := plan_job(
+                name, desired.get(name), state.jobs.get(name), by_job.get(name, []), retryable or {}
+            )
+        )
+    ]
+    if not desired and not allow_empty and any(c.action is Action.CANCEL for c in changes):
+        raise PlanRefusedError(
+            "no specs found, and the plan would cancel every running job; check --specs, "
+            "or pass --allow-empty to really cancel them all"
+        )
+    return Plan(tuple(changes))

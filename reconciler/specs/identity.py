@@ -1,0 +1,101 @@
+"""Who owns a repo's batches (the owner id), and which generation of a job a batch belongs to.
+
+Both go into every batch's metadata (common/ownership.py names the keys): the owner as a
+hash, so the repo's remote URL is never sent to the provider.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reconciler.common.errors import OwnerError
+
+OWNER_ENV = "RECONCILER_OWNER"
+SETTINGS_FILE = "reconciler.yaml"
+_OWNER_SYNTAX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")
+
+
+def generation(definition: Mapping[str, Any], input_sha256: str) -> str:
+    """A short, stable hash of what defines a job's batches; any change means a new batch."""
+    canonical = json.dumps({"definition": definition, "input": input_sha256}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def owner_tag(owner: str) -> str:
+    """What goes into batch metadata: a hash, so the repo's remote URL is not sent to the provider."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:16]
+
+
+def resolve_owner(repo: Path, flag: str | None = None) -> str:
+    """--owner, then $RECONCILER_OWNER, then `owner:` in reconciler.yaml, then the git remote.
+
+    Never the state file alone and never an absolute path: a CI runner, a laptop and the
+    daemon's host must all arrive at the same owner for the same repo.
+    """
+    for source, value in (
+        ("--owner", flag),
+        (f"${OWNER_ENV}", os.environ.get(OWNER_ENV)),
+        (f"{SETTINGS_FILE}: owner", _owner_from_settings(repo)),
+    ):
+        if value:
+            if not _OWNER_SYNTAX.match(value):
+                raise OwnerError(f"{source}: owner id {value!r} must be 1-200 chars of [A-Za-z0-9._:/@-]")
+            return value
+    remote = _git_remote(repo)
+    if remote:
+        return remote
+    raise OwnerError(
+        "no owner id: set `owner: <name>` in reconciler.yaml at the repo root, "
+        f"${OWNER_ENV}, or --owner (or add a git remote named origin)"
+    )
+
+
+def _owner_from_settings(repo: Path) -> str | None:
+    path = repo / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise OwnerError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
+    value = data.get("owner") if isinstance(data, dict) else None
+    if value is not None and not isinstance(value, str):
+        raise OwnerError(f"{path}: owner: must be a string")
+    return value
+
+
+def _git_remote(repo: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), "remote", "get-url", "origin"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return normalise_remote(done.stdout.strip()) if done.returncode == 0 else None
+
+
+def normalise_remote(url: str) -> str | None:
+    """`git@github.com:acme/evals.git` and `https://token@github.com/acme/evals` → `github.com/acme/evals`.
+
+    A remote that is a local path names a place on one machine, not the repo: not an owner.
+    """
+    match = re.match(r"^(?:[a-z+]+://)?(?:[^@/]+@)?([^/:]+)[:/](.+?)(?:\.git)?/?$", url)
+    if not match or ("://" not in url and "@" not in url):
+        return None
+    host, path = match.groups()
+    if host in ("", "file") or url.startswith("file:"):
+        return None
+    return f"{host.split(':')[0]}/{path.lstrip('/')}".lower()

@@ -1,0 +1,124 @@
+"""The documents a user writes, `BatchJob` and `Provider` (apiVersion reconciler/v1).
+
+Every check that needs only the document itself is a field validator (fields.py); checks
+that need the file system or other documents live in loader.py. Models are strict: YAML's
+`yes` is not a string and `"true"` is not a boolean.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reconciler.common import limits
+from reconciler.specs.fields import (
+    DEFAULT_RETRY_ON,
+    BaseUrl,
+    ByteSize,
+    CompletionWindow,
+    Endpoint,
+    Headers,
+    Metadata,
+    Name,
+    RepoFile,
+    RetryReason,
+)
+
+API_VERSION = "reconciler/v1"
+
+
+class _Document(BaseModel):
+    # attribute docstrings become JSON Schema descriptions: editors show them on hover
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, populate_by_name=True, use_attribute_docstrings=True
+    )
+
+
+class ObjectMeta(_Document):
+    name: Name
+    """Unique per kind in the repo: lowercase letters, digits and '-', at most 63 characters."""
+    labels: dict[str, str] = {}
+    """Free-form key: value pairs for selection and display."""
+
+
+class SplitSpec(_Document):
+    max_requests: Annotated[int, Field(ge=1, le=limits.MAX_INPUT_REQUESTS)] = limits.MAX_INPUT_REQUESTS
+    """Requests per part at most; the API allows 50,000."""
+    max_bytes: ByteSize = limits.MAX_INPUT_BYTES
+    """Bytes per part at most, e.g. 200MB (the API's limit) or 50MiB."""
+
+
+class RetrySpec(_Document):
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 1
+    """Batches per request at most, the first included; 1 means no retry."""
+    on: list[RetryReason] = DEFAULT_RETRY_ON
+    """Which request outcomes are sent again."""
+
+
+class CleanupSpec(_Document):
+    input_files: bool = False
+    """Delete uploaded inputs once their batch has finished."""
+    output_files: bool = False
+    """Delete output and error files once the merged results are written (needs results)."""
+
+
+class BatchJobSpec(_Document):
+    provider: Name | None = None
+    """A Provider document's name; omitted: the built-in sandbox."""
+    endpoint: Endpoint
+    """The Batch API endpoint every request line targets (each line's url must equal it)."""
+    completion_window: CompletionWindow = "24h"
+    """How long the provider may take; the Batch API only accepts 24h."""
+    input: RepoFile
+    """The JSONL input, relative to this spec file; it must stay inside the repo."""
+    metadata: Metadata = {}
+    """Passed to the batch after the reconciler's own keys; keys may not start with reconciler_."""
+    suspend: bool = False
+    """true: create nothing, and cancel what runs."""
+    deletion_policy: Literal["cancel", "orphan"] = "cancel"
+    """What happens to a running batch when this spec goes away."""
+    split: SplitSpec | None = None
+    """Split an input over the API's limits into several batches (parts)."""
+    retry: RetrySpec | None = None
+    """Send again only the requests that did not succeed, up to max_attempts batches each."""
+    results: RepoFile | None = None
+    """Where to write the merged results (JSONL), relative to this spec file, inside the repo."""
+    cleanup: CleanupSpec | None = None
+    """Delete files the reconciler uploaded or whose contents it has merged."""
+
+
+class BatchJob(_Document):
+    """An LLM batch job: one JSONL input sent to the Batch API, kept in sync with git."""
+
+    api_version: Literal["reconciler/v1"] = Field(alias="apiVersion")
+    kind: Literal["BatchJob"]
+    metadata: ObjectMeta
+    spec: BatchJobSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+class ProviderSpec(_Document):
+    base_url: BaseUrl
+    """The OpenAI-compatible API's base URL, e.g. https://api.openai.com/v1; no credentials in it."""
+    headers: Headers = {}
+    """Sent with every request; write secrets as ${VAR}, read from the environment at run time."""
+
+
+class Provider(_Document):
+    """Where batches are sent: an OpenAI-compatible Batch API, direct or through a gateway."""
+
+    api_version: Literal["reconciler/v1"] = Field(alias="apiVersion")
+    kind: Literal["Provider"]
+    metadata: ObjectMeta
+    spec: ProviderSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+KINDS: dict[str, type[BatchJob] | type[Provider]] = {"BatchJob": BatchJob, "Provider": Provider}

@@ -1,0 +1,95 @@
+"""Splitting a large input into parts that each fit the API's limits.
+
+Deterministic: parts are consecutive runs of lines, cut greedily where the next line would
+exceed `max_requests` or `max_bytes`, so the same input always splits the same way. Parts
+are byte ranges of the original file; nothing is copied.  Cached like input digests, by
+(path, size, mtime), so a 200 MB input is not re-read on every plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from reconciler.common.errors import Problem, SpecError
+from reconciler.common.limits import InputLimits
+from reconciler.plans.changes import PartSpec
+
+CACHE_NAME = "parts-cache.json"
+
+
+def split_input(
+    path: Path, limits: InputLimits, *, display: str, cache_dir: Path | None = None
+) -> tuple[PartSpec, ...]:
+    key = _cache_key(path, limits)
+    cached = _read_cache(cache_dir, key)
+    if cached is not None:
+        return cached
+    parts = _split(path, limits, display)
+    _write_cache(cache_dir, key, parts)
+    return parts
+
+
+def _split(path: Path, limits: InputLimits, display: str) -> tuple[PartSpec, ...]:
+    parts: list[PartSpec] = []
+    start = offset = 0
+    count = 0
+    first_line = 1
+    with path.open("rb") as stream:
+        for line_number, line in enumerate(stream, start=1):
+            if not line.strip():
+                offset += len(line)
+                continue
+            if len(line) > limits.max_bytes:
+                raise SpecError(
+                    [
+                        Problem(
+                            display,
+                            line_number,
+                            "",
+                            f"line is larger than split.max_bytes ({limits.max_bytes:,})",
+                        )
+                    ]
+                )
+            if count and (count >= limits.max_requests or offset + len(line) - start > limits.max_bytes):
+                parts.append(PartSpec(len(parts), count, start, offset, first_line))
+                start, count, first_line = offset, 0, line_number
+            count += 1
+            offset += len(line)
+    if count:
+        parts.append(PartSpec(len(parts), count, start, offset, first_line))
+    return tuple(parts)
+
+
+def _cache_key(path: Path, limits: InputLimits) -> tuple[str, str]:
+    """(the entry's name, what must match): one entry per input, so the cache cannot grow stale."""
+    stat = path.stat()
+    return str(path), json.dumps([stat.st_size, stat.st_mtime_ns, asdict(limits)])
+
+
+def _read_cache(cache_dir: Path | None, key: tuple[str, str]) -> tuple[PartSpec, ...] | None:
+    if cache_dir is None:
+        return None
+    try:
+        entry = json.loads((cache_dir / CACHE_NAME).read_text(encoding="utf-8"))[key[0]]
+        return tuple(PartSpec(**p) for p in entry["parts"]) if entry["stat"] == key[1] else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(cache_dir: Path | None, key: tuple[str, str], parts: tuple[PartSpec, ...]) -> None:
+    if cache_dir is None:
+        return
+    path = cache_dir / CACHE_NAME
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = entries if isinstance(entries, dict) else {}
+    except (OSError, ValueError):
+        entries = {}
+    entries[key[0]] = {"stat": key[1], "parts": [asdict(p) for p in parts]}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(entries, sort_keys=True), encoding="utf-8")
+    os.replace(temp, path)

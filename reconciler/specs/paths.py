@@ -1,0 +1,27 @@
+"""Where a repo's specs and state are: the three paths every command and the daemon start from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RepoPaths:
+    repo: Path
+    specs: Path
+    state: Path
+
+    @property
+    def sandbox_data(self) -> Path:
+        """Where the embedded sandbox keeps its files for this repo."""
+        return self.state.parent / "sandbox"
+
+
+def resolve_paths(repo: str, specs: str | None, state: str | None) -> RepoPaths:
+    root = Path(repo).resolve()
+    return RepoPaths(
+        repo=root,
+        specs=Path(specs).resolve() if specs else root / "specs",
+        state=Path(state).resolve() if state else root / ".reconciler" / "state.json",
+    )

@@ -1,0 +1,173 @@
+"""YAML text to documents that remember where each node came from.
+
+PyYAML's composed node tree keeps line marks that the constructed Python data loses; we keep
+both, so a pydantic error location like ('spec', 'metadata', 'team') maps back to a line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from reconciler.common.errors import Problem
+
+Loc = tuple[int | str, ...]
+Parsed = tuple[yaml.Node, object]
+
+
+def parse_yaml(path: Path, shown: str) -> tuple[list[Parsed], list[Problem]]:
+    """Each document's root node and data; a syntax error ends the file, keeping what came before."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        return [], [Problem(shown, None, "", f"cannot read: {error.strerror or error}")]
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        return [], [Problem(shown, line, "", "not UTF-8 text; save the file as UTF-8")]
+    fast = _parse_with_libyaml(text, shown)
+    if fast is not None:
+        return fast, []
+    try:
+        loader = yaml.SafeLoader(text)  # checks every character up front
+    except yaml.reader.ReaderError as error:
+        return [], [_control_character(error, shown, text)]
+    documents: list[Parsed] = []
+    problems: list[Problem] = []
+    node: yaml.Node | None = None
+    try:
+        while loader.check_node():
+            document = loader.get_node()
+            if document is None:
+                break
+            node = document
+            problems += duplicate_keys(document, shown)
+            documents.append((document, loader.construct_document(document)))
+    except yaml.MarkedYAMLError as error:
+        problems.append(_syntax_problem(error, shown, len(text)))
+    except yaml.reader.ReaderError as error:
+        problems.append(_control_character(error, shown, text))
+    except RecursionError:
+        where = loader.get_mark().line + 1  # how far the reader got into the nesting
+        problems.append(Problem(shown, where, "", "invalid YAML: nested too deeply"))
+    except (ValueError, OverflowError) as error:
+        # PyYAML's constructors raise these for values like the date 2024-13-45
+        problems.append(Problem(shown, _line(node), "", f"invalid YAML value: {error}"))
+    finally:
+        loader.dispose()
+    return documents, problems
+
+
+def _parse_with_libyaml(text: str, shown: str) -> list[Parsed] | None:
+    """The documents, when libyaml (about ten times faster) parses the file cleanly; else None,
+    and the pure-Python loader above parses it again to word the problems, exactly as always."""
+    fast_loader = getattr(yaml, "CSafeLoader", None)
+    if fast_loader is None or yaml.reader.Reader.NON_PRINTABLE.search(text):
+        return None
+    loader = fast_loader(text)
+    documents: list[Parsed] = []
+    try:
+        while loader.check_node():
+            document = loader.get_node()
+            if document is None:
+                break
+            if duplicate_keys(document, shown):
+                return None
+            documents.append((document, loader.construct_document(document)))
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError):
+        return None
+    finally:
+        loader.dispose()
+    return documents
+
+
+def _control_character(error: yaml.reader.ReaderError, shown: str, text: str) -> Problem:
+    line = text[: error.position].count("\n") + 1
+    return Problem(shown, line, "", f"invalid YAML: control character #x{error.character:04x} is not allowed")
+
+
+def _syntax_problem(error: yaml.MarkedYAMLError, shown: str, end: int) -> Problem:
+    """PyYAML's problem, at the line where it shows; "at the end of the file" points at its start."""
+    problem, context = error.problem_mark, error.context_mark
+    mark = context if problem is None or (context and problem.index >= end) else problem
+    message = f"invalid YAML: {error.problem or error.context}"
+    if error.context and context:
+        message += f" ({error.context} that starts on line {context.line + 1})"
+    return Problem(shown, mark.line + 1 if mark else None, "", message)
+
+
+def duplicate_keys(root: yaml.Node, shown: str) -> list[Problem]:
+    """PyYAML keeps the last of two equal keys silently; a GitOps spec must not."""
+    problems: list[Problem] = []
+    seen_nodes: set[int] = set()
+    pending = [root]
+    while pending:  # iterative: a deep document must not exhaust the stack
+        node = pending.pop()
+        if id(node) in seen_nodes:  # aliases share nodes, and may even form cycles
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if key.value in first_line:
+                        message = f"duplicate key {key.value!r} (first on line {first_line[key.value]})"
+                        problems.append(Problem(shown, _line(key), "", message))
+                    first_line.setdefault(key.value, _line(key) or 0)
+                pending += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += node.value
+    return sorted(problems, key=lambda problem: problem.line or 0)
+
+
+def locate(root: yaml.Node, loc: Loc) -> tuple[int, str]:
+    """The line and dotted field name of the node at `loc` (keys as written in the file).
+
+    A mapping entry's line is its key's; a missing key's is that of the mapping holding it.
+    """
+    line, label = _line(root) or 1, ""
+    node: yaml.Node | None = root
+    for part in loc:
+        if part == "[key]":  # pydantic's marker for "the key itself", after the key
+            break
+        child = _child(node, part) if node is not None else None
+        if child is None:
+            node, label = None, _join(label, part)
+            continue
+        key, node = child
+        line = _line(key) or line
+        label = _join(label, part if key is node else key.value)
+    return line, label
+
+
+def _join(label: str, part: int | str) -> str:
+    if isinstance(part, int):
+        return f"{label}[{part}]"
+    if not part.isprintable():  # a key holding a line break must not break the one-line message
+        part = repr(part)
+    return f"{label}.{part}" if label else part
+
+
+def _child(node: yaml.Node, part: int | str) -> tuple[yaml.Node, yaml.Node] | None:
+    if isinstance(node, yaml.MappingNode):
+        # the last equal key wins, as in the constructed data (merge keys come first)
+        keys = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+        matches = [(k, v) for k, v in keys if k.value == part or _constructed(k) == part]
+        return matches[-1] if matches else None
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part], node.value[part]
+    return None
+
+
+def _constructed(key: yaml.ScalarNode) -> object:
+    """What a plain key like `007` or `true` became; only asked on the way to an error."""
+    if key.style:  # quoted: it stayed a string, which `k.value == part` already compared
+        return key.value
+    try:
+        return yaml.safe_load(key.value)
+    except yaml.YAMLError:
+        return key.value
+
+
+def _line(node: yaml.Node | None) -> int | None:
+    return node.start_mark.line + 1 if node is not None else None
