@@ -1,4 +1,4 @@
-"""BatchClient over real HTTP: what it retries, what it never retries, and what it says."""
+"""ProviderApi over real HTTP: what it retries, what it never retries, and what it says."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from reconciler.api.backoff import Backoff
-from reconciler.api.client import BatchClient
+from reconciler.api.client import ProviderApi
+from reconciler.api.transport import Transport
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiStatusError, OutcomeUnknownError
 from tests.reconcile_helpers import batches
@@ -17,15 +18,15 @@ FAST = Backoff(attempts=8, initial=0.001, cap=0.01, max_retry_after=0.05)
 @pytest.fixture
 def client(sandbox):
     with httpx.Client(base_url=sandbox.base_url, timeout=10) as http:
-        yield BatchClient(http, backoff=FAST)
+        yield ProviderApi.over(Transport(http, backoff=FAST))
 
 
-def upload(client: BatchClient, tmp_path) -> str:
+def upload(client: ProviderApi, tmp_path) -> str:
     path = tmp_path / "in.jsonl"
     path.write_text(
         '{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini"}}\n'
     )
-    return client.upload_file(UploadSource(path, "in.jsonl"))
+    return client.writer.upload_file(UploadSource(path, "in.jsonl"))
 
 
 def test_injected_429s_and_5xx_are_retried_until_the_call_succeeds(client, sandbox, tmp_path):
@@ -33,7 +34,7 @@ def test_injected_429s_and_5xx_are_retried_until_the_call_succeeds(client, sandb
     sandbox.configure(fault_rate=0.3, seed=7)
     sandbox.reset_counts()
     for _ in range(10):
-        assert list(client.iter_batches()) == []
+        assert list(client.reader.iter_batches()) == []
     sent = sandbox.request_counts()["GET /v1/batches"]
     assert sent > 10, "with 30% of requests failing, some must have been retried"
     assert file_id.startswith("file-")
@@ -42,22 +43,22 @@ def test_injected_429s_and_5xx_are_retried_until_the_call_succeeds(client, sandb
 def test_a_client_error_is_never_retried(client, sandbox):
     sandbox.reset_counts()
     with pytest.raises(ApiStatusError) as raised:
-        client.retrieve_batch("batch_does_not_exist")
+        client.reader.retrieve_batch("batch_does_not_exist")
     assert raised.value.status == 404
     assert sandbox.request_counts() == {"GET /v1/batches/{id}": 1}
 
 
 def test_cancelling_a_completed_batch_is_a_409_sent_once(client, sandbox, tmp_path):
     file_id = upload(client, tmp_path)
-    batch = client.create_batch(
+    batch = client.writer.create_batch(
         input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", metadata={}
     )
     from tests.reconcile_helpers import wait_until
 
-    wait_until(lambda: client.retrieve_batch(batch.id).status == "completed")
+    wait_until(lambda: client.reader.retrieve_batch(batch.id).status == "completed")
     sandbox.reset_counts()
     with pytest.raises(ApiStatusError) as raised:
-        client.cancel_batch(batch.id)
+        client.writer.cancel_batch(batch.id)
     assert raised.value.status == 409
     assert sandbox.request_counts() == {"POST /v1/batches/{id}/cancel": 1}
 
@@ -67,7 +68,7 @@ def test_a_create_whose_answer_is_lost_is_not_sent_again_but_reported_as_unknown
     sandbox.configure(lost_response_rate=1.0)
     sandbox.reset_counts()
     with pytest.raises(OutcomeUnknownError):
-        client.create_batch(
+        client.writer.create_batch(
             input_file_id=file_id,
             endpoint="/v1/chat/completions",
             completion_window="24h",
@@ -82,9 +83,9 @@ def test_error_messages_never_carry_the_credentials_sent(sandbox):
     sandbox.configure(api_key="the-right-one")
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=sandbox.base_url, headers=headers, timeout=10) as http:
-        client = BatchClient(http, secrets=[key], backoff=FAST)
+        client = ProviderApi.over(Transport(http, secrets=[key], backoff=FAST))
         with pytest.raises(ApiStatusError) as raised:
-            list(client.iter_batches())
+            list(client.reader.iter_batches())
     assert raised.value.status == 401
     assert key not in str(raised.value)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.state.file import state_lock
+from reconciler.state.lock import state_lock
 from tests.reconcile_helpers import batches, mutating, sdk, state_of, use_sandbox
 
 

@@ -1,4 +1,4 @@
-"""BatchClient, and the CLI, against a real server that answers badly (tests/hostile_server.py).
+"""ProviderApi, and the CLI, against a real server that answers badly (tests/hostile_server.py).
 
 Whatever comes back, the client raises an ApiError with one readable line, gives up after a
 bounded number of requests, and never loops or crashes.
@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from reconciler.api.backoff import Backoff
-from reconciler.api.client import MAX_PAGES, BatchClient
+from reconciler.api.client import ProviderApi
+from reconciler.api.transport import MAX_PAGES, Transport
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiConnectionError, ApiError, ApiStatusError, OutcomeUnknownError
 from tests.hostile_server import HostileServer, hostile_server
@@ -29,16 +30,16 @@ def hostile() -> Iterator[HostileServer]:
 
 
 @pytest.fixture
-def client_for(hostile: HostileServer) -> Iterator[Callable[[str], tuple[BatchClient, list[float]]]]:
+def client_for(hostile: HostileServer) -> Iterator[Callable[[str], tuple[ProviderApi, list[float]]]]:
     """A client of one behaviour; its backoff sleeps are recorded, not slept."""
     opened: list[httpx.Client] = []
 
-    def make(behaviour: str) -> tuple[BatchClient, list[float]]:
+    def make(behaviour: str) -> tuple[ProviderApi, list[float]]:
         http = httpx.Client(base_url=hostile.base_url(behaviour), timeout=httpx.Timeout(0.5))
         opened.append(http)
         slept: list[float] = []
         backoff = Backoff(attempts=ATTEMPTS, initial=0.01, cap=0.02)
-        return BatchClient(http, backoff=backoff, sleep=slept.append), slept
+        return ProviderApi.over(Transport(http, backoff=backoff, sleep=slept.append)), slept
 
     yield make
     for http in opened:
@@ -70,22 +71,22 @@ def test_a_broken_answer_to_a_read_is_one_clear_error_after_bounded_tries(
     client, _ = client_for(behaviour)
     before = hostile.requests[behaviour]
     with pytest.raises(kind) as raised:
-        client.retrieve_batch("batch_1")
+        client.reader.retrieve_batch("batch_1")
     assert words in one_line(raised.value)
     assert hostile.requests[behaviour] - before == requests
 
 
 def test_an_unknown_status_is_kept_as_it_came_and_counts_as_still_running(client_for):
     client, _ = client_for("unknown-status")
-    batch = client.retrieve_batch("batch_hostile")
-    (listed,) = list(client.iter_batches())
+    batch = client.reader.retrieve_batch("batch_hostile")
+    (listed,) = list(client.reader.iter_batches())
     assert batch.status == listed.status == "quantum_superposition"
     assert not batch.terminal
 
 
 def test_a_batch_sent_as_text_plain_is_still_read(client_for):
     client, _ = client_for("text-json")
-    assert client.retrieve_batch("batch_hostile").id == "batch_hostile"
+    assert client.reader.retrieve_batch("batch_hostile").id == "batch_hostile"
 
 
 @pytest.mark.parametrize(
@@ -99,7 +100,7 @@ def test_a_batch_sent_as_text_plain_is_still_read(client_for):
 def test_a_broken_list_is_an_error_not_an_empty_list(client_for, behaviour, words):
     client, _ = client_for(behaviour)
     with pytest.raises(ApiError) as raised:
-        list(client.iter_batches())
+        list(client.reader.iter_batches())
     assert words in one_line(raised.value)
 
 
@@ -111,7 +112,7 @@ def test_a_list_whose_next_page_repeats_an_earlier_one_is_an_error_not_a_quiet_e
     client, _ = client_for(behaviour)
     before = hostile.requests[behaviour]
     with pytest.raises(ApiConnectionError) as raised:
-        list(client.iter_batches())
+        list(client.reader.iter_batches())
     assert "repeats an earlier one" in one_line(raised.value)
     assert hostile.requests[behaviour] - before == pages
 
@@ -121,7 +122,7 @@ def test_a_list_whose_has_more_never_ends_stops_at_the_page_bound(hostile, clien
     bound = MAX_PAGES if FULL else 40  # the full default takes ~40 s here; CI checks the mechanism
     before = hostile.requests["endless"]
     with pytest.raises(ApiConnectionError) as raised:
-        for _ in client.iter_batches(max_pages=bound):
+        for _ in client.reader.iter_batches(max_pages=bound):
             pass
     assert f"did not end after {bound} pages" in one_line(raised.value)
     assert hostile.requests["endless"] - before == bound
@@ -131,7 +132,7 @@ def test_retry_after_of_a_day_is_capped_and_the_tries_are_bounded(hostile, clien
     client, slept = client_for("retry-forever")
     before = hostile.requests["retry-forever"]
     with pytest.raises(ApiStatusError) as raised:
-        list(client.iter_batches())
+        list(client.reader.iter_batches())
     assert raised.value.status == 429 and "slow down" in one_line(raised.value)
     assert hostile.requests["retry-forever"] - before == ATTEMPTS
     assert slept == [Backoff().max_retry_after] * (ATTEMPTS - 1)
@@ -145,7 +146,7 @@ def test_a_create_whose_answer_is_broken_is_outcome_unknown_never_a_plain_failur
     client, _ = client_for(behaviour)
     before = hostile.requests[behaviour]
     with pytest.raises(OutcomeUnknownError) as raised:
-        client.create_batch(
+        client.writer.create_batch(
             input_file_id="file-1", endpoint="/v1/chat/completions", completion_window="24h", metadata={}
         )
     assert "outcome unknown" in one_line(raised.value)
@@ -157,7 +158,7 @@ def test_an_upload_answered_without_a_file_id_is_an_error(client_for, tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text('{"custom_id": "1"}\n')
     with pytest.raises(ApiConnectionError) as raised:
-        client.upload_file(UploadSource(path, "a.jsonl"))
+        client.writer.upload_file(UploadSource(path, "a.jsonl"))
     assert "no file id" in one_line(raised.value)
 
 

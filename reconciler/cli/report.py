@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from reconciler.cli.render import plural
-from reconciler.engine.apply import Outcome
+from reconciler.engine.apply.effects import Outcome
 from reconciler.plans.plan import Plan
 
 

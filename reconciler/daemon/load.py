@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.common.errors import Problem, SpecError
-from reconciler.engine.workspace import Workspace, desired_job
+from reconciler.engine.desired import desired_job
+from reconciler.engine.workspace import Workspace
 from reconciler.specs.inputs import InputDigest, digest_repo
 from reconciler.specs.loader import LoadedJob, LoadedProvider, LoadedRepo, display, scan_repo
 from reconciler.specs.paths import RepoPaths

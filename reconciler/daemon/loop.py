@@ -22,12 +22,12 @@ from reconciler.daemon.report import count_api_error, report_pass
 from reconciler.daemon.schedule import earliest, next_poll, retry_delay, watched_statuses
 from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
-from reconciler.engine.events import DaemonLog
+from reconciler.engine.events import EventLog
 from reconciler.state.file import read_state
 
 
 class Daemon:
-    def __init__(self, settings: Settings, log: DaemonLog, metrics: Metrics, waker: Waker) -> None:
+    def __init__(self, settings: Settings, log: EventLog, metrics: Metrics, waker: Waker) -> None:
         self.settings, self.log, self.metrics, self.waker = settings, log, metrics, waker
         self.loaded: Loaded | None = None
         self.pool = ClientPool()

@@ -12,13 +12,13 @@ import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from reconciler.api.client import BatchClient
+from reconciler.api.client import ProviderApi
 from reconciler.common.errors import PlanRefusedError
 from reconciler.common.limits import SANDBOX
 from reconciler.daemon.load import Loaded
-from reconciler.engine.apply import Outcome
+from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.connect import open_clients
-from reconciler.engine.passes import converge, observe_and_record
+from reconciler.engine.passes import converge, observe_and_record, readers_of
 from reconciler.plans.changes import Plan
 from reconciler.state.model import State
 
@@ -36,7 +36,7 @@ class PassResult:
 
 def run_pass(
     loaded: Loaded,
-    clients: Mapping[str, BatchClient],
+    clients: Mapping[str, ProviderApi],
     before: State,
     *,
     allow_empty: bool,
@@ -56,7 +56,9 @@ def run_pass(
             confirm=_guard(loaded) if loaded.problems else None,
         )
     except PlanRefusedError as refusal:
-        return PassResult(before, observe_and_record(ws, clients, COMMAND), held_back=str(refusal))
+        return PassResult(
+            before, observe_and_record(ws, readers_of(clients), COMMAND), held_back=str(refusal)
+        )
     return PassResult(before, after, plan, outcome)
 
 
@@ -78,9 +80,9 @@ class ClientPool:
     def __init__(self) -> None:
         self._stack = contextlib.ExitStack()
         self._key: tuple[tuple[str, str], ...] | None = None
-        self._clients: dict[str, BatchClient] = {}
+        self._clients: dict[str, ProviderApi] = {}
 
-    def clients_for(self, loaded: Loaded, state: State) -> Mapping[str, BatchClient]:
+    def clients_for(self, loaded: Loaded, state: State) -> Mapping[str, ProviderApi]:
         ws = loaded.ws
         providers = ws.providers(state)
         key = tuple(sorted((name, _definition(loaded, name)) for name in providers))

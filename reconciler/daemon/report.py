@@ -14,8 +14,8 @@ from reconciler.cli.render import SYMBOLS
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.passes import PassResult
-from reconciler.engine.apply import Outcome
-from reconciler.engine.events import DaemonLog
+from reconciler.engine.apply.effects import Outcome
+from reconciler.engine.events import EventLog
 from reconciler.engine.transitions import report_transitions
 from reconciler.plans.changes import Action, Change
 
@@ -23,7 +23,7 @@ from reconciler.plans.changes import Action, Change
 _HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
 
 
-def report_pass(result: PassResult, log: DaemonLog, metrics: Metrics) -> None:
+def report_pass(result: PassResult, log: EventLog, metrics: Metrics) -> None:
     for change in result.plan.pending:
         _report_change(change, result.outcome, log, metrics)
     for job, reason in sorted(result.outcome.failures.items()):
@@ -39,7 +39,7 @@ def count_api_error(error: ApiError, metrics: Metrics) -> None:
     metrics.api_errors.labels(status=status).inc()
 
 
-def _report_change(change: Change, outcome: Outcome, log: DaemonLog, metrics: Metrics) -> None:
+def _report_change(change: Change, outcome: Outcome, log: EventLog, metrics: Metrics) -> None:
     touched = [b.id for b in outcome.touched if b.batch.job == change.job]
     cancelled = [i for i in touched if i in change.cancel]
     created = [i for i in touched if i not in change.cancel]

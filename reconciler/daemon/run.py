@@ -25,7 +25,7 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.schedule import Cadence
 from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
-from reconciler.engine.events import DaemonLog
+from reconciler.engine.events import EventLog
 from reconciler.engine.workspace import Workspace, load_state
 from reconciler.specs import identity
 from reconciler.specs.loader import LoadedRepo
@@ -52,7 +52,7 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
     # A damaged state file or one of another owner would fail every pass: refuse to start
     # instead, before writing anything (the specs, in contrast, may be fixed while we run).
     load_state(Workspace(paths, LoadedRepo({}, {}), {}, {}, owner))
-    log = DaemonLog(options.log_format)
+    log = EventLog(options.log_format)
     settings = Settings(
         state=paths.state,
         repo_arg=options.repo_arg,
@@ -82,7 +82,7 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
         return _until_stopped(loop, waker, log)
 
 
-def _until_stopped(loop: threading.Thread, waker: Waker, log: DaemonLog) -> int:
+def _until_stopped(loop: threading.Thread, waker: Waker, log: EventLog) -> int:
     while loop.is_alive() and waker.stop_reason is None:
         loop.join(0.2)  # short joins, so the main thread runs signal handlers promptly
     if waker.stop_reason is None:  # the loop ended by itself: only a bug gets here
@@ -101,7 +101,7 @@ def _until_stopped(loop: threading.Thread, waker: Waker, log: DaemonLog) -> int:
 
 
 @contextlib.contextmanager
-def _stop_signals(waker: Waker, log: DaemonLog) -> Iterator[None]:
+def _stop_signals(waker: Waker, log: EventLog) -> Iterator[None]:
     def on_signal(number: int, frame: FrameType | None) -> None:
         if waker.stop_reason is not None:  # asked twice: do not wait for the pass
             log.warning("abandoned", f"{signal.Signals(number).name} again: exiting now")

@@ -1,4 +1,5 @@
-"""Opens one API client per provider in use, and the embedded sandbox when a job needs it.
+"""Opens one API per provider in use (a reader and a writer over one transport), and the
+embedded sandbox when a job needs it.
 
 Header `${VAR}`s are expanded here, at the last moment, and the values handed to the
 client only so it can scrub them from any message.
@@ -12,7 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import httpx
 
-from reconciler.api.client import BatchClient
+from reconciler.api.client import ProviderApi
+from reconciler.api.transport import Transport
 from reconciler.common.errors import UserError
 from reconciler.common.limits import SANDBOX
 from reconciler.specs.loader import LoadedRepo
@@ -45,12 +47,12 @@ def resolve_provider_headers(
 @contextlib.contextmanager
 def open_clients(
     repo: LoadedRepo, providers: Iterable[str], paths: RepoPaths, env: Mapping[str, str] | None = None
-) -> Iterator[dict[str, BatchClient]]:
+) -> Iterator[dict[str, ProviderApi]]:
     env = os.environ if env is None else env
     wanted = set(providers)
     resolved = resolve_provider_headers(repo, wanted, env)
     with contextlib.ExitStack() as stack:
-        clients: dict[str, BatchClient] = {}
+        clients: dict[str, ProviderApi] = {}
         for name, (base_url, headers) in resolved.items():
             # Only what came from ${VAR}s is secret; `openai` or a host name scrubbed from
             # every message would make errors unreadable.
@@ -62,13 +64,13 @@ def open_clients(
 
 def _client(
     stack: contextlib.ExitStack, base_url: str, headers: Mapping[str, str], secrets: list[str]
-) -> BatchClient:
+) -> ProviderApi:
     # Plain http never uses TLS: skip loading the CA bundle, ~60 ms of every command's start.
     verify = not base_url.lower().startswith("http://")
     http = stack.enter_context(
         httpx.Client(base_url=base_url, headers=dict(headers), timeout=TIMEOUT, limits=LIMITS, verify=verify)
     )
-    return BatchClient(http, secrets=secrets)
+    return ProviderApi.over(Transport(http, secrets=secrets))
 
 
 def _sandbox_url(stack: contextlib.ExitStack, paths: RepoPaths, env: Mapping[str, str]) -> str:

@@ -1,4 +1,4 @@
-"""The daemon's log on stderr: a human line per event, or one JSON object per line.
+"""The event log of the daemon and of `reconcile --wait`: a human line or a JSON object per event.
 
 Every message is built from data that is already safe to show (job names, batch and file
 ids, statuses, and API errors that the client has scrubbed of credentials); nothing here
@@ -17,7 +17,7 @@ LOG_FORMATS = ("text", "json")
 LEVELS = ("info", "warning", "error")
 
 
-class DaemonLog:
+class EventLog:
     def __init__(self, fmt: str = "text", stream: TextIO | None = None) -> None:
         self._json = fmt == "json"
         self._stream = stream or sys.stderr

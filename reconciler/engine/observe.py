@@ -11,35 +11,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from reconciler.api.batch import LiveBatch
-from reconciler.api.client import BatchClient
-from reconciler.plans.plan import DesiredJob
+from reconciler.api.reader import BatchReader
+from reconciler.plans.changes import DesiredJob
 from reconciler.state.model import State
 
 
 def observe(
-    clients: Mapping[str, BatchClient],
+    readers: Mapping[str, BatchReader],
     owner_tag: str,
     desired: Mapping[str, DesiredJob],
     state: State,
 ) -> list[LiveBatch]:
     live: list[LiveBatch] = []
-    for provider, client in sorted(clients.items()):
+    for provider, reader in sorted(readers.items()):
         known = _known_ids(provider, state)
         stop_early = _safe_to_stop_early(provider, desired, state)
-        live.extend(_observe_provider(provider, client, owner_tag, known, stop_early))
+        live.extend(_observe_provider(provider, reader, owner_tag, known, stop_early))
     return live
 
 
-def providers_in_use(desired: Mapping[str, DesiredJob], state: State) -> set[str]:
-    return {job.provider for job in desired.values()} | {job.provider for job in state.jobs.values()}
-
-
 def _observe_provider(
-    provider: str, client: BatchClient, owner_tag: str, known: set[str], stop_early: bool
+    provider: str, reader: BatchReader, owner_tag: str, known: set[str], stop_early: bool
 ) -> list[LiveBatch]:
     owned: list[LiveBatch] = []
     unseen = set(known)
-    for batch in client.iter_batches():
+    for batch in reader.iter_batches():
         if batch.owned_by(owner_tag):
             owned.append(LiveBatch(provider=provider, batch=batch))
         unseen.discard(batch.id)

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from reconciler.api.client import BatchClient
+from reconciler.api.reader import BatchReader
+from reconciler.common import atomic
 from reconciler.state.model import BatchRecord
-
-RETRY_REASONS = ("batch_expired", "server_error", "rate_limited", "batch_failed")
-DEFAULT_RETRY_ON = ("batch_expired", "server_error", "rate_limited")
 
 
 def classify(line: dict[str, object]) -> str | None:
@@ -58,14 +55,13 @@ class WorkDir:
     def result_files(self, batch: BatchRecord) -> list[Path]:
         return [target for _, target in self._targets(batch)]
 
-    def download(self, client: BatchClient, batch: BatchRecord) -> list[Path]:
+    def download(self, reader: BatchReader, batch: BatchRecord) -> list[Path]:
         """Fetches a finished batch's output and error files, once; returns their paths."""
         self.path.mkdir(parents=True, exist_ok=True)
         for file_id, target in self._targets(batch):
             if not target.exists():
-                temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-                client.download_file(file_id, temp)
-                os.replace(temp, target)
+                with atomic.replacing(target) as out:
+                    reader.download_file(file_id, out)
         return self.result_files(batch)
 
     def _targets(self, batch: BatchRecord) -> list[tuple[str, Path]]:
@@ -73,6 +69,7 @@ class WorkDir:
         return [(file_id, self.path / f"{_file_name(file_id)}.jsonl") for file_id in ids if file_id]
 
     def retry_input(self, part: int, retry: int) -> Path:
+        """The one place a retry input's path is decided: written by engine/sources.py."""
         return self.path / f"part-{part}-retry-{retry}.jsonl"
 
 

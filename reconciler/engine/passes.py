@@ -1,56 +1,55 @@
 """One pass: observe → plan → apply → collect results → record.
 
-`plan`, `apply`, `reconcile` and the daemon are this pass with different endings.
+`plan`, `apply`, `reconcile` and the daemon are this pass with different endings.  Observing
+and planning only read from the provider; only apply/ writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler.api.batch import LiveBatch
-from reconciler.api.client import BatchClient
-from reconciler.engine.apply import DEFAULT_PARALLELISM, Effects, Outcome, apply_plan
+from reconciler.api.client import ProviderApi
+from reconciler.api.reader import BatchReader
+from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
+from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.finish import finish_jobs
 from reconciler.engine.observe import observe
-from reconciler.engine.retries import prepare_retries
-from reconciler.engine.workspace import Workspace, load_state, prepare
-from reconciler.plans.changes import Plan, Retryable
+from reconciler.engine.retries import PartRetry, find_retries
+from reconciler.engine.sources import UploadSources
+from reconciler.engine.workspace import Workspace, load_state
+from reconciler.plans.changes import Plan
 from reconciler.plans.plan import make_plan
 from reconciler.plans.record import record
-from reconciler.state.file import state_lock, write_state
+from reconciler.state.file import write_state
+from reconciler.state.lock import state_lock
 from reconciler.state.model import State
 
-__all__ = [
-    "Workspace",
-    "converge",
-    "load_state",
-    "observe_and_record",
-    "prepare",
-    "refresh_and_plan",
-    "utc_now",
-]
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What a read-only refresh found, and the plan made from it."""
+
+    live: list[LiveBatch]
+    retries: Mapping[tuple[str, int], PartRetry]
+    plan: Plan
 
 
 def refresh_and_plan(
-    ws: Workspace, clients: Mapping[str, BatchClient], state: State, *, allow_empty: bool = False
-) -> tuple[list[LiveBatch], Plan]:
-    live = observe(clients, ws.owner_tag, ws.desired, state)
-    retryable = _retryable(ws, clients, live)
-    return live, make_plan(ws.desired, state, live, retryable=retryable, allow_empty=allow_empty)
-
-
-def _retryable(ws: Workspace, clients: Mapping[str, BatchClient], live: list[LiveBatch]) -> Retryable:
-    counts: dict[tuple[str, int], int] = {}
-    for job in ws.desired.values():
-        if job.max_attempts > 1 and not job.suspend:
-            counts |= prepare_retries(job, live, clients[job.provider], ws.work_dir, job.retry_on)
-    return counts
+    ws: Workspace, readers: Mapping[str, BatchReader], state: State, *, allow_empty: bool = False
+) -> Refreshed:
+    live = observe(readers, ws.owner_tag, ws.desired, state)
+    retries = find_retries(ws.desired, live, readers, ws.work_dir)
+    counts = {key: retry.count for key, retry in retries.items()}
+    plan = make_plan(ws.desired, state, live, retryable=counts, allow_empty=allow_empty)
+    return Refreshed(live, retries, plan)
 
 
 def converge(
     ws: Workspace,
-    clients: Mapping[str, BatchClient],
+    apis: Mapping[str, ProviderApi],
     *,
     command: str,
     allow_empty: bool = False,
@@ -61,21 +60,28 @@ def converge(
     """Under the state lock: refresh, plan, let `confirm` veto (raise), apply, record."""
     with state_lock(ws.paths.state, command):
         state = load_state(ws, rebuild=rebuild)
-        live, plan = refresh_and_plan(ws, clients, state, allow_empty=allow_empty)
+        found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty)
         if confirm is not None:
-            confirm(plan)
-        fx = Effects(clients, ws.owner_tag, _writer(ws), utc_now, ws.source_for, parallelism)
-        state, outcome = apply_plan(plan, ws.desired, live, state, fx)
-        state = finish_jobs(ws, clients, state, outcome)
-    return plan, state, outcome
+            confirm(found.plan)
+        sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
+        fx = Effects(apis, ws.owner_tag, _writer(ws), utc_now, sources, parallelism)
+        state, outcome = apply_plan(found.plan, ws.desired, found.live, state, fx)
+        finished = finish_jobs(ws.desired, apis, state, outcome, ws.work_dir)
+        if finished is not state:
+            state = write_state(ws.paths.state, finished)
+    return found.plan, state, outcome
 
 
-def observe_and_record(ws: Workspace, clients: Mapping[str, BatchClient], command: str) -> State:
+def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], command: str) -> State:
     """Refreshes observed status only: no change is planned or made."""
     with state_lock(ws.paths.state, command):
         state = load_state(ws)
-        live = observe(clients, ws.owner_tag, ws.desired, state)
+        live = observe(readers, ws.owner_tag, ws.desired, state)
         return write_state(ws.paths.state, record(ws.desired, state, live, now=utc_now()))
+
+
+def readers_of(apis: Mapping[str, ProviderApi]) -> dict[str, BatchReader]:
+    return {name: api.reader for name, api in apis.items()}
 
 
 def _writer(ws: Workspace) -> Callable[[State], State]:

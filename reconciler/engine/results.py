@@ -11,28 +11,41 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import BinaryIO
 
+from reconciler.api.reader import BatchReader
+from reconciler.common import atomic
 from reconciler.engine.outcomes import WorkDir, classify, read_lines, unanswered_reason
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob
-from reconciler.state.model import BatchRecord, ResultsRecord
+from reconciler.plans.jobstatus import attempts_by_part, job_status
+from reconciler.state.model import BatchRecord, JobState, ResultsRecord
 
 # custom_id → (file, byte offset, batch id, attempt)
 Index = dict[str, tuple[Path, int, str, int]]
+
+
+def collect_results(job: DesiredJob, recorded: JobState, reader: BatchReader, work_root: Path) -> JobState:
+    """Downloads every attempt's files once, writes the merged results, and records them."""
+    attempts = attempts_by_part(recorded.batches)
+    work = WorkDir(work_root, job.name, job.generation)
+    for records in attempts.values():
+        for attempt in records:
+            work.download(reader, attempt)
+    assert job.results_path is not None
+    results = write_results(job, attempts, work, Path(job.results_path))
+    status = job_status(recorded.batches, recorded.pending)
+    return recorded.model_copy(update={"results": results, "status": status})
 
 
 def write_results(
     job: DesiredJob, attempts: dict[int, list[BatchRecord]], work: WorkDir, target: Path
 ) -> ResultsRecord:
     """Writes the results atomically and returns what the state records of them."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     digest = hashlib.sha256()
     written = 0
-    with temp.open("wb") as out:
+    with atomic.replacing(target, durable=True) as out:
         for part in job.part_specs:
             part_attempts = attempts.get(part.index, [])
             index = _index(part_attempts, work)
@@ -47,9 +60,6 @@ def write_results(
                     digest.update(line)
                     out.write(line)
                     written += 1
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, target)
     batch_ids = tuple(sorted(a.batch_id for records in attempts.values() for a in records))
     return ResultsRecord(path=str(target), sha256=digest.hexdigest(), requests=written, batches=batch_ids)
 

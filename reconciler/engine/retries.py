@@ -1,21 +1,42 @@
-"""After batches finish: which requests to send again, and the retry input files holding them.
+"""What a finished part sends again: found while observing, written when its batch is created.
 
 Only requests that did not succeed and whose reason `retry.on` names go into a retry, never
 a finished one; each retry is a new batch of the same part, one attempt number higher.
+Observing downloads the part's output and error files (reading only) and counts; the retry
+input file itself is written by the create that uploads it (sources.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from reconciler.api.batch import LiveBatch, is_terminal
-from reconciler.api.client import BatchClient
+from reconciler.api.reader import BatchReader
 from reconciler.engine.outcomes import WorkDir, part_outcomes, unanswered_reason
 from reconciler.plans.changes import DesiredJob, PartSpec
+from reconciler.plans.jobstatus import attempts_by_part
 from reconciler.state.model import BatchRecord
+
+
+@dataclass(frozen=True)
+class PartRetry:
+    """The next attempt of one part: which requests it sends, and how many."""
+
+    part: PartSpec
+    attempt: int
+    outcomes: Mapping[str, str | None]  # custom_id → None (succeeded) or the reason it did not
+    unanswered: str  # the reason of a request no attempt answered
+    retry_on: tuple[str, ...]
+    count: int = 0
+
+    def wanted(self, custom_id: str) -> bool:
+        reason = self.outcomes.get(custom_id, self.unanswered)
+        return reason is not None and reason in self.retry_on
 
 
 def part_lines(input_path: Path, part: PartSpec) -> Iterator[tuple[str, bytes]]:
@@ -33,59 +54,54 @@ def part_lines(input_path: Path, part: PartSpec) -> Iterator[tuple[str, bytes]]:
                 yield str(custom_id), raw if raw.endswith(b"\n") else raw + b"\n"
 
 
-def attempts_by_part(job: DesiredJob, live: Sequence[LiveBatch]) -> dict[int, list[BatchRecord]]:
-    parts: dict[int, list[BatchRecord]] = {}
-    for batch in live:
-        if batch.batch.job == job.name and batch.generation == job.generation:
-            parts.setdefault(batch.batch.part, []).append(BatchRecord.from_batch(batch.batch))
-    return {p: sorted(records, key=lambda r: r.retry) for p, records in parts.items()}
+def live_attempts(job: DesiredJob, live: Sequence[LiveBatch]) -> dict[int, list[BatchRecord]]:
+    records = [
+        BatchRecord.from_batch(b.batch)
+        for b in live
+        if b.batch.job == job.name and b.generation == job.generation
+    ]
+    return attempts_by_part(records)
 
 
-def prepare_retries(
-    job: DesiredJob, live: Sequence[LiveBatch], client: BatchClient, work_root: Path, retry_on: Sequence[str]
-) -> dict[tuple[str, int], int]:
-    """For each finished part with attempts left: writes its retry input, returns its size."""
+def find_retries(
+    desired: Mapping[str, DesiredJob],
+    live: Sequence[LiveBatch],
+    readers: Mapping[str, BatchReader],
+    work: Path,
+) -> dict[tuple[str, int], PartRetry]:
+    """(job, part) → its next attempt, for every finished part with attempts and requests left."""
+    found: dict[tuple[str, int], PartRetry] = {}
+    for job in desired.values():
+        if job.max_attempts > 1 and not job.suspend:
+            for index, retry in _job_retries(job, live, readers[job.provider], work).items():
+                found[(job.name, index)] = retry
+    return found
+
+
+def _job_retries(
+    job: DesiredJob, live: Sequence[LiveBatch], reader: BatchReader, work_root: Path
+) -> dict[int, PartRetry]:
     work = WorkDir(work_root, job.name, job.generation)
-    counts: dict[tuple[str, int], int] = {}
     parts = {p.index: p for p in job.part_specs}
-    for index, attempts in attempts_by_part(job, live).items():
+    found: dict[int, PartRetry] = {}
+    for index, attempts in live_attempts(job, live).items():
         latest = attempts[-1]
         if not is_terminal(latest.status) or latest.retry >= job.max_attempts or index not in parts:
             continue
-        outcomes = part_outcomes([(a, work.download(client, a)) for a in attempts])
-        target = work.retry_input(index, latest.retry + 1)
-        count = _write_retry_input(Path(job.input_path), parts[index], outcomes, latest, retry_on, target)
+        outcomes = part_outcomes([(a, work.download(reader, a)) for a in attempts])
+        retry = PartRetry(parts[index], latest.retry + 1, outcomes, unanswered_reason(latest), job.retry_on)
+        lines = part_lines(Path(job.input_path), retry.part)
+        count = sum(1 for custom_id, _ in lines if retry.wanted(custom_id))
         if count:
-            counts[(job.name, index)] = count
-    return counts
+            found[index] = dataclasses.replace(retry, count=count)
+    return found
 
 
-def _write_retry_input(
-    input_path: Path,
-    part: PartSpec,
-    outcomes: Mapping[str, str | None],
-    latest: BatchRecord,
-    retry_on: Sequence[str],
-    target: Path,
-) -> int:
-    missing = unanswered_reason(latest)
+def write_retry_input(input_path: Path, retry: PartRetry, out: BinaryIO) -> int:
+    """Writes the part's lines this retry sends, in input order; returns how many."""
     count = 0
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with temp.open("wb") as out:
-        for custom_id, raw in part_lines(input_path, part):
-            reason = outcomes.get(custom_id, missing)
-            if reason is not None and reason in retry_on:
-                out.write(raw)
-                count += 1
-    os.replace(temp, target)
+    for custom_id, raw in part_lines(input_path, retry.part):
+        if retry.wanted(custom_id):
+            out.write(raw)
+            count += 1
     return count
-
-
-def download_all(
-    job: DesiredJob, attempts: Mapping[int, list[BatchRecord]], client: BatchClient, work_root: Path
-) -> WorkDir:
-    work = WorkDir(work_root, job.name, job.generation)
-    for records in attempts.values():
-        for attempt in records:
-            work.download(client, attempt)
-    return work

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from reconciler.engine.events import DaemonLog
+from reconciler.engine.events import EventLog
 from reconciler.state.model import JobState, State
 
 
-def report_transitions(before: State, after: State, log: DaemonLog) -> None:
+def report_transitions(before: State, after: State, log: EventLog) -> None:
     for name, job in after.jobs.items():
         old = before.jobs.get(name)
         was = old.status if old else "none"

@@ -16,6 +16,8 @@ Only the latest attempt of each part speaks for that part; earlier attempts are 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from reconciler.api.batch import is_terminal
 from reconciler.state.model import BatchRecord, PendingCreate
 
@@ -29,6 +31,14 @@ def latest_per_part(batches: tuple[BatchRecord, ...]) -> list[BatchRecord]:
         if record.part not in latest or record.retry >= latest[record.part].retry:
             latest[record.part] = record
     return [latest[p] for p in sorted(latest)]
+
+
+def attempts_by_part(batches: Iterable[BatchRecord]) -> dict[int, list[BatchRecord]]:
+    """Each part's attempts, first attempt first."""
+    parts: dict[int, list[BatchRecord]] = {}
+    for batch in sorted(batches, key=lambda b: b.retry):
+        parts.setdefault(batch.part, []).append(batch)
+    return parts
 
 
 def job_status(

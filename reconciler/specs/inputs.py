@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.common import atomic
 from reconciler.common.errors import Problem, SpecError
 from reconciler.common.limits import API_LIMITS, NO_LIMITS, InputLimits
 from reconciler.specs.loader import LoadedRepo, display
@@ -269,15 +268,5 @@ def _read_cache(path: Path) -> dict[str, InputDigest]:
 def _write_cache(path: Path, digests: dict[str, InputDigest]) -> None:
     """Atomically (temp file + rename); a cache that cannot be written is only a slower next run."""
     document = {"format_version": CACHE_FORMAT, "inputs": {k: asdict(d) for k, d in digests.items()}}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{CACHE_NAME}.")
-    except OSError:
-        return
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            json.dump(document, stream, indent=1, sort_keys=True)
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+    with contextlib.suppress(OSError):
+        atomic.write_bytes(path, json.dumps(document, indent=1, sort_keys=True).encode())

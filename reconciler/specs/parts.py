@@ -9,10 +9,10 @@ are byte ranges of the original file; nothing is copied.  Cached like input dige
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
+from reconciler.common import atomic
 from reconciler.common.errors import Problem, SpecError
 from reconciler.common.limits import InputLimits
 from reconciler.plans.changes import PartSpec
@@ -89,7 +89,4 @@ def _write_cache(cache_dir: Path | None, key: tuple[str, str], parts: tuple[Part
     except (OSError, ValueError):
         entries = {}
     entries[key[0]] = {"stat": key[1], "parts": [asdict(p) for p in parts]}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(entries, sort_keys=True), encoding="utf-8")
-    os.replace(temp, path)
+    atomic.write_bytes(path, json.dumps(entries, sort_keys=True).encode())

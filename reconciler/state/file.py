@@ -1,30 +1,24 @@
-"""Reading, writing and locking the state file.
+"""Reading and writing the state file.
 
-Written atomically (temp file, fsync, rename) with sorted keys; the previous good copy is
-kept beside it as `<name>.backup`. A lock file next to it, held with flock, keeps two
-writers on one machine from interleaving and names its holder when it refuses.
+Written atomically (common/atomic.py, fsynced) with sorted keys; the previous good copy is
+kept beside it as `<name>.backup`.  Writers hold the state lock (lock.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import socket
-import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from reconciler.common.errors import LockHeldError, StateError
+from reconciler.common import atomic
+from reconciler.common.errors import StateError
 from reconciler.state.model import FORMAT_VERSION, State
 
-LOCK_TIMEOUT_ENV = "RECONCILER_LOCK_TIMEOUT"
-DEFAULT_LOCK_TIMEOUT = 5.0
 REBUILD_HINT = "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
 
 
@@ -67,19 +61,12 @@ def write_state(path: Path, state: State) -> State:
     """Writes `state` with the serial bumped and returns what was written."""
     written = state.model_copy(update={"serial": state.serial + 1})
     text = json.dumps(written.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    _keep_backup(path)
-    os.replace(temp, path)
-    _fsync_dir(path.parent)
+    with atomic.replacing(path, durable=True, before_replace=lambda: _keep_backup(path)) as out:
+        out.write(text.encode())
     return written
 
 
-def _remove_stale_temps(path: Path) -> None:
+def remove_stale_temps(path: Path) -> None:
     """A writer killed mid-write leaves `.<name>.<pid>.tmp` behind; the pid says whose it was."""
     for temp in path.parent.glob(f".{path.name}.*tmp"):
         pid = temp.name[len(path.name) + 2 :].split(".", 1)[0]
@@ -117,67 +104,3 @@ def set_aside_damaged(path: Path) -> Path | None:
     kept = path.with_name(f"{path.name}.damaged-{stamp}")
     os.replace(path, kept)
     return kept
-
-
-@contextlib.contextmanager
-def state_lock(path: Path, command: str, timeout: float | None = None) -> Iterator[None]:
-    """Holds the state lock for the block; waits up to `timeout` seconds (default
-    $RECONCILER_LOCK_TIMEOUT, else 5), then fails naming the holder."""
-    if timeout is None:
-        timeout = _lock_timeout_from_env()
-    lock_path = path.with_name(path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        _acquire(fd, lock_path, timeout)
-        _remove_stale_temps(path)
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "command": command,
-            "since": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-def _lock_timeout_from_env() -> float:
-    raw = os.environ.get(LOCK_TIMEOUT_ENV)
-    try:
-        return max(float(raw), 0.0) if raw else DEFAULT_LOCK_TIMEOUT
-    except ValueError:
-        raise StateError(f"${LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
-
-
-def _acquire(fd: int, lock_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise LockHeldError(f"state is locked by {_describe_holder(lock_path)}") from None
-            time.sleep(0.05)
-
-
-def _describe_holder(lock_path: Path) -> str:
-    try:
-        holder = json.loads(lock_path.read_text(encoding="utf-8"))
-        return (
-            f"pid {holder['pid']} on {holder['host']} ({holder['command']}, since {holder['since']}); "
-            "wait for it to finish or stop it"
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"another process (lock file {lock_path})"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,7 +8,8 @@ from reconciler.cli import render
 from reconciler.cli.options import allow_empty_option, owner_option, repo_options
 from reconciler.cli.saved_plan import save_plan
 from reconciler.engine.connect import open_clients
-from reconciler.engine.passes import load_state, prepare, refresh_and_plan
+from reconciler.engine.passes import readers_of, refresh_and_plan
+from reconciler.engine.workspace import load_state, prepare
 from reconciler.specs.paths import RepoPaths
 
 
@@ -41,8 +42,8 @@ def command(
     """Show what apply would do. Read-only: no batch is created or cancelled."""
     ws = prepare(paths, owner)
     state = load_state(ws)
-    with open_clients(ws.repo, ws.providers(state), paths) as clients:
-        _, plan = refresh_and_plan(ws, clients, state, allow_empty=allow_empty)
+    with open_clients(ws.repo, ws.providers(state), paths) as apis:
+        plan = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty).plan
     if as_json or output_format == "json":
         click.echo(render.plan_json(plan, owner_tag=ws.owner_tag, lineage=state.lineage))
     elif output_format == "markdown":

@@ -10,16 +10,17 @@ from collections.abc import Mapping
 import click
 
 from reconciler.api.batch import is_terminal
-from reconciler.api.client import BatchClient
+from reconciler.api.client import ProviderApi
 from reconciler.cli import render
 from reconciler.cli.options import allow_empty_option, owner_option, repo_options
 from reconciler.cli.report import report_outcome
 from reconciler.common.errors import UserError
-from reconciler.engine.apply import DEFAULT_PARALLELISM, Outcome
+from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Outcome
 from reconciler.engine.connect import open_clients
-from reconciler.engine.events import DaemonLog
-from reconciler.engine.passes import Workspace, converge, load_state, prepare
+from reconciler.engine.events import EventLog
+from reconciler.engine.passes import converge
 from reconciler.engine.transitions import report_transitions
+from reconciler.engine.workspace import Workspace, load_state, prepare
 from reconciler.specs.paths import RepoPaths
 from reconciler.state.file import new_state
 from reconciler.state.model import State
@@ -97,7 +98,7 @@ def command(
 
 def _converge(
     ws: Workspace,
-    clients: Mapping[str, BatchClient],
+    clients: Mapping[str, ProviderApi],
     before: State,
     allow_empty: bool,
     rebuild: bool,
@@ -108,7 +109,7 @@ def _converge(
     """One pass, or with --wait passes until every job's batches have finished."""
     deadline = time.monotonic() + timeout
     total = Outcome()
-    log = DaemonLog("text", sys.stdout)
+    log = EventLog("text", sys.stdout)
     for attempt in itertools.count():
         plan, state, outcome = converge(
             ws,

@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.api.batch import LiveBatch
-from reconciler.api.client import BatchClient
+from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.plans.changes import DesiredJob
@@ -31,7 +31,7 @@ _NAME = re.compile(
     r"-(?P<owner>[0-9a-f]{8})\.jsonl$"
 )
 
-Unit = tuple[str, str, int, int]  # job, generation, part, retry
+UploadKey = tuple[str, str, int, int]  # job, generation, part, retry
 
 
 def upload_name(stem: str, owner_tag: str) -> str:
@@ -44,7 +44,7 @@ class Upload:
     id: str
     filename: str
     bytes: int | None
-    unit: Unit
+    unit: UploadKey
 
 
 def _ours(files: Iterable[dict[str, object]], owner_tag: str) -> list[Upload]:
@@ -67,8 +67,8 @@ def source_size(source: UploadSource) -> int:
 class Leftovers:
     """Our uploads on each troubled provider, listed at most once per pass."""
 
-    def __init__(self, clients: Mapping[str, BatchClient], owner_tag: str, troubled: Collection[str]) -> None:
-        self._clients = clients
+    def __init__(self, apis: Mapping[str, ProviderApi], owner_tag: str, troubled: Collection[str]) -> None:
+        self._apis = apis
         self._owner_tag = owner_tag
         self._troubled = set(troubled)
         self._listed: dict[str, list[Upload]] = {}
@@ -76,12 +76,12 @@ class Leftovers:
         self._lock = threading.Lock()
 
     @classmethod
-    def after(cls, state: State, clients: Mapping[str, BatchClient], owner_tag: str) -> Leftovers:
+    def after(cls, state: State, apis: Mapping[str, ProviderApi], owner_tag: str) -> Leftovers:
         """For a pass starting from `state`: troubled are the providers where an earlier pass
         left intents pending, or all of them when there is no record (a fresh or rebuilt state)."""
         if state.serial == 0:
-            return cls(clients, owner_tag, clients.keys())
-        return cls(clients, owner_tag, {job.provider for job in state.jobs.values() if job.pending})
+            return cls(apis, owner_tag, apis.keys())
+        return cls(apis, owner_tag, {job.provider for job in state.jobs.values() if job.pending})
 
     def reuse(self, provider: str, source: UploadSource) -> str | None:
         """The id of an earlier upload of these very bytes under this name, if one is left."""
@@ -131,13 +131,13 @@ class Leftovers:
 
     def _uploads(self, provider: str) -> list[Upload]:
         if provider not in self._listed:
-            files = self._clients[provider].iter_files("batch")
+            files = self._apis[provider].reader.iter_files("batch")
             self._listed[provider] = _ours(files, self._owner_tag)
         return self._listed[provider]
 
     def _delete(self, provider: str, file_id: str) -> None:
         try:
-            self._clients[provider].delete_file(file_id)
+            self._apis[provider].writer.delete_file(file_id)
         except ApiStatusError as error:
             if error.status != 404:  # already gone is what we wanted
                 raise

@@ -1,0 +1,66 @@
+"""The writing half of the Batch and Files API: upload, create, cancel, delete.
+
+Held only by the engine's apply step.  A create is never retried blindly: one whose outcome
+is unknown raises OutcomeUnknownError and is resolved from the live list by the next pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from reconciler.api.backoff import RETRYABLE_STATUSES
+from reconciler.api.batch import Batch
+from reconciler.api.transport import Transport, parse_batch, segment
+from reconciler.api.uploads import UploadSource
+from reconciler.common.errors import ApiConnectionError, ApiStatusError, OutcomeUnknownError
+
+UPLOAD_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+
+class BatchWriter:
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def create_batch(
+        self, *, input_file_id: str, endpoint: str, completion_window: str, metadata: Mapping[str, str]
+    ) -> Batch:
+        body = {
+            "input_file_id": input_file_id,
+            "endpoint": endpoint,
+            "completion_window": completion_window,
+            "metadata": dict(metadata),
+        }
+        try:
+            return parse_batch(self.transport.call("POST", "/batches", json=body, idempotent=False))
+        except (ApiConnectionError, ApiStatusError) as error:
+            if isinstance(error, ApiStatusError) and error.status not in RETRYABLE_STATUSES - {429}:
+                raise
+            raise OutcomeUnknownError(f"create batch: outcome unknown ({error})") from None
+
+    def cancel_batch(self, batch_id: str) -> Batch:
+        # Cancelling twice is harmless, so this one may be retried like a read.
+        return parse_batch(self.transport.call("POST", f"/batches/{segment(batch_id)}/cancel"))
+
+    def upload_file(self, source: UploadSource) -> str:
+        """Streams the file (or the part of it) from disk; returns the file id."""
+        http = self.transport.http
+
+        def send() -> httpx.Response:
+            with source.open() as stream:
+                return http.post(
+                    "/files",
+                    data={"purpose": "batch"},
+                    files={"file": (source.filename, stream, "application/jsonl")},
+                    timeout=UPLOAD_TIMEOUT,
+                )
+
+        body = self.transport.with_retries("POST /files", send)
+        file_id = body.get("id")
+        if not isinstance(file_id, str):
+            raise ApiConnectionError("POST /files: response has no file id")
+        return file_id
+
+    def delete_file(self, file_id: str) -> None:
+        self.transport.call("DELETE", f"/files/{segment(file_id)}")

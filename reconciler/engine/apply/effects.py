@@ -1,0 +1,37 @@
+"""What apply is handed (the writers and how to persist the state) and what it hands back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from reconciler.api.batch import LiveBatch
+from reconciler.api.client import ProviderApi
+from reconciler.api.uploads import UploadSource
+from reconciler.plans.changes import DesiredJob, Unit
+from reconciler.state.model import State
+
+DEFAULT_PARALLELISM = 16
+
+# What to upload for one unit of a job (engine/sources.py).
+SourceFor = Callable[[DesiredJob, Unit], UploadSource]
+
+
+@dataclass
+class Outcome:
+    """What happened: a line per failed job, and the batches the pass created or cancelled."""
+
+    failures: dict[str, str] = field(default_factory=dict)
+    touched: list[LiveBatch] = field(default_factory=list)
+    created: int = 0
+    cancelled: int = 0
+
+
+@dataclass(frozen=True)
+class Effects:
+    apis: Mapping[str, ProviderApi]  # apply writes through `.writer`; nothing else holds one
+    owner_tag: str
+    write: Callable[[State], State]  # persists a state; the caller holds the lock
+    now: Callable[[], str]
+    source_for: SourceFor
+    parallelism: int = DEFAULT_PARALLELISM

@@ -1,0 +1,61 @@
+"""Carries out a plan: cancels, then creates, then records; apply/ is the only code that
+changes anything at a provider (create.py, cleanup.py and leftovers.py are the rest of it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from reconciler.api.batch import LiveBatch
+from reconciler.common.errors import ApiError, ApiStatusError
+from reconciler.engine.apply.create import create_all
+from reconciler.engine.apply.effects import Effects, Outcome
+from reconciler.engine.apply.leftovers import Leftovers
+from reconciler.plans.changes import Action, DesiredJob, Plan
+from reconciler.plans.record import record
+from reconciler.state.model import State
+
+
+def apply_plan(
+    plan: Plan, desired: Mapping[str, DesiredJob], live: Sequence[LiveBatch], state: State, fx: Effects
+) -> tuple[State, Outcome]:
+    outcome = Outcome()
+    leftovers = Leftovers.after(state, fx.apis, fx.owner_tag)
+    with ThreadPoolExecutor(max_workers=fx.parallelism, thread_name_prefix="apply") as pool:
+        cancel_failed = _cancel_all(plan, {b.id: b for b in live}, fx, pool, outcome)
+        creates = [c for c in plan.pending if c.creates and c.job not in cancel_failed]
+        state = create_all(creates, desired, state, fx, pool, outcome, leftovers)
+    merged = {b.id: b for b in live} | {b.id: b for b in outcome.touched}
+    forgotten = [c.job for c in plan.pending if c.action is Action.FORGET]
+    state = fx.write(record(desired, state, list(merged.values()), forgotten=forgotten, now=fx.now()))
+    outcome.failures |= leftovers.sweep_all(desired, list(merged.values()), state)
+    return state, outcome
+
+
+def _cancel_all(
+    plan: Plan, by_id: Mapping[str, LiveBatch], fx: Effects, pool: ThreadPoolExecutor, outcome: Outcome
+) -> set[str]:
+    targets = [(c.job, by_id[i]) for c in plan.pending for i in c.cancel if i in by_id]
+
+    def cancel(target: tuple[str, LiveBatch]) -> tuple[str, LiveBatch | str]:
+        job, live = target
+        try:
+            batch = fx.apis[live.provider].writer.cancel_batch(live.id)
+        except ApiStatusError as error:
+            if error.status == 409:  # finished meanwhile: nothing left to stop
+                return job, live
+            return job, f"cancel {live.id}: {error}"
+        except ApiError as error:
+            return job, f"cancel {live.id}: {error}"
+        return job, LiveBatch(provider=live.provider, batch=batch)
+
+    failed: set[str] = set()
+    for job, result in pool.map(cancel, targets):
+        if isinstance(result, str):
+            outcome.failures[job] = result
+            failed.add(job)
+        else:
+            outcome.touched.append(result)
+            outcome.cancelled += 1
+    return failed

@@ -1,0 +1,55 @@
+"""A loaded spec and its input's digest → the DesiredJob the planner reads.
+
+The generation is a hash of the fields that define a job's batches plus the input's sha256:
+any change to them means new batches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.common.limits import SANDBOX, InputLimits
+from reconciler.plans.changes import DesiredJob
+from reconciler.specs import identity
+from reconciler.specs.fields import DEFAULT_RETRY_ON
+from reconciler.specs.inputs import InputDigest
+from reconciler.specs.loader import LoadedJob
+from reconciler.specs.parts import split_input
+
+
+def desired_job(loaded: LoadedJob, digest: InputDigest, cache_dir: Path | None = None) -> DesiredJob:
+    spec = loaded.job.spec
+    provider = spec.provider or SANDBOX
+    split = InputLimits(spec.split.max_requests, spec.split.max_bytes) if spec.split else None
+    parts = (
+        split_input(loaded.input_path, split, display=str(loaded.input_path), cache_dir=cache_dir)
+        if split
+        else ()
+    )
+    definition = {
+        "endpoint": spec.endpoint,
+        "completion_window": spec.completion_window,
+        "metadata": dict(spec.metadata),
+        "provider": provider,
+        "split": [split.max_requests, split.max_bytes] if split else None,
+    }
+    return DesiredJob(
+        name=loaded.name,
+        generation=identity.generation(definition, digest.sha256),
+        provider=provider,
+        suspend=spec.suspend,
+        deletion_policy=spec.deletion_policy,
+        requests=digest.requests,
+        model=digest.model,
+        input_bytes=digest.size,
+        parts=parts,
+        max_attempts=spec.retry.max_attempts if spec.retry else 1,
+        retry_on=tuple(spec.retry.on if spec.retry else DEFAULT_RETRY_ON),
+        endpoint=spec.endpoint,
+        completion_window=spec.completion_window,
+        metadata=dict(spec.metadata),
+        input_path=str(loaded.input_path),
+        results_path=str(loaded.results_path) if loaded.results_path else None,
+        cleanup_inputs=bool(spec.cleanup and spec.cleanup.input_files),
+        cleanup_outputs=bool(spec.cleanup and spec.cleanup.output_files),
+    )

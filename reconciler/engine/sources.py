@@ -1,0 +1,44 @@
+"""What a create uploads for one unit of a job: all of the input, one part of it, or a retry file.
+
+Upload names are deterministic and carry the owner (apply/leftovers.py finds them again after
+a crash), so the same unit always uploads the same bytes under the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from reconciler.api.uploads import UploadSource
+from reconciler.common import atomic
+from reconciler.engine.apply.leftovers import upload_name
+from reconciler.engine.outcomes import WorkDir
+from reconciler.engine.retries import PartRetry, write_retry_input
+from reconciler.plans.changes import DesiredJob, Unit
+
+
+class UploadSources:
+    def __init__(self, work_root: Path, owner_tag: str, retries: Mapping[tuple[str, int], PartRetry]) -> None:
+        self._work_root = work_root
+        self._owner_tag = owner_tag
+        self._retries = retries
+
+    def __call__(self, job: DesiredJob, unit: Unit) -> UploadSource:
+        stem = f"{job.name}-{job.generation}"
+        if unit.retry > 1:
+            name = upload_name(f"{stem}-p{unit.part}-r{unit.retry}", self._owner_tag)
+            return UploadSource(self._retry_input(job, unit), name)
+        if len(job.part_specs) == 1:
+            return UploadSource(Path(job.input_path), upload_name(stem, self._owner_tag))
+        part = job.part_specs[unit.part]
+        name = upload_name(f"{stem}-p{unit.part}", self._owner_tag)
+        return UploadSource(Path(job.input_path), name, part.start, part.end)
+
+    def _retry_input(self, job: DesiredJob, unit: Unit) -> Path:
+        """Written now, from what observing found: the file exists only where it is uploaded."""
+        target = WorkDir(self._work_root, job.name, job.generation).retry_input(unit.part, unit.retry)
+        retry = self._retries.get((job.name, unit.part))
+        if retry is not None and retry.attempt == unit.retry:
+            with atomic.replacing(target) as out:
+                write_retry_input(Path(job.input_path), retry, out)
+        return target

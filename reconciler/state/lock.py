@@ -1,0 +1,37 @@
+"""The state lock: one writer at a time for a state file, and a refusal that names the holder."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from reconciler.common import holder_lock
+from reconciler.common.errors import LockHeldError, StateError
+from reconciler.state.file import remove_stale_temps
+
+LOCK_TIMEOUT_ENV = "RECONCILER_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 5.0
+
+
+@contextlib.contextmanager
+def state_lock(path: Path, command: str, timeout: float | None = None) -> Iterator[None]:
+    """Holds the state lock for the block; waits up to `timeout` seconds (default
+    $RECONCILER_LOCK_TIMEOUT, else 5), then fails naming the holder."""
+    lock_path = path.with_name(path.name + ".lock")
+    wait = _lock_timeout_from_env() if timeout is None else timeout
+    with holder_lock.holding(lock_path, command, wait) as held:
+        if not held:
+            holder = holder_lock.holder(lock_path)
+            raise LockHeldError(f"state is locked by {holder}; wait for it to finish or stop it")
+        remove_stale_temps(path)
+        yield
+
+
+def _lock_timeout_from_env() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    try:
+        return max(float(raw), 0.0) if raw else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        raise StateError(f"${LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
