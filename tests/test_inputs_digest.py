@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.common.errors import SpecError
 from reconciler.common.limits import InputLimits
-from reconciler.specs.inputs import CHUNK_BYTES, digest_input
+from reconciler.specs.inputs.digest import CHUNK_BYTES, digest_input
 from tests.fixtures.repo import request_lines
 
 CHAT = "/v1/chat/completions"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from reconciler.common.errors import SpecError
 from reconciler.common.limits import InputLimits
-from reconciler.specs.inputs import digest_input
+from reconciler.specs.inputs.digest import digest_input
 
 CHAT = "/v1/chat/completions"
 FUZZ = settings(max_examples=200, deadline=None)

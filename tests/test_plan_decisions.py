@@ -7,7 +7,9 @@ import pytest
 from reconciler.api.batch import Batch, LiveBatch
 from reconciler.common import ownership
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.plan import Action, DesiredJob, PartSpec, make_plan
+from reconciler.plans.changes import Action, DesiredJob
+from reconciler.plans.plan import make_plan
+from reconciler.specs.slices import PartSpec
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, State
 
 OWNER = "owner-tag"

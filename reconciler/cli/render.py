@@ -6,21 +6,20 @@ import json
 import os
 import sys
 from collections import Counter
-from typing import Any, TextIO
+from typing import TextIO
 
 import click
 
-from reconciler.plans.plan import Action, Change, Plan
+from reconciler.plans.changes import SYMBOLS, Action, Change, Plan
+from reconciler.plans.document import plan_document
 
-PLAN_FORMAT_VERSION = 1
-SYMBOLS = {
-    Action.CREATE: ("+", "green"),
-    Action.REPLACE: ("~", "yellow"),
-    Action.RETRY: ("+", "green"),
-    Action.CANCEL: ("-", "red"),
-    Action.ADOPT: (">", "cyan"),
-    Action.FORGET: (".", "magenta"),
-    Action.NOOP: (" ", None),
+COLOURS = {
+    Action.CREATE: "green",
+    Action.REPLACE: "yellow",
+    Action.RETRY: "green",
+    Action.CANCEL: "red",
+    Action.ADOPT: "cyan",
+    Action.FORGET: "magenta",
 }
 
 
@@ -53,7 +52,7 @@ def launch_lines(plan: Plan) -> list[str]:
 
 
 def _change_line(change: Change, width: int, colour: bool) -> str:
-    symbol, fg = SYMBOLS[change.action]
+    symbol, fg = SYMBOLS[change.action], COLOURS.get(change.action)
     head = f"{symbol} {change.action.value:<7} {change.job:<{width}}"
     if colour and fg:
         head = click.style(head, fg=fg)
@@ -73,32 +72,6 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def plan_document(plan: Plan, *, owner_tag: str, lineage: str) -> dict[str, Any]:
-    """The `plan --json` / `--out` document: plain data, no secrets."""
-    return {
-        "format_version": PLAN_FORMAT_VERSION,
-        "owner": owner_tag,
-        "lineage": lineage,
-        "changes": [change_dict(c) for c in plan.changes],
-        "summary": {a.value: sum(1 for c in plan.changes if c.action is a) for a in Action},
-    }
-
-
-def change_dict(change: Change) -> dict[str, Any]:
-    return {
-        "job": change.job,
-        "action": change.action.value,
-        "reason": change.reason,
-        "provider": change.provider,
-        "generation": change.generation,
-        "cancel": list(change.cancel),
-        "adopt": list(change.adopt),
-        "requests": change.requests,
-        "model": change.model,
-        "launch": {"requests": change.launch_requests, "estimated_input_tokens": change.launch_tokens},
-    }
-
-
 def plan_json(plan: Plan, *, owner_tag: str, lineage: str) -> str:
     return json.dumps(plan_document(plan, owner_tag=owner_tag, lineage=lineage), indent=2, sort_keys=True)
 
@@ -112,7 +85,7 @@ def plan_markdown(plan: Plan) -> str:
             "|---|---|---|---|---:|---:|---|",
         ]
         for change in plan.pending:
-            symbol = SYMBOLS[change.action][0]
+            symbol = SYMBOLS[change.action]
             reason = change.reason.replace("|", "\\|")
             lines.append(
                 f"| `{symbol}` | `{change.job}` | {change.action.value} | {change.model or '-'} "

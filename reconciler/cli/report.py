@@ -6,7 +6,7 @@ import click
 
 from reconciler.cli.render import plural
 from reconciler.engine.apply.effects import Outcome
-from reconciler.plans.plan import Plan
+from reconciler.plans.changes import Plan
 
 
 def report_outcome(plan: Plan, outcome: Outcome) -> int:

@@ -1,23 +1,20 @@
-"""Saved plans: `plan --out FILE` writes one, `apply FILE` carries it out only if it still holds."""
+"""Saved plan files: `plan --out FILE` writes one, `apply FILE` reads it (plans/document.py checks it)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli.render import PLAN_FORMAT_VERSION, plan_document
-from reconciler.common.errors import PlanRefusedError, UserError
-from reconciler.plans.plan import Change, Plan
+from reconciler.common import atomic
+from reconciler.common.errors import UserError
+from reconciler.plans.changes import Plan
+from reconciler.plans.document import checked_document, plan_document
 
 
 def save_plan(path: str, plan: Plan, *, owner_tag: str, lineage: str) -> None:
-    target = Path(path)
-    temp = target.with_name(f".{target.name}.tmp")
     document = plan_document(plan, owner_tag=owner_tag, lineage=lineage)
-    temp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temp, target)
+    atomic.write_bytes(Path(path), (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
 
 
 def load_plan(path: str) -> dict[str, Any]:
@@ -27,47 +24,4 @@ def load_plan(path: str) -> dict[str, Any]:
         raise UserError(
             f"{path}: not a saved plan (unreadable or not JSON); save one with `plan --out`"
         ) from None
-    if not isinstance(document, dict) or document.get("format_version") != PLAN_FORMAT_VERSION:
-        raise UserError(f"{path}: not a saved plan of format_version {PLAN_FORMAT_VERSION}")
-    if not isinstance(document.get("changes"), list):
-        raise UserError(f"{path}: saved plan has no `changes` list")
-    if not all(_well_formed(change) for change in document["changes"]):
-        raise UserError(f"{path}: saved plan has a malformed change; save it again with `plan --out`")
-    return document
-
-
-def _well_formed(change: object) -> bool:
-    """A change names its job, and lists batch ids as strings: what check_still_holds reads."""
-    if not isinstance(change, dict) or not isinstance(change.get("job"), str):
-        return False
-    ids = [change.get("cancel") or [], change.get("adopt") or []]
-    return all(isinstance(i, list) and all(isinstance(x, str) for x in i) for i in ids)
-
-
-def check_still_holds(saved: dict[str, Any], fresh: Plan, *, owner_tag: str, path: str) -> None:
-    """Refuses when the world moved since the plan was saved: apply does exactly what was shown."""
-    if saved.get("owner") != owner_tag:
-        raise PlanRefusedError(f"{path}: saved for owner tag {saved.get('owner')}, not {owner_tag}")
-    then = {c["job"]: _key_of_dict(c) for c in saved["changes"] if c.get("action") != "noop"}
-    now = {c.job: _key(c) for c in fresh.pending}
-    for job in sorted(set(then) | set(now)):
-        if then.get(job) != now.get(job):
-            was = then[job][0] if job in then else "nothing"
-            is_now = now[job][0] if job in now else "nothing"
-            raise PlanRefusedError(
-                f"{path}: saved plan no longer holds: {job} was to {was}, now needs {is_now}; "
-                "run `reconciler plan --out` again"
-            )
-
-
-def _key(change: Change) -> tuple[Any, ...]:
-    return (change.action.value, change.generation, sorted(change.cancel), sorted(change.adopt))
-
-
-def _key_of_dict(change: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        change.get("action"),
-        change.get("generation"),
-        sorted(change.get("cancel") or []),
-        sorted(change.get("adopt") or []),
-    )
+    return checked_document(document, path)

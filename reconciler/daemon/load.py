@@ -16,9 +16,11 @@ from pathlib import Path
 from reconciler.common.errors import Problem, SpecError
 from reconciler.engine.desired import desired_job
 from reconciler.engine.workspace import Workspace
-from reconciler.specs.inputs import InputDigest, digest_repo
-from reconciler.specs.loader import LoadedJob, LoadedProvider, LoadedRepo, display, scan_repo
+from reconciler.specs.inputs.digest import InputDigest
+from reconciler.specs.inputs.repo import digest_repo
+from reconciler.specs.loader import LoadedJob, LoadedProvider, LoadedRepo, scan_repo
 from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo_paths import display
 
 
 @dataclass(frozen=True)

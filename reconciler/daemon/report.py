@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from reconciler.cli.render import SYMBOLS
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.passes import PassResult
 from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.events import EventLog
 from reconciler.engine.transitions import report_transitions
-from reconciler.plans.changes import Action, Change
+from reconciler.plans.changes import SYMBOLS, Action, Change
 
 # Failures reach us as the client's own one-line messages ("POST /batches: HTTP 500: …").
 _HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
@@ -49,7 +48,7 @@ def _report_change(change: Change, outcome: Outcome, log: EventLog, metrics: Met
         Action.ADOPT: _ids(change.adopt),
         Action.FORGET: "",
     }.get(change.action, _ids(created))
-    symbol = SYMBOLS[change.action][0]
+    symbol = SYMBOLS[change.action]
     ids = f" {shown}" if shown else ""
     failed = change.job in outcome.failures
     log.emit(

@@ -12,7 +12,7 @@ from reconciler.common.limits import SANDBOX, InputLimits
 from reconciler.plans.changes import DesiredJob
 from reconciler.specs import identity
 from reconciler.specs.fields import DEFAULT_RETRY_ON
-from reconciler.specs.inputs import InputDigest
+from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.loader import LoadedJob
 from reconciler.specs.parts import split_input
 

@@ -18,8 +18,9 @@ from typing import BinaryIO
 from reconciler.api.batch import LiveBatch, is_terminal
 from reconciler.api.reader import BatchReader
 from reconciler.engine.outcomes import WorkDir, part_outcomes, unanswered_reason
-from reconciler.plans.changes import DesiredJob, PartSpec
+from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import attempts_by_part
+from reconciler.specs.slices import PartSpec
 from reconciler.state.model import BatchRecord
 
 

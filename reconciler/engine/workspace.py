@@ -13,7 +13,8 @@ from reconciler.engine.connect import resolve_provider_headers
 from reconciler.engine.desired import desired_job
 from reconciler.plans.changes import DesiredJob
 from reconciler.specs import identity
-from reconciler.specs.inputs import InputDigest, digest_repo
+from reconciler.specs.inputs.digest import InputDigest
+from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedRepo, load_repo
 from reconciler.specs.paths import RepoPaths
 from reconciler.state.file import new_state, read_state, set_aside_damaged

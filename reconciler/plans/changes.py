@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from reconciler.specs.slices import PartSpec
+
 BYTES_PER_TOKEN = 4
 
 
@@ -19,15 +21,16 @@ class Action(StrEnum):
     NOOP = "noop"
 
 
-@dataclass(frozen=True)
-class PartSpec:
-    """One slice of a job's input: lines [first_line, first_line + requests), bytes [start, end)."""
-
-    index: int
-    requests: int
-    start: int = 0
-    end: int = 0
-    first_line: int = 1
+# How a change is marked in every rendering of a plan, log line and PR comment.
+SYMBOLS = {
+    Action.CREATE: "+",
+    Action.REPLACE: "~",
+    Action.RETRY: "+",
+    Action.CANCEL: "-",
+    Action.ADOPT: ">",
+    Action.FORGET: ".",
+    Action.NOOP: " ",
+}
 
 
 @dataclass(frozen=True)

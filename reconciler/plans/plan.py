@@ -11,11 +11,9 @@ from collections.abc import Mapping, Sequence
 
 from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.changes import Action, Change, DesiredJob, PartSpec, Plan, Retryable, Unit
+from reconciler.plans.changes import Action, DesiredJob, Plan, Retryable
 from reconciler.plans.decide import plan_job
 from reconciler.state.model import State
-
-__all__ = ["Action", "Change", "DesiredJob", "PartSpec", "Plan", "Retryable", "Unit", "make_plan"]
 
 
 def make_plan(

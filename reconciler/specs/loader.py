@@ -14,15 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
 from reconciler.common.errors import Problem, SpecError
 from reconciler.common.limits import SANDBOX
-from reconciler.specs.messages import closest, error_message
-from reconciler.specs.models import KINDS, BatchJob, Provider
+from reconciler.specs.documents import Document, read_documents
+from reconciler.specs.messages import closest
+from reconciler.specs.models import BatchJob, Provider
 from reconciler.specs.paths import RepoPaths
-from reconciler.specs.yamlsource import Loc, locate, parse_yaml
+from reconciler.specs.repo_paths import display, resolve_input, resolve_results
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -65,25 +63,6 @@ class RepoScan:
     problems: list[Problem]
 
 
-@dataclass(frozen=True)
-class _Document:
-    source: Path
-    display: str
-    node: yaml.Node
-    model: BatchJob | Provider
-
-    @property
-    def line(self) -> int:
-        return self.node.start_mark.line + 1
-
-    @property
-    def name_line(self) -> int:
-        return locate(self.node, ("metadata", "name"))[0]
-
-    def problem(self, loc: Loc, message: str) -> Problem:
-        return Problem(self.display, *locate(self.node, loc), message)
-
-
 def load_repo(paths: RepoPaths) -> LoadedRepo:
     """Every job and provider under `paths.specs`, or a SpecError listing every problem."""
     scan = scan_repo(paths)
@@ -116,7 +95,7 @@ def _scan(paths: RepoPaths) -> RepoScan:
     if not specs.is_dir():
         message = "specs directory not found; create it or pass --specs DIR"
         return RepoScan(LoadedRepo({}, {}), [Problem(display(specs, paths), None, "", message)])
-    documents: list[_Document] = []
+    documents: list[Document] = []
     problems: list[Problem] = []
     for path in spec_files(specs):
         found, trouble = read_documents(path, display(path, paths))
@@ -143,9 +122,9 @@ def _scan(paths: RepoPaths) -> RepoScan:
 _RESERVED_SANDBOX = f"'{SANDBOX}' is the name of the built-in sandbox; choose another name"
 
 
-def _duplicate_names(documents: list[_Document]) -> list[Problem]:
+def _duplicate_names(documents: list[Document]) -> list[Problem]:
     """Names are unique per kind; each copy is reported, pointing at the others."""
-    by_name: defaultdict[tuple[str, str], list[_Document]] = defaultdict(list)
+    by_name: defaultdict[tuple[str, str], list[Document]] = defaultdict(list)
     for document in documents:
         by_name[(document.model.kind, document.model.name)].append(document)
     problems: list[Problem] = []
@@ -158,7 +137,7 @@ def _duplicate_names(documents: list[_Document]) -> list[Problem]:
 
 
 def _check_job(
-    document: _Document, job: BatchJob, providers: list[str], paths: RepoPaths
+    document: Document, job: BatchJob, providers: list[str], paths: RepoPaths
 ) -> tuple[LoadedJob | None, list[Problem]]:
     problems: list[Problem] = []
     reference = job.spec.provider
@@ -168,10 +147,10 @@ def _check_job(
         hint = closest(reference, providers) or "; define it, or omit provider for the sandbox"
         message = f"no Provider named {reference!r} in the specs{hint}"
         problems.append(document.problem(("spec", "provider"), message))
-    input_path, trouble = _resolve_input(document.source, job.spec.input, paths)
+    input_path, trouble = resolve_input(document.source, job.spec.input, paths)
     if trouble:
         problems.append(document.problem(("spec", "input"), trouble))
-    results_path, trouble = _resolve_results(document.source, job.spec.results, paths, input_path)
+    results_path, trouble = resolve_results(document.source, job.spec.results, paths, input_path)
     if trouble:
         problems.append(document.problem(("spec", "results"), trouble))
     if problems or input_path is None:
@@ -180,43 +159,6 @@ def _check_job(
 
 
 _NAMED_SANDBOX = f"omit provider to use the built-in {SANDBOX}; no Provider may be named that"
-
-
-def _resolve_input(source: Path, relative: str, paths: RepoPaths) -> tuple[Path | None, str]:
-    """The input's real location; '..' and symlinks may move it, but never out of the repo."""
-    root = paths.repo.resolve()
-    try:
-        resolved = (source.parent / relative).resolve()
-    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, on Python 3.11/3.12
-        return None, f"{relative!r} cannot be resolved (a symlink loop?)"
-    if not resolved.is_relative_to(root):
-        return None, f"{relative!r} leads to {resolved}, outside the repo {root}"
-    shown = resolved.relative_to(root).as_posix()
-    if not resolved.exists():
-        return None, f"{shown} does not exist"
-    if not resolved.is_file():
-        return None, f"{shown} is not a regular file" + (" but a folder" if resolved.is_dir() else "")
-    return resolved, ""
-
-
-def _resolve_results(
-    source: Path, relative: str | None, paths: RepoPaths, input_path: Path | None
-) -> tuple[Path | None, str]:
-    """Where merged results go: inside the repo, not over the input, not a folder."""
-    if relative is None:
-        return None, ""
-    root = paths.repo.resolve()
-    try:
-        resolved = (source.parent / relative).resolve()
-    except (OSError, RuntimeError):
-        return None, f"{relative!r} cannot be resolved (a symlink loop?)"
-    if not resolved.is_relative_to(root):
-        return None, f"{relative!r} leads to {resolved}, outside the repo {root}"
-    if resolved == input_path or resolved.is_dir():
-        return None, f"{relative!r} is the input file or a folder; name a new .jsonl file"
-    if resolved.is_relative_to(paths.specs.resolve()):
-        return None, f"{relative!r} is inside the specs folder; write results elsewhere"
-    return resolved, ""
 
 
 def spec_files(specs: Path) -> list[Path]:
@@ -228,47 +170,3 @@ def spec_files(specs: Path) -> list[Path]:
         if name.endswith(SPEC_SUFFIXES)
     ]
     return sorted(found, key=lambda path: path.relative_to(specs).as_posix())
-
-
-def display(path: Path, paths: RepoPaths) -> str:
-    """A path as the user sees it: relative to the repo root when inside it."""
-    return path.relative_to(paths.repo).as_posix() if path.is_relative_to(paths.repo) else str(path)
-
-
-def read_documents(path: Path, shown: str) -> tuple[list[_Document], list[Problem]]:
-    """The valid documents of one file (empty ones skipped) and the problems found."""
-    documents: list[_Document] = []
-    parsed, problems = parse_yaml(path, shown)
-    for node, data in parsed:
-        if data is None:
-            continue
-        model, trouble = _validate(data, node, shown)
-        problems += trouble
-        if model is not None:
-            documents.append(_Document(path, shown, node, model))
-    return documents, problems
-
-
-def _validate(data: object, node: yaml.Node, shown: str) -> tuple[BatchJob | Provider | None, list[Problem]]:
-    """The document as a model, or the problems keeping it from being one."""
-    if not isinstance(data, dict):
-        message = "a document must be a mapping with apiVersion, kind, metadata and spec"
-        return None, [Problem(shown, locate(node, ())[0], "", message)]
-    kind = data.get("kind")
-    model = KINDS.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        return None, [Problem(shown, *locate(node, ("kind",)), _kind_problem(kind))]
-    try:
-        return model.model_validate(data), []
-    except ValidationError as error:
-        return None, [
-            Problem(shown, *locate(node, e["loc"]), error_message(e, model)) for e in error.errors()
-        ]
-
-
-def _kind_problem(kind: object) -> str:
-    choices = list(KINDS)
-    if kind is None:
-        return f"required: one of {', '.join(choices)}"
-    hint = closest(str(kind), choices) or f"; use one of {', '.join(choices)}"
-    return f"unknown kind {str(kind)[:60]!r}{hint}"

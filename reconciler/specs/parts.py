@@ -15,7 +15,7 @@ from pathlib import Path
 from reconciler.common import atomic
 from reconciler.common.errors import Problem, SpecError
 from reconciler.common.limits import InputLimits
-from reconciler.plans.changes import PartSpec
+from reconciler.specs.slices import PartSpec
 
 CACHE_NAME = "parts-cache.json"
 

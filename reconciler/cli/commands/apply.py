@@ -10,13 +10,14 @@ import click
 from reconciler.cli import render
 from reconciler.cli.options import allow_empty_option, owner_option, repo_options
 from reconciler.cli.report import report_outcome
-from reconciler.cli.saved_plan import check_still_holds, load_plan
+from reconciler.cli.saved_plan import load_plan
 from reconciler.common.errors import PlanRefusedError, UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
 from reconciler.engine.passes import converge
 from reconciler.engine.workspace import load_state, prepare
-from reconciler.plans.plan import Plan
+from reconciler.plans.changes import Plan
+from reconciler.plans.document import check_still_holds
 from reconciler.specs.paths import RepoPaths
 
 

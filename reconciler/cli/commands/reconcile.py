@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
-import time
 from collections.abc import Mapping
 
 import click
 
-from reconciler.api.batch import is_terminal
 from reconciler.api.client import ProviderApi
 from reconciler.cli import render
 from reconciler.cli.options import allow_empty_option, owner_option, repo_options
 from reconciler.cli.report import report_outcome
 from reconciler.common.errors import UserError
-from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Outcome
+from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
 from reconciler.engine.events import EventLog
-from reconciler.engine.passes import converge
 from reconciler.engine.transitions import report_transitions
+from reconciler.engine.wait import WaitOptions, converge_until_done
 from reconciler.engine.workspace import Workspace, load_state, prepare
+from reconciler.plans.changes import Plan
 from reconciler.specs.paths import RepoPaths
 from reconciler.state.file import new_state
 from reconciler.state.model import State
-
-WAIT_POLL_SECONDS = 1.0
 
 
 def _listen_address(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, int] | None:
@@ -93,54 +89,22 @@ def command(
     ws = prepare(paths, owner)
     before = new_state() if rebuild_state else load_state(ws)
     with open_clients(ws.repo, ws.providers(before), paths) as clients:
-        return _converge(ws, clients, before, allow_empty, rebuild_state, parallelism, wait, timeout)
+        options = WaitOptions(wait, timeout, allow_empty, rebuild_state, parallelism)
+        return _converge(ws, clients, before, options)
 
 
-def _converge(
-    ws: Workspace,
-    clients: Mapping[str, ProviderApi],
-    before: State,
-    allow_empty: bool,
-    rebuild: bool,
-    parallelism: int,
-    wait: bool,
-    timeout: float,
-) -> int:
-    """One pass, or with --wait passes until every job's batches have finished."""
-    deadline = time.monotonic() + timeout
-    total = Outcome()
+def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, options: WaitOptions) -> int:
     log = EventLog("text", sys.stdout)
-    for attempt in itertools.count():
-        plan, state, outcome = converge(
-            ws,
-            clients,
-            command="reconciler reconcile",
-            allow_empty=allow_empty,
-            rebuild=rebuild and attempt == 0,
-            parallelism=parallelism,
-        )
+    previous = [before]
+
+    def shown(plan: Plan, state: State) -> None:
         if plan.pending:
             click.echo(render.plan_text(plan, colour=render.use_colour()))
-        report_transitions(before, state, log)
-        before = state
-        total.created += outcome.created
-        total.cancelled += outcome.cancelled
-        total.failures = outcome.failures  # only what still fails at the end counts
-        waiting = _unfinished(ws, state)
-        if not wait or not waiting:
-            return report_outcome(plan, total)
-        if time.monotonic() >= deadline:
-            raise UserError(f"--wait timed out after {timeout:g}s; still running: {', '.join(waiting)}")
-        time.sleep(WAIT_POLL_SECONDS)
-    raise AssertionError("unreachable")
+        report_transitions(previous[0], state, log)
+        previous[0] = state
 
-
-def _unfinished(ws: Workspace, state: State) -> list[str]:
-    return sorted(
-        name
-        for name, job in ws.desired.items()
-        if not job.suspend and name in state.jobs and not is_terminal(state.jobs[name].status)
-    )
+    plan, total = converge_until_done(ws, apis, options, shown)
+    return report_outcome(plan, total)
 
 
 def _given(*names: str) -> bool:

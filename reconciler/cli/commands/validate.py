@@ -6,9 +6,10 @@ import click
 
 from reconciler.cli.options import repo_options
 from reconciler.common.errors import SpecError
-from reconciler.specs.inputs import digest_repo
-from reconciler.specs.loader import display, scan_repo
+from reconciler.specs.inputs.repo import digest_repo
+from reconciler.specs.loader import scan_repo
 from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo_paths import display
 
 
 @click.command()

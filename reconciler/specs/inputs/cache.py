@@ -1,0 +1,42 @@
+"""Input digests cached by file identity next to the state, so an unchanged input is not re-read.
+
+A cache that cannot be read or written is only a slower next run, never an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from reconciler.common import atomic
+from reconciler.common.limits import InputLimits
+from reconciler.specs.inputs.digest import InputDigest
+
+CACHE_NAME = "input-cache.json"
+CACHE_FORMAT = 1
+
+
+def cache_key(path: Path, endpoint: str, limits: InputLimits) -> str:
+    stat = path.stat()
+    parts = [str(path), stat.st_size, stat.st_mtime_ns, endpoint, limits.max_requests, limits.max_bytes]
+    return json.dumps(parts)
+
+
+def read_cache(path: Path) -> dict[str, InputDigest]:
+    """The cached digests; a missing or damaged cache is an empty one, rewritten later."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("format_version") != CACHE_FORMAT:
+            return {}
+        return {key: InputDigest(**entry) for key, entry in document["inputs"].items()}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return {}
+
+
+def write_cache(path: Path, digests: dict[str, InputDigest]) -> None:
+    """Atomically (temp file + rename); a cache that cannot be written is only a slower next run."""
+    document = {"format_version": CACHE_FORMAT, "inputs": {k: asdict(d) for k, d in digests.items()}}
+    with contextlib.suppress(OSError):
+        atomic.write_bytes(path, json.dumps(document, indent=1, sort_keys=True).encode())
