@@ -9,7 +9,6 @@ import sys
 from typing import Any
 
 import click
-from click.utils import make_default_short_help
 
 from reconciler.common.errors import ReconcilerError
 
@@ -56,7 +55,7 @@ def summary(name: str, limit: int = 45) -> str:
     tree = ast.parse(source or "")
     function = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "command"), None)
     text = ast.get_docstring(function) if function else None
-    return make_default_short_help(text or "", limit)
+    return click.Command(name, help=text).get_short_help_str(limit)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
