@@ -102,6 +102,9 @@ def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, opt
     def shown(plan: Plan, state: State) -> None:
         if plan.pending:
             click.echo(render.plan_text(plan, colour=render.use_colour()))
+        else:
+            for warning in plan.warnings:  # a run past its budget, only reported
+                click.echo(f"! {warning}")
         report_transitions(previous[0], state, log)
         previous[0] = state
 
