@@ -73,7 +73,7 @@ class PlanRefusedError(UserError):
 class OverBudgetError(PlanRefusedError):
     def __init__(self, reasons: list[str]) -> None:
         self.reasons = reasons
-        super().__init__("; ".join(reasons))
+        super().__init__(f"over budget, so nothing is sent: {'; '.join(reasons)}")
 
     def lines(self) -> list[str]:
         return [f"over budget: {reason}" for reason in self.reasons] + [
