@@ -187,3 +187,24 @@ def test_a_run_past_its_budget_while_running_is_cancelled_when_the_spec_says_so(
     assert "passed spec.budget.max_usd $0.000001" in second.stdout
     big = next(b for b in batches(sandbox, "nightly-eval") if b.metadata["reconciler_part"] == "0")
     assert sdk(sandbox).batches.retrieve(big.id).status in ("cancelling", "cancelled")
+
+
+def test_a_wrong_price_is_one_line_per_problem_naming_file_line_and_field(repo, run_cli):
+    repo.write_spec(
+        "specs/p.yaml",
+        """
+        apiVersion: reconciler/v1
+        kind: Provider
+        metadata: {name: p}
+        spec:
+          base_url: http://127.0.0.1:9/v1
+          pricing:
+            gpt-4o: {input: -1, output: 1, cahed_input: 2}
+        """,
+    )
+    result = run_cli("validate", *repo.args())
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: specs/p.yaml:7: spec.pricing.gpt-4o.input: must be greater than or equal to 0",
+        "error: specs/p.yaml:7: spec.pricing.gpt-4o.cahed_input: unknown key",
+    ]

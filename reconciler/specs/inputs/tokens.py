@@ -30,19 +30,18 @@ _NO_OUTPUT = ("/v1/embeddings", "/v1/moderations")
 
 def request_tokens(endpoint: str, body: dict[str, Any]) -> tuple[int, int]:
     """(estimated input tokens, the output limit; 0 for none written, UNBOUNDED without a limit)."""
-    read = _Read()
     if endpoint == "/v1/chat/completions":
         messages = body.get("messages")
         fixed = (len(messages) if type(messages) is list else 0) * MESSAGE_TOKENS + REPLY_TOKENS
-        read.walk(messages, body.get("tools"))
+        chars = _message_chars(messages) + _chars(body.get("tools"))
         limit = _limit(body, "max_completion_tokens", "max_tokens")
     elif endpoint == "/v1/responses":
         fixed = REPLY_TOKENS
-        read.walk(body.get("input"), body.get("instructions"), body.get("tools"))
+        chars = _chars(body.get("input")) + _chars(body.get("instructions")) + _chars(body.get("tools"))
         limit = _limit(body, "max_output_tokens")
     else:
         fixed = 0
-        read.walk(body.get("input") if "input" in body else body.get("prompt"))
+        chars = _chars(body.get("input") if "input" in body else body.get("prompt"))
         limit = _limit(body, "max_tokens")
         if limit == UNBOUNDED and endpoint == "/v1/completions":
             limit = COMPLETIONS_DEFAULT_MAX_TOKENS
@@ -50,51 +49,50 @@ def request_tokens(endpoint: str, body: dict[str, Any]) -> tuple[int, int]:
         limit = 0
     elif limit != UNBOUNDED:
         limit *= _n(body.get("n"))
-    return fixed + read.tokens(), limit
+    return fixed - (-chars // CHARS_PER_TOKEN), limit
 
 
-_SKIPPED_KEYS = frozenset(("role", "type", "id", "call_id", "status"))  # format, not what the model reads
+# Keys that are format, not what the model reads.
+_SKIPPED_KEYS = frozenset(("role", "type", "id", "call_id", "status"))
+# An image counts as the characters of its tokens, so one sum holds text and images.
+_IMAGE_CHARS = IMAGE_TOKENS * CHARS_PER_TOKEN
+_LOW_IMAGE_CHARS = LOW_DETAIL_IMAGE_TOKENS * CHARS_PER_TOKEN
 
 
-class _Read:
-    """Characters of text, and images, found in what the model reads."""
-
-    def __init__(self) -> None:
-        self.chars = self.images = self.low_images = 0
-
-    def tokens(self) -> int:
-        images = self.images * IMAGE_TOKENS + self.low_images * LOW_DETAIL_IMAGE_TOKENS
-        return images - (-self.chars // CHARS_PER_TOKEN)
-
-    def walk(self, *values: Any) -> None:
-        for value in values:
-            self._walk(value)
-
-    def _walk(self, value: Any) -> None:
-        kind = type(value)
-        if kind is str:
-            self.chars += len(value) if value.isascii() else len(value.encode("utf-8"))
-        elif kind is list:
-            if value and type(value[0]) is int:  # a prompt already in token ids
-                self.chars += len(value) * CHARS_PER_TOKEN
-                return
-            for item in value:
-                self._walk(item)
-        elif kind is dict:
-            if value.get("type") in ("image_url", "input_image"):
-                self._image(value)
-                return
-            for key, item in value.items():
-                if key not in _SKIPPED_KEYS:
-                    self._walk(item)
-
-    def _image(self, part: dict[str, Any]) -> None:
-        nested = part.get("image_url")
-        detail = part.get("detail") or (nested.get("detail") if type(nested) is dict else None)
-        if detail == "low":
-            self.low_images += 1
+def _message_chars(messages: Any) -> int:
+    """Chat messages; the common {role, content: text} one without walking it (most lines)."""
+    if type(messages) is not list:
+        return 0
+    chars = 0
+    for message in messages:
+        content = message.get("content") if type(message) is dict else None
+        if type(content) is str and len(message) == 2 and "role" in message:
+            chars += len(content) if content.isascii() else len(content.encode("utf-8"))
         else:
-            self.images += 1
+            chars += _chars(message)
+    return chars
+
+
+def _chars(value: Any) -> int:
+    """Characters of text in `value` (UTF-8 bytes when not ASCII), images as their tokens' worth."""
+    kind = type(value)
+    if kind is str:
+        return len(value) if value.isascii() else len(value.encode("utf-8"))
+    if kind is list:
+        if value and type(value[0]) is int:  # a prompt already in token ids
+            return len(value) * CHARS_PER_TOKEN
+        return sum(_chars(item) for item in value)
+    if kind is dict:
+        if value.get("type") in ("image_url", "input_image"):
+            return _image_chars(value)
+        return sum(_chars(item) for key, item in value.items() if key not in _SKIPPED_KEYS)
+    return 0
+
+
+def _image_chars(part: dict[str, Any]) -> int:
+    nested = part.get("image_url")
+    detail = part.get("detail") or (nested.get("detail") if type(nested) is dict else None)
+    return _LOW_IMAGE_CHARS if detail == "low" else _IMAGE_CHARS
 
 
 def _limit(body: dict[str, Any], *names: str) -> int:
