@@ -53,3 +53,11 @@ def allow_empty_option(func: F) -> F:
         is_flag=True,
         help="Allow a plan that cancels every job because no specs were found.",
     )(func)
+
+
+def allow_over_budget_option(func: F) -> F:
+    return click.option(
+        "--allow-over-budget",
+        is_flag=True,
+        help="Carry out this plan even though its estimate passes a budget (spec.budget, reconciler.yaml).",
+    )(func)

@@ -11,6 +11,7 @@ from typing import TextIO
 import click
 
 from reconciler.plans.changes import SYMBOLS, Action, Change, Plan
+from reconciler.plans.cost import cost_text, plan_total
 from reconciler.plans.document import plan_document
 
 COLOURS = {
@@ -31,10 +32,32 @@ def use_colour(stream: TextIO | None = None) -> bool:
 def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
     shown = plan.changes if verbose else plan.pending
     width = max((len(c.job) for c in shown), default=0)
-    lines = [_change_line(c, width, colour) for c in shown]
+    lines = []
+    for change in shown:
+        lines.append(_change_line(change, width, colour))
+        if change.over_budget:
+            lines.append(_warn(f"  ! over budget: {change.over_budget}", colour))
     lines.append(summary_line(plan))
     lines += [f"Launches {line}" for line in launch_lines(plan)]
+    lines += cost_lines(plan)
+    lines += [_warn(f"! {line}", colour) for line in _plan_warnings(plan)]
     return "\n".join(lines)
+
+
+def cost_lines(plan: Plan) -> list[str]:
+    total = plan_total(plan)
+    return [f"Cost: {cost_text(total)}"] if total else []
+
+
+def _plan_warnings(plan: Plan) -> list[str]:
+    """Budgets passed by the plan as a whole (a job's own is shown under its change), then runs."""
+    jobs = {c.job for c in plan.pending if c.over_budget}
+    whole = [r for r in plan.over_budget if r.split(":", 1)[0] not in jobs]
+    return [f"over budget: {r}" for r in whole] + list(plan.warnings)
+
+
+def _warn(line: str, colour: bool) -> str:
+    return click.style(line, fg="red", bold=True) if colour else line
 
 
 def launch_lines(plan: Plan) -> list[str]:
@@ -56,7 +79,10 @@ def _change_line(change: Change, width: int, colour: bool) -> str:
     head = f"{symbol} {change.action.value:<7} {change.job:<{width}}"
     if colour and fg:
         head = click.style(head, fg=fg)
-    size = f"  [{change.model}, ~{change.launch_tokens:,} input tokens]" if change.launch_requests else ""
+    cost = f", {cost_text(change.estimate)}" if change.estimate else ""
+    size = (
+        f"  [{change.model}, ~{change.launch_tokens:,} input tokens{cost}]" if change.launch_requests else ""
+    )
     return f"{head}  {change.reason}{size}"
 
 
@@ -81,15 +107,21 @@ def plan_markdown(plan: Plan) -> str:
     lines = ["### reconciler plan", "", summary_line(plan), ""]
     if plan.pending:
         lines += [
-            "| | job | action | model | sends (requests) | est. input tokens | reason |",
-            "|---|---|---|---|---:|---:|---|",
+            "| | job | action | model | sends (requests) | est. input tokens | est. cost | reason |",
+            "|---|---|---|---|---:|---:|---|---|",
         ]
         for change in plan.pending:
             symbol = SYMBOLS[change.action]
             reason = change.reason.replace("|", "\\|")
+            cost = cost_text(change.estimate) if change.estimate else "-"
+            if change.over_budget:
+                cost += " **! over budget**"
             lines.append(
                 f"| `{symbol}` | `{change.job}` | {change.action.value} | {change.model or '-'} "
-                f"| {change.launch_requests:,} | {change.launch_tokens:,} | {reason} |"
+                f"| {change.launch_requests:,} | {change.launch_tokens:,} | {cost} | {reason} |"
             )
         lines += ["", *[f"Launches {line}" for line in launch_lines(plan)]]
+        lines += cost_lines(plan)
+    over = [f"> **! over budget:** {reason}" for reason in plan.over_budget]
+    lines += [*([""] if over or plan.warnings else []), *over, *[f"> **!** {w}" for w in plan.warnings]]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from reconciler.cli.render_usage import usage_cells, usage_lines
 from reconciler.state.model import JobState, State
 
 STATUS_COLOURS = {
@@ -17,7 +18,7 @@ STATUS_COLOURS = {
     "cancelled": "yellow",
     "cancelling": "yellow",
 }
-COLUMNS = ("JOB", "STATUS", "DONE/FAILED/TOTAL", "AGE", "BATCH", "OUTPUT", "ERRORS")
+COLUMNS = ("JOB", "STATUS", "DONE/FAILED/TOTAL", "AGE", "BATCH", "OUTPUT", "ERRORS", "TOKENS IN/OUT", "COST")
 MAX_ERRORS_SHOWN = 3
 
 
@@ -34,7 +35,7 @@ def status_table(state: State, *, colour: bool, now: float | None = None) -> str
             cells[1] = click.style(cells[1], fg=STATUS_COLOURS[job.status])
         lines.append("  ".join(cells).rstrip())
         lines.extend(f"    {line}" for line in _first_errors(job))
-    return "\n".join(lines)
+    return "\n".join(lines + usage_lines(state))
 
 
 def _row(name: str, job: JobState, now: float) -> tuple[str, ...]:
@@ -50,6 +51,7 @@ def _row(name: str, job: JobState, now: float) -> tuple[str, ...]:
         or (f"pending {', '.join(p.attempt for p in job.pending)}" if job.pending else "-"),
         (latest.output_file_id if latest else None) or "-",
         (latest.error_file_id if latest else None) or "-",
+        *usage_cells(job),
     )
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from reconciler.common.errors import Problem, SpecError
 from reconciler.engine.desired import desired_job
-from reconciler.engine.workspace import Workspace
+from reconciler.engine.workspace import Workspace, provider_of
 from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedJob, LoadedProvider, LoadedRepo, scan_repo
 from reconciler.specs.paths import RepoPaths
 from reconciler.specs.repo_paths import display
+from reconciler.specs.settings import read_budget
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
     desired = {}
     for name, digest in digests.items():
         try:
-            desired[name] = desired_job(candidates[name], digest, paths.state.parent)
+            provider = provider_of(scan.repo, candidates[name])
+            desired[name] = desired_job(candidates[name], digest, paths.state.parent, provider)
         except SpecError as error:  # e.g. an input that cannot be split as the spec asks
             problems += error.problems
     jobs = {name: candidates[name] for name in desired}
@@ -62,8 +64,14 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
                 digests[name] = previous.ws.digests[name]
                 held.add(name)
         providers = {**previous.ws.repo.providers, **providers}
-    ws = Workspace(paths, LoadedRepo(jobs, providers), digests, desired, owner)
-    clean = frozenset(desired) - held
+    budget_broken = False
+    try:
+        budget = read_budget(paths.repo)
+    except SpecError as error:  # no change is made until the budget reads again
+        problems += error.problems
+        budget, budget_broken = (previous.ws.budget if previous else None), True
+    ws = Workspace(paths, LoadedRepo(jobs, providers), digests, desired, owner, budget)
+    clean = frozenset() if budget_broken else frozenset(desired) - held
     return Loaded(ws, tuple(problems), clean, frozenset(held))
 
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
+from reconciler.state.model import State
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -38,6 +40,33 @@ class Metrics:
             "Unix time of the last pass that observed every provider.",
             registry=self.registry,
         )
+
+        self.tokens = Counter(
+            "reconciler_tokens",
+            "Tokens used by finished batches, from their output lines, by job and kind "
+            "(input, cached_input, output, reasoning).",
+            ["job", "kind"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "reconciler_cost_usd",
+            "What finished batches cost, in USD, at their run's prices (jobs with a price only).",
+            ["job"],
+            registry=self.registry,
+        )
+        self._metered: set[str] = set()  # batch ids already counted
+
+    def count_usage(self, state: State) -> None:
+        """Adds every batch whose usage was read since the last call (or, at first, in the state)."""
+        for name, job in state.jobs.items():
+            for batch_id, usage in job.usage.items():
+                if batch_id in self._metered:
+                    continue
+                self._metered.add(batch_id)
+                for kind, count in usage.by_kind().items():
+                    self.tokens.labels(job=name, kind=kind).inc(count)
+                if job.prices is not None:
+                    self.cost.labels(job=name).inc(job.prices.cost(usage))
 
     def set_jobs(self, by_status: Mapping[str, int]) -> None:
         self.jobs.clear()  # a status no job has any more must not linger at its old count

@@ -29,8 +29,11 @@ def report_pass(result: PassResult, log: EventLog, metrics: Metrics) -> None:
         log.error("action_failed", f"{job}: {reason}", job=job, reason=reason)
         match = _HTTP_STATUS.search(reason)
         metrics.api_errors.labels(status=match.group(1) if match else "other").inc()
+    for warning in result.plan.warnings:
+        log.warning("over_budget", warning, job=warning.split(":", 1)[0])
     report_transitions(result.before, result.after, log)
     metrics.set_jobs(Counter(job.status for job in result.after.jobs.values()))
+    metrics.count_usage(result.after)
 
 
 def count_api_error(error: ApiError, metrics: Metrics) -> None:

@@ -14,10 +14,15 @@ from reconciler.specs import identity
 from reconciler.specs.fields import DEFAULT_RETRY_ON
 from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.loader import LoadedJob
+from reconciler.specs.models import Provider
 from reconciler.specs.parts import split_input
+from reconciler.specs.prices import price_for
 
 
-def desired_job(loaded: LoadedJob, digest: InputDigest, cache_dir: Path | None = None) -> DesiredJob:
+def desired_job(
+    loaded: LoadedJob, digest: InputDigest, cache_dir: Path | None = None, document: Provider | None = None
+) -> DesiredJob:
+    """`document`: the job's Provider, whose pricing wins over the shipped table."""
     spec = loaded.job.spec
     provider = spec.provider or SANDBOX
     split = InputLimits(spec.split.max_requests, spec.split.max_bytes) if spec.split else None
@@ -52,4 +57,10 @@ def desired_job(loaded: LoadedJob, digest: InputDigest, cache_dir: Path | None =
         results_path=str(loaded.results_path) if loaded.results_path else None,
         cleanup_inputs=bool(spec.cleanup and spec.cleanup.input_files),
         cleanup_outputs=bool(spec.cleanup and spec.cleanup.output_files),
+        input_tokens=digest.input_tokens,
+        output_tokens=digest.output_tokens,
+        unbounded=digest.unbounded,
+        prices=price_for(digest.model, document),
+        budget_usd=spec.budget.max_usd if spec.budget else None,
+        budget_cancels=bool(spec.budget and spec.budget.on_exceed == "cancel"),
     )

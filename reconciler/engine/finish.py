@@ -1,4 +1,5 @@
-"""After apply: merged results for jobs whose batches all finished, then opt-in cleanup.
+"""After apply: usage of finished batches, merged results for jobs whose batches all finished,
+then opt-in cleanup.
 
 The results file is written before the job's status turns terminal in the state, so whoever
 sees `completed` finds the results.
@@ -14,6 +15,7 @@ from reconciler.common.errors import ReconcilerError
 from reconciler.engine.apply.cleanup import clean_up
 from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.results import collect_results
+from reconciler.engine.usage import meter_usage
 from reconciler.plans.changes import DesiredJob
 from reconciler.state.model import State
 
@@ -29,7 +31,14 @@ def finish_jobs(
     jobs = dict(state.jobs)
     for name, job in desired.items():
         recorded = jobs.get(name)
-        if recorded is None or job.suspend:
+        if recorded is None:
+            continue
+        try:
+            recorded = meter_usage(job, recorded, apis[job.provider].reader, work_root)
+        except (ReconcilerError, OSError) as error:
+            outcome.failures[name] = f"usage: {error}"
+        if job.suspend:
+            jobs[name] = recorded
             continue
         try:
             if job.results_path and recorded.status == "collecting":

@@ -64,6 +64,10 @@ class WorkDir:
                     reader.download_file(file_id, out)
         return self.result_files(batch)
 
+    def output_file(self, file_id: str) -> Path:
+        """Where `download` keeps a result file (it may not be there)."""
+        return self.path / f"{_file_name(file_id)}.jsonl"
+
     def _targets(self, batch: BatchRecord) -> list[tuple[str, Path]]:
         ids = [batch.output_file_id, batch.error_file_id]
         return [(file_id, self.path / f"{_file_name(file_id)}.jsonl") for file_id in ids if file_id]

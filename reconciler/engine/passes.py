@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.reader import BatchReader
+from reconciler.common.errors import OverBudgetError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.finish import finish_jobs
@@ -20,7 +21,9 @@ from reconciler.engine.observe import observe
 from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Workspace, load_state
+from reconciler.plans.budget import check_budgets
 from reconciler.plans.changes import Plan
+from reconciler.plans.cost import with_estimates
 from reconciler.plans.plan import make_plan
 from reconciler.plans.record import record
 from reconciler.state.file import write_state
@@ -44,6 +47,8 @@ def refresh_and_plan(
     retries = find_retries(ws.desired, live, readers, ws.work_dir)
     counts = {key: retry.count for key, retry in retries.items()}
     plan = make_plan(ws.desired, state, live, retryable=counts, allow_empty=allow_empty)
+    budget = ws.budget.max_usd_per_plan if ws.budget else None
+    plan = check_budgets(with_estimates(plan, ws.desired), ws.desired, state, live, budget)
     return Refreshed(live, retries, plan)
 
 
@@ -56,11 +61,15 @@ def converge(
     rebuild: bool = False,
     parallelism: int = DEFAULT_PARALLELISM,
     confirm: Callable[[Plan], None] | None = None,
+    allow_over_budget: bool = False,
 ) -> tuple[Plan, State, Outcome]:
-    """Under the state lock: refresh, plan, let `confirm` veto (raise), apply, record."""
+    """Under the state lock: refresh, plan, refuse a plan over budget, let `confirm` veto
+    (raise), apply, record."""
     with state_lock(ws.paths.state, command):
         state = load_state(ws, rebuild=rebuild)
         found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty)
+        if found.plan.over_budget and not allow_over_budget:
+            raise OverBudgetError(list(found.plan.over_budget))
         if confirm is not None:
             confirm(found.plan)
         sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)

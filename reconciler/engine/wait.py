@@ -31,6 +31,7 @@ class WaitOptions:
     allow_empty: bool = False
     rebuild: bool = False
     parallelism: int = DEFAULT_PARALLELISM
+    allow_over_budget: bool = False
 
 
 def converge_until_done(
@@ -50,6 +51,7 @@ def converge_until_done(
             allow_empty=options.allow_empty,
             rebuild=options.rebuild and attempt == 0,
             parallelism=options.parallelism,
+            allow_over_budget=options.allow_over_budget,
         )
         shown(plan, state)
         total.created += outcome.created

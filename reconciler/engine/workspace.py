@@ -15,8 +15,10 @@ from reconciler.plans.changes import DesiredJob
 from reconciler.specs import identity
 from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.inputs.repo import digest_repo
-from reconciler.specs.loader import LoadedRepo, load_repo
+from reconciler.specs.loader import LoadedJob, LoadedRepo, load_repo
+from reconciler.specs.models import Provider
 from reconciler.specs.paths import RepoPaths
+from reconciler.specs.settings import PlanBudget, read_budget
 from reconciler.state.file import new_state, read_state, set_aside_damaged
 from reconciler.state.model import State
 
@@ -28,6 +30,7 @@ class Workspace:
     digests: Mapping[str, InputDigest]
     desired: Mapping[str, DesiredJob]
     owner: str
+    budget: PlanBudget | None = None  # `budget:` in reconciler.yaml
 
     @property
     def owner_tag(self) -> str:
@@ -51,8 +54,16 @@ def prepare(paths: RepoPaths, owner_flag: str | None = None) -> Workspace:
     )
     digests = digest_repo(repo, paths)
     cache = paths.state.parent
-    desired = {name: desired_job(job, digests[name], cache) for name, job in repo.jobs.items()}
-    return Workspace(paths, repo, digests, desired, owner)
+    desired = {
+        name: desired_job(job, digests[name], cache, provider_of(repo, job))
+        for name, job in repo.jobs.items()
+    }
+    return Workspace(paths, repo, digests, desired, owner, read_budget(paths.repo))
+
+
+def provider_of(repo: LoadedRepo, job: LoadedJob) -> Provider | None:
+    found = repo.providers.get(job.job.spec.provider or "")
+    return found.provider if found else None
 
 
 def load_state(ws: Workspace, *, rebuild: bool = False) -> State:

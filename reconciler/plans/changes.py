@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from reconciler.common.usage import UnitPrices
 from reconciler.specs.slices import PartSpec
 
 BYTES_PER_TOKEN = 4
@@ -55,12 +56,20 @@ class DesiredJob:
     results_path: str | None = None  # where merged results go, when the spec asks for them
     cleanup_inputs: bool = False  # delete uploaded inputs once their batch is finished
     cleanup_outputs: bool = False  # delete output and error files once results are written
+    input_tokens: int = 0  # estimated over the whole input (specs/inputs/tokens.py)
+    output_tokens: int = 0  # the output limits its requests set, added up
+    unbounded: int = 0  # requests that set no output limit
+    prices: UnitPrices | None = None  # None: no price for this model
+    budget_usd: float | None = None  # spec.budget.max_usd: one run at most
+    budget_cancels: bool = False  # spec.budget.on_exceed: cancel
 
     def estimated_tokens(self, requests: int) -> int:
-        """Input tokens for `requests` of this job's requests: about one token per four bytes
-        of request line. JSON syntax counts too, so it errs high; no network, no tokenizer."""
+        """Input tokens for `requests` of this job's requests, in proportion to the whole input's
+        estimate (or, without one, a token per four bytes of request line)."""
         if not self.requests:
             return 0
+        if self.input_tokens:
+            return self.input_tokens * requests // self.requests
         return self.input_bytes * requests // self.requests // BYTES_PER_TOKEN
 
     @property
@@ -91,6 +100,8 @@ class Change:
     model: str = ""
     launch_requests: int = 0  # requests the creates/retries send
     launch_tokens: int = 0  # their estimated input tokens
+    estimate: CostEstimate | None = None  # what they cost; None when nothing is launched
+    over_budget: str | None = None  # why this change passes its job's budget
 
     @property
     def mutates(self) -> bool:
@@ -100,10 +111,28 @@ class Change:
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...] = field(default_factory=tuple)
+    over_budget: tuple[str, ...] = ()  # every budget the plan passes, with the figures
+    warnings: tuple[str, ...] = ()  # runs whose actual cost passed their budget while running
 
     @property
     def pending(self) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.mutates)
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What launching some requests costs: input known, output an upper bound ("up to")."""
+
+    input_tokens: int
+    output_tokens: int | None  # the most they may write; None: some request has no bound
+    input_usd: float | None  # None: the model has no price
+    output_usd: float | None  # upper bound; None: no price, or no bound
+
+    @property
+    def upper_usd(self) -> float | None:
+        if self.input_usd is None or self.output_usd is None:
+            return None
+        return self.input_usd + self.output_usd
 
 
 # (job, part) → how many of that part's requests still need another batch

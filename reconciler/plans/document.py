@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.common.errors import PlanRefusedError, UserError
-from reconciler.plans.changes import Action, Change, Plan
+from reconciler.plans.changes import Action, Change, CostEstimate, Plan
+from reconciler.plans.cost import plan_total
 
 PLAN_FORMAT_VERSION = 1
 
@@ -19,6 +20,9 @@ def plan_document(plan: Plan, *, owner_tag: str, lineage: str) -> dict[str, Any]
         "lineage": lineage,
         "changes": [change_dict(c) for c in plan.changes],
         "summary": {a.value: sum(1 for c in plan.changes if c.action is a) for a in Action},
+        "cost": estimate_dict(plan_total(plan)),
+        "over_budget": list(plan.over_budget),
+        "warnings": list(plan.warnings),
     }
 
 
@@ -34,6 +38,21 @@ def change_dict(change: Change) -> dict[str, Any]:
         "requests": change.requests,
         "model": change.model,
         "launch": {"requests": change.launch_requests, "estimated_input_tokens": change.launch_tokens},
+        "cost": estimate_dict(change.estimate),
+        "over_budget": change.over_budget,
+    }
+
+
+def estimate_dict(estimate: CostEstimate | None) -> dict[str, Any] | None:
+    """USD figures are null where unknown: no price, or output with no bound."""
+    if estimate is None:
+        return None
+    return {
+        "input_tokens": estimate.input_tokens,
+        "max_output_tokens": estimate.output_tokens,
+        "input_usd": estimate.input_usd,
+        "max_output_usd": estimate.output_usd,
+        "max_usd": estimate.upper_usd,
     }
 
 

@@ -28,6 +28,7 @@ ALLOWED_ENDPOINTS: tuple[str, ...] = (
 COMPLETION_WINDOWS = ("24h",)
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME_CHARS = 63
+MAX_MODEL_CHARS = 200
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -139,6 +140,12 @@ def _headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _model_name(value: str) -> str:
+    if not value.strip() or len(value) > MAX_MODEL_CHARS:
+        raise _invalid(f"a model name has 1 to {MAX_MODEL_CHARS} characters, as the request bodies write it")
+    return value
+
+
 def _schema(**extra: Any) -> Any:
     return Field(json_schema_extra=extra)
 
@@ -153,6 +160,7 @@ MetadataValue = Annotated[
     str, AfterValidator(_metadata_value), _schema(maxLength=limits.MAX_METADATA_VALUE_CHARS)
 ]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
+ModelName = Annotated[str, AfterValidator(_model_name), _schema(maxLength=MAX_MODEL_CHARS)]
 HeaderValue = Annotated[str, AfterValidator(_header_value)]
 
 

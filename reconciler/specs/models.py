@@ -20,6 +20,7 @@ from reconciler.specs.fields import (
     Endpoint,
     Headers,
     Metadata,
+    ModelName,
     Name,
     RepoFile,
     RetryReason,
@@ -63,6 +64,13 @@ class CleanupSpec(_Document):
     """Delete output and error files once the merged results are written (needs results)."""
 
 
+class BudgetSpec(_Document):
+    max_usd: Annotated[float, Field(gt=0)]
+    """A run's cost at most, in USD: a plan estimating more is refused unless --allow-over-budget."""
+    on_exceed: Literal["report", "cancel"] = "report"
+    """When a running run's actual cost passes max_usd: report it, or also cancel what still runs."""
+
+
 class BatchJobSpec(_Document):
     provider: Name | None = None
     """A Provider document's name; omitted: the built-in sandbox."""
@@ -86,6 +94,8 @@ class BatchJobSpec(_Document):
     """Where to write the merged results (JSONL), relative to this spec file, inside the repo."""
     cleanup: CleanupSpec | None = None
     """Delete files the reconciler uploaded or whose contents it has merged."""
+    budget: BudgetSpec | None = None
+    """The most one run of this job may cost; checked against the plan's estimate."""
 
 
 class BatchJob(_Document):
@@ -101,11 +111,24 @@ class BatchJob(_Document):
         return self.metadata.name
 
 
+class ModelPrice(_Document):
+    input: Annotated[float, Field(ge=0)]
+    """USD per million input tokens, at batch prices."""
+    output: Annotated[float, Field(ge=0)]
+    """USD per million output tokens (reasoning included), at batch prices."""
+    cached_input: Annotated[float, Field(ge=0)] | None = None
+    """USD per million cached input tokens; omitted: charged as input."""
+    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+    """The model's own output cap: the bound of a request that sets no max_tokens."""
+
+
 class ProviderSpec(_Document):
     base_url: BaseUrl
     """The OpenAI-compatible API's base URL, e.g. https://api.openai.com/v1; no credentials in it."""
     headers: Headers = {}
     """Sent with every request; write secrets as ${VAR}, read from the environment at run time."""
+    pricing: dict[ModelName, ModelPrice] = {}
+    """Per model: batch prices in USD per million tokens, over the shipped default table."""
 
 
 class Provider(_Document):

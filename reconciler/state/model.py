@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reconciler.api.batch import Batch
+from reconciler.common.usage import TokenUsage, UnitPrices, total_usage
 
 FORMAT_VERSION = 1
 
@@ -88,6 +89,16 @@ class JobState(_Frozen):
     results: ResultsRecord | None = None
     deleted_files: tuple[str, ...] = ()  # files of ours already deleted by cleanup
     observed_at: str | None = None
+    usage: dict[str, TokenUsage] = Field(default_factory=dict)  # batch id → tokens its output lines used
+    prices: UnitPrices | None = None  # the run's prices, as in force when it started; None: no price
+
+    @property
+    def total_usage(self) -> TokenUsage:
+        return total_usage(self.usage)
+
+    @property
+    def cost_usd(self) -> float | None:
+        return self.prices.cost(self.total_usage) if self.prices else None
 
     @property
     def batch_ids(self) -> frozenset[str]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import allow_empty_option, owner_option, repo_options
+from reconciler.cli.options import allow_empty_option, allow_over_budget_option, owner_option, repo_options
 from reconciler.cli.report import report_outcome
 from reconciler.cli.saved_plan import load_plan
 from reconciler.common.errors import PlanRefusedError, UserError
@@ -25,6 +25,7 @@ from reconciler.specs.paths import RepoPaths
 @repo_options
 @owner_option
 @allow_empty_option
+@allow_over_budget_option
 @click.argument("planfile", required=False)
 @click.option("--auto-approve", is_flag=True, help="Do not ask before applying.")
 @click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
@@ -32,6 +33,7 @@ def command(
     paths: RepoPaths,
     owner: str | None,
     allow_empty: bool,
+    allow_over_budget: bool,
     planfile: str | None,
     auto_approve: bool,
     parallelism: int,
@@ -57,6 +59,7 @@ def command(
             allow_empty=allow_empty,
             parallelism=parallelism,
             confirm=confirm,
+            allow_over_budget=allow_over_budget,
         )
     return report_outcome(plan, outcome)
 

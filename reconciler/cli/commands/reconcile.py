@@ -9,7 +9,7 @@ import click
 
 from reconciler.api.client import ProviderApi
 from reconciler.cli import render
-from reconciler.cli.options import allow_empty_option, owner_option, repo_options
+from reconciler.cli.options import allow_empty_option, allow_over_budget_option, owner_option, repo_options
 from reconciler.cli.report import report_outcome
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
@@ -37,6 +37,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
 @repo_options
 @owner_option
 @allow_empty_option
+@allow_over_budget_option
 @click.option(
     "--rebuild-state", is_flag=True, help="Set the state file aside and rebuild it from the live list."
 )
@@ -71,6 +72,7 @@ def command(
     paths: RepoPaths,
     owner: str | None,
     allow_empty: bool,
+    allow_over_budget: bool,
     rebuild_state: bool,
     wait: bool,
     timeout: float,
@@ -89,7 +91,7 @@ def command(
     ws = prepare(paths, owner)
     before = new_state() if rebuild_state else load_state(ws)
     with open_clients(ws.repo, ws.providers(before), paths) as clients:
-        options = WaitOptions(wait, timeout, allow_empty, rebuild_state, parallelism)
+        options = WaitOptions(wait, timeout, allow_empty, rebuild_state, parallelism, allow_over_budget)
         return _converge(ws, clients, before, options)
 
 
@@ -100,6 +102,9 @@ def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, opt
     def shown(plan: Plan, state: State) -> None:
         if plan.pending:
             click.echo(render.plan_text(plan, colour=render.use_colour()))
+        else:
+            for warning in plan.warnings:  # a run past its budget, only reported
+                click.echo(f"! {warning}")
         report_transitions(previous[0], state, log)
         previous[0] = state
 
@@ -116,7 +121,7 @@ def _watch(paths: RepoPaths, owner: str | None) -> int:
     params = click.get_current_context().params  # --repo/--specs as typed: re-resolved on each load
     if not params["watch"]:
         raise UserError("--interval, --log-format and --health-port apply only with --watch")
-    for flag in ("wait", "rebuild_state"):
+    for flag in ("wait", "rebuild_state", "allow_over_budget"):
         if params[flag]:
             option = "--" + flag.replace("_", "-")
             raise UserError(

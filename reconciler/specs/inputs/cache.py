@@ -15,7 +15,7 @@ from reconciler.common.limits import InputLimits
 from reconciler.specs.inputs.digest import InputDigest
 
 CACHE_NAME = "input-cache.json"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: digests carry token estimates
 
 
 def cache_key(path: Path, endpoint: str, limits: InputLimits) -> str:

@@ -26,6 +26,9 @@ class InputDigest:
     requests: int
     size: int
     model: str
+    input_tokens: int = 0  # estimated (inputs/tokens.py)
+    output_tokens: int = 0  # the output limits the requests set, added up
+    unbounded: int = 0  # requests without an output limit
 
 
 def digest_input(path: Path, endpoint: str, *, display: str, limits: InputLimits = API_LIMITS) -> InputDigest:
@@ -47,7 +50,15 @@ def digest_input(path: Path, endpoint: str, *, display: str, limits: InputLimits
         checker.report(None, "", _too_many(checker.requests, limits))
     if checker.failed or checker.model is None:
         raise SpecError(checker.problems())
-    return InputDigest(tally.hasher.hexdigest(), checker.requests, tally.size, checker.model)
+    return InputDigest(
+        tally.hasher.hexdigest(),
+        checker.requests,
+        tally.size,
+        checker.model,
+        checker.input_tokens,
+        checker.output_tokens,
+        checker.unbounded,
+    )
 
 
 class _Tally:

@@ -7,6 +7,7 @@ from typing import Any
 
 from reconciler.common.errors import Problem
 from reconciler.common.limits import InputLimits
+from reconciler.specs.inputs.tokens import UNBOUNDED, request_tokens
 
 MAX_LISTED = 20  # problems shown per file; a broken 50,000-line file is not 50,000 lines of output
 
@@ -25,6 +26,9 @@ class RequestChecker:
         self.blank_line: int | None = None  # a blank line is fine only at the end
         self.listed: list[Problem] = []
         self.unlisted = 0
+        self.input_tokens = 0  # estimated, over every request (see tokens.py)
+        self.output_tokens = 0  # the requests' own output limits, added up
+        self.unbounded = 0  # requests that set no output limit
 
     @property
     def failed(self) -> bool:
@@ -101,6 +105,12 @@ class RequestChecker:
             self.report(number, "body.model", message)
         if body.get("stream") is True:
             self.report(number, "body.stream", "streaming is not supported in a batch; remove it")
+        read, limit = request_tokens(self.endpoint, body)
+        self.input_tokens += read
+        if limit == UNBOUNDED:
+            self.unbounded += 1
+        else:
+            self.output_tokens += limit
 
 
 def _reject_constant(name: str) -> Any:

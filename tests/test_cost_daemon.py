@@ -1,0 +1,62 @@
+"""The daemon and cost: it refuses a plan over budget (only observing), and counts tokens and USD."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+import httpx
+
+from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import UserRepo
+from tests.reconcile_helpers import mutating
+from tests.test_watch_daemon import Daemon, start_daemon
+
+__all__ = ["start_daemon"]  # the fixture, shared with the daemon's own tests
+
+
+def _metrics(daemon: Daemon) -> str:
+    port = next(e["port"] for e in daemon.events() if e["event"] == "health")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        return http.get("/metrics").text
+
+
+def _job(repo: UserRepo, name: str) -> dict:
+    return json.loads(repo.state.read_text())["jobs"].get(name) or {}
+
+
+def test_the_daemon_counts_tokens_and_cost_of_finished_batches_from_their_output_lines(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox, repo = sandbox_factory(), make_repo()
+    repo.write_job("nightly-eval", requests=4)
+    daemon = start_daemon(repo, sandbox, "--health-port", "0", "--log-format", "json")
+    daemon.eventually(lambda: repo.state.exists() and _job(repo, "nightly-eval").get("usage"))
+    (used,) = _job(repo, "nightly-eval")["usage"].values()
+    expected_cost = (used["input"] * 0.075 + used["output"] * 0.30) / 1e6
+
+    def counted() -> str | None:
+        text = _metrics(daemon)
+        return text if "reconciler_cost_usd_total" in text and 'kind="output"' in text else None
+
+    metrics = daemon.eventually(counted)
+    assert f'reconciler_tokens_total{{job="nightly-eval",kind="input"}} {float(used["input"])}' in metrics
+    assert f'reconciler_tokens_total{{job="nightly-eval",kind="output"}} {float(used["output"])}' in metrics
+    cost = re.search(r'reconciler_cost_usd_total\{job="nightly-eval"\} (\S+)', metrics)
+    assert cost and abs(float(cost.group(1)) - expected_cost) < 1e-12
+
+
+def test_the_daemon_refuses_a_plan_over_budget_and_only_observes(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox, repo = sandbox_factory(), make_repo()
+    repo.write_job("nightly-eval", requests=3, budget={"max_usd": 0.000001})
+    daemon = start_daemon(repo, sandbox)
+    daemon.eventually(lambda: "over budget" in daemon.log())
+    assert "nightly-eval: up to $" in daemon.log()
+    assert mutating(sandbox.request_counts()) == {}
