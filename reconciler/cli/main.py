@@ -18,6 +18,7 @@ COMMANDS = {
     "apply": "apply",
     "reconcile": "reconcile",
     "status": "status",
+    "output": "output",
     "sandbox": "sandbox",
 }
 

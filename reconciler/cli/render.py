@@ -32,6 +32,7 @@ def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
     shown = plan.changes if verbose else plan.pending
     width = max((len(c.job) for c in shown), default=0)
     lines = [_change_line(c, width, colour) for c in shown]
+    lines += [f"! {note}" for note in plan.notes]
     lines.append(summary_line(plan))
     lines += [f"Launches {line}" for line in launch_lines(plan)]
     return "\n".join(lines)
@@ -92,4 +93,6 @@ def plan_markdown(plan: Plan) -> str:
                 f"| {change.launch_requests:,} | {change.launch_tokens:,} | {reason} |"
             )
         lines += ["", *[f"Launches {line}" for line in launch_lines(plan)]]
+    if plan.notes:
+        lines += ["", *[f"- {note}" for note in plan.notes]]
     return "\n".join(lines) + "\n"

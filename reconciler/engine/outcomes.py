@@ -64,6 +64,15 @@ class WorkDir:
                     reader.download_file(file_id, out)
         return self.result_files(batch)
 
+    def download_one(self, reader: BatchReader, file_id: str, target: Path) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with atomic.replacing(target) as out:
+            reader.download_file(file_id, out)
+
+    def targets(self, batch: BatchRecord) -> list[tuple[str, Path]]:
+        """(file id, where it is kept) for a batch's output and error files."""
+        return self._targets(batch)
+
     def _targets(self, batch: BatchRecord) -> list[tuple[str, Path]]:
         ids = [batch.output_file_id, batch.error_file_id]
         return [(file_id, self.path / f"{_file_name(file_id)}.jsonl") for file_id in ids if file_id]

@@ -100,6 +100,8 @@ class Change:
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...] = field(default_factory=tuple)
+    # Said alongside the changes, never a change themselves: e.g. a results file to write again.
+    notes: tuple[str, ...] = ()
 
     @property
     def pending(self) -> tuple[Change, ...]:

@@ -19,6 +19,7 @@ def plan_document(plan: Plan, *, owner_tag: str, lineage: str) -> dict[str, Any]
         "lineage": lineage,
         "changes": [change_dict(c) for c in plan.changes],
         "summary": {a.value: sum(1 for c in plan.changes if c.action is a) for a in Action},
+        "notes": list(plan.notes),
     }
 
 
