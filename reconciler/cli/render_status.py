@@ -42,6 +42,8 @@ def status_table(view: StatusView, *, colour: bool, now: float | None = None) ->
         job = view.state.jobs.get(name)
         lines.extend(f"    {line}" for line in (first_errors(job) if job else []))
     lines += invalid_lines(view)
+    if not view.state.jobs:
+        lines += ["", "No jobs in the state yet: run `reconciler plan`, then `reconciler apply`."]
     return "\n".join(lines)
 
 
