@@ -146,7 +146,8 @@ def _command_lines() -> list[list[str]]:
     for snippet in snippets:
         snippet = re.sub(r"(^|\s)#.*", "", snippet, flags=re.M)  # comments are prose
         for match in re.finditer(r"(?:^|[\s;(])reconciler ([^\n;|>&#`)]*)", snippet):
-            found.add(tuple(shlex.split(match.group(1))))
+            if words := tuple(shlex.split(match.group(1))):  # a bare `reconciler > file` has none
+                found.add(words)
     return [list(words) for words in sorted(found)]
 
 

@@ -389,3 +389,20 @@ def test_a_repo_symlink_swapped_to_a_new_checkout_is_followed(
     daemon.eventually(lambda: batches(sandbox, "c"))
     assert [b.status for b in batches(sandbox, "a")] == ["validating"]  # same spec, same batch
     assert "POST /v1/batches/{id}/cancel" not in sandbox.request_counts()
+
+
+def test_liveness_stays_up_while_readiness_reports_an_unreachable_provider(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
+    repo.write_job("nightly-eval")
+    daemon = start_daemon(repo, sandbox, "--health-port", "0", "--log-format", "json", interval="0.2")
+    daemon.eventually(lambda: _statuses(repo) == {"nightly-eval": "validating"})
+    port = next(e["port"] for e in daemon.events() if e["event"] == "health")
+    sandbox.stop()  # the provider goes away; the daemon's passes now fail
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        daemon.eventually(lambda: http.get("/readyz").status_code == 503)
+        assert http.get("/healthz").status_code == 503
+        assert http.get("/livez").status_code == 200

@@ -62,12 +62,21 @@ class Batch(BaseModel):
     expired_at: int | None = None
     cancelling_at: int | None = None
     cancelled_at: int | None = None
+    usage: dict[str, int] | None = None
 
     @field_validator("errors", mode="before")
     @classmethod
     def _errors_as_object(cls, value: Any) -> Any:
         """The contract says an object; a provider sending the bare list is read the same."""
         return {"object": "list", "data": value} if isinstance(value, list) else value
+
+    @field_validator("usage", mode="before")
+    @classmethod
+    def _usage_counts(cls, value: Any) -> Any:
+        """Only the top-level token counts; nested details and odd shapes are dropped."""
+        if not isinstance(value, dict):
+            return None
+        return {k: v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)}
 
     def meta(self, key: str) -> str | None:
         return (self.metadata or {}).get(key)

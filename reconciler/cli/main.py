@@ -20,6 +20,7 @@ COMMANDS = {
     "apply": "apply",
     "reconcile": "reconcile",
     "status": "status",
+    "output": "output",
     "sandbox": "sandbox",
 }
 

@@ -37,6 +37,7 @@ def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
         lines.append(_change_line(change, width, colour))
         if change.over_budget:
             lines.append(_warn(f"  ! over budget: {change.over_budget}", colour))
+    lines += [f"! {note}" for note in plan.notes]
     lines.append(summary_line(plan))
     lines += [f"Launches {line}" for line in launch_lines(plan)]
     lines += cost_lines(plan)
@@ -124,4 +125,6 @@ def plan_markdown(plan: Plan) -> str:
         lines += cost_lines(plan)
     over = [f"> **! over budget:** {reason}" for reason in plan.over_budget]
     lines += [*([""] if over or plan.warnings else []), *over, *[f"> **!** {w}" for w in plan.warnings]]
+    if plan.notes:
+        lines += ["", *[f"- {note}" for note in plan.notes]]
     return "\n".join(lines) + "\n"

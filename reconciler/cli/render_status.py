@@ -1,14 +1,19 @@
-"""The state file as a table (`reconciler status`) and as JSON."""
+"""The state file as a table (`reconciler status`), one job in detail, and as JSON."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from reconciler.cli.render_usage import usage_cells, usage_lines
+from reconciler.cli.status_view import StatusView
+from reconciler.engine.results_check import recorded_location, results_problem
+from reconciler.plans.changes import DesiredJob
+from reconciler.plans.progress import duration, job_progress, parse_time
 from reconciler.state.model import JobState, State
 
 STATUS_COLOURS = {
@@ -18,44 +23,108 @@ STATUS_COLOURS = {
     "cancelled": "yellow",
     "cancelling": "yellow",
 }
-COLUMNS = ("JOB", "STATUS", "DONE/FAILED/TOTAL", "AGE", "BATCH", "OUTPUT", "ERRORS", "TOKENS IN/OUT", "COST")
+COLUMNS = (
+    "JOB",
+    "STATUS",
+    "SYNC",
+    "DONE/FAILED/TOTAL",
+    "RATE",
+    "ETA",
+    "BATCHES",
+    "OBSERVED",
+    "RESULTS",
+    "TOKENS IN/OUT",
+    "COST",
+)
 MAX_ERRORS_SHOWN = 3
 
 
-def status_table(state: State, *, colour: bool, now: float | None = None) -> str:
-    if not state.jobs:
-        return "No jobs in the state yet: run `reconciler plan`, then `reconciler apply`."
+def status_table(view: StatusView, *, colour: bool, now: float | None = None) -> str:
     now = time.time() if now is None else now
-    rows = [_row(name, job, now) for name, job in state.jobs.items()]
+    names = sorted(set(view.state.jobs) | set(view.desired or {}))
+    if not names and not view.problems:
+        return "No jobs in the state yet: run `reconciler plan`, then `reconciler apply`."
+    rows = [_row(view, name, now) for name in names]
     widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip()]
-    for job, row in zip(state.jobs.values(), rows, strict=True):
+    for name, row in zip(names, rows, strict=True):
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
-        if colour and job.status in STATUS_COLOURS:
-            cells[1] = click.style(cells[1], fg=STATUS_COLOURS[job.status])
+        if colour and row[1] in STATUS_COLOURS:
+            cells[1] = click.style(cells[1], fg=STATUS_COLOURS[row[1]])
         lines.append("  ".join(cells).rstrip())
-        lines.extend(f"    {line}" for line in _first_errors(job))
-    return "\n".join(lines + usage_lines(state))
+        job = view.state.jobs.get(name)
+        lines.extend(f"    {line}" for line in (first_errors(job) if job else []))
+    lines += invalid_lines(view)
+    if not view.state.jobs:
+        lines += ["", "No jobs in the state yet: run `reconciler plan`, then `reconciler apply`."]
+    return "\n".join(lines + usage_lines(view.state))
 
 
-def _row(name: str, job: JobState, now: float) -> tuple[str, ...]:
-    counts = job.request_counts
-    created = [b.created_at for b in job.batches if b.created_at]
-    latest = job.batches[-1] if job.batches else None
+def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
+    job = view.state.jobs.get(name)
+    if job is None:
+        return (name, "none", sync(view, name), "-", "-", "-", "0", "-", "-", "-", "-")
+    figures = job_progress(job, now)
+    observed = parse_time(job.observed_at)
+    batches = str(len(job.batches)) + (f" +{len(job.pending)} pending" if job.pending else "")
     return (
         name,
         job.status,
-        f"{counts.get('completed', 0)}/{counts.get('failed', 0)}/{counts.get('total', 0)}",
-        _age(now - min(created)) if created else "-",
-        ", ".join(b.batch_id for b in job.batches)
-        or (f"pending {', '.join(p.attempt for p in job.pending)}" if job.pending else "-"),
-        (latest.output_file_id if latest else None) or "-",
-        (latest.error_file_id if latest else None) or "-",
+        sync(view, name),
+        f"{figures.done - figures.failed}/{figures.failed}/{figures.total}",
+        f"{figures.per_minute:,.0f}/min" if figures.per_minute is not None else "-",
+        duration(figures.eta_seconds) if figures.eta_seconds is not None else "-",
+        batches,
+        f"{duration(now - observed)} ago" if observed is not None else "-",
+        results_cell(view, name, job),
         *usage_cells(job),
     )
 
 
-def _first_errors(job: JobState) -> list[str]:
+def sync(view: StatusView, name: str) -> str:
+    """`in sync`, `out of sync: …` or `unknown`: the recorded generation against the spec's."""
+    job = view.state.jobs.get(name)
+    if view.desired is None:
+        return "unknown"
+    wanted = view.desired.get(name)
+    if wanted is None:
+        return "unknown: spec invalid" if view.problems else "out of sync: spec removed"
+    if job is None or job.status == "none":
+        return "out of sync: not created"
+    if job.generation != wanted.generation or job.provider != wanted.provider:
+        return "out of sync: spec changed"
+    return "in sync"
+
+
+def results_cell(view: StatusView, name: str, job: JobState) -> str:
+    results = job.results
+    if results is None:
+        return "-"
+    shown = Path(results.path).as_posix()
+    wanted = (view.desired or {}).get(name)
+    problem = _results_problem(wanted, job, view.repo_root)
+    if problem is None:
+        return shown
+    return f"{shown} LOST ({problem})" if results.lost else f"{shown} ({problem})"
+
+
+def _results_problem(wanted: DesiredJob | None, job: JobState, repo_root: Path) -> str | None:
+    assert job.results is not None
+    if wanted is not None and wanted.results_path:
+        problem = results_problem(wanted, job, repo_root)
+        return None if problem is None else problem.removeprefix("is ").removeprefix("has ")
+    return None if recorded_location(job.results, repo_root).is_file() else "missing"
+
+
+def invalid_lines(view: StatusView) -> list[str]:
+    if not view.problems:
+        return []
+    return ["", f"Invalid specs ({len(view.problems)}): their jobs' sync is unknown until they validate"] + [
+        f"  {line}" for line in view.problems
+    ]
+
+
+def first_errors(job: JobState) -> list[str]:
     lines: list[str] = []
     for batch in job.batches:
         for error in ((batch.errors or {}).get("data") or [])[:MAX_ERRORS_SHOWN]:
@@ -65,13 +134,8 @@ def _first_errors(job: JobState) -> list[str]:
     return lines
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{max(int(seconds), 0)}s"
-
-
-def status_json(state: State) -> str:
+def status_json(state: State, jobs: tuple[str, ...] = ()) -> str:
+    if jobs:
+        state = state.model_copy(update={"jobs": {n: j for n, j in state.jobs.items() if n in jobs}})
     document: dict[str, Any] = state.model_dump(mode="json")
     return json.dumps(document, indent=2, sort_keys=True)

@@ -10,6 +10,7 @@
     ├── StateError                   the state file is damaged, from the future, or belongs to another owner
     │   └── LockHeldError            another process holds the state lock
     └── ApiError                     the Batch/Files API could not do what we asked
+        ├── ResultsGoneError         the output or error files results are built from are gone
         ├── ApiConnectionError       no usable response (connect failure, timeout, garbage body)
         ├── ApiStatusError           an error status from the server (`status`, `code`, `retry_after`)
         └── OutcomeUnknownError      a create may or may not have happened; resolved from the live list
@@ -114,3 +115,7 @@ class ApiStatusError(ApiError):
 
 class OutcomeUnknownError(ApiError):
     pass
+
+
+class ResultsGoneError(ApiError):
+    """Deleted by cleanup or expired at the provider, and not kept in the work folder either."""

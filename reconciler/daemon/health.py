@@ -1,4 +1,8 @@
-"""`--health-port`: `GET /healthz` and `GET /metrics` (Prometheus text format).
+"""`--health-port`: `GET /healthz` (alias `/readyz`), `GET /livez` and `GET /metrics`.
+
+`/livez` answers 200 whenever the process does: a restart cures a stuck process, never a
+provider outage, so liveness must not depend on the provider.  `/healthz` and `/readyz`
+turn 503 when passes keep failing (a provider unreachable): for readiness and alerts.
 
 The server runs on daemon threads and never touches the state file or a provider: it
 only reads what the loop recorded.
@@ -76,14 +80,16 @@ def _handler(metrics: Metrics, health: Callable[[], Health]) -> type[BaseHTTPReq
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             route = self.path.split("?", 1)[0]
-            if route == "/healthz":
+            if route == "/livez":
+                self._send(200, "application/json", b'{"status": "alive"}\n')
+            elif route in ("/healthz", "/readyz"):
                 report = health()
                 body = json.dumps(report.detail, sort_keys=True).encode() + b"\n"
                 self._send(200 if report.healthy else 503, "application/json", body)
             elif route == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
             else:
-                self._send(404, "text/plain; charset=utf-8", b"not found; try /healthz or /metrics\n")
+                self._send(404, "text/plain; charset=utf-8", b"not found; try /healthz, /livez or /metrics\n")
 
         def _send(self, status: int, content_type: str, body: bytes) -> None:
             self.send_response(status)

@@ -2,7 +2,9 @@
 then opt-in cleanup.
 
 The results file is written before the job's status turns terminal in the state, so whoever
-sees `completed` finds the results.
+sees `completed` finds the results.  A recorded results file that went missing or changed
+is written again from the provider's files (or the copies kept in the work folder); when
+those are gone too, that is recorded once, in `results.lost`, and not tried again.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from reconciler.api.batch import is_terminal
 from reconciler.api.client import ProviderApi
 from reconciler.common.errors import ReconcilerError
 from reconciler.engine.apply.cleanup import clean_up
 from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.results import collect_results
 from reconciler.engine.usage import meter_usage
+from reconciler.engine.results import collect_results, rewrite_results
+from reconciler.engine.results_check import results_problem, stored_path
 from reconciler.plans.changes import DesiredJob
-from reconciler.state.model import State
+from reconciler.state.model import JobState, State
 
 
 def finish_jobs(
@@ -26,6 +31,7 @@ def finish_jobs(
     state: State,
     outcome: Outcome,
     work_root: Path,
+    repo_root: Path,
 ) -> State:
     """The state with results and cleanup recorded; unchanged (the same object) when nothing was due."""
     jobs = dict(state.jobs)
@@ -42,10 +48,28 @@ def finish_jobs(
             continue
         try:
             if job.results_path and recorded.status == "collecting":
-                recorded = collect_results(job, recorded, apis[job.provider].reader, work_root)
+                recorded = collect_results(job, recorded, apis[job.provider].reader, work_root, repo_root)
+            elif job.results_path and recorded.results and is_terminal(recorded.status):
+                recorded = _keep_results(job, recorded, apis[job.provider], work_root, repo_root)
             if job.cleanup_inputs or job.cleanup_outputs:
                 recorded = clean_up(apis[job.provider].writer, job, recorded)
         except (ReconcilerError, OSError) as error:
             outcome.failures[name] = f"results: {error}"
         jobs[name] = recorded
     return state if jobs == state.jobs else state.with_jobs(jobs)
+
+
+def _keep_results(
+    job: DesiredJob, recorded: JobState, api: ProviderApi, work_root: Path, repo_root: Path
+) -> JobState:
+    results = recorded.results
+    assert results is not None and job.results_path is not None
+    if results_problem(job, recorded, repo_root) is None:
+        # As recorded: only clear a stale `lost` and move an old absolute path to a relative one.
+        tidy = results.model_copy(
+            update={"lost": None, "path": stored_path(Path(job.results_path), repo_root)}
+        )
+        return recorded if tidy == results else recorded.model_copy(update={"results": tidy})
+    if results.lost:
+        return recorded
+    return rewrite_results(job, recorded, api.reader, work_root, repo_root)

@@ -67,6 +67,14 @@ class WorkDir:
     def output_file(self, file_id: str) -> Path:
         """Where `download` keeps a result file (it may not be there)."""
         return self.path / f"{_file_name(file_id)}.jsonl"
+    def download_one(self, reader: BatchReader, file_id: str, target: Path) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with atomic.replacing(target) as out:
+            reader.download_file(file_id, out)
+
+    def targets(self, batch: BatchRecord) -> list[tuple[str, Path]]:
+        """(file id, where it is kept) for a batch's output and error files."""
+        return self._targets(batch)
 
     def _targets(self, batch: BatchRecord) -> list[tuple[str, Path]]:
         ids = [batch.output_file_id, batch.error_file_id]

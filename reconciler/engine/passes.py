@@ -7,7 +7,7 @@ and planning only read from the provider; only apply/ writes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from reconciler.api.batch import LiveBatch
@@ -18,6 +18,7 @@ from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcom
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.finish import finish_jobs
 from reconciler.engine.observe import observe
+from reconciler.engine.results_check import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Workspace, load_state
@@ -49,6 +50,7 @@ def refresh_and_plan(
     plan = make_plan(ws.desired, state, live, retryable=counts, allow_empty=allow_empty)
     budget = ws.budget.max_usd_per_plan if ws.budget else None
     plan = check_budgets(with_estimates(plan, ws.desired), ws.desired, state, live, budget)
+    plan = replace(plan, notes=results_notes(ws.desired, state, ws.paths.repo))
     return Refreshed(live, retries, plan)
 
 
@@ -75,7 +77,7 @@ def converge(
         sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
         fx = Effects(apis, ws.owner_tag, _writer(ws), utc_now, sources, parallelism)
         state, outcome = apply_plan(found.plan, ws.desired, found.live, state, fx)
-        finished = finish_jobs(ws.desired, apis, state, outcome, ws.work_dir)
+        finished = finish_jobs(ws.desired, apis, state, outcome, ws.work_dir, ws.paths.repo)
         if finished is not state:
             state = write_state(ws.paths.state, finished)
     return found.plan, state, outcome

@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 from reconciler.api.reader import BatchReader
 from reconciler.common import atomic
+from reconciler.common.errors import ApiStatusError, ResultsGoneError
 from reconciler.engine.outcomes import WorkDir, classify, read_lines, unanswered_reason
+from reconciler.engine.results_check import stored_path
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import attempts_by_part, job_status
@@ -26,21 +29,54 @@ from reconciler.state.model import BatchRecord, JobState, ResultsRecord
 Index = dict[str, tuple[Path, int, str, int]]
 
 
-def collect_results(job: DesiredJob, recorded: JobState, reader: BatchReader, work_root: Path) -> JobState:
+def collect_results(
+    job: DesiredJob, recorded: JobState, reader: BatchReader, work_root: Path, repo_root: Path
+) -> JobState:
     """Downloads every attempt's files once, writes the merged results, and records them."""
     attempts = attempts_by_part(recorded.batches)
     work = WorkDir(work_root, job.name, job.generation)
-    for records in attempts.values():
-        for attempt in records:
-            work.download(reader, attempt)
+    fetch_all(work, reader, recorded.batches, recorded.deleted_files)
     assert job.results_path is not None
-    results = write_results(job, attempts, work, Path(job.results_path))
+    results = write_results(job, attempts, work, Path(job.results_path), repo_root)
     status = job_status(recorded.batches, recorded.pending)
     return recorded.model_copy(update={"results": results, "status": status})
 
 
+def rewrite_results(
+    job: DesiredJob, recorded: JobState, reader: BatchReader, work_root: Path, repo_root: Path
+) -> JobState:
+    """Writes a missing or altered results file again; records, once, when it no longer can."""
+    assert recorded.results is not None
+    try:
+        return collect_results(job, recorded, reader, work_root, repo_root)
+    except ResultsGoneError as gone:
+        lost = recorded.results.model_copy(update={"lost": str(gone)})
+        return recorded.model_copy(update={"results": lost})
+
+
+def fetch_all(
+    work: WorkDir, reader: BatchReader, batches: Iterable[BatchRecord], deleted: Iterable[str] = ()
+) -> None:
+    """Every output and error file into the work folder, unless it is there already."""
+    gone = set(deleted)
+    for batch in batches:
+        for file_id, target in work.targets(batch):
+            if target.exists():
+                continue
+            if file_id in gone:
+                raise ResultsGoneError(f"{file_id} of {batch.batch_id} was deleted by cleanup")
+            try:
+                work.download_one(reader, file_id, target)
+            except ApiStatusError as error:
+                if error.status != 404:
+                    raise
+                raise ResultsGoneError(
+                    f"the provider no longer has {file_id} of {batch.batch_id} (expired or deleted)"
+                ) from None
+
+
 def write_results(
-    job: DesiredJob, attempts: dict[int, list[BatchRecord]], work: WorkDir, target: Path
+    job: DesiredJob, attempts: dict[int, list[BatchRecord]], work: WorkDir, target: Path, repo_root: Path
 ) -> ResultsRecord:
     """Writes the results atomically and returns what the state records of them."""
     digest = hashlib.sha256()
@@ -61,7 +97,12 @@ def write_results(
                     out.write(line)
                     written += 1
     batch_ids = tuple(sorted(a.batch_id for records in attempts.values() for a in records))
-    return ResultsRecord(path=str(target), sha256=digest.hexdigest(), requests=written, batches=batch_ids)
+    return ResultsRecord(
+        path=stored_path(target, repo_root),
+        sha256=digest.hexdigest(),
+        requests=written,
+        batches=batch_ids,
+    )
 
 
 def _index(attempts: list[BatchRecord], work: WorkDir) -> Index:
@@ -81,7 +122,10 @@ def _index(attempts: list[BatchRecord], work: WorkDir) -> Index:
 
 
 def _result_line(
-    custom_id: str, where: tuple[Path, int, str, int] | None, handles: dict[Path, BinaryIO], missing: str
+    custom_id: str,
+    where: tuple[Path, int, str, int] | None,
+    handles: dict[Path, BinaryIO],
+    missing: str,
 ) -> bytes:
     if where is None:
         message = "no batch answered this request"

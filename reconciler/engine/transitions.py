@@ -9,6 +9,7 @@ from reconciler.state.model import JobState, State
 def report_transitions(before: State, after: State, log: EventLog) -> None:
     for name, job in after.jobs.items():
         old = before.jobs.get(name)
+        _report_results_lost(name, old, job, log)
         was = old.status if old else "none"
         if job.status == was:
             continue
@@ -22,6 +23,14 @@ def report_transitions(before: State, after: State, log: EventLog) -> None:
             batches=[b.batch_id for b in job.batches],
             output_files=[b.output_file_id for b in job.batches if b.output_file_id],
         )
+
+
+def _report_results_lost(name: str, old: JobState | None, job: JobState, log: EventLog) -> None:
+    """Once, when a results file is found gone for good; plan and status keep saying it."""
+    lost = job.results.lost if job.results else None
+    if lost and not (old and old.results and old.results.lost):
+        assert job.results is not None
+        log.warning("results_lost", f"{name}: {job.results.path} cannot be written again: {lost}", job=name)
 
 
 def describe(job: JobState) -> str:

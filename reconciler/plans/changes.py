@@ -113,6 +113,8 @@ class Plan:
     changes: tuple[Change, ...] = field(default_factory=tuple)
     over_budget: tuple[str, ...] = ()  # every budget the plan passes, with the figures
     warnings: tuple[str, ...] = ()  # runs whose actual cost passed their budget while running
+    # Said alongside the changes, never a change themselves: e.g. a results file to write again.
+    notes: tuple[str, ...] = ()
 
     @property
     def pending(self) -> tuple[Change, ...]:

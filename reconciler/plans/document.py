@@ -23,6 +23,7 @@ def plan_document(plan: Plan, *, owner_tag: str, lineage: str) -> dict[str, Any]
         "cost": estimate_dict(plan_total(plan)),
         "over_budget": list(plan.over_budget),
         "warnings": list(plan.warnings),
+        "notes": list(plan.notes),
     }
 
 

@@ -31,10 +31,12 @@ class BatchRecord(_Frozen):
     part: int = 0
     retry: int = 1
     created_at: int | None = None
+    in_progress_at: int | None = None
     completed_at: int | None = None
     failed_at: int | None = None
     expired_at: int | None = None
     cancelled_at: int | None = None
+    usage: dict[str, int] | None = None  # token usage, when the provider reports it per batch
 
     @classmethod
     def from_batch(cls, batch: Batch) -> BatchRecord:
@@ -51,10 +53,12 @@ class BatchRecord(_Frozen):
             part=batch.part,
             retry=batch.retry,
             created_at=batch.created_at,
+            in_progress_at=batch.in_progress_at,
             completed_at=batch.completed_at,
             failed_at=batch.failed_at,
             expired_at=batch.expired_at,
             cancelled_at=batch.cancelled_at,
+            usage=batch.usage,
         )
 
 
@@ -70,12 +74,17 @@ class PendingCreate(_Frozen):
 
 
 class ResultsRecord(_Frozen):
-    """The merged results file, and the batches it was built from."""
+    """The merged results file, and the batches it was built from.
+
+    `path` is relative to the repo root (states written before that hold an absolute path,
+    still read).  `lost` says why the file can no longer be written again, once the
+    provider's files it came from are gone."""
 
     path: str
     sha256: str
     requests: int
     batches: tuple[str, ...]
+    lost: str | None = None
 
 
 class JobState(_Frozen):

@@ -11,6 +11,7 @@ from reconciler.api.client import ProviderApi
 from reconciler.cli import render
 from reconciler.cli.options import allow_empty_option, allow_over_budget_option, owner_option, repo_options
 from reconciler.cli.report import report_outcome
+from reconciler.cli.wait_progress import WaitProgress
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
@@ -96,19 +97,22 @@ def command(
 
 
 def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, options: WaitOptions) -> int:
-    log = EventLog("text", sys.stdout)
     previous = [before]
+    with WaitProgress(EventLog("text", sys.stdout), live=options.wait and sys.stdout.isatty()) as progress:
+        log = EventLog("text", sys.stdout)  # made here: a live bar routes stdout above itself
 
-    def shown(plan: Plan, state: State) -> None:
-        if plan.pending:
-            click.echo(render.plan_text(plan, colour=render.use_colour()))
-        else:
-            for warning in plan.warnings:  # a run past its budget, only reported
-                click.echo(f"! {warning}")
-        report_transitions(previous[0], state, log)
-        previous[0] = state
+        def shown(plan: Plan, state: State) -> None:
+            if plan.pending or (plan.notes and previous[0] is before):  # notes once, not every pass
+                click.echo(render.plan_text(plan, colour=render.use_colour()))
+            else:
+                for warning in plan.warnings:  # a run past its budget, only reported
+                    click.echo(f"! {warning}")
+            report_transitions(previous[0], state, log)
+            if options.wait:
+                progress.update(state, ws.desired)
+            previous[0] = state
 
-    plan, total = converge_until_done(ws, apis, options, shown)
+        plan, total = converge_until_done(ws, apis, options, shown)
     return report_outcome(plan, total)
 
 

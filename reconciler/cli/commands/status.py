@@ -1,24 +1,45 @@
-"""`reconciler status`: the state file as a table. Reads no network."""
+"""`reconciler status`: each job's status, sync and progress; `status JOB` for one in detail."""
 
 from __future__ import annotations
+
+import time
 
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import repo_options
+from reconciler.cli.options import owner_option, repo_options
 from reconciler.cli.render_status import status_json, status_table
+from reconciler.cli.render_status_detail import status_detail
+from reconciler.cli.status_view import status_view
+from reconciler.common.errors import UserError
 from reconciler.specs.paths import RepoPaths
-from reconciler.state.file import read_state
 
 
 @click.command()
 @repo_options
+@owner_option
+@click.argument("jobs", nargs=-1, metavar="[JOB]...")
 @click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
-def command(paths: RepoPaths, as_json: bool) -> int:
-    """Show each job's status, request counts, batch and file ids from the state file."""
-    state = read_state(paths.state)
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Observe the live batch list first (read-only; the state file is not written).",
+)
+@click.option("--save", is_flag=True, help="With --refresh: also record what was observed in the state file.")
+def command(
+    paths: RepoPaths, owner: str | None, jobs: tuple[str, ...], as_json: bool, refresh: bool, save: bool
+) -> int:
+    """Show each job's status, sync with its spec, progress and results; JOB for the detail.
+
+    Reads the state file and the specs; with --refresh, the provider's live list too."""
+    if save and not refresh:
+        raise UserError("--save applies only with --refresh")
+    view = status_view(paths, refresh=refresh, save=save, owner_flag=owner)
     if as_json:
-        click.echo(status_json(state))
+        click.echo(status_json(view.state, jobs))
+    elif jobs:
+        now = time.time()
+        click.echo("\n\n".join(status_detail(view, name, now) for name in jobs))
     else:
-        click.echo(status_table(state, colour=render.use_colour()))
+        click.echo(status_table(view, colour=render.use_colour()))
     return 0

@@ -1,0 +1,49 @@
+"""What `status` shows: the state file, the specs beside it (for sync), and with `--refresh`
+the live list observed first — read-only unless `--save` asks for the state to be written."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.daemon.load import load
+from reconciler.engine.connect import open_clients
+from reconciler.engine.observe import observe
+from reconciler.engine.passes import observe_and_record, readers_of, utc_now
+from reconciler.engine.workspace import load_state
+from reconciler.plans.changes import DesiredJob
+from reconciler.plans.record import record
+from reconciler.specs import identity
+from reconciler.specs.paths import RepoPaths
+from reconciler.state.file import read_state
+from reconciler.state.model import State
+
+COMMAND = "reconciler status --refresh --save"
+
+
+@dataclass(frozen=True)
+class StatusView:
+    state: State
+    desired: Mapping[str, DesiredJob] | None  # None: no specs folder to compare with
+    problems: tuple[str, ...]  # invalid specs, one line each
+    repo_root: Path
+
+
+def status_view(paths: RepoPaths, *, refresh: bool, save: bool, owner_flag: str | None) -> StatusView:
+    if not refresh:
+        state = read_state(paths.state)
+        if not paths.specs.is_dir():
+            return StatusView(state, None, (), paths.repo)
+        loaded = load(paths, "", None)  # the owner matters only to a refresh
+        return StatusView(state, loaded.ws.desired, tuple(map(str, loaded.problems)), paths.repo)
+    loaded = load(paths, identity.resolve_owner(paths.repo, owner_flag), None)
+    ws = loaded.ws
+    state = load_state(ws)  # refuses a state of another owner
+    with open_clients(ws.repo, ws.providers(state), paths) as apis:
+        if save:
+            state = observe_and_record(ws, readers_of(apis), COMMAND)
+        else:
+            live = observe(readers_of(apis), ws.owner_tag, ws.desired, state)
+            state = record(ws.desired, state, live, now=utc_now())
+    return StatusView(state, ws.desired, tuple(map(str, loaded.problems)), paths.repo)

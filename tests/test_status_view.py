@@ -1,0 +1,141 @@
+"""`reconciler status`: refresh, sync, progress, invalid specs, one row per job, the detail view."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+import pytest
+
+from reconciler.plans.progress import job_progress
+from reconciler.state.model import BatchRecord, JobState
+from tests.reconcile_helpers import batches, state_of, use_sandbox, wait_until
+
+
+@pytest.fixture
+def repo(make_repo, sandbox, monkeypatch):
+    use_sandbox(monkeypatch, sandbox)
+    return make_repo()
+
+
+def row(status_stdout: str, job: str) -> str:
+    return next(line for line in status_stdout.splitlines() if line.startswith(job + " "))
+
+
+def test_status_refresh_sees_a_finished_batch_the_state_has_not_recorded_and_writes_nothing(
+    repo, sandbox, run_cli
+):
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    assert state_of(repo.root)["jobs"]["nightly-eval"]["status"] == "validating"
+    wait_until(lambda: batches(sandbox, "nightly-eval")[0].status == "completed")
+    recorded = repo.state.read_bytes()
+    sandbox.reset_counts()
+
+    stale = run_cli("status", *repo.args())
+    fresh = run_cli("status", "--refresh", *repo.args())
+    assert "validating" in row(stale.stdout, "nightly-eval")
+    assert "completed" in row(fresh.stdout, "nightly-eval") and "3/0/3" in row(fresh.stdout, "nightly-eval")
+    assert repo.state.read_bytes() == recorded
+    assert set(sandbox.request_counts()) == {"GET /v1/batches"}
+
+    saved = run_cli("status", "--refresh", "--save", *repo.args())
+    assert saved.exit_code == 0 and state_of(repo.root)["jobs"]["nightly-eval"]["status"] == "completed"
+
+
+def test_status_sync_turns_out_of_sync_when_the_input_is_edited(repo, run_cli):
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert "in sync" in row(run_cli("status", *repo.args()).stdout, "nightly-eval")
+    repo.write_input("data/nightly-eval.jsonl", requests=4)
+    edited = row(run_cli("status", *repo.args()).stdout, "nightly-eval")
+    assert "completed" in edited and "out of sync: spec changed" in edited
+
+
+def test_status_lists_invalid_specs_and_a_job_not_created_yet(repo, run_cli):
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    repo.write_job("ab-test", requests=2)
+    repo.write_spec(
+        "specs/broken.yaml", "apiVersion: reconciler/v1\nkind: BatchJob\nmetadata: {name: broken}\n"
+    )
+    result = run_cli("status", *repo.args())
+    assert result.exit_code == 0
+    assert "out of sync: not created" in row(result.stdout, "ab-test")
+    assert "Invalid specs (1)" in result.stdout and "specs/broken.yaml" in result.stdout
+
+
+def test_status_is_one_row_per_job_with_a_batch_count_and_the_detail_names_each_batch(repo, run_cli):
+    repo.write_job(
+        "nightly-eval",
+        requests=7,
+        split={"max_requests": 3},
+        results="../results/n.jsonl",
+        cleanup={"output_files": True},
+    )
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    job = state_of(repo.root)["jobs"]["nightly-eval"]
+    table = run_cli("status", *repo.args()).stdout
+    line = row(table, "nightly-eval")
+    assert job["batches"][0]["batch_id"] not in table and "," not in line
+    assert re.search(r"7/0/7\s+-\s+-\s+3\s", line)  # DONE/FAILED/TOTAL, RATE, ETA, BATCHES
+    detail = run_cli("status", "nightly-eval", *repo.args()).stdout
+    for batch in job["batches"]:
+        assert batch["batch_id"] in detail and f"{batch['output_file_id']} (deleted)" in detail
+
+
+def test_status_of_an_unknown_job_is_one_line(repo, run_cli):
+    repo.write_job("nightly-eval", requests=3)
+    result = run_cli("status", "nope", *repo.args())
+    assert result.exit_code == 1 and "no job 'nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+def _running_job(done: int, total: int, started: int, observed: str) -> JobState:
+    counts = {"total": total, "completed": done, "failed": 0}
+    batch = BatchRecord(batch_id="b", status="in_progress", request_counts=counts, in_progress_at=started)
+    return JobState(
+        generation="g",
+        provider="sandbox",
+        status="in_progress",
+        request_counts=counts,
+        batches=(batch,),
+        observed_at=observed,
+    )
+
+
+def test_progress_rate_and_eta_come_from_recorded_counts_and_times():
+    # 1,000 answered in the 600 s between in_progress_at and observed_at: 100/min, 49,000 to go.
+    job = _running_job(1_000, 50_000, started=1_800_000_000 - 600, observed="2027-01-15T08:00:00Z")
+    observed = 1_800_000_000.0
+    figures = job_progress(job, now=observed)
+    assert (figures.done, figures.total) == (1_000, 50_000)
+    assert figures.per_minute == pytest.approx(100.0)
+    assert figures.eta_seconds == pytest.approx(49_000 * 0.6)
+    later = job_progress(job, now=observed + 60)
+    assert later.eta_seconds == pytest.approx(49_000 * 0.6 - 60)
+
+
+def test_progress_of_a_finished_job_has_no_rate_or_eta():
+    job = _running_job(3, 3, started=1_800_000_000, observed="2027-01-15T08:00:00Z")
+    finished = job.model_copy(
+        update={
+            "status": "completed",
+            "batches": (job.batches[0].model_copy(update={"status": "completed"}),),
+        }
+    )
+    figures = job_progress(finished, now=1_800_000_100.0)
+    assert (figures.done, figures.per_minute, figures.eta_seconds) == (3, None, None)
+
+
+def test_reconcile_wait_off_a_terminal_prints_progress_lines_at_a_tenth_of_the_job(repo, sandbox, run_cli):
+    sandbox.configure(requests_per_second=60)
+    repo.write_job("nightly-eval", requests=240)
+    result = run_cli("reconcile", "--wait", "--timeout", "60", *repo.args())
+    assert result.exit_code == 0, result.stderr
+    progress = [line for line in result.stdout.splitlines() if "/240 requests" in line]
+    assert 2 <= len(progress) <= 11  # a line per tenth of the job, at most, not one per poll
+    assert any("/min" in line and "to go" in line for line in progress)
+    done = [int(line.split("nightly-eval: ")[1].split("/")[0].replace(",", "")) for line in progress]
+    assert done == sorted(done) and all(b - a >= 24 for a, b in itertools.pairwise(done))
+    assert json.loads(repo.state.read_text())["jobs"]["nightly-eval"]["status"] == "completed"
