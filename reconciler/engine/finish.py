@@ -17,10 +17,9 @@ from reconciler.api.client import ProviderApi
 from reconciler.common.errors import ReconcilerError
 from reconciler.engine.apply.cleanup import clean_up
 from reconciler.engine.apply.effects import Outcome
-from reconciler.engine.results import collect_results
-from reconciler.engine.usage import meter_usage
 from reconciler.engine.results import collect_results, rewrite_results
 from reconciler.engine.results_check import results_problem, stored_path
+from reconciler.engine.usage import meter_usage
 from reconciler.plans.changes import DesiredJob
 from reconciler.state.model import JobState, State
 

@@ -67,6 +67,7 @@ class WorkDir:
     def output_file(self, file_id: str) -> Path:
         """Where `download` keeps a result file (it may not be there)."""
         return self.path / f"{_file_name(file_id)}.jsonl"
+
     def download_one(self, reader: BatchReader, file_id: str, target: Path) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         with atomic.replacing(target) as out:
