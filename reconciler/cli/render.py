@@ -17,6 +17,7 @@ COLOURS = {
     Action.CREATE: "green",
     Action.REPLACE: "yellow",
     Action.RETRY: "green",
+    Action.RESUME: "green",
     Action.CANCEL: "red",
     Action.ADOPT: "cyan",
     Action.FORGET: "magenta",
@@ -29,7 +30,7 @@ def use_colour(stream: TextIO | None = None) -> bool:
 
 
 def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
-    shown = plan.changes if verbose else plan.pending
+    shown = plan.changes if verbose else [c for c in plan.changes if c.mutates or c.attention]
     width = max((len(c.job) for c in shown), default=0)
     lines = [_change_line(c, width, colour) for c in shown]
     lines.append(summary_line(plan))
@@ -72,8 +73,16 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def plan_json(plan: Plan, *, owner_tag: str, lineage: str) -> str:
-    return json.dumps(plan_document(plan, owner_tag=owner_tag, lineage=lineage), indent=2, sort_keys=True)
+def plan_json(
+    plan: Plan,
+    *,
+    owner_tag: str,
+    lineage: str,
+    targets: frozenset[str] | None = None,
+    replace: frozenset[str] = frozenset(),
+) -> str:
+    document = plan_document(plan, owner_tag=owner_tag, lineage=lineage, targets=targets, replace=replace)
+    return json.dumps(document, indent=2, sort_keys=True)
 
 
 def plan_markdown(plan: Plan) -> str:

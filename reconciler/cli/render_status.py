@@ -73,3 +73,41 @@ def _age(seconds: float) -> str:
 def status_json(state: State) -> str:
     document: dict[str, Any] = state.model_dump(mode="json")
     return json.dumps(document, indent=2, sort_keys=True)
+
+
+HISTORY_COLUMNS = ("RUN", "STATUS", "DONE/FAILED/TOTAL", "STARTED", "ENDED", "BATCHES", "RESULTS")
+
+
+def job_detail(name: str, job: JobState, *, colour: bool) -> str:
+    """`status JOB`: the job's row, then its runs, newest first."""
+    lines = [status_table(State(lineage="-", jobs={name: job}), colour=colour), ""]
+    if not job.history:
+        return "\n".join([*lines, "No runs recorded yet."])
+    rows = [
+        (
+            record.run
+            + (" (current)" if record.run == job.run and record.generation == job.generation else ""),
+            record.status,
+            _counts(record.request_counts),
+            _when(record.started_at),
+            _when(record.ended_at),
+            str(len(record.batches)),
+            record.results or "-",
+        )
+        for record in job.history
+    ]
+    widths = [max(len(r[i]) for r in [HISTORY_COLUMNS, *rows]) for i in range(len(HISTORY_COLUMNS))]
+    lines.append("Runs (newest first, at most the spec's history_limit):")
+    for row in [HISTORY_COLUMNS, *rows]:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return f"{counts.get('completed', 0)}/{counts.get('failed', 0)}/{counts.get('total', 0)}"
+
+
+def _when(stamp: int | None) -> str:
+    if stamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))

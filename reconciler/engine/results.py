@@ -16,10 +16,12 @@ from typing import BinaryIO
 
 from reconciler.api.reader import BatchReader
 from reconciler.common import atomic
+from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.engine.outcomes import WorkDir, classify, read_lines, unanswered_reason
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import attempts_by_part, job_status
+from reconciler.plans.runs import file_part
 from reconciler.state.model import BatchRecord, JobState, ResultsRecord
 
 # custom_id → (file, byte offset, batch id, attempt)
@@ -29,14 +31,20 @@ Index = dict[str, tuple[Path, int, str, int]]
 def collect_results(job: DesiredJob, recorded: JobState, reader: BatchReader, work_root: Path) -> JobState:
     """Downloads every attempt's files once, writes the merged results, and records them."""
     attempts = attempts_by_part(recorded.batches)
-    work = WorkDir(work_root, job.name, job.generation)
+    work = WorkDir(work_root, job.name, job.generation, recorded.run)
     for records in attempts.values():
         for attempt in records:
             work.download(reader, attempt)
-    assert job.results_path is not None
-    results = write_results(job, attempts, work, Path(job.results_path))
+    results = write_results(job, attempts, work, results_file(job, recorded.run))
     status = job_status(recorded.batches, recorded.pending)
     return recorded.model_copy(update={"results": results, "status": status})
+
+
+def results_file(job: DesiredJob, run: str | None) -> Path:
+    """`results:` with {job} and {run} filled in (a run id made fit for a file name)."""
+    assert job.results_path is not None
+    filled = job.results_path.replace("{job}", job.name).replace("{run}", file_part(run or DEFAULT_RUN))
+    return Path(filled)
 
 
 def write_results(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.specs.slices import PartSpec
 
 BYTES_PER_TOKEN = 4
@@ -15,6 +18,7 @@ class Action(StrEnum):
     CREATE = "create"
     REPLACE = "replace"
     RETRY = "retry"
+    RESUME = "resume"
     CANCEL = "cancel"
     ADOPT = "adopt"
     FORGET = "forget"
@@ -26,11 +30,25 @@ SYMBOLS = {
     Action.CREATE: "+",
     Action.REPLACE: "~",
     Action.RETRY: "+",
+    Action.RESUME: "+",
     Action.CANCEL: "-",
     Action.ADOPT: ">",
     Action.FORGET: ".",
     Action.NOOP: " ",
 }
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A schedule as of one instant: the latest slot due and the next one (aware datetimes)."""
+
+    expression: str
+    timezone: str = "UTC"
+    concurrency_policy: str = "forbid"
+    starting_deadline: int | None = None  # seconds; None: a missed slot is never skipped
+    now: datetime | None = None
+    due: datetime | None = None  # the latest slot at or before `now`
+    next: datetime | None = None  # the first slot after `now`
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,11 @@ class DesiredJob:
     results_path: str | None = None  # where merged results go, when the spec asks for them
     cleanup_inputs: bool = False  # delete uploaded inputs once their batch is finished
     cleanup_outputs: bool = False  # delete output and error files once results are written
+    run_label: str = DEFAULT_RUN  # the run id `spec.run` asks for (unscheduled jobs)
+    schedule: Slot | None = None  # with `now`, `due` and `next` filled in for each pass
+    history_limit: int = 10
+    legacy_generation: str | None = None  # the same spec's generation before runs (format 1)
+    definition: Mapping[str, Any] = field(default_factory=dict)  # shown field by field in diffs
 
     def estimated_tokens(self, requests: int) -> int:
         """Input tokens for `requests` of this job's requests: about one token per four bytes
@@ -75,6 +98,7 @@ class Unit:
     part: int
     retry: int
     requests: int
+    run: str = DEFAULT_RUN
 
 
 @dataclass(frozen=True)
@@ -91,6 +115,8 @@ class Change:
     model: str = ""
     launch_requests: int = 0  # requests the creates/retries send
     launch_tokens: int = 0  # their estimated input tokens
+    run: str | None = None  # the run the creates belong to
+    attention: bool = False  # a noop the user should see anyway (e.g. a batch left running)
 
     @property
     def mutates(self) -> bool:
@@ -104,6 +130,16 @@ class Plan:
     @property
     def pending(self) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.mutates)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a plan is asked beyond the files: `replace` starts new runs of these jobs, named with
+    `stamp` (the pass's time); `targets`, when given, are the only jobs planned."""
+
+    stamp: str = ""
+    replace: frozenset[str] = frozenset()
+    targets: frozenset[str] | None = None
 
 
 # (job, part) → how many of that part's requests still need another batch
