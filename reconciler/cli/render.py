@@ -35,6 +35,7 @@ def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
     lines = [_change_line(c, width, colour) for c in shown]
     lines.append(summary_line(plan))
     lines += [f"Launches {line}" for line in launch_lines(plan)]
+    lines += [f"Next run of {c.job}: {c.next_run}" for c in plan.changes if c.next_run]
     return "\n".join(lines)
 
 

@@ -117,6 +117,7 @@ class Change:
     launch_tokens: int = 0  # their estimated input tokens
     run: str | None = None  # the run the creates belong to
     attention: bool = False  # a noop the user should see anyway (e.g. a batch left running)
+    next_run: str | None = None  # a scheduled job's next slot, as the user reads it
 
     @property
     def mutates(self) -> bool:

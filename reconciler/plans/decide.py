@@ -115,11 +115,7 @@ def _in_sync(desired: DesiredJob, choice: RunChoice, current: list[LiveBatch]) -
     if choice.note and not choice.fresh:
         return choice.note
     records = tuple(BatchRecord.from_batch(b.batch) for b in current)
-    reason = f"in sync ({job_status(records, ())})" if current else "in sync"
-    slot = desired.schedule
-    if slot is not None and slot.next is not None:
-        reason += f"; next run {shown_run(slot_run(slot.next), slot.timezone)}"
-    return reason
+    return f"in sync ({job_status(records, ())})" if current else "in sync"
 
 
 def _new_run(desired: DesiredJob, choice: RunChoice) -> str:
@@ -152,7 +148,7 @@ def _create_reason(
     if recorded.generation != desired.generation:
         return f"{size}: spec changed ({_what_changed(desired, recorded)})"
     if recorded.run and choice.run and run_base(recorded.run) != run_base(choice.run):
-        return f"{size}: new run {choice.run} (spec.run changed; the last run was {recorded.run})"
+        return f"{size}: new run {choice.run} ({_what_changed(desired, recorded, f'last run {recorded.run}')})"
     return f"{size}: no batch of generation {desired.generation} is live"
 
 
@@ -168,15 +164,18 @@ def _replace_reason(
         return f"{new_run}: cancelling {thrown}"
     if old.generation != desired.generation:
         return f"spec changed ({_what_changed(desired, recorded, old.generation)}) while {thrown}"
-    return f"new run {choice.run} (spec.run changed) while {thrown}"
+    return f"new run {choice.run} ({_what_changed(desired, recorded, f'last run {old.run}')}) while {thrown}"
 
 
-def _what_changed(desired: DesiredJob, recorded: JobState | None, old_generation: str | None = None) -> str:
+def _what_changed(desired: DesiredJob, recorded: JobState | None, otherwise: str | None = None) -> str:
+    """The changed fields; without a recorded definition (an older state), the generations."""
     definition = recorded.definition if recorded else None
     fields = changed_fields(definition, desired.definition)
     if fields:
         return "; ".join(fields)
-    old = old_generation or (recorded.generation if recorded else "?")
+    if otherwise and otherwise.startswith("last run"):
+        return otherwise
+    old = otherwise or (recorded.generation if recorded else "?")
     return f"{old} → {desired.generation}"
 
 
@@ -191,6 +190,10 @@ def _change(
     run: str | None = None,
 ) -> Change:
     launched = sum(u.requests for u in creates)
+    slot = desired.schedule
+    upcoming = None
+    if slot is not None and slot.next is not None:
+        upcoming = f"{shown_run(slot_run(slot.next), slot.timezone)} (schedule {slot.expression})"
     return Change(
         job=desired.name,
         action=action,
@@ -205,4 +208,5 @@ def _change(
         launch_requests=launched,
         launch_tokens=desired.estimated_tokens(launched),
         run=run,
+        next_run=upcoming,
     )

@@ -55,6 +55,7 @@ def change_dict(change: Change) -> dict[str, Any]:
         "requests": change.requests,
         "model": change.model,
         "run": change.run,
+        "next_run": change.next_run,
         "launch": {"requests": change.launch_requests, "estimated_input_tokens": change.launch_tokens},
     }
 
