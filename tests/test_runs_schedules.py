@@ -62,12 +62,12 @@ def test_a_slot_that_comes_while_the_previous_run_still_runs_follows_the_concurr
 def test_a_slot_missed_by_more_than_the_starting_deadline_is_skipped_and_the_plan_says_why(
     repo, sandbox, run_cli, monkeypatch
 ):
-    repo.write_job(
-        "nightly-eval", schedule="0 2 * * *", timezone="Europe/Berlin", starting_deadline="2h"
-    )
+    repo.write_job("nightly-eval", schedule="0 2 * * *", timezone="Europe/Berlin", starting_deadline="2h")
     at(monkeypatch, "2026-12-01T02:30:00+01:00")
     due = run_cli("plan", *repo.args())
-    assert "+ create  nightly-eval  run 2026-12-01T02:00:00+01:00 (schedule 0 2 * * *): 3 requests" in due.stdout
+    assert (
+        "+ create  nightly-eval  run 2026-12-01T02:00:00+01:00 (schedule 0 2 * * *): 3 requests" in due.stdout
+    )
 
     at(monkeypatch, "2026-12-01T05:00:00+01:00")
     sandbox.reset_counts()
@@ -95,7 +95,9 @@ def test_changing_spec_run_and_replace_each_start_exactly_one_new_run(repo, sand
 
     spec.write_text(spec.read_text().replace("spec:\n", "spec:\n  run: '2026-12-01 rerun'\n"))
     plan = run_cli("plan", "--detailed-exitcode", *repo.args())
-    assert plan.exit_code == 2 and "+ create" in plan.stdout and "run: (none) → 2026-12-01 rerun" in plan.stdout
+    assert (
+        plan.exit_code == 2 and "+ create" in plan.stdout and "run: (none) → 2026-12-01 rerun" in plan.stdout
+    )
     sandbox.reset_counts()
     for _ in range(2):
         assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
@@ -129,7 +131,10 @@ def test_resuming_a_suspended_job_sends_only_the_requests_without_an_answer(repo
 
     spec.write_text(spec.read_text().replace("  suspend: true\n", ""))
     plan = run_cli("plan", *repo.args())
-    assert f"+ resume  nightly-eval  {40 - answered} requests without a final answer are sent again" in plan.stdout
+    assert (
+        f"+ resume  nightly-eval  {40 - answered} requests without a final answer are sent again"
+        in plan.stdout
+    )
     sandbox.reset_counts()
     sandbox.configure(requests_per_second=500)
     assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
@@ -152,7 +157,10 @@ def test_an_orphaned_batch_survives_three_applies_and_a_lost_state(repo, sandbox
     spec.unlink()
     sandbox.reset_counts()
     forget = run_cli("apply", "--auto-approve", *repo.args())
-    assert f". forget  nightly-eval  spec removed; deletion_policy orphan leaves {orphan.id} running" in forget.stdout
+    assert (
+        f". forget  nightly-eval  spec removed; deletion_policy orphan leaves {orphan.id} running"
+        in forget.stdout
+    )
     for _ in range(2):
         run_cli("apply", "--auto-approve", *repo.args())
     repo.state.unlink()
@@ -174,11 +182,17 @@ def test_a_batch_of_ours_with_no_spec_no_record_and_no_policy_is_left_running_an
     metadata["reconciler_job"] = "older-tool"
     client = sdk(sandbox)
     older = client.batches.create(
-        input_file_id=kept.input_file_id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
+        input_file_id=kept.input_file_id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=metadata,
     )
     sandbox.reset_counts()
     plan = run_cli("plan", *repo.args())
-    assert f"older-tool  no spec, no state record and no deletion policy in its metadata: {older.id} left running" in plan.stdout
+    assert (
+        f"older-tool  no spec, no state record and no deletion policy in its metadata: {older.id} left running"
+        in plan.stdout
+    )
     run_cli("apply", "--auto-approve", *repo.args())
     assert mutating(sandbox.request_counts()) == {}
 

@@ -15,6 +15,7 @@ from reconciler.engine.apply.cleanup import clean_up
 from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.results import collect_results
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.history import updated_history
 from reconciler.state.model import State
 
 
@@ -38,5 +39,9 @@ def finish_jobs(
                 recorded = clean_up(apis[job.provider].writer, job, recorded)
         except (ReconcilerError, OSError) as error:
             outcome.failures[name] = f"results: {error}"
+        if recorded is not jobs[name]:  # the run's entry in the history says what the job now says
+            recorded = recorded.model_copy(
+                update={"history": updated_history(recorded, (), job.history_limit)}
+            )
         jobs[name] = recorded
     return state if jobs == state.jobs else state.with_jobs(jobs)

@@ -54,7 +54,8 @@ def _superseded(batch: LiveBatch, run: str | None, generation: str, choice: RunC
 
 
 def _known(recorded: JobState | None, desired: DesiredJob, run: str | None) -> frozenset[str]:
-    if recorded is None or recorded.generation != desired.generation or (recorded.run or run) != run:
+    generations = (desired.generation, desired.legacy_generation)  # a version-1 state's is the legacy one
+    if recorded is None or recorded.generation not in generations or (recorded.run or run) != run:
         return frozenset()
     return recorded.batch_ids
 
@@ -148,7 +149,9 @@ def _create_reason(
     if recorded.generation != desired.generation:
         return f"{size}: spec changed ({_what_changed(desired, recorded)})"
     if recorded.run and choice.run and run_base(recorded.run) != run_base(choice.run):
-        return f"{size}: new run {choice.run} ({_what_changed(desired, recorded, f'last run {recorded.run}')})"
+        return (
+            f"{size}: new run {choice.run} ({_what_changed(desired, recorded, f'last run {recorded.run}')})"
+        )
     return f"{size}: no batch of generation {desired.generation} is live"
 
 
