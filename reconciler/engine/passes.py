@@ -54,15 +54,12 @@ class Scope:
 
     def check(self, ws: Workspace, state: State) -> None:
         """A target or replace naming no job is a mistake, not an empty plan."""
-        known = set(ws.desired) | set(state.jobs)
-        checks: tuple[tuple[str, frozenset[str]], ...] = (
-            ("--target", self.targets or frozenset()),
-            ("--replace", self.replace),
-        )
-        for flag, names in checks:
-            unknown = sorted(set(names) - known)
-            if unknown:
-                raise UserError(f"{flag} {unknown[0]}: no job of that name in the specs or the state")
+        unknown = sorted((self.targets or frozenset()) - set(ws.desired) - set(state.jobs))
+        if unknown:
+            raise UserError(f"--target {unknown[0]}: no job of that name in the specs or the state")
+        unknown = sorted(self.replace - set(ws.desired))
+        if unknown:
+            raise UserError(f"--replace {unknown[0]}: no job of that name in the specs")
         outside = sorted(self.replace - (self.targets or self.replace))
         if outside:
             raise UserError(f"--replace {outside[0]} is not among the --target jobs")
