@@ -147,7 +147,7 @@ def test_the_state_file_keeps_its_lineage_bumps_its_serial_and_keeps_a_backup(re
     run_cli("reconcile", *repo.args())
     second = state_of(repo.root)
     assert second["lineage"] == first["lineage"] and second["serial"] > first["serial"]
-    assert first["format_version"] == 1
+    assert first["format_version"] == 2
     text = repo.state.read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     backup = json.loads(Path(str(repo.state) + ".backup").read_text())

@@ -69,10 +69,10 @@ def test_an_edit_after_completion_creates_the_new_generation_and_leaves_the_old_
     assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
     (first,) = batches(sandbox, "nightly-eval")
     assert first.status == "completed"
-    (repo.specs / "nightly-eval.yaml").unlink()
-    repo.write_job("nightly-eval", requests=2, metadata={"team": "evals"})
+    repo.write_input("data/nightly-eval.jsonl", requests=3)
     plan = run_cli("plan", *repo.args())
     assert "+ create" in plan.stdout and "~ replace" not in plan.stdout
+    assert "input: 2 → 3 requests" in plan.stdout
     run_cli("apply", "--auto-approve", *repo.args())
     assert {b.id: b.status for b in batches(sandbox, "nightly-eval")}[first.id] == "completed"
     assert len(batches(sandbox, "nightly-eval")) == 2

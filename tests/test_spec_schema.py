@@ -25,7 +25,7 @@ def test_schema_covers_both_kinds_chosen_by_kind(run_cli: RunCli) -> None:
     assert spec["additionalProperties"] is False
     assert spec["properties"]["endpoint"]["enum"] == list(ALLOWED_ENDPOINTS)
     assert sorted(spec["required"]) == ["endpoint", "input"]
-    assert spec["properties"]["metadata"]["maxProperties"] == 10
+    assert spec["properties"]["metadata"]["maxProperties"] == 8
 
 
 def test_schema_of_one_kind(run_cli: RunCli) -> None:

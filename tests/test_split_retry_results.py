@@ -16,10 +16,13 @@ def repo(make_repo, sandbox, monkeypatch):
     return make_repo()
 
 
-def reconcile_until_done(run_cli, repo, passes: int = 1) -> None:
+def reconcile_until_done(run_cli, repo, passes: int = 1, *, ends: str = "completed") -> None:
     for _ in range(passes):
         result = run_cli("reconcile", "--wait", "--timeout", "60", *repo.args())
-        assert result.exit_code == 0, result.stdout + result.stderr
+        if ends == "completed":
+            assert result.exit_code == 0, result.stdout + result.stderr
+        else:  # --wait fails on a job that did not complete, naming it
+            assert result.exit_code == 1 and f"nightly-eval: ended {ends}" in result.stderr, result.stderr
 
 
 def result_lines(repo, name: str = "nightly-eval") -> list[dict]:
@@ -71,7 +74,7 @@ def test_an_expiring_batch_is_retried_with_only_its_unfinished_requests_until_al
 def test_with_one_attempt_an_expired_job_stays_expired_and_keeps_its_partial_results(repo, sandbox, run_cli):
     sandbox.configure(expiry_seconds=1.0, requests_per_second=40, validation_seconds=0.05)
     repo.write_job("nightly-eval", requests=100, results="../results/nightly-eval.jsonl")
-    reconcile_until_done(run_cli, repo)
+    reconcile_until_done(run_cli, repo, ends="expired")
     assert state_of(repo.root)["jobs"]["nightly-eval"]["status"] == "expired"
     lines = result_lines(repo)
     answered = [line for line in lines if line["response"]]
@@ -92,7 +95,7 @@ def test_a_retry_whose_create_answer_was_lost_is_adopted_not_sent_twice(repo, sa
     lost = run_cli("reconcile", *repo.args())
     assert lost.exit_code == 1 and "outcome unknown" in lost.stderr
     sandbox.configure(lost_response_rate=0.0)
-    reconcile_until_done(run_cli, repo)
+    run_cli("reconcile", "--wait", "--timeout", "60", *repo.args())  # the retry may expire too
     retries = [b.metadata["reconciler_retry"] for b in batches(sandbox, "nightly-eval")]
     assert sorted(retries) == ["1", "2"]
 

@@ -125,11 +125,11 @@ def test_a_new_spec_becomes_a_batch_within_two_seconds_and_an_edit_replaces_it(
     assert time.monotonic() - written < 2.0
     assert len(first) == 1
 
-    _rewrite_job(spec, metadata={"team": "evals"})
+    _rewrite_job(spec, run="second")
     both = daemon.eventually(lambda: len(found := batches(sandbox, "nightly-eval")) == 2 and found)
     old, new = sorted(both, key=lambda b: b.id != first[0].id)
     assert old.status in ("cancelling", "cancelled")
-    assert new.status == "validating" and (new.metadata or {}).get("team") == "evals"
+    assert new.status == "validating" and (new.metadata or {}).get("reconciler_run") == "second"
     counts = sandbox.request_counts()
     assert counts["POST /v1/batches"] == 2 and counts["POST /v1/batches/{id}/cancel"] == 1
     assert f"nightly-eval: ~ replace {old.id} → {new.id}" in daemon.log()
@@ -173,12 +173,13 @@ def test_injected_faults_neither_stop_it_nor_create_duplicates(
     daemon = start_daemon(repo, sandbox)
     daemon.eventually(lambda: list(_statuses(repo).values()) == ["completed"] * 6, timeout=60)
     for spec in specs[:2]:
-        _rewrite_job(spec, metadata={"edited": "yes"})
+        _rewrite_job(spec, run="edited")
     daemon.eventually(lambda: Counter(b.status for b in _live(sandbox))["completed"] == 8, timeout=60)
 
     assert daemon.process.poll() is None
     per_generation = Counter(
-        (b.metadata["reconciler_job"], b.metadata["reconciler_generation"]) for b in _live(sandbox)
+        (b.metadata["reconciler_job"], b.metadata["reconciler_generation"], b.metadata["reconciler_run"])
+        for b in _live(sandbox)
     )
     assert len(per_generation) == 8 and set(per_generation.values()) == {1}
     assert "outcome unknown" in daemon.log()  # the lost responses did reach the daemon

@@ -105,6 +105,15 @@ class Batch(BaseModel):
         return _int(self.meta(ownership.KEY_RETRY), default=1)
 
     @property
+    def run(self) -> str:
+        return self.meta(ownership.KEY_RUN) or ownership.DEFAULT_RUN
+
+    @property
+    def deletion_policy(self) -> str | None:
+        """What its creator said should happen when its spec goes: None on older batches."""
+        return self.meta(ownership.KEY_DELETION_POLICY)
+
+    @property
     def terminal(self) -> bool:
         return is_terminal(self.status)
 
@@ -135,6 +144,10 @@ class LiveBatch(BaseModel):
     @property
     def generation(self) -> str | None:
         return self.batch.generation
+
+    @property
+    def run(self) -> str:
+        return self.batch.run
 
     @property
     def terminal(self) -> bool:

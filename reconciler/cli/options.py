@@ -61,3 +61,25 @@ def allow_over_budget_option(func: F) -> F:
         is_flag=True,
         help="Carry out this plan even though its estimate passes a budget (spec.budget, reconciler.yaml).",
     )(func)
+
+
+def target_options(func: F) -> F:
+    """Adds --target JOB (repeatable); passed as `targets: tuple[str, ...]`."""
+    return click.option(
+        "--target",
+        "targets",
+        metavar="JOB",
+        multiple=True,
+        help="Plan, change or show only this job (repeatable); the others are left as they are.",
+    )(func)
+
+
+def replace_option(func: F) -> F:
+    """Adds --replace JOB (repeatable); passed as `replace: tuple[str, ...]`."""
+    return click.option(
+        "--replace",
+        "replace",
+        metavar="JOB",
+        multiple=True,
+        help="Start a new run of this job now, cancelling what its current run still runs (repeatable).",
+    )(func)

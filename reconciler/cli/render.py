@@ -18,6 +18,7 @@ COLOURS = {
     Action.CREATE: "green",
     Action.REPLACE: "yellow",
     Action.RETRY: "green",
+    Action.RESUME: "green",
     Action.CANCEL: "red",
     Action.ADOPT: "cyan",
     Action.FORGET: "magenta",
@@ -30,7 +31,7 @@ def use_colour(stream: TextIO | None = None) -> bool:
 
 
 def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
-    shown = plan.changes if verbose else plan.pending
+    shown = plan.changes if verbose else [c for c in plan.changes if c.mutates or c.attention]
     width = max((len(c.job) for c in shown), default=0)
     lines = []
     for change in shown:
@@ -40,6 +41,7 @@ def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
     lines += [f"! {note}" for note in plan.notes]
     lines.append(summary_line(plan))
     lines += [f"Launches {line}" for line in launch_lines(plan)]
+    lines += [f"Next run of {c.job}: {c.next_run}" for c in plan.changes if c.next_run]
     lines += cost_lines(plan)
     lines += [_warn(f"! {line}", colour) for line in _plan_warnings(plan)]
     return "\n".join(lines)
@@ -99,8 +101,16 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def plan_json(plan: Plan, *, owner_tag: str, lineage: str) -> str:
-    return json.dumps(plan_document(plan, owner_tag=owner_tag, lineage=lineage), indent=2, sort_keys=True)
+def plan_json(
+    plan: Plan,
+    *,
+    owner_tag: str,
+    lineage: str,
+    targets: frozenset[str] | None = None,
+    replace: frozenset[str] = frozenset(),
+) -> str:
+    document = plan_document(plan, owner_tag=owner_tag, lineage=lineage, targets=targets, replace=replace)
+    return json.dumps(document, indent=2, sort_keys=True)
 
 
 def plan_markdown(plan: Plan) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from reconciler.cli.render_status import first_errors, results_cell, sync
 from reconciler.cli.status_view import StatusView
 from reconciler.common.errors import UserError
@@ -36,6 +38,7 @@ def status_detail(view: StatusView, name: str, now: float) -> str:
     lines += [f"  pending      create {p.attempt} (part {p.part}, attempt {p.retry})" for p in job.pending]
     lines += ["", *_batch_table(job)] if job.batches else []
     lines += [f"  {line}" for line in first_errors(job)]
+    lines += ["", *history_table(job)]
     return "\n".join(lines)
 
 
@@ -65,3 +68,41 @@ def file_cell(file_id: str | None, deleted: set[str]) -> str:
     if not file_id:
         return "-"
     return f"{file_id} (deleted)" if file_id in deleted else file_id
+
+
+HISTORY_COLUMNS = ("RUN", "STATUS", "DONE/FAILED/TOTAL", "STARTED", "ENDED", "BATCHES", "RESULTS", "COST")
+
+
+def history_table(job: JobState) -> list[str]:
+    """The job's runs, newest first."""
+    if not job.history:
+        return ["No runs recorded yet."]
+    rows = [
+        (
+            record.run
+            + (" (current)" if record.run == job.run and record.generation == job.generation else ""),
+            record.status,
+            _counts(record.request_counts),
+            _when(record.started_at),
+            _when(record.ended_at),
+            str(len(record.batches)),
+            record.results or "-",
+            f"${record.cost_usd:.6g}" if record.cost_usd is not None else "-",
+        )
+        for record in job.history
+    ]
+    widths = [max(len(r[i]) for r in [HISTORY_COLUMNS, *rows]) for i in range(len(HISTORY_COLUMNS))]
+    lines = ["Runs (newest first, at most the spec's history_limit):"]
+    for row in [HISTORY_COLUMNS, *rows]:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return lines
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return f"{counts.get('completed', 0)}/{counts.get('failed', 0)}/{counts.get('total', 0)}"
+
+
+def _when(stamp: int | None) -> str:
+    if stamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))

@@ -12,8 +12,16 @@ from reconciler.plans.changes import Plan
 from reconciler.plans.document import checked_document, plan_document
 
 
-def save_plan(path: str, plan: Plan, *, owner_tag: str, lineage: str) -> None:
-    document = plan_document(plan, owner_tag=owner_tag, lineage=lineage)
+def save_plan(
+    path: str,
+    plan: Plan,
+    *,
+    owner_tag: str,
+    lineage: str,
+    targets: frozenset[str] | None = None,
+    replace: frozenset[str] = frozenset(),
+) -> None:
+    document = plan_document(plan, owner_tag=owner_tag, lineage=lineage, targets=targets, replace=replace)
     atomic.write_bytes(Path(path), (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
 
 

@@ -3,10 +3,12 @@ the live list observed first — read-only unless `--save` asks for the state to
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.common.errors import UserError
 from reconciler.daemon.load import load
 from reconciler.engine.connect import open_clients
 from reconciler.engine.observe import observe
@@ -47,3 +49,17 @@ def status_view(paths: RepoPaths, *, refresh: bool, save: bool, owner_flag: str 
             live = observe(readers_of(apis), ws.owner_tag, ws.desired, state)
             state = record(ws.desired, state, live, now=utc_now())
     return StatusView(state, ws.desired, tuple(map(str, loaded.problems)), paths.repo)
+
+
+def only(view: StatusView, targets: tuple[str, ...]) -> StatusView:
+    """The view narrowed to `targets` (all jobs when none); an unknown target is an error."""
+    if not targets:
+        return view
+    known = set(view.state.jobs) | set(view.desired or {})
+    for name in sorted(set(targets) - known):
+        raise UserError(
+            f"{name}: no job of that name in the state or the specs; `reconciler status` lists them"
+        )
+    jobs = {name: job for name, job in view.state.jobs.items() if name in targets}
+    desired = {n: j for n, j in view.desired.items() if n in targets} if view.desired is not None else None
+    return dataclasses.replace(view, state=view.state.with_jobs(jobs), desired=desired)

@@ -12,5 +12,19 @@ KEY_OWNER = "reconciler_owner"
 KEY_ATTEMPT = "reconciler_attempt"
 KEY_PART = "reconciler_part"
 KEY_RETRY = "reconciler_retry"
-RESERVED_KEYS = (KEY_JOB, KEY_GENERATION, KEY_OWNER, KEY_ATTEMPT, KEY_PART, KEY_RETRY)
+KEY_RUN = "reconciler_run"  # the run a batch belongs to: one execution of the job
+KEY_DELETION_POLICY = "reconciler_deletion_policy"  # cancel | orphan, fixed when the batch is created
+RESERVED_KEYS = (
+    KEY_JOB,
+    KEY_GENERATION,
+    KEY_OWNER,
+    KEY_ATTEMPT,
+    KEY_PART,
+    KEY_RETRY,
+    KEY_RUN,
+    KEY_DELETION_POLICY,
+)
 RESERVED_PREFIX = "reconciler_"
+
+# The run of a batch created before runs existed, and of a job with no `run:` and no schedule.
+DEFAULT_RUN = "default"

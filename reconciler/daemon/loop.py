@@ -22,8 +22,13 @@ from reconciler.daemon.report import count_api_error, report_pass
 from reconciler.daemon.schedule import earliest, next_poll, retry_delay, watched_statuses
 from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
+from reconciler.engine import clock
 from reconciler.engine.events import EventLog
+from reconciler.engine.schedules import seconds_until_next
 from reconciler.state.file import read_state
+
+# Woken this much after a slot, so the pass sees the slot as due on every clock.
+SLOT_MARGIN_SECONDS = 0.05
 
 
 class Daemon:
@@ -107,7 +112,14 @@ class Daemon:
             return self._failed(error, "; ".join(error.lines()))
         except Exception as error:  # a bug: say so in one line, and keep the loop alive
             return self._failed(error, _one_line(error))
-        return self._succeeded(result)
+        return earliest(self._succeeded(result), self._next_slot())
+
+    def _next_slot(self) -> float | None:
+        """A scheduled job's next slot wakes the daemon, even when nothing else would."""
+        if self.loaded is None:
+            return None
+        wait = seconds_until_next(self.loaded.ws.desired, clock.now())
+        return None if wait is None else wait + SLOT_MARGIN_SECONDS
 
     def _succeeded(self, result: PassResult) -> float | None:
         report_pass(result, self.log, self.metrics)

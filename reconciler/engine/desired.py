@@ -1,20 +1,24 @@
 """A loaded spec and its input's digest → the DesiredJob the planner reads.
 
-The generation is a hash of the fields that define a job's batches plus the input's sha256:
-any change to them means new batches.
+The generation is a hash of the fields that decide what a batch's requests come back with,
+plus the input's sha256: any change to them means new batches.  Labels, the batch metadata,
+retry, results, cleanup, the schedule and the deletion policy shape how a job is run and
+kept, not what its requests answer, so they change no generation.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from reconciler.common.limits import SANDBOX, InputLimits
-from reconciler.plans.changes import DesiredJob
+from reconciler.plans.changes import DesiredJob, Slot
+from reconciler.plans.runs import label_run
 from reconciler.specs import identity
 from reconciler.specs.fields import DEFAULT_RETRY_ON
 from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.loader import LoadedJob
-from reconciler.specs.models import Provider
+from reconciler.specs.models import BatchJobSpec, Provider
 from reconciler.specs.parts import split_input
 from reconciler.specs.prices import price_for
 
@@ -31,16 +35,15 @@ def desired_job(
         if split
         else ()
     )
-    definition = {
+    outcome = {
         "endpoint": spec.endpoint,
         "completion_window": spec.completion_window,
-        "metadata": dict(spec.metadata),
         "provider": provider,
         "split": [split.max_requests, split.max_bytes] if split else None,
     }
     return DesiredJob(
         name=loaded.name,
-        generation=identity.generation(definition, digest.sha256),
+        generation=identity.generation(outcome, digest.sha256),
         provider=provider,
         suspend=spec.suspend,
         deletion_policy=spec.deletion_policy,
@@ -63,4 +66,26 @@ def desired_job(
         prices=price_for(digest.model, document),
         budget_usd=spec.budget.max_usd if spec.budget else None,
         budget_cancels=bool(spec.budget and spec.budget.on_exceed == "cancel"),
+        run_label=label_run(spec.run),
+        schedule=_schedule(spec),
+        history_limit=spec.history_limit,
+        # Batches made before runs existed carry a generation that also hashed the metadata.
+        legacy_generation=identity.generation({**outcome, "metadata": dict(spec.metadata)}, digest.sha256),
+        definition=_definition(spec, outcome, digest),
     )
+
+
+def _schedule(spec: BatchJobSpec) -> Slot | None:
+    if spec.schedule is None:
+        return None
+    return Slot(spec.schedule, spec.timezone, spec.concurrency_policy, spec.starting_deadline)
+
+
+def _definition(spec: BatchJobSpec, outcome: dict[str, Any], digest: InputDigest) -> dict[str, Any]:
+    """What a plan's diff shows: the generation's fields, the metadata, `run` and the input."""
+    return {
+        **outcome,
+        "metadata": dict(spec.metadata),
+        "run": spec.run,
+        "input": {"sha256": digest.sha256, "requests": digest.requests, "model": digest.model},
+    }

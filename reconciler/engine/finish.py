@@ -18,9 +18,10 @@ from reconciler.common.errors import ReconcilerError
 from reconciler.engine.apply.cleanup import clean_up
 from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.results import collect_results, rewrite_results
-from reconciler.engine.results_check import results_problem, stored_path
+from reconciler.engine.results_check import results_file, results_problem, stored_path
 from reconciler.engine.usage import meter_usage
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.history import updated_history
 from reconciler.state.model import JobState, State
 
 
@@ -54,6 +55,10 @@ def finish_jobs(
                 recorded = clean_up(apis[job.provider].writer, job, recorded)
         except (ReconcilerError, OSError) as error:
             outcome.failures[name] = f"results: {error}"
+        if recorded is not jobs[name]:  # the run's entry in the history says what the job now says
+            recorded = recorded.model_copy(
+                update={"history": updated_history(recorded, (), job.history_limit)}
+            )
         jobs[name] = recorded
     return state if jobs == state.jobs else state.with_jobs(jobs)
 
@@ -66,7 +71,7 @@ def _keep_results(
     if results_problem(job, recorded, repo_root) is None:
         # As recorded: only clear a stale `lost` and move an old absolute path to a relative one.
         tidy = results.model_copy(
-            update={"lost": None, "path": stored_path(Path(job.results_path), repo_root)}
+            update={"lost": None, "path": stored_path(results_file(job, recorded.run), repo_root)}
         )
         return recorded if tidy == results else recorded.model_copy(update={"results": tidy})
     if results.lost:

@@ -24,13 +24,16 @@ from urllib.parse import quote
 
 from reconciler.api.reader import BatchReader
 from reconciler.common import atomic
+from reconciler.common.ownership import DEFAULT_RUN
+from reconciler.plans.runs import file_part
 from reconciler.state.model import BatchRecord
 
 
 def classify(line: dict[str, object]) -> str | None:
     error = line.get("error")
     if isinstance(error, dict) and error:
-        return "batch_expired" if error.get("code") == "batch_expired" else "client_error"
+        code = error.get("code")
+        return code if code in ("batch_expired", "batch_cancelled") else "client_error"
     response = line.get("response")
     status = response.get("status_code") if isinstance(response, dict) else None
     if not isinstance(status, int):
@@ -47,10 +50,12 @@ def unanswered_reason(batch: BatchRecord) -> str:
 
 
 class WorkDir:
-    """Downloaded result files under `<state dir>/work/<job>/<generation>/`."""
+    """Downloaded result files under `<state dir>/work/<job>/<generation>[/<run>]/`."""
 
-    def __init__(self, root: Path, job: str, generation: str) -> None:
+    def __init__(self, root: Path, job: str, generation: str, run: str | None = None) -> None:
         self.path = root / job / generation
+        if run and run != DEFAULT_RUN:
+            self.path = self.path / file_part(run)
 
     def result_files(self, batch: BatchRecord) -> list[Path]:
         return [target for _, target in self._targets(batch)]

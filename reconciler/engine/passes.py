@@ -1,35 +1,71 @@
 """One pass: observe → plan → apply → collect results → record.
 
 `plan`, `apply`, `reconcile` and the daemon are this pass with different endings.  Observing
-and planning only read from the provider; only apply/ writes.
+and planning only read from the provider; only apply/ writes.  Schedules are evaluated once
+per pass, at the reconciler's clock (clock.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.reader import BatchReader
-from reconciler.common.errors import OverBudgetError
+from reconciler.common.errors import OverBudgetError, UserError
+from reconciler.engine import clock
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.finish import finish_jobs
 from reconciler.engine.observe import observe
 from reconciler.engine.results_check import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
+from reconciler.engine.schedules import at_time
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Workspace, load_state
 from reconciler.plans.budget import check_budgets
-from reconciler.plans.changes import Plan
+from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import with_estimates
 from reconciler.plans.plan import make_plan
 from reconciler.plans.record import record
+from reconciler.plans.runs import choose_run, stamp
 from reconciler.state.file import write_state
 from reconciler.state.lock import state_lock
 from reconciler.state.model import State
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which jobs a pass may change (`--target`), and which to start a new run of (`--replace`)."""
+
+    targets: frozenset[str] | None = None
+    replace: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, targets: tuple[str, ...] = (), replace: tuple[str, ...] = ()) -> Scope:
+        return cls(frozenset(targets) if targets else None, frozenset(replace))
+
+    def context(self, now: datetime) -> PlanContext:
+        return PlanContext(stamp=stamp(now), replace=self.replace, targets=self.targets)
+
+    def untouched(self, ws: Workspace, state: State) -> set[str]:
+        if self.targets is None:
+            return set()
+        return (set(ws.desired) | set(state.jobs)) - self.targets
+
+    def check(self, ws: Workspace, state: State) -> None:
+        """A target or replace naming no job is a mistake, not an empty plan."""
+        unknown = sorted((self.targets or frozenset()) - set(ws.desired) - set(state.jobs))
+        if unknown:
+            raise UserError(f"--target {unknown[0]}: no job of that name in the specs or the state")
+        unknown = sorted(self.replace - set(ws.desired))
+        if unknown:
+            raise UserError(f"--replace {unknown[0]}: no job of that name in the specs")
+        outside = sorted(self.replace - (self.targets or self.replace))
+        if outside:
+            raise UserError(f"--replace {outside[0]} is not among the --target jobs")
 
 
 @dataclass(frozen=True)
@@ -39,19 +75,43 @@ class Refreshed:
     live: list[LiveBatch]
     retries: Mapping[tuple[str, int], PartRetry]
     plan: Plan
+    desired: Mapping[str, DesiredJob] = field(default_factory=dict)  # schedules evaluated now
 
 
 def refresh_and_plan(
-    ws: Workspace, readers: Mapping[str, BatchReader], state: State, *, allow_empty: bool = False
+    ws: Workspace,
+    readers: Mapping[str, BatchReader],
+    state: State,
+    *,
+    allow_empty: bool = False,
+    scope: Scope | None = None,
 ) -> Refreshed:
-    live = observe(readers, ws.owner_tag, ws.desired, state)
-    retries = find_retries(ws.desired, live, readers, ws.work_dir)
+    scope = scope or Scope()
+    scope.check(ws, state)
+    now = clock.now()
+    ctx = scope.context(now)
+    desired = at_time(ws.desired, now)
+    live = observe(readers, ws.owner_tag, desired, state)
+    runs = _current_runs(desired, live, state, ctx)
+    retries = find_retries(desired, live, readers, ws.work_dir, runs)
     counts = {key: retry.count for key, retry in retries.items()}
-    plan = make_plan(ws.desired, state, live, retryable=counts, allow_empty=allow_empty)
+    plan = make_plan(desired, state, live, retryable=counts, allow_empty=allow_empty, context=ctx)
     budget = ws.budget.max_usd_per_plan if ws.budget else None
-    plan = check_budgets(with_estimates(plan, ws.desired), ws.desired, state, live, budget)
-    plan = replace(plan, notes=results_notes(ws.desired, state, ws.paths.repo))
-    return Refreshed(live, retries, plan)
+    plan = check_budgets(with_estimates(plan, desired), desired, state, live, budget)
+    plan = replace(plan, notes=results_notes(desired, state, ws.paths.repo))
+    return Refreshed(live, retries, plan, desired)
+
+
+def _current_runs(
+    desired: Mapping[str, DesiredJob], live: list[LiveBatch], state: State, ctx: PlanContext
+) -> dict[str, str | None]:
+    """The run the plan will converge for each job: where retries and resumes are looked for."""
+    runs: dict[str, str | None] = {}
+    for name, job in desired.items():
+        mine = [b for b in live if b.batch.job == name]
+        recorded = state.jobs.get(name)
+        runs[name] = choose_run(job, mine, recorded.pending if recorded else (), ctx).run
+    return runs
 
 
 def converge(
@@ -63,23 +123,26 @@ def converge(
     rebuild: bool = False,
     parallelism: int = DEFAULT_PARALLELISM,
     confirm: Callable[[Plan], None] | None = None,
+    scope: Scope | None = None,
     allow_over_budget: bool = False,
 ) -> tuple[Plan, State, Outcome]:
     """Under the state lock: refresh, plan, refuse a plan over budget, let `confirm` veto
     (raise), apply, record."""
+    scope = scope or Scope()
     with state_lock(ws.paths.state, command):
         state = load_state(ws, rebuild=rebuild)
-        found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty)
+        found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope)
         if found.plan.over_budget and not allow_over_budget:
             raise OverBudgetError(list(found.plan.over_budget))
         if confirm is not None:
             confirm(found.plan)
         sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
         fx = Effects(apis, ws.owner_tag, _writer(ws), utc_now, sources, parallelism)
-        state, outcome = apply_plan(found.plan, ws.desired, found.live, state, fx)
-        finished = finish_jobs(ws.desired, apis, state, outcome, ws.work_dir, ws.paths.repo)
-        if finished is not state:
-            state = write_state(ws.paths.state, finished)
+        untouched = scope.untouched(ws, state)
+        state, outcome = apply_plan(found.plan, found.desired, found.live, state, fx, untouched)
+        mine = {name: job for name, job in found.desired.items() if name not in untouched}
+        finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo)
+        state = write_state(ws.paths.state, finished)  # once per pass, results before their status
     return found.plan, state, outcome
 
 
@@ -87,8 +150,9 @@ def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], comman
     """Refreshes observed status only: no change is planned or made."""
     with state_lock(ws.paths.state, command):
         state = load_state(ws)
-        live = observe(readers, ws.owner_tag, ws.desired, state)
-        return write_state(ws.paths.state, record(ws.desired, state, live, now=utc_now()))
+        desired = at_time(ws.desired, clock.now())
+        live = observe(readers, ws.owner_tag, desired, state)
+        return write_state(ws.paths.state, record(desired, state, live, now=utc_now()))
 
 
 def readers_of(apis: Mapping[str, ProviderApi]) -> dict[str, BatchReader]:

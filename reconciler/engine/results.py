@@ -19,7 +19,7 @@ from reconciler.api.reader import BatchReader
 from reconciler.common import atomic
 from reconciler.common.errors import ApiStatusError, ResultsGoneError
 from reconciler.engine.outcomes import WorkDir, classify, read_lines, unanswered_reason
-from reconciler.engine.results_check import stored_path
+from reconciler.engine.results_check import results_file, stored_path
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import attempts_by_part, job_status
@@ -34,10 +34,9 @@ def collect_results(
 ) -> JobState:
     """Downloads every attempt's files once, writes the merged results, and records them."""
     attempts = attempts_by_part(recorded.batches)
-    work = WorkDir(work_root, job.name, job.generation)
+    work = WorkDir(work_root, job.name, job.generation, recorded.run)
     fetch_all(work, reader, recorded.batches, recorded.deleted_files)
-    assert job.results_path is not None
-    results = write_results(job, attempts, work, Path(job.results_path), repo_root)
+    results = write_results(job, attempts, work, results_file(job, recorded.run), repo_root)
     status = job_status(recorded.batches, recorded.pending)
     return recorded.model_copy(update={"results": results, "status": status})
 

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler.api.batch import is_terminal
+from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.runs import file_part
 from reconciler.state.model import JobState, ResultsRecord, State
 
 CHUNK = 1 << 20
@@ -27,12 +29,19 @@ def recorded_location(results: ResultsRecord, repo_root: Path) -> Path:
     return path if path.is_absolute() else repo_root / path
 
 
+def results_file(job: DesiredJob, run: str | None) -> Path:
+    """`results:` with {job} and {run} filled in (a run id made fit for a file name)."""
+    assert job.results_path is not None
+    filled = job.results_path.replace("{job}", job.name).replace("{run}", file_part(run or DEFAULT_RUN))
+    return Path(filled)
+
+
 def results_problem(job: DesiredJob, recorded: JobState, repo_root: Path) -> str | None:
     """None when the recorded results are where the spec wants them, with the recorded sha256."""
     results = recorded.results
     if not job.results_path or results is None:
         return None
-    target = Path(job.results_path)
+    target = results_file(job, recorded.run)
     if recorded_location(results, repo_root) != target:
         return "is not written yet at the path the spec now names"
     if not target.is_file():
@@ -54,7 +63,7 @@ def results_notes(desired: Mapping[str, DesiredJob], state: State, repo_root: Pa
         problem = results_problem(job, recorded, repo_root)
         if problem is None or job.results_path is None:
             continue
-        shown = stored_path(Path(job.results_path), repo_root)
+        shown = stored_path(results_file(job, recorded.run), repo_root)
         if recorded.results.lost:
             notes.append(f"{name}: {shown} {problem}, and cannot be written again: {recorded.results.lost}")
         else:

@@ -19,7 +19,7 @@ from reconciler.api.batch import LiveBatch, is_terminal
 from reconciler.api.reader import BatchReader
 from reconciler.engine.outcomes import WorkDir, part_outcomes, unanswered_reason
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.jobstatus import attempts_by_part
+from reconciler.plans.jobstatus import attempts_by_part, attempts_used
 from reconciler.specs.slices import PartSpec
 from reconciler.state.model import BatchRecord
 
@@ -55,11 +55,11 @@ def part_lines(input_path: Path, part: PartSpec) -> Iterator[tuple[str, bytes]]:
                 yield str(custom_id), raw if raw.endswith(b"\n") else raw + b"\n"
 
 
-def live_attempts(job: DesiredJob, live: Sequence[LiveBatch]) -> dict[int, list[BatchRecord]]:
+def live_attempts(job: DesiredJob, live: Sequence[LiveBatch], run: str) -> dict[int, list[BatchRecord]]:
     records = [
         BatchRecord.from_batch(b.batch)
         for b in live
-        if b.batch.job == job.name and b.generation == job.generation
+        if b.batch.job == job.name and b.generation == job.generation and b.run == run
     ]
     return attempts_by_part(records)
 
@@ -69,28 +69,35 @@ def find_retries(
     live: Sequence[LiveBatch],
     readers: Mapping[str, BatchReader],
     work: Path,
+    runs: Mapping[str, str | None],
 ) -> dict[tuple[str, int], PartRetry]:
-    """(job, part) → its next attempt, for every finished part with attempts and requests left."""
+    """(job, part) → its next attempt, for every finished part of the job's current run (`runs`)
+    with attempts and requests left, or cut short by a cancel (a resume)."""
     found: dict[tuple[str, int], PartRetry] = {}
     for job in desired.values():
-        if job.max_attempts > 1 and not job.suspend:
-            for index, retry in _job_retries(job, live, readers[job.provider], work).items():
+        run = runs.get(job.name)
+        if run is not None and not job.suspend:
+            for index, retry in _job_retries(job, run, live, readers[job.provider], work).items():
                 found[(job.name, index)] = retry
     return found
 
 
 def _job_retries(
-    job: DesiredJob, live: Sequence[LiveBatch], reader: BatchReader, work_root: Path
+    job: DesiredJob, run: str, live: Sequence[LiveBatch], reader: BatchReader, work_root: Path
 ) -> dict[int, PartRetry]:
-    work = WorkDir(work_root, job.name, job.generation)
+    work = WorkDir(work_root, job.name, job.generation, run)
     parts = {p.index: p for p in job.part_specs}
     found: dict[int, PartRetry] = {}
-    for index, attempts in live_attempts(job, live).items():
+    for index, attempts in live_attempts(job, live, run).items():
         latest = attempts[-1]
-        if not is_terminal(latest.status) or latest.retry >= job.max_attempts or index not in parts:
+        retry_left = attempts_used(attempts) < job.max_attempts
+        resume = latest.status == "cancelled"
+        if not is_terminal(latest.status) or not (retry_left or resume) or index not in parts:
             continue
+        # A resume sends what the cancel cut short; other reasons only while retries are left.
+        reasons = (("batch_cancelled",) if resume else ()) + (job.retry_on if retry_left else ())
         outcomes = part_outcomes([(a, work.download(reader, a)) for a in attempts])
-        retry = PartRetry(parts[index], latest.retry + 1, outcomes, unanswered_reason(latest), job.retry_on)
+        retry = PartRetry(parts[index], latest.retry + 1, outcomes, unanswered_reason(latest), reasons)
         lines = part_lines(Path(job.input_path), retry.part)
         count = sum(1 for custom_id, _ in lines if retry.wanted(custom_id))
         if count:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reconciler.api.uploads import UploadSource
 from reconciler.common import atomic
-from reconciler.engine.apply.leftovers import upload_name
+from reconciler.engine.apply.leftovers import run_tag, upload_name
 from reconciler.engine.outcomes import WorkDir
 from reconciler.engine.retries import PartRetry, write_retry_input
 from reconciler.plans.changes import DesiredJob, Unit
@@ -24,7 +24,8 @@ class UploadSources:
         self._retries = retries
 
     def __call__(self, job: DesiredJob, unit: Unit) -> UploadSource:
-        stem = f"{job.name}-{job.generation}"
+        tag = run_tag(unit.run)
+        stem = f"{job.name}-{job.generation}" + (f"-n{tag}" if tag else "")
         if unit.retry > 1:
             name = upload_name(f"{stem}-p{unit.part}-r{unit.retry}", self._owner_tag)
             return UploadSource(self._retry_input(job, unit), name)
@@ -36,7 +37,8 @@ class UploadSources:
 
     def _retry_input(self, job: DesiredJob, unit: Unit) -> Path:
         """Written now, from what observing found: the file exists only where it is uploaded."""
-        target = WorkDir(self._work_root, job.name, job.generation).retry_input(unit.part, unit.retry)
+        work = WorkDir(self._work_root, job.name, job.generation, unit.run)
+        target = work.retry_input(unit.part, unit.retry)
         retry = self._retries.get((job.name, unit.part))
         if retry is not None and retry.attempt == unit.retry:
             with atomic.replacing(target) as out:

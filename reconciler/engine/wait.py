@@ -2,6 +2,8 @@
 
 Each pass is `converge`; between passes it sleeps a fixed poll.  What a pass did is handed
 to `shown` (the CLI prints plans and transitions), so this loop stays free of rendering.
+A job waited for that ends failed, expired or cancelled (its retries spent) is a failure of
+the wait: one line each, and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -9,16 +11,16 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reconciler.api.batch import is_terminal
 from reconciler.api.client import ProviderApi
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Outcome
-from reconciler.engine.passes import converge
+from reconciler.engine.passes import Scope, converge
 from reconciler.engine.workspace import Workspace
 from reconciler.plans.changes import Plan
-from reconciler.state.model import State
+from reconciler.state.model import JobState, State
 
 WAIT_POLL_SECONDS = 1.0
 COMMAND = "reconciler reconcile"
@@ -31,6 +33,7 @@ class WaitOptions:
     allow_empty: bool = False
     rebuild: bool = False
     parallelism: int = DEFAULT_PARALLELISM
+    scope: Scope = field(default_factory=Scope)
     allow_over_budget: bool = False
 
 
@@ -51,14 +54,17 @@ def converge_until_done(
             allow_empty=options.allow_empty,
             rebuild=options.rebuild and attempt == 0,
             parallelism=options.parallelism,
+            scope=options.scope,
             allow_over_budget=options.allow_over_budget,
         )
         shown(plan, state)
         total.created += outcome.created
         total.cancelled += outcome.cancelled
         total.failures = outcome.failures  # only what still fails at the end counts
-        waiting = unfinished(ws, state)
+        waiting = unfinished(ws, state, options.scope.targets)
         if not options.wait or not waiting:
+            if options.wait:
+                total.failures = {**ended_badly(ws, state, options.scope.targets), **total.failures}
             return plan, total
         if time.monotonic() >= deadline:
             raise UserError(
@@ -68,9 +74,26 @@ def converge_until_done(
     raise AssertionError("unreachable")
 
 
-def unfinished(ws: Workspace, state: State) -> list[str]:
-    return sorted(
-        name
+def waited_for(ws: Workspace, state: State, targets: frozenset[str] | None) -> dict[str, JobState]:
+    return {
+        name: state.jobs[name]
         for name, job in ws.desired.items()
-        if not job.suspend and name in state.jobs and not is_terminal(state.jobs[name].status)
-    )
+        if not job.suspend and name in state.jobs and (targets is None or name in targets)
+    }
+
+
+def unfinished(ws: Workspace, state: State, targets: frozenset[str] | None = None) -> list[str]:
+    """Jobs with something still running or owed (a create pending, results to collect)."""
+    jobs = waited_for(ws, state, targets)
+    return sorted(name for name, job in jobs.items() if job.status != "none" and not is_terminal(job.status))
+
+
+def ended_badly(ws: Workspace, state: State, targets: frozenset[str] | None) -> dict[str, str]:
+    """`nightly-eval: ended expired (3/29/32)` for each job waited for that did not complete."""
+    ended = {}
+    for name, job in waited_for(ws, state, targets).items():
+        if is_terminal(job.status) and job.status != "completed":
+            counts = job.request_counts
+            done = f"{counts.get('completed', 0)}/{counts.get('failed', 0)}/{counts.get('total', 0)}"
+            ended[name] = f"ended {job.status} ({done} done/failed/total)"
+    return ended

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.common.usage import UnitPrices
 from reconciler.specs.slices import PartSpec
 
@@ -16,6 +19,7 @@ class Action(StrEnum):
     CREATE = "create"
     REPLACE = "replace"
     RETRY = "retry"
+    RESUME = "resume"
     CANCEL = "cancel"
     ADOPT = "adopt"
     FORGET = "forget"
@@ -27,11 +31,25 @@ SYMBOLS = {
     Action.CREATE: "+",
     Action.REPLACE: "~",
     Action.RETRY: "+",
+    Action.RESUME: "+",
     Action.CANCEL: "-",
     Action.ADOPT: ">",
     Action.FORGET: ".",
     Action.NOOP: " ",
 }
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A schedule as of one instant: the latest slot due and the next one (aware datetimes)."""
+
+    expression: str
+    timezone: str = "UTC"
+    concurrency_policy: str = "forbid"
+    starting_deadline: int | None = None  # seconds; None: a missed slot is never skipped
+    now: datetime | None = None
+    due: datetime | None = None  # the latest slot at or before `now`
+    next: datetime | None = None  # the first slot after `now`
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,11 @@ class DesiredJob:
     prices: UnitPrices | None = None  # None: no price for this model
     budget_usd: float | None = None  # spec.budget.max_usd: one run at most
     budget_cancels: bool = False  # spec.budget.on_exceed: cancel
+    run_label: str = DEFAULT_RUN  # the run id `spec.run` asks for (unscheduled jobs)
+    schedule: Slot | None = None  # with `now`, `due` and `next` filled in for each pass
+    history_limit: int = 10
+    legacy_generation: str | None = None  # the same spec's generation before runs (format 1)
+    definition: Mapping[str, Any] = field(default_factory=dict)  # shown field by field in diffs
 
     def estimated_tokens(self, requests: int) -> int:
         """Input tokens for `requests` of this job's requests, in proportion to the whole input's
@@ -84,6 +107,7 @@ class Unit:
     part: int
     retry: int
     requests: int
+    run: str = DEFAULT_RUN
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,9 @@ class Change:
     launch_tokens: int = 0  # their estimated input tokens
     estimate: CostEstimate | None = None  # what they cost; None when nothing is launched
     over_budget: str | None = None  # why this change passes its job's budget
+    run: str | None = None  # the run the creates belong to
+    attention: bool = False  # a noop the user should see anyway (e.g. a batch left running)
+    next_run: str | None = None  # a scheduled job's next slot, as the user reads it
 
     @property
     def mutates(self) -> bool:
@@ -135,6 +162,16 @@ class CostEstimate:
         if self.input_usd is None or self.output_usd is None:
             return None
         return self.input_usd + self.output_usd
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a plan is asked beyond the files: `replace` starts new runs of these jobs, named with
+    `stamp` (the pass's time); `targets`, when given, are the only jobs planned."""
+
+    stamp: str = ""
+    replace: frozenset[str] = frozenset()
+    targets: frozenset[str] | None = None
 
 
 # (job, part) → how many of that part's requests still need another batch

@@ -1,12 +1,21 @@
-"""The decision for one job: which batches to create, cancel, adopt or retry, and why."""
+"""The decision for one job: which batches to create, cancel, adopt, retry or resume, and why.
+
+Only the batches of the job's current run (runs.py) and generation are its current work;
+running batches of other runs or generations are superseded, unless a schedule's
+`concurrency_policy: allow` lets an earlier run go on.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from reconciler.api.batch import LiveBatch
-from reconciler.plans.changes import Action, Change, DesiredJob, Retryable, Unit
-from reconciler.state.model import JobState
+from reconciler.plans.changes import Action, Change, DesiredJob, PlanContext, Retryable, Unit
+from reconciler.plans.diff import changed_fields
+from reconciler.plans.jobstatus import attempts_used, job_status
+from reconciler.plans.removed import plan_removed
+from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run
+from reconciler.state.model import BatchRecord, JobState
 
 
 def plan_job(
@@ -15,21 +24,40 @@ def plan_job(
     recorded: JobState | None,
     live: list[LiveBatch],
     retryable: Retryable,
+    ctx: PlanContext | None = None,
 ) -> Change | None:
     running = [b for b in live if not b.terminal]
     if desired is None:
-        return _plan_removed(name, recorded, running)
+        return plan_removed(name, recorded, running)
     if desired.suspend:
         if running:
             return _change(desired, Action.CANCEL, "suspended; cancelling what runs", cancel=running)
         return _change(desired, Action.NOOP, "suspended")
-    current = [b for b in live if b.generation == desired.generation]
-    stale = [b for b in running if b.generation != desired.generation]
-    known = recorded.batch_ids if recorded and recorded.generation == desired.generation else frozenset()
+    choice = choose_run(desired, live, recorded.pending if recorded else (), ctx or PlanContext())
+    run = choice.run
+    current = [b for b in live if b.run == run and b.generation == desired.generation]
+    stale = [b for b in running if _superseded(b, run, desired.generation, choice)]
+    known = _known(recorded, desired, run)
     adopt = [b for b in current if b.id not in known]
-    creates = _missing_parts(desired, current) + _retries(desired, current, retryable)
-    action, reason = _label(desired, recorded, current, stale, adopt, creates)
-    return _change(desired, action, reason, cancel=stale, adopt=adopt, creates=creates)
+    firsts = _missing_parts(desired, current) if run is not None and choice.fresh else []
+    creates = firsts + _retries(desired, current, retryable)
+    action, reason = _label(desired, recorded, choice, current, stale, adopt, creates)
+    return _change(desired, action, reason, cancel=stale, adopt=adopt, creates=creates, run=run)
+
+
+def _superseded(batch: LiveBatch, run: str | None, generation: str, choice: RunChoice) -> bool:
+    if not choice.fresh:  # nothing new starts now: what runs is left alone
+        return False
+    if batch.run == run:
+        return batch.generation != generation
+    return choice.cancel_other_runs
+
+
+def _known(recorded: JobState | None, desired: DesiredJob, run: str | None) -> frozenset[str]:
+    generations = (desired.generation, desired.legacy_generation)  # a version-1 state's is the legacy one
+    if recorded is None or recorded.generation not in generations or (recorded.run or run) != run:
+        return frozenset()
+    return recorded.batch_ids
 
 
 def _missing_parts(desired: DesiredJob, current: list[LiveBatch]) -> list[Unit]:
@@ -37,16 +65,22 @@ def _missing_parts(desired: DesiredJob, current: list[LiveBatch]) -> list[Unit]:
     return [Unit(p.index, 1, p.requests) for p in desired.part_specs if p.index not in present]
 
 
-def _retries(desired: DesiredJob, current: list[LiveBatch], retryable: Retryable) -> list[Unit]:
+def _latest(current: list[LiveBatch]) -> dict[int, LiveBatch]:
     latest: dict[int, LiveBatch] = {}
     for batch in current:
         part = batch.batch.part
         if part not in latest or batch.batch.retry > latest[part].batch.retry:
             latest[part] = batch
+    return latest
+
+
+def _retries(desired: DesiredJob, current: list[LiveBatch], retryable: Retryable) -> list[Unit]:
     units = []
-    for part, batch in sorted(latest.items()):
+    for part, batch in sorted(_latest(current).items()):
         count = retryable.get((desired.name, part), 0)
-        if batch.terminal and count and batch.batch.retry < desired.max_attempts:
+        resume = batch.status == "cancelled"
+        used = attempts_used(BatchRecord.from_batch(b.batch) for b in current if b.batch.part == part)
+        if batch.terminal and count and (resume or used < desired.max_attempts):
             units.append(Unit(part, batch.batch.retry + 1, count))
     return units
 
@@ -54,6 +88,7 @@ def _retries(desired: DesiredJob, current: list[LiveBatch], retryable: Retryable
 def _label(
     desired: DesiredJob,
     recorded: JobState | None,
+    choice: RunChoice,
     current: list[LiveBatch],
     stale: list[LiveBatch],
     adopt: list[LiveBatch],
@@ -61,27 +96,49 @@ def _label(
 ) -> tuple[Action, str]:
     first = [u for u in creates if u.retry == 1]
     if first and stale:
-        old = stale[0]
-        return (
-            Action.REPLACE,
-            f"spec changed ({old.generation} → {desired.generation}) while {old.id} is {old.status}",
-        )
+        return Action.REPLACE, _replace_reason(desired, recorded, choice, stale)
     if first:
-        return Action.CREATE, _create_reason(desired, recorded, first, bool(current))
+        return Action.CREATE, _create_reason(desired, recorded, choice, first, bool(current))
     if creates:
-        unit = creates[0]
         total = sum(u.requests for u in creates)
-        return Action.RETRY, f"attempt {unit.retry}, {total:,} requests did not succeed"
+        latest = _latest(current)
+        if all(latest[u.part].status == "cancelled" for u in creates):
+            return Action.RESUME, f"{total:,} requests without a final answer are sent again"
+        return Action.RETRY, f"attempt {creates[0].retry}, {total:,} requests did not succeed"
     if adopt:
         return Action.ADOPT, f"{adopt[0].id} of generation {desired.generation} is live but not in the state"
     if stale:
         return Action.CANCEL, f"superseded by generation {desired.generation}; cancelling {stale[0].id}"
-    return Action.NOOP, f"in sync ({current[-1].status})" if current else "in sync"
+    return Action.NOOP, _in_sync(desired, choice, current)
 
 
-def _create_reason(desired: DesiredJob, recorded: JobState | None, units: list[Unit], partial: bool) -> str:
+def _in_sync(desired: DesiredJob, choice: RunChoice, current: list[LiveBatch]) -> str:
+    if choice.note and not choice.fresh:
+        return choice.note
+    records = tuple(BatchRecord.from_batch(b.batch) for b in current)
+    return f"in sync ({job_status(records, ())})" if current else "in sync"
+
+
+def _new_run(desired: DesiredJob, choice: RunChoice) -> str:
+    """`run 2026-12-01T02:00:00+01:00 (schedule 0 2 * * *)`, or `run x (--replace)`; else ''."""
+    slot = desired.schedule
+    shown = shown_run(choice.run or "", slot.timezone if slot else "UTC")
+    if choice.started_by == "schedule" and slot is not None:
+        extra = f"; {choice.note}" if choice.note else ""
+        return f"run {shown} (schedule {slot.expression}{extra})"
+    if choice.started_by == "replace":
+        return f"run {shown} (--replace)"
+    return ""
+
+
+def _create_reason(
+    desired: DesiredJob, recorded: JobState | None, choice: RunChoice, units: list[Unit], partial: bool
+) -> str:
     size = f"{len(units)} parts, " if len(units) > 1 else ""
     size += f"{sum(u.requests for u in units):,} requests"
+    new_run = _new_run(desired, choice)
+    if new_run:
+        return f"{new_run}: {size}"
     if partial:
         return f"{size}: parts {', '.join(str(u.part) for u in units)} have no batch yet"
     if recorded is None:
@@ -90,26 +147,39 @@ def _create_reason(desired: DesiredJob, recorded: JobState | None, units: list[U
         attempts = ", ".join(p.attempt for p in recorded.pending)
         return f"{size}: attempt {attempts} left no batch in the live list; creating it"
     if recorded.generation != desired.generation:
-        return f"{size}: spec changed ({recorded.generation} → {desired.generation})"
+        return f"{size}: spec changed ({_what_changed(desired, recorded)})"
+    if recorded.run and choice.run and run_base(recorded.run) != run_base(choice.run):
+        return (
+            f"{size}: new run {choice.run} ({_what_changed(desired, recorded, f'last run {recorded.run}')})"
+        )
     return f"{size}: no batch of generation {desired.generation} is live"
 
 
-def _plan_removed(name: str, recorded: JobState | None, running: list[LiveBatch]) -> Change | None:
-    policy = recorded.deletion_policy if recorded else "cancel"
-    provider = recorded.provider if recorded else (running[0].provider if running else "")
-    generation = recorded.generation if recorded else None
-    if running and policy == "cancel":
-        ids = tuple(b.id for b in running)
-        reason = f"spec removed; deletion_policy cancel stops {ids[0]}"
-        return Change(name, Action.CANCEL, reason, provider, generation, cancel=ids)
-    if recorded is None:
-        return None
-    reason = (
-        f"spec removed; deletion_policy orphan leaves {running[0].id} running"
-        if running
-        else "spec removed; its batches are finished"
-    )
-    return Change(name, Action.FORGET, reason, provider, generation)
+def _replace_reason(
+    desired: DesiredJob, recorded: JobState | None, choice: RunChoice, stale: list[LiveBatch]
+) -> str:
+    old = stale[0]
+    counts = old.batch.request_counts
+    progress = f" at {counts.completed:,}/{counts.total:,}" if counts and counts.total else ""
+    thrown = f"{old.id} is {old.status}{progress}"
+    new_run = _new_run(desired, choice)
+    if new_run:
+        return f"{new_run}: cancelling {thrown}"
+    if old.generation != desired.generation:
+        return f"spec changed ({_what_changed(desired, recorded, old.generation)}) while {thrown}"
+    return f"new run {choice.run} ({_what_changed(desired, recorded, f'last run {old.run}')}) while {thrown}"
+
+
+def _what_changed(desired: DesiredJob, recorded: JobState | None, otherwise: str | None = None) -> str:
+    """The changed fields; without a recorded definition (an older state), the generations."""
+    definition = recorded.definition if recorded else None
+    fields = changed_fields(definition, desired.definition)
+    if fields:
+        return "; ".join(fields)
+    if otherwise and otherwise.startswith("last run"):
+        return otherwise
+    old = otherwise or (recorded.generation if recorded else "?")
+    return f"{old} → {desired.generation}"
 
 
 def _change(
@@ -120,8 +190,13 @@ def _change(
     cancel: Sequence[LiveBatch] = (),
     adopt: Sequence[LiveBatch] = (),
     creates: Sequence[Unit] = (),
+    run: str | None = None,
 ) -> Change:
     launched = sum(u.requests for u in creates)
+    slot = desired.schedule
+    upcoming = None
+    if slot is not None and slot.next is not None:
+        upcoming = f"{shown_run(slot_run(slot.next), slot.timezone)} (schedule {slot.expression})"
     return Change(
         job=desired.name,
         action=action,
@@ -135,4 +210,6 @@ def _change(
         model=desired.model,
         launch_requests=launched,
         launch_tokens=desired.estimated_tokens(launched),
+        run=run,
+        next_run=upcoming,
     )

@@ -12,12 +12,22 @@ from reconciler.plans.cost import plan_total
 PLAN_FORMAT_VERSION = 1
 
 
-def plan_document(plan: Plan, *, owner_tag: str, lineage: str) -> dict[str, Any]:
-    """The `plan --json` / `--out` document: plain data, no secrets."""
+def plan_document(
+    plan: Plan,
+    *,
+    owner_tag: str,
+    lineage: str,
+    targets: frozenset[str] | None = None,
+    replace: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The `plan --json` / `--out` document: plain data, no secrets.  `targets` and `replace`
+    are what `apply FILE` plans again with."""
     return {
         "format_version": PLAN_FORMAT_VERSION,
         "owner": owner_tag,
         "lineage": lineage,
+        "targets": sorted(targets) if targets is not None else None,
+        "replace": sorted(replace),
         "changes": [change_dict(c) for c in plan.changes],
         "summary": {a.value: sum(1 for c in plan.changes if c.action is a) for a in Action},
         "cost": estimate_dict(plan_total(plan)),
@@ -25,6 +35,17 @@ def plan_document(plan: Plan, *, owner_tag: str, lineage: str) -> dict[str, Any]
         "warnings": list(plan.warnings),
         "notes": list(plan.notes),
     }
+
+
+def saved_scope(document: dict[str, Any]) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """(targets, replace) a saved plan was made with."""
+    targets, replace = document.get("targets"), document.get("replace") or []
+    names = [*(targets or []), *replace]
+    if not isinstance(replace, list) or (targets is not None and not isinstance(targets, list)):
+        raise UserError("saved plan: targets and replace must be lists of job names")
+    if not all(isinstance(n, str) for n in names):
+        raise UserError("saved plan: targets and replace must be lists of job names")
+    return (frozenset(targets) if targets is not None else None), frozenset(replace)
 
 
 def change_dict(change: Change) -> dict[str, Any]:
@@ -38,6 +59,8 @@ def change_dict(change: Change) -> dict[str, Any]:
         "adopt": list(change.adopt),
         "requests": change.requests,
         "model": change.model,
+        "run": change.run,
+        "next_run": change.next_run,
         "launch": {"requests": change.launch_requests, "estimated_input_tokens": change.launch_tokens},
         "cost": estimate_dict(change.estimate),
         "over_budget": change.over_budget,

@@ -41,6 +41,13 @@ def attempts_by_part(batches: Iterable[BatchRecord]) -> dict[int, list[BatchReco
     return parts
 
 
+def attempts_used(attempts: Iterable[BatchRecord]) -> int:
+    """A part's attempts that count toward `retry.max_attempts`: a resume (the attempt after a
+    cancelled one) sends again what the cancel cut short, and is not a retry."""
+    ordered = sorted(attempts, key=lambda b: b.retry)
+    return sum(1 for i, b in enumerate(ordered) if i == 0 or ordered[i - 1].status != "cancelled")
+
+
 def job_status(
     batches: tuple[BatchRecord, ...], pending: tuple[PendingCreate, ...], *, results_due: bool = False
 ) -> str:

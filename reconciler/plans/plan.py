@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.changes import Action, DesiredJob, Plan, Retryable
+from reconciler.plans.changes import Action, DesiredJob, Plan, PlanContext, Retryable
 from reconciler.plans.decide import plan_job
 from reconciler.state.model import State
 
@@ -23,17 +23,21 @@ def make_plan(
     *,
     retryable: Retryable | None = None,
     allow_empty: bool = False,
+    context: PlanContext | None = None,
 ) -> Plan:
+    ctx = context or PlanContext()
     by_job: dict[str, list[LiveBatch]] = {}
     for batch in live:
         by_job.setdefault(batch.batch.job or "", []).append(batch)
     names = sorted(set(desired) | set(state.jobs) | set(by_job) - {""})
+    if ctx.targets is not None:
+        names = [name for name in names if name in ctx.targets]
     changes = [
         change
         for name in names
         if (
             change := plan_job(
-                name, desired.get(name), state.jobs.get(name), by_job.get(name, []), retryable or {}
+                name, desired.get(name), state.jobs.get(name), by_job.get(name, []), retryable or {}, ctx
             )
         )
     ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Literal
 
 from reconciler.api.batch import LiveBatch
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.history import updated_history
 from reconciler.plans.jobstatus import job_status, request_counts
+from reconciler.plans.runs import newest
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, State
 
 
@@ -17,40 +20,51 @@ def record(
     *,
     forgotten: Iterable[str] = (),
     now: str,
+    runs: Mapping[str, str | None] | None = None,
+    untouched: Collection[str] = (),
 ) -> State:
-    """The state with every job's batches and status taken from `live`."""
+    """The state with every job's batches and status taken from `live`; `runs` names each job's
+    current run as the plan chose it, and jobs in `untouched` (outside --target) stay as they were."""
     gone = set(forgotten)
     by_job: dict[str, list[LiveBatch]] = {}
     for batch in live:  # grouped once: scanning every live batch for each job is quadratic
         by_job.setdefault(batch.batch.job or "", []).append(batch)
     jobs: dict[str, JobState] = {}
     for name, previous in state.jobs.items():
-        if name not in desired and name not in gone:
+        if name in untouched:
+            jobs[name] = previous
+        elif name not in desired and name not in gone:
             jobs[name] = observed_job(name, previous, by_job.get(name, []), now)
     for name, job in desired.items():
-        base = _as_desired(job, state.jobs.get(name))
-        jobs[name] = observed_job(name, base, by_job.get(name, []), now, job)
+        if name in untouched:
+            continue
+        mine = by_job.get(name, [])
+        run = _run_of(name, runs or {}, state.jobs.get(name), mine)
+        base = _as_desired(job, state.jobs.get(name), run)
+        jobs[name] = observed_job(name, base, mine, now, job)
     return state.with_jobs(jobs)
 
 
 def observed_job(
     name: str, base: JobState, live: Sequence[LiveBatch], now: str, desired: DesiredJob | None = None
 ) -> JobState:
-    mine = [
-        b
-        for b in live
-        if b.batch.job == name and b.generation == base.generation and b.provider == base.provider
-    ]
+    ours = [b for b in live if b.batch.job == name and b.provider == base.provider]
+    mine = [b for b in ours if b.generation == base.generation and b.run == base.run]
     mine.sort(key=lambda b: (b.batch.part, b.batch.retry, b.batch.created_at or 0, b.id))
     attempts = {b.batch.attempt for b in mine}
     # An intent is resolved once its batch is live.
-    pending = tuple(p for p in base.pending if p.generation == base.generation and p.attempt not in attempts)
+    pending = tuple(
+        p
+        for p in base.pending
+        if p.generation == base.generation and (p.run or base.run) == base.run and p.attempt not in attempts
+    )
     batches = tuple(BatchRecord.from_batch(b.batch) for b in mine)
     results = base.results if base.results and set(base.results.batches) == _ids(batches) else None
     results_due = bool(desired and desired.results_path) and results is None
-    return base.model_copy(
+    status = job_status(batches, pending, results_due=results_due)
+    current = base.model_copy(
         update={
-            "status": job_status(batches, pending, results_due=results_due),
+            "status": status,
             "request_counts": request_counts(batches),
             "batches": batches,
             "pending": pending,
@@ -58,6 +72,8 @@ def observed_job(
             "observed_at": now,
         }
     )
+    limit = desired.history_limit if desired else max(len(base.history), 1)
+    return current.model_copy(update={"history": updated_history(current, ours, limit)})
 
 
 def with_pending(
@@ -69,7 +85,7 @@ def with_pending(
     """The state with create intents recorded, before any create is sent."""
     jobs = dict(state.jobs)
     for name, pending in intents.items():
-        base = _as_desired(desired[name], jobs.get(name))
+        base = _as_desired(desired[name], jobs.get(name), pending[0].run if pending else None)
         keep = tuple(p for p in base.pending if (p.part, p.retry) not in {(i.part, i.retry) for i in pending})
         all_pending = keep + pending
         status = job_status(base.batches, all_pending)
@@ -77,12 +93,47 @@ def with_pending(
     return state.with_jobs(jobs)
 
 
-def _as_desired(job: DesiredJob, previous: JobState | None) -> JobState:
-    """The recorded job carried over to the desired generation, provider and policy."""
-    policy = "orphan" if job.deletion_policy == "orphan" else "cancel"
-    if previous and previous.generation == job.generation and previous.provider == job.provider:
-        return previous.model_copy(update={"deletion_policy": policy})
-    return JobState(generation=job.generation, provider=job.provider, status="none", deletion_policy=policy)
+def _run_of(
+    name: str, runs: Mapping[str, str | None], previous: JobState | None, live: Sequence[LiveBatch]
+) -> str | None:
+    if name in runs:
+        return runs[name]
+    if previous is not None and previous.run is not None:
+        return previous.run
+    return newest(b.run for b in live)
+
+
+def _as_desired(job: DesiredJob, previous: JobState | None, run: str | None) -> JobState:
+    """The recorded job carried over to the desired generation, run, provider and policy; its
+    history goes along whatever changed."""
+    policy: Literal["cancel", "orphan"] = "orphan" if job.deletion_policy == "orphan" else "cancel"
+    definition = dict(job.definition)
+    if previous is not None and _same_run(job, previous, run):
+        update = {
+            "deletion_policy": policy,
+            "generation": job.generation,
+            "definition": definition,
+            "run": run,
+        }
+        return previous.model_copy(update=update)
+    return JobState(
+        generation=job.generation,
+        provider=job.provider,
+        status="none",
+        deletion_policy=policy,
+        run=run,
+        history=previous.history if previous is not None else (),
+        definition=definition,
+    )
+
+
+def _same_run(job: DesiredJob, previous: JobState, run: str | None) -> bool:
+    generations = (job.generation, job.legacy_generation)
+    return (
+        previous.provider == job.provider
+        and previous.generation in generations
+        and (previous.run or run) == run
+    )
 
 
 def _ids(batches: tuple[BatchRecord, ...]) -> set[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from reconciler.common.errors import OwnerError
+from reconciler.specs.yamlsource import load_yaml
 
 OWNER_ENV = "RECONCILER_OWNER"
 SETTINGS_FILE = "reconciler.yaml"
@@ -64,7 +65,7 @@ def _owner_from_settings(repo: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise OwnerError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
     value = data.get("owner") if isinstance(data, dict) else None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from reconciler.common import limits
 from reconciler.specs.fields import (
@@ -17,13 +18,18 @@ from reconciler.specs.fields import (
     BaseUrl,
     ByteSize,
     CompletionWindow,
+    Cron,
+    Duration,
     Endpoint,
     Headers,
     Metadata,
     ModelName,
     Name,
     RepoFile,
+    ResultsFile,
     RetryReason,
+    RunLabel,
+    TimeZone,
 )
 
 API_VERSION = "reconciler/v1"
@@ -90,12 +96,35 @@ class BatchJobSpec(_Document):
     """Split an input over the API's limits into several batches (parts)."""
     retry: RetrySpec | None = None
     """Send again only the requests that did not succeed, up to max_attempts batches each."""
-    results: RepoFile | None = None
-    """Where to write the merged results (JSONL), relative to this spec file, inside the repo."""
+    results: ResultsFile | None = None
+    """Where to write the merged results (JSONL), relative to this spec file, inside the repo;
+    {job} and {run} are filled in, so runs need not overwrite each other."""
     cleanup: CleanupSpec | None = None
     """Delete files the reconciler uploaded or whose contents it has merged."""
     budget: BudgetSpec | None = None
     """The most one run of this job may cost; checked against the plan's estimate."""
+    schedule: Cron | None = None
+    """Five-field cron expression: each slot starts one run, e.g. "0 2 * * *" (02:00 daily)."""
+    timezone: TimeZone = "UTC"
+    """The IANA time zone the schedule is read in, e.g. Europe/Berlin."""
+    concurrency_policy: Literal["forbid", "replace", "allow"] = "forbid"
+    """When a slot comes while the previous run still runs: forbid (wait for it), replace
+    (cancel it) or allow (run both)."""
+    starting_deadline: Duration | None = None
+    """A slot missed by more than this (e.g. 2h) is skipped; omitted: never skipped."""
+    run: RunLabel | None = None
+    """Any string; changing it starts a new run of an otherwise unchanged spec."""
+    history_limit: Annotated[int, Field(ge=1, le=100)] = 10
+    """How many runs the state keeps per job."""
+
+    @model_validator(mode="after")
+    def _schedule_fields_need_a_schedule(self) -> BatchJobSpec:
+        given = {"timezone", "concurrency_policy", "starting_deadline"} & self.model_fields_set
+        if self.schedule is None and given:
+            raise PydanticCustomError(
+                "reconciler", f"{', '.join(sorted(given))} only apply with a schedule; add one or remove them"
+            )
+        return self
 
 
 class BatchJob(_Document):

@@ -6,7 +6,9 @@ both, so a pydantic error location like ('spec', 'metadata', 'team') maps back t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,6 +16,41 @@ from reconciler.common.errors import Problem
 
 Loc = tuple[int | str, ...]
 Parsed = tuple[yaml.Node, object]
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_YAML12_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+
+
+def _yaml12_resolvers(base: type[yaml.resolver.BaseResolver]) -> dict[Any, Any]:
+    """YAML 1.2 booleans: only true/false. PyYAML follows YAML 1.1, where `on`, `yes`, `no` and
+    `off` are booleans too, so `retry: {on: [...]}` had a key True, unlike the JSON Schema says."""
+    table = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+        for first, resolvers in base.yaml_implicit_resolvers.items()
+    }
+    for first in "tTfF":
+        table.setdefault(first, []).insert(0, (_BOOL_TAG, _YAML12_BOOL))
+    return table
+
+
+class SafeLoader12(yaml.SafeLoader):
+    """The pure-Python safe loader with YAML 1.2 booleans."""
+
+
+SafeLoader12.yaml_implicit_resolvers = _yaml12_resolvers(yaml.SafeLoader)
+_FAST_LOADER: Any = None
+if hasattr(yaml, "CSafeLoader"):
+
+    class CSafeLoader12(yaml.CSafeLoader):
+        """libyaml's parser; the resolver, and so the booleans, are Python's."""
+
+    CSafeLoader12.yaml_implicit_resolvers = _yaml12_resolvers(yaml.CSafeLoader)
+    _FAST_LOADER = CSafeLoader12
+
+
+def load_yaml(text: str) -> Any:
+    """One document, as every file the tool reads is read: YAML 1.2 booleans."""
+    return yaml.load(text, Loader=_FAST_LOADER or SafeLoader12)
 
 
 def parse_yaml(path: Path, shown: str) -> tuple[list[Parsed], list[Problem]]:
@@ -29,7 +66,7 @@ def parse_yaml(path: Path, shown: str) -> tuple[list[Parsed], list[Problem]]:
     if fast is not None:
         return fast, []
     try:
-        loader = yaml.SafeLoader(text)  # checks every character up front
+        loader = SafeLoader12(text)  # checks every character up front
     except yaml.reader.ReaderError as error:
         return [], [_control_character(error, shown, text)]
     documents: list[Parsed] = []
@@ -61,10 +98,9 @@ def parse_yaml(path: Path, shown: str) -> tuple[list[Parsed], list[Problem]]:
 def _parse_with_libyaml(text: str, shown: str) -> list[Parsed] | None:
     """The documents, when libyaml (about ten times faster) parses the file cleanly; else None,
     and the pure-Python loader above parses it again to word the problems, exactly as always."""
-    fast_loader = getattr(yaml, "CSafeLoader", None)
-    if fast_loader is None or yaml.reader.Reader.NON_PRINTABLE.search(text):
+    if _FAST_LOADER is None or yaml.reader.Reader.NON_PRINTABLE.search(text):
         return None
-    loader = fast_loader(text)
+    loader = _FAST_LOADER(text)
     documents: list[Parsed] = []
     try:
         while loader.check_node():
@@ -164,7 +200,7 @@ def _constructed(key: yaml.ScalarNode) -> object:
     if key.style:  # quoted: it stayed a string, which `k.value == part` already compared
         return key.value
     try:
-        return yaml.safe_load(key.value)
+        return load_yaml(key.value)
     except yaml.YAMLError:
         return key.value
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from reconciler.common import atomic
 from reconciler.common.errors import StateError
 from reconciler.state.model import FORMAT_VERSION, State
+from reconciler.state.upgrade import upgraded
 
 REBUILD_HINT = "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
 
@@ -45,7 +46,7 @@ def read_state(path: Path) -> State:
             f"({FORMAT_VERSION}); upgrade reconciler"
         )
     try:
-        return State.model_validate(data)
+        return State.model_validate(upgraded(data) if isinstance(data, dict) else data)
     except ValidationError as error:
         where = ".".join(str(p) for p in error.errors()[0]["loc"]) or "top level"
         message = f"{path}: state file is damaged (at {where}); kept as is; {_recovery(path)}"

@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from reconciler.api.batch import Batch
 from reconciler.common.usage import TokenUsage, UnitPrices, total_usage
 
-FORMAT_VERSION = 1
+# 2: runs (a run id on batches and intents, the current run and a bounded run history per job,
+# the definition a generation was made from). A version-1 file is upgraded on read (upgrade.py).
+FORMAT_VERSION = 2
 
 
 class _Frozen(BaseModel):
@@ -28,6 +30,7 @@ class BatchRecord(_Frozen):
     error_file_id: str | None = None
     errors: dict[str, Any] | None = None
     attempt: str | None = None
+    run: str | None = None
     part: int = 0
     retry: int = 1
     created_at: int | None = None
@@ -50,6 +53,7 @@ class BatchRecord(_Frozen):
             error_file_id=batch.error_file_id,
             errors=batch.errors,
             attempt=batch.attempt,
+            run=batch.run,
             part=batch.part,
             retry=batch.retry,
             created_at=batch.created_at,
@@ -67,6 +71,7 @@ class PendingCreate(_Frozen):
 
     attempt: str
     generation: str
+    run: str | None = None
     part: int = 0
     retry: int = 1
     requests: int = 0
@@ -87,13 +92,28 @@ class ResultsRecord(_Frozen):
     lost: str | None = None
 
 
+class RunRecord(_Frozen):
+    """One execution of a job: its batches (parts and retries), counts, start and end."""
+
+    run: str
+    generation: str
+    status: str
+    request_counts: dict[str, int] = Field(default_factory=dict)
+    batches: tuple[str, ...] = ()
+    started_at: int | None = None
+    ended_at: int | None = None
+    results: str | None = None  # the merged results file, once written
+    usage: TokenUsage | None = None  # tokens its finished batches' output lines used
+    cost_usd: float | None = None  # at the prices in force when it started; None: no price
+
+
 class JobState(_Frozen):
     generation: str
     provider: str
     status: str
     deletion_policy: Literal["cancel", "orphan"] = "cancel"
     request_counts: dict[str, int] = Field(default_factory=dict)
-    batches: tuple[BatchRecord, ...] = ()
+    batches: tuple[BatchRecord, ...] = ()  # the current run's batches of this generation
     pending: tuple[PendingCreate, ...] = ()
     results: ResultsRecord | None = None
     deleted_files: tuple[str, ...] = ()  # files of ours already deleted by cleanup
@@ -108,6 +128,10 @@ class JobState(_Frozen):
     @property
     def cost_usd(self) -> float | None:
         return self.prices.cost(self.total_usage) if self.prices else None
+
+    run: str | None = None  # the current run; None: none yet
+    history: tuple[RunRecord, ...] = ()  # newest first, at most the spec's history_limit
+    definition: dict[str, Any] | None = None  # what the generation was made from, for plan diffs
 
     @property
     def batch_ids(self) -> frozenset[str]:

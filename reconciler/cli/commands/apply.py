@@ -8,16 +8,23 @@ from collections.abc import Callable
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import allow_empty_option, allow_over_budget_option, owner_option, repo_options
+from reconciler.cli.options import (
+    allow_empty_option,
+    allow_over_budget_option,
+    owner_option,
+    replace_option,
+    repo_options,
+    target_options,
+)
 from reconciler.cli.report import report_outcome
 from reconciler.cli.saved_plan import load_plan
 from reconciler.common.errors import PlanRefusedError, UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
-from reconciler.engine.passes import converge
+from reconciler.engine.passes import Scope, converge
 from reconciler.engine.workspace import load_state, prepare
 from reconciler.plans.changes import Plan
-from reconciler.plans.document import check_still_holds
+from reconciler.plans.document import check_still_holds, saved_scope
 from reconciler.specs.paths import RepoPaths
 
 
@@ -26,6 +33,8 @@ from reconciler.specs.paths import RepoPaths
 @owner_option
 @allow_empty_option
 @allow_over_budget_option
+@target_options
+@replace_option
 @click.argument("planfile", required=False)
 @click.option("--auto-approve", is_flag=True, help="Do not ask before applying.")
 @click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
@@ -34,12 +43,19 @@ def command(
     owner: str | None,
     allow_empty: bool,
     allow_over_budget: bool,
+    targets: tuple[str, ...],
+    replace: tuple[str, ...],
     planfile: str | None,
     auto_approve: bool,
     parallelism: int,
 ) -> int:
     """Create and cancel batches so the provider matches the specs."""
     saved = load_plan(planfile) if planfile else None
+    scope = Scope.of(targets, replace)
+    if saved is not None:
+        if targets or replace:
+            raise UserError("a saved plan brings its own --target and --replace; give them to `plan --out`")
+        scope = Scope(*saved_scope(saved))
     ws = prepare(paths, owner)
     if saved is None and not auto_approve and not sys.stdin.isatty():
         raise UserError("apply asks before changing anything: pass --auto-approve, or a saved plan file")
@@ -60,6 +76,7 @@ def command(
             parallelism=parallelism,
             confirm=confirm,
             allow_over_budget=allow_over_budget,
+            scope=scope,
         )
     return report_outcome(plan, outcome)
 

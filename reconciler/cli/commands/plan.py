@@ -5,10 +5,16 @@ from __future__ import annotations
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import allow_empty_option, owner_option, repo_options
+from reconciler.cli.options import (
+    allow_empty_option,
+    owner_option,
+    replace_option,
+    repo_options,
+    target_options,
+)
 from reconciler.cli.saved_plan import save_plan
 from reconciler.engine.connect import open_clients
-from reconciler.engine.passes import readers_of, refresh_and_plan
+from reconciler.engine.passes import Scope, readers_of, refresh_and_plan
 from reconciler.engine.workspace import load_state, prepare
 from reconciler.specs.paths import RepoPaths
 
@@ -17,6 +23,8 @@ from reconciler.specs.paths import RepoPaths
 @repo_options
 @owner_option
 @allow_empty_option
+@target_options
+@replace_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON document.")
 @click.option(
     "--format",
@@ -33,6 +41,8 @@ def command(
     paths: RepoPaths,
     owner: str | None,
     allow_empty: bool,
+    targets: tuple[str, ...],
+    replace: tuple[str, ...],
     as_json: bool,
     output_format: str,
     out: str | None,
@@ -42,14 +52,30 @@ def command(
     """Show what apply would do. Read-only: no batch is created or cancelled."""
     ws = prepare(paths, owner)
     state = load_state(ws)
+    scope = Scope.of(targets, replace)
     with open_clients(ws.repo, ws.providers(state), paths) as apis:
-        plan = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty).plan
+        plan = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope).plan
     if as_json or output_format == "json":
-        click.echo(render.plan_json(plan, owner_tag=ws.owner_tag, lineage=state.lineage))
+        click.echo(
+            render.plan_json(
+                plan,
+                owner_tag=ws.owner_tag,
+                lineage=state.lineage,
+                targets=scope.targets,
+                replace=scope.replace,
+            )
+        )
     elif output_format == "markdown":
         click.echo(render.plan_markdown(plan), nl=False)
     else:
         click.echo(render.plan_text(plan, colour=render.use_colour(), verbose=verbose))
     if out:
-        save_plan(out, plan, owner_tag=ws.owner_tag, lineage=state.lineage)
+        save_plan(
+            out,
+            plan,
+            owner_tag=ws.owner_tag,
+            lineage=state.lineage,
+            targets=scope.targets,
+            replace=scope.replace,
+        )
     return 2 if detailed_exitcode and plan.pending else 0

@@ -9,13 +9,21 @@ import click
 
 from reconciler.api.client import ProviderApi
 from reconciler.cli import render
-from reconciler.cli.options import allow_empty_option, allow_over_budget_option, owner_option, repo_options
+from reconciler.cli.options import (
+    allow_empty_option,
+    allow_over_budget_option,
+    owner_option,
+    replace_option,
+    repo_options,
+    target_options,
+)
 from reconciler.cli.report import report_outcome
 from reconciler.cli.wait_progress import WaitProgress
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
 from reconciler.engine.events import EventLog
+from reconciler.engine.passes import Scope
 from reconciler.engine.transitions import report_transitions
 from reconciler.engine.wait import WaitOptions, converge_until_done
 from reconciler.engine.workspace import Workspace, load_state, prepare
@@ -39,6 +47,8 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
 @owner_option
 @allow_empty_option
 @allow_over_budget_option
+@target_options
+@replace_option
 @click.option(
     "--rebuild-state", is_flag=True, help="Set the state file aside and rebuild it from the live list."
 )
@@ -74,6 +84,8 @@ def command(
     owner: str | None,
     allow_empty: bool,
     allow_over_budget: bool,
+    targets: tuple[str, ...],
+    replace: tuple[str, ...],
     rebuild_state: bool,
     wait: bool,
     timeout: float,
@@ -92,7 +104,10 @@ def command(
     ws = prepare(paths, owner)
     before = new_state() if rebuild_state else load_state(ws)
     with open_clients(ws.repo, ws.providers(before), paths) as clients:
-        options = WaitOptions(wait, timeout, allow_empty, rebuild_state, parallelism, allow_over_budget)
+        scope = Scope.of(targets, replace)
+        options = WaitOptions(
+            wait, timeout, allow_empty, rebuild_state, parallelism, scope, allow_over_budget
+        )
         return _converge(ws, clients, before, options)
 
 
@@ -125,9 +140,9 @@ def _watch(paths: RepoPaths, owner: str | None) -> int:
     params = click.get_current_context().params  # --repo/--specs as typed: re-resolved on each load
     if not params["watch"]:
         raise UserError("--interval, --log-format and --health-port apply only with --watch")
-    for flag in ("wait", "rebuild_state", "allow_over_budget"):
+    for flag in ("wait", "rebuild_state", "targets", "replace", "allow_over_budget"):
         if params[flag]:
-            option = "--" + flag.replace("_", "-")
+            option = {"targets": "--target"}.get(flag, "--" + flag.replace("_", "-"))
             raise UserError(
                 f"{option} does not combine with --watch; run `reconciler reconcile {option}` first"
             )

@@ -1,4 +1,5 @@
-"""`reconciler status`: each job's status, sync and progress; `status JOB` for one in detail."""
+"""`reconciler status [JOB…]`: each job's status, sync and progress; `status JOB` for one in detail,
+with its runs."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import time
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import owner_option, repo_options
+from reconciler.cli.options import owner_option, repo_options, target_options
 from reconciler.cli.render_status import status_json, status_table
 from reconciler.cli.render_status_detail import status_detail
-from reconciler.cli.status_view import status_view
+from reconciler.cli.status_view import only, status_view
 from reconciler.common.errors import UserError
 from reconciler.specs.paths import RepoPaths
 
@@ -18,6 +19,7 @@ from reconciler.specs.paths import RepoPaths
 @click.command()
 @repo_options
 @owner_option
+@target_options
 @click.argument("jobs", nargs=-1, metavar="[JOB]...")
 @click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
 @click.option(
@@ -27,14 +29,21 @@ from reconciler.specs.paths import RepoPaths
 )
 @click.option("--save", is_flag=True, help="With --refresh: also record what was observed in the state file.")
 def command(
-    paths: RepoPaths, owner: str | None, jobs: tuple[str, ...], as_json: bool, refresh: bool, save: bool
+    paths: RepoPaths,
+    owner: str | None,
+    targets: tuple[str, ...],
+    jobs: tuple[str, ...],
+    as_json: bool,
+    refresh: bool,
+    save: bool,
 ) -> int:
     """Show each job's status, sync with its spec, progress and results; JOB for the detail.
 
-    Reads the state file and the specs; with --refresh, the provider's live list too."""
+    JOB shows its batches and its runs; --target limits the table to some jobs.  Reads the
+    state file and the specs; with --refresh, the provider's live list too."""
     if save and not refresh:
         raise UserError("--save applies only with --refresh")
-    view = status_view(paths, refresh=refresh, save=save, owner_flag=owner)
+    view = only(status_view(paths, refresh=refresh, save=save, owner_flag=owner), targets)
     if as_json:
         click.echo(status_json(view.state, jobs))
     elif jobs:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from reconciler.api.batch import Batch, LiveBatch
 from reconciler.common import ownership
 from reconciler.common.errors import ReconcilerError
+from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.engine.apply.effects import Effects, Outcome
 from reconciler.engine.apply.leftovers import Leftovers
 from reconciler.plans.changes import Change, DesiredJob, Unit
@@ -32,7 +33,7 @@ def create_all(
 ) -> State:
     if not creates:
         return state
-    intents = {c.job: _intents_for(desired[c.job], c.creates, state) for c in creates}
+    intents = {c.job: _intents_for(desired[c.job], c.creates, state, c.run) for c in creates}
     state = fx.write(with_pending(state, desired, intents, fx.now()))
     work = [(desired[job], intent) for job, pending in intents.items() for intent in pending]
 
@@ -41,7 +42,8 @@ def create_all(
         client = fx.apis[job.provider].writer
         try:
             if intent.input_file_id is None:
-                source = fx.source_for(job, Unit(intent.part, intent.retry, intent.requests))
+                unit = Unit(intent.part, intent.retry, intent.requests, intent.run or DEFAULT_RUN)
+                source = fx.source_for(job, unit)
                 file_id = leftovers.reuse(job.provider, source) or client.upload_file(source)
                 intent = intent.model_copy(update={"input_file_id": file_id})
             batch = client.create_batch(
@@ -66,14 +68,21 @@ def create_all(
     return with_pending(state, desired, {k: tuple(v) for k, v in updated.items()}, fx.now())
 
 
-def _intents_for(job: DesiredJob, units: Sequence[Unit], state: State) -> tuple[PendingCreate, ...]:
+def _intents_for(
+    job: DesiredJob, units: Sequence[Unit], state: State, run: str | None
+) -> tuple[PendingCreate, ...]:
     previous = state.jobs.get(job.name)
-    earlier = {(p.generation, p.part, p.retry): p for p in (previous.pending if previous else ())}
+    run = run or DEFAULT_RUN
+    earlier = {
+        (p.generation, p.run or DEFAULT_RUN, p.part, p.retry): p
+        for p in (previous.pending if previous else ())
+    }
     return tuple(
-        earlier.get((job.generation, u.part, u.retry))
+        earlier.get((job.generation, run, u.part, u.retry))
         or PendingCreate(
             attempt=uuid.uuid4().hex[:12],
             generation=job.generation,
+            run=run,
             part=u.part,
             retry=u.retry,
             requests=u.requests,
@@ -90,5 +99,8 @@ def _metadata(job: DesiredJob, intent: PendingCreate, owner_tag: str) -> dict[st
         ownership.KEY_ATTEMPT: intent.attempt,
         ownership.KEY_PART: str(intent.part),
         ownership.KEY_RETRY: str(intent.retry),
+        ownership.KEY_RUN: intent.run or DEFAULT_RUN,
+        # Written at create time, so the policy outlives the job's spec and state record.
+        ownership.KEY_DELETION_POLICY: job.deletion_policy,
     }
     return {**ours, **job.metadata}

@@ -3,7 +3,9 @@
 A create's intent reaches the state before its upload, but the upload's file id only after
 the create was sent; a process killed in between leaves a file no batch reads and no state
 names, and an intent dropped because its spec changed leaves its upload too.  Upload names
-are deterministic and carry the owner, `<job>-<generation>[-p<part>][-r<retry>]-<owner>.jsonl`,
+are deterministic and carry the owner,
+`<job>-<generation>[-n<run hash>][-p<part>][-r<retry>]-<owner>.jsonl` (no run hash for the
+default run),
 so a pass that follows such trouble lists the files once, reuses the upload a create still
 needs, and deletes ours that no batch will read: those of a unit that already has its batch,
 and those of a generation or job no longer desired.  Uploads of a current unit that has no
@@ -13,6 +15,7 @@ them (nothing pending, not a fresh state) list nothing.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -22,16 +25,26 @@ from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiError, ApiStatusError
+from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.plans.changes import DesiredJob
 from reconciler.state.model import State
 
 OWNER_CHARS = 8
 _NAME = re.compile(
-    r"^(?P<job>[a-z0-9-]+)-(?P<generation>[0-9a-f]{16})(?:-p(?P<part>\d+))?(?:-r(?P<retry>\d+))?"
+    r"^(?P<job>[a-z0-9-]+)-(?P<generation>[0-9a-f]{16})(?:-n(?P<run>[0-9a-f]{8}))?"
+    r"(?:-p(?P<part>\d+))?(?:-r(?P<retry>\d+))?"
     r"-(?P<owner>[0-9a-f]{8})\.jsonl$"
 )
 
-UploadKey = tuple[str, str, int, int]  # job, generation, part, retry
+UploadKey = tuple[str, str, str, int, int]  # job, generation, run tag, part, retry
+RUN_CHARS = 8
+
+
+def run_tag(run: str | None) -> str:
+    """A run as a piece of an upload's name: '' for the default run, else 8 hex digits."""
+    if not run or run == DEFAULT_RUN:
+        return ""
+    return hashlib.sha256(run.encode()).hexdigest()[:RUN_CHARS]
 
 
 def upload_name(stem: str, owner_tag: str) -> str:
@@ -53,7 +66,13 @@ def _ours(files: Iterable[dict[str, object]], owner_tag: str) -> list[Upload]:
         match = _NAME.match(str(item.get("filename") or ""))
         if match is None or match["owner"] != owner_tag[:OWNER_CHARS]:
             continue
-        unit = (match["job"], match["generation"], int(match["part"] or 0), int(match["retry"] or 1))
+        unit = (
+            match["job"],
+            match["generation"],
+            match["run"] or "",
+            int(match["part"] or 0),
+            int(match["retry"] or 1),
+        )
         size = item.get("bytes")
         found.append(Upload(str(item["id"]), match.group(0), size if isinstance(size, int) else None, unit))
     return found
@@ -119,7 +138,7 @@ class Leftovers:
             return []
         batches = [b.batch for b in live if b.provider == provider]
         read = {b.input_file_id for b in batches} | set(claimed) | self._taken
-        settled = {(b.job or "", b.generation or "", b.part, b.retry) for b in batches}
+        settled = {(b.job or "", b.generation or "", run_tag(b.run), b.part, b.retry) for b in batches}
         deleted = []
         for upload in self._uploads(provider):
             job, generation = upload.unit[:2]

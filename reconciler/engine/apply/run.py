@@ -4,7 +4,7 @@ changes anything at a provider (create.py, cleanup.py and leftovers.py are the r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from reconciler.api.batch import LiveBatch
@@ -18,8 +18,16 @@ from reconciler.state.model import State
 
 
 def apply_plan(
-    plan: Plan, desired: Mapping[str, DesiredJob], live: Sequence[LiveBatch], state: State, fx: Effects
+    plan: Plan,
+    desired: Mapping[str, DesiredJob],
+    live: Sequence[LiveBatch],
+    state: State,
+    fx: Effects,
+    untouched: Collection[str] = (),
 ) -> tuple[State, Outcome]:
+    """The state to record after the plan, not yet written: the pass writes it once, after
+    finishing (a crash before that loses nothing: create intents were written before their
+    POST).  `untouched`: jobs outside --target, recorded as they were."""
     outcome = Outcome()
     leftovers = Leftovers.after(state, fx.apis, fx.owner_tag)
     with ThreadPoolExecutor(max_workers=fx.parallelism, thread_name_prefix="apply") as pool:
@@ -28,7 +36,11 @@ def apply_plan(
         state = create_all(creates, desired, state, fx, pool, outcome, leftovers)
     merged = {b.id: b for b in live} | {b.id: b for b in outcome.touched}
     forgotten = [c.job for c in plan.pending if c.action is Action.FORGET]
-    state = fx.write(record(desired, state, list(merged.values()), forgotten=forgotten, now=fx.now()))
+    runs = {c.job: c.run for c in plan.changes}
+    observed = list(merged.values())
+    state = record(
+        desired, state, observed, forgotten=forgotten, now=fx.now(), runs=runs, untouched=untouched
+    )
     outcome.failures |= leftovers.sweep_all(desired, list(merged.values()), state)
     return state, outcome
 

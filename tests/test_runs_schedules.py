@@ -1,0 +1,250 @@
+"""A job's life over time, over real HTTP against the sandbox: schedules, re-runs, resume,
+orphans, targets and --wait's verdict.  Slots are reached with $RECONCILER_NOW (the
+reconciler's clock starts there), never by waiting for the wall clock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.reconcile_helpers import batches, mutating, sdk, state_of, use_sandbox, wait_until
+
+CREATES = "POST /v1/batches"
+CANCELS = "POST /v1/batches/{id}/cancel"
+
+
+@pytest.fixture
+def repo(make_repo, sandbox, monkeypatch):
+    use_sandbox(monkeypatch, sandbox)
+    return make_repo()
+
+
+def at(monkeypatch, instant: str) -> None:
+    monkeypatch.setenv("RECONCILER_NOW", instant)
+
+
+def runs(sandbox, job: str = "nightly-eval") -> list[str]:
+    return sorted(b.metadata["reconciler_run"] for b in batches(sandbox, job))
+
+
+@pytest.mark.parametrize(
+    ("policy", "creates", "cancels", "live_runs"),
+    [
+        ("forbid", 0, 0, ["2026-12-01T01:00:00Z"]),
+        ("replace", 1, 1, ["2026-12-01T01:00:00Z", "2026-12-01T02:00:00Z"]),
+        ("allow", 1, 0, ["2026-12-01T01:00:00Z", "2026-12-01T02:00:00Z"]),
+    ],
+)
+def test_a_slot_that_comes_while_the_previous_run_still_runs_follows_the_concurrency_policy(
+    repo, sandbox, run_cli, monkeypatch, policy, creates, cancels, live_runs
+):
+    sandbox.configure(validation_seconds=600)  # the first run is still running at the next slot
+    repo.write_job("nightly-eval", schedule="0 * * * *", concurrency_policy=policy)
+    at(monkeypatch, "2026-12-01T01:00:10Z")
+    first = run_cli("apply", "--auto-approve", *repo.args())
+    assert "run 2026-12-01T01:00:00+00:00 (schedule 0 * * * *)" in first.stdout
+    assert runs(sandbox) == ["2026-12-01T01:00:00Z"]
+
+    at(monkeypatch, "2026-12-01T02:00:05Z")
+    sandbox.reset_counts()
+    plan = run_cli("plan", "-v", *repo.args())
+    assert f"concurrency_policy {policy}" in plan.stdout
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    counts = mutating(sandbox.request_counts())
+    assert (counts.get(CREATES, 0), counts.get(CANCELS, 0)) == (creates, cancels)
+    assert runs(sandbox) == live_runs
+    sandbox.reset_counts()
+    run_cli("apply", "--auto-approve", *repo.args())  # the same slot again: nothing more
+    assert CREATES not in mutating(sandbox.request_counts())
+
+
+def test_a_slot_missed_by_more_than_the_starting_deadline_is_skipped_and_the_plan_says_why(
+    repo, sandbox, run_cli, monkeypatch
+):
+    repo.write_job("nightly-eval", schedule="0 2 * * *", timezone="Europe/Berlin", starting_deadline="2h")
+    at(monkeypatch, "2026-12-01T02:30:00+01:00")
+    due = run_cli("plan", *repo.args())
+    assert (
+        "+ create  nightly-eval  run 2026-12-01T02:00:00+01:00 (schedule 0 2 * * *): 3 requests" in due.stdout
+    )
+
+    at(monkeypatch, "2026-12-01T05:00:00+01:00")
+    sandbox.reset_counts()
+    missed = run_cli("apply", "--auto-approve", *repo.args())
+    assert missed.exit_code == 0
+    assert mutating(sandbox.request_counts()) == {}
+    verbose = run_cli("plan", "-v", "--detailed-exitcode", *repo.args())
+    assert verbose.exit_code == 0
+    assert (
+        "slot 2026-12-01T02:00:00+01:00 skipped: missed by 3h (starting_deadline 2h); "
+        "next run 2026-12-02T02:00:00+01:00" in verbose.stdout
+    )
+    assert "Next run of nightly-eval: 2026-12-02T02:00:00+01:00 (schedule 0 2 * * *)" in verbose.stdout
+
+    at(monkeypatch, "2026-12-02T02:00:01+01:00")  # the next slot, on time
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    assert runs(sandbox) == ["2026-12-02T01:00:00Z"]
+
+
+def test_changing_spec_run_and_replace_each_start_exactly_one_new_run(repo, sandbox, run_cli, monkeypatch):
+    at(monkeypatch, "2026-12-01T10:00:00Z")
+    spec = repo.write_job("nightly-eval", requests=3)
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert run_cli("plan", "--detailed-exitcode", *repo.args()).exit_code == 0
+
+    spec.write_text(spec.read_text().replace("spec:\n", "spec:\n  run: '2026-12-01 rerun'\n"))
+    plan = run_cli("plan", "--detailed-exitcode", *repo.args())
+    assert (
+        plan.exit_code == 2 and "+ create" in plan.stdout and "run: (none) → 2026-12-01 rerun" in plan.stdout
+    )
+    sandbox.reset_counts()
+    for _ in range(2):
+        assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert mutating(sandbox.request_counts()) == {"POST /v1/files": 1, CREATES: 1}
+
+    replace_plan = run_cli("plan", "--replace", "nightly-eval", *repo.args())
+    assert "+ create  nightly-eval  run h" in replace_plan.stdout and "(--replace)" in replace_plan.stdout
+    sandbox.reset_counts()
+    assert run_cli("apply", "--auto-approve", "--replace", "nightly-eval", *repo.args()).exit_code == 0
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert mutating(sandbox.request_counts()) == {"POST /v1/files": 1, CREATES: 1}
+    assert len(set(runs(sandbox))) == 3
+    history = state_of(repo.root)["jobs"]["nightly-eval"]["history"]
+    assert [h["status"] for h in history] == ["completed"] * 3
+    shown = run_cli("status", "nightly-eval", *repo.args())
+    assert shown.stdout.count("completed") >= 4 and "(current)" in shown.stdout
+
+
+def test_resuming_a_suspended_job_sends_only_the_requests_without_an_answer(repo, sandbox, run_cli):
+    sandbox.configure(requests_per_second=8, validation_seconds=0.05)
+    spec = repo.write_job("nightly-eval", requests=40, results="../results/{job}/{run}.jsonl")
+    run_cli("apply", "--auto-approve", *repo.args())
+    (first,) = batches(sandbox, "nightly-eval")
+    wait_until(lambda: sdk(sandbox).batches.retrieve(first.id).request_counts.completed >= 5)
+
+    spec.write_text(spec.read_text().replace("spec:\n", "spec:\n  suspend: true\n"))
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    cancelled = wait_until(lambda: (b := sdk(sandbox).batches.retrieve(first.id)).status == "cancelled" and b)
+    answered = cancelled.request_counts.completed
+    assert 0 < answered < 40
+
+    spec.write_text(spec.read_text().replace("  suspend: true\n", ""))
+    plan = run_cli("plan", *repo.args())
+    assert (
+        f"+ resume  nightly-eval  {40 - answered} requests without a final answer are sent again"
+        in plan.stdout
+    )
+    sandbox.reset_counts()
+    sandbox.configure(requests_per_second=500)
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert mutating(sandbox.request_counts()) == {"POST /v1/files": 1, CREATES: 1}
+    resumed = [b for b in batches(sandbox, "nightly-eval") if b.id != first.id]
+    assert [b.request_counts.total for b in resumed] == [40 - answered]
+    results = repo.root / "results" / "nightly-eval" / "default.jsonl"
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(lines) == 40 and all(line["response"]["status_code"] == 200 for line in lines)
+    assert state_of(repo.root)["jobs"]["nightly-eval"]["status"] == "completed"
+
+
+def test_an_orphaned_batch_survives_three_applies_and_a_lost_state(repo, sandbox, run_cli):
+    sandbox.configure(validation_seconds=600)
+    spec = repo.write_job("nightly-eval", deletion_policy="orphan")
+    repo.write_job("keep")
+    run_cli("apply", "--auto-approve", *repo.args())
+    (orphan,) = batches(sandbox, "nightly-eval")
+    assert orphan.metadata["reconciler_deletion_policy"] == "orphan"
+    spec.unlink()
+    sandbox.reset_counts()
+    forget = run_cli("apply", "--auto-approve", *repo.args())
+    assert (
+        f". forget  nightly-eval  spec removed; deletion_policy orphan leaves {orphan.id} running"
+        in forget.stdout
+    )
+    for _ in range(2):
+        run_cli("apply", "--auto-approve", *repo.args())
+    repo.state.unlink()
+    # Without a state the whole live list is read: the orphan is seen, and left alone.
+    assert f"orphaned: {orphan.id} left running" in run_cli("plan", "-v", *repo.args()).stdout
+    rebuilt = run_cli("apply", "--auto-approve", *repo.args())
+    assert rebuilt.exit_code == 0
+    assert CANCELS not in sandbox.request_counts()
+    assert sdk(sandbox).batches.retrieve(orphan.id).status == "validating"
+
+
+def test_a_batch_of_ours_with_no_spec_no_record_and_no_policy_is_left_running_and_reported(
+    repo, sandbox, run_cli
+):
+    sandbox.configure(validation_seconds=600)
+    repo.write_job("keep")
+    run_cli("apply", "--auto-approve", *repo.args())
+    (kept,) = batches(sandbox, "keep")
+    metadata = {k: v for k, v in kept.metadata.items() if k != "reconciler_deletion_policy"}
+    metadata["reconciler_job"] = "older-tool"
+    client = sdk(sandbox)
+    older = client.batches.create(
+        input_file_id=kept.input_file_id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=metadata,
+    )
+    sandbox.reset_counts()
+    plan = run_cli("plan", *repo.args())
+    assert (
+        f"older-tool  no spec, no state record and no deletion policy in its metadata: {older.id} left running"
+        in plan.stdout
+    )
+    run_cli("apply", "--auto-approve", *repo.args())
+    assert mutating(sandbox.request_counts()) == {}
+
+
+def test_target_plans_applies_and_shows_only_its_job(repo, sandbox, run_cli):
+    repo.write_job("alpha")
+    repo.write_job("beta")
+    sandbox.reset_counts()
+    plan = run_cli("plan", "--target", "beta", *repo.args())
+    assert "beta" in plan.stdout and "alpha" not in plan.stdout
+    assert run_cli("apply", "--auto-approve", "--target", "alpha", *repo.args()).exit_code == 0
+    assert mutating(sandbox.request_counts()) == {"POST /v1/files": 1, CREATES: 1}
+    assert [b.metadata["reconciler_job"] for b in batches(sandbox)] == ["alpha"]
+    assert sorted(state_of(repo.root)["jobs"]) == ["alpha"]
+    assert run_cli("reconcile", "--wait", "--target", "alpha", "--timeout", "60", *repo.args()).exit_code == 0
+    assert [b.metadata["reconciler_job"] for b in batches(sandbox)] == ["alpha"]
+    shown = run_cli("status", "--target", "alpha", *repo.args())
+    assert "alpha" in shown.stdout and "completed" in shown.stdout
+    unknown = run_cli("apply", "--auto-approve", "--target", "gamma", *repo.args())
+    assert unknown.exit_code == 1 and "--target gamma: no job of that name" in unknown.stderr
+
+
+def test_wait_exits_non_zero_naming_a_job_that_expired(repo, sandbox, run_cli):
+    sandbox.configure(expiry_seconds=1.0, requests_per_second=10, validation_seconds=0.05)
+    repo.write_job("nightly-eval", requests=40)
+    repo.write_job("fine", requests=1)
+    result = run_cli("reconcile", "--wait", "--timeout", "60", *repo.args())
+    assert result.exit_code == 1
+    assert "error: nightly-eval: ended expired (" in result.stderr
+    assert "fine" not in result.stderr
+    assert "1 failed" in result.stdout
+
+
+def test_labels_and_batch_metadata_change_no_generation(repo, sandbox, run_cli):
+    repo.write_job("nightly-eval", metadata={"description": "first"}, labels={"team": "a"})
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    (repo.specs / "nightly-eval.yaml").unlink()
+    repo.write_job("nightly-eval", metadata={"description": "second"}, labels={"team": "b"})
+    assert run_cli("plan", "--detailed-exitcode", *repo.args()).exit_code == 0
+
+
+def test_a_replace_lists_what_changed_and_what_the_cancel_throws_away(repo, sandbox, run_cli):
+    sandbox.configure(requests_per_second=4)
+    repo.write_job("nightly-eval", requests=40, metadata={"description": "first"})
+    run_cli("apply", "--auto-approve", *repo.args())
+    (first,) = batches(sandbox, "nightly-eval")
+    wait_until(lambda: sdk(sandbox).batches.retrieve(first.id).request_counts.completed >= 2)
+    (repo.specs / "nightly-eval.yaml").unlink()
+    repo.write_input("data/nightly-eval.jsonl", requests=41)
+    repo.write_job("nightly-eval", metadata={"description": "second"})
+    plan = run_cli("plan", *repo.args()).stdout
+    assert "~ replace" in plan
+    assert "metadata.description: first → second" in plan and "input: 40 → 41 requests" in plan
+    assert f"while {first.id} is in_progress at " in plan and "/40" in plan

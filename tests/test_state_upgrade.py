@@ -1,0 +1,93 @@
+"""A version-1 state file and the batches a version-1 reconciler made: read, upgraded, never misread.
+
+Before runs, a batch's metadata had no run and its generation also hashed the job's batch
+metadata; the state had no run either.  After upgrading nothing is created or cancelled again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from tests.reconcile_helpers import OWNER, mutating, sdk, state_of, use_sandbox
+
+
+@pytest.fixture
+def repo(make_repo, sandbox, monkeypatch):
+    use_sandbox(monkeypatch, sandbox)
+    return make_repo()
+
+
+def v1_generation(definition: dict, input_sha256: str) -> str:
+    """The version-1 formula, written out: endpoint, window, metadata, provider, split."""
+    canonical = json.dumps({"definition": definition, "input": input_sha256}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_back_as_version_2(
+    repo, sandbox, run_cli
+):
+    sandbox.configure(validation_seconds=600)
+    repo.write_job("nightly-eval", requests=3, metadata={"team": "evals"})
+    data = (repo.data / "nightly-eval.jsonl").read_bytes()
+    generation = v1_generation(
+        {
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "metadata": {"team": "evals"},
+            "provider": "sandbox",
+            "split": None,
+        },
+        hashlib.sha256(data).hexdigest(),
+    )
+    owner_tag = hashlib.sha256(OWNER.encode()).hexdigest()[:16]
+    client = sdk(sandbox)
+    upload = client.files.create(file=("v1.jsonl", data), purpose="batch")
+    old = client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={
+            "reconciler_job": "nightly-eval",
+            "reconciler_generation": generation,
+            "reconciler_owner": owner_tag,
+            "reconciler_attempt": "a1b2c3d4e5f6",
+            "reconciler_part": "0",
+            "reconciler_retry": "1",
+            "team": "evals",
+        },
+    )
+    job = {
+        "generation": generation,
+        "provider": "sandbox",
+        "status": "validating",
+        "deletion_policy": "cancel",
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
+        "batches": [
+            {"batch_id": old.id, "status": "validating", "attempt": "a1b2c3d4e5f6", "part": 0, "retry": 1}
+        ],
+        "pending": [],
+        "results": None,
+        "observed_at": "2026-11-22T03:00:00Z",
+    }
+    v1 = {
+        "format_version": 1,
+        "serial": 7,
+        "lineage": "lineage-1",
+        "owner": owner_tag,
+        "jobs": {"nightly-eval": job},
+    }
+    repo.state.parent.mkdir(parents=True, exist_ok=True)
+    repo.state.write_text(json.dumps(v1))
+
+    sandbox.reset_counts()
+    plan = run_cli("plan", "--detailed-exitcode", *repo.args())
+    assert plan.exit_code == 0, plan.stdout + plan.stderr
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    assert mutating(sandbox.request_counts()) == {}
+    state = state_of(repo.root)
+    assert (state["format_version"], state["lineage"], state["serial"]) == (2, "lineage-1", 8)
+    upgraded = state["jobs"]["nightly-eval"]
+    assert upgraded["run"] == "default" and [b["batch_id"] for b in upgraded["batches"]] == [old.id]
+    assert upgraded["history"][0]["run"] == "default"
