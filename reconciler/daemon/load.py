@@ -53,7 +53,7 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
         except SpecError as error:  # e.g. an input that cannot be split as the spec asks
             problems += error.problems
     jobs = {name: candidates[name] for name in desired}
-    providers = dict(scan.repo.providers)
+    providers, notifications = dict(scan.repo.providers), dict(scan.repo.notifications)
     held: set[str] = set()
     if problems and previous is not None:
         for name, job in previous.ws.desired.items():
@@ -62,7 +62,8 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
                 digests[name] = previous.ws.digests[name]
                 held.add(name)
         providers = {**previous.ws.repo.providers, **providers}
-    ws = Workspace(paths, LoadedRepo(jobs, providers), digests, desired, owner)
+        notifications = {**previous.ws.repo.notifications, **notifications}
+    ws = Workspace(paths, LoadedRepo(jobs, providers, notifications), digests, desired, owner)
     clean = frozenset(desired) - held
     return Loaded(ws, tuple(problems), clean, frozenset(held))
 

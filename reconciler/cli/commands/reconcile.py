@@ -15,8 +15,9 @@ from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
 from reconciler.engine.events import EventLog
+from reconciler.engine.notify.announce import announce
 from reconciler.engine.transitions import report_transitions
-from reconciler.engine.wait import WaitOptions, converge_until_done
+from reconciler.engine.wait import COMMAND, WaitOptions, converge_until_done
 from reconciler.engine.workspace import Workspace, load_state, prepare
 from reconciler.plans.changes import Plan
 from reconciler.specs.paths import RepoPaths
@@ -102,8 +103,10 @@ def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, opt
             click.echo(render.plan_text(plan, colour=render.use_colour()))
         report_transitions(previous[0], state, log)
         previous[0] = state
+        announce(ws, log, COMMAND, patience=0.0)  # between passes: only what is due now
 
     plan, total = converge_until_done(ws, apis, options, shown)
+    announce(ws, log, COMMAND)
     return report_outcome(plan, total)
 
 
