@@ -39,6 +39,31 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.webhooks_received = Counter(
+            "reconciler_webhooks_received",
+            "Verified webhook deliveries, by what was done (refresh, ignored, duplicate).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhooks_refused = Counter(
+            "reconciler_webhooks_refused",
+            "Webhook deliveries refused, by reason (signature, stale, unsigned, too_large, not_configured).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.notifications_sent = Counter(
+            "reconciler_notifications_sent",
+            "Messages a Notification's channel accepted.",
+            ["notification"],
+            registry=self.registry,
+        )
+        self.notifications_failed = Counter(
+            "reconciler_notifications_failed",
+            "Sends to a Notification's channel that failed (each is retried with backoff).",
+            ["notification"],
+            registry=self.registry,
+        )
+
     def set_jobs(self, by_status: Mapping[str, int]) -> None:
         self.jobs.clear()  # a status no job has any more must not linger at its old count
         for status, count in by_status.items():
