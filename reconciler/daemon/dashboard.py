@@ -7,6 +7,7 @@ that changes anything. Runs and schedules join the job page once the state recor
 from __future__ import annotations
 
 import time
+from collections import Counter
 from urllib.parse import quote
 
 from reconciler.daemon.board import Snapshot
@@ -24,6 +25,10 @@ def overview(snap: Snapshot) -> str:
         parts.append("<p class=mute>No jobs recorded yet.</p>")
         return "".join(parts)
     rows = "".join(_row(name, job, now) for name, job in sorted(jobs.items()))
+    tally = Counter(job.status for job in jobs.values())
+    counts = " · ".join(f"{n} {status(s)}" for s, n in sorted(tally.items()))
+    told = f" · notifying {esc(', '.join(snap.notifications))}" if snap.notifications else ""
+    parts.append(f"<p>{len(jobs)} jobs: {counts}{told}</p>")
     parts.append(
         "<div class=scroll><table><thead><tr><th>Job</th><th>Status</th><th>Progress</th><th>ETA</th>"
         "<th class=wide>Batches</th><th class=wide>Observed</th></tr></thead>"

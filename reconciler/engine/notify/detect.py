@@ -17,7 +17,7 @@ from reconciler.state.model import JobState, Notice, Notices, Seen, State
 
 ANNOUNCED_STATUSES = ("completed", "failed", "expired", "cancelled")
 MAX_OUTBOX = 500  # a channel down for days must not grow the state file without end
-MAX_ATTEMPTS = 12  # about an hour of backoff (see retry_in)
+MAX_ATTEMPTS = 12  # about an hour and a half of backoff (see retry_in)
 
 
 def detect(state: State, notifications: Mapping[str, NotificationSpec], now: str) -> tuple[State, int]:
