@@ -43,9 +43,13 @@ def test_each_event_reaches_the_channel_once_across_a_restart_and_a_sigkill_mid_
     sandbox, repo = sandbox_factory(), make_repo()
     _channel(repo)
     env = {"HOOK_URL": f"{receiver.url}/hook/{TOKEN}"}
+    receiver.plan = [500]  # the first try fails: retried by the announcer after its backoff
     first = events_daemon(repo, sandbox, env=env)
     repo.write_job("a")
     first.eventually(lambda: len(receiver.acknowledged) == 1)
+    sent = {"notification": "evals-channel"}
+    assert first.metric("reconciler_notifications_failed_total", **sent) == 1
+    assert first.metric("reconciler_notifications_sent_total", **sent) == 1
     assert first.stop() == 0
 
     second = events_daemon(repo, sandbox, env=env)  # a restart: `a` is not announced again
@@ -58,7 +62,7 @@ def test_each_event_reaches_the_channel_once_across_a_restart_and_a_sigkill_mid_
     second.stop(signal.SIGKILL)
     sandbox.configure(latency_seconds=0.0)
     wait_until(lambda: sdk(sandbox).batches.retrieve(b.id).status == "completed")
-    assert len(receiver.received) == 1  # b ended while no daemon ran
+    assert len(receiver.received) == 2  # b ended while no daemon ran
 
     third = events_daemon(repo, sandbox, env=env)
     third.eventually(lambda: len(receiver.acknowledged) == 2)
@@ -69,7 +73,7 @@ def test_each_event_reaches_the_channel_once_across_a_restart_and_a_sigkill_mid_
         ("a", "completed", "dev.reconciler.batchjob.completed"),
         ("b", "completed", "dev.reconciler.batchjob.completed"),
     ]
-    assert len(receiver.received) == 2 and len(set(receiver.ids())) == 2
+    assert len(receiver.received) == 3 and len(set(receiver.ids())) == 2
     assert all(
         m["specversion"] == "1.0" and m["source"].startswith("urn:reconciler:") for m in receiver.acknowledged
     )
