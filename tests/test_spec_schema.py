@@ -15,12 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RunCli = Callable[..., CliResult]
 
 
-def test_schema_covers_both_kinds_chosen_by_kind(run_cli: RunCli) -> None:
+def test_schema_covers_every_kind_chosen_by_kind(run_cli: RunCli) -> None:
     result = run_cli("schema")
     schema = json.loads(result.stdout)
     assert result.exit_code == 0
     assert schema["discriminator"]["propertyName"] == "kind"
-    assert sorted(schema["discriminator"]["mapping"]) == ["BatchJob", "Provider"]
+    assert sorted(schema["discriminator"]["mapping"]) == ["BatchJob", "Notification", "Provider"]
     spec = schema["$defs"]["BatchJobSpec"]
     assert spec["additionalProperties"] is False
     assert spec["properties"]["endpoint"]["enum"] == list(ALLOWED_ENDPOINTS)

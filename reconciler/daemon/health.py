@@ -1,4 +1,5 @@
-"""`--health-port`: `GET /healthz` (alias `/readyz`), `GET /livez` and `GET /metrics`.
+"""`--health-port`: `GET /healthz` (alias `/readyz`), `GET /livez`, `GET /metrics`, and the
+dashboard and webhooks (web.py) when given `routes`.
 
 `/livez` answers 200 whenever the process does: a restart cures a stuck process, never a
 provider outage, so liveness must not depend on the provider.  `/healthz` and `/readyz`
@@ -23,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.common.errors import UserError
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.web import Routes
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,16 @@ def healthy(
     return now - (last_success if last_success is not None else started) <= 3 * interval
 
 
-def _handler(metrics: Metrics, health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    metrics: Metrics, health: Callable[[], Health], routes: Routes | None
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = 30  # a client that stops sending mid-request gives its thread back
+
+        def do_POST(self) -> None:
+            if routes is None or not routes.post(self):
+                self._send(404, "text/plain; charset=utf-8", b"not found\n")
+
         def do_GET(self) -> None:
             route = self.path.split("?", 1)[0]
             if route == "/livez":
@@ -88,7 +98,7 @@ def _handler(metrics: Metrics, health: Callable[[], Health]) -> type[BaseHTTPReq
                 self._send(200 if report.healthy else 503, "application/json", body)
             elif route == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
-            else:
+            elif routes is None or not routes.get(self):
                 self._send(404, "text/plain; charset=utf-8", b"not found; try /healthz, /livez or /metrics\n")
 
         def _send(self, status: int, content_type: str, body: bytes) -> None:
@@ -106,11 +116,11 @@ def _handler(metrics: Metrics, health: Callable[[], Health]) -> type[BaseHTTPReq
 
 @contextlib.contextmanager
 def serve_health(
-    host: str, port: int, metrics: Metrics, health: Callable[[], Health]
+    host: str, port: int, metrics: Metrics, health: Callable[[], Health], routes: Routes | None = None
 ) -> Iterator[tuple[str, int]]:
     """Serves until the block ends; yields the bound (host, port) — port 0 picks a free one."""
     try:
-        server = ThreadingHTTPServer((host, port), _handler(metrics, health))
+        server = ThreadingHTTPServer((host, port), _handler(metrics, health, routes))
     except OSError as error:  # in use, or not an address of this machine: the user's to fix
         raise UserError(f"--health-port {host}:{port}: {error.strerror or error}") from None
     server.daemon_threads = True

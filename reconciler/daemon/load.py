@@ -55,7 +55,7 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
         except SpecError as error:  # e.g. an input that cannot be split as the spec asks
             problems += error.problems
     jobs = {name: candidates[name] for name in desired}
-    providers = dict(scan.repo.providers)
+    providers, notifications = dict(scan.repo.providers), dict(scan.repo.notifications)
     held: set[str] = set()
     if problems and previous is not None:
         for name, job in previous.ws.desired.items():
@@ -64,13 +64,14 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
                 digests[name] = previous.ws.digests[name]
                 held.add(name)
         providers = {**previous.ws.repo.providers, **providers}
+        notifications = {**previous.ws.repo.notifications, **notifications}
     budget_broken = False
     try:
         budget = read_budget(paths.repo)
     except SpecError as error:  # no change is made until the budget reads again
         problems += error.problems
         budget, budget_broken = (previous.ws.budget if previous else None), True
-    ws = Workspace(paths, LoadedRepo(jobs, providers), digests, desired, owner, budget)
+    ws = Workspace(paths, LoadedRepo(jobs, providers, notifications), digests, desired, owner, budget)
     clean = frozenset() if budget_broken else frozenset(desired) - held
     return Loaded(ws, tuple(problems), clean, frozenset(held))
 

@@ -15,11 +15,12 @@ from reconciler.api.batch import is_terminal
 from reconciler.common.errors import ApiError, ApiStatusError, ReconcilerError
 from reconciler.daemon.files import FileWatcher, targets_for
 from reconciler.daemon.health import Liveness
+from reconciler.daemon.hooks import Hooks
 from reconciler.daemon.load import Loaded, load
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.passes import ClientPool, PassResult, run_pass
 from reconciler.daemon.report import count_api_error, report_pass
-from reconciler.daemon.schedule import earliest, next_poll, retry_delay, watched_statuses
+from reconciler.daemon.schedule import earliest, retry_delay
 from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
 from reconciler.engine import clock
@@ -32,8 +33,11 @@ SLOT_MARGIN_SECONDS = 0.05
 
 
 class Daemon:
-    def __init__(self, settings: Settings, log: EventLog, metrics: Metrics, waker: Waker) -> None:
+    def __init__(
+        self, settings: Settings, log: EventLog, metrics: Metrics, waker: Waker, hooks: Hooks | None = None
+    ) -> None:
         self.settings, self.log, self.metrics, self.waker = settings, log, metrics, waker
+        self.hooks = hooks or Hooks()  # the dashboard, notifications and webhooks hear of each pass
         self.loaded: Loaded | None = None
         self.pool = ClientPool()
         self.watcher = FileWatcher(waker.files_changed, self._watch_failed)
@@ -82,6 +86,7 @@ class Daemon:
             if not self.watcher.follow(targets):
                 break
         assert self.loaded is not None
+        self.hooks.loaded(self.loaded)
         if self.watch_broken and previous and previous.problems == self.loaded.problems:
             return  # reloading on every pass: say only what changed
         self.said.clear()
@@ -138,12 +143,14 @@ class Daemon:
             )
         self.liveness.succeeded("degraded" if degraded else "ok")
         failures = result.outcome.failures
-        delay = next_poll(watched_statuses(result.after, skip=failures), self.settings.cadence)
+        delay = self.hooks.poll(result.after, failures, self.settings.cadence)
         self.failing_jobs = self.failing_jobs + 1 if failures else 0
         if failures:  # retried apart, at most an interval apart once the backoff has grown
             retry = retry_delay(self.failing_jobs, None, self.rng, cap=self.settings.cadence.interval)
             delay = earliest(delay, retry)
-        return earliest(delay, self.settings.cadence.interval) if self.watch_broken else delay
+        delay = earliest(delay, self.settings.cadence.interval) if self.watch_broken else delay
+        self.hooks.passed(self.passes, result, degraded, delay)
+        return delay
 
     def _failed(self, error: Exception, message: str) -> float:
         in_a_row = self.liveness.failed()
@@ -152,6 +159,7 @@ class Daemon:
         retry_after = error.retry_after if isinstance(error, ApiStatusError) else None
         delay = retry_delay(in_a_row, retry_after, self.rng)
         self.log.error("pass_failed", f"pass failed: {message}; retrying in {delay:.1f}s", retry_in=delay)
+        self.hooks.failed(self.passes, message, delay)
         return delay
 
     def _watch_failed(self, reason: str) -> None:

@@ -54,6 +54,30 @@ class Metrics:
             ["job"],
             registry=self.registry,
         )
+        self.webhooks_received = Counter(
+            "reconciler_webhooks_received",
+            "Verified webhook deliveries, by what was done (refresh, ignored, duplicate).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhooks_refused = Counter(
+            "reconciler_webhooks_refused",
+            "Webhook deliveries refused, by reason (signature, stale, unsigned, too_large, not_configured).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.notifications_sent = Counter(
+            "reconciler_notifications_sent",
+            "Messages a Notification's channel accepted.",
+            ["notification"],
+            registry=self.registry,
+        )
+        self.notifications_failed = Counter(
+            "reconciler_notifications_failed",
+            "Sends to a Notification's channel that failed (each is retried with backoff).",
+            ["notification"],
+            registry=self.registry,
+        )
         self._metered: set[str] = set()  # batch ids already counted
 
     def count_usage(self, state: State) -> None:

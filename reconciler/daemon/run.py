@@ -18,13 +18,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 
+from reconciler.daemon.announcer import Announcer
+from reconciler.daemon.board import Board
 from reconciler.daemon.health import serve_health
+from reconciler.daemon.hooks import Hooks
 from reconciler.daemon.lock import hold_daemon_lock
 from reconciler.daemon.loop import Daemon
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.schedule import Cadence
 from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
+from reconciler.daemon.web import Routes
+from reconciler.daemon.webhooks import WebhookInbox
 from reconciler.engine.events import EventLog
 from reconciler.engine.workspace import Workspace, load_state
 from reconciler.specs import identity
@@ -51,7 +56,7 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
     owner = identity.resolve_owner(paths.repo, options.owner)
     # A damaged state file or one of another owner would fail every pass: refuse to start
     # instead, before writing anything (the specs, in contrast, may be fixed while we run).
-    load_state(Workspace(paths, LoadedRepo({}, {}), {}, {}, owner))
+    recorded = load_state(Workspace(paths, LoadedRepo({}, {}), {}, {}, owner))
     log = EventLog(options.log_format)
     settings = Settings(
         state=paths.state,
@@ -65,11 +70,23 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
     with hold_daemon_lock(paths.state), contextlib.ExitStack() as stack:
         waker, metrics = Waker(), Metrics()
         stack.enter_context(_stop_signals(waker, log))
-        daemon = Daemon(settings, log, metrics, waker)
+        board, announcer = Board(), Announcer(paths.state, identity.owner_tag(owner), log, metrics)
+        board.publish(state=recorded)
+        inbox = WebhookInbox(board, waker.refresh, log, metrics) if options.health else None
+        daemon = Daemon(settings, log, metrics, waker, Hooks(board, announcer, inbox))
+        announcer.start()
+        stack.callback(announcer.stop)
+        stack.callback(board.close)
         if options.health:
-            host, port = stack.enter_context(serve_health(*options.health, metrics, daemon.liveness.report))
+            routes = Routes(board, inbox)
+            health = serve_health(*options.health, metrics, daemon.liveness.report, routes)
+            host, port = stack.enter_context(health)
             shown = f"[{host}]" if ":" in host else host
-            log.info("health", f"health on http://{shown}:{port}/healthz, metrics on /metrics", port=port)
+            log.info(
+                "health",
+                f"dashboard on http://{shown}:{port}/, health on /healthz, metrics on /metrics",
+                port=port,
+            )
         log.info(
             "start",
             f"reconciling {paths.specs} into {paths.state}; resync every {options.interval:g}s",

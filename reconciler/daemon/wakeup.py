@@ -11,6 +11,7 @@ from dataclasses import dataclass
 class Wake:
     files: bool
     stopped: bool
+    refresh: bool = False  # a webhook said a batch of ours changed
 
 
 class Waker:
@@ -19,11 +20,17 @@ class Waker:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._files = False
+        self._refresh = False
         self.stop_reason: str | None = None
 
     def files_changed(self) -> None:
         with self._cond:
             self._files = True
+            self._cond.notify_all()
+
+    def refresh(self) -> None:
+        with self._cond:
+            self._refresh = True
             self._cond.notify_all()
 
     def stop(self, reason: str) -> None:
@@ -34,10 +41,10 @@ class Waker:
     def wait(self, timeout: float | None) -> Wake:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._files and self.stop_reason is None:
+            while not self._files and not self._refresh and self.stop_reason is None:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            files, self._files = self._files, False
-            return Wake(files, self.stop_reason is not None)
+            files, refresh, self._files, self._refresh = self._files, self._refresh, False, False
+            return Wake(files, self.stop_reason is not None, refresh)

@@ -48,6 +48,10 @@ class App:
         with self._lock:
             return dict(self._counts)
 
+    def count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
     def reset_counts(self) -> None:
         with self._lock:
             self._counts.clear()

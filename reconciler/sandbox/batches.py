@@ -48,6 +48,10 @@ class BatchStore:
         self._save(record)
         return record
 
+    def ids(self) -> list[str]:
+        """Every batch's id, oldest first."""
+        return self._listing.ids()
+
     def get(self, batch_id: str, now: float) -> BatchRecord | None:
         record = self._cache.read(self._path(batch_id)) if _BATCH_ID.match(batch_id) else None
         if record is None or not _needs_work(record, now):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from standardwebhooks import Webhook
 
 # Knobs that shape a batch's timeline; captured into each batch when it is created, so every
 # process sharing a data dir (each with its own knobs) agrees on where that batch is.
@@ -37,6 +38,24 @@ class SandboxConfig(BaseModel):
         0.0, ge=0, le=1, description="Fraction of batch creations that succeed but answer 500."
     )
     seed: int | None = Field(None, description="Seed for the fault dice; unset means unpredictable.")
+    webhook_url: str | None = Field(
+        None, pattern=r"^https?://\S+$", description="POST a signed batch.* event here when a batch ends."
+    )
+    webhook_secret: str | None = Field(None, description="The whsec_ secret webhooks are signed with.")
+    webhook_attempts: int = Field(5, ge=1, le=20, description="Tries per webhook before giving up.")
+    webhook_retry_seconds: float = Field(
+        1.0, ge=0, description="Wait before the second try of a webhook; doubled for each next one."
+    )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _signing_secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Webhook(value)
+            except Exception:  # the library's: empty or not base64
+                raise ValueError("must be a whsec_ secret (base64 after the prefix)") from None
+        return value
 
     def changed(self, **knobs: Any) -> SandboxConfig:
         """A copy with `knobs` applied; ValueError (one line per problem) on unknown or bad knobs."""
@@ -48,8 +67,9 @@ class SandboxConfig(BaseModel):
     def public(self) -> dict[str, Any]:
         """The knobs as shown over HTTP: the key itself never leaves the process."""
         shown = self.model_dump()
-        if shown["api_key"] is not None:
-            shown["api_key"] = "***"
+        for secret in ("api_key", "webhook_secret"):
+            if shown[secret] is not None:
+                shown[secret] = "***"
         return shown
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from reconciler.sandbox.app import App
 from reconciler.sandbox.config import SandboxConfig
 from reconciler.sandbox.handler import Handler
+from reconciler.sandbox.webhooks import WebhookSender
 
 
 class _Server(ThreadingHTTPServer):
@@ -55,10 +56,13 @@ class _Server(ThreadingHTTPServer):
 class Sandbox:
     """A running sandbox. `with start_sandbox(...) as sandbox:` stops it on the way out."""
 
-    def __init__(self, server: _Server, thread: threading.Thread, data_dir: Path, app: App) -> None:
+    def __init__(
+        self, server: _Server, thread: threading.Thread, data_dir: Path, app: App, sender: WebhookSender
+    ) -> None:
         self._server = server
         self._thread = thread
         self._app = app
+        self._sender = sender
         self.data_dir = data_dir
         host, port = server.server_address[:2]
         reachable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(str(host), str(host))
@@ -80,6 +84,7 @@ class Sandbox:
         self._app.reset_counts()
 
     def stop(self) -> None:
+        self._sender.stop()
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join()
@@ -115,4 +120,6 @@ def start_sandbox(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="sandbox", daemon=True
     )
     thread.start()
-    return Sandbox(server, thread, data_dir, app)
+    sender = WebhookSender(app)  # idle until webhook_url and webhook_secret are set
+    sender.start()
+    return Sandbox(server, thread, data_dir, app, sender)

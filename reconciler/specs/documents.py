@@ -1,4 +1,4 @@
-"""One spec file's YAML documents, each validated into a BatchJob or Provider, with line numbers."""
+"""One spec file's YAML documents, each validated into a BatchJob, Provider or Notification."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from reconciler.common.errors import Problem
 from reconciler.specs.messages import closest, error_message
-from reconciler.specs.models import KINDS, BatchJob, Provider
+from reconciler.specs.models import KINDS, BatchJob, Notification, Provider
 from reconciler.specs.yamlsource import Loc, locate, parse_yaml
 
 
@@ -19,7 +19,7 @@ class Document:
     source: Path
     display: str
     node: yaml.Node
-    model: BatchJob | Provider
+    model: BatchJob | Provider | Notification
 
     @property
     def line(self) -> int:
@@ -47,7 +47,9 @@ def read_documents(path: Path, shown: str) -> tuple[list[Document], list[Problem
     return documents, problems
 
 
-def _validate(data: object, node: yaml.Node, shown: str) -> tuple[BatchJob | Provider | None, list[Problem]]:
+def _validate(
+    data: object, node: yaml.Node, shown: str
+) -> tuple[BatchJob | Provider | Notification | None, list[Problem]]:
     """The document as a model, or the problems keeping it from being one."""
     if not isinstance(data, dict):
         message = "a document must be a mapping with apiVersion, kind, metadata and spec"

@@ -1,4 +1,4 @@
-"""Reads every spec file under `--specs` into checked BatchJob and Provider documents.
+"""Reads every spec file under `--specs` into checked BatchJob, Provider and Notification documents.
 
 All problems are collected, across files and documents, before anything is raised: a user
 fixing a repo should see the whole list at once, each with the line of the offending node.
@@ -11,14 +11,14 @@ import gc
 import os
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.common.errors import Problem, SpecError
 from reconciler.common.limits import SANDBOX
 from reconciler.specs.documents import Document, read_documents
 from reconciler.specs.messages import closest
-from reconciler.specs.models import BatchJob, Provider
+from reconciler.specs.models import BatchJob, Notification, Provider
 from reconciler.specs.paths import RepoPaths
 from reconciler.specs.repo_paths import display, resolve_input, resolve_results
 
@@ -50,9 +50,21 @@ class LoadedProvider:
 
 
 @dataclass(frozen=True)
+class LoadedNotification:
+    notification: Notification
+    source: Path
+    line: int
+
+    @property
+    def name(self) -> str:
+        return self.notification.metadata.name
+
+
+@dataclass(frozen=True)
 class LoadedRepo:
     jobs: dict[str, LoadedJob]
     providers: dict[str, LoadedProvider]
+    notifications: dict[str, LoadedNotification] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,13 +122,17 @@ def _scan(paths: RepoPaths) -> RepoScan:
             loaded = LoadedProvider(document.model, document.source, document.line)
             providers.setdefault(loaded.name, loaded)
     jobs: dict[str, LoadedJob] = {}
+    notifications: dict[str, LoadedNotification] = {}
     for document in documents:
         if isinstance(document.model, BatchJob):
             job, trouble = _check_job(document, document.model, sorted(providers), paths)
             problems += trouble
             if job is not None:
                 jobs.setdefault(job.name, job)
-    return RepoScan(LoadedRepo(jobs, providers), problems)
+        elif isinstance(document.model, Notification):
+            told = LoadedNotification(document.model, document.source, document.line)
+            notifications.setdefault(told.name, told)
+    return RepoScan(LoadedRepo(jobs, providers, notifications), problems)
 
 
 _RESERVED_SANDBOX = f"'{SANDBOX}' is the name of the built-in sandbox; choose another name"

@@ -1,4 +1,4 @@
-"""The documents a user writes, `BatchJob` and `Provider` (apiVersion reconciler/v1).
+"""The documents a user writes, `BatchJob`, `Provider` and `Notification` (apiVersion reconciler/v1).
 
 Every check that needs only the document itself is a field validator (fields.py); checks
 that need the file system or other documents live in loader.py. Models are strict: YAML's
@@ -31,6 +31,7 @@ from reconciler.specs.fields import (
     RunLabel,
     TimeZone,
 )
+from reconciler.specs.notify_fields import EVENT_NAMES, EventName, JobGlob, NotifyUrl, WebhookSecret
 
 API_VERSION = "reconciler/v1"
 
@@ -158,6 +159,8 @@ class ProviderSpec(_Document):
     """Sent with every request; write secrets as ${VAR}, read from the environment at run time."""
     pricing: dict[ModelName, ModelPrice] = {}
     """Per model: batch prices in USD per million tokens, over the shipped default table."""
+    webhook_secret: WebhookSecret | None = None
+    """The whsec_ secret webhooks from this provider are signed with, as ${VAR} only."""
 
 
 class Provider(_Document):
@@ -173,4 +176,31 @@ class Provider(_Document):
         return self.metadata.name
 
 
-KINDS: dict[str, type[BatchJob] | type[Provider]] = {"BatchJob": BatchJob, "Provider": Provider}
+class NotificationSpec(_Document):
+    url: NotifyUrl
+    """Where each message is POSTed; usually a secret itself: write ${SLACK_WEBHOOK_URL}."""
+    format: Literal["slack", "json"] = "json"
+    """slack: a Slack incoming-webhook message; json: a CloudEvents 1.0 envelope."""
+    events: Annotated[list[EventName], Field(min_length=1)] = list(EVENT_NAMES)
+    """Which events are sent; default every one."""
+    jobs: Annotated[list[JobGlob], Field(min_length=1)] = ["*"]
+    """Job name patterns (globs such as nightly-*); default every job."""
+    headers: Headers = {}
+    """Sent with every message; write secrets as ${VAR}, like a Provider's headers."""
+
+
+class Notification(_Document):
+    """A channel told once about each event of the jobs it follows: failed, completed, …"""
+
+    api_version: Literal["reconciler/v1"] = Field(alias="apiVersion")
+    kind: Literal["Notification"]
+    metadata: ObjectMeta
+    spec: NotificationSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+Kind = type[BatchJob] | type[Provider] | type[Notification]
+KINDS: dict[str, Kind] = {"BatchJob": BatchJob, "Provider": Provider, "Notification": Notification}

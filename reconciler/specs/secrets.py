@@ -99,3 +99,8 @@ def sendable(value: str) -> bool:
 def _expand(value: str, env: Mapping[str, str]) -> Iterator[str]:
     for piece in _pieces(value):
         yield env.get(piece.variable, "") if piece.variable else piece.text
+
+
+def expand(value: str, env: Mapping[str, str]) -> str:
+    """`value` with every `${NAME}` replaced from `env` (callers check for missing names first)."""
+    return "".join(_expand(value, env))

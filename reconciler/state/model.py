@@ -138,12 +138,41 @@ class JobState(_Frozen):
         return frozenset(b.batch_id for b in self.batches)
 
 
+class Notice(_Frozen):
+    """An event to announce, kept until every Notification it is for has taken it."""
+
+    id: str  # the same for every attempt: receivers may deduplicate by it
+    event: str  # completed, failed, expired, cancelled, replaced
+    job: str
+    at: str  # when the reconciler saw it
+    status: str
+    generation: str
+    request_counts: dict[str, int] = Field(default_factory=dict)
+    batches: tuple[str, ...] = ()
+    to: tuple[str, ...] = ()  # Notification names still owed it
+    attempts: int = 0
+    next_attempt: float = 0.0  # unix time; backoff after a failed send
+
+
+class Seen(_Frozen):
+    generation: str
+    status: str
+
+
+class Notices(_Frozen):
+    """What the Notifications were told: each job as last looked at, and the events still owed."""
+
+    seen: dict[str, Seen] = Field(default_factory=dict)
+    outbox: tuple[Notice, ...] = ()
+
+
 class State(_Frozen):
     format_version: int = FORMAT_VERSION
     serial: int = 0
     lineage: str
     owner: str | None = None
     jobs: dict[str, JobState] = Field(default_factory=dict)
+    notices: Notices | None = None  # None until a Notification exists: history is never announced
 
     def with_jobs(self, jobs: dict[str, JobState]) -> State:
         return self.model_copy(update={"jobs": dict(sorted(jobs.items()))})

@@ -21,6 +21,8 @@ from reconciler.cli.saved_plan import load_plan
 from reconciler.common.errors import PlanRefusedError, UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
+from reconciler.engine.events import EventLog
+from reconciler.engine.notify.announce import announce
 from reconciler.engine.passes import Scope, converge
 from reconciler.engine.workspace import load_state, prepare
 from reconciler.plans.changes import Plan
@@ -78,6 +80,7 @@ def command(
             allow_over_budget=allow_over_budget,
             scope=scope,
         )
+    announce(ws, EventLog("text", sys.stdout), "reconciler apply")
     return report_outcome(plan, outcome)
 
 

@@ -23,9 +23,10 @@ from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
 from reconciler.engine.events import EventLog
+from reconciler.engine.notify.announce import announce
 from reconciler.engine.passes import Scope
 from reconciler.engine.transitions import report_transitions
-from reconciler.engine.wait import WaitOptions, converge_until_done
+from reconciler.engine.wait import COMMAND, WaitOptions, converge_until_done
 from reconciler.engine.workspace import Workspace, load_state, prepare
 from reconciler.plans.changes import Plan
 from reconciler.specs.paths import RepoPaths
@@ -126,8 +127,10 @@ def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, opt
             if options.wait:
                 progress.update(state, ws.desired)
             previous[0] = state
+            announce(ws, log, COMMAND, patience=0.0)  # between passes: only what is due now
 
         plan, total = converge_until_done(ws, apis, options, shown)
+        announce(ws, log, COMMAND)
     return report_outcome(plan, total)
 
 

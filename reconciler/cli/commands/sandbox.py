@@ -19,7 +19,15 @@ from reconciler.sandbox.config import describe
 from reconciler.specs.paths import RepoPaths
 
 API_KEY_ENV = "RECONCILER_SANDBOX_API_KEY"
-_TYPES: dict[str, Any] = {"api_key": str, "seed": int}
+WEBHOOK_SECRET_ENV = "RECONCILER_SANDBOX_WEBHOOK_SECRET"
+_TYPES: dict[str, Any] = {
+    "api_key": str,
+    "seed": int,
+    "webhook_url": str,
+    "webhook_secret": str,
+    "webhook_attempts": int,
+}
+_ENV = {"api_key": API_KEY_ENV, "webhook_secret": WEBHOOK_SECRET_ENV}
 
 
 def _knob_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -28,9 +36,9 @@ def _knob_options(func: Callable[..., Any]) -> Callable[..., Any]:
         default = "unset" if field.default is None else field.default
         help_text = f"{field.description} [default: {default}]"
         extra: dict[str, Any] = {}
-        if name == "api_key":
-            help_text += f" Also read from ${API_KEY_ENV}."
-            extra = {"envvar": API_KEY_ENV, "show_envvar": False}
+        if name in _ENV:
+            help_text += f" Also read from ${_ENV[name]}."
+            extra = {"envvar": _ENV[name], "show_envvar": False}
         flag = "--" + name.replace("_", "-")
         func = click.option(flag, name, type=_TYPES.get(name, float), help=help_text, **extra)(func)
     return func

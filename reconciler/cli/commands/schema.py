@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import click
 from pydantic import Field, TypeAdapter
 
-from reconciler.specs.models import API_VERSION, KINDS, BatchJob, Provider
+from reconciler.specs.models import API_VERSION, KINDS, BatchJob, Notification, Provider
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -18,9 +18,9 @@ def json_schema(kind: str | None = None) -> dict[str, Any]:
     if kind is not None:
         schema = KINDS[kind].model_json_schema(by_alias=True)
     else:
-        either = TypeAdapter(Annotated[BatchJob | Provider, Field(discriminator="kind")])
+        either = TypeAdapter(Annotated[BatchJob | Provider | Notification, Field(discriminator="kind")])
         schema = either.json_schema(by_alias=True)
-        schema["title"] = f"{API_VERSION} document (BatchJob or Provider)"
+        schema["title"] = f"{API_VERSION} document (BatchJob, Provider or Notification)"
     return {"$schema": SCHEMA_DIALECT, **schema}
 
 
@@ -33,10 +33,10 @@ def render(kind: str | None = None) -> str:
 @click.option(
     "--kind",
     type=click.Choice(sorted(KINDS)),
-    help="Only this kind's schema [default: one schema accepting both].",
+    help="Only this kind's schema [default: one schema accepting every kind].",
 )
 def command(kind: str | None) -> int:
-    """Print the JSON Schema of BatchJob and Provider documents.
+    """Print the JSON Schema of BatchJob, Provider and Notification documents.
 
     Point yaml-language-server at it with a first line such as
     `# yaml-language-server: $schema=../schema/reconciler-v1.schema.json`.

@@ -1,0 +1,112 @@
+"""The routes the health port serves beside /healthz and /metrics: the dashboard, its event
+stream, and `POST /webhooks/openai`. health.py hands each request here first.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from reconciler.daemon.board import Board
+from reconciler.daemon.dashboard import job_page, overview
+from reconciler.daemon.dashboard_parts import page
+from reconciler.daemon.webhooks import MAX_BODY_BYTES, WebhookInbox
+
+WEBHOOK_PATH = "/webhooks/openai"
+KEEPALIVE_SECONDS = 15.0
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+class Routes:
+    def __init__(self, board: Board, inbox: WebhookInbox | None) -> None:
+        self.board, self.inbox = board, inbox
+
+    def get(self, request: BaseHTTPRequestHandler) -> bool:
+        """Serves the request and returns True, or returns False: not a route of ours."""
+        split = urlsplit(request.path)
+        path = split.path.rstrip("/") or "/"
+        if path.endswith("/events") and (path == "/events" or path.startswith("/jobs/")):
+            since = parse_qs(split.query).get("since", ["-1"])[0]
+            self._stream(request, path.removesuffix("/events") or "/", int(since) if since.isdigit() else -1)
+            return True
+        html = self._render(path)
+        if html is None and path.startswith("/jobs/"):
+            _send(request, 404, "text/plain; charset=utf-8", b"no such job in the state\n")
+            return True
+        if html is None:
+            return False
+        nonce = secrets.token_urlsafe(16)
+        document = page("reconciler", html, self.board.snapshot().version, nonce).encode()
+        policy = (
+            f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'"
+        )
+        _send(request, 200, "text/html; charset=utf-8", document, {"Content-Security-Policy": policy})
+        return True
+
+    def post(self, request: BaseHTTPRequestHandler) -> bool:
+        if urlsplit(request.path).path != WEBHOOK_PATH or self.inbox is None:
+            return False
+        length = request.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            answer = self.inbox.refused(
+                "too_large", 413, f"a body of at most {MAX_BODY_BYTES} bytes, with a length"
+            )
+            request.close_connection = True  # the body is not read: the connection cannot be reused
+        else:
+            body = request.rfile.read(int(length))
+            answer = self.inbox.receive(dict(request.headers.items()), body)
+        _send(request, answer.status, "application/json", json.dumps(answer.body).encode() + b"\n")
+        return True
+
+    def _render(self, path: str) -> str | None:
+        snap = self.board.snapshot()
+        if path == "/":
+            return overview(snap)
+        if path.startswith("/jobs/"):
+            return job_page(snap, unquote(path.removeprefix("/jobs/")))
+        return None
+
+    def _stream(self, request: BaseHTTPRequestHandler, path: str, since: int) -> None:
+        """Server-Sent Events: the page's new content each time the loop publishes."""
+        request.send_response(200)
+        for name, value in {**_HEADERS, "Content-Type": "text/event-stream"}.items():
+            request.send_header(name, value)
+        request.end_headers()
+        version = since
+        try:
+            request.wfile.write(b"retry: 2000\n\n")
+            while not self.board.closed:
+                snap = self.board.wait_newer(version, KEEPALIVE_SECONDS)
+                if snap.version == version:
+                    request.wfile.write(b": keep-alive\n\n")
+                else:
+                    version = snap.version
+                    fragment = self._render(path) or "<p>This job is no longer in the state.</p>"
+                    lines = "".join(f"data: {line}\n" for line in fragment.splitlines() or [""])
+                    request.wfile.write(f"id: {version}\n{lines}\n".encode())
+                request.wfile.flush()
+        except OSError:  # the page was closed
+            return
+
+
+def _send(
+    request: BaseHTTPRequestHandler,
+    status: int,
+    content_type: str,
+    body: bytes,
+    extra: dict[str, str] | None = None,
+) -> None:
+    request.send_response(status)
+    for name, value in {**_HEADERS, **(extra or {}), "Content-Type": content_type}.items():
+        request.send_header(name, value)
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    request.wfile.write(body)
