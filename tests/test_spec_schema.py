@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.cli.commands.schema import render
-from reconciler.specs.models import ALLOWED_ENDPOINTS
+from reconciler.specs.fields import ALLOWED_ENDPOINTS
 from tests.fixtures.repo import CliResult
 
 ROOT = Path(__file__).resolve().parent.parent
