@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +18,20 @@ from pathlib import Path
 import pytest
 
 from reconciler.sandbox import Sandbox
+from tests.fixtures.daemon import Daemon
 from tests.fixtures.repo import CliResult, UserRepo
-from tests.fixtures.sandbox import cli_env, upload
-from tests.reconcile_helpers import OWNER, batches, mutating, sdk, state_of, use_sandbox, wait_until
+from tests.fixtures.sandbox import upload
+from tests.reconcile_helpers import (
+    OWNER,
+    batches,
+    mutating,
+    sdk,
+    settled,
+    state_of,
+    stays,
+    use_sandbox,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,15 +130,12 @@ def test_validate_with_an_unchanged_input_does_not_read_it_again(
     assert "not valid JSON" in again.stderr
 
 
-@pytest.mark.skipif(
-    not Path(__file__).parents[1].joinpath("reconciler", "watch.py").exists(), reason="no daemon"
-)
 def test_an_idle_daemon_sends_no_request_for_finished_jobs(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
     run_cli: Callable[..., CliResult],
+    start_daemon: Callable[..., Daemon],
     monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
 ) -> None:
     sandbox = sandbox_factory()
     use_sandbox(monkeypatch, sandbox)
@@ -141,19 +147,11 @@ def test_an_idle_daemon_sends_no_request_for_finished_jobs(
     assert {job["status"] for job in state_of(repo.root)["jobs"].values()} == {"completed"}
     serial = state_of(repo.root)["serial"]
 
-    env = {**cli_env(), "RECONCILER_SANDBOX_URL": sandbox.base_url, "RECONCILER_OWNER": OWNER}
-    # A one-second interval: were finished jobs polled at all, three seconds would show it.
-    argv = [sys.executable, "-m", "reconciler", "reconcile", "--watch", "--interval", "1", *repo.args()]
-    with (tmp_path / "daemon.log").open("wb") as log:
-        daemon = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
-    try:
-        wait_until(lambda: state_of(repo.root)["serial"] > serial)  # its first pass is done
-        time.sleep(0.5)
-        sandbox.reset_counts()
-        time.sleep(3.0)
-        assert sandbox.request_counts() == {}, (tmp_path / "daemon.log").read_text()
-        assert daemon.poll() is None
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=15)
+    # A one-second interval: were finished jobs polled at all, three intervals would show it.
+    daemon = start_daemon(repo, sandbox, interval="1", owner=OWNER, ready=None)
+    daemon.eventually(lambda: state_of(repo.root)["serial"] > serial)  # its first pass is done
+    settled(sandbox.request_counts, quiet=0.5)  # and whatever that pass sent has arrived
+    sandbox.reset_counts()
+    stays(lambda: sandbox.request_counts() == {} and daemon.process.poll() is None, seconds=3.0)
+    assert daemon.stop() == 0, daemon.log()
     assert len(jobs) == len(json.loads(repo.state.read_text())["jobs"])

@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.sandbox import cli_env
+from tests.fixtures.daemon import reconciler_command, reconciler_env
 from tests.reconcile_helpers import batches, sdk, state_of, wait_until
 
 
 def start(
     repo: Any, sandbox: Sandbox, owner: str, *args: str, lock_timeout: str = "60"
 ) -> subprocess.Popen[str]:
-    env = cli_env() | {
-        "RECONCILER_SANDBOX_URL": sandbox.base_url,
-        "RECONCILER_OWNER": owner,
-        "RECONCILER_LOCK_TIMEOUT": lock_timeout,
-    }
-    command = [sys.executable, "-m", "reconciler", *args, *repo.args()]
+    env = reconciler_env(sandbox, owner, RECONCILER_LOCK_TIMEOUT=lock_timeout)
+    command = reconciler_command(*args, *repo.args())
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -9,17 +9,13 @@ command printed, on success and on every error path, is searched for it.
 from __future__ import annotations
 
 import secrets
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.sandbox import cli_env
+from tests.fixtures.daemon import reconciler_env
 from tests.hostile_server import hostile_server
-from tests.reconcile_helpers import wait_until
 
 KEY = f"sk-reliability-{secrets.token_hex(16)}"
 PORTKEY = f"pk-reliability-{secrets.token_hex(16)}"
@@ -121,20 +117,25 @@ def test_a_server_that_echoes_the_key_back_has_it_scrubbed_from_the_error(secure
     assert_clean(results, tmp_path)
 
 
-def test_the_daemon_log_holds_no_key_on_success_or_on_a_401(secure, sandbox, tmp_path):
+def test_the_daemon_log_holds_no_key_on_success_or_on_a_401(secure, start_daemon, tmp_path):
     log_path = tmp_path / "daemon.log"
-    env = cli_env() | {"RECONCILER_OWNER": "tests/secrets", "RECON_TEST_PORTKEY": PORTKEY}
     for key in (KEY, WRONG):
-        command = [sys.executable, "-m", "reconciler", "reconcile", "--watch", "--interval", "0.2"]
-        command += ["--log-format", "json", *secure.args()]
-        with log_path.open("ab") as log:
-            daemon = subprocess.Popen(command, env=env | {"RECON_TEST_KEY": key}, stdout=log, stderr=log)
+        env = reconciler_env(owner="tests/secrets", RECON_TEST_PORTKEY=PORTKEY, RECON_TEST_KEY=key)
+        daemon = start_daemon(
+            secure,
+            None,
+            "--log-format",
+            "json",
+            interval="0.2",
+            env=env,
+            log_file=log_path,
+            ready=None,
+            stdout_to_log=True,
+        )
         try:
-            wanted = "HTTP 401" if key == WRONG else '"created"'
-            wait_until(lambda: wanted in log_path.read_text(errors="replace"), timeout=60)  # noqa: B023
+            daemon.wait_for_log("HTTP 401" if key == WRONG else '"created"', timeout=60)
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
+            daemon.stop(timeout=30)
     assert "HTTP 401" in log_path.read_text()
     assert files_with_secrets(tmp_path) == {}
 

@@ -11,13 +11,21 @@ from typing import Any
 import openai
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.sandbox import request_lines, upload, wait_for
+from tests.fixtures.sandbox import FAST_KNOBS, request_lines, upload, wait_for
+from tests.reconcile_helpers import wait_until
 
 ENDPOINT = "/v1/chat/completions"
 
 
 def client_for(sandbox: Sandbox) -> openai.OpenAI:
     return openai.OpenAI(base_url=sandbox.base_url, api_key="x", max_retries=0)
+
+
+def timeline_seconds(
+    *, requests: int, requests_per_second: float, validation: float = FAST_KNOBS["validation_seconds"]
+) -> float:
+    """Creation to completed on the sandbox's clock: validation, the requests, then finalizing."""
+    return float(validation + requests / requests_per_second + FAST_KNOBS["finalizing_seconds"])
 
 
 def start_batch(client: openai.OpenAI, count: int) -> str:
@@ -87,9 +95,11 @@ def test_batches_progress_while_no_server_runs_and_survive_a_restart(
     first = sandbox_factory(data, requests_per_second=200.0)
     client = client_for(first)
     ids = [start_batch(client, 5) for _ in range(3)]
+    # Read after the last create, so no batch's timeline ends later than this.
+    done_by = time.time() + timeline_seconds(requests=5, requests_per_second=200.0)
     files_before = {f.id for f in client.files.list()}
     first.stop()
-    time.sleep(0.3)  # validation, 5 requests and finalizing all fit in this gap
+    wait_until(lambda: time.time() > done_by)  # validation, 5 requests and finalizing, no server up
 
     second = sandbox_factory(data)
     client = client_for(second)
@@ -109,6 +119,7 @@ def test_a_batch_keeps_the_timeline_it_was_created_with_whoever_reads_it(
     slow = sandbox_factory(data, validation_seconds=60.0)
     fast = sandbox_factory(data, validation_seconds=0.0, requests_per_second=1000.0)
     batch_id = start_batch(client_for(slow), 2)
-    time.sleep(0.1)
+    fast_done_by = time.time() + timeline_seconds(requests=2, requests_per_second=1000.0, validation=0.0)
+    wait_until(lambda: time.time() > fast_done_by)  # on the fast timeline it would be completed by now
 
     assert client_for(fast).batches.retrieve(batch_id).status == "validating"
