@@ -12,15 +12,13 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from reconciler.sandbox import Sandbox
-from tests.fixtures.daemon import Daemon
-from tests.fixtures.repo import CliResult, UserRepo
-from tests.fixtures.sandbox import upload
+from tests.fixtures.daemon import StartDaemon
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.fixtures.sandbox import SandboxFactory, upload
 from tests.reconcile_helpers import (
     OWNER,
     batches,
@@ -46,10 +44,7 @@ def _jobs(repo: UserRepo, count: int, prefix: str = "job") -> list[str]:
 
 
 def test_apply_of_new_jobs_sends_one_upload_and_one_create_per_job_and_beats_sequential_fourfold(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    run_cli: Callable[..., CliResult],
-    monkeypatch: pytest.MonkeyPatch,
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sandbox = sandbox_factory(latency_seconds=LATENCY)
     use_sandbox(monkeypatch, sandbox)
@@ -70,9 +65,9 @@ def test_apply_of_new_jobs_sends_one_upload_and_one_create_per_job_and_beats_seq
 
 
 def test_plan_over_owned_and_twice_as_many_foreign_batches_lists_one_page_per_hundred_plus_three(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    run_cli: Callable[..., CliResult],
+    make_repo: MakeRepo,
+    sandbox_factory: SandboxFactory,
+    run_cli: RunCli,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
@@ -113,7 +108,7 @@ def test_plan_over_owned_and_twice_as_many_foreign_batches_lists_one_page_per_hu
 
 
 def test_validate_with_an_unchanged_input_does_not_read_it_again(
-    user_repo: UserRepo, run_cli: Callable[..., CliResult]
+    user_repo: UserRepo, run_cli: RunCli
 ) -> None:
     assert run_cli("validate", *user_repo.args()).exit_code == 0
     data = user_repo.data / "nightly-eval.jsonl"
@@ -131,10 +126,10 @@ def test_validate_with_an_unchanged_input_does_not_read_it_again(
 
 
 def test_an_idle_daemon_sends_no_request_for_finished_jobs(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    run_cli: Callable[..., CliResult],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo,
+    sandbox_factory: SandboxFactory,
+    run_cli: RunCli,
+    start_daemon: StartDaemon,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sandbox = sandbox_factory()

@@ -27,6 +27,8 @@ import pytest
 
 from reconciler.sandbox import Sandbox
 from tests.fixtures.daemon import reconciler_command, reconciler_env
+from tests.fixtures.repo import MakeRepo, RunCli
+from tests.fixtures.sandbox import SandboxFactory
 
 FULL = os.environ.get("RECONCILER_FULL") == "1"
 TRIALS = 50 if FULL else 12
@@ -157,7 +159,9 @@ def converge(run_cli: Any, repo: Any, timeout: float = 60.0) -> None:
         result = run_cli("reconcile", *repo.args())
         passes += 1
         assert "Traceback" not in result.stderr, result.stderr
-        jobs = state_parses(repo)["jobs"]  # type: ignore[index]
+        state = state_parses(repo)
+        assert state is not None, "no state file after a reconcile"
+        jobs = state["jobs"]
         settled = all(j["status"] in ("completed", "expired", "failed", "cancelled") for j in jobs.values())
         if result.exit_code == 0 and "Applied: 0 created, 0 cancelled" in result.stdout and settled:
             return
@@ -193,8 +197,8 @@ def assert_converged(repo: Any, sandbox: Sandbox) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1800 if FULL else 300)
 def test_sigkilled_applies_never_duplicate_a_batch_lose_the_state_or_orphan_an_upload(
-    make_repo, sandbox_factory, run_cli, monkeypatch
-):
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seed = int(os.environ.get("RECONCILER_CRASH_SEED", random.randrange(1 << 32)))
     sandbox = sandbox_factory(**KNOBS)
     monkeypatch.setenv("RECONCILER_SANDBOX_URL", sandbox.base_url)

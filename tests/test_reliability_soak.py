@@ -23,7 +23,7 @@ import random
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,9 @@ import pytest
 import yaml
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.daemon import Daemon
-from tests.fixtures.repo import UserRepo
+from tests.fixtures.daemon import StartDaemon
+from tests.fixtures.repo import MakeRepo, UserRepo
+from tests.fixtures.sandbox import SandboxFactory
 from tests.reconcile_helpers import batches, wait_until
 
 FULL = os.environ.get("RECONCILER_FULL") == "1"
@@ -72,7 +73,7 @@ def passes(url: str) -> Counter[str]:
 
 @contextlib.contextmanager
 def daemon(
-    start_daemon: Callable[..., Daemon], repo: UserRepo, sandbox: Sandbox
+    start_daemon: StartDaemon, repo: UserRepo, sandbox: Sandbox
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """The daemon and its /metrics URL; stopped with SIGTERM, which must exit 0."""
     flags = ("--log-format", "json", "--health-port", "127.0.0.1:0")
@@ -108,7 +109,8 @@ class Churn:
     """What users push: new jobs, edited inputs, deleted specs."""
 
     def __init__(self, repo: Any, rng: random.Random) -> None:
-        self.repo, self.rng, self.alive, self.serial = repo, rng, [], 0
+        self.repo, self.rng, self.serial = repo, rng, 0
+        self.alive: list[str] = []
 
     def __call__(self) -> None:
         self.serial += 1
@@ -129,9 +131,7 @@ class Churn:
 
 
 def test_with_jobs_coming_and_going_under_faults_files_and_threads_stay_bounded_and_all_converge(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     seed = int(os.environ.get("RECONCILER_SOAK_SEED", random.randrange(1 << 32)))
     rng, sandbox, repo = random.Random(seed), sandbox_factory(**FAULTS), make_repo()
@@ -150,14 +150,13 @@ def test_with_jobs_coming_and_going_under_faults_files_and_threads_stay_bounded_
 
 
 def test_passes_over_an_unchanging_world_under_faults_leave_no_memory_behind(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     rng, sandbox, repo = random.Random(1), sandbox_factory(), make_repo()
     names = [f"job-{index}" for index in range(10)]
     for index, name in enumerate(names):
-        repo.write_job(name, requests=3, **({"split": {"max_requests": 2}} if index % 2 else {}))
+        split: dict[str, Any] = {"split": {"max_requests": 2}} if index % 2 else {}
+        repo.write_job(name, requests=3, **split)
 
     def relabel() -> None:  # a reload and a pass, but no batch to create or cancel
         spec = repo.specs / f"{rng.choice(names)}.yaml"

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,9 @@ import yaml
 
 from reconciler.sandbox import Sandbox
 from reconciler.state.file import read_state
-from tests.fixtures.daemon import Daemon, reconciler_env, watch_command
-from tests.fixtures.repo import UserRepo
+from tests.fixtures.daemon import StartDaemon, reconciler_env, watch_command
+from tests.fixtures.repo import MakeRepo, UserRepo
+from tests.fixtures.sandbox import SandboxFactory
 from tests.reconcile_helpers import batches, mutating, settled, stays
 
 SLOW_VALIDATION = {"validation_seconds": 30.0}  # batches stay running, so a wrong cancel would show
@@ -46,9 +46,7 @@ def _rewrite_job(spec: Path, **spec_fields: Any) -> None:
 
 
 def test_a_new_spec_becomes_a_batch_within_two_seconds_and_an_edit_replaces_it(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     daemon = start_daemon(repo, sandbox)
@@ -68,9 +66,7 @@ def test_a_new_spec_becomes_a_batch_within_two_seconds_and_an_edit_replaces_it(
 
 
 def test_status_transitions_reach_the_state_file_while_it_runs(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=0.3, requests_per_second=5.0, finalizing_seconds=0.3)
     repo = make_repo()
@@ -91,9 +87,7 @@ def test_status_transitions_reach_the_state_file_while_it_runs(
 
 
 def test_injected_faults_neither_stop_it_nor_create_duplicates(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     # Every create that succeeds answers 500, and 15% of all requests fail first.
     sandbox = sandbox_factory(fault_rate=0.15, lost_response_rate=1.0, seed=5)
@@ -134,9 +128,9 @@ def test_a_stop_signal_exits_zero_within_five_seconds_leaving_a_valid_state(
     signum: int,
     latency: float,
     ending: str,
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo,
+    sandbox_factory: SandboxFactory,
+    start_daemon: StartDaemon,
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     repo.write_job("a")
@@ -155,9 +149,7 @@ def test_a_stop_signal_exits_zero_within_five_seconds_leaving_a_valid_state(
 
 
 def test_a_restart_picks_up_where_it_left_off_without_creating_again(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=0.5, requests_per_second=4.0)
     repo = make_repo()
@@ -178,9 +170,7 @@ def test_a_restart_picks_up_where_it_left_off_without_creating_again(
 
 
 def test_a_second_daemon_on_the_same_state_refuses_naming_the_holder(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(), make_repo()
     repo.write_job("nightly-eval")
@@ -201,9 +191,7 @@ def test_a_second_daemon_on_the_same_state_refuses_naming_the_holder(
 
 
 def test_a_spec_that_stops_validating_is_reported_and_nothing_is_cancelled(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     broken = repo.write_job("a")
@@ -227,9 +215,7 @@ def test_a_spec_that_stops_validating_is_reported_and_nothing_is_cancelled(
 
 
 def test_starting_with_a_broken_spec_only_observes(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     spec = repo.write_job("a")
@@ -243,9 +229,7 @@ def test_starting_with_a_broken_spec_only_observes(
 
 
 def test_health_metrics_and_json_logs(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(), make_repo()
     repo.write_job("nightly-eval")
@@ -267,9 +251,7 @@ def test_health_metrics_and_json_logs(
 
 
 def test_an_idle_daemon_sends_nothing_until_a_file_changes(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(), make_repo()
     repo.write_job("a")
@@ -283,9 +265,7 @@ def test_an_idle_daemon_sends_nothing_until_a_file_changes(
 
 
 def test_a_burst_of_new_specs_is_one_pass(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     daemon = start_daemon(repo, sandbox, "--log-format", "json")
@@ -300,7 +280,7 @@ def test_a_burst_of_new_specs_is_one_pass(
 
 
 def test_a_repo_symlink_swapped_to_a_new_checkout_is_followed(
-    tmp_path: Path, sandbox_factory: Callable[..., Sandbox], start_daemon: Callable[..., Daemon]
+    tmp_path: Path, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     """git-sync's layout: `repo` is a symlink, replaced atomically by one to a fresh worktree."""
     sandbox, git = sandbox_factory(**SLOW_VALIDATION), tmp_path / "git"
