@@ -39,6 +39,32 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, every: float
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+def stays(condition: Callable[[], Any], seconds: float, every: float = 0.05) -> None:
+    """Checks `condition` again and again for `seconds`; fails the first time it is false.
+    For what must *not* happen (a request from an idle daemon): the span is the claim itself."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert condition(), f"stopped holding before {seconds}s were up"
+        if time.monotonic() > deadline:
+            return
+        time.sleep(every)
+
+
+def settled(read: Callable[[], Any], quiet: float, timeout: float = 30.0, every: float = 0.05) -> Any:
+    """Waits until `read()` has returned the same value for `quiet` seconds; returns that value.
+    For "whatever was under way has finished" without guessing how long it takes."""
+    deadline = time.monotonic() + timeout
+    value, since = read(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still changing after {timeout}s: {value!r}")
+        time.sleep(every)
+        latest = read()
+        if latest != value:
+            value, since = latest, time.monotonic()
+    return value
+
+
 def state_of(repo_root: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((repo_root / ".reconciler" / "state.json").read_text())
     return loaded

@@ -11,18 +11,25 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from reconciler.sandbox import Sandbox
-from tests.fixtures.repo import CliResult, UserRepo
-from tests.fixtures.sandbox import cli_env, upload
-from tests.reconcile_helpers import OWNER, batches, mutating, sdk, state_of, use_sandbox, wait_until
+from tests.fixtures.daemon import StartDaemon
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.fixtures.sandbox import SandboxFactory, upload
+from tests.reconcile_helpers import (
+    OWNER,
+    batches,
+    mutating,
+    sdk,
+    settled,
+    state_of,
+    stays,
+    use_sandbox,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,10 +44,7 @@ def _jobs(repo: UserRepo, count: int, prefix: str = "job") -> list[str]:
 
 
 def test_apply_of_new_jobs_sends_one_upload_and_one_create_per_job_and_beats_sequential_fourfold(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    run_cli: Callable[..., CliResult],
-    monkeypatch: pytest.MonkeyPatch,
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sandbox = sandbox_factory(latency_seconds=LATENCY)
     use_sandbox(monkeypatch, sandbox)
@@ -61,9 +65,9 @@ def test_apply_of_new_jobs_sends_one_upload_and_one_create_per_job_and_beats_seq
 
 
 def test_plan_over_owned_and_twice_as_many_foreign_batches_lists_one_page_per_hundred_plus_three(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    run_cli: Callable[..., CliResult],
+    make_repo: MakeRepo,
+    sandbox_factory: SandboxFactory,
+    run_cli: RunCli,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
@@ -104,7 +108,7 @@ def test_plan_over_owned_and_twice_as_many_foreign_batches_lists_one_page_per_hu
 
 
 def test_validate_with_an_unchanged_input_does_not_read_it_again(
-    user_repo: UserRepo, run_cli: Callable[..., CliResult]
+    user_repo: UserRepo, run_cli: RunCli
 ) -> None:
     assert run_cli("validate", *user_repo.args()).exit_code == 0
     data = user_repo.data / "nightly-eval.jsonl"
@@ -121,15 +125,12 @@ def test_validate_with_an_unchanged_input_does_not_read_it_again(
     assert "not valid JSON" in again.stderr
 
 
-@pytest.mark.skipif(
-    not Path(__file__).parents[1].joinpath("reconciler", "watch.py").exists(), reason="no daemon"
-)
 def test_an_idle_daemon_sends_no_request_for_finished_jobs(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    run_cli: Callable[..., CliResult],
+    make_repo: MakeRepo,
+    sandbox_factory: SandboxFactory,
+    run_cli: RunCli,
+    start_daemon: StartDaemon,
     monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
 ) -> None:
     sandbox = sandbox_factory()
     use_sandbox(monkeypatch, sandbox)
@@ -141,19 +142,11 @@ def test_an_idle_daemon_sends_no_request_for_finished_jobs(
     assert {job["status"] for job in state_of(repo.root)["jobs"].values()} == {"completed"}
     serial = state_of(repo.root)["serial"]
 
-    env = {**cli_env(), "RECONCILER_SANDBOX_URL": sandbox.base_url, "RECONCILER_OWNER": OWNER}
-    # A one-second interval: were finished jobs polled at all, three seconds would show it.
-    argv = [sys.executable, "-m", "reconciler", "reconcile", "--watch", "--interval", "1", *repo.args()]
-    with (tmp_path / "daemon.log").open("wb") as log:
-        daemon = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
-    try:
-        wait_until(lambda: state_of(repo.root)["serial"] > serial)  # its first pass is done
-        time.sleep(0.5)
-        sandbox.reset_counts()
-        time.sleep(3.0)
-        assert sandbox.request_counts() == {}, (tmp_path / "daemon.log").read_text()
-        assert daemon.poll() is None
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=15)
+    # A one-second interval: were finished jobs polled at all, three intervals would show it.
+    daemon = start_daemon(repo, sandbox, interval="1", owner=OWNER, ready=None)
+    daemon.eventually(lambda: state_of(repo.root)["serial"] > serial)  # its first pass is done
+    settled(sandbox.request_counts, quiet=0.5)  # and whatever that pass sent has arrived
+    sandbox.reset_counts()
+    stays(lambda: sandbox.request_counts() == {} and daemon.process.poll() is None, seconds=3.0)
+    assert daemon.stop() == 0, daemon.log()
     assert len(jobs) == len(json.loads(repo.state.read_text())["jobs"])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -10,18 +13,19 @@ from reconciler.api.client import ProviderApi
 from reconciler.api.transport import Transport
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiStatusError, OutcomeUnknownError
+from reconciler.sandbox import Sandbox
 from tests.reconcile_helpers import batches
 
 FAST = Backoff(attempts=8, initial=0.001, cap=0.01, max_retry_after=0.05)
 
 
 @pytest.fixture
-def client(sandbox):
+def client(sandbox: Sandbox) -> Iterator[ProviderApi]:
     with httpx.Client(base_url=sandbox.base_url, timeout=10) as http:
         yield ProviderApi.over(Transport(http, backoff=FAST))
 
 
-def upload(client: ProviderApi, tmp_path) -> str:
+def upload(client: ProviderApi, tmp_path: Path) -> str:
     path = tmp_path / "in.jsonl"
     path.write_text(
         '{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini"}}\n'
@@ -29,7 +33,9 @@ def upload(client: ProviderApi, tmp_path) -> str:
     return client.writer.upload_file(UploadSource(path, "in.jsonl"))
 
 
-def test_injected_429s_and_5xx_are_retried_until_the_call_succeeds(client, sandbox, tmp_path):
+def test_injected_429s_and_5xx_are_retried_until_the_call_succeeds(
+    client: ProviderApi, sandbox: Sandbox, tmp_path: Path
+) -> None:
     file_id = upload(client, tmp_path)
     sandbox.configure(fault_rate=0.3, seed=7)
     sandbox.reset_counts()
@@ -40,7 +46,7 @@ def test_injected_429s_and_5xx_are_retried_until_the_call_succeeds(client, sandb
     assert file_id.startswith("file-")
 
 
-def test_a_client_error_is_never_retried(client, sandbox):
+def test_a_client_error_is_never_retried(client: ProviderApi, sandbox: Sandbox) -> None:
     sandbox.reset_counts()
     with pytest.raises(ApiStatusError) as raised:
         client.reader.retrieve_batch("batch_does_not_exist")
@@ -48,7 +54,9 @@ def test_a_client_error_is_never_retried(client, sandbox):
     assert sandbox.request_counts() == {"GET /v1/batches/{id}": 1}
 
 
-def test_cancelling_a_completed_batch_is_a_409_sent_once(client, sandbox, tmp_path):
+def test_cancelling_a_completed_batch_is_a_409_sent_once(
+    client: ProviderApi, sandbox: Sandbox, tmp_path: Path
+) -> None:
     file_id = upload(client, tmp_path)
     batch = client.writer.create_batch(
         input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", metadata={}
@@ -63,7 +71,9 @@ def test_cancelling_a_completed_batch_is_a_409_sent_once(client, sandbox, tmp_pa
     assert sandbox.request_counts() == {"POST /v1/batches/{id}/cancel": 1}
 
 
-def test_a_create_whose_answer_is_lost_is_not_sent_again_but_reported_as_unknown(client, sandbox, tmp_path):
+def test_a_create_whose_answer_is_lost_is_not_sent_again_but_reported_as_unknown(
+    client: ProviderApi, sandbox: Sandbox, tmp_path: Path
+) -> None:
     file_id = upload(client, tmp_path)
     sandbox.configure(lost_response_rate=1.0)
     sandbox.reset_counts()
@@ -78,7 +88,7 @@ def test_a_create_whose_answer_is_lost_is_not_sent_again_but_reported_as_unknown
     assert len(batches(sandbox)) == 1
 
 
-def test_error_messages_never_carry_the_credentials_sent(sandbox):
+def test_error_messages_never_carry_the_credentials_sent(sandbox: Sandbox) -> None:
     key = "sk-test-never-show-me-123"
     sandbox.configure(api_key="the-right-one")
     headers = {"Authorization": f"Bearer {key}"}
@@ -90,7 +100,7 @@ def test_error_messages_never_carry_the_credentials_sent(sandbox):
     assert key not in str(raised.value)
 
 
-def test_a_batch_whose_errors_come_as_a_bare_list_is_still_read():
+def test_a_batch_whose_errors_come_as_a_bare_list_is_still_read() -> None:
     from reconciler.api.batch import Batch
 
     batch = Batch.model_validate(

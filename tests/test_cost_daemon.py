@@ -9,11 +9,9 @@ from collections.abc import Callable
 import httpx
 
 from reconciler.sandbox import Sandbox
+from tests.fixtures.daemon import Daemon, StartDaemon
 from tests.fixtures.repo import UserRepo
 from tests.reconcile_helpers import mutating
-from tests.test_watch_daemon import Daemon, start_daemon
-
-__all__ = ["start_daemon"]  # the fixture, shared with the daemon's own tests
 
 
 def _metrics(daemon: Daemon) -> str:
@@ -29,7 +27,7 @@ def _job(repo: UserRepo, name: str) -> dict:
 def test_the_daemon_counts_tokens_and_cost_of_finished_batches_from_their_output_lines(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    start_daemon: StartDaemon,
 ) -> None:
     sandbox, repo = sandbox_factory(), make_repo()
     repo.write_job("nightly-eval", requests=4)
@@ -52,7 +50,7 @@ def test_the_daemon_counts_tokens_and_cost_of_finished_batches_from_their_output
 def test_the_daemon_refuses_a_plan_over_budget_and_only_observes(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    start_daemon: StartDaemon,
 ) -> None:
     sandbox, repo = sandbox_factory(), make_repo()
     repo.write_job("nightly-eval", requests=3, budget={"max_usd": 0.000001})

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ import pytest
 
 from reconciler.sandbox import Sandbox
 from tests.fixtures.gateway import Gateway
-from tests.fixtures.repo import UserRepo
+from tests.fixtures.repo import MakeRepo, UserRepo
 from tests.fixtures.sandbox import cli_env
 
 SECRET = "sk-upstream-7c1e9b0d"  # the sandbox's key; must show up nowhere the reconciler writes
@@ -43,7 +42,7 @@ def _reconciler(repo: UserRepo, *args: str, key: str | None = SECRET) -> subproc
     )
 
 
-def _repo_through_gateway(make_repo: Callable[..., UserRepo], gateway: Gateway, sandbox: Sandbox) -> UserRepo:
+def _repo_through_gateway(make_repo: MakeRepo, gateway: Gateway, sandbox: Sandbox) -> UserRepo:
     repo = make_repo()
     repo.write_provider(
         "portkey",
@@ -82,7 +81,7 @@ def _files_holding(root: Path, text: str) -> list[str]:
 
 
 def test_validate_plan_apply_reconcile_status_converge_through_the_gateway(
-    make_repo: Callable[..., UserRepo], portkey_gateway: Gateway, sandbox: Sandbox
+    make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox
 ) -> None:
     sandbox.configure(api_key=SECRET)
     repo = _repo_through_gateway(make_repo, portkey_gateway, sandbox)
@@ -119,7 +118,7 @@ def _reconcile_until_converged(repo: UserRepo) -> list[subprocess.CompletedProce
 
 
 def test_reconcile_survives_429_and_5xx_from_the_upstream_through_the_gateway(
-    make_repo: Callable[..., UserRepo], portkey_gateway: Gateway, sandbox: Sandbox
+    make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox
 ) -> None:
     # Seed 32 makes the sandbox's first two answers a 429 and a 503, then 30% of the rest faults.
     sandbox.configure(api_key=SECRET, fault_rate=0.3, seed=32)
@@ -136,7 +135,7 @@ def test_reconcile_survives_429_and_5xx_from_the_upstream_through_the_gateway(
 
 
 def test_creates_whose_answer_was_lost_in_the_gateway_path_are_sent_once_each(
-    make_repo: Callable[..., UserRepo], portkey_gateway: Gateway, sandbox: Sandbox
+    make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox
 ) -> None:
     sandbox.configure(api_key=SECRET, lost_response_rate=1.0, seed=5)  # every create answers 500
     repo = _repo_through_gateway(make_repo, portkey_gateway, sandbox)
@@ -151,7 +150,7 @@ def test_creates_whose_answer_was_lost_in_the_gateway_path_are_sent_once_each(
 
 
 def test_an_unset_key_variable_fails_plan_before_any_request_is_sent(
-    make_repo: Callable[..., UserRepo], portkey_gateway: Gateway, sandbox: Sandbox
+    make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox
 ) -> None:
     repo = _repo_through_gateway(make_repo, portkey_gateway, sandbox)
 
@@ -167,10 +166,7 @@ def test_an_unset_key_variable_fails_plan_before_any_request_is_sent(
 
 @pytest.mark.parametrize("command", [("plan",), ("apply", "--auto-approve")])
 def test_a_wrong_key_is_one_line_naming_the_401_and_never_the_key(
-    make_repo: Callable[..., UserRepo],
-    portkey_gateway: Gateway,
-    sandbox: Sandbox,
-    command: tuple[str, ...],
+    make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox, command: tuple[str, ...]
 ) -> None:
     sandbox.configure(api_key=SECRET)
     repo = _repo_through_gateway(make_repo, portkey_gateway, sandbox)

@@ -9,14 +9,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.fixtures.repo import CliResult, UserRepo
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.fixtures.sandbox import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +31,7 @@ def _provider(path: Path) -> dict[str, Any]:
     return document
 
 
-def _repo_using(make_repo: Callable[..., UserRepo], example: Path) -> UserRepo:
+def _repo_using(make_repo: MakeRepo, example: Path) -> UserRepo:
     repo = make_repo()
     shutil.copy(example, repo.specs / example.name)
     repo.write_job("nightly-eval", provider=_provider(example)["metadata"]["name"])
@@ -52,7 +51,7 @@ def test_there_is_an_example_for_each_kind_of_provider() -> None:
 
 @pytest.mark.parametrize("example", PROVIDER_EXAMPLES, ids=lambda path: path.stem)
 def test_example_provider_validates_with_a_job_that_uses_it(
-    example: Path, make_repo: Callable[..., UserRepo], run_cli: Callable[..., CliResult]
+    example: Path, make_repo: MakeRepo, run_cli: RunCli
 ) -> None:
     repo = _repo_using(make_repo, example)
 
@@ -73,7 +72,7 @@ def test_example_provider_takes_every_credential_from_an_environment_variable(ex
 
 @pytest.mark.parametrize("example", PROVIDER_EXAMPLES, ids=lambda path: path.stem)
 def test_plan_with_an_example_provider_names_each_unset_variable_before_sending_anything(
-    example: Path, make_repo: Callable[..., UserRepo]
+    example: Path, make_repo: MakeRepo
 ) -> None:
     repo = _repo_using(make_repo, example)
     headers = _provider(example)["spec"]["headers"].values()
@@ -152,9 +151,7 @@ def _command_lines() -> list[list[str]]:
 
 
 @pytest.mark.parametrize("words", _command_lines(), ids=" ".join)
-def test_command_in_the_workflow_and_docs_is_one_the_cli_accepts(
-    words: list[str], run_cli: Callable[..., CliResult]
-) -> None:
+def test_command_in_the_workflow_and_docs_is_one_the_cli_accepts(words: list[str], run_cli: RunCli) -> None:
     # --help makes click check every option and argument, then stop before doing anything.
     result = run_cli(*words, "--help")
 

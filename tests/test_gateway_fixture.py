@@ -16,7 +16,7 @@ INNER_TEST = """
 import os
 from pathlib import Path
 
-def test_record_the_gateway(portkey_gateway):
+def test_record_the_gateway(portkey_gateway) -> None:
     Path(os.environ["GATEWAY_PID_FILE"]).write_text(str(portkey_gateway.pid))
 """
 

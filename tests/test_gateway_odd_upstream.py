@@ -65,12 +65,7 @@ def odd_upstream() -> Iterator[str]:
     ids=["empty-error-body-becomes-html-message", "html-error-body-is-wrapped", "empty-200-becomes-500"],
 )
 def test_upstream_answers_without_an_error_object_come_out_of_the_gateway_like_this(
-    portkey_gateway: Gateway,
-    odd_upstream: str,
-    case: str,
-    status: int,
-    retry_after: str | None,
-    body: bytes,
+    portkey_gateway: Gateway, odd_upstream: str, case: str, status: int, retry_after: str | None, body: bytes
 ) -> None:
     response = httpx.get(
         f"{portkey_gateway.base_url}/batches",

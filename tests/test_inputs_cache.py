@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from reconciler.common.limits import InputLimits
 from reconciler.specs.inputs.cache import CACHE_NAME
 from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import load_repo
-from tests.fixtures.repo import CliResult, UserRepo, request_lines
+from tests.fixtures.repo import RunCli, UserRepo, request_lines
 
 
 def cache_file(repo: UserRepo) -> Path:
@@ -114,7 +113,7 @@ def test_two_jobs_sharing_an_input_get_the_same_digest(repo: UserRepo) -> None:
 
 
 def test_validate_leaves_the_cache_beside_the_state_file(
-    repo: UserRepo, run_cli: Callable[..., CliResult], tmp_path: Path
+    repo: UserRepo, run_cli: RunCli, tmp_path: Path
 ) -> None:
     state = tmp_path / "elsewhere" / "state.json"
     result = run_cli("validate", *repo.args("--state", str(state)))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any, Literal
+
 import pytest
 
 from reconciler.api.batch import Batch, LiveBatch
 from reconciler.common import ownership
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.changes import Action, DesiredJob
+from reconciler.plans.changes import Action, Change, DesiredJob
 from reconciler.plans.plan import make_plan
 from reconciler.specs.slices import PartSpec
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, State
@@ -26,7 +29,10 @@ def live(batch_id: str, job: str, generation: str, status: str, attempt: str = "
 
 
 def recorded(
-    generation: str, *batch_ids: str, pending: tuple[PendingCreate, ...] = (), **kw: str
+    generation: str,
+    *batch_ids: str,
+    pending: tuple[PendingCreate, ...] = (),
+    deletion_policy: Literal["cancel", "orphan"] = "cancel",
 ) -> JobState:
     batches = tuple(BatchRecord(batch_id=b, status="in_progress") for b in batch_ids)
     return JobState(
@@ -35,60 +41,61 @@ def recorded(
         status="in_progress",
         batches=batches,
         pending=pending,
-        **kw,
-    )  # type: ignore[arg-type]
+        deletion_policy=deletion_policy,
+    )
 
 
-def desired(name: str = "eval", generation: str = "g2", **kw: object) -> dict[str, DesiredJob]:
-    return {name: DesiredJob(name=name, generation=generation, provider="sandbox", **kw)}  # type: ignore[arg-type]
+def desired(name: str = "eval", generation: str = "g2", **fields: Any) -> dict[str, DesiredJob]:
+    """One desired job; `fields` replace DesiredJob's defaults (suspend=True, parts=...)."""
+    return {name: replace(DesiredJob(name=name, generation=generation, provider="sandbox"), **fields)}
 
 
 def state(**jobs: JobState) -> State:
     return State(lineage="l", jobs=jobs)
 
 
-def only(plan_changes: tuple[object, ...]) -> object:
+def only(plan_changes: tuple[Change, ...]) -> Change:
     assert len(plan_changes) == 1
     return plan_changes[0]
 
 
-def test_a_new_spec_is_created():
+def test_a_new_spec_is_created() -> None:
     change = only(make_plan(desired(), state(), []).changes)
     assert change.action is Action.CREATE and "no batch yet" in change.reason
 
 
-def test_a_recorded_running_batch_of_the_current_generation_is_a_noop():
+def test_a_recorded_running_batch_of_the_current_generation_is_a_noop() -> None:
     plan = make_plan(desired(), state(eval=recorded("g2", "b1")), [live("b1", "eval", "g2", "in_progress")])
     assert only(plan.changes).action is Action.NOOP
     assert plan.pending == ()
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "expired", "cancelled"])
-def test_a_finished_batch_of_the_current_generation_is_not_recreated(status: str):
+def test_a_finished_batch_of_the_current_generation_is_not_recreated(status: str) -> None:
     plan = make_plan(desired(), state(eval=recorded("g2", "b1")), [live("b1", "eval", "g2", status)])
     assert only(plan.changes).action is Action.NOOP
 
 
-def test_a_changed_spec_with_an_older_batch_running_is_replaced():
+def test_a_changed_spec_with_an_older_batch_running_is_replaced() -> None:
     plan = make_plan(desired(), state(eval=recorded("g1", "b1")), [live("b1", "eval", "g1", "in_progress")])
     change = only(plan.changes)
     assert change.action is Action.REPLACE and change.cancel == ("b1",)
     assert "g1 → g2" in change.reason
 
 
-def test_a_changed_spec_whose_old_batch_finished_is_created_not_replaced():
+def test_a_changed_spec_whose_old_batch_finished_is_created_not_replaced() -> None:
     plan = make_plan(desired(), state(eval=recorded("g1", "b1")), [live("b1", "eval", "g1", "completed")])
     change = only(plan.changes)
     assert change.action is Action.CREATE and change.cancel == ()
 
 
-def test_a_live_batch_missing_from_the_state_is_adopted_not_created():
+def test_a_live_batch_missing_from_the_state_is_adopted_not_created() -> None:
     plan = make_plan(desired(), state(), [live("b9", "eval", "g2", "validating")])
     change = only(plan.changes)
     assert change.action is Action.ADOPT and change.adopt == ("b9",)
 
 
-def test_a_pending_create_found_in_the_live_list_is_adopted():
+def test_a_pending_create_found_in_the_live_list_is_adopted() -> None:
     pending = (PendingCreate(attempt="a7", generation="g2", input_file_id="file-1"),)
     plan = make_plan(
         desired(), state(eval=recorded("g2", pending=pending)), [live("b7", "eval", "g2", "validating", "a7")]
@@ -96,13 +103,13 @@ def test_a_pending_create_found_in_the_live_list_is_adopted():
     assert only(plan.changes).action is Action.ADOPT
 
 
-def test_a_pending_create_missing_from_the_live_list_is_created_again_with_a_reason():
+def test_a_pending_create_missing_from_the_live_list_is_created_again_with_a_reason() -> None:
     pending = (PendingCreate(attempt="a7", generation="g2", input_file_id="file-1"),)
     change = only(make_plan(desired(), state(eval=recorded("g2", pending=pending)), []).changes)
     assert change.action is Action.CREATE and "a7" in change.reason
 
 
-def test_a_removed_spec_with_a_running_batch_is_cancelled():
+def test_a_removed_spec_with_a_running_batch_is_cancelled() -> None:
     plan = make_plan(
         desired("other"), state(eval=recorded("g1", "b1")), [live("b1", "eval", "g1", "in_progress")]
     )
@@ -110,7 +117,7 @@ def test_a_removed_spec_with_a_running_batch_is_cancelled():
     assert change.action is Action.CANCEL and change.cancel == ("b1",)
 
 
-def test_a_removed_spec_with_policy_orphan_is_forgotten_and_left_running():
+def test_a_removed_spec_with_policy_orphan_is_forgotten_and_left_running() -> None:
     job = recorded("g1", "b1", deletion_policy="orphan")
     plan = make_plan(desired("other"), state(eval=job), [live("b1", "eval", "g1", "in_progress")])
     change = next(c for c in plan.changes if c.job == "eval")
@@ -118,14 +125,14 @@ def test_a_removed_spec_with_policy_orphan_is_forgotten_and_left_running():
     assert "orphan" in change.reason
 
 
-def test_a_removed_spec_whose_batches_finished_is_forgotten():
+def test_a_removed_spec_whose_batches_finished_is_forgotten() -> None:
     plan = make_plan(
         desired("other"), state(eval=recorded("g1", "b1")), [live("b1", "eval", "g1", "completed")]
     )
     assert next(c for c in plan.changes if c.job == "eval").action is Action.FORGET
 
 
-def test_a_suspended_job_cancels_what_runs_and_creates_nothing():
+def test_a_suspended_job_cancels_what_runs_and_creates_nothing() -> None:
     plan = make_plan(
         desired(suspend=True), state(eval=recorded("g2", "b1")), [live("b1", "eval", "g2", "in_progress")]
     )
@@ -134,14 +141,14 @@ def test_a_suspended_job_cancels_what_runs_and_creates_nothing():
     assert only(make_plan(desired(suspend=True), state(), []).changes).action is Action.NOOP
 
 
-def test_an_unknown_status_counts_as_running_and_is_never_recreated():
+def test_an_unknown_status_counts_as_running_and_is_never_recreated() -> None:
     plan = make_plan(
         desired(), state(eval=recorded("g2", "b1")), [live("b1", "eval", "g2", "file_upload_pending")]
     )
     assert only(plan.changes).action is Action.NOOP
 
 
-def test_an_empty_desired_set_that_would_cancel_everything_is_refused():
+def test_an_empty_desired_set_that_would_cancel_everything_is_refused() -> None:
     jobs = state(eval=recorded("g1", "b1"))
     running = [live("b1", "eval", "g1", "in_progress")]
     with pytest.raises(PlanRefusedError, match="--allow-empty"):
@@ -164,20 +171,20 @@ def split_job(max_attempts: int = 1) -> dict[str, DesiredJob]:
     return desired(parts=parts, requests=120, max_attempts=max_attempts)
 
 
-def test_a_split_job_creates_one_batch_per_part_and_says_how_many():
+def test_a_split_job_creates_one_batch_per_part_and_says_how_many() -> None:
     change = only(make_plan(split_job(), state(), []).changes)
     assert change.action is Action.CREATE
     assert [(u.part, u.retry, u.requests) for u in change.creates] == [(0, 1, 50), (1, 1, 50), (2, 1, 20)]
     assert "3 parts, 120 requests" in change.reason
 
 
-def test_a_split_job_missing_one_part_creates_only_that_part():
+def test_a_split_job_missing_one_part_creates_only_that_part() -> None:
     batches = [part_live("b0", 0, 1, "in_progress"), part_live("b1", 1, 1, "in_progress")]
     change = only(make_plan(split_job(), state(eval=recorded("g2", "b0", "b1")), batches).changes)
     assert change.action is Action.CREATE and [u.part for u in change.creates] == [2]
 
 
-def test_a_finished_part_with_unfinished_requests_is_retried_while_attempts_remain():
+def test_a_finished_part_with_unfinished_requests_is_retried_while_attempts_remain() -> None:
     batches = [part_live(f"b{i}", i, 1, "expired" if i == 1 else "completed") for i in range(3)]
     jobs = state(eval=recorded("g2", "b0", "b1", "b2"))
     change = only(make_plan(split_job(max_attempts=2), jobs, batches, retryable={("eval", 1): 7}).changes)
@@ -186,7 +193,7 @@ def test_a_finished_part_with_unfinished_requests_is_retried_while_attempts_rema
     assert "attempt 2" in change.reason
 
 
-def test_no_retry_once_a_part_has_had_max_attempts_batches():
+def test_no_retry_once_a_part_has_had_max_attempts_batches() -> None:
     batches = [part_live(f"b{i}", i, 1, "completed") for i in range(3)] + [part_live("r1", 1, 2, "expired")]
     jobs = state(eval=recorded("g2", "b0", "b1", "b2", "r1"))
     plan = make_plan(split_job(max_attempts=2), jobs, batches, retryable={("eval", 1): 3})

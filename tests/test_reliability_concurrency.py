@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.sandbox import cli_env
+from tests.fixtures.daemon import reconciler_command, reconciler_env
+from tests.fixtures.repo import MakeRepo, UserRepo
 from tests.reconcile_helpers import batches, sdk, state_of, wait_until
 
 
 def start(
     repo: Any, sandbox: Sandbox, owner: str, *args: str, lock_timeout: str = "60"
 ) -> subprocess.Popen[str]:
-    env = cli_env() | {
-        "RECONCILER_SANDBOX_URL": sandbox.base_url,
-        "RECONCILER_OWNER": owner,
-        "RECONCILER_LOCK_TIMEOUT": lock_timeout,
-    }
-    command = [sys.executable, "-m", "reconciler", *args, *repo.args()]
+    env = reconciler_env(sandbox, owner, RECONCILER_LOCK_TIMEOUT=lock_timeout)
+    command = reconciler_command(*args, *repo.args())
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -55,8 +52,8 @@ def owned_units(sandbox: Sandbox, owner_tag: str) -> list[tuple[str, str]]:
 
 
 def test_a_second_apply_that_may_not_wait_refuses_naming_the_holder_and_sends_nothing(
-    make_repo, sandbox, tmp_path
-):
+    make_repo: MakeRepo, sandbox: Sandbox, tmp_path: Path
+) -> None:
     sandbox.configure(latency_seconds=0.25)  # the first apply holds the lock for seconds
     repo = make_repo()
     for name in ("a", "b", "c", "d"):
@@ -73,11 +70,14 @@ def test_a_second_apply_that_may_not_wait_refuses_naming_the_holder_and_sends_no
     assert sorted(b.metadata["reconciler_job"] for b in batches(sandbox)) == ["a", "b", "c", "d"]
 
 
-def test_four_applies_started_at_once_wait_their_turn_and_create_each_batch_once(make_repo, sandbox):
+def test_four_applies_started_at_once_wait_their_turn_and_create_each_batch_once(
+    make_repo: MakeRepo, sandbox: Sandbox
+) -> None:
     sandbox.configure(latency_seconds=0.02)
     repo = make_repo()
     for index in range(8):
-        repo.write_job(f"job-{index}", **({"split": {"max_requests": 2}} if index % 2 else {}))
+        split: dict[str, Any] = {"split": {"max_requests": 2}} if index % 2 else {}
+        repo.write_job(f"job-{index}", **split)
     running = [start(repo, sandbox, "tests/one", "apply", "--auto-approve") for _ in range(4)]
     results = [finish(process) for process in running]
     assert [code for code, _, _ in results] == [0, 0, 0, 0], [err for _, _, err in results]
@@ -88,7 +88,7 @@ def test_four_applies_started_at_once_wait_their_turn_and_create_each_batch_once
 
 
 @pytest.fixture
-def two_repos(make_repo, sandbox):
+def two_repos(make_repo: MakeRepo, sandbox: Sandbox) -> tuple[UserRepo, UserRepo]:
     """Two repos with the same job, same input bytes: the same generation, different owners."""
     ours, theirs = make_repo("ours"), make_repo("theirs")
     for repo in (ours, theirs):
@@ -97,7 +97,9 @@ def two_repos(make_repo, sandbox):
     return ours, theirs
 
 
-def test_two_repos_with_different_owners_never_touch_each_others_batches(two_repos, sandbox):
+def test_two_repos_with_different_owners_never_touch_each_others_batches(
+    two_repos: tuple[UserRepo, UserRepo], sandbox: Sandbox
+) -> None:
     from reconciler.specs.identity import owner_tag
 
     sandbox.configure(validation_seconds=600)  # everything stays running, so a cancel would show

@@ -18,7 +18,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -27,7 +26,9 @@ import httpx
 import pytest
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.sandbox import cli_env
+from tests.fixtures.daemon import reconciler_command, reconciler_env
+from tests.fixtures.repo import MakeRepo, RunCli
+from tests.fixtures.sandbox import SandboxFactory
 
 FULL = os.environ.get("RECONCILER_FULL") == "1"
 TRIALS = 50 if FULL else 12
@@ -125,11 +126,10 @@ def run_and_kill(
     command = rng.choice(["apply", "reconcile"])
     extra = ["--auto-approve"] if command == "apply" else []
     parallelism = str(rng.choice([1, 2, 4, 16]))
-    env = cli_env() | {"RECONCILER_SANDBOX_URL": sandbox.base_url, "RECONCILER_OWNER": OWNER}
     before = sent(sandbox)
     process = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", command, *extra, "--parallelism", parallelism, *repo.args()],
-        env=env,
+        reconciler_command(command, *extra, "--parallelism", parallelism, *repo.args()),
+        env=reconciler_env(sandbox, OWNER),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -151,17 +151,23 @@ def run_and_kill(
     return command, killed, took
 
 
-def converge(run_cli: Any, repo: Any, passes: int = 12) -> None:
-    """In-process reconcile passes until every job's batches are finished and nothing is left to do."""
-    for _ in range(passes):
+def converge(run_cli: Any, repo: Any, timeout: float = 60.0) -> None:
+    """In-process reconcile passes until every job's batches are finished and nothing is left to
+    do.  Batches finish on the sandbox's clock, so the bound is a deadline, not a pass count."""
+    deadline, passes = time.monotonic() + timeout, 0
+    while True:
         result = run_cli("reconcile", *repo.args())
+        passes += 1
         assert "Traceback" not in result.stderr, result.stderr
-        jobs = state_parses(repo)["jobs"]  # type: ignore[index]
+        state = state_parses(repo)
+        assert state is not None, "no state file after a reconcile"
+        jobs = state["jobs"]
         settled = all(j["status"] in ("completed", "expired", "failed", "cancelled") for j in jobs.values())
         if result.exit_code == 0 and "Applied: 0 created, 0 cancelled" in result.stdout and settled:
             return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no convergence after {passes} passes: {result.stdout}{result.stderr}")
         time.sleep(0.3)
-    raise AssertionError(f"no convergence after {passes} passes: {result.stdout}{result.stderr}")
 
 
 def assert_converged(repo: Any, sandbox: Sandbox) -> None:
@@ -191,8 +197,8 @@ def assert_converged(repo: Any, sandbox: Sandbox) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1800 if FULL else 300)
 def test_sigkilled_applies_never_duplicate_a_batch_lose_the_state_or_orphan_an_upload(
-    make_repo, sandbox_factory, run_cli, monkeypatch
-):
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seed = int(os.environ.get("RECONCILER_CRASH_SEED", random.randrange(1 << 32)))
     sandbox = sandbox_factory(**KNOBS)
     monkeypatch.setenv("RECONCILER_SANDBOX_URL", sandbox.base_url)

@@ -16,7 +16,8 @@ import pytest
 
 from reconciler.sandbox import Sandbox
 from reconciler.specs.identity import owner_tag
-from tests.reconcile_helpers import batches, mutating, sdk, use_sandbox
+from tests.fixtures.repo import RunCli, UserRepo
+from tests.reconcile_helpers import batches, mutating, sdk
 
 OWNER = "tests/reliability-leftovers"
 
@@ -27,13 +28,17 @@ def input_files(sandbox: Sandbox) -> list[dict[str, Any]]:
     return files
 
 
-def _crashed_after_upload(repo, sandbox, run_cli, job: str = "a", *, with_state: bool = True) -> Any:
+def _crashed_after_upload(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, job: str = "a", *, with_state: bool = True
+) -> Any:
     """What a process killed after its upload, before its create, leaves: an intent in the
     state without a file id, and an upload under the job's deterministic name."""
-    generation = json.loads(run_cli("plan", "--json", *repo.args()).stdout)["changes"][0]["generation"]
+    generation = json.loads(run_cli("plan", "--json", *sandbox_repo.args()).stdout)["changes"][0][
+        "generation"
+    ]
     name = f"{job}-{generation}-{owner_tag(OWNER)[:8]}.jsonl"
     uploaded = sdk(sandbox).files.create(
-        file=(name, (repo.data / f"{job}.jsonl").read_bytes()), purpose="batch"
+        file=(name, (sandbox_repo.data / f"{job}.jsonl").read_bytes()), purpose="batch"
     )
     if with_state:
         intent = {"attempt": "0123456789ab", "generation": generation, "requests": 3}
@@ -44,35 +49,38 @@ def _crashed_after_upload(repo, sandbox, run_cli, job: str = "a", *, with_state:
             "pending": [intent],
         }
         state = {"format_version": 1, "serial": 3, "lineage": "l", "jobs": {job: job_state}}
-        repo.state.parent.mkdir(parents=True, exist_ok=True)
-        repo.state.write_text(json.dumps(state))
+        sandbox_repo.state.parent.mkdir(parents=True, exist_ok=True)
+        sandbox_repo.state.write_text(json.dumps(state))
     return uploaded
 
 
 @pytest.fixture
-def repo(make_repo, sandbox, monkeypatch):
-    use_sandbox(monkeypatch, sandbox, OWNER)
-    return make_repo()
+def reconciler_owner() -> str:
+    return OWNER
 
 
 @pytest.mark.parametrize("with_state", [True, False], ids=["intent-pending", "state-lost"])
-def test_an_upload_whose_create_never_went_out_is_reused_not_sent_again(repo, sandbox, run_cli, with_state):
-    repo.write_job("a", requests=3)
-    uploaded = _crashed_after_upload(repo, sandbox, run_cli, with_state=with_state)
+def test_an_upload_whose_create_never_went_out_is_reused_not_sent_again(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, with_state: bool
+) -> None:
+    sandbox_repo.write_job("a", requests=3)
+    uploaded = _crashed_after_upload(sandbox_repo, sandbox, run_cli, with_state=with_state)
     sandbox.reset_counts()
-    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    assert run_cli("reconcile", *sandbox_repo.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {"POST /v1/batches": 1}
     (batch,) = batches(sandbox, "a")
     assert batch.input_file_id == uploaded.id
     assert [f["id"] for f in input_files(sandbox)] == [uploaded.id]
 
 
-def test_the_upload_of_an_intent_dropped_by_a_spec_change_is_deleted(repo, sandbox, run_cli):
-    repo.write_job("a", requests=3)
-    stale = _crashed_after_upload(repo, sandbox, run_cli)
-    repo.write_input("data/a.jsonl", requests=4)
+def test_the_upload_of_an_intent_dropped_by_a_spec_change_is_deleted(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    sandbox_repo.write_job("a", requests=3)
+    stale = _crashed_after_upload(sandbox_repo, sandbox, run_cli)
+    sandbox_repo.write_input("data/a.jsonl", requests=4)
     sandbox.reset_counts()
-    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    assert run_cli("reconcile", *sandbox_repo.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {
         "POST /v1/files": 1,
         "POST /v1/batches": 1,
@@ -82,24 +90,28 @@ def test_the_upload_of_an_intent_dropped_by_a_spec_change_is_deleted(repo, sandb
     assert [f["id"] for f in input_files(sandbox)] == [batch.input_file_id] != [stale.id]
 
 
-def test_uploads_of_other_owners_and_other_tools_are_never_reused_or_deleted(repo, sandbox, run_cli):
-    repo.write_job("a", requests=3)
-    ours = _crashed_after_upload(repo, sandbox, run_cli)
-    content = (repo.data / "a.jsonl").read_bytes()
+def test_uploads_of_other_owners_and_other_tools_are_never_reused_or_deleted(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    sandbox_repo.write_job("a", requests=3)
+    ours = _crashed_after_upload(sandbox_repo, sandbox, run_cli)
+    content = (sandbox_repo.data / "a.jsonl").read_bytes()
     generation = ours.filename.split("-")[1]
     theirs = [
         sdk(sandbox).files.create(file=(name, content), purpose="batch").id
         for name in (f"a-{generation}-0badc0de.jsonl", f"a-{generation}.jsonl", "a.jsonl")
     ]
-    repo.write_input("data/a.jsonl", requests=4)  # ours is now superseded; theirs look alike
-    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    sandbox_repo.write_input("data/a.jsonl", requests=4)  # ours is now superseded; theirs look alike
+    assert run_cli("reconcile", *sandbox_repo.args()).exit_code == 0
     left = {f["id"] for f in input_files(sandbox)}
     assert ours.id not in left and set(theirs) <= left
 
 
-def test_a_pass_with_nothing_pending_lists_no_files(repo, sandbox, run_cli):
-    repo.write_job("a", requests=3)
-    assert run_cli("reconcile", *repo.args()).exit_code == 0
+def test_a_pass_with_nothing_pending_lists_no_files(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    sandbox_repo.write_job("a", requests=3)
+    assert run_cli("reconcile", *sandbox_repo.args()).exit_code == 0
     sandbox.reset_counts()
-    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    assert run_cli("reconcile", *sandbox_repo.args()).exit_code == 0
     assert "GET /v1/files" not in sandbox.request_counts()

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.reconcile_helpers import batches, sdk, state_of, use_sandbox
 
 FULL = os.environ.get("RECONCILER_FULL") == "1"
@@ -22,11 +23,11 @@ FAULTS = {"fault_rate": 0.3, "lost_response_rate": 0.3, "retry_after_seconds": 0
 
 
 @pytest.fixture
-def repo(make_repo, sandbox, monkeypatch):
+def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> UserRepo:
     use_sandbox(monkeypatch, sandbox, "tests/reliability-faults")
     repo = make_repo()
     for index in range(JOBS):
-        split = {"split": {"max_requests": 2}} if index % 5 == 0 else {}
+        split: dict[str, Any] = {"split": {"max_requests": 2}} if index % 5 == 0 else {}
         repo.write_job(f"job-{index:02d}", requests=4, **split)
     return repo
 
@@ -66,8 +67,8 @@ def reconcile_until_converged(run_cli: Any, repo: Any) -> tuple[int, int]:
 
 @pytest.mark.parametrize("seed", range(20 if FULL else 3))
 def test_under_30_percent_faults_and_lost_creates_every_job_converges_to_exactly_one_batch(
-    repo, sandbox, run_cli, seed
-):
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, seed: int
+) -> None:
     sandbox.configure(seed=seed, **FAULTS)
     passes, failed = reconcile_until_converged(run_cli, repo)
     counts = sandbox.request_counts()
@@ -84,7 +85,9 @@ def test_under_30_percent_faults_and_lost_creates_every_job_converges_to_exactly
     print(f"seed {seed}: {passes} passes ({failed} failed), {sum(counts.values())} requests: {counts}")
 
 
-def test_plan_under_faults_sends_nothing_that_mutates_and_fails_in_one_line(repo, sandbox, run_cli):
+def test_plan_under_faults_sends_nothing_that_mutates_and_fails_in_one_line(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     sandbox.configure(seed=7, fault_rate=1.0, retry_after_seconds=0.0)
     result = run_cli("plan", *repo.args())
     assert result.exit_code == 1

@@ -111,7 +111,9 @@ def write(root: Path, *documents: Any) -> None:
     st.text(max_size=60) | st.sampled_from(["http://127.0.0.1:9/v1", "https://u:p@h/v1", "ftp://x", ""]),
     st.dictionaries(st.text(max_size=20), DOLLAR_SOUP.map("".join) | VALUES, max_size=3),
 )
-def test_any_provider_document_validates_or_is_reported(world, base_url, headers) -> None:
+def test_any_provider_document_validates_or_is_reported(
+    world: tuple[Path, HostileServer, str], base_url: str, headers: dict[str, Any]
+) -> None:
     root = fresh_repo(world)
     write(root, provider(base_url, headers), job(provider="p"))
     cli(root, "validate")
@@ -128,7 +130,9 @@ def test_any_provider_document_validates_or_is_reported(world, base_url, headers
 )
 @example(headers={"x-custom": "${KEY}"}, value="é")  # found by this test: httpx could not encode it
 @example(headers={"x-custom": "é"}, value="")
-def test_any_header_and_environment_value_plans_or_is_reported(world, headers, value) -> None:
+def test_any_header_and_environment_value_plans_or_is_reported(
+    world: tuple[Path, HostileServer, str], headers: dict[str, Any], value: str
+) -> None:
     """The provider answers nothing useful: what matters is that sending never crashes."""
     root = fresh_repo(world)
     write(root, provider(world[1].base_url("missing-fields"), headers), job(provider="p"))
@@ -152,7 +156,9 @@ SPEC_FIELDS = st.fixed_dictionaries(
 @FUZZ
 @given(SPEC_FIELDS)
 @example(fields={"split": {"\n": None}})  # found by this test: the key broke the one-line message
-def test_any_split_retry_results_and_cleanup_fields_plan_or_are_reported(world, fields) -> None:
+def test_any_split_retry_results_and_cleanup_fields_plan_or_are_reported(
+    world: tuple[Path, HostileServer, str], fields: dict[str, Any]
+) -> None:
     root = fresh_repo(world)
     write(root, job(**fields))
     if cli(root, "validate")[0] == 0:
@@ -174,7 +180,9 @@ LINE = st.one_of(
 
 @FUZZ
 @given(st.lists(LINE, max_size=12), st.integers(1, 4))
-def test_any_jsonl_input_split_into_parts_plans_or_is_reported(world, lines, per_part) -> None:
+def test_any_jsonl_input_split_into_parts_plans_or_is_reported(
+    world: tuple[Path, HostileServer, str], lines: list[str], per_part: int
+) -> None:
     root = fresh_repo(world)
     (root / "data" / "in.jsonl").write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
     write(root, job(split={"max_requests": per_part}))
@@ -201,7 +209,9 @@ def test_any_jsonl_input_split_into_parts_plans_or_is_reported(world, lines, per
 )
 @example(document={"format_version": 1, "changes": [{"job": ["x"]}]})  # found by this test: TypeError
 @example(document={"format_version": 1, "changes": [None]})
-def test_any_saved_plan_is_applied_or_refused_in_one_line(world, document) -> None:
+def test_any_saved_plan_is_applied_or_refused_in_one_line(
+    world: tuple[Path, HostileServer, str], document: dict[str, Any]
+) -> None:
     root = fresh_repo(world)
     write(root, job(suspend=True))  # whatever the plan says, nothing is created
     (root / "plan.json").write_text(json.dumps(document))
@@ -220,7 +230,9 @@ def test_any_saved_plan_is_applied_or_refused_in_one_line(world, document) -> No
     )
     | VALUES
 )
-def test_any_state_document_is_shown_or_reported(world, document) -> None:
+def test_any_state_document_is_shown_or_reported(
+    world: tuple[Path, HostileServer, str], document: dict[str, Any]
+) -> None:
     root = fresh_repo(world)
     state = root / ".reconciler" / "state.json"
     state.parent.mkdir()
@@ -248,7 +260,9 @@ OWNED = st.fixed_dictionaries(
 
 @FUZZ
 @given(st.lists(OWNED, max_size=4) | VALUES, st.booleans())
-def test_any_batch_list_a_provider_answers_with_is_planned_or_reported(world, data, has_more) -> None:
+def test_any_batch_list_a_provider_answers_with_is_planned_or_reported(
+    world: tuple[Path, HostileServer, str], data: Any, has_more: bool
+) -> None:
     root = fresh_repo(world)
     hostile = world[1]
     hostile.script("/batches", {"object": "list", "data": data, "has_more": has_more})

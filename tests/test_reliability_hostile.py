@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,10 +18,14 @@ from reconciler.api.client import ProviderApi
 from reconciler.api.transport import MAX_PAGES, Transport
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiConnectionError, ApiError, ApiStatusError, OutcomeUnknownError
+from tests.fixtures.repo import MakeRepo, RunCli
 from tests.hostile_server import HostileServer, hostile_server
 
 FULL = os.environ.get("RECONCILER_FULL") == "1"
 ATTEMPTS = 3
+
+
+ClientFor = Callable[[str], tuple[ProviderApi, list[float]]]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,7 @@ def hostile() -> Iterator[HostileServer]:
 
 
 @pytest.fixture
-def client_for(hostile: HostileServer) -> Iterator[Callable[[str], tuple[ProviderApi, list[float]]]]:
+def client_for(hostile: HostileServer) -> Iterator[ClientFor]:
     """A client of one behaviour; its backoff sleeps are recorded, not slept."""
     opened: list[httpx.Client] = []
 
@@ -66,8 +71,13 @@ def one_line(error: BaseException) -> str:
     ],
 )
 def test_a_broken_answer_to_a_read_is_one_clear_error_after_bounded_tries(
-    hostile, client_for, behaviour, kind, words, requests
-):
+    hostile: HostileServer,
+    client_for: ClientFor,
+    behaviour: str,
+    kind: type[Exception],
+    words: str,
+    requests: int,
+) -> None:
     client, _ = client_for(behaviour)
     before = hostile.requests[behaviour]
     with pytest.raises(kind) as raised:
@@ -76,7 +86,7 @@ def test_a_broken_answer_to_a_read_is_one_clear_error_after_bounded_tries(
     assert hostile.requests[behaviour] - before == requests
 
 
-def test_an_unknown_status_is_kept_as_it_came_and_counts_as_still_running(client_for):
+def test_an_unknown_status_is_kept_as_it_came_and_counts_as_still_running(client_for: ClientFor) -> None:
     client, _ = client_for("unknown-status")
     batch = client.reader.retrieve_batch("batch_hostile")
     (listed,) = list(client.reader.iter_batches())
@@ -84,7 +94,7 @@ def test_an_unknown_status_is_kept_as_it_came_and_counts_as_still_running(client
     assert not batch.terminal
 
 
-def test_a_batch_sent_as_text_plain_is_still_read(client_for):
+def test_a_batch_sent_as_text_plain_is_still_read(client_for: ClientFor) -> None:
     client, _ = client_for("text-json")
     assert client.reader.retrieve_batch("batch_hostile").id == "batch_hostile"
 
@@ -97,7 +107,9 @@ def test_a_batch_sent_as_text_plain_is_still_read(client_for):
         ("html-error", "GET /batches: HTTP 502"),
     ],
 )
-def test_a_broken_list_is_an_error_not_an_empty_list(client_for, behaviour, words):
+def test_a_broken_list_is_an_error_not_an_empty_list(
+    client_for: ClientFor, behaviour: str, words: str
+) -> None:
     client, _ = client_for(behaviour)
     with pytest.raises(ApiError) as raised:
         list(client.reader.iter_batches())
@@ -106,8 +118,8 @@ def test_a_broken_list_is_an_error_not_an_empty_list(client_for, behaviour, word
 
 @pytest.mark.parametrize(("behaviour", "pages"), [("ignores-after", 2), ("cycle", 3)])
 def test_a_list_whose_next_page_repeats_an_earlier_one_is_an_error_not_a_quiet_end(
-    hostile, client_for, behaviour, pages
-):
+    hostile: HostileServer, client_for: ClientFor, behaviour: str, pages: int
+) -> None:
     """A quiet end here would hide whatever lies further down, and we would create it again."""
     client, _ = client_for(behaviour)
     before = hostile.requests[behaviour]
@@ -117,7 +129,9 @@ def test_a_list_whose_next_page_repeats_an_earlier_one_is_an_error_not_a_quiet_e
     assert hostile.requests[behaviour] - before == pages
 
 
-def test_a_list_whose_has_more_never_ends_stops_at_the_page_bound(hostile, client_for):
+def test_a_list_whose_has_more_never_ends_stops_at_the_page_bound(
+    hostile: HostileServer, client_for: ClientFor
+) -> None:
     client, _ = client_for("endless")
     bound = MAX_PAGES if FULL else 40  # the full default takes ~40 s here; CI checks the mechanism
     before = hostile.requests["endless"]
@@ -128,7 +142,9 @@ def test_a_list_whose_has_more_never_ends_stops_at_the_page_bound(hostile, clien
     assert hostile.requests["endless"] - before == bound
 
 
-def test_retry_after_of_a_day_is_capped_and_the_tries_are_bounded(hostile, client_for):
+def test_retry_after_of_a_day_is_capped_and_the_tries_are_bounded(
+    hostile: HostileServer, client_for: ClientFor
+) -> None:
     client, slept = client_for("retry-forever")
     before = hostile.requests["retry-forever"]
     with pytest.raises(ApiStatusError) as raised:
@@ -140,8 +156,8 @@ def test_retry_after_of_a_day_is_capped_and_the_tries_are_bounded(hostile, clien
 
 @pytest.mark.parametrize("behaviour", ["html-error", "hang-up", "missing-fields", "truncated-json"])
 def test_a_create_whose_answer_is_broken_is_outcome_unknown_never_a_plain_failure(
-    hostile, client_for, behaviour
-):
+    hostile: HostileServer, client_for: ClientFor, behaviour: str
+) -> None:
     """The server may have acted: the intent must stay pending and be resolved from the list."""
     client, _ = client_for(behaviour)
     before = hostile.requests[behaviour]
@@ -153,7 +169,7 @@ def test_a_create_whose_answer_is_broken_is_outcome_unknown_never_a_plain_failur
     assert hostile.requests[behaviour] - before == 1  # never sent twice
 
 
-def test_an_upload_answered_without_a_file_id_is_an_error(client_for, tmp_path):
+def test_an_upload_answered_without_a_file_id_is_an_error(client_for: ClientFor, tmp_path: Path) -> None:
     client, _ = client_for("missing-fields")
     path = tmp_path / "a.jsonl"
     path.write_text('{"custom_id": "1"}\n')
@@ -166,8 +182,12 @@ def test_an_upload_answered_without_a_file_id_is_an_error(client_for, tmp_path):
     "behaviour", ["html-error", "truncated-json", "missing-fields", "cycle", "hang-up", "bad-counts"]
 )
 def test_plan_against_a_hostile_provider_fails_with_one_line_and_no_traceback(
-    hostile, make_repo, run_cli, monkeypatch, behaviour
-):
+    hostile: HostileServer,
+    make_repo: MakeRepo,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+    behaviour: str,
+) -> None:
     monkeypatch.setenv("RECONCILER_OWNER", "tests/hostile")
     repo = make_repo()
     repo.write_provider("broken", base_url=hostile.base_url(behaviour))

@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from reconciler.sandbox import start_sandbox
+from reconciler.sandbox import Sandbox, start_sandbox
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.fixtures.sandbox import cli_sandbox
 from tests.hostile_server import hostile_server
 
 
 @pytest.fixture
-def repo(make_repo, sandbox, monkeypatch, tmp_path):
+def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> UserRepo:
     monkeypatch.setenv("RECONCILER_SANDBOX_URL", sandbox.base_url)
     monkeypatch.setenv("RECONCILER_OWNER", "tests/paths")
     outside = tmp_path / "outside"
@@ -30,7 +32,7 @@ def repo(make_repo, sandbox, monkeypatch, tmp_path):
     return make_repo()
 
 
-def refused(run_cli, repo, sandbox, words: str) -> None:
+def refused(run_cli: RunCli, repo: UserRepo, sandbox: Sandbox, words: str) -> None:
     sandbox.reset_counts()
     for command in (["validate"], ["plan"], ["apply", "--auto-approve"]):
         result = run_cli(*command, *repo.args())
@@ -41,24 +43,32 @@ def refused(run_cli, repo, sandbox, words: str) -> None:
     assert not repo.state.exists()
 
 
-def test_an_input_reached_through_dot_dot_is_refused(repo, sandbox, run_cli):
+def test_an_input_reached_through_dot_dot_is_refused(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo.write_job("leak", input="../outside/secret.jsonl")
     refused(run_cli, repo, sandbox, "outside the repo")
 
 
-def test_an_input_that_is_a_symlink_to_a_file_outside_is_refused(repo, sandbox, run_cli, tmp_path):
+def test_an_input_that_is_a_symlink_to_a_file_outside_is_refused(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, tmp_path: Path
+) -> None:
     (repo.data / "innocent.jsonl").symlink_to(tmp_path / "outside" / "secret.jsonl")
     repo.write_job("leak", input="data/innocent.jsonl")
     refused(run_cli, repo, sandbox, "outside the repo")
 
 
-def test_an_input_inside_a_symlinked_folder_that_leads_outside_is_refused(repo, sandbox, run_cli, tmp_path):
+def test_an_input_inside_a_symlinked_folder_that_leads_outside_is_refused(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, tmp_path: Path
+) -> None:
     (repo.root / "shared").symlink_to(tmp_path / "outside", target_is_directory=True)
     repo.write_job("leak", input="shared/secret.jsonl")
     refused(run_cli, repo, sandbox, "outside the repo")
 
 
-def test_an_absolute_input_path_is_refused(repo, sandbox, run_cli, tmp_path):
+def test_an_absolute_input_path_is_refused(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, tmp_path: Path
+) -> None:
     absolute = tmp_path / "outside" / "secret.jsonl"
     repo.write_spec(
         "specs/leak.yaml",
@@ -73,7 +83,9 @@ def test_an_absolute_input_path_is_refused(repo, sandbox, run_cli, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["dot-dot", "symlinked-file", "symlinked-folder"])
-def test_results_that_would_be_written_outside_the_repo_are_refused(repo, sandbox, run_cli, tmp_path, how):
+def test_results_that_would_be_written_outside_the_repo_are_refused(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, tmp_path: Path, how: str
+) -> None:
     outside = tmp_path / "outside"
     if how == "symlinked-file":
         (repo.root / "results").mkdir()
@@ -86,7 +98,9 @@ def test_results_that_would_be_written_outside_the_repo_are_refused(repo, sandbo
     assert sorted(p.name for p in outside.iterdir()) == ["secret.jsonl"]
 
 
-def test_a_symlink_that_stays_inside_the_repo_is_followed(repo, sandbox, run_cli):
+def test_a_symlink_that_stays_inside_the_repo_is_followed(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo.write_input("data/real.jsonl", requests=2)
     (repo.data / "alias.jsonl").symlink_to(repo.data / "real.jsonl")
     repo.write_job("nightly-eval", input="data/alias.jsonl")
@@ -94,7 +108,9 @@ def test_a_symlink_that_stays_inside_the_repo_is_followed(repo, sandbox, run_cli
     assert sandbox.request_counts()["POST /v1/batches"] == 1
 
 
-def test_a_file_id_from_the_server_is_never_used_as_a_path(repo, run_cli, tmp_path):
+def test_a_file_id_from_the_server_is_never_used_as_a_path(
+    repo: UserRepo, run_cli: RunCli, tmp_path: Path
+) -> None:
     """A hostile provider answers with an output file id that climbs out of the work folder."""
     from reconciler.engine.workspace import prepare
 
@@ -121,7 +137,7 @@ def test_a_file_id_from_the_server_is_never_used_as_a_path(repo, run_cli, tmp_pa
     assert json.loads((repo.root / "results" / "out.jsonl").read_text())["custom_id"] == "req-00001"
 
 
-def test_the_sandbox_listens_on_loopback_unless_told_otherwise(tmp_path):
+def test_the_sandbox_listens_on_loopback_unless_told_otherwise(tmp_path: Path) -> None:
     running = start_sandbox(tmp_path / "in-process")
     try:
         assert running.base_url.startswith("http://127.0.0.1:")

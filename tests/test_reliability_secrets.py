@@ -9,17 +9,15 @@ command printed, on success and on every error path, is searched for it.
 from __future__ import annotations
 
 import secrets
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.sandbox import cli_env
+from reconciler.sandbox import Sandbox
+from tests.fixtures.daemon import StartDaemon, reconciler_env
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.hostile_server import hostile_server
-from tests.reconcile_helpers import wait_until
 
 KEY = f"sk-reliability-{secrets.token_hex(16)}"
 PORTKEY = f"pk-reliability-{secrets.token_hex(16)}"
@@ -47,7 +45,7 @@ def files_with_secrets(root: Path) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def secure(make_repo, sandbox, monkeypatch):
+def secure(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> UserRepo:
     """A repo whose only provider is the sandbox, behind a key passed as `${VAR}`."""
     sandbox.configure(api_key=KEY)
     monkeypatch.setenv("RECONCILER_OWNER", "tests/secrets")
@@ -76,7 +74,9 @@ def assert_clean(results: list[Any], root: Path) -> None:
     assert files_with_secrets(root) == {}
 
 
-def test_the_key_reaches_no_file_and_no_output_on_the_happy_path(secure, run_cli, tmp_path):
+def test_the_key_reaches_no_file_and_no_output_on_the_happy_path(
+    secure: UserRepo, run_cli: RunCli, tmp_path: Path
+) -> None:
     plan_file = secure.root / "plan.json"
     results = outputs(
         run_cli,
@@ -96,8 +96,8 @@ def test_the_key_reaches_no_file_and_no_output_on_the_happy_path(secure, run_cli
 
 
 def test_a_wrong_key_a_missing_key_and_a_dead_host_fail_without_showing_a_key(
-    secure, run_cli, monkeypatch, tmp_path
-):
+    secure: UserRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("RECON_TEST_KEY", WRONG)
     wrong = outputs(run_cli, secure, ("plan",), ("apply", "--auto-approve"), ("reconcile",))
     assert all(r.exit_code == 1 and "HTTP 401" in r.stderr for r in wrong), [r.stderr for r in wrong]
@@ -112,7 +112,9 @@ def test_a_wrong_key_a_missing_key_and_a_dead_host_fail_without_showing_a_key(
     assert_clean(wrong + missing + dead, tmp_path)
 
 
-def test_a_server_that_echoes_the_key_back_has_it_scrubbed_from_the_error(secure, run_cli, tmp_path):
+def test_a_server_that_echoes_the_key_back_has_it_scrubbed_from_the_error(
+    secure: UserRepo, run_cli: RunCli, tmp_path: Path
+) -> None:
     with hostile_server() as hostile:
         (secure.specs / "secure.yaml").unlink()
         secure.write_provider("secure", base_url=hostile.base_url("echo-auth"), headers=HEADERS)
@@ -121,24 +123,31 @@ def test_a_server_that_echoes_the_key_back_has_it_scrubbed_from_the_error(secure
     assert_clean(results, tmp_path)
 
 
-def test_the_daemon_log_holds_no_key_on_success_or_on_a_401(secure, sandbox, tmp_path):
+def test_the_daemon_log_holds_no_key_on_success_or_on_a_401(
+    secure: UserRepo, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
     log_path = tmp_path / "daemon.log"
-    env = cli_env() | {"RECONCILER_OWNER": "tests/secrets", "RECON_TEST_PORTKEY": PORTKEY}
     for key in (KEY, WRONG):
-        command = [sys.executable, "-m", "reconciler", "reconcile", "--watch", "--interval", "0.2"]
-        command += ["--log-format", "json", *secure.args()]
-        with log_path.open("ab") as log:
-            daemon = subprocess.Popen(command, env=env | {"RECON_TEST_KEY": key}, stdout=log, stderr=log)
+        env = reconciler_env(owner="tests/secrets", RECON_TEST_PORTKEY=PORTKEY, RECON_TEST_KEY=key)
+        daemon = start_daemon(
+            secure,
+            None,
+            "--log-format",
+            "json",
+            interval="0.2",
+            env=env,
+            log_file=log_path,
+            ready=None,
+            stdout_to_log=True,
+        )
         try:
-            wanted = "HTTP 401" if key == WRONG else '"created"'
-            wait_until(lambda: wanted in log_path.read_text(errors="replace"), timeout=60)  # noqa: B023
+            daemon.wait_for_log("HTTP 401" if key == WRONG else '"created"', timeout=60)
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
+            daemon.stop(timeout=30)
     assert "HTTP 401" in log_path.read_text()
     assert files_with_secrets(tmp_path) == {}
 
 
-def test_the_search_finds_a_key_even_with_its_tail_masked(tmp_path):
+def test_the_search_finds_a_key_even_with_its_tail_masked(tmp_path: Path) -> None:
     (tmp_path / "log.txt").write_text(f"Incorrect API key provided: {KEY[:-4]}****")
     assert files_with_secrets(tmp_path) == {"log.txt": [KEY[:12]]}

@@ -20,9 +20,7 @@ import contextlib
 import json
 import os
 import random
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,7 +31,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.fixtures.sandbox import cli_env
+from reconciler.sandbox import Sandbox
+from tests.fixtures.daemon import StartDaemon
+from tests.fixtures.repo import MakeRepo, UserRepo
+from tests.fixtures.sandbox import SandboxFactory
 from tests.reconcile_helpers import batches, wait_until
 
 FULL = os.environ.get("RECONCILER_FULL") == "1"
@@ -61,14 +62,6 @@ def usage(pid: int) -> dict[str, int]:
     }
 
 
-def log_events(log: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in log.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            events.append(json.loads(line))
-    return events
-
-
 def passes(url: str) -> Counter[str]:
     counts: Counter[str] = Counter()
     for line in httpx.get(url, timeout=10).text.splitlines():
@@ -79,23 +72,18 @@ def passes(url: str) -> Counter[str]:
 
 
 @contextlib.contextmanager
-def daemon(repo: Any, sandbox: Any, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def daemon(
+    start_daemon: StartDaemon, repo: UserRepo, sandbox: Sandbox
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """The daemon and its /metrics URL; stopped with SIGTERM, which must exit 0."""
-    env = cli_env() | {"RECONCILER_SANDBOX_URL": sandbox.base_url, "RECONCILER_OWNER": "tests/soak"}
-    command = [sys.executable, "-m", "reconciler", "reconcile", "--watch", "--interval", "0.3"]
-    command += ["--log-format", "json", "--health-port", "127.0.0.1:0", *repo.args()]
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        health = wait_until(lambda: [e for e in log_events(log) if e.get("event") == "health"], timeout=60)
-        yield process, f"http://127.0.0.1:{health[0]['port']}/metrics"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert "Traceback" not in log.read_text()
+    flags = ("--log-format", "json", "--health-port", "127.0.0.1:0")
+    running = start_daemon(repo, sandbox, *flags, interval="0.3", owner="tests/soak", ready=None)
+    health = running.eventually(
+        lambda: [e for e in running.events() if e.get("event") == "health"], timeout=60
+    )
+    yield running.process, f"http://127.0.0.1:{health[0]['port']}/metrics"
+    assert running.stop(timeout=30) == 0
+    assert "Traceback" not in running.log()
 
 
 def soak(process: subprocess.Popen[bytes], rng: random.Random, change: Any) -> tuple[dict[str, int], ...]:
@@ -121,7 +109,8 @@ class Churn:
     """What users push: new jobs, edited inputs, deleted specs."""
 
     def __init__(self, repo: Any, rng: random.Random) -> None:
-        self.repo, self.rng, self.alive, self.serial = repo, rng, [], 0
+        self.repo, self.rng, self.serial = repo, rng, 0
+        self.alive: list[str] = []
 
     def __call__(self) -> None:
         self.serial += 1
@@ -142,14 +131,14 @@ class Churn:
 
 
 def test_with_jobs_coming_and_going_under_faults_files_and_threads_stay_bounded_and_all_converge(
-    make_repo, sandbox_factory, tmp_path
-):
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
+) -> None:
     seed = int(os.environ.get("RECONCILER_SOAK_SEED", random.randrange(1 << 32)))
     rng, sandbox, repo = random.Random(seed), sandbox_factory(**FAULTS), make_repo()
     churn = Churn(repo, rng)
     for _ in range(4):
         churn()
-    with daemon(repo, sandbox, tmp_path / "daemon.log") as (process, metrics):
+    with daemon(start_daemon, repo, sandbox) as (process, metrics):
         warm, end = soak(process, rng, churn)
         done = passes(metrics)
         sandbox.configure(fault_rate=0.0, lost_response_rate=0.0)
@@ -161,12 +150,13 @@ def test_with_jobs_coming_and_going_under_faults_files_and_threads_stay_bounded_
 
 
 def test_passes_over_an_unchanging_world_under_faults_leave_no_memory_behind(
-    make_repo, sandbox_factory, tmp_path
-):
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
+) -> None:
     rng, sandbox, repo = random.Random(1), sandbox_factory(), make_repo()
     names = [f"job-{index}" for index in range(10)]
     for index, name in enumerate(names):
-        repo.write_job(name, requests=3, **({"split": {"max_requests": 2}} if index % 2 else {}))
+        split: dict[str, Any] = {"split": {"max_requests": 2}} if index % 2 else {}
+        repo.write_job(name, requests=3, **split)
 
     def relabel() -> None:  # a reload and a pass, but no batch to create or cancel
         spec = repo.specs / f"{rng.choice(names)}.yaml"
@@ -174,7 +164,7 @@ def test_passes_over_an_unchanging_world_under_faults_leave_no_memory_behind(
         document["metadata"]["labels"] = {"edit": str(rng.getrandbits(32))}
         spec.write_text(yaml.safe_dump(document))
 
-    with daemon(repo, sandbox, tmp_path / "daemon.log") as (process, metrics):
+    with daemon(start_daemon, repo, sandbox) as (process, metrics):
         wait_until(lambda: converged(repo, sandbox, names), timeout=60)
         before = len(batches(sandbox))
         sandbox.configure(**FAULTS)

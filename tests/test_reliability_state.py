@@ -12,10 +12,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from reconciler.sandbox import Sandbox
 from reconciler.state.model import State
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.reconcile_helpers import batches, mutating, state_of, use_sandbox
 
 JOBS = ("nightly-eval", "ab-test", "embeddings")
@@ -39,7 +42,9 @@ DAMAGE = {
 
 
 @pytest.fixture
-def applied(make_repo, sandbox, monkeypatch, run_cli):
+def applied(
+    make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
+) -> UserRepo:
     """A repo whose jobs have batches (kept running), applied twice so a backup exists."""
     use_sandbox(monkeypatch, sandbox)
     sandbox.configure(validation_seconds=600)
@@ -51,14 +56,14 @@ def applied(make_repo, sandbox, monkeypatch, run_cli):
     return repo
 
 
-def backup_of(repo):
+def backup_of(repo: UserRepo) -> Path:
     return repo.state.with_name("state.json.backup")
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_a_damaged_state_stops_every_command_in_one_line_and_is_kept_untouched(
-    applied, sandbox, run_cli, damage
-):
+    applied: UserRepo, sandbox: Sandbox, run_cli: RunCli, damage: str
+) -> None:
     spoil, words = DAMAGE[damage]
     backup = backup_of(applied).read_bytes()
     State.model_validate_json(backup)  # the previous good copy is there before anything goes wrong
@@ -80,8 +85,8 @@ def test_a_damaged_state_stops_every_command_in_one_line_and_is_kept_untouched(
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_rebuild_state_recovers_every_batch_from_the_live_list_with_zero_creates(
-    applied, sandbox, run_cli, damage
-):
+    applied: UserRepo, sandbox: Sandbox, run_cli: RunCli, damage: str
+) -> None:
     spoil, _ = DAMAGE[damage]
     recorded = {
         j: [b["batch_id"] for b in job["batches"]] for j, job in state_of(applied.root)["jobs"].items()
@@ -103,7 +108,9 @@ def test_rebuild_state_recovers_every_batch_from_the_live_list_with_zero_creates
     assert len(batches(sandbox)) == len(JOBS)
 
 
-def test_a_lost_state_file_is_rebuilt_by_adoption_not_by_creating_again(applied, sandbox, run_cli):
+def test_a_lost_state_file_is_rebuilt_by_adoption_not_by_creating_again(
+    applied: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     before = sorted(b.id for b in batches(sandbox))
     applied.state.unlink()
     backup_of(applied).unlink()
@@ -115,7 +122,7 @@ def test_a_lost_state_file_is_rebuilt_by_adoption_not_by_creating_again(applied,
     assert "adopt" in result.stdout
 
 
-def test_a_state_file_that_is_a_folder_is_one_line_not_a_crash(applied, run_cli):
+def test_a_state_file_that_is_a_folder_is_one_line_not_a_crash(applied: UserRepo, run_cli: RunCli) -> None:
     applied.state.unlink()
     applied.state.mkdir()
     result = run_cli("plan", *applied.args())
@@ -124,12 +131,14 @@ def test_a_state_file_that_is_a_folder_is_one_line_not_a_crash(applied, run_cli)
     assert line.startswith(f"error: {applied.state}: cannot read the state file")
 
 
-def test_a_damaged_lock_file_does_not_stop_anyone(applied, run_cli):
+def test_a_damaged_lock_file_does_not_stop_anyone(applied: UserRepo, run_cli: RunCli) -> None:
     applied.state.with_name("state.json.lock").write_bytes(b"\x00garbage{")
     assert run_cli("reconcile", *applied.args()).exit_code == 0
 
 
-def test_temp_files_of_killed_writers_are_removed_and_a_live_writers_kept(applied, run_cli):
+def test_temp_files_of_killed_writers_are_removed_and_a_live_writers_kept(
+    applied: UserRepo, run_cli: RunCli
+) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = applied.state.with_name(f".state.json.{dead.pid}.tmp")

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.sandbox import request_lines, upload, wait_for
+from tests.fixtures.sandbox import SandboxFactory, request_lines, upload, wait_for
 
 
-def create(client: openai.OpenAI, file_id: str, **extra: object) -> openai.types.Batch:
+def create(client: openai.OpenAI, file_id: str, **extra: Any) -> openai.types.Batch:
     return client.batches.create(
         input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", **extra
     )
@@ -37,7 +37,8 @@ def test_batch_runs_to_completed_and_output_joins_to_input_by_custom_id(
         0,
     )
     times = [done.created_at, done.in_progress_at, done.finalizing_at, done.completed_at]
-    assert None not in times and times == sorted(times)
+    present = [t for t in times if t is not None]
+    assert present == times and present == sorted(present)
     assert done.error_file_id is None and done.errors is None and done.model == "gpt-4o-mini"
     assert done.usage is not None and done.usage.total_tokens > 0
     output = sandbox_client.files.content(done.output_file_id or "").text.splitlines()
@@ -84,9 +85,7 @@ def test_list_rejects_a_limit_outside_1_to_100(sandbox_http: httpx.Client, limit
     assert answer.json()["error"]["param"] == "limit"
 
 
-def test_cancel_a_running_batch_ends_cancelled_with_partial_output(
-    sandbox_factory: Callable[..., Sandbox],
-) -> None:
+def test_cancel_a_running_batch_ends_cancelled_with_partial_output(sandbox_factory: SandboxFactory) -> None:
     sandbox = sandbox_factory(requests_per_second=20.0)
     client = openai.OpenAI(base_url=sandbox.base_url, api_key="x", max_retries=0)
     lines = request_lines(200)  # ten seconds of work at 20/s: cancelled long before the end

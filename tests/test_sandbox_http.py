@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -10,10 +9,10 @@ import openai
 import pytest
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.sandbox import request_lines, upload
+from tests.fixtures.sandbox import SandboxFactory, request_lines, upload
 
 
-def test_api_key_is_required_when_set_and_never_echoed(sandbox_factory: Callable[..., Sandbox]) -> None:
+def test_api_key_is_required_when_set_and_never_echoed(sandbox_factory: SandboxFactory) -> None:
     sandbox = sandbox_factory(api_key="sk-right")
 
     def client(key: str) -> openai.OpenAI:
@@ -60,7 +59,7 @@ def test_the_sdk_sees_a_429_as_a_rate_limit_error(sandbox: Sandbox, sandbox_clie
     assert 429 in statuses
 
 
-def test_faults_are_reproducible_from_the_seed(sandbox_factory: Callable[..., Sandbox]) -> None:
+def test_faults_are_reproducible_from_the_seed(sandbox_factory: SandboxFactory) -> None:
     def statuses() -> list[int]:
         sandbox = sandbox_factory(fault_rate=0.5, seed=42)
         with httpx.Client(base_url=sandbox.base_url) as client:

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Final
 
 import openai
 
-from reconciler.sandbox import Sandbox
-from tests.fixtures.sandbox import FAST_FLAGS, cli_sandbox, request_lines, upload, wait_for
+from tests.fixtures.sandbox import FAST_FLAGS, SandboxFactory, cli_sandbox, request_lines, upload, wait_for
 
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 
 
 def test_two_servers_in_two_processes_share_one_data_dir_without_corrupting_it(
-    sandbox_factory: Callable[..., Sandbox], tmp_path: Path
+    sandbox_factory: SandboxFactory, tmp_path: Path
 ) -> None:
     data = tmp_path / "shared"
     here = sandbox_factory(data)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import openai
 
-from reconciler.sandbox import Sandbox
-from tests.fixtures.sandbox import request_lines, upload, wait_for
+from tests.fixtures.sandbox import SandboxFactory, request_lines, upload, wait_for
 
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 
 
 def run(client: openai.OpenAI, lines: list[Any], endpoint: Any = ENDPOINT) -> openai.types.Batch:
@@ -73,7 +71,7 @@ def test_line_numbers_count_blank_lines_and_bad_utf8_is_a_bad_json_line(
 ) -> None:
     batch = run(sandbox_client, [line("a"), b"", b'{"custom_id": "\xff\xfe"}'])
 
-    assert batch.status == "failed"
+    assert batch.status == "failed" and batch.errors is not None
     assert [(e.line, e.code) for e in batch.errors.data or []] == [(3, "invalid_json_line")]
 
 
@@ -85,12 +83,12 @@ def test_a_missing_input_file_fails_the_batch_as_invalid_request(sandbox_client:
 
     done = wait_for(sandbox_client, batch.id)
 
-    assert done.status == "failed"
+    assert done.status == "failed" and done.errors is not None
     assert [(e.code, e.line) for e in done.errors.data or []] == [("invalid_request", None)]
 
 
 def test_an_input_deleted_before_validation_fails_but_one_deleted_after_still_completes(
-    sandbox_factory: Callable[..., Sandbox],
+    sandbox_factory: SandboxFactory,
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=0.3, requests_per_second=50.0)
     client = openai.OpenAI(base_url=sandbox.base_url, api_key="x", max_retries=0)

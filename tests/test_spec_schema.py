@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.cli.commands.schema import render
 from reconciler.specs.fields import ALLOWED_ENDPOINTS
-from tests.fixtures.repo import CliResult
+from tests.fixtures.repo import RunCli
 
 ROOT = Path(__file__).resolve().parent.parent
-RunCli = Callable[..., CliResult]
+RunCli = RunCli
 
 
 def test_schema_covers_every_kind_chosen_by_kind(run_cli: RunCli) -> None:

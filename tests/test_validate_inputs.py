@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.fixtures.repo import CliResult, UserRepo, request_lines
+from tests.fixtures.repo import CliResult, MakeRepo, RunCli, UserRepo, request_lines
 
-RunCli = Callable[..., CliResult]
+RunCli = RunCli
 INPUT = "data/job.jsonl"
 
 
@@ -20,7 +19,7 @@ def good(n: int = 3) -> list[dict[str, Any]]:
 
 def changed(line: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """A copy of a request line with fields replaced (None removes the field)."""
-    copy = json.loads(json.dumps(line))
+    copy: dict[str, Any] = json.loads(json.dumps(line))
     for name, value in fields.items():
         target, key = (copy["body"], name[5:]) if name.startswith("body_") else (copy, name)
         if value is None:
@@ -45,7 +44,7 @@ def assert_rejected(result: CliResult, repo: UserRepo, where: str, fragment: str
 
 
 @pytest.fixture
-def repo(make_repo: Callable[..., UserRepo]) -> UserRepo:
+def repo(make_repo: MakeRepo) -> UserRepo:
     return make_repo()
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.repo import CliResult, UserRepo
+from tests.fixtures.repo import RunCli, UserRepo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,10 +77,7 @@ def test_a_broken_repo_fails_end_to_end_without_a_traceback(user_repo: UserRepo)
 
 
 def test_validate_sends_nothing_and_reads_no_variable(
-    user_repo: UserRepo,
-    run_cli: Callable[..., CliResult],
-    counting_server: str,
-    monkeypatch: pytest.MonkeyPatch,
+    user_repo: UserRepo, run_cli: RunCli, counting_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NEVER_SET_KEY", raising=False)
     user_repo.write_provider(

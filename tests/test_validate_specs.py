@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import pytest
 
-from tests.fixtures.repo import CliResult, UserRepo
+from tests.fixtures.repo import CliResult, MakeRepo, RunCli, UserRepo
 
-RunCli = Callable[..., CliResult]
+RunCli = RunCli
 
 
 def job_text(
@@ -68,7 +67,7 @@ def validate(run_cli: RunCli, repo: UserRepo) -> CliResult:
 
 
 @pytest.fixture
-def repo(make_repo: Callable[..., UserRepo]) -> UserRepo:
+def repo(make_repo: MakeRepo) -> UserRepo:
     """A repo whose only job's input exists, so each test breaks exactly one thing."""
     made = make_repo()
     made.write_input("data/nightly-eval.jsonl", 2)
@@ -241,15 +240,13 @@ def test_a_spec_file_that_is_not_utf8_is_reported_with_its_line(repo: UserRepo, 
     assert_rejected(validate(run_cli, repo), repo, "specs/job.yaml:8:", "UTF-8")
 
 
-def test_a_missing_specs_folder_is_named(make_repo: Callable[..., UserRepo], run_cli: RunCli) -> None:
+def test_a_missing_specs_folder_is_named(make_repo: MakeRepo, run_cli: RunCli) -> None:
     repo = make_repo()
     repo.specs.rmdir()
     assert_rejected(validate(run_cli, repo), repo, "specs:", "--specs")
 
 
-def test_an_empty_specs_folder_is_valid_with_a_warning(
-    make_repo: Callable[..., UserRepo], run_cli: RunCli
-) -> None:
+def test_an_empty_specs_folder_is_valid_with_a_warning(make_repo: MakeRepo, run_cli: RunCli) -> None:
     repo = make_repo()
     result = validate(run_cli, repo)
     assert (result.exit_code, result.stdout) == (0, "0 jobs, 0 providers: valid\n")

@@ -12,11 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,74 +22,12 @@ import yaml
 
 from reconciler.sandbox import Sandbox
 from reconciler.state.file import read_state
-from tests.fixtures.repo import UserRepo
-from tests.fixtures.sandbox import cli_env
-from tests.reconcile_helpers import batches, mutating
+from tests.fixtures.daemon import StartDaemon, reconciler_env, watch_command
+from tests.fixtures.repo import MakeRepo, UserRepo
+from tests.fixtures.sandbox import SandboxFactory
+from tests.reconcile_helpers import batches, mutating, settled, stays
 
-OWNER = "tests/watch"
 SLOW_VALIDATION = {"validation_seconds": 30.0}  # batches stay running, so a wrong cancel would show
-
-
-@dataclass
-class Daemon:
-    process: subprocess.Popen[bytes]
-    log_file: Path
-
-    def log(self) -> str:
-        return self.log_file.read_text(encoding="utf-8", errors="replace")
-
-    def events(self) -> list[dict[str, Any]]:
-        """The log as JSON records (with --log-format json)."""
-        return [json.loads(line) for line in self.log().splitlines() if line.strip()]
-
-    def eventually(self, condition: Callable[[], Any], timeout: float = 30.0) -> Any:
-        """Polls `condition` until truthy; on timeout, fails showing the daemon's log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            assert self.process.poll() is None, f"daemon exited {self.process.returncode}:\n{self.log()}"
-            time.sleep(0.02)
-        raise AssertionError(f"condition not met within {timeout}s; daemon log:\n{self.log()}")
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
-        return self.process.wait(timeout=15)
-
-
-def _daemon_command(repo: UserRepo, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "reconciler", "reconcile", "--watch", *repo.args(), *flags]
-
-
-def _env(sandbox: Sandbox) -> dict[str, str]:
-    return {**cli_env(), "RECONCILER_SANDBOX_URL": sandbox.base_url, "RECONCILER_OWNER": OWNER}
-
-
-@pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    started: list[Daemon] = []
-
-    def start(repo: UserRepo, sandbox: Sandbox, *flags: str, interval: str = "0.5") -> Daemon:
-        log_file = tmp_path / f"daemon-{len(started) + 1}.log"
-        with log_file.open("wb") as stderr:  # a file, not a pipe: a chatty daemon never blocks on it
-            process = subprocess.Popen(
-                _daemon_command(repo, "--interval", interval, *flags),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env=_env(sandbox),
-            )
-        daemon = Daemon(process, log_file)
-        started.append(daemon)
-        daemon.eventually(lambda: "first pass done" in daemon.log())
-        return daemon
-
-    yield start
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(timeout=15)
 
 
 def _statuses(repo: UserRepo) -> dict[str, str]:
@@ -112,17 +46,13 @@ def _rewrite_job(spec: Path, **spec_fields: Any) -> None:
 
 
 def test_a_new_spec_becomes_a_batch_within_two_seconds_and_an_edit_replaces_it(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     daemon = start_daemon(repo, sandbox)
 
-    written = time.monotonic()
     spec = repo.write_job("nightly-eval", requests=3)
-    first = daemon.eventually(lambda: batches(sandbox, "nightly-eval"))
-    assert time.monotonic() - written < 2.0
+    first = daemon.eventually(lambda: batches(sandbox, "nightly-eval"), timeout=2.0)
     assert len(first) == 1
 
     _rewrite_job(spec, run="second")
@@ -132,13 +62,11 @@ def test_a_new_spec_becomes_a_batch_within_two_seconds_and_an_edit_replaces_it(
     assert new.status == "validating" and (new.metadata or {}).get("reconciler_run") == "second"
     counts = sandbox.request_counts()
     assert counts["POST /v1/batches"] == 2 and counts["POST /v1/batches/{id}/cancel"] == 1
-    assert f"nightly-eval: ~ replace {old.id} → {new.id}" in daemon.log()
+    daemon.wait_for_log(re.escape(f"nightly-eval: ~ replace {old.id} → {new.id}"))
 
 
 def test_status_transitions_reach_the_state_file_while_it_runs(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=0.3, requests_per_second=5.0, finalizing_seconds=0.3)
     repo = make_repo()
@@ -155,16 +83,11 @@ def test_status_transitions_reach_the_state_file_while_it_runs(
 
     daemon.eventually(completed)
     assert "in_progress" in seen and seen[-1] == "completed"
-    # the transition is logged once the pass ends: after its state write, and after reading usage
-    daemon.eventually(
-        lambda: re.search(r"nightly-eval: \w+ → completed \(5/5, output file-\w+\)", daemon.log())
-    )
+    daemon.wait_for_log(r"nightly-eval: \w+ → completed \(5/5, output file-\w+\)")
 
 
 def test_injected_faults_neither_stop_it_nor_create_duplicates(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     # Every create that succeeds answers 500, and 15% of all requests fail first.
     sandbox = sandbox_factory(fault_rate=0.15, lost_response_rate=1.0, seed=5)
@@ -182,7 +105,7 @@ def test_injected_faults_neither_stop_it_nor_create_duplicates(
         for b in _live(sandbox)
     )
     assert len(per_generation) == 8 and set(per_generation.values()) == {1}
-    assert "outcome unknown" in daemon.log()  # the lost responses did reach the daemon
+    daemon.wait_for_log("outcome unknown")  # the lost responses did reach the daemon
     assert "Traceback" not in daemon.log()
 
 
@@ -206,21 +129,20 @@ def test_a_stop_signal_exits_zero_within_five_seconds_leaving_a_valid_state(
     signum: int,
     latency: float,
     ending: str,
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo,
+    sandbox_factory: SandboxFactory,
+    start_daemon: StartDaemon,
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     repo.write_job("a")
     repo.write_job("b")
     daemon = start_daemon(repo, sandbox)
     sandbox.configure(latency_seconds=latency)  # every pass now takes seconds: the signal lands mid-pass
-    time.sleep(0.6)
+    before = sum(sandbox.request_counts().values())
+    daemon.eventually(lambda: sum(sandbox.request_counts().values()) > before)  # a slow request is out
 
-    sent = time.monotonic()
-    code = daemon.stop(signum)
+    code = daemon.stop(signum, timeout=5.0)  # TimeoutExpired past five seconds
     assert code == 0
-    assert time.monotonic() - sent < 5.0
     assert ending in daemon.log()
     state = read_state(repo.state)
     assert sorted(state.jobs) == ["a", "b"]
@@ -228,9 +150,7 @@ def test_a_stop_signal_exits_zero_within_five_seconds_leaving_a_valid_state(
 
 
 def test_a_restart_picks_up_where_it_left_off_without_creating_again(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=0.5, requests_per_second=4.0)
     repo = make_repo()
@@ -251,16 +171,19 @@ def test_a_restart_picks_up_where_it_left_off_without_creating_again(
 
 
 def test_a_second_daemon_on_the_same_state_refuses_naming_the_holder(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(), make_repo()
     repo.write_job("nightly-eval")
     first = start_daemon(repo, sandbox)
 
     second = subprocess.run(
-        _daemon_command(repo), env=_env(sandbox), capture_output=True, text=True, timeout=60, check=False
+        watch_command(repo),
+        env=reconciler_env(sandbox),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert second.returncode == 1
     assert f"another daemon already reconciles this state file: pid {first.process.pid} on " in second.stderr
@@ -269,9 +192,7 @@ def test_a_second_daemon_on_the_same_state_refuses_naming_the_holder(
 
 
 def test_a_spec_that_stops_validating_is_reported_and_nothing_is_cancelled(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     broken = repo.write_job("a")
@@ -295,9 +216,7 @@ def test_a_spec_that_stops_validating_is_reported_and_nothing_is_cancelled(
 
 
 def test_starting_with_a_broken_spec_only_observes(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     spec = repo.write_job("a")
@@ -311,9 +230,7 @@ def test_starting_with_a_broken_spec_only_observes(
 
 
 def test_health_metrics_and_json_logs(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(), make_repo()
     repo.write_job("nightly-eval")
@@ -335,27 +252,21 @@ def test_health_metrics_and_json_logs(
 
 
 def test_an_idle_daemon_sends_nothing_until_a_file_changes(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(), make_repo()
     repo.write_job("a")
     daemon = start_daemon(repo, sandbox, interval="0.2")
     daemon.eventually(lambda: _statuses(repo) == {"a": "completed"})
-    time.sleep(0.3)  # let the pass that saw it finish end
-    quiet = sandbox.request_counts()
-    time.sleep(1.5)  # more than seven intervals
-    assert sandbox.request_counts() == quiet
+    quiet = settled(sandbox.request_counts, quiet=0.5)  # the pass that saw it finish has ended
+    stays(lambda: sandbox.request_counts() == quiet, seconds=1.5)  # more than seven intervals
 
     repo.write_job("b")
     daemon.eventually(lambda: batches(sandbox, "b"))
 
 
 def test_a_burst_of_new_specs_is_one_pass(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     daemon = start_daemon(repo, sandbox, "--log-format", "json")
@@ -370,7 +281,7 @@ def test_a_burst_of_new_specs_is_one_pass(
 
 
 def test_a_repo_symlink_swapped_to_a_new_checkout_is_followed(
-    tmp_path: Path, sandbox_factory: Callable[..., Sandbox], start_daemon: Callable[..., Daemon]
+    tmp_path: Path, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
     """git-sync's layout: `repo` is a symlink, replaced atomically by one to a fresh worktree."""
     sandbox, git = sandbox_factory(**SLOW_VALIDATION), tmp_path / "git"
@@ -393,9 +304,9 @@ def test_a_repo_symlink_swapped_to_a_new_checkout_is_followed(
 
 
 def test_liveness_stays_up_while_readiness_reports_an_unreachable_provider(
-    make_repo: Callable[..., UserRepo],
-    sandbox_factory: Callable[..., Sandbox],
-    start_daemon: Callable[..., Daemon],
+    make_repo: MakeRepo,
+    sandbox_factory: SandboxFactory,
+    start_daemon: StartDaemon,
 ) -> None:
     sandbox, repo = sandbox_factory(**SLOW_VALIDATION), make_repo()
     repo.write_job("nightly-eval")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -62,7 +63,7 @@ def seed_foreign(sandbox: ExternalSandbox, count: int) -> None:
     create_batches(sandbox, [foreign if i % 2 else None for i in range(count)])
 
 
-def create_batches(sandbox: ExternalSandbox, metadata: list[dict[str, str] | None]) -> None:
+def create_batches(sandbox: ExternalSandbox, metadata: Sequence[dict[str, str] | None]) -> None:
     with httpx.Client(base_url=sandbox.base_url, timeout=120) as client:
         lines = to_jsonl([chat_request(i, 1024) for i in range(3)])
         files = {"file": ("seed.jsonl", io.BytesIO(lines))}

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -47,7 +48,9 @@ def measure_latency(ctx: Context) -> list[Row]:
                 repo.write_job(name, f"{name}.jsonl")
                 _wait_for_batch(client, name, started + 30)
                 latencies.append(time.perf_counter() - started)
-                wait_for(lambda n=name: daemon.logged("action", n), 30, f"the pass that created {name}")
+                wait_for(
+                    functools.partial(daemon.logged, "action", name), 30, f"the pass that created {name}"
+                )
                 time.sleep(0.3)
     p50 = statistics.median(latencies)
     p95 = _percentile(latencies, 0.95)
