@@ -18,6 +18,14 @@ class UploadSource:
     filename: str  # what the provider will show; must end in .jsonl
     start: int = 0
     end: int | None = None  # None: to the end of the file
+    expires_after: int | None = None  # seconds after its upload the provider may delete the file
+
+    @property
+    def form(self) -> dict[str, str]:
+        """The upload's form fields besides `purpose` (the Files API's `expires_after`)."""
+        if self.expires_after is None:
+            return {}
+        return {"expires_after[anchor]": "created_at", "expires_after[seconds]": str(self.expires_after)}
 
     def open(self) -> BinaryIO:
         if self.start == 0 and self.end is None:
