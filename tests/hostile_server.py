@@ -25,7 +25,7 @@ behaviour, so one server serves a whole test module and each test picks its pois
                        with any headers it asked for (a Location, a retry-after-ms)
 
 `requests[behaviour]` counts what arrived, so tests can bound the client's effort;
-`sent[behaviour]` the body bytes the special behaviours got out before the client hung up.
+`calls["POST /batches"]` counts per method and route; `sent[behaviour]` the body bytes the special behaviours got out before the client hung up.
 """
 
 from __future__ import annotations
@@ -100,12 +100,16 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the tests read counts, not logs."""
 
     def _serve(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
         parts = urlsplit(self.path)
         behaviour, _, rest = parts.path.lstrip("/").partition("/")
         self.server.count(behaviour)
+        route = ("/" + rest).removeprefix("/v1")
+        self.server.count_call(f"{self.command} {route}")
+        if self.server.hook is not None:
+            self.server.hook(self.command, route)  # before the body: the client is still sending it
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
         if behaviour in SPECIAL:
             self._misbehave(behaviour)
             return
@@ -115,7 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] = {}
         if behaviour == "scripted":
             missing = (404, "text/plain", b"", headers)
-            status, kind, body, headers = self.server.script.get(("/" + rest).removeprefix("/v1"), missing)
+            script = self.server.script
+            status, kind, body, headers = script.get(f"{self.command} {route}", script.get(route, missing))
         if behaviour == "echo-auth":
             sent = self.headers.get("authorization", "")
             status, kind, body = _json(401, {"error": {"message": f"Incorrect API key provided: {sent}."}})
@@ -191,6 +196,8 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.hook: Callable[[str, str], None] | None = None
         self.script: dict[str, tuple[int, str, bytes, dict[str, str]]] = {}
         self.drip_seconds = 0.1
         self.stop_stalling = threading.Event()
@@ -199,6 +206,10 @@ class _Server(ThreadingHTTPServer):
     def count(self, behaviour: str) -> None:
         with self._lock:
             self.requests[behaviour] += 1
+
+    def count_call(self, call: str) -> None:
+        with self._lock:
+            self.calls[call] += 1
 
     def count_sent(self, behaviour: str, size: int) -> None:
         with self._lock:
@@ -221,11 +232,21 @@ class HostileServer:
     def sent(self) -> Counter[str]:
         return self._server.sent
 
+    @property
+    def calls(self) -> Counter[str]:
+        """Requests per `METHOD /route` (the path after /v1), whatever the behaviour."""
+        return self._server.calls
+
+    def on_request(self, hook: Callable[[str, str], None] | None) -> None:
+        """Calls `hook(method, route)` as each request's headers arrive, before its body is read."""
+        self._server.hook = hook
+
     def drip_every(self, seconds: float) -> None:
         self._server.drip_seconds = seconds
 
     def script(self, path: str, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        """`scripted` answers `path` (as after /v1, e.g. "/batches") with `body`: JSON, or bytes as is."""
+        """`scripted` answers `path` (as after /v1, e.g. "/batches", or "POST /files" for one method)
+        with `body`: JSON, or bytes as is."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         self._server.script[path] = (status, "application/json", raw, dict(headers or {}))
 

@@ -14,7 +14,12 @@ from reconciler.api.backoff import RETRYABLE_STATUSES
 from reconciler.api.batch import Batch
 from reconciler.api.transport import Transport, parse_batch, segment
 from reconciler.api.uploads import UploadSource
-from reconciler.common.errors import ApiConnectionError, ApiStatusError, OutcomeUnknownError
+from reconciler.common.errors import (
+    ApiConnectionError,
+    ApiStatusError,
+    InputChangedError,
+    OutcomeUnknownError,
+)
 
 UPLOAD_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 UPLOAD_DEADLINE = 3600.0  # a 200 MB input over a slow link, retries included
@@ -56,10 +61,16 @@ class BatchWriter:
                 request = http.build_request("POST", "/files", data=data, files=files, timeout=timeout)
                 return http.send(request, stream=True)
 
-        data = {"purpose": "batch", **source.form}
+        data = {"purpose": "batch"}
+        before = source.stamp()
         body = self.transport.with_retries(
             "POST /files", send, deadline=UPLOAD_DEADLINE, timeout=UPLOAD_TIMEOUT
         )
+        if source.stamp() != before:
+            raise InputChangedError(
+                f"{source.path} changed while it was being uploaded; that upload is not used, "
+                "and the create waits for the next run"
+            )
         file_id = body.get("id")
         if not isinstance(file_id, str):
             raise ApiConnectionError("POST /files: response has no file id")

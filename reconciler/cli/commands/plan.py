@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import allow_empty_option, owner_option, repo_options
+from reconciler.cli.options import allow_empty_option, owner_option, refresh_inputs_option, repo_options
 from reconciler.cli.saved_plan import save_plan
+from reconciler.common.errors import UserError
 from reconciler.engine.connect import open_clients
 from reconciler.engine.passes import readers_of, refresh_and_plan
 from reconciler.engine.workspace import load_state, prepare
@@ -15,6 +16,7 @@ from reconciler.specs.paths import RepoPaths
 
 @click.command()
 @repo_options
+@refresh_inputs_option
 @owner_option
 @allow_empty_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON document.")
@@ -40,6 +42,8 @@ def command(
     verbose: bool,
 ) -> int:
     """Show what apply would do. Read-only: no batch is created or cancelled."""
+    if as_json and output_format not in ("text", "json"):
+        raise UserError(f"--json and --format {output_format} ask for two formats; pass one of them")
     ws = prepare(paths, owner)
     state = load_state(ws)
     with open_clients(ws.repo, ws.providers(state), paths) as apis:

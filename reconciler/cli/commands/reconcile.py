@@ -10,7 +10,7 @@ import click
 
 from reconciler.api.client import ProviderApi
 from reconciler.cli import render
-from reconciler.cli.options import allow_empty_option, owner_option, repo_options
+from reconciler.cli.options import allow_empty_option, owner_option, refresh_inputs_option, repo_options
 from reconciler.cli.report import report_outcome
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
@@ -36,6 +36,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
 
 @click.command()
 @repo_options
+@refresh_inputs_option
 @owner_option
 @allow_empty_option
 @click.option(
