@@ -18,9 +18,14 @@ behaviour, so one server serves a whole test module and each test picks its pois
     retry-forever      429 with `Retry-After: 86400` on every request
     bad-counts         a batch whose request_counts are words, errors a list
     echo-auth          401 whose message repeats the Authorization header it was sent
-    scripted           whatever the test put in `script[path]` (path after /v1), else 404
+    drip               headers promising 100,000 bytes, then one byte every `drip_seconds`
+    flood              a list page that never ends, sent chunked (no length announced)
+    flood-declared     the same, announcing 500 MB in Content-Length
+    scripted           whatever the test put in `script[path]` (path after /v1), else 404;
+                       with any headers it asked for (a Location, a retry-after-ms)
 
-`requests[behaviour]` counts what arrived, so tests can bound the client's effort.
+`requests[behaviour]` counts what arrived, so tests can bound the client's effort;
+`calls["POST /batches"]` counts per method and route; `sent[behaviour]` the body bytes the special behaviours got out before the client hung up.
 """
 
 from __future__ import annotations
@@ -82,7 +87,8 @@ BEHAVIOURS: dict[str, Callable[[str, dict[str, str]], Answer]] = {
         200, BATCH | {"request_counts": {"total": "many", "completed": "some"}, "errors": ["a", "b"]}
     ),
 }
-SPECIAL = ("hang-up", "stall")
+SPECIAL = ("hang-up", "stall", "drip", "flood", "flood-declared")
+FLOOD_CHUNK = json.dumps(BATCH).encode() * 100
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -94,37 +100,51 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the tests read counts, not logs."""
 
     def _serve(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
         parts = urlsplit(self.path)
         behaviour, _, rest = parts.path.lstrip("/").partition("/")
         self.server.count(behaviour)
+        route = ("/" + rest).removeprefix("/v1")
+        self.server.count_call(f"{self.command} {route}")
+        if self.server.hook is not None:
+            self.server.hook(self.command, route)  # before the body: the client is still sending it
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
         if behaviour in SPECIAL:
             self._misbehave(behaviour)
             return
         answer = BEHAVIOURS.get(behaviour)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         status, kind, body = answer("/" + rest, query) if answer else _json(404, {"error": {"message": "?"}})
+        headers: dict[str, str] = {}
         if behaviour == "scripted":
-            missing: Answer = (404, "text/plain", b"")
-            status, kind, body = self.server.script.get(("/" + rest).removeprefix("/v1"), missing)
+            missing = (404, "text/plain", b"", headers)
+            script = self.server.script
+            status, kind, body, headers = script.get(f"{self.command} {route}", script.get(route, missing))
         if behaviour == "echo-auth":
             sent = self.headers.get("authorization", "")
             status, kind, body = _json(401, {"error": {"message": f"Incorrect API key provided: {sent}."}})
         self.send_response(status)
         self.send_header("content-type", kind)
         self.send_header("content-length", str(len(body)))
-        if status == 429:
+        if status == 429 and behaviour != "scripted":
             self.send_header("retry-after", "86400")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
     def _misbehave(self, behaviour: str) -> None:
         self.send_response(200)
         self.send_header("content-type", "application/json")
-        self.send_header("content-length", "4096")
+        if behaviour.startswith("flood"):
+            self._flood(declared=behaviour == "flood-declared")
+            return
+        self.send_header("content-length", "100000" if behaviour == "drip" else "4096")
         self.end_headers()
+        if behaviour == "drip":
+            self._drip()
+            return
         if behaviour == "hang-up":
             self.wfile.write(b'{"id": "batch_1", "obj')
             self.close_connection = True
@@ -132,6 +152,37 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.server.stop_stalling.wait(30)  # until the test ends; the client times out first
         self.close_connection = True
+
+    def _drip(self) -> None:
+        try:
+            for _ in range(100000):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                self.server.count_sent("drip", 1)
+                if self.server.stop_stalling.wait(self.server.drip_seconds):
+                    break
+        except OSError:
+            pass  # the client gave up: what the test wants
+        self.close_connection = True
+
+    def _flood(self, *, declared: bool) -> None:
+        behaviour = "flood-declared" if declared else "flood"
+        if declared:
+            self.send_header("content-length", str(500 * 1024 * 1024))
+        else:
+            self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        try:
+            self._send_part(b'{"object": "list", "has_more": false, "data": [', chunked=not declared)
+            while not self.server.stop_stalling.is_set():
+                self._send_part(FLOOD_CHUNK, chunked=not declared)
+                self.server.count_sent(behaviour, len(FLOOD_CHUNK))
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _send_part(self, data: bytes, *, chunked: bool) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
 
     do_GET = _serve
     do_POST = _serve
@@ -144,13 +195,25 @@ class _Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: Counter[str] = Counter()
-        self.script: dict[str, Answer] = {}
+        self.sent: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.hook: Callable[[str, str], None] | None = None
+        self.script: dict[str, tuple[int, str, bytes, dict[str, str]]] = {}
+        self.drip_seconds = 0.1
         self.stop_stalling = threading.Event()
         self._lock = threading.Lock()
 
     def count(self, behaviour: str) -> None:
         with self._lock:
             self.requests[behaviour] += 1
+
+    def count_call(self, call: str) -> None:
+        with self._lock:
+            self.calls[call] += 1
+
+    def count_sent(self, behaviour: str, size: int) -> None:
+        with self._lock:
+            self.sent[behaviour] += size
 
 
 class HostileServer:
@@ -165,10 +228,27 @@ class HostileServer:
     def requests(self) -> Counter[str]:
         return self._server.requests
 
-    def script(self, path: str, body: Any, status: int = 200) -> None:
-        """`scripted` answers `path` (as after /v1, e.g. "/batches") with `body`: JSON, or bytes as is."""
+    @property
+    def sent(self) -> Counter[str]:
+        return self._server.sent
+
+    @property
+    def calls(self) -> Counter[str]:
+        """Requests per `METHOD /route` (the path after /v1), whatever the behaviour."""
+        return self._server.calls
+
+    def on_request(self, hook: Callable[[str, str], None] | None) -> None:
+        """Calls `hook(method, route)` as each request's headers arrive, before its body is read."""
+        self._server.hook = hook
+
+    def drip_every(self, seconds: float) -> None:
+        self._server.drip_seconds = seconds
+
+    def script(self, path: str, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        """`scripted` answers `path` (as after /v1, e.g. "/batches", or "POST /files" for one method)
+        with `body`: JSON, or bytes as is."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self._server.script[path] = (status, "application/json", raw)
+        self._server.script[path] = (status, "application/json", raw, dict(headers or {}))
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The input cache: an unchanged input (same size and mtime) is not read again."""
+"""The input cache: an unchanged input (same inode, size, mtime and ctime) is not read again."""
 
 from __future__ import annotations
 
@@ -40,12 +40,22 @@ def repo(user_repo: UserRepo) -> UserRepo:
 
 
 def test_an_unchanged_input_is_served_from_the_cache(repo: UserRepo) -> None:
+    digest_repo(load_repo(repo.paths), repo.paths)
+    document = json.loads(cache_file(repo).read_text())
+    for entry in document["inputs"].values():
+        entry["sha256"] = "0" * 64
+    cache_file(repo).write_text(json.dumps(document))
+    again = digest_repo(load_repo(repo.paths), repo.paths)["nightly-eval"]
+    assert again.sha256 == "0" * 64  # the cached answer proves the file was not read
+
+
+def test_an_edit_keeping_size_and_mtime_is_read_again(repo: UserRepo) -> None:
+    """Issue 15, item 9: the inode change time moves even when size and mtime are put back."""
     first = digest_repo(load_repo(repo.paths), repo.paths)["nightly-eval"]
     path = repo.data / "nightly-eval.jsonl"
     rewrite_keeping_size_and_mtime(path, "req-00001", "req-0000X")
     again = digest_repo(load_repo(repo.paths), repo.paths)["nightly-eval"]
-    assert again == first  # the stale answer proves the file was not read
-    assert again.sha256 != sha256_of(path)
+    assert again.sha256 == sha256_of(path) != first.sha256
 
 
 def test_a_touched_input_is_read_again(repo: UserRepo) -> None:

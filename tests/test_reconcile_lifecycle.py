@@ -151,7 +151,8 @@ def test_apply_off_a_terminal_without_auto_approve_refuses_and_sends_nothing(
     sandbox.reset_counts()
     result = run_cli("apply", *sandbox_repo.args())
     assert result.exit_code == 1 and "--auto-approve" in result.stderr
-    assert sandbox.request_counts() == {}
+    # Only the read that tells a plan with changes from one without (which exits 0).
+    assert sandbox.request_counts() == {"GET /v1/batches": 1}
 
 
 def test_an_empty_specs_dir_never_cancels_everything_without_allow_empty(

@@ -92,6 +92,9 @@ def test_plan_under_faults_sends_nothing_that_mutates_and_fails_in_one_line(
     result = run_cli("plan", *repo.args())
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: GET /batches: HTTP ") and "Traceback" not in result.stderr
+    assert (
+        line.startswith("error: provider sandbox: GET /v1/batches: HTTP ")
+        and "Traceback" not in result.stderr
+    )
     assert set(sandbox.request_counts()) == {"GET /v1/batches"}
     assert not repo.state.exists()

@@ -66,8 +66,8 @@ def one_line(error: BaseException) -> str:
         ("wrong-type", ApiConnectionError, "response is not a JSON object", 1),
         ("bad-counts", ApiConnectionError, "malformed batch object from the server (", 1),
         ("html-error", ApiStatusError, "HTTP 502: text/html body", ATTEMPTS),
-        ("hang-up", ApiConnectionError, "GET /batches/batch_1: RemoteProtocolError", ATTEMPTS),
-        ("stall", ApiConnectionError, "GET /batches/batch_1: ReadTimeout", ATTEMPTS),
+        ("hang-up", ApiConnectionError, "/v1/batches/batch_1: RemoteProtocolError", ATTEMPTS),
+        ("stall", ApiConnectionError, "/v1/batches/batch_1: ReadTimeout", ATTEMPTS),
     ],
 )
 def test_a_broken_answer_to_a_read_is_one_clear_error_after_bounded_tries(
@@ -102,9 +102,9 @@ def test_a_batch_sent_as_text_plain_is_still_read(client_for: ClientFor) -> None
 @pytest.mark.parametrize(
     ("behaviour", "words"),
     [
-        ("missing-fields", "GET /batches: response has no `data` list"),
+        ("missing-fields", "/v1/batches: response has no `data` list"),
         ("wrong-type", "malformed batch object from the server"),
-        ("html-error", "GET /batches: HTTP 502"),
+        ("html-error", "/v1/batches: HTTP 502"),
     ],
 )
 def test_a_broken_list_is_an_error_not_an_empty_list(

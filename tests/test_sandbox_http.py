@@ -39,8 +39,10 @@ def test_fault_rate_answers_429_500_503_with_retry_after_and_acts_on_nothing(
     assert {a.status_code for a in answers} == {429, 500, 503}
     for answer in answers:
         assert "error" in answer.json()
-        expected = "0.25" if answer.status_code in (429, 503) else None
-        assert answer.headers.get("retry-after") == expected
+        # HTTP allows whole seconds in Retry-After; the precise wait is in retry-after-ms.
+        faulted = answer.status_code in (429, 503)
+        assert answer.headers.get("retry-after") == ("1" if faulted else None)
+        assert answer.headers.get("retry-after-ms") == ("250" if faulted else None)
     assert sandbox.request_counts() == {"POST /v1/batches": 30}  # counted although faulted
     sandbox.configure(fault_rate=0.0)
     assert sandbox_http.get("/batches").json()["data"] == []  # nothing acted on
@@ -55,7 +57,8 @@ def test_the_sdk_sees_a_429_as_a_rate_limit_error(sandbox: Sandbox, sandbox_clie
         statuses.append(raised.value.status_code)
         if raised.value.status_code == 429:
             assert isinstance(raised.value, openai.RateLimitError)
-            assert raised.value.response.headers["retry-after"] == "0.05"
+            assert raised.value.response.headers["retry-after"] == "1"
+            assert raised.value.response.headers["retry-after-ms"] == "50"
     assert 429 in statuses
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# 520-524 are what a proxy in front of the provider (Cloudflare and the like) answers when the
+# origin was slow or unreachable: as passing as a 502.
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
 @dataclass(frozen=True)
@@ -26,12 +29,22 @@ class Backoff:
         return rng.uniform(ceiling / 2, ceiling)
 
 
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from `retry-after-ms` (OpenAI's precise one) or else `Retry-After`."""
+    precise = _non_negative(headers.get("retry-after-ms"))
+    return precise / 1000 if precise is not None else parse_retry_after(headers.get("retry-after"))
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a `Retry-After` header; fractional seconds accepted, HTTP dates ignored."""
+    return _non_negative(value)
+
+
+def _non_negative(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        seconds = float(value)
+        number = float(value)
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    return number if number >= 0 and number != float("inf") else None

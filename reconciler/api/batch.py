@@ -6,6 +6,8 @@ break us, while a user's typo must.
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -40,6 +42,12 @@ class RequestCounts(BaseModel):
     completed: int = 0
     failed: int = 0
 
+    @field_validator("total", "completed", "failed", mode="before")
+    @classmethod
+    def _null_is_zero(cls, value: Any) -> Any:
+        """Providers send `null` for a count not known yet, and `3.0` for three."""
+        return 0 if value is None else _whole(value)
+
 
 class Batch(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -63,6 +71,21 @@ class Batch(BaseModel):
     cancelling_at: int | None = None
     cancelled_at: int | None = None
     usage: dict[str, int] | None = None
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_as_strings(cls, value: Any) -> Any:
+        """The API says strings; a foreign batch with `{"n": 5}` or `{"note": null}` is read,
+        not refused: one odd batch in the account must not stop every plan."""
+        if not isinstance(value, dict):
+            return None
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items() if v is not None}
+
+    @field_validator(*TIMESTAMP_FIELDS, mode="before")
+    @classmethod
+    def _whole_seconds(cls, value: Any) -> Any:
+        """A fractional `created_at` is read as whole seconds."""
+        return _whole(value)
 
     @field_validator("errors", mode="before")
     @classmethod
@@ -116,6 +139,12 @@ class Batch(BaseModel):
     @property
     def terminal(self) -> bool:
         return is_terminal(self.status)
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return math.floor(value)
+    return value
 
 
 def _int(value: str | None, *, default: int) -> int:

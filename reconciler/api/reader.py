@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from reconciler.api.batch import Batch
+from reconciler.api.paging import pages
 from reconciler.api.transport import MAX_PAGES, Transport, parse_batch, segment
+from reconciler.common.errors import ApiConnectionError
+from reconciler.common.ownership import KEY_OWNER
 
+log = logging.getLogger("reconciler")
 PAGE_SIZE = 100
 FILE_PAGE_SIZE = 10_000  # the Files API allows up to 10,000 a page
 
@@ -19,10 +24,21 @@ class BatchReader:
     def retrieve_batch(self, batch_id: str) -> Batch:
         return parse_batch(self.transport.call("GET", f"/batches/{segment(batch_id)}"))
 
-    def iter_batches(self, page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES) -> Iterator[Batch]:
-        """Every batch, newest first, one page at a time; bounded against lists that never end."""
-        for item in self.transport.pages("/batches", {"limit": page_size}, max_pages):
-            yield parse_batch(item)
+    def iter_batches(
+        self, page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES, *, owner_tag: str | None = None
+    ) -> Iterator[Batch]:
+        """Every batch, newest first, one page at a time; bounded against lists that never end.
+
+        With `owner_tag`, a malformed batch that is not this owner's is skipped with a warning
+        (one odd batch of another tool must not stop every plan); a malformed one of ours is
+        still an error, since skipping it could make us create it again."""
+        for item in pages(self.transport, "/batches", {"limit": page_size}, max_pages):
+            try:
+                yield parse_batch(item)
+            except ApiConnectionError as error:
+                if owner_tag is None or not isinstance(item, dict) or _carries(item, owner_tag):
+                    raise
+                log.warning("%s: skipped, not ours: %s", self.transport.describe("GET /batches"), error)
 
     def download_file(self, file_id: str, out: BinaryIO) -> int:
         """Streams a file's content into `out` (a retry starts it over); returns the byte count."""
@@ -31,6 +47,11 @@ class BatchReader:
     def iter_files(self, purpose: str = "batch", max_pages: int = MAX_PAGES) -> Iterator[dict[str, Any]]:
         """Every file of `purpose` with an id, as the server describes it."""
         params: dict[str, str | int] = {"purpose": purpose, "limit": FILE_PAGE_SIZE}
-        for item in self.transport.pages("/files", params, max_pages):
+        for item in pages(self.transport, "/files", params, max_pages):
             if isinstance(item, dict) and isinstance(item.get("id"), str):
                 yield item
+
+
+def _carries(item: dict[str, Any], owner_tag: str) -> bool:
+    metadata = item.get("metadata")
+    return isinstance(metadata, dict) and metadata.get(KEY_OWNER) == owner_tag

@@ -1,9 +1,11 @@
-"""Requests to one provider over an injected `httpx.Client`: retries, error bodies, paging.
+"""Requests to one provider over an injected `httpx.Client`: retries, deadlines, size caps.
 
 Retries 429/5xx/timeouts with backoff, except where a retry could act twice (`idempotent=False`:
-only a request that never reached the server is sent again).  Nothing from httpx escapes;
-every message passes through `redact`.  The reading and writing halves (reader.py,
-writer.py) share one transport per provider.
+only a request that never reached the server is sent again).  Every request ends by its
+deadline, retries included, and no body is taken past its cap (responses.py).  A redirect is
+an error, never followed.  Nothing from httpx escapes; every server text passes through the
+scrubber (scrub.py) before anyone stores or shows it.  The reading and writing halves
+(reader.py, writer.py) share one transport per provider; paging is in paging.py.
 """
 
 from __future__ import annotations
@@ -12,19 +14,36 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
-from reconciler.api.backoff import RETRYABLE_STATUSES, Backoff, parse_retry_after
+from reconciler.api.backoff import RETRYABLE_STATUSES, Backoff, retry_after_of
 from reconciler.api.batch import Batch
+from reconciler.api.responses import (
+    MAX_ERROR_BYTES,
+    MAX_JSON_BYTES,
+    DeadlineError,
+    Limits,
+    copy_body,
+    error_fields,
+    parse_json,
+    read_body,
+    redirect_message,
+)
+from reconciler.api.scrub import Scrubber
 from reconciler.common.errors import ApiConnectionError, ApiError, ApiStatusError
 
 MAX_PAGES = 10_000
 DEFAULT_BACKOFF = Backoff()
+# Every request has an overall deadline, its retries included: a server dripping a byte at a
+# time cannot hold a command for ever.  Downloads and uploads move whole files, so get longer.
+REQUEST_DEADLINE = 120.0
+DOWNLOAD_DEADLINE = 3600.0
+MAX_DOWNLOAD_BYTES = 8 << 30  # a batch of 50,000 requests, each answer a few tens of KB at most
 
 
 class Transport:
@@ -36,87 +55,98 @@ class Transport:
         backoff: Backoff = DEFAULT_BACKOFF,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        provider: str | None = None,
+        deadline: float = REQUEST_DEADLINE,
+        max_json_bytes: int = MAX_JSON_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.http = http
-        self._secrets = [s for s in secrets if s]
+        self.scrubber = Scrubber(secrets)
         self._backoff = backoff
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
+        self._prefix = f"provider {provider}: " if provider else ""
+        self._deadline = deadline
+        self._max_json = max_json_bytes
+        self._clock = clock
+        self.command_ends_at: float | None = None  # monotonic; set by a command's --timeout
         self.requests: Counter[str] = Counter()
 
     def call(self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> dict[str, Any]:
-        return self.with_retries(
-            f"{method} {path}", lambda: self.http.request(method, path, **kwargs), idempotent=idempotent
-        )
+        def send(timeout: httpx.Timeout) -> httpx.Response:
+            request = self.http.build_request(method, path, timeout=timeout, **kwargs)
+            return self.http.send(request, stream=True)
+
+        return self.with_retries(f"{method} {path}", send, idempotent=idempotent)
 
     def with_retries(
-        self, label: str, send: Callable[[], httpx.Response], *, idempotent: bool = True
+        self,
+        label: str,
+        send: Callable[[httpx.Timeout], httpx.Response],
+        *,
+        idempotent: bool = True,
+        deadline: float | None = None,
+        timeout: httpx.Timeout | None = None,
+        out: BinaryIO | None = None,
     ) -> dict[str, Any]:
+        """`send` opens a streamed response with the timeout it is given; its body is read here,
+        bounded in size and in time.  With `out`, the body is copied there instead of parsed."""
+        route, shown = _route(label), self.describe(label)
+        limits = Limits(MAX_DOWNLOAD_BYTES if out else self._max_json, self._ends_at(deadline), self._clock)
         for attempt in range(1, self._backoff.attempts + 1):
-            self._count(_route(label))
+            self._count(route)
             try:
-                response = send()
-                if response.status_code >= 400:
-                    raise self._status_error(label, response)
-                return self._json(label, response)
+                return self._attempt(shown, send(self.timeout(limits, timeout)), limits, out)
             except (ApiStatusError, httpx.TransportError) as error:
+                if limits.remaining() <= 0:
+                    raise DeadlineError(
+                        f"{shown}: no complete answer by the deadline ({_kind(error)})"
+                    ) from None
                 retry = idempotent or _never_reached_server(error)
-                if not retry or not self._should_retry(error, attempt):
-                    raise self._wrap(label, error) from None
+                if not retry or not self._should_retry(error, attempt, limits):
+                    raise self._wrap(shown, error) from None
         raise AssertionError("unreachable")
+
+    def _attempt(
+        self, shown: str, response: httpx.Response, limits: Limits, out: BinaryIO | None
+    ) -> dict[str, Any]:
+        try:
+            if response.status_code >= 300:
+                raise self._status_error(shown, response, limits)
+            if out is None:
+                body: dict[str, Any] = self.scrubber.clean(
+                    parse_json(shown, read_body(shown, response, limits))
+                )
+                return body
+            out.seek(0)
+            out.truncate()
+            return {"bytes": copy_body(shown, response, limits, out)}
+        finally:
+            response.close()
 
     def download(self, path: str, out: BinaryIO) -> int:
-        """Streams a response body into `out`; returns the byte count."""
-        label = f"GET {path}"
-        for attempt in range(1, self._backoff.attempts + 1):
-            self._count(_route(label))
-            try:
-                with self.http.stream("GET", path) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        raise self._status_error(label, response)
-                    out.seek(0)
-                    out.truncate()
-                    written = 0
-                    for chunk in response.iter_bytes(1 << 20):
-                        written += out.write(chunk)
-                    return written
-            except (ApiStatusError, httpx.TransportError) as error:
-                if not self._should_retry(error, attempt):
-                    raise self._wrap(label, error) from None
-        raise AssertionError("unreachable")
+        """Streams a response body into `out`, bounded by what a batch's file can hold; returns
+        the byte count."""
 
-    def pages(self, path: str, params: dict[str, str | int], max_pages: int = MAX_PAGES) -> Iterator[Any]:
-        """The items of a cursor-paged list.  A next page that does not move on (the server
-        ignores `after`, or its cursors go round in circles) is an error, never a quiet end:
-        a list cut short could hide a batch of ours, which would then be created twice."""
-        after: str | None = None
-        cursors: set[str] = set()
-        for _ in range(max_pages):
-            page = self.call("GET", path, params=params | ({"after": after} if after else {}))
-            data = page.get("data")
-            if not isinstance(data, list):
-                raise ApiConnectionError(f"GET {path}: response has no `data` list")
-            yield from data
-            if not page.get("has_more") or not data:
-                return
-            last = data[-1].get("id") if isinstance(data[-1], dict) else None
-            if not isinstance(last, str) or last in cursors:
-                raise ApiConnectionError(
-                    f"GET {path}: has_more is true but the next page repeats an earlier one "
-                    "(does the server ignore `after`?)"
-                )
-            cursors.add(last)
-            after = last
-        raise ApiConnectionError(f"GET {path}: the list did not end after {max_pages} pages")
+        def send(timeout: httpx.Timeout) -> httpx.Response:
+            return self.http.send(self.http.build_request("GET", path, timeout=timeout), stream=True)
 
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        answer = self.with_retries(f"GET {path}", send, deadline=DOWNLOAD_DEADLINE, out=out)
+        return int(answer["bytes"])
 
-    def _should_retry(self, error: Exception, attempt: int) -> bool:
+    def timeout(self, limits: Limits, base: httpx.Timeout | None = None) -> httpx.Timeout:
+        """The client's timeouts, none longer than what is left of the deadline."""
+        base = base or self.http.timeout
+        left = max(limits.remaining(), 0.001)
+        clamp = {k: min(v, left) if v is not None else left for k, v in base.as_dict().items()}
+        return httpx.Timeout(**clamp)
+
+    def _ends_at(self, deadline: float | None) -> float:
+        ends = self._clock() + (self._deadline if deadline is None else deadline)
+        return ends if self.command_ends_at is None else min(ends, self.command_ends_at)
+
+    def _should_retry(self, error: Exception, attempt: int, limits: Limits) -> bool:
         if attempt >= self._backoff.attempts:
             return False
         retry_after = None
@@ -124,31 +154,39 @@ class Transport:
             if error.status not in RETRYABLE_STATUSES:
                 return False
             retry_after = error.retry_after
-        self._sleep(self._backoff.delay(attempt, retry_after, self._rng))
+        delay = self._backoff.delay(attempt, retry_after, self._rng)
+        if delay >= limits.remaining():
+            return False  # the wait alone would pass the deadline
+        self._sleep(delay)
         return True
 
-    def _status_error(self, label: str, response: httpx.Response) -> ApiStatusError:
-        code, message = _error_fields(response)
+    def _status_error(self, shown: str, response: httpx.Response, limits: Limits) -> ApiStatusError:
+        if response.status_code < 400:
+            code, message = None, redirect_message(response)
+        else:
+            body = read_body(
+                shown, response, Limits(MAX_ERROR_BYTES, limits.ends_at, self._clock), truncate=True
+            )
+            code, message = error_fields(body, response.headers.get("content-type", ""))
         return ApiStatusError(
-            self.redact(f"{label}: HTTP {response.status_code}: {message}"),
+            self.scrubber.text(f"{shown}: HTTP {response.status_code}: {message}"),
             status=response.status_code,
             code=code,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            retry_after=retry_after_of(response.headers),
         )
 
-    def _wrap(self, label: str, error: Exception) -> ApiError:
+    def _wrap(self, shown: str, error: Exception) -> ApiError:
         if isinstance(error, ApiError):
-            return error
-        return ApiConnectionError(self.redact(f"{label}: {type(error).__name__}: {error}"))
+            return error  # built here, from our label and the already scrubbed server text
+        if isinstance(error, httpx.ConnectError):
+            where = f"cannot connect to {self.http.base_url}"
+            return ApiConnectionError(self.scrubber.text(f"{shown}: {where} (ConnectError: {error})"))
+        return ApiConnectionError(self.scrubber.text(f"{shown}: {type(error).__name__}: {error}"))
 
-    def _json(self, label: str, response: httpx.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            raise ApiConnectionError(f"{label}: response is not JSON") from None
-        if not isinstance(body, dict):
-            raise ApiConnectionError(f"{label}: response is not a JSON object")
-        return body
+    def describe(self, label: str) -> str:
+        """`GET /batches` → `provider portkey: GET /v1/batches`: the request as the server saw it."""
+        method, path = label.split(" ", 1)
+        return f"{self._prefix}{method} {self.http.base_url.path.rstrip('/')}{path}"
 
     def _count(self, route: str) -> None:
         with self._lock:
@@ -160,7 +198,9 @@ def parse_batch(body: Any) -> Batch:
         return Batch.model_validate(body)
     except ValidationError as error:
         field = ".".join(str(p) for p in error.errors()[0]["loc"])
-        raise ApiConnectionError(f"malformed batch object from the server ({field})") from None
+        batch_id = body.get("id") if isinstance(body, dict) else None
+        which = f" {batch_id}" if isinstance(batch_id, str) else ""
+        raise ApiConnectionError(f"malformed batch object from the server ({field}){which}") from None
 
 
 def segment(server_id: str) -> str:
@@ -174,15 +214,8 @@ def _never_reached_server(error: Exception) -> bool:
     )
 
 
-def _error_fields(response: httpx.Response) -> tuple[str | None, str]:
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
-    if isinstance(error, dict):
-        code = error.get("code")
-        return (str(code) if code else None), str(error.get("message") or "no message")
-    return None, f"{response.headers.get('content-type', 'no content type')} body"
+def _kind(error: Exception) -> str:
+    return f"HTTP {error.status}" if isinstance(error, ApiStatusError) else type(error).__name__
 
 
 def _route(label: str) -> str:

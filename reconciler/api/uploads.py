@@ -1,6 +1,7 @@
 """What gets uploaded for a batch: a whole input file, or a byte range of it for one part.
 
-A part is streamed straight from the original file, never copied to disk or memory.
+A part is streamed straight from the original file, never copied to disk or memory.  The
+length is fixed when the file is opened, and the writer checks the file held still.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ class UploadSource:
     end: int | None = None  # None: to the end of the file
 
     def open(self) -> BinaryIO:
-        if self.start == 0 and self.end is None:
-            return self.path.open("rb")
+        """The bytes to send, their length fixed now: a file appended to meanwhile sends no
+        more than it announced (the change itself is caught by `stamp`)."""
         return FileSlice(self.path, self.start, self.end)  # type: ignore[return-value]
+
+    def stamp(self) -> tuple[int, int, int]:
+        """Size, mtime and ctime: an upload is used only if these held still while it was sent."""
+        info = os.stat(self.path)
+        return info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 class FileSlice(io.RawIOBase):

@@ -14,9 +14,15 @@ from reconciler.api.backoff import RETRYABLE_STATUSES
 from reconciler.api.batch import Batch
 from reconciler.api.transport import Transport, parse_batch, segment
 from reconciler.api.uploads import UploadSource
-from reconciler.common.errors import ApiConnectionError, ApiStatusError, OutcomeUnknownError
+from reconciler.common.errors import (
+    ApiConnectionError,
+    ApiStatusError,
+    InputChangedError,
+    OutcomeUnknownError,
+)
 
 UPLOAD_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+UPLOAD_DEADLINE = 3600.0  # a 200 MB input over a slow link, retries included
 
 
 class BatchWriter:
@@ -47,16 +53,24 @@ class BatchWriter:
         """Streams the file (or the part of it) from disk; returns the file id."""
         http = self.transport.http
 
-        def send() -> httpx.Response:
+        def send(timeout: httpx.Timeout) -> httpx.Response:
+            # The body is sent before `send` returns (the answer's headers follow it), so the
+            # file may close here while the answer is still read.
             with source.open() as stream:
-                return http.post(
-                    "/files",
-                    data={"purpose": "batch"},
-                    files={"file": (source.filename, stream, "application/jsonl")},
-                    timeout=UPLOAD_TIMEOUT,
-                )
+                files = {"file": (source.filename, stream, "application/jsonl")}
+                request = http.build_request("POST", "/files", data=data, files=files, timeout=timeout)
+                return http.send(request, stream=True)
 
-        body = self.transport.with_retries("POST /files", send)
+        data = {"purpose": "batch"}
+        before = source.stamp()
+        body = self.transport.with_retries(
+            "POST /files", send, deadline=UPLOAD_DEADLINE, timeout=UPLOAD_TIMEOUT
+        )
+        if source.stamp() != before:
+            raise InputChangedError(
+                f"{source.path} changed while it was being uploaded; that upload is not used, "
+                "and the create waits for the next run"
+            )
         file_id = body.get("id")
         if not isinstance(file_id, str):
             raise ApiConnectionError("POST /files: response has no file id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import logging
 import sys
 from typing import Any
 
@@ -65,7 +66,22 @@ def cli() -> None:
     """GitOps for LLM batch jobs: make the provider's live batches match the specs in git."""
 
 
+class _WarningLine(logging.Handler):
+    """A warning from below the CLI (the API skipping a foreign batch) as one `warning:` line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("reconciler")
+    logger.propagate = False
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine(logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> Any:
+    _show_warnings()
     try:
         result = cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
     except ReconcilerError as error:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from reconciler.specs.inputs.cache import drop_cache
 from reconciler.specs.paths import resolve_paths
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,6 +36,39 @@ def repo_options(func: F) -> F:
         help="The repository holding specs and inputs.",
     )(decorated)
     return decorated  # type: ignore[return-value]
+
+
+def repo_root_option(func: F) -> F:
+    """Only --repo, for commands with no use for specs or a state file (`sandbox`)."""
+
+    def build(*args: Any, repo: str, **kwargs: Any) -> Any:
+        return func(*args, paths=resolve_paths(repo, None, None), **kwargs)
+
+    functools.update_wrapper(build, func)
+    return click.option(  # type: ignore[return-value]
+        "--repo",
+        metavar="DIR",
+        default=".",
+        show_default=True,
+        type=click.Path(exists=True, file_okay=False),
+        help="The repository whose sandbox data to serve.",
+    )(build)
+
+
+def refresh_inputs_option(func: F) -> F:
+    """--refresh-inputs; put it right below @repo_options, whose `paths` it reads."""
+
+    def build(*args: Any, refresh_inputs: bool, **kwargs: Any) -> Any:
+        if refresh_inputs:
+            drop_cache(kwargs["paths"].state.parent)
+        return func(*args, **kwargs)
+
+    functools.update_wrapper(build, func)
+    return click.option(  # type: ignore[return-value]
+        "--refresh-inputs",
+        is_flag=True,
+        help="Read every input again instead of trusting the cached digests.",
+    )(build)
 
 
 def owner_option(func: F) -> F:

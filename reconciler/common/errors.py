@@ -5,8 +5,10 @@
     │   ├── SpecError                one or more problems in specs / inputs, each `path:line: field: message`
     │   ├── MissingVariableError     `${VAR}` in a provider header is not set
     │   ├── OwnerError               no owner id could be determined
-    │   └── PlanRefusedError         a plan we will not carry out (empty desired set, stale saved plan)
-    │       └── OverBudgetError      the plan's estimate passes a budget (without --allow-over-budget)
+    │   ├── PlanRefusedError         a plan we will not carry out (empty desired set, stale saved plan)
+    │   │   └── OverBudgetError      the plan's estimate passes a budget (without --allow-over-budget)
+    │   └── InputChangedError        an input file changed while it was being uploaded
+    ├── WriteError                   a file we must write cannot be (disk full, read-only folder)
     ├── StateError                   the state file is damaged, from the future, or belongs to another owner
     │   └── LockHeldError            another process holds the state lock
     └── ApiError                     the Batch/Files API could not do what we asked
@@ -80,6 +82,16 @@ class OverBudgetError(PlanRefusedError):
         return [f"over budget: {reason}" for reason in self.reasons] + [
             "nothing was sent; pass --allow-over-budget to apply this plan anyway"
         ]
+
+
+class WriteError(ReconcilerError):
+    @classmethod
+    def of(cls, path: object, error: OSError) -> WriteError:
+        return cls(f"cannot write {path}: {error.strerror or error}; nothing was changed there")
+
+
+class InputChangedError(UserError):
+    pass
 
 
 class StateError(ReconcilerError):

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.common.errors import WriteError
+
 POLL_SECONDS = 0.05
 
 
@@ -23,8 +25,11 @@ POLL_SECONDS = 0.05
 def holding(path: Path, command: str, timeout: float) -> Iterator[bool]:
     """Holds the lock for the block, waiting up to `timeout` seconds; yields False (holding
     nothing) when it stayed taken.  Callers turn that into their own error with `holder(path)`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise WriteError.of(path, error) from None
     try:
         if not _acquire(fd, timeout):
             yield False

@@ -1,10 +1,10 @@
 """`reconciler reconcile --watch`: the daemon.
 
 The main thread holds the daemon lock, serves the health endpoint and waits for SIGTERM
-or SIGINT; the loop (watch_loop) runs on its own thread. On a signal the pass in flight
-gets a few seconds to finish; if it does not, it is abandoned — safe by construction,
-since every create's intent is in the state before its request goes out, and the state
-file is only ever replaced whole.
+or SIGINT (SIGHUP reloads the specs); the loop (watch_loop) runs on its own thread. On a
+stop signal the pass in flight gets a few seconds to finish; if it does not, it is
+abandoned — safe by construction, since every create's intent is in the state before its
+request goes out, and the state file is only ever replaced whole.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
 from reconciler.daemon.web import Routes
 from reconciler.daemon.webhooks import WebhookInbox
-from reconciler.engine.events import EventLog
+from reconciler.engine.events import EventLog, warnings_to
 from reconciler.engine.workspace import Workspace, load_state
 from reconciler.specs import identity
 from reconciler.specs.loader import LoadedRepo
@@ -70,6 +70,7 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
     with hold_daemon_lock(paths.state), contextlib.ExitStack() as stack:
         waker, metrics = Waker(), Metrics()
         stack.enter_context(_stop_signals(waker, log))
+        stack.enter_context(warnings_to(log))
         board, announcer = Board(), Announcer(paths.state, identity.owner_tag(owner), log, metrics)
         board.publish(state=recorded)
         inbox = WebhookInbox(board, waker.refresh, log, metrics) if options.health else None
@@ -125,7 +126,13 @@ def _stop_signals(waker: Waker, log: EventLog) -> Iterator[None]:
             _exit_now()
         waker.stop(signal.Signals(number).name)
 
+    def on_hangup(number: int, frame: FrameType | None) -> None:
+        # The terminal went away, or an operator asks for a reload: never a silent death.
+        log.info("reload", "SIGHUP: reloading the specs")
+        waker.files_changed()
+
     previous = {number: signal.signal(number, on_signal) for number in STOP_SIGNALS}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     try:
         yield
     finally:

@@ -46,8 +46,14 @@ def resolve_provider_headers(
 
 @contextlib.contextmanager
 def open_clients(
-    repo: LoadedRepo, providers: Iterable[str], paths: RepoPaths, env: Mapping[str, str] | None = None
+    repo: LoadedRepo,
+    providers: Iterable[str],
+    paths: RepoPaths,
+    env: Mapping[str, str] | None = None,
+    *,
+    ends_at: float | None = None,
 ) -> Iterator[dict[str, ProviderApi]]:
+    """`ends_at` (monotonic) bounds every request of the command, e.g. `reconcile --timeout`."""
     env = os.environ if env is None else env
     wanted = set(providers)
     resolved = resolve_provider_headers(repo, wanted, env)
@@ -56,21 +62,23 @@ def open_clients(
         for name, (base_url, headers) in resolved.items():
             # Only what came from ${VAR}s is secret; `openai` or a host name scrubbed from
             # every message would make errors unreadable.
-            clients[name] = _client(stack, base_url, headers, _secret_values(repo, name, env))
+            clients[name] = _client(stack, name, base_url, headers, _secret_values(repo, name, env))
         if SANDBOX in wanted:
-            clients[SANDBOX] = _client(stack, _sandbox_url(stack, paths, env), {}, [])
+            clients[SANDBOX] = _client(stack, SANDBOX, _sandbox_url(stack, paths, env), {}, [])
+        for api in clients.values():
+            api.reader.transport.command_ends_at = ends_at
         yield clients
 
 
 def _client(
-    stack: contextlib.ExitStack, base_url: str, headers: Mapping[str, str], secrets: list[str]
+    stack: contextlib.ExitStack, name: str, base_url: str, headers: Mapping[str, str], secrets: list[str]
 ) -> ProviderApi:
     # Plain http never uses TLS: skip loading the CA bundle, ~60 ms of every command's start.
     verify = not base_url.lower().startswith("http://")
     http = stack.enter_context(
         httpx.Client(base_url=base_url, headers=dict(headers), timeout=TIMEOUT, limits=LIMITS, verify=verify)
     )
-    return ProviderApi.over(Transport(http, secrets=secrets))
+    return ProviderApi.over(Transport(http, secrets=secrets, provider=name))
 
 
 def _sandbox_url(stack: contextlib.ExitStack, paths: RepoPaths, env: Mapping[str, str]) -> str:

@@ -7,9 +7,12 @@ ever formats a header, a Provider document or the environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -52,3 +55,25 @@ class EventLog:
 
 def _present(fields: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
+
+
+class _Forward(logging.Handler):
+    def __init__(self, log: EventLog) -> None:
+        super().__init__(logging.WARNING)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._log.warning("warning", record.getMessage())
+
+
+@contextlib.contextmanager
+def warnings_to(log: EventLog) -> Iterator[None]:
+    """Warnings of the `reconciler` logger (a skipped foreign batch) go to this event log
+    instead of the CLI's stderr, for as long as the block runs."""
+    logger = logging.getLogger("reconciler")
+    before = list(logger.handlers)
+    logger.handlers = [_Forward(log)]
+    try:
+        yield
+    finally:
+        logger.handlers = before

@@ -48,7 +48,7 @@ def _observe_provider(
 ) -> list[LiveBatch]:
     owned: list[LiveBatch] = []
     unseen = set(known)
-    for batch in reader.iter_batches():
+    for batch in reader.iter_batches(owner_tag=owner_tag):
         if batch.owned_by(owner_tag):
             owned.append(LiveBatch(provider=provider, batch=batch))
         unseen.discard(batch.id)

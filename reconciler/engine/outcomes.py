@@ -8,7 +8,8 @@ may name (documented in the README):
 | `batch_expired`  | the 24 h window ran out first (error file, `error.code`)          |
 | `server_error`   | the provider answered it with a 5xx status                        |
 | `rate_limited`   | the provider answered it with 429                                 |
-| `batch_failed`   | the whole batch failed (e.g. `token_limit_exceeded`), so no answer |
+| `batch_failed`   | the whole batch failed (e.g. `token_limit_exceeded`), so no answer; |
+|                  | also Portkey's `file_upload_failed` and `batch_start_failed`      |
 
 Other outcomes (`client_error` for a 4xx, `batch_cancelled`) are final: sending them
 again would fail the same way, or undo what the user asked for.
@@ -45,8 +46,18 @@ def classify(line: dict[str, object]) -> str | None:
     return "server_error" if status >= 500 else "client_error"
 
 
+# Portkey's own terminal statuses: its upload to the provider, or the provider's batch start,
+# failed.  Nothing ran, so the requests are as retryable as those of a failed batch.
+UNANSWERED = {
+    "failed": "batch_failed",
+    "file_upload_failed": "batch_failed",
+    "batch_start_failed": "batch_failed",
+    "expired": "batch_expired",
+}
+
+
 def unanswered_reason(batch: BatchRecord) -> str:
-    return {"failed": "batch_failed", "expired": "batch_expired"}.get(batch.status, "batch_cancelled")
+    return UNANSWERED.get(batch.status, "batch_cancelled")
 
 
 class WorkDir:

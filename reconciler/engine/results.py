@@ -84,7 +84,12 @@ def write_results(
         for part in job.part_specs:
             part_attempts = attempts.get(part.index, [])
             index = _index(part_attempts, work)
-            missing = unanswered_reason(part_attempts[-1]) if part_attempts else "not_submitted"
+            last = part_attempts[-1] if part_attempts else None
+            missing = (
+                (unanswered_reason(last), last.batch_id, last.retry)
+                if last
+                else ("not_submitted", None, None)
+            )
             with contextlib.ExitStack() as stack:
                 handles: dict[Path, BinaryIO] = {}
                 for custom_id, _ in part_lines(Path(job.input_path), part):
@@ -124,14 +129,17 @@ def _result_line(
     custom_id: str,
     where: tuple[Path, int, str, int] | None,
     handles: dict[Path, BinaryIO],
-    missing: str,
+    missing: tuple[str, str | None, int | None],
 ) -> bytes:
+    """An unanswered request names the last batch it was sent in too (None if never sent)."""
     if where is None:
-        message = "no batch answered this request"
+        reason, batch_id, attempt = missing
         line: dict[str, object] = {
             "custom_id": custom_id,
             "response": None,
-            "error": {"code": missing, "message": message},
+            "error": {"code": reason, "message": "no batch answered this request"},
+            "batch_id": batch_id,
+            "attempt": attempt,
         }
     else:
         path, offset, batch_id, attempt = where

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from standardwebhooks import Webhook
 
 # Knobs that shape a batch's timeline; captured into each batch when it is created, so every
 # process sharing a data dir (each with its own knobs) agrees on where that batch is.
-TIMELINE_KNOBS = ("validation_seconds", "requests_per_second", "finalizing_seconds", "expiry_seconds")
+TIMELINE_KNOBS = (
+    "validation_seconds",
+    "requests_per_second",
+    "finalizing_seconds",
+    "expiry_seconds",
+    "start_failure",
+)
+# The terminal statuses Portkey adds when its upload to the provider, or the provider's batch
+# start, fails: the batch never runs.
+START_FAILURES = ("file_upload_failed", "batch_start_failed")
 
 
 class SandboxConfig(BaseModel):
@@ -38,6 +47,9 @@ class SandboxConfig(BaseModel):
         0.0, ge=0, le=1, description="Fraction of batch creations that succeed but answer 500."
     )
     seed: int | None = Field(None, description="Seed for the fault dice; unset means unpredictable.")
+    start_failure: Literal["file_upload_failed", "batch_start_failed"] | None = Field(
+        None, description="New valid batches end in this Portkey status when validation ends, unrun."
+    )
     webhook_url: str | None = Field(
         None, pattern=r"^https?://\S+$", description="POST a signed batch.* event here when a batch ends."
     )

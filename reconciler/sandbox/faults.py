@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 
@@ -46,6 +47,7 @@ def server_fault(status: int, config: SandboxConfig) -> ApiProblem:
     message, kind, code = _FAULTS[status]
     headers = {}
     if status in (429, 503):
+        # HTTP allows only whole seconds in Retry-After; the precise wait goes in retry-after-ms.
         seconds = config.retry_after_seconds
-        headers = {"Retry-After": f"{seconds:g}", "retry-after-ms": str(round(seconds * 1000))}
+        headers = {"Retry-After": str(math.ceil(seconds)), "retry-after-ms": str(round(seconds * 1000))}
     return ApiProblem(status, message, kind=kind, code=code, headers=headers)

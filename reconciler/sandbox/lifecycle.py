@@ -72,6 +72,8 @@ def _uncancelled(record: BatchRecord, now: float) -> Moment:
         return Moment("validating", 0)
     if validation.errors:
         return Moment("failed", 0, {"failed": start})
+    if record.timeline.start_failure:
+        return Moment(record.timeline.start_failure, 0, {"failed": start})
     events = {"in_progress": start}
     answered = all_answered_at(record)
     if expiry < answered and now >= expiry:

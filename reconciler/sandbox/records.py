@@ -40,6 +40,7 @@ class Timeline(Frozen):
     requests_per_second: float
     finalizing_seconds: float
     expiry_seconds: float
+    start_failure: str | None = None  # a Portkey terminal status the batch ends in, unrun
 
 
 class Usage(Frozen):

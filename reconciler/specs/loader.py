@@ -123,16 +123,49 @@ def _scan(paths: RepoPaths) -> RepoScan:
             providers.setdefault(loaded.name, loaded)
     jobs: dict[str, LoadedJob] = {}
     notifications: dict[str, LoadedNotification] = {}
+    checked: list[tuple[Document, LoadedJob]] = []
     for document in documents:
         if isinstance(document.model, BatchJob):
             job, trouble = _check_job(document, document.model, sorted(providers), paths)
             problems += trouble
             if job is not None:
                 jobs.setdefault(job.name, job)
+                checked.append((document, job))
         elif isinstance(document.model, Notification):
             told = LoadedNotification(document.model, document.source, document.line)
             notifications.setdefault(told.name, told)
+    clashes = _results_clashes(checked, paths)
+    for name in {name for name, _ in clashes}:
+        jobs.pop(name, None)
+    problems += [problem for _, problem in clashes]
+    problems.sort(key=lambda p: (p.path, p.line or 0))  # stable: one document's problems keep their order
     return RepoScan(LoadedRepo(jobs, providers, notifications), problems)
+
+
+def _results_clashes(
+    checked: list[tuple[Document, LoadedJob]], paths: RepoPaths
+) -> list[tuple[str, Problem]]:
+    """Results that would overwrite another job's input, or that two jobs would both write."""
+    inputs = {job.input_path: job.name for _, job in checked}
+    writers: defaultdict[Path, list[str]] = defaultdict(list)
+    for _, job in checked:
+        if job.results_path is not None:
+            writers[job.results_path].append(job.name)
+    clashes: list[tuple[str, Problem]] = []
+    for document, job in checked:
+        target = job.results_path
+        if target is None:
+            continue
+        shown = display(target, paths)
+        if target in inputs:
+            message = f"{shown} is the input of job {inputs[target]!r}; name a new .jsonl file"
+        elif len(writers[target]) > 1:
+            others = ", ".join(repr(n) for n in writers[target] if n != job.name)
+            message = f"{shown} is also the results of job {others}; give each job its own file"
+        else:
+            continue
+        clashes.append((job.name, document.problem(("spec", "results"), message)))
+    return clashes
 
 
 _RESERVED_SANDBOX = f"'{SANDBOX}' is the name of the built-in sandbox; choose another name"

@@ -14,8 +14,9 @@ class RepoPaths:
 
     @property
     def sandbox_data(self) -> Path:
-        """Where the embedded sandbox keeps its files for this repo."""
-        return self.state.parent / "sandbox"
+        """Where the embedded sandbox keeps its files for this repo.  Tied to the repo, not to
+        the state file: `--state elsewhere` must see the same sandbox batches, not an empty one."""
+        return self.repo / ".reconciler" / "sandbox"
 
 
 def resolve_paths(repo: str, specs: str | None, state: str | None) -> RepoPaths:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reconciler.specs.identity import SETTINGS_FILE
 from reconciler.specs.paths import RepoPaths
 
 
@@ -46,4 +47,19 @@ def resolve_results(
         return None, f"{relative!r} is the input file or a folder; name a new .jsonl file"
     if resolved.is_relative_to(paths.specs.resolve()):
         return None, f"{relative!r} is inside the specs folder; write results elsewhere"
-    return resolved, ""
+    trouble = _reserved(resolved, root, paths)
+    return (None, f"{relative!r} {trouble}") if trouble else (resolved, "")
+
+
+def _reserved(resolved: Path, root: Path, paths: RepoPaths) -> str:
+    """Where results must never land: git's folder, the state's, the settings file."""
+    state = paths.state.resolve()
+    if resolved.is_relative_to(root / ".git"):
+        return "is inside .git/; write results elsewhere"
+    if state.parent != root and resolved.is_relative_to(state.parent):
+        return f"is inside the state folder {display(state.parent, paths)}; write results elsewhere"
+    if resolved.name.startswith(state.name) and resolved.parent == state.parent:
+        return "is the state file or its backup; name a new .jsonl file"
+    if resolved == root / SETTINGS_FILE:
+        return f"is the repo's settings file {SETTINGS_FILE}; name a new .jsonl file"
+    return ""

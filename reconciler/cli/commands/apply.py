@@ -12,6 +12,7 @@ from reconciler.cli.options import (
     allow_empty_option,
     allow_over_budget_option,
     owner_option,
+    refresh_inputs_option,
     replace_option,
     repo_options,
     target_options,
@@ -32,6 +33,7 @@ from reconciler.specs.paths import RepoPaths
 
 @click.command()
 @repo_options
+@refresh_inputs_option
 @owner_option
 @allow_empty_option
 @allow_over_budget_option
@@ -59,8 +61,6 @@ def command(
             raise UserError("a saved plan brings its own --target and --replace; give them to `plan --out`")
         scope = Scope(*saved_scope(saved))
     ws = prepare(paths, owner)
-    if saved is None and not auto_approve and not sys.stdin.isatty():
-        raise UserError("apply asks before changing anything: pass --auto-approve, or a saved plan file")
     confirm: Callable[[Plan], None]
     if saved is not None and planfile is not None:
         saved_plan, path = saved, planfile
@@ -68,7 +68,7 @@ def command(
         def confirm(plan: Plan) -> None:
             check_still_holds(saved_plan, plan, owner_tag=ws.owner_tag, path=path)
     else:
-        confirm = _ask if not auto_approve else _show
+        confirm = _show if auto_approve else _ask if sys.stdin.isatty() else _refuse_changes
     with open_clients(ws.repo, ws.providers(load_state(ws)), paths) as clients:
         plan, _, outcome = converge(
             ws,
@@ -86,6 +86,13 @@ def command(
 
 def _show(plan: Plan) -> None:
     click.echo(render.plan_text(plan, colour=render.use_colour()))
+
+
+def _refuse_changes(plan: Plan) -> None:
+    """Off a terminal nobody can answer: a plan with changes is refused, one without is done."""
+    _show(plan)
+    if plan.pending:
+        raise UserError("apply asks before changing anything: pass --auto-approve, or a saved plan file")
 
 
 def _ask(plan: Plan) -> None:

@@ -8,11 +8,13 @@ from reconciler.cli import render
 from reconciler.cli.options import (
     allow_empty_option,
     owner_option,
+    refresh_inputs_option,
     replace_option,
     repo_options,
     target_options,
 )
 from reconciler.cli.saved_plan import save_plan
+from reconciler.common.errors import UserError
 from reconciler.engine.connect import open_clients
 from reconciler.engine.passes import Scope, readers_of, refresh_and_plan
 from reconciler.engine.workspace import load_state, prepare
@@ -21,6 +23,7 @@ from reconciler.specs.paths import RepoPaths
 
 @click.command()
 @repo_options
+@refresh_inputs_option
 @owner_option
 @allow_empty_option
 @target_options
@@ -50,6 +53,8 @@ def command(
     verbose: bool,
 ) -> int:
     """Show what apply would do. Read-only: no batch is created or cancelled."""
+    if as_json and output_format not in ("text", "json"):
+        raise UserError(f"--json and --format {output_format} ask for two formats; pass one of them")
     ws = prepare(paths, owner)
     state = load_state(ws)
     scope = Scope.of(targets, replace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Mapping
 
 import click
@@ -13,6 +14,7 @@ from reconciler.cli.options import (
     allow_empty_option,
     allow_over_budget_option,
     owner_option,
+    refresh_inputs_option,
     replace_option,
     repo_options,
     target_options,
@@ -45,6 +47,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
 
 @click.command()
 @repo_options
+@refresh_inputs_option
 @owner_option
 @allow_empty_option
 @allow_over_budget_option
@@ -55,7 +58,11 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
 )
 @click.option("--wait", is_flag=True, help="Keep reconciling until every job's batches are finished.")
 @click.option(
-    "--timeout", default=3600.0, show_default=True, type=click.FloatRange(0), help="Seconds --wait waits."
+    "--timeout",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds the whole command may take (with --wait, the waiting included).",
 )
 @click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
 @click.option("--watch", is_flag=True, help="Keep running: converge on every file change, poll live status.")
@@ -102,9 +109,10 @@ def command(
     changing and records live status until stopped (SIGTERM/SIGINT exit 0)."""
     if watch or _given("interval", "log_format", "health_port"):
         return _watch(paths, owner)
+    ends_at = time.monotonic() + timeout  # --timeout bounds the whole command, each request included
     ws = prepare(paths, owner)
     before = new_state() if rebuild_state else load_state(ws)
-    with open_clients(ws.repo, ws.providers(before), paths) as clients:
+    with open_clients(ws.repo, ws.providers(before), paths, ends_at=ends_at) as clients:
         scope = Scope.of(targets, replace)
         options = WaitOptions(
             wait, timeout, allow_empty, rebuild_state, parallelism, scope, allow_over_budget

@@ -12,10 +12,10 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from reconciler.cli.options import repo_options
+from reconciler.cli.options import repo_root_option
 from reconciler.common.errors import UserError
 from reconciler.sandbox import SandboxConfig, start_sandbox
-from reconciler.sandbox.config import describe
+from reconciler.sandbox.config import START_FAILURES, describe
 from reconciler.specs.paths import RepoPaths
 
 API_KEY_ENV = "RECONCILER_SANDBOX_API_KEY"
@@ -26,6 +26,7 @@ _TYPES: dict[str, Any] = {
     "webhook_url": str,
     "webhook_secret": str,
     "webhook_attempts": int,
+    "start_failure": click.Choice(START_FAILURES),
 }
 _ENV = {"api_key": API_KEY_ENV, "webhook_secret": WEBHOOK_SECRET_ENV}
 
@@ -53,7 +54,7 @@ def _knob_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "--data", metavar="DIR", help="Where batches and files live [default: <repo>/.reconciler/sandbox]."
 )
 @_knob_options
-@repo_options  # innermost: it replaces the function, which would drop the options above it
+@repo_root_option  # innermost: it replaces the function, which would drop the options above it
 def command(paths: RepoPaths, host: str, port: int, data: str | None, **knobs: Any) -> int:
     """Run the sandbox Batch/Files API server (the built-in provider) until interrupted.
 

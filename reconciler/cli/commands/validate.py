@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reconciler.cli.options import repo_options
+from reconciler.cli.options import refresh_inputs_option, repo_options
 from reconciler.common.errors import SpecError
 from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import scan_repo
@@ -14,6 +14,7 @@ from reconciler.specs.repo_paths import display
 
 @click.command()
 @repo_options
+@refresh_inputs_option
 def command(paths: RepoPaths) -> int:
     """Check specs, providers and input files; exit 0 when valid, 1 listing every problem.
 

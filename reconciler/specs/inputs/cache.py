@@ -11,17 +11,26 @@ from dataclasses import asdict
 from pathlib import Path
 
 from reconciler.common import atomic
+from reconciler.common.errors import WriteError
 from reconciler.common.limits import InputLimits
 from reconciler.specs.inputs.digest import InputDigest
 
 CACHE_NAME = "input-cache.json"
-CACHE_FORMAT = 2  # 2: digests carry token estimates
+CACHE_FORMAT = 3  # 2: digests carry token estimates; 3: keys carry the inode and ctime too
 
 
 def cache_key(path: Path, endpoint: str, limits: InputLimits) -> str:
+    """The file's identity: an edit that keeps size and mtime (a restored timestamp) still
+    moves the inode change time, which no user can set back."""
     stat = path.stat()
-    parts = [str(path), stat.st_size, stat.st_mtime_ns, endpoint, limits.max_requests, limits.max_bytes]
-    return json.dumps(parts)
+    identity = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+    return json.dumps([str(path), *identity, endpoint, limits.max_requests, limits.max_bytes])
+
+
+def drop_cache(folder: Path) -> None:
+    """`--refresh-inputs`: forget every cached digest, so each input is read again."""
+    with contextlib.suppress(FileNotFoundError):
+        (folder / CACHE_NAME).unlink()
 
 
 def read_cache(path: Path) -> dict[str, InputDigest]:
@@ -38,5 +47,5 @@ def read_cache(path: Path) -> dict[str, InputDigest]:
 def write_cache(path: Path, digests: dict[str, InputDigest]) -> None:
     """Atomically (temp file + rename); a cache that cannot be written is only a slower next run."""
     document = {"format_version": CACHE_FORMAT, "inputs": {k: asdict(d) for k, d in digests.items()}}
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, WriteError):
         atomic.write_bytes(path, json.dumps(document, indent=1, sort_keys=True).encode())
