@@ -19,6 +19,7 @@ COLOURS = {
     Action.RETRY: "green",
     Action.CANCEL: "red",
     Action.ADOPT: "cyan",
+    Action.DEDUPE: "bright_red",
     Action.FORGET: "magenta",
 }
 

@@ -17,6 +17,7 @@ class Action(StrEnum):
     RETRY = "retry"
     CANCEL = "cancel"
     ADOPT = "adopt"
+    DEDUPE = "dedupe"
     FORGET = "forget"
     NOOP = "noop"
 
@@ -28,6 +29,7 @@ SYMBOLS = {
     Action.RETRY: "+",
     Action.CANCEL: "-",
     Action.ADOPT: ">",
+    Action.DEDUPE: "!",
     Action.FORGET: ".",
     Action.NOOP: " ",
 }

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from reconciler.api.batch import LiveBatch
 from reconciler.plans.changes import Action, Change, DesiredJob, Retryable, Unit
+from reconciler.plans.duplicates import split_duplicates, unit_of
 from reconciler.state.model import JobState
 
 
@@ -23,13 +24,28 @@ def plan_job(
         if running:
             return _change(desired, Action.CANCEL, "suspended; cancelling what runs", cancel=running)
         return _change(desired, Action.NOOP, "suspended")
-    current = [b for b in live if b.generation == desired.generation]
+    current, extra = split_duplicates(b for b in live if b.generation == desired.generation)
+    doubled = [b for b in extra if not b.terminal]  # a finished duplicate is only never counted
     stale = [b for b in running if b.generation != desired.generation]
     known = recorded.batch_ids if recorded and recorded.generation == desired.generation else frozenset()
     adopt = [b for b in current if b.id not in known]
     creates = _missing_parts(desired, current) + _retries(desired, current, retryable)
     action, reason = _label(desired, recorded, current, stale, adopt, creates)
-    return _change(desired, action, reason, cancel=stale, adopt=adopt, creates=creates)
+    if doubled and action in (Action.ADOPT, Action.CANCEL, Action.NOOP):
+        action, reason = Action.DEDUPE, _dedupe_reason(current, doubled)
+    return _change(desired, action, reason, cancel=stale + doubled, adopt=adopt, creates=creates)
+
+
+def _dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> str:
+    kept = {unit_of(b): b for b in current}[unit_of(doubled[0])]
+    younger = ", ".join(b.id for b in doubled if unit_of(b) == unit_of(kept))
+    part, retry = kept.batch.part, kept.batch.retry
+    more = len(doubled) - len(younger.split(", "))
+    also = f" (and {more} more)" if more else ""
+    return (
+        f"part {part} attempt {retry} has more than one batch: keeping the oldest {kept.id}, "
+        f"cancelling {younger}{also}"
+    )
 
 
 def _missing_parts(desired: DesiredJob, current: list[LiveBatch]) -> list[Unit]:

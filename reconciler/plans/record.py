@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from reconciler.api.batch import LiveBatch
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.duplicates import split_duplicates
 from reconciler.plans.jobstatus import job_status, request_counts
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, State
 
@@ -36,11 +37,12 @@ def record(
 def observed_job(
     name: str, base: JobState, live: Sequence[LiveBatch], now: str, desired: DesiredJob | None = None
 ) -> JobState:
-    mine = [
+    # A duplicate of a unit is never recorded, so it is never counted: the oldest speaks for it.
+    mine, _ = split_duplicates(
         b
         for b in live
         if b.batch.job == name and b.generation == base.generation and b.provider == base.provider
-    ]
+    )
     mine.sort(key=lambda b: (b.batch.part, b.batch.retry, b.batch.created_at or 0, b.id))
     attempts = {b.batch.attempt for b in mine}
     # An intent is resolved once its batch is live.
