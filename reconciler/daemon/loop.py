@@ -23,7 +23,7 @@ from reconciler.daemon.schedule import earliest, next_poll, retry_delay, watched
 from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
 from reconciler.engine.events import EventLog
-from reconciler.state.file import read_state
+from reconciler.engine.workspace import load_state
 
 
 class Daemon:
@@ -94,7 +94,7 @@ class Daemon:
         self.passes += 1
         self.log.context = {"pass": self.passes}  # replaced whole: other threads read it
         try:
-            before = read_state(self.settings.state)
+            before = load_state(self.loaded.ws)
             clients = self.pool.clients_for(self.loaded, before)
             result = run_pass(
                 self.loaded,

@@ -19,12 +19,10 @@ from reconciler.engine.finish import finish_jobs
 from reconciler.engine.observe import observe
 from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.sources import UploadSources
-from reconciler.engine.workspace import Workspace, load_state
+from reconciler.engine.workspace import Workspace, load_state, open_state
 from reconciler.plans.changes import Plan
 from reconciler.plans.plan import make_plan
 from reconciler.plans.record import record
-from reconciler.state.file import write_state
-from reconciler.state.lock import state_lock
 from reconciler.state.model import State
 
 
@@ -57,35 +55,32 @@ def converge(
     parallelism: int = DEFAULT_PARALLELISM,
     confirm: Callable[[Plan], None] | None = None,
 ) -> tuple[Plan, State, Outcome]:
-    """Under the state lock: refresh, plan, let `confirm` veto (raise), apply, record."""
-    with state_lock(ws.paths.state, command):
-        state = load_state(ws, rebuild=rebuild)
+    """Under the owner's writer lock, for the whole pass: refresh, plan, let `confirm` veto
+    (raise), apply, record.  No other writer of this owner plans or writes meanwhile."""
+    with open_state(ws) as backend, backend.writer_lock(command):
+        state = load_state(ws, rebuild=rebuild, backend=backend)
         found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty)
         if confirm is not None:
             confirm(found.plan)
         sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
-        fx = Effects(apis, ws.owner_tag, _writer(ws), utc_now, sources, parallelism)
+        fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
         state, outcome = apply_plan(found.plan, ws.desired, found.live, state, fx)
         finished = finish_jobs(ws.desired, apis, state, outcome, ws.work_dir)
         if finished is not state:
-            state = write_state(ws.paths.state, finished)
+            state = backend.write(finished)
     return found.plan, state, outcome
 
 
 def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], command: str) -> State:
     """Refreshes observed status only: no change is planned or made."""
-    with state_lock(ws.paths.state, command):
-        state = load_state(ws)
+    with open_state(ws) as backend, backend.writer_lock(command):
+        state = load_state(ws, backend=backend)
         live = observe(readers, ws.owner_tag, ws.desired, state)
-        return write_state(ws.paths.state, record(ws.desired, state, live, now=utc_now()))
+        return backend.write(record(ws.desired, state, live, now=utc_now()))
 
 
 def readers_of(apis: Mapping[str, ProviderApi]) -> dict[str, BatchReader]:
     return {name: api.reader for name, api in apis.items()}
-
-
-def _writer(ws: Workspace) -> Callable[[State], State]:
-    return lambda state: write_state(ws.paths.state, state)
 
 
 def utc_now() -> str:

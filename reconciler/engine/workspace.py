@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedRepo, load_repo
 from reconciler.specs.paths import RepoPaths
-from reconciler.state.file import new_state, read_state, set_aside_damaged
+from reconciler.state.backend import StateBackend, open_backend
 from reconciler.state.model import State
 
 
@@ -55,15 +56,32 @@ def prepare(paths: RepoPaths, owner_flag: str | None = None) -> Workspace:
     return Workspace(paths, repo, digests, desired, owner)
 
 
-def load_state(ws: Workspace, *, rebuild: bool = False) -> State:
-    path = ws.paths.state
+def open_state(ws: Workspace) -> contextlib.AbstractContextManager[StateBackend]:
+    """The state backend of this workspace: its file, or its database (--state-url)."""
+    return open_backend(ws.paths.state, ws.paths.state_url, ws.owner_tag)
+
+
+def load_state(ws: Workspace, *, rebuild: bool = False, backend: StateBackend | None = None) -> State:
+    """The recorded state (rebuild: an empty one, the old one set aside), checked to be ours."""
+    if backend is None:
+        with open_state(ws) as opened:
+            return load_state(ws, rebuild=rebuild, backend=opened)
     if rebuild:
-        set_aside_damaged(path)
-        return new_state(ws.owner_tag)
-    state = read_state(path)
+        return backend.fresh()
+    state = backend.read()
     if state.owner and state.owner != ws.owner_tag:
         raise StateError(
-            f"{path}: this state belongs to owner tag {state.owner}, not {ws.owner_tag} "
+            f"{backend.where}: this state belongs to owner tag {state.owner}, not {ws.owner_tag} "
             f"(owner {ws.owner!r}); use the same owner id, or another --state"
         )
     return state.model_copy(update={"owner": ws.owner_tag})
+
+
+def read_recorded(paths: RepoPaths, owner_flag: str | None = None) -> State:
+    """The state as recorded, for reading only (`status`); a database state needs the owner."""
+    if paths.state_url is None:
+        with open_backend(paths.state, None, None) as backend:
+            return backend.read()
+    tag = identity.owner_tag(identity.resolve_owner(paths.repo, owner_flag))
+    with open_backend(paths.state, paths.state_url, tag) as backend:
+        return backend.read()

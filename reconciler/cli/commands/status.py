@@ -1,4 +1,4 @@
-"""`reconciler status`: the state file as a table. Reads no network."""
+"""`reconciler status`: the recorded state as a table. Asks no provider."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import click
 from reconciler.cli import render
 from reconciler.cli.options import repo_options
 from reconciler.cli.render_status import status_json, status_table
+from reconciler.engine.workspace import read_recorded
 from reconciler.specs.paths import RepoPaths
-from reconciler.state.file import read_state
 
 
 @click.command()
@@ -16,7 +16,7 @@ from reconciler.state.file import read_state
 @click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
 def command(paths: RepoPaths, as_json: bool) -> int:
     """Show each job's status, request counts, batch and file ids from the state file."""
-    state = read_state(paths.state)
+    state = read_recorded(paths)
     if as_json:
         click.echo(status_json(state))
     else:
