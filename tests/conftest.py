@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.gateway",
     "tests.fixtures.repo",
+    "tests.fixtures.postgres",
 ]
 
 

@@ -70,7 +70,9 @@ def test_two_checkouts_of_one_repo_applying_at_once_never_duplicate(make_repo, s
                 (line,) = err.strip().splitlines()
                 assert line.startswith(f"error: state is locked by pid {other} on "), line
                 assert "reconciler apply" in line and "since" in line
-        created = sum(int(out.split("Applied: ")[1].split(" created")[0]) for _, out, _, code in results if code == 0)
+        created = sum(
+            int(out.split("Applied: ")[1].split(" created")[0]) for _, out, _, code in results if code == 0
+        )
         assert created == JOBS, results
         assert max(units(sandbox).values()) == 1, f"trial {trial}: duplicates {units(sandbox)}"
     assert len(units(sandbox)) == JOBS * TRIALS

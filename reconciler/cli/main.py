@@ -18,6 +18,7 @@ COMMANDS = {
     "apply": "apply",
     "reconcile": "reconcile",
     "status": "status",
+    "state": "state",
     "sandbox": "sandbox",
 }
 

@@ -78,10 +78,16 @@ def load_state(ws: Workspace, *, rebuild: bool = False, backend: StateBackend | 
 
 
 def read_recorded(paths: RepoPaths, owner_flag: str | None = None) -> State:
-    """The state as recorded, for reading only (`status`); a database state needs the owner."""
-    if paths.state_url is None:
-        with open_backend(paths.state, None, None) as backend:
-            return backend.read()
-    tag = identity.owner_tag(identity.resolve_owner(paths.repo, owner_flag))
-    with open_backend(paths.state, paths.state_url, tag) as backend:
+    """The state as recorded, for reading only (`status`)."""
+    with open_recorded(paths, owner_flag) as backend:
         return backend.read()
+
+
+def open_recorded(
+    paths: RepoPaths, owner_flag: str | None = None
+) -> contextlib.AbstractContextManager[StateBackend]:
+    """The backend without loading the specs; a state file needs no owner, a database does."""
+    if paths.state_url is None:
+        return open_backend(paths.state, None, None)
+    tag = identity.owner_tag(identity.resolve_owner(paths.repo, owner_flag))
+    return open_backend(paths.state, paths.state_url, tag)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
@@ -40,7 +40,7 @@ def resolve_state_url(repo: Path, flag: str | None, state_flag: str | None) -> s
 def checked_url(url: str, source: str, *, password_allowed: bool) -> str:
     try:
         parts = urlsplit(url)
-        has_password = parts.password is not None
+        has_password = parts.password is not None or "password" in dict(parse_qsl(parts.query))
     except ValueError:
         raise UserError(f"{source}: not a URL; use postgresql://USER@HOST[:PORT]/DATABASE") from None
     if parts.scheme not in SCHEMES:
