@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from reconciler.daemon.health import serve_health
+from reconciler.daemon.leader import Role
 from reconciler.daemon.lock import hold_daemon_lock
 from reconciler.daemon.loop import Daemon
 from reconciler.daemon.metrics import Metrics
@@ -30,6 +31,8 @@ from reconciler.engine.workspace import Workspace, load_state
 from reconciler.specs import identity
 from reconciler.specs.loader import LoadedRepo
 from reconciler.specs.paths import RepoPaths
+from reconciler.state.pg_connect import display_url
+from reconciler.state.postgres_leader import LeaderLock
 
 SHUTDOWN_GRACE_SECONDS = 3.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -61,25 +64,37 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
         cadence=Cadence(options.interval),
         allow_empty=options.allow_empty,
         parallelism=options.parallelism,
+        state_url=paths.state_url,
     )
-    with hold_daemon_lock(paths.state), contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
+        if paths.state_url is None:  # one daemon per state file; on a database, replicas elect
+            stack.enter_context(hold_daemon_lock(paths.state))
         waker, metrics = Waker(), Metrics()
         stack.enter_context(_stop_signals(waker, log))
-        daemon = Daemon(settings, log, metrics, waker)
+        role = Role(_leader_lock(paths, owner), log, metrics)
+        stack.callback(role.close)
+        daemon = Daemon(settings, log, metrics, waker, role)
         if options.health:
             host, port = stack.enter_context(serve_health(*options.health, metrics, daemon.liveness.report))
             shown = f"[{host}]" if ":" in host else host
             log.info("health", f"health on http://{shown}:{port}/healthz, metrics on /metrics", port=port)
+        where = display_url(paths.state_url) if paths.state_url else str(paths.state)
         log.info(
             "start",
-            f"reconciling {paths.specs} into {paths.state}; resync every {options.interval:g}s",
+            f"reconciling {paths.specs} into {where}; resync every {options.interval:g}s",
             specs=str(paths.specs),
-            state=str(paths.state),
+            state=where,
             owner_tag=identity.owner_tag(owner),
         )
         loop = threading.Thread(target=daemon.run, name="reconcile-loop", daemon=True)
         loop.start()
         return _until_stopped(loop, waker, log)
+
+
+def _leader_lock(paths: RepoPaths, owner: str) -> LeaderLock | None:
+    if paths.state_url is None:
+        return None
+    return LeaderLock(paths.state_url, identity.owner_tag(owner))
 
 
 def _until_stopped(loop: threading.Thread, waker: Waker, log: EventLog) -> int:

@@ -17,9 +17,10 @@ import os
 import socket
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
 
 NAMESPACE = 0x5245_4331  # 'REC1': the classid of every advisory lock of ours
 POLL_SECONDS = 0.1

@@ -12,7 +12,10 @@ race to create the same table.  A schema newer than this reconciler knows is ref
 
 from __future__ import annotations
 
-import psycopg
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
 
 from reconciler.common.errors import StateError
 
