@@ -6,6 +6,7 @@ and planning only read from the provider; only apply/ writes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from reconciler.api.reader import BatchReader
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.finish import finish_jobs
+from reconciler.engine.inflight import in_flight, quarantine_seconds
 from reconciler.engine.observe import observe
 from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.sources import UploadSources
@@ -41,7 +43,8 @@ def refresh_and_plan(
     live = observe(readers, ws.owner_tag, ws.desired, state)
     retries = find_retries(ws.desired, live, readers, ws.work_dir)
     counts = {key: retry.count for key, retry in retries.items()}
-    plan = make_plan(ws.desired, state, live, retryable=counts, allow_empty=allow_empty)
+    waiting = in_flight(state, live, time.time(), quarantine_seconds())
+    plan = make_plan(ws.desired, state, live, retryable=counts, allow_empty=allow_empty, in_flight=waiting)
     return Refreshed(live, retries, plan)
 
 

@@ -110,3 +110,7 @@ class Plan:
 
 # (job, part) → how many of that part's requests still need another batch
 Retryable = Mapping[tuple[str, int], int]
+
+# (job, generation, part, retry) → seconds left in the quarantine of a create sent without an
+# answer: it may still be in flight, so it is not sent again yet (engine/inflight.py)
+InFlight = Mapping[tuple[str, str, int, int], float]

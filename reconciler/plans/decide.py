@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reconciler.api.batch import LiveBatch
-from reconciler.plans.changes import Action, Change, DesiredJob, Retryable, Unit
+from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, Retryable, Unit
 from reconciler.plans.duplicates import split_duplicates, unit_of
 from reconciler.state.model import JobState
 
@@ -16,6 +16,7 @@ def plan_job(
     recorded: JobState | None,
     live: list[LiveBatch],
     retryable: Retryable,
+    in_flight: InFlight | None = None,
 ) -> Change | None:
     running = [b for b in live if not b.terminal]
     if desired is None:
@@ -30,10 +31,22 @@ def plan_job(
     known = recorded.batch_ids if recorded and recorded.generation == desired.generation else frozenset()
     adopt = [b for b in current if b.id not in known]
     creates = _missing_parts(desired, current) + _retries(desired, current, retryable)
+    waiting = {u: _left(in_flight, desired, u) for u in creates if _left(in_flight, desired, u)}
+    creates = [u for u in creates if u not in waiting]
     action, reason = _label(desired, recorded, current, stale, adopt, creates)
+    if waiting and action is Action.NOOP:
+        unit, left = next(iter(waiting.items()))
+        reason = (
+            f"the create of part {unit.part} attempt {unit.retry} got no answer and may still be "
+            f"in flight: looking for it in the live list, sending it again in {left:.0f}s at most"
+        )
     if doubled and action in (Action.ADOPT, Action.CANCEL, Action.NOOP):
         action, reason = Action.DEDUPE, _dedupe_reason(current, doubled)
     return _change(desired, action, reason, cancel=stale + doubled, adopt=adopt, creates=creates)
+
+
+def _left(in_flight: InFlight | None, desired: DesiredJob, unit: Unit) -> float:
+    return (in_flight or {}).get((desired.name, desired.generation, unit.part, unit.retry), 0.0)
 
 
 def _dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> str:

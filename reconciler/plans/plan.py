@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.changes import Action, DesiredJob, Plan, Retryable
+from reconciler.plans.changes import Action, DesiredJob, InFlight, Plan, Retryable
 from reconciler.plans.decide import plan_job
 from reconciler.state.model import State
 
@@ -23,6 +23,7 @@ def make_plan(
     *,
     retryable: Retryable | None = None,
     allow_empty: bool = False,
+    in_flight: InFlight | None = None,
 ) -> Plan:
     by_job: dict[str, list[LiveBatch]] = {}
     for batch in live:
@@ -33,7 +34,12 @@ def make_plan(
         for name in names
         if (
             change := plan_job(
-                name, desired.get(name), state.jobs.get(name), by_job.get(name, []), retryable or {}
+                name,
+                desired.get(name),
+                state.jobs.get(name),
+                by_job.get(name, []),
+                retryable or {},
+                in_flight or {},
             )
         )
     ]
