@@ -150,3 +150,19 @@ def test_credentials_from_the_environment_reach_no_file_output_log_or_row(
         "UNION ALL SELECT holder::text FROM reconciler_lock_holders"
     )
     assert rows and all(state_db.password not in str(row[0]) for row in rows)
+
+
+def test_a_state_file_lists_its_latest_serial_and_backup_and_refuses_older_ones(
+    user_repo, sandbox, run_cli, monkeypatch
+):
+    use_sandbox(monkeypatch, sandbox)
+    assert run_cli("apply", "--auto-approve", *user_repo.args()).exit_code == 0
+    history = json.loads(run_cli("state", "history", "--json", *user_repo.args()).stdout)
+    latest = json.loads(user_repo.state.read_text())["serial"]
+    assert [v["serial"] for v in history["versions"]] == [latest, latest - 1]
+    shown = json.loads(run_cli("state", "show", str(latest - 1), *user_repo.args()).stdout)
+    assert shown["serial"] == latest - 1
+    gone = run_cli("state", "show", "1", *user_repo.args())
+    assert (
+        gone.exit_code == 1 and gone.stderr.count("\n") == 1 and "keeps only its latest serial" in gone.stderr
+    )

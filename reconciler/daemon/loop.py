@@ -99,6 +99,7 @@ class Daemon:
         try:
             leads = self.role.leads()
         except ReconcilerError as error:
+            self.liveness.role = self.role.name
             return self._failed(error, "; ".join(error.lines()))
         self.liveness.role = self.role.name
         if not leads:
