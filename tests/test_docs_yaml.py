@@ -13,6 +13,7 @@ import yaml
 
 from reconciler.specs.identity import resolve_owner
 from reconciler.specs.settings import read_budget
+from reconciler.specs.state_location import resolve_state_url
 from reconciler.specs.yamlsource import SafeLoader12
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ def _validate(repo, text: str, documents: list[Any], run_cli, where: str) -> Non
     assert result.exit_code == 0, f"{where}: {result.stderr}"
 
 
-SETTINGS_KEYS = {"owner", "budget"}
+SETTINGS_KEYS = {"owner", "budget", "state"}
 
 
 def _check_settings(document: dict[str, Any], where: str, settings: Path) -> None:
@@ -93,6 +94,8 @@ def _check_settings(document: dict[str, Any], where: str, settings: Path) -> Non
         assert read_budget(settings) is not None, where
     if "owner" in document:
         assert resolve_owner(settings) == document["owner"], where
+    if "state" in document:
+        assert resolve_state_url(settings, None, None) == document["state"], where
 
 
 def _check_foreign(document: Any, where: str, scratch: Path) -> None:

@@ -50,7 +50,7 @@ def test_the_workflow_schema_check_would_catch_a_misspelt_key(tmp_path):
 
 def kubernetes_documents() -> list[tuple[str, dict]]:
     found = []
-    for name in ("deployment.yaml", "config.yaml", "state-pvc.yaml"):
+    for name in ("deployment.yaml", "config.yaml", "state-pvc.yaml", "replicas/deployment.yaml"):
         for document in yaml.safe_load_all((EXAMPLES / "kubernetes" / name).read_text()):
             found.append((f"{name}:{document['kind']}", document))
     return found

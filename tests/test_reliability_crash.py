@@ -38,6 +38,9 @@ SPLIT_JOBS = range(14, 18)  # 5 requests at 2 per part: 3 parts each
 RETRY_JOBS = range(18, 20)  # long enough to expire, so they are retried
 OWNER = "tests/reliability-crash"
 KNOBS = {"latency_seconds": 0.01, "expiry_seconds": 1.0, "requests_per_second": 200.0}
+# A create killed mid-request waits out a quarantine before it is sent again (it may still be
+# in flight).  This sandbox acts on whatever it received within milliseconds: 1 s is plenty.
+QUARANTINE = {"RECONCILER_CREATE_QUARANTINE": "1"}
 
 
 def job_name(index: int) -> str:
@@ -129,7 +132,7 @@ def run_and_kill(
     before = sent(sandbox)
     process = subprocess.Popen(
         reconciler_command(command, *extra, "--parallelism", parallelism, *repo.args()),
-        env=reconciler_env(sandbox, OWNER),
+        env=reconciler_env(sandbox, OWNER) | QUARANTINE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -203,6 +206,7 @@ def test_sigkilled_applies_never_duplicate_a_batch_lose_the_state_or_orphan_an_u
     sandbox = sandbox_factory(**KNOBS)
     monkeypatch.setenv("RECONCILER_SANDBOX_URL", sandbox.base_url)
     monkeypatch.setenv("RECONCILER_OWNER", OWNER)
+    monkeypatch.setenv(*next(iter(QUARANTINE.items())))
     repo = make_repo()
     write_repo(repo)
     try:

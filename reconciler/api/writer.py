@@ -43,7 +43,10 @@ class BatchWriter:
         except (ApiConnectionError, ApiStatusError) as error:
             if isinstance(error, ApiStatusError) and error.status not in RETRYABLE_STATUSES - {429}:
                 raise
-            raise OutcomeUnknownError(f"create batch: outcome unknown ({error})") from None
+            in_flight = isinstance(error, ApiConnectionError)
+            raise OutcomeUnknownError(
+                f"create batch: outcome unknown ({error})", in_flight=in_flight
+            ) from None
 
     def cancel_batch(self, batch_id: str) -> Batch:
         # Cancelling twice is harmless, so this one may be retried like a read.

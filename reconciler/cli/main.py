@@ -22,6 +22,7 @@ COMMANDS = {
     "reconcile": "reconcile",
     "status": "status",
     "output": "output",
+    "state": "state",
     "sandbox": "sandbox",
 }
 

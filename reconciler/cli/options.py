@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -10,20 +11,31 @@ import click
 
 from reconciler.specs.inputs.cache import drop_cache
 from reconciler.specs.paths import resolve_paths
+from reconciler.specs.state_location import resolve_state_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def repo_options(func: F) -> F:
-    """Adds --repo/--specs/--state and passes one `paths: RepoPaths` argument instead."""
+    """Adds --repo/--specs/--state/--state-url and passes one `paths: RepoPaths` argument instead."""
 
-    def build(*args: Any, repo: str, specs: str | None, state: str | None, **kwargs: Any) -> Any:
-        return func(*args, paths=resolve_paths(repo, specs, state), **kwargs)
+    def build(
+        *args: Any, repo: str, specs: str | None, state: str | None, state_url: str | None, **kwargs: Any
+    ) -> Any:
+        paths = resolve_paths(repo, specs, state)
+        url = resolve_state_url(paths.repo, state_url, state)
+        return func(*args, paths=dataclasses.replace(paths, state_url=url), **kwargs)
 
     functools.update_wrapper(build, func)  # keeps options declared below this decorator
     decorated = click.option(
-        "--state", metavar="FILE", help="State file [default: <repo>/.reconciler/state.json]."
+        "--state-url",
+        metavar="URL",
+        help="Keep the state in PostgreSQL: postgresql://USER@HOST[:PORT]/DB, no password "
+        "[default: $RECONCILER_STATE_URL, or `state:` in reconciler.yaml].",
     )(build)
+    decorated = click.option(
+        "--state", metavar="FILE", help="State file [default: <repo>/.reconciler/state.json]."
+    )(decorated)
     decorated = click.option("--specs", metavar="DIR", help="Specs directory [default: <repo>/specs].")(
         decorated
     )

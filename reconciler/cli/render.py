@@ -21,6 +21,7 @@ COLOURS = {
     Action.RESUME: "green",
     Action.CANCEL: "red",
     Action.ADOPT: "cyan",
+    Action.DEDUPE: "bright_red",
     Action.FORGET: "magenta",
 }
 

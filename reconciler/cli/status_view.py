@@ -13,12 +13,11 @@ from reconciler.daemon.load import load
 from reconciler.engine.connect import open_clients
 from reconciler.engine.observe import observe
 from reconciler.engine.passes import observe_and_record, readers_of, utc_now
-from reconciler.engine.workspace import load_state
+from reconciler.engine.workspace import load_state, read_recorded
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.record import record
 from reconciler.specs import identity
 from reconciler.specs.paths import RepoPaths
-from reconciler.state.file import read_state
 from reconciler.state.model import State
 
 COMMAND = "reconciler status --refresh --save"
@@ -34,7 +33,7 @@ class StatusView:
 
 def status_view(paths: RepoPaths, *, refresh: bool, save: bool, owner_flag: str | None) -> StatusView:
     if not refresh:
-        state = read_state(paths.state)
+        state = read_recorded(paths, owner_flag)
         if not paths.specs.is_dir():
             return StatusView(state, None, (), paths.repo)
         loaded = load(paths, "", None)  # the owner matters only to a refresh

@@ -126,7 +126,11 @@ class ApiStatusError(ApiError):
 
 
 class OutcomeUnknownError(ApiError):
-    pass
+    def __init__(self, message: str, *, in_flight: bool = False) -> None:
+        super().__init__(message)
+        # No answer at all (a timeout, a hang-up): the server may still be acting on it.  An
+        # error answer means it is done, whatever it did.
+        self.in_flight = in_flight
 
 
 class ResultsGoneError(ApiError):

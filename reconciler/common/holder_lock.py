@@ -59,10 +59,17 @@ def _acquire(fd: int, timeout: float) -> bool:
             time.sleep(POLL_SECONDS)
 
 
-def holder(path: Path) -> str:
-    """`pid 12 on host (reconciler apply, since …)`, or a pointer to the file when unreadable."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        return f"pid {record['pid']} on {record['host']} ({record['command']}, since {record['since']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"another process (lock file {path})"
+def holder(path: Path, settle: float = 0.5) -> str:
+    """`pid 12 on host (reconciler apply, since …)`, or a pointer to the file when unreadable.
+
+    A holder writes its record just after taking the lock: an empty file is given up to
+    `settle` seconds to be filled before the refused is told only where the file is."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return f"pid {record['pid']} on {record['host']} ({record['command']}, since {record['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                return f"another process (lock file {path})"
+            time.sleep(POLL_SECONDS)

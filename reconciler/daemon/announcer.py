@@ -11,14 +11,13 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from reconciler.common.errors import ReconcilerError
 from reconciler.daemon.metrics import Metrics
 from reconciler.engine.events import EventLog
 from reconciler.engine.notify.announce import source_of
 from reconciler.engine.notify.courier import Courier
-from reconciler.engine.notify.outbox import enqueue
+from reconciler.engine.notify.outbox import OpenState, enqueue
 from reconciler.engine.passes import utc_now
 from reconciler.specs.loader import LoadedNotification
 from reconciler.specs.models import NotificationSpec
@@ -28,9 +27,9 @@ RETRY_AFTER_ERROR_SECONDS = 5.0
 
 
 class Announcer:
-    def __init__(self, state: Path, owner_tag: str, log: EventLog, metrics: Metrics) -> None:
+    def __init__(self, open_state: OpenState, owner_tag: str, log: EventLog, metrics: Metrics) -> None:
         self.log, self.metrics = log, metrics
-        self.courier = Courier(state, COMMAND, source_of(owner_tag), log, self._count)
+        self.courier = Courier(open_state, COMMAND, source_of(owner_tag), log, self._count)
         self._notifications: Mapping[str, NotificationSpec] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -46,7 +45,7 @@ class Announcer:
     def after_pass(self) -> None:
         """On the loop's thread, after a successful pass: the pass's events into the outbox."""
         try:
-            _, dropped = enqueue(self.courier.path, self._notifications, utc_now(), COMMAND)
+            _, dropped = enqueue(self.courier.open_state, self._notifications, utc_now(), COMMAND)
         except ReconcilerError as error:  # e.g. a CLI run holds the lock: the next pass finds them
             self.log.warning("notify_failed", f"events not recorded this pass: {'; '.join(error.lines())}")
             return

@@ -42,6 +42,11 @@ class Liveness:
         self.last_success: float | None = None
         self.last_ok: bool | None = None
         self.failed_in_a_row = 0
+        self.role = "leader"  # or "standby": a replica waiting for the leader lock (leader.py)
+
+    def standing_by(self) -> None:
+        """A standby that reached the database is as healthy as an idle leader."""
+        self.last_ok, self.failed_in_a_row = True, 0
 
     def succeeded(self, result: str) -> None:
         self.metrics.passes.labels(result=result).inc()
@@ -59,6 +64,7 @@ class Liveness:
         ok = healthy(time.time(), self.started, self.last_success, self.last_ok, self.interval)
         detail = {
             "status": "ok" if ok else "failing",
+            "role": self.role,
             "last_successful_pass": iso(self.last_success),
             "failed_passes_in_a_row": self.failed_in_a_row,
             "started": iso(self.started),

@@ -16,6 +16,7 @@ from reconciler.common.errors import ApiError, ApiStatusError, ReconcilerError
 from reconciler.daemon.files import FileWatcher, targets_for
 from reconciler.daemon.health import Liveness
 from reconciler.daemon.hooks import Hooks
+from reconciler.daemon.leader import STANDBY_POLL_SECONDS, Role
 from reconciler.daemon.load import Loaded, load
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.passes import ClientPool, PassResult, run_pass
@@ -26,7 +27,7 @@ from reconciler.daemon.wakeup import Waker
 from reconciler.engine import clock
 from reconciler.engine.events import EventLog
 from reconciler.engine.schedules import seconds_until_next
-from reconciler.state.file import read_state
+from reconciler.engine.workspace import load_state
 
 # Woken this much after a slot, so the pass sees the slot as due on every clock.
 SLOT_MARGIN_SECONDS = 0.05
@@ -34,16 +35,24 @@ SLOT_MARGIN_SECONDS = 0.05
 
 class Daemon:
     def __init__(
-        self, settings: Settings, log: EventLog, metrics: Metrics, waker: Waker, hooks: Hooks | None = None
+        self,
+        settings: Settings,
+        log: EventLog,
+        metrics: Metrics,
+        waker: Waker,
+        hooks: Hooks | None = None,
+        role: Role | None = None,
     ) -> None:
         self.settings, self.log, self.metrics, self.waker = settings, log, metrics, waker
         self.hooks = hooks or Hooks()  # the dashboard, notifications and webhooks hear of each pass
+        self.role = role or Role(None, log, metrics)
         self.loaded: Loaded | None = None
         self.pool = ClientPool()
         self.watcher = FileWatcher(waker.files_changed, self._watch_failed)
         self.watch_broken = False
         self.watch_error: str | None = None
         self.liveness = Liveness(settings.cadence.interval, metrics)
+        self.liveness.role = self.role.name
         self.failing_jobs = 0  # passes in a row where some job's action failed
         self.rng = random.Random()
         self.said: set[str] = set()  # warnings already given since the specs last changed
@@ -101,10 +110,19 @@ class Daemon:
     def one_pass(self) -> float | None:
         """Runs a pass; returns seconds until the next one is due (None: wait for files)."""
         assert self.loaded is not None
+        try:
+            leads = self.role.leads()
+        except ReconcilerError as error:
+            self.liveness.role = self.role.name
+            return self._failed(error, "; ".join(error.lines()))
+        self.liveness.role = self.role.name
+        if not leads:
+            self.liveness.standing_by()
+            return STANDBY_POLL_SECONDS
         self.passes += 1
         self.log.context = {"pass": self.passes}  # replaced whole: other threads read it
         try:
-            before = read_state(self.settings.state)
+            before = load_state(self.loaded.ws)
             clients = self.pool.clients_for(self.loaded, before)
             result = run_pass(
                 self.loaded,

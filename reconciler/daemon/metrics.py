@@ -35,6 +35,11 @@ class Metrics:
         self.jobs = Gauge(
             "reconciler_jobs", "Jobs in the state file by status.", ["status"], registry=self.registry
         )
+        self.leader = Gauge(
+            "reconciler_leader",
+            "1 while this replica leads (runs the passes), 0 while it stands by.",
+            registry=self.registry,
+        )
         self.last_success = Gauge(
             "reconciler_last_successful_pass_timestamp_seconds",
             "Unix time of the last pass that observed every provider.",

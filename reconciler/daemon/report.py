@@ -48,6 +48,7 @@ def _report_change(change: Change, outcome: Outcome, log: EventLog, metrics: Met
     shown = {
         Action.REPLACE: f"{_ids(cancelled or change.cancel)} → {_ids(created)}",
         Action.CANCEL: _ids(cancelled or change.cancel),
+        Action.DEDUPE: _ids(cancelled or change.cancel),
         Action.ADOPT: _ids(change.adopt),
         Action.FORGET: "",
     }.get(change.action, _ids(created))

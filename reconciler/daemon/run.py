@@ -10,6 +10,7 @@ request goes out, and the state file is only ever replaced whole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ from reconciler.daemon.announcer import Announcer
 from reconciler.daemon.board import Board
 from reconciler.daemon.health import serve_health
 from reconciler.daemon.hooks import Hooks
+from reconciler.daemon.leader import Role
 from reconciler.daemon.lock import hold_daemon_lock
 from reconciler.daemon.loop import Daemon
 from reconciler.daemon.metrics import Metrics
@@ -35,6 +37,9 @@ from reconciler.engine.workspace import Workspace, load_state
 from reconciler.specs import identity
 from reconciler.specs.loader import LoadedRepo
 from reconciler.specs.paths import RepoPaths
+from reconciler.state.backend import open_backend
+from reconciler.state.pg_connect import display_url
+from reconciler.state.postgres_leader import LeaderLock
 
 SHUTDOWN_GRACE_SECONDS = 3.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -66,15 +71,22 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
         cadence=Cadence(options.interval),
         allow_empty=options.allow_empty,
         parallelism=options.parallelism,
+        state_url=paths.state_url,
     )
-    with hold_daemon_lock(paths.state), contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
+        if paths.state_url is None:  # one daemon per state file; on a database, replicas elect
+            stack.enter_context(hold_daemon_lock(paths.state))
         waker, metrics = Waker(), Metrics()
         stack.enter_context(_stop_signals(waker, log))
         stack.enter_context(warnings_to(log))
-        board, announcer = Board(), Announcer(paths.state, identity.owner_tag(owner), log, metrics)
+        tag = identity.owner_tag(owner)
+        states = functools.partial(open_backend, paths.state, paths.state_url, tag)
+        board, announcer = Board(), Announcer(states, tag, log, metrics)
         board.publish(state=recorded)
         inbox = WebhookInbox(board, waker.refresh, log, metrics) if options.health else None
-        daemon = Daemon(settings, log, metrics, waker, Hooks(board, announcer, inbox))
+        role = Role(_leader_lock(paths, owner), log, metrics)
+        stack.callback(role.close)
+        daemon = Daemon(settings, log, metrics, waker, Hooks(board, announcer, inbox), role)
         announcer.start()
         stack.callback(announcer.stop)
         stack.callback(board.close)
@@ -88,16 +100,23 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
                 f"dashboard on http://{shown}:{port}/, health on /healthz, metrics on /metrics",
                 port=port,
             )
+        where = display_url(paths.state_url) if paths.state_url else str(paths.state)
         log.info(
             "start",
-            f"reconciling {paths.specs} into {paths.state}; resync every {options.interval:g}s",
+            f"reconciling {paths.specs} into {where}; resync every {options.interval:g}s",
             specs=str(paths.specs),
-            state=str(paths.state),
+            state=where,
             owner_tag=identity.owner_tag(owner),
         )
         loop = threading.Thread(target=daemon.run, name="reconcile-loop", daemon=True)
         loop.start()
         return _until_stopped(loop, waker, log)
+
+
+def _leader_lock(paths: RepoPaths, owner: str) -> LeaderLock | None:
+    if paths.state_url is None:
+        return None
+    return LeaderLock(paths.state_url, identity.owner_tag(owner))
 
 
 def _until_stopped(loop: threading.Thread, waker: Waker, log: EventLog) -> int:

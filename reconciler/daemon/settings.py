@@ -18,10 +18,11 @@ class Settings:
     cadence: Cadence
     allow_empty: bool
     parallelism: int
+    state_url: str | None = None  # a PostgreSQL state: replicas, one leading (leader.py)
 
     def paths(self) -> RepoPaths:
         current = resolve_paths(self.repo_arg, self.specs_arg, None)
-        return RepoPaths(current.repo, current.specs, self.state)
+        return RepoPaths(current.repo, current.specs, self.state, self.state_url)
 
     def links(self) -> list[Path]:
         """The given paths that may point elsewhere later: symlinks, or not there yet."""

@@ -22,7 +22,8 @@ from reconciler.specs.paths import RepoPaths
 from reconciler.specs.secrets import expand_headers, variables_in
 
 SANDBOX_URL_ENV = "RECONCILER_SANDBOX_URL"
-TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+TIMEOUT_ENV = "RECONCILER_HTTP_TIMEOUT"
+READ_TIMEOUT_SECONDS = 30.0
 LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 
 
@@ -76,9 +77,23 @@ def _client(
     # Plain http never uses TLS: skip loading the CA bundle, ~60 ms of every command's start.
     verify = not base_url.lower().startswith("http://")
     http = stack.enter_context(
-        httpx.Client(base_url=base_url, headers=dict(headers), timeout=TIMEOUT, limits=LIMITS, verify=verify)
+        httpx.Client(
+            base_url=base_url, headers=dict(headers), timeout=_timeout(), limits=LIMITS, verify=verify
+        )
     )
     return ProviderApi.over(Transport(http, secrets=secrets, provider=name))
+
+
+def _timeout() -> httpx.Timeout:
+    """30 s to wait for an answer, or $RECONCILER_HTTP_TIMEOUT; 10 s to connect."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    try:
+        seconds = float(raw) if raw else READ_TIMEOUT_SECONDS
+    except ValueError:
+        raise UserError(f"${TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if seconds <= 0:
+        raise UserError(f"${TIMEOUT_ENV}={raw!r} must be more than 0 seconds")
+    return httpx.Timeout(seconds, connect=min(10.0, seconds))
 
 
 def _sandbox_url(stack: contextlib.ExitStack, paths: RepoPaths, env: Mapping[str, str]) -> str:

@@ -7,6 +7,7 @@ per pass, at the reconciler's clock (clock.py).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,20 +20,19 @@ from reconciler.engine import clock
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.finish import finish_jobs
+from reconciler.engine.inflight import in_flight, quarantine_seconds
 from reconciler.engine.observe import observe
 from reconciler.engine.results_check import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.schedules import at_time
 from reconciler.engine.sources import UploadSources
-from reconciler.engine.workspace import Workspace, load_state
+from reconciler.engine.workspace import Workspace, load_state, open_state
 from reconciler.plans.budget import check_budgets
 from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import with_estimates
 from reconciler.plans.plan import make_plan
 from reconciler.plans.record import record
 from reconciler.plans.runs import choose_run, stamp
-from reconciler.state.file import write_state
-from reconciler.state.lock import state_lock
 from reconciler.state.model import State
 
 
@@ -95,7 +95,10 @@ def refresh_and_plan(
     runs = _current_runs(desired, live, state, ctx)
     retries = find_retries(desired, live, readers, ws.work_dir, runs)
     counts = {key: retry.count for key, retry in retries.items()}
-    plan = make_plan(desired, state, live, retryable=counts, allow_empty=allow_empty, context=ctx)
+    waiting = in_flight(state, live, time.time(), quarantine_seconds())
+    plan = make_plan(
+        desired, state, live, retryable=counts, allow_empty=allow_empty, context=ctx, in_flight=waiting
+    )
     budget = ws.budget.max_usd_per_plan if ws.budget else None
     plan = check_budgets(with_estimates(plan, desired), desired, state, live, budget)
     plan = replace(plan, notes=results_notes(desired, state, ws.paths.repo))
@@ -126,41 +129,38 @@ def converge(
     scope: Scope | None = None,
     allow_over_budget: bool = False,
 ) -> tuple[Plan, State, Outcome]:
-    """Under the state lock: refresh, plan, refuse a plan over budget, let `confirm` veto
-    (raise), apply, record."""
+    """Under the owner's writer lock, for the whole pass: refresh, plan, refuse a plan over
+    budget, let `confirm` veto (raise), apply, record.  No other writer of this owner plans or
+    writes meanwhile."""
     scope = scope or Scope()
-    with state_lock(ws.paths.state, command):
-        state = load_state(ws, rebuild=rebuild)
+    with open_state(ws) as backend, backend.writer_lock(command):
+        state = load_state(ws, rebuild=rebuild, backend=backend)
         found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope)
         if found.plan.over_budget and not allow_over_budget:
             raise OverBudgetError(list(found.plan.over_budget))
         if confirm is not None:
             confirm(found.plan)
         sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
-        fx = Effects(apis, ws.owner_tag, _writer(ws), utc_now, sources, parallelism)
+        fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
         untouched = scope.untouched(ws, state)
         state, outcome = apply_plan(found.plan, found.desired, found.live, state, fx, untouched)
         mine = {name: job for name, job in found.desired.items() if name not in untouched}
         finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo)
-        state = write_state(ws.paths.state, finished)  # once per pass, results before their status
+        state = backend.write(finished)  # once per pass, results before their status
     return found.plan, state, outcome
 
 
 def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], command: str) -> State:
     """Refreshes observed status only: no change is planned or made."""
-    with state_lock(ws.paths.state, command):
-        state = load_state(ws)
+    with open_state(ws) as backend, backend.writer_lock(command):
+        state = load_state(ws, backend=backend)
         desired = at_time(ws.desired, clock.now())
         live = observe(readers, ws.owner_tag, desired, state)
-        return write_state(ws.paths.state, record(desired, state, live, now=utc_now()))
+        return backend.write(record(desired, state, live, now=utc_now()))
 
 
 def readers_of(apis: Mapping[str, ProviderApi]) -> dict[str, BatchReader]:
     return {name: api.reader for name, api in apis.items()}
-
-
-def _writer(ws: Workspace) -> Callable[[State], State]:
-    return lambda state: write_state(ws.paths.state, state)
 
 
 def utc_now() -> str:

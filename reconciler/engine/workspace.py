@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from reconciler.specs.loader import LoadedJob, LoadedRepo, load_repo
 from reconciler.specs.models import Provider
 from reconciler.specs.paths import RepoPaths
 from reconciler.specs.settings import PlanBudget, read_budget
-from reconciler.state.file import new_state, read_state, set_aside_damaged
+from reconciler.state.backend import StateBackend, open_backend
 from reconciler.state.model import State
 
 
@@ -66,15 +67,38 @@ def provider_of(repo: LoadedRepo, job: LoadedJob) -> Provider | None:
     return found.provider if found else None
 
 
-def load_state(ws: Workspace, *, rebuild: bool = False) -> State:
-    path = ws.paths.state
+def open_state(ws: Workspace) -> contextlib.AbstractContextManager[StateBackend]:
+    """The state backend of this workspace: its file, or its database (--state-url)."""
+    return open_backend(ws.paths.state, ws.paths.state_url, ws.owner_tag)
+
+
+def load_state(ws: Workspace, *, rebuild: bool = False, backend: StateBackend | None = None) -> State:
+    """The recorded state (rebuild: an empty one, the old one set aside), checked to be ours."""
+    if backend is None:
+        with open_state(ws) as opened:
+            return load_state(ws, rebuild=rebuild, backend=opened)
     if rebuild:
-        set_aside_damaged(path)
-        return new_state(ws.owner_tag)
-    state = read_state(path)
+        return backend.fresh()
+    state = backend.read()
     if state.owner and state.owner != ws.owner_tag:
         raise StateError(
-            f"{path}: this state belongs to owner tag {state.owner}, not {ws.owner_tag} "
+            f"{backend.where}: this state belongs to owner tag {state.owner}, not {ws.owner_tag} "
             f"(owner {ws.owner!r}); use the same owner id, or another --state"
         )
     return state.model_copy(update={"owner": ws.owner_tag})
+
+
+def read_recorded(paths: RepoPaths, owner_flag: str | None = None) -> State:
+    """The state as recorded, for reading only (`status`)."""
+    with open_recorded(paths, owner_flag) as backend:
+        return backend.read()
+
+
+def open_recorded(
+    paths: RepoPaths, owner_flag: str | None = None
+) -> contextlib.AbstractContextManager[StateBackend]:
+    """The backend without loading the specs; a state file needs no owner, a database does."""
+    if paths.state_url is None:
+        return open_backend(paths.state, None, None)
+    tag = identity.owner_tag(identity.resolve_owner(paths.repo, owner_flag))
+    return open_backend(paths.state, paths.state_url, tag)

@@ -22,6 +22,7 @@ class Action(StrEnum):
     RESUME = "resume"
     CANCEL = "cancel"
     ADOPT = "adopt"
+    DEDUPE = "dedupe"
     FORGET = "forget"
     NOOP = "noop"
 
@@ -34,6 +35,7 @@ SYMBOLS = {
     Action.RESUME: "+",
     Action.CANCEL: "-",
     Action.ADOPT: ">",
+    Action.DEDUPE: "!",
     Action.FORGET: ".",
     Action.NOOP: " ",
 }
@@ -176,3 +178,7 @@ class PlanContext:
 
 # (job, part) → how many of that part's requests still need another batch
 Retryable = Mapping[tuple[str, int], int]
+
+# (job, generation, part, retry) → seconds left in the quarantine of a create sent without an
+# answer: it may still be in flight, so it is not sent again yet (engine/inflight.py)
+InFlight = Mapping[tuple[str, str, str, int, int], float]  # job, generation, run, part, retry

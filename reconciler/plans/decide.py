@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reconciler.api.batch import LiveBatch
-from reconciler.plans.changes import Action, Change, DesiredJob, PlanContext, Retryable, Unit
+from reconciler.common.ownership import DEFAULT_RUN
+from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, PlanContext, Retryable, Unit
 from reconciler.plans.diff import changed_fields
+from reconciler.plans.duplicates import split_duplicates, unit_of
 from reconciler.plans.jobstatus import attempts_used, job_status
 from reconciler.plans.removed import plan_removed
 from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run
@@ -25,6 +27,7 @@ def plan_job(
     live: list[LiveBatch],
     retryable: Retryable,
     ctx: PlanContext | None = None,
+    in_flight: InFlight | None = None,
 ) -> Change | None:
     running = [b for b in live if not b.terminal]
     if desired is None:
@@ -35,14 +38,25 @@ def plan_job(
         return _change(desired, Action.NOOP, "suspended")
     choice = choose_run(desired, live, recorded.pending if recorded else (), ctx or PlanContext())
     run = choice.run
-    current = [b for b in live if b.run == run and b.generation == desired.generation]
+    current, extra = split_duplicates(b for b in live if b.run == run and b.generation == desired.generation)
+    doubled = [b for b in extra if not b.terminal]  # a finished duplicate is only never counted
     stale = [b for b in running if _superseded(b, run, desired.generation, choice)]
     known = _known(recorded, desired, run)
     adopt = [b for b in current if b.id not in known]
     firsts = _missing_parts(desired, current) if run is not None and choice.fresh else []
     creates = firsts + _retries(desired, current, retryable)
+    waiting = {u: _left(in_flight, desired, run, u) for u in creates if _left(in_flight, desired, run, u)}
+    creates = [u for u in creates if u not in waiting]
     action, reason = _label(desired, recorded, choice, current, stale, adopt, creates)
-    return _change(desired, action, reason, cancel=stale, adopt=adopt, creates=creates, run=run)
+    if waiting and action is Action.NOOP:
+        unit, left = next(iter(waiting.items()))
+        reason = (
+            f"the create of part {unit.part} attempt {unit.retry} got no answer and may still be "
+            f"in flight: looking for it in the live list, sending it again in {left:.0f}s at most"
+        )
+    if doubled and action in (Action.ADOPT, Action.CANCEL, Action.NOOP):
+        action, reason = Action.DEDUPE, _dedupe_reason(current, doubled)
+    return _change(desired, action, reason, cancel=stale + doubled, adopt=adopt, creates=creates, run=run)
 
 
 def _superseded(batch: LiveBatch, run: str | None, generation: str, choice: RunChoice) -> bool:
@@ -58,6 +72,23 @@ def _known(recorded: JobState | None, desired: DesiredJob, run: str | None) -> f
     if recorded is None or recorded.generation not in generations or (recorded.run or run) != run:
         return frozenset()
     return recorded.batch_ids
+
+
+def _left(in_flight: InFlight | None, desired: DesiredJob, run: str | None, unit: Unit) -> float:
+    key = (desired.name, desired.generation, run or DEFAULT_RUN, unit.part, unit.retry)
+    return (in_flight or {}).get(key, 0.0)
+
+
+def _dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> str:
+    kept = {unit_of(b): b for b in current}[unit_of(doubled[0])]
+    younger = ", ".join(b.id for b in doubled if unit_of(b) == unit_of(kept))
+    part, retry = kept.batch.part, kept.batch.retry
+    more = len(doubled) - len(younger.split(", "))
+    also = f" (and {more} more)" if more else ""
+    return (
+        f"part {part} attempt {retry} has more than one batch: keeping the oldest {kept.id}, "
+        f"cancelling {younger}{also}"
+    )
 
 
 def _missing_parts(desired: DesiredJob, current: list[LiveBatch]) -> list[Unit]:

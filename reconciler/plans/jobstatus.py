@@ -69,7 +69,11 @@ def request_counts(batches: tuple[BatchRecord, ...]) -> dict[str, int]:
     counts add up across attempts, while total and failed come from each part's first and
     latest attempt."""
     counts = {"total": 0, "completed": 0, "failed": 0}
+    units: set[tuple[int, int]] = set()
     for record in batches:
+        if (record.part, record.retry) in units:  # a duplicate batch: its requests are counted once
+            continue
+        units.add((record.part, record.retry))
         got = record.request_counts or {}
         counts["completed"] += got.get("completed", 0)
         if record.retry == 1:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.changes import Action, DesiredJob, Plan, PlanContext, Retryable
+from reconciler.plans.changes import Action, DesiredJob, InFlight, Plan, PlanContext, Retryable
 from reconciler.plans.decide import plan_job
 from reconciler.state.model import State
 
@@ -24,6 +24,7 @@ def make_plan(
     retryable: Retryable | None = None,
     allow_empty: bool = False,
     context: PlanContext | None = None,
+    in_flight: InFlight | None = None,
 ) -> Plan:
     ctx = context or PlanContext()
     by_job: dict[str, list[LiveBatch]] = {}
@@ -37,7 +38,13 @@ def make_plan(
         for name in names
         if (
             change := plan_job(
-                name, desired.get(name), state.jobs.get(name), by_job.get(name, []), retryable or {}, ctx
+                name,
+                desired.get(name),
+                state.jobs.get(name),
+                by_job.get(name, []),
+                retryable or {},
+                ctx,
+                in_flight or {},
             )
         )
     ]

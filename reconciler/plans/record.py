@@ -7,6 +7,7 @@ from typing import Literal
 
 from reconciler.api.batch import LiveBatch
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.duplicates import split_duplicates
 from reconciler.plans.history import updated_history
 from reconciler.plans.jobstatus import job_status, request_counts
 from reconciler.plans.runs import newest
@@ -49,7 +50,8 @@ def observed_job(
     name: str, base: JobState, live: Sequence[LiveBatch], now: str, desired: DesiredJob | None = None
 ) -> JobState:
     ours = [b for b in live if b.batch.job == name and b.provider == base.provider]
-    mine = [b for b in ours if b.generation == base.generation and b.run == base.run]
+    # A duplicate of a unit is never recorded, so it is never counted: the oldest speaks for it.
+    mine, _ = split_duplicates(b for b in ours if b.generation == base.generation and b.run == base.run)
     mine.sort(key=lambda b: (b.batch.part, b.batch.retry, b.batch.created_at or 0, b.id))
     attempts = {b.batch.attempt for b in mine}
     # An intent is resolved once its batch is live.

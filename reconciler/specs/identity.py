@@ -89,14 +89,37 @@ def _git_remote(repo: Path) -> str | None:
 
 
 def normalise_remote(url: str) -> str | None:
-    """`git@github.com:acme/evals.git` and `https://token@github.com/acme/evals` → `github.com/acme/evals`.
+    """One id per repository, whatever the transport: `host/path`, lower case.
 
-    A remote that is a local path names a place on one machine, not the repo: not an owner.
+    Drops the scheme (`ssh`, `git+ssh`, `https`, `git`, …), the user and password, any port
+    (a default or an explicit one: the same repository is reached over https on 443 and
+    over ssh on 2222), a trailing `.git` and slashes.  `git@github.com:acme/evals.git`,
+    `ssh://git@github.com:22/acme/evals` and `https://token@github.com/acme/evals/` all
+    become `github.com/acme/evals`.  A remote that is a local path (or `file://`) names a
+    place on one machine, not the repo: not an owner.
     """
-    match = re.match(r"^(?:[a-z+]+://)?(?:[^@/]+@)?([^/:]+)[:/](.+?)(?:\.git)?/?$", url)
-    if not match or ("://" not in url and "@" not in url):
+    url = url.strip()
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", url)
+    if scheme:
+        if scheme[1].lower() == "file":
+            return None
+        authority, _, path = scheme[2].partition("/")
+        host = _host(authority)
+    else:
+        scp = re.match(r"^((?:[^@/]+@)?(?:\[[^\]/]+\]|[^:/\[]+)):(.*)$", url)
+        if not scp or re.match(r"^[A-Za-z]$", scp[1]):  # a path, or a Windows drive (`C:`)
+            return None
+        host, path = _host(scp[1], with_port=False), scp[2]
+    path = re.sub(r"(?:\.git)?/*$", "", path.strip("/"))
+    path = re.sub(r"/+", "/", path)
+    if not host or not path:
         return None
-    host, path = match.groups()
-    if host in ("", "file") or url.startswith("file:"):
-        return None
-    return f"{host.split(':')[0]}/{path.lstrip('/')}".lower()
+    return f"{host}/{path}".lower()
+
+
+def _host(authority: str, *, with_port: bool = True) -> str:
+    """The host of `[user[:password]@]host[:port]`, without its brackets (IPv6) or port."""
+    host = authority.rpartition("@")[2]
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.partition(":")[0] if with_port else host

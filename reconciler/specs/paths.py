@@ -10,7 +10,8 @@ from pathlib import Path
 class RepoPaths:
     repo: Path
     specs: Path
-    state: Path
+    state: Path  # the state file; with `state_url`, only where local caches and work go
+    state_url: str | None = None  # a PostgreSQL state backend (specs/state_location.py)
 
     @property
     def sandbox_data(self) -> Path:

@@ -18,9 +18,9 @@ DEFAULT_LOCK_TIMEOUT = 5.0
 @contextlib.contextmanager
 def state_lock(path: Path, command: str, timeout: float | None = None) -> Iterator[None]:
     """Holds the state lock for the block; waits up to `timeout` seconds (default
-    $RECONCILER_LOCK_TIMEOUT, else 5), then fails naming the holder."""
+    lock_timeout()), then fails naming the holder."""
     lock_path = path.with_name(path.name + ".lock")
-    wait = _lock_timeout_from_env() if timeout is None else timeout
+    wait = lock_timeout() if timeout is None else timeout
     with holder_lock.holding(lock_path, command, wait) as held:
         if not held:
             holder = holder_lock.holder(lock_path)
@@ -29,7 +29,8 @@ def state_lock(path: Path, command: str, timeout: float | None = None) -> Iterat
         yield
 
 
-def _lock_timeout_from_env() -> float:
+def lock_timeout() -> float:
+    """$RECONCILER_LOCK_TIMEOUT seconds, else 5."""
     raw = os.environ.get(LOCK_TIMEOUT_ENV)
     try:
         return max(float(raw), 0.0) if raw else DEFAULT_LOCK_TIMEOUT

@@ -76,6 +76,9 @@ class PendingCreate(_Frozen):
     retry: int = 1
     requests: int = 0
     input_file_id: str | None = None
+    # Unix time its POST went out with no answer yet: the create may still be in flight, so
+    # it is not sent again before the quarantine has passed (engine/inflight.py).
+    sent_at: int | None = None
 
 
 class ResultsRecord(_Frozen):

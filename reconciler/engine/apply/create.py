@@ -1,19 +1,22 @@
 """Creates exactly once, without a server-side key.
 
-Every create's attempt id is written to the state before its POST; a create whose answer is
-lost stays pending and is resolved from the live list by the next pass instead of being
-sent again blindly.  Uploads a killed pass left behind are reused (leftovers.py).
+Every create's attempt id is written to the state before its upload, and its upload's file
+id and send time before its POST; a create whose answer is lost stays pending and is resolved
+from the live list by the next pass instead of being sent again blindly, and one that got no
+answer at all waits out a quarantine first (engine/inflight.py).  Uploads a killed pass left
+behind are reused (leftovers.py).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from reconciler.api.batch import Batch, LiveBatch
 from reconciler.common import ownership
-from reconciler.common.errors import ReconcilerError
+from reconciler.common.errors import OutcomeUnknownError, ReconcilerError
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.engine.apply.effects import Effects, Outcome
 from reconciler.engine.apply.leftovers import Leftovers
@@ -31,41 +34,75 @@ def create_all(
     outcome: Outcome,
     leftovers: Leftovers,
 ) -> State:
+    """Intents written, then uploads, then (their file ids and send time written) the POSTs."""
     if not creates:
         return state
     intents = {c.job: _intents_for(desired[c.job], c.creates, state, c.run) for c in creates}
     state = fx.write(with_pending(state, desired, intents, fx.now()))
     work = [(desired[job], intent) for job, pending in intents.items() for intent in pending]
 
+    def upload(item: tuple[DesiredJob, PendingCreate]) -> PendingCreate | str:
+        job, intent = item
+        if intent.input_file_id is not None:
+            return intent
+        try:
+            unit = Unit(intent.part, intent.retry, intent.requests, intent.run or DEFAULT_RUN)
+            source = fx.source_for(job, unit)
+            file_id = leftovers.reuse(job.provider, source) or fx.apis[job.provider].writer.upload_file(
+                source
+            )
+        except (ReconcilerError, OSError) as error:
+            return f"create part {intent.part} attempt {intent.retry}: {error}"
+        return intent.model_copy(update={"input_file_id": file_id})
+
+    uploaded = list(pool.map(upload, work))
+    sent_at = int(time.time())
+    ready = [
+        (job, result.model_copy(update={"sent_at": sent_at}))
+        for (job, _), result in zip(work, uploaded, strict=True)
+        if not isinstance(result, str)
+    ]
+    for (job, _), failed in zip(work, uploaded, strict=True):
+        if isinstance(failed, str):
+            outcome.failures[job.name] = failed
+    if ready:  # in flight from here: a pass that finds no batch later must wait the quarantine
+        state = fx.write(with_pending(state, desired, _by_job(ready), fx.now()))
+
     def create(item: tuple[DesiredJob, PendingCreate]) -> tuple[PendingCreate, Batch | str]:
         job, intent = item
-        client = fx.apis[job.provider].writer
         try:
-            if intent.input_file_id is None:
-                unit = Unit(intent.part, intent.retry, intent.requests, intent.run or DEFAULT_RUN)
-                source = fx.source_for(job, unit)
-                file_id = leftovers.reuse(job.provider, source) or client.upload_file(source)
-                intent = intent.model_copy(update={"input_file_id": file_id})
-            batch = client.create_batch(
+            batch = fx.apis[job.provider].writer.create_batch(
                 input_file_id=str(intent.input_file_id),
                 endpoint=job.endpoint,
                 completion_window=job.completion_window,
                 metadata=_metadata(job, intent, fx.owner_tag),
             )
+        except OutcomeUnknownError as error:
+            settled = intent if error.in_flight else intent.model_copy(update={"sent_at": None})
+            return settled, f"create part {intent.part} attempt {intent.retry}: {error}"
         except (ReconcilerError, OSError) as error:
-            return intent, f"create part {intent.part} attempt {intent.retry}: {error}"
+            return intent.model_copy(update={"sent_at": None}), (
+                f"create part {intent.part} attempt {intent.retry}: {error}"
+            )
         return intent, batch
 
-    updated: dict[str, list[PendingCreate]] = {}
-    for (job, _), (intent, result) in zip(work, pool.map(create, work), strict=True):
-        updated.setdefault(job.name, []).append(intent)
+    updated: list[tuple[DesiredJob, PendingCreate]] = []
+    for (job, _), (intent, result) in zip(ready, pool.map(create, ready), strict=True):
+        updated.append((job, intent))
         if isinstance(result, str):
             outcome.failures[job.name] = result
         else:
             outcome.touched.append(LiveBatch(provider=job.provider, batch=result))
             outcome.created += 1
     # Keep uploaded file ids in the intents, so a create sent again reuses its upload.
-    return with_pending(state, desired, {k: tuple(v) for k, v in updated.items()}, fx.now())
+    return with_pending(state, desired, _by_job(updated), fx.now())
+
+
+def _by_job(items: Sequence[tuple[DesiredJob, PendingCreate]]) -> dict[str, tuple[PendingCreate, ...]]:
+    grouped: dict[str, list[PendingCreate]] = {}
+    for job, intent in items:
+        grouped.setdefault(job.name, []).append(intent)
+    return {name: tuple(intents) for name, intents in grouped.items()}
 
 
 def _intents_for(

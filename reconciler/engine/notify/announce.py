@@ -14,7 +14,7 @@ from reconciler.engine.events import EventLog
 from reconciler.engine.notify.courier import Courier
 from reconciler.engine.notify.outbox import enqueue
 from reconciler.engine.passes import utc_now
-from reconciler.engine.workspace import Workspace
+from reconciler.engine.workspace import Workspace, open_state
 
 CLI_PATIENCE_SECONDS = 3.0
 
@@ -29,12 +29,12 @@ def announce(ws: Workspace, log: EventLog, command: str, *, patience: float = CL
     deadline = time.monotonic() + patience
     courier: Courier | None = None
     try:
-        _, dropped = enqueue(ws.paths.state, notifications, utc_now(), command)
+        _, dropped = enqueue(lambda: open_state(ws), notifications, utc_now(), command)
         if dropped:
             log.error("notify_dropped", f"the outbox is full: {dropped} oldest events dropped")
         if not notifications:
             return
-        courier = Courier(ws.paths.state, command, source_of(ws.owner_tag), log)
+        courier = Courier(lambda: open_state(ws), command, source_of(ws.owner_tag), log)
         while (due := courier.round(notifications, os.environ)) is not None:
             wait = due - time.time()
             if time.monotonic() + wait > deadline:

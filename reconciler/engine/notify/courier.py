@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import httpx
 
 from reconciler.common.errors import ReconcilerError
 from reconciler.engine.events import EventLog
 from reconciler.engine.notify.detect import retry_in
-from reconciler.engine.notify.outbox import settle
+from reconciler.engine.notify.outbox import OpenState, current, settle
 from reconciler.engine.notify.send import SEND_TIMEOUT, Channel, channel, deliver
 from reconciler.specs.models import NotificationSpec
-from reconciler.state.file import read_state
 from reconciler.state.model import Notice
 
 Counted = Callable[[str, bool], None]  # (channel, delivered)
 
 
 class Courier:
-    def __init__(self, path: Path, command: str, source: str, log: EventLog, counted: Counted | None = None):
-        self.path, self.command, self.source, self.log = path, command, source, log
+    def __init__(
+        self, open_state: OpenState, command: str, source: str, log: EventLog, counted: Counted | None = None
+    ) -> None:
+        self.open_state, self.command, self.source, self.log = open_state, command, source, log
         self.counted = counted or (lambda name, ok: None)
         self.client = httpx.Client(timeout=SEND_TIMEOUT, follow_redirects=False)
         self.unsettled: dict[tuple[str, str], bool] = {}  # sent, but not yet recorded in the state
@@ -36,7 +36,7 @@ class Courier:
 
     def round(self, notifications: Mapping[str, NotificationSpec], env: Mapping[str, str]) -> float | None:
         """Sends what is due; returns when the next send is due (unix time), None when nothing is owed."""
-        state = read_state(self.path)
+        state = current(self.open_state)
         outbox = state.notices.outbox if state.notices else ()
         now, results = time.time(), dict(self.unsettled)
         channels: dict[str, Channel | str] = {}
@@ -48,7 +48,7 @@ class Courier:
                     results[(notice.id, name)] = self._send(target, notice)
         if results:
             self.unsettled = results
-            after = settle(self.path, results, set(notifications), time.time(), self.command)
+            after = settle(self.open_state, results, set(notifications), time.time(), self.command)
             self.unsettled = {}
             self._report_given_up(outbox, after.notices.outbox if after.notices else (), results)
             outbox = after.notices.outbox if after.notices else ()

@@ -1,0 +1,53 @@
+"""Which replica runs the passes: on a PostgreSQL state, the one holding the leader lock.
+
+`reconcile --watch` against a database may run as several replicas.  Before each pass a
+replica makes sure it leads (state/postgres_leader.py); a standby checks again every half
+second, so when the leader dies a standby leads within a second or so of the server dropping
+the lock.  On a state file there is one daemon per file (daemon/lock.py), always leading.
+"""
+
+from __future__ import annotations
+
+from reconciler.daemon.metrics import Metrics
+from reconciler.engine.events import EventLog
+from reconciler.state.postgres_leader import LeaderLock
+
+STANDBY_POLL_SECONDS = 0.5
+COMMAND = "reconciler reconcile --watch"
+
+
+class Role:
+    def __init__(self, lock: LeaderLock | None, log: EventLog, metrics: Metrics) -> None:
+        self.lock, self.log, self.metrics = lock, log, metrics
+        self.name = "leader" if lock is None else "starting"
+        self._set_gauge()
+
+    def leads(self) -> bool:
+        """Whether this replica may run a pass now; says so when that changes."""
+        if self.lock is None:
+            return True
+        was = self.name
+        try:
+            leading = self.lock.try_lead(COMMAND)
+        except Exception:
+            self._become("standby")
+            raise
+        if leading and was != "leader":
+            self.log.info("leading", "leading: this replica runs the passes now", role="leader")
+        if not leading and was == "leader":
+            self.log.warning("stepped_down", "lost the leader lock: standing by", role="standby")
+        elif not leading and was != "standby":
+            self.log.info("standby", f"standing by: {self.lock.holder()} leads", role="standby")
+        self._become("leader" if leading else "standby")
+        return leading
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+
+    def _become(self, name: str) -> None:
+        self.name = name
+        self._set_gauge()
+
+    def _set_gauge(self) -> None:
+        self.metrics.leader.set(1 if self.name == "leader" else 0)

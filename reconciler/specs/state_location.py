@@ -1,0 +1,70 @@
+"""Where the state lives: the local file (the default) or a PostgreSQL database.
+
+In order: `--state-url`, `--state FILE`, `$RECONCILER_STATE_URL`, `state:` in reconciler.yaml,
+else `<repo>/.reconciler/state.json`.  A password may come only through the environment
+(`$RECONCILER_STATE_URL`, or libpq's own `$PGPASSWORD` / `~/.pgpass`): a flag shows in `ps`
+and reconciler.yaml is committed, so a password in either is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import yaml
+
+from reconciler.common.errors import UserError
+
+STATE_URL_ENV = "RECONCILER_STATE_URL"
+SETTINGS_FILE = "reconciler.yaml"
+SCHEMES = ("postgresql", "postgres")
+
+
+def resolve_state_url(repo: Path, flag: str | None, state_flag: str | None) -> str | None:
+    """The state URL to use, or None for the state file."""
+    if flag:
+        return checked_url(flag, "--state-url", password_allowed=False)
+    if state_flag:
+        return None
+    from_env = os.environ.get(STATE_URL_ENV)
+    if from_env:
+        return checked_url(from_env, f"${STATE_URL_ENV}", password_allowed=True)
+    from_settings = _state_from_settings(repo)
+    if from_settings:
+        where = f"{repo / SETTINGS_FILE}: state"
+        return checked_url(from_settings, where, password_allowed=False)
+    return None
+
+
+def checked_url(url: str, source: str, *, password_allowed: bool) -> str:
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None or "password" in dict(parse_qsl(parts.query))
+    except ValueError:
+        raise UserError(f"{source}: not a URL; use postgresql://USER@HOST[:PORT]/DATABASE") from None
+    if parts.scheme not in SCHEMES:
+        shown = parts.scheme or "no scheme"
+        raise UserError(
+            f"{source}: {shown} is not a state backend; use postgresql://USER@HOST[:PORT]/DATABASE"
+        )
+    if has_password and not password_allowed:
+        raise UserError(
+            f"{source}: holds a password, which would be written down (shell history, ps, git); "
+            f"drop it and give it in $PGPASSWORD, ~/.pgpass or ${STATE_URL_ENV} instead"
+        )
+    return url
+
+
+def _state_from_settings(repo: Path) -> str | None:
+    path = repo / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
+    value = data.get("state") if isinstance(data, dict) else None
+    if value is not None and not isinstance(value, str):
+        raise UserError(f"{path}: state: must be a postgresql:// URL (a string)")
+    return value

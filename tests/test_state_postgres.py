@@ -1,0 +1,168 @@
+"""The PostgreSQL state backend, against a real server (tests/fixtures/postgres.py).
+
+The same document as the state file, every serial kept as a version, writes that refuse a
+lost update, the owner's writer lock naming its holder, and credentials that come only
+through the environment and go nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from reconciler.common.errors import StateError
+from reconciler.specs.identity import owner_tag
+from reconciler.state.backend import open_backend
+from tests.fixtures.sandbox import cli_env
+from tests.reconcile_helpers import OWNER, batches, use_sandbox
+
+
+@pytest.fixture
+def pg_repo(user_repo, sandbox, state_db, monkeypatch):
+    use_sandbox(monkeypatch, sandbox)
+    monkeypatch.setenv("RECONCILER_STATE_URL", state_db.url)
+    return user_repo
+
+
+def test_apply_keeps_the_state_in_the_database_with_every_serial_as_a_version(
+    pg_repo, sandbox, state_db, run_cli
+):
+    applied = run_cli("apply", "--auto-approve", *pg_repo.args())
+    assert applied.exit_code == 0, applied.stderr
+    assert run_cli("reconcile", *pg_repo.args()).exit_code == 0
+    assert not pg_repo.state.exists()  # no state file: the database is the state
+
+    document = json.loads(run_cli("status", "--json", *pg_repo.args()).stdout)
+    assert document["owner"] == owner_tag(OWNER) and document["format_version"] == 2
+    recorded = [b["batch_id"] for b in document["jobs"]["nightly-eval"]["batches"]]
+    assert recorded == [b.id for b in batches(sandbox)]
+
+    history = json.loads(run_cli("state", "history", "--json", *pg_repo.args()).stdout)
+    serials = [v["serial"] for v in history["versions"]]
+    assert serials == list(range(document["serial"], 0, -1))  # every serial kept, newest first
+    assert {v["lineage"] for v in history["versions"]} == {document["lineage"]}
+    assert all(v["written_by"].startswith("reconciler ") for v in history["versions"])
+    assert history["state"] == state_db.bare_url  # shown without its password
+    table = run_cli("state", "history", *pg_repo.args()).stdout
+    assert table.splitlines()[0].split() == ["SERIAL", "WRITTEN", "JOBS", "LINEAGE", "BY"]
+
+    first = json.loads(run_cli("state", "show", "1", *pg_repo.args()).stdout)
+    assert first["serial"] == 1 and first["jobs"]["nightly-eval"]["pending"]  # the intent, before its POST
+    latest = json.loads(run_cli("state", "show", str(document["serial"]), *pg_repo.args()).stdout)
+    assert latest == document
+    missing = run_cli("state", "show", "999", *pg_repo.args())
+    assert missing.exit_code == 1 and missing.stderr.count("\n") == 1 and "no serial 999" in missing.stderr
+
+
+def test_a_write_from_a_stale_read_is_refused_and_loses_nothing(state_db, tmp_path):
+    with open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as one:
+        with open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as two:
+            read_by_one, read_by_two = one.read(), two.read()
+            written = one.write(read_by_one)
+            with pytest.raises(StateError, match="moved on to serial 1 while this pass worked from serial 0"):
+                two.write(read_by_two)
+            assert two.write(two.read()).serial == written.serial + 1
+            with pytest.raises(StateError, match="nothing written"):
+                one.write(written)
+        assert [v.serial for v in one.history(10)] == [2, 1]
+    with open_backend(tmp_path / "unused.json", state_db.url, "tag-b") as other_owner:
+        assert other_owner.read().serial == 0  # keyed by owner: another repo's state is apart
+
+
+def test_a_second_writer_waits_then_fails_naming_the_holder(pg_repo, sandbox, state_db, run_cli, monkeypatch):
+    monkeypatch.setenv("RECONCILER_LOCK_TIMEOUT", "0.3")
+    with (
+        open_backend(pg_repo.state, state_db.url, owner_tag(OWNER)) as held,
+        held.writer_lock("reconciler apply (test holder)"),
+    ):
+        result = run_cli("apply", "--auto-approve", *pg_repo.args())
+        plan = run_cli("plan", *pg_repo.args())  # read-only: takes no lock
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert (
+        line.startswith("error: state is locked by pid ") and "reconciler apply (test holder), since" in line
+    )
+    assert state_db.bare_url in line
+    assert batches(sandbox) == []
+    assert plan.exit_code == 0 and "+ create" in plan.stdout
+
+
+def test_a_password_outside_the_environment_is_refused_before_anything_runs(
+    user_repo, sandbox, state_db, run_cli, monkeypatch
+):
+    use_sandbox(monkeypatch, sandbox)
+    flag = run_cli("apply", "--auto-approve", "--state-url", state_db.url, *user_repo.args())
+    (user_repo.root / "reconciler.yaml").write_text(f"state: {state_db.url}\n")
+    settings = run_cli("plan", *user_repo.args())
+    for result in (flag, settings):
+        assert result.exit_code == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert "holds a password" in line and "$PGPASSWORD" in line
+        assert state_db.password not in result.stderr + result.stdout
+    assert batches(sandbox) == [] and not user_repo.state.exists()
+
+
+def test_credentials_from_the_environment_reach_no_file_output_log_or_row(
+    user_repo, sandbox, state_db, tmp_path, monkeypatch, run_cli
+):
+    """The password in $RECONCILER_STATE_URL (or $PGPASSWORD with a bare URL in reconciler.yaml)."""
+    use_sandbox(monkeypatch, sandbox)
+    outputs = []
+    monkeypatch.setenv("PGPASSWORD", state_db.password)
+    (user_repo.root / "reconciler.yaml").write_text(f"state: {state_db.bare_url}\n")
+    for args in (("apply", "--auto-approve"), ("status",), ("state", "history")):
+        result = run_cli(*args, *user_repo.args())
+        assert result.exit_code == 0, result.stderr
+        outputs.append(result.stdout + result.stderr)
+    monkeypatch.delenv("PGPASSWORD")
+    (user_repo.root / "reconciler.yaml").unlink()
+    env = cli_env() | {"RECONCILER_STATE_URL": state_db.url, "RECONCILER_OWNER": OWNER}
+    child = subprocess.run(
+        [sys.executable, "-m", "reconciler", "reconcile", *user_repo.args()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    outputs.append(child.stdout + child.stderr)
+    wrong_user = state_db.bare_url.replace("reconciler@", "nobody@")
+    refused = run_cli("status", "--state-url", wrong_user, *user_repo.args())
+    assert refused.exit_code == 1 and "cannot connect" in refused.stderr
+    outputs.append(refused.stdout + refused.stderr)
+    monkeypatch.setenv(
+        "RECONCILER_STATE_URL", state_db.url.replace(state_db.password, state_db.password + "x")
+    )
+    bad_password = run_cli("status", *user_repo.args())
+    assert bad_password.exit_code == 1 and "password authentication failed" in bad_password.stderr
+    outputs.append(bad_password.stdout + bad_password.stderr)
+
+    assert all(state_db.password not in text for text in outputs)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert state_db.password.encode() not in path.read_bytes(), path
+    rows = state_db.query(
+        "SELECT document::text || coalesce(written_by, '') FROM reconciler_state_versions "
+        "UNION ALL SELECT holder::text FROM reconciler_lock_holders"
+    )
+    assert rows and all(state_db.password not in str(row[0]) for row in rows)
+
+
+def test_a_state_file_lists_its_latest_serial_and_backup_and_refuses_older_ones(
+    user_repo, sandbox, run_cli, monkeypatch
+):
+    use_sandbox(monkeypatch, sandbox)
+    assert run_cli("apply", "--auto-approve", *user_repo.args()).exit_code == 0
+    history = json.loads(run_cli("state", "history", "--json", *user_repo.args()).stdout)
+    latest = json.loads(user_repo.state.read_text())["serial"]
+    assert [v["serial"] for v in history["versions"]] == [latest, latest - 1]
+    shown = json.loads(run_cli("state", "show", str(latest - 1), *user_repo.args()).stdout)
+    assert shown["serial"] == latest - 1
+    gone = run_cli("state", "show", "1", *user_repo.args())
+    assert (
+        gone.exit_code == 1 and gone.stderr.count("\n") == 1 and "keeps only its latest serial" in gone.stderr
+    )
