@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from reconciler.sandbox import Sandbox
@@ -150,3 +151,20 @@ def test_names_and_messages_with_markup_are_shown_as_text(
     page.wait_for_selector("h1")
     assert page.inner_text("h1") == hostile
     assert page.evaluate("window.__pwned") is None
+
+
+def test_a_scheduled_job_shows_its_current_and_next_run_and_its_run_history(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox, repo = sandbox_factory(), make_repo()
+    repo.write_job("nightly-eval", schedule="0 2 * * *", timezone="Europe/Berlin")
+    daemon = events_daemon(repo, sandbox, env={"RECONCILER_NOW": "2026-12-01T02:05:00+01:00"})
+    daemon.eventually(lambda: "completed" in httpx.get(daemon.url + "/jobs/nightly-eval", timeout=10).text)
+    overview = httpx.get(daemon.url + "/", timeout=10).text
+    assert "<th class=wide>Run</th><th class=wide>Next run</th>" in overview
+    assert "2026-12-01T02:00:00+01:00</td>" in overview  # the current run, in the schedule's zone
+    assert "2026-12-02T02:00:00+01:00</td>" in overview  # the next slot
+    job = httpx.get(daemon.url + "/jobs/nightly-eval", timeout=10).text
+    assert "<h2>Runs</h2>" in job and "<td>2026-12-01T01:00:00Z</td>" in job

@@ -165,3 +165,46 @@ def test_notification_mistakes_are_one_line_each_without_secrets(
     ), lines
     assert "c2VjcmV0" not in result.stderr and "T0KEN" not in result.stderr
     assert len(lines) == 2 and "Traceback" not in result.stderr
+
+
+def test_a_missed_slot_and_each_run_of_a_schedule_are_announced_once(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    run_cli: Callable[..., CliResult],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sandbox, repo = sandbox_factory(), make_repo()
+    use_sandbox(monkeypatch, sandbox)
+    monkeypatch.setenv("HOOK_URL", f"{receiver.url}/hook/{TOKEN}")
+    repo.write_spec(
+        "specs/channel.yaml",
+        """
+        apiVersion: reconciler/v1
+        kind: Notification
+        metadata: {name: evals-channel}
+        spec:
+          url: ${HOOK_URL}
+          format: json
+          events: [completed, schedule_missed]
+        """,
+    )
+    repo.write_job("nightly-eval", schedule="0 2 * * *", timezone="Europe/Berlin", starting_deadline="2h")
+
+    def events() -> list[tuple[str, str | None]]:
+        return [(m["data"]["event"], m["data"].get("slot")) for m in receiver.acknowledged]
+
+    monkeypatch.setenv("RECONCILER_NOW", "2026-12-01T02:05:00+01:00")  # the first slot, on time
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert events() == [("completed", None)]
+
+    monkeypatch.setenv("RECONCILER_NOW", "2026-12-02T05:00:00+01:00")  # the next slot, 3 h late
+    for _ in range(2):  # seen twice: announced once
+        assert run_cli("reconcile", *repo.args()).exit_code == 0
+    assert events() == [("completed", None), ("schedule_missed", "2026-12-02T01:00:00Z")]
+    assert "missed its scheduled run 2026-12-02T01:00:00Z" in receiver.acknowledged[1]["data"]["summary"]
+
+    monkeypatch.setenv("RECONCILER_NOW", "2026-12-03T02:05:00+01:00")  # a new run ends: news again
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert [e for e, _ in events()] == ["completed", "schedule_missed", "completed"]
+    assert len(set(receiver.ids())) == 3

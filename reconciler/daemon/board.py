@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reconciler.plans.changes import Slot
 from reconciler.state.model import State
 
 
@@ -31,6 +33,7 @@ class Snapshot:
     problems: tuple[str, ...] = ()  # spec problems of the last load
     webhooks: tuple[str, ...] = ()  # providers whose webhooks are taken
     notifications: tuple[str, ...] = ()
+    schedules: Mapping[str, Slot] = field(default_factory=dict)  # job → its schedule, as specced
     started: float = field(default_factory=time.time)
 
     def batch_ids(self) -> frozenset[str]:

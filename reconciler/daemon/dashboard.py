@@ -1,7 +1,7 @@
 """`GET /` and `GET /jobs/<name>`: the state of every job at a glance, server-rendered.
 
 Read-only by construction: it renders the loop's last snapshot (board.py) and has no route
-that changes anything. Runs and schedules join the job page once the state records them.
+that changes anything.  A scheduled job's next slot is worked out at render time.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from urllib.parse import quote
 
 from reconciler.daemon.board import Snapshot
 from reconciler.daemon.dashboard_parts import duration, esc, eta, progress, status, when
+from reconciler.daemon.dashboard_runs import next_run, run_shown, runs_table
 from reconciler.engine.transitions import describe
+from reconciler.plans.changes import Slot
 from reconciler.state.model import JobState
 
 
@@ -24,14 +26,15 @@ def overview(snap: Snapshot) -> str:
     if not jobs:
         parts.append("<p class=mute>No jobs recorded yet.</p>")
         return "".join(parts)
-    rows = "".join(_row(name, job, now) for name, job in sorted(jobs.items()))
+    rows = "".join(_row(name, job, now, snap.schedules.get(name)) for name, job in sorted(jobs.items()))
     tally = Counter(job.status for job in jobs.values())
     counts = " · ".join(f"{n} {status(s)}" for s, n in sorted(tally.items()))
     told = f" · notifying {esc(', '.join(snap.notifications))}" if snap.notifications else ""
     parts.append(f"<p>{len(jobs)} jobs: {counts}{told}</p>")
     parts.append(
         "<div class=scroll><table><thead><tr><th>Job</th><th>Status</th><th>Progress</th><th>ETA</th>"
-        "<th class=wide>Batches</th><th class=wide>Observed</th></tr></thead>"
+        "<th class=wide>Run</th><th class=wide>Next run</th><th class=wide>Batches</th>"
+        "<th class=wide>Observed</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></div>"
     )
     return "".join(parts)
@@ -48,6 +51,8 @@ def job_page(snap: Snapshot, name: str) -> str | None:
         ("ETA", esc(eta(job, now))),
         ("Provider", esc(job.provider)),
         ("Generation", f"<code>{esc(job.generation)}</code>"),
+        ("Run", esc(run_shown(job, snap.schedules.get(name)))),
+        ("Next run", esc(next_run(snap.schedules.get(name)))),
         ("Summary", esc(describe(job))),
         ("Observed", esc(job.observed_at or "—")),
     ]
@@ -64,14 +69,16 @@ def job_page(snap: Snapshot, name: str) -> str | None:
             if batches
             else "<p class=mute>No batches yet.</p>"
         )
+        + runs_table(job)
     )
 
 
-def _row(name: str, job: JobState, now: float) -> str:
+def _row(name: str, job: JobState, now: float, schedule: Slot | None) -> str:
     link = f'<a href="/jobs/{quote(name, safe="")}">{esc(name)}</a>'
     return (
         f'<tr data-job="{esc(name)}"><td>{link}</td><td>{status(job.status)}</td><td>{progress(job)}</td>'
-        f"<td>{esc(eta(job, now))}</td><td class=wide>{len(job.batches)}</td>"
+        f"<td>{esc(eta(job, now))}</td><td class=wide>{esc(run_shown(job, schedule))}</td>"
+        f"<td class=wide>{esc(next_run(schedule))}</td><td class=wide>{len(job.batches)}</td>"
         f"<td class=wide>{esc(job.observed_at or '—')}</td></tr>"
     )
 

@@ -43,6 +43,7 @@ class Hooks:
             problems=tuple(str(p) for p in loaded.problems),
             webhooks=self.covered,
             notifications=tuple(sorted(repo.notifications)),
+            schedules={name: job.schedule for name, job in loaded.ws.desired.items() if job.schedule},
         )
 
     def poll(self, state: State, skip: Iterable[str], cadence: Cadence) -> float | None:

@@ -131,6 +131,7 @@ class Change:
     run: str | None = None  # the run the creates belong to
     attention: bool = False  # a noop the user should see anyway (e.g. a batch left running)
     next_run: str | None = None  # a scheduled job's next slot, as the user reads it
+    missed_slot: str | None = None  # a slot skipped for its starting_deadline (announced once)
 
     @property
     def mutates(self) -> bool:

@@ -7,6 +7,7 @@ running batches of other runs or generations are superseded, unless a schedule's
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from reconciler.api.batch import LiveBatch
@@ -56,7 +57,8 @@ def plan_job(
         )
     if doubled and action in (Action.ADOPT, Action.CANCEL, Action.NOOP):
         action, reason = Action.DEDUPE, _dedupe_reason(current, doubled)
-    return _change(desired, action, reason, cancel=stale + doubled, adopt=adopt, creates=creates, run=run)
+    change = _change(desired, action, reason, cancel=stale + doubled, adopt=adopt, creates=creates, run=run)
+    return dataclasses.replace(change, missed_slot=choice.missed) if choice.missed else change
 
 
 def _superseded(batch: LiveBatch, run: str | None, generation: str, choice: RunChoice) -> bool:

@@ -23,9 +23,11 @@ def record(
     now: str,
     runs: Mapping[str, str | None] | None = None,
     untouched: Collection[str] = (),
+    missed: Mapping[str, str] | None = None,
 ) -> State:
     """The state with every job's batches and status taken from `live`; `runs` names each job's
-    current run as the plan chose it, and jobs in `untouched` (outside --target) stay as they were."""
+    current run as the plan chose it, and jobs in `untouched` (outside --target) stay as they were;
+    `missed` names the slot each job skipped for its starting_deadline."""
     gone = set(forgotten)
     by_job: dict[str, list[LiveBatch]] = {}
     for batch in live:  # grouped once: scanning every live batch for each job is quadratic
@@ -43,6 +45,8 @@ def record(
         run = _run_of(name, runs or {}, state.jobs.get(name), mine)
         base = _as_desired(job, state.jobs.get(name), run)
         jobs[name] = observed_job(name, base, mine, now, job)
+        if name in (missed or {}):
+            jobs[name] = jobs[name].model_copy(update={"missed_slot": (missed or {})[name]})
     return state.with_jobs(jobs)
 
 

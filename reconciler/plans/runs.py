@@ -31,6 +31,7 @@ class RunChoice:
     cancel_other_runs: bool = True  # running batches of other runs are superseded
     started_by: str = ""  # "schedule" or "replace" when this pass starts the run
     note: str = ""  # why no run starts now, or what the new run runs alongside
+    missed: str | None = None  # the slot skipped for its starting_deadline (a run id)
 
 
 def label_run(label: str | None) -> str:
@@ -102,7 +103,7 @@ def _new_slot(slot: Slot, due: str | None, live: Sequence[LiveBatch], last: str 
             f"slot {_local(slot.due, slot)} skipped: missed by {duration(late)} "
             f"(starting_deadline {duration(slot.starting_deadline)}); {upcoming}"
         )
-        return RunChoice(last, fresh=False, note=note)
+        return RunChoice(last, fresh=False, note=note, missed=due)
     still = sorted({b.run for b in live if not b.terminal})
     if not still:
         return RunChoice(due, cancel_other_runs=False, started_by="schedule")

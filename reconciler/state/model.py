@@ -135,6 +135,7 @@ class JobState(_Frozen):
     run: str | None = None  # the current run; None: none yet
     history: tuple[RunRecord, ...] = ()  # newest first, at most the spec's history_limit
     definition: dict[str, Any] | None = None  # what the generation was made from, for plan diffs
+    missed_slot: str | None = None  # the latest slot skipped for its starting_deadline
 
     @property
     def batch_ids(self) -> frozenset[str]:
@@ -152,6 +153,7 @@ class Notice(_Frozen):
     generation: str
     request_counts: dict[str, int] = Field(default_factory=dict)
     batches: tuple[str, ...] = ()
+    slot: str | None = None  # schedule_missed: the run id of the slot skipped
     to: tuple[str, ...] = ()  # Notification names still owed it
     attempts: int = 0
     next_attempt: float = 0.0  # unix time; backoff after a failed send
@@ -160,6 +162,8 @@ class Notice(_Frozen):
 class Seen(_Frozen):
     generation: str
     status: str
+    run: str | None = None
+    missed_slot: str | None = None
 
 
 class Notices(_Frozen):

@@ -37,11 +37,13 @@ def apply_plan(
     merged = {b.id: b for b in live} | {b.id: b for b in outcome.touched}
     forgotten = [c.job for c in plan.pending if c.action is Action.FORGET]
     runs = {c.job: c.run for c in plan.changes}
+    missed = {c.job: c.missed_slot for c in plan.changes if c.missed_slot}
     observed = list(merged.values())
+    now = fx.now()
     state = record(
-        desired, state, observed, forgotten=forgotten, now=fx.now(), runs=runs, untouched=untouched
+        desired, state, observed, forgotten=forgotten, now=now, runs=runs, untouched=untouched, missed=missed
     )
-    outcome.failures |= leftovers.sweep_all(desired, list(merged.values()), state)
+    outcome.failures |= leftovers.sweep_all(desired, observed, state)
     return state, outcome
 
 

@@ -25,7 +25,7 @@ def detect(state: State, notifications: Mapping[str, NotificationSpec], now: str
     events were dropped to keep the outbox bounded."""
     if not notifications:  # nobody listens: forget, so a channel added later starts from now
         return (state, 0) if state.notices is None else (state.model_copy(update={"notices": None}), 0)
-    seen = {name: Seen(generation=job.generation, status=job.status) for name, job in state.jobs.items()}
+    seen = {name: _seen(job) for name, job in state.jobs.items()}
     if state.notices is None:  # the first look: what happened before is history, not news
         return state.model_copy(update={"notices": Notices(seen=seen)}), 0
     found: list[Notice] = []
@@ -47,10 +47,17 @@ def events_of(old: Seen | None, job: JobState) -> list[str]:
     was_running = old is not None and old.status != "none" and not is_terminal(old.status)
     if old is not None and old.generation != job.generation and was_running:
         events.append("replaced")
-    changed = old is None or (old.status, old.generation) != (job.status, job.generation)
+    # A new run of the same generation ends anew: its run tells it from the last one.
+    changed = old is None or (old.status, old.generation, old.run) != (job.status, job.generation, job.run)
     if job.status in ANNOUNCED_STATUSES and changed:
         events.append(job.status)
+    if job.missed_slot is not None and (old is None or old.missed_slot != job.missed_slot):
+        events.append("schedule_missed")
     return events
+
+
+def _seen(job: JobState) -> Seen:
+    return Seen(generation=job.generation, status=job.status, run=job.run, missed_slot=job.missed_slot)
 
 
 def wants(spec: NotificationSpec, event: str, job: str) -> bool:
@@ -59,7 +66,7 @@ def wants(spec: NotificationSpec, event: str, job: str) -> bool:
 
 def _notice(name: str, job: JobState, event: str, to: tuple[str, ...], now: str) -> Notice:
     batches = tuple(b.batch_id for b in job.batches)
-    key = "\0".join((name, event, job.generation, job.status, *batches))
+    key = "\0".join((name, event, job.generation, job.run or "", job.missed_slot or "", job.status, *batches))
     return Notice(
         id="evt_" + hashlib.sha256(key.encode()).hexdigest()[:24],
         event=event,
@@ -69,6 +76,7 @@ def _notice(name: str, job: JobState, event: str, to: tuple[str, ...], now: str)
         generation=job.generation,
         request_counts=dict(job.request_counts),
         batches=batches,
+        slot=job.missed_slot if event == "schedule_missed" else None,
         to=to,
     )
 

@@ -16,6 +16,10 @@ def summary(notice: Notice) -> str:
     done = f"{counts.get('completed', 0)}/{counts.get('total', 0)} done"
     failed = f", {counts['failed']} failed" if counts.get("failed") else ""
     batches = f" ({', '.join(notice.batches)})" if notice.batches else ""
+    if notice.event == "schedule_missed":
+        return (
+            f"{notice.job} missed its scheduled run {notice.slot} (starting_deadline passed): no run started"
+        )
     verb = "was replaced by a new spec" if notice.event == "replaced" else notice.event
     return f"{notice.job} {verb}: {done}{failed}{batches}"
 
@@ -38,6 +42,7 @@ def body(notice: Notice, fmt: str, source: str) -> tuple[bytes, str]:
             "event": notice.event,
             "status": notice.status,
             "generation": notice.generation,
+            "slot": notice.slot,
             "request_counts": notice.request_counts,
             "batches": list(notice.batches),
             "summary": summary(notice),
