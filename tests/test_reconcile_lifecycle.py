@@ -196,3 +196,22 @@ def test_the_saved_plan_and_json_plan_carry_the_documented_fields(
     markdown = run_cli("plan", "--format", "markdown", *sandbox_repo.args()).stdout
     assert "| `+` | `nightly-eval` | create | gpt-4o-mini | 5 |" in markdown
     assert "Launches gpt-4o-mini: 5 requests, ~" in markdown
+
+
+def test_a_changed_input_is_reviewed_request_by_request_in_the_plan(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    sandbox_repo.write_job("nightly-eval", requests=4)
+    assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
+    data = sandbox_repo.root / "data" / "nightly-eval.jsonl"
+    lines = [json.loads(line) for line in data.read_text().splitlines()]
+    ids = [line["custom_id"] for line in lines]
+    lines[1]["body"]["seed"] = 7  # any edit of the request
+    added = {**lines[0], "custom_id": "brand-new"}
+    sandbox_repo.write_input("data/nightly-eval.jsonl", lines=[lines[0], lines[1], lines[3], added])
+    plan = run_cli("plan", *sandbox_repo.args())
+    assert plan.exit_code == 0, plan.stderr
+    assert (
+        "input: 4 requests, sha256 " in plan.stdout
+        and f"(1 added: brand-new; 1 removed: {ids[2]}; 1 changed: {ids[1]} by custom_id)" in plan.stdout
+    ), plan.stdout

@@ -15,16 +15,18 @@ from datetime import UTC, datetime
 from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.reader import BatchReader
-from reconciler.common.errors import OverBudgetError, UserError
+from reconciler.common.errors import OverBudgetError
 from reconciler.engine import clock
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.finish import finish_jobs
 from reconciler.engine.inflight import in_flight, quarantine_seconds
+from reconciler.engine.input_changes import with_input_changes
 from reconciler.engine.observe import observe
 from reconciler.engine.results_check import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.schedules import at_time
+from reconciler.engine.scope import Scope
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Workspace, load_state, open_state
 from reconciler.plans.budget import check_budgets
@@ -32,40 +34,9 @@ from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import with_estimates
 from reconciler.plans.plan import make_plan
 from reconciler.plans.record import record
-from reconciler.plans.runs import choose_run, stamp
+from reconciler.plans.runs import choose_run
+from reconciler.specs.inputs.repo import input_indexes
 from reconciler.state.model import State
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Which jobs a pass may change (`--target`), and which to start a new run of (`--replace`)."""
-
-    targets: frozenset[str] | None = None
-    replace: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, targets: tuple[str, ...] = (), replace: tuple[str, ...] = ()) -> Scope:
-        return cls(frozenset(targets) if targets else None, frozenset(replace))
-
-    def context(self, now: datetime) -> PlanContext:
-        return PlanContext(stamp=stamp(now), replace=self.replace, targets=self.targets)
-
-    def untouched(self, ws: Workspace, state: State) -> set[str]:
-        if self.targets is None:
-            return set()
-        return (set(ws.desired) | set(state.jobs)) - self.targets
-
-    def check(self, ws: Workspace, state: State) -> None:
-        """A target or replace naming no job is a mistake, not an empty plan."""
-        unknown = sorted((self.targets or frozenset()) - set(ws.desired) - set(state.jobs))
-        if unknown:
-            raise UserError(f"--target {unknown[0]}: no job of that name in the specs or the state")
-        unknown = sorted(self.replace - set(ws.desired))
-        if unknown:
-            raise UserError(f"--replace {unknown[0]}: no job of that name in the specs")
-        outside = sorted(self.replace - (self.targets or self.replace))
-        if outside:
-            raise UserError(f"--replace {outside[0]} is not among the --target jobs")
 
 
 @dataclass(frozen=True)
@@ -90,7 +61,7 @@ def refresh_and_plan(
     scope.check(ws, state)
     now = clock.now()
     ctx = scope.context(now)
-    desired = at_time(ws.desired, now)
+    desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
     live = observe(readers, ws.owner_tag, desired, state)
     runs = _current_runs(desired, live, state, ctx)
     retries = find_retries(desired, live, readers, ws.work_dir, runs)

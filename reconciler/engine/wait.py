@@ -17,7 +17,8 @@ from reconciler.api.batch import is_terminal
 from reconciler.api.client import ProviderApi
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Outcome
-from reconciler.engine.passes import Scope, converge
+from reconciler.engine.passes import converge
+from reconciler.engine.scope import Scope
 from reconciler.engine.workspace import Workspace
 from reconciler.plans.changes import Plan
 from reconciler.state.model import JobState, State

@@ -87,6 +87,7 @@ class DesiredJob:
     history_limit: int = 10
     legacy_generation: str | None = None  # the same spec's generation before runs (format 1)
     definition: Mapping[str, Any] = field(default_factory=dict)  # shown field by field in diffs
+    input_changes: Mapping[str, Any] | None = None  # requests added/removed/changed since the state's input
 
     def estimated_tokens(self, requests: int) -> int:
         """Input tokens for `requests` of this job's requests, in proportion to the whole input's

@@ -206,7 +206,7 @@ def _replace_reason(
 def _what_changed(desired: DesiredJob, recorded: JobState | None, otherwise: str | None = None) -> str:
     """The changed fields; without a recorded definition (an older state), the generations."""
     definition = recorded.definition if recorded else None
-    fields = changed_fields(definition, desired.definition)
+    fields = changed_fields(definition, desired.definition, desired.input_changes)
     if fields:
         return "; ".join(fields)
     if otherwise and otherwise.startswith("last run"):

@@ -24,7 +24,8 @@ from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
 from reconciler.engine.events import EventLog
 from reconciler.engine.notify.announce import announce
-from reconciler.engine.passes import Scope, converge
+from reconciler.engine.passes import converge
+from reconciler.engine.scope import Scope
 from reconciler.engine.workspace import load_state, prepare
 from reconciler.plans.changes import Plan
 from reconciler.plans.document import check_still_holds, saved_scope

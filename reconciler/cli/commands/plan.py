@@ -16,7 +16,8 @@ from reconciler.cli.options import (
 from reconciler.cli.saved_plan import save_plan
 from reconciler.common.errors import UserError
 from reconciler.engine.connect import open_clients
-from reconciler.engine.passes import Scope, readers_of, refresh_and_plan
+from reconciler.engine.passes import readers_of, refresh_and_plan
+from reconciler.engine.scope import Scope
 from reconciler.engine.workspace import load_state, prepare
 from reconciler.specs.paths import RepoPaths
 

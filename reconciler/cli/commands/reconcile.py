@@ -26,7 +26,7 @@ from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
 from reconciler.engine.events import EventLog
 from reconciler.engine.notify.announce import announce
-from reconciler.engine.passes import Scope
+from reconciler.engine.scope import Scope
 from reconciler.engine.transitions import report_transitions
 from reconciler.engine.wait import COMMAND, WaitOptions, converge_until_done
 from reconciler.engine.workspace import Workspace, load_state, prepare

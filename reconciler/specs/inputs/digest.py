@@ -31,8 +31,16 @@ class InputDigest:
     unbounded: int = 0  # requests without an output limit
 
 
-def digest_input(path: Path, endpoint: str, *, display: str, limits: InputLimits = API_LIMITS) -> InputDigest:
-    """The input's sha256, size, request count and model, or a SpecError listing its problems."""
+def digest_input(
+    path: Path,
+    endpoint: str,
+    *,
+    display: str,
+    limits: InputLimits = API_LIMITS,
+    fingerprints: dict[str, bytes] | None = None,
+) -> InputDigest:
+    """The input's sha256, size, request count and model, or a SpecError listing its problems;
+    `fingerprints`, when given, receives each request's (index.py)."""
     checker = RequestChecker(endpoint, display, limits)
     tally = _Tally()
     try:
@@ -50,6 +58,8 @@ def digest_input(path: Path, endpoint: str, *, display: str, limits: InputLimits
         checker.report(None, "", _too_many(checker.requests, limits))
     if checker.failed or checker.model is None:
         raise SpecError(checker.problems())
+    if fingerprints is not None:
+        fingerprints.update(checker.fingerprints)
     return InputDigest(
         tally.hasher.hexdigest(),
         checker.requests,

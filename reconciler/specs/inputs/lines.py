@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -29,6 +30,7 @@ class RequestChecker:
         self.input_tokens = 0  # estimated, over every request (see tokens.py)
         self.output_tokens = 0  # the requests' own output limits, added up
         self.unbounded = 0  # requests that set no output limit
+        self.fingerprints: dict[str, bytes] = {}  # custom_id → its line's (index.py)
 
     @property
     def failed(self) -> bool:
@@ -65,7 +67,10 @@ class RequestChecker:
         if type(request) is not dict:
             self.report(number, "", "must be a JSON object: {custom_id, method, url, body}")
             return
-        self._check_custom_id(number, request.get("custom_id"))
+        custom_id = request.get("custom_id")
+        self._check_custom_id(number, custom_id)
+        if type(custom_id) is str:
+            self.fingerprints[custom_id] = hashlib.blake2b(line, digest_size=8).digest()
         self._check_method_and_url(number, request)
         self._check_body(number, request.get("body"))
 
