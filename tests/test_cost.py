@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler.plans.cost import usd
+from reconciler.sandbox import Sandbox
 from reconciler.specs.prices import DEFAULT_PRICES
 from tests.bench.data import chat_request
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.reconcile_helpers import batches, mutating, sdk, state_of, use_sandbox, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,23 +23,24 @@ DOCUMENTED_ERROR = 0.05
 
 
 @pytest.fixture
-def repo(make_repo, sandbox, monkeypatch):
+def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> UserRepo:
     use_sandbox(monkeypatch, sandbox)
     return make_repo()
 
 
-def plan_json(run_cli, repo) -> dict:
+def plan_json(run_cli: RunCli, repo: UserRepo) -> dict[str, Any]:
     result = run_cli("plan", "--json", *repo.args())
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    plan: dict[str, Any] = json.loads(result.stdout)
+    return plan
 
 
-def reconcile_until_done(run_cli, repo, *flags: str) -> None:
+def reconcile_until_done(run_cli: RunCli, repo: UserRepo, *flags: str) -> None:
     result = run_cli("reconcile", "--wait", "--timeout", "60", *flags, *repo.args())
     assert result.exit_code == 0, result.stdout + result.stderr
 
 
-def test_the_plan_prices_each_change_and_the_total_at_batch_prices(repo, run_cli):
+def test_the_plan_prices_each_change_and_the_total_at_batch_prices(repo: UserRepo, run_cli: RunCli) -> None:
     repo.write_job("a", requests=3)  # max_tokens 64 each
     repo.write_job("b", requests=5)
     document = plan_json(run_cli, repo)
@@ -55,7 +59,9 @@ def test_the_plan_prices_each_change_and_the_total_at_batch_prices(repo, run_cli
     assert "| est. cost |" in markdown and "Cost: ~$" in markdown
 
 
-def test_a_provider_price_wins_over_the_table_and_an_unknown_model_says_no_price(repo, sandbox, run_cli):
+def test_a_provider_price_wins_over_the_table_and_an_unknown_model_says_no_price(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo.write_spec(
         "specs/priced.yaml",
         f"""
@@ -76,7 +82,9 @@ def test_a_provider_price_wins_over_the_table_and_an_unknown_model_says_no_price
     assert "no price" in run_cli("plan", *repo.args()).stdout
 
 
-def test_the_estimate_is_within_its_documented_error_of_what_the_sandbox_counted(repo, run_cli):
+def test_the_estimate_is_within_its_documented_error_of_what_the_sandbox_counted(
+    repo: UserRepo, run_cli: RunCli
+) -> None:
     repo.path("data").mkdir(exist_ok=True)
     shutil.copy(ROOT / "data" / "nightly-eval.jsonl", repo.path("data/quickstart.jsonl"))
     repo.write_job("quickstart", input="data/quickstart.jsonl")
@@ -93,8 +101,8 @@ def test_the_estimate_is_within_its_documented_error_of_what_the_sandbox_counted
 
 
 def test_actual_usage_is_summed_exactly_from_every_output_line_across_parts_and_retries(
-    repo, sandbox, run_cli
-):
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     sandbox.configure(expiry_seconds=1.0, requests_per_second=40, validation_seconds=0.05)
     repo.write_job("nightly-eval", requests=120, split={"max_requests": 50}, retry={"max_attempts": 4})
     reconcile_until_done(run_cli, repo)
@@ -119,7 +127,9 @@ def test_actual_usage_is_summed_exactly_from_every_output_line_across_parts_and_
     assert f"{expected['input']:,} input tokens" in status and f"requests: {usd(cost)}" in status
 
 
-def test_a_job_over_its_budget_is_refused_with_nothing_sent_unless_allowed(repo, sandbox, run_cli):
+def test_a_job_over_its_budget_is_refused_with_nothing_sent_unless_allowed(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo.write_job("nightly-eval", requests=3, budget={"max_usd": 0.00001})
     plan = run_cli("plan", *repo.args())
     assert (
@@ -138,7 +148,9 @@ def test_a_job_over_its_budget_is_refused_with_nothing_sent_unless_allowed(repo,
     assert mutating(sandbox.request_counts()) == {"POST /v1/files": 1, "POST /v1/batches": 1}
 
 
-def test_a_plan_over_the_repo_budget_is_refused_by_reconcile(repo, sandbox, run_cli):
+def test_a_plan_over_the_repo_budget_is_refused_by_reconcile(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo.path("reconciler.yaml").write_text("owner: x\nbudget:\n  max_usd_per_plan: 0.0001\n")
     repo.write_job("a", requests=20)
     repo.write_job("b", requests=20)
@@ -151,7 +163,9 @@ def test_a_plan_over_the_repo_budget_is_refused_by_reconcile(repo, sandbox, run_
     assert len(batches(sandbox)) == 2
 
 
-def test_a_budget_that_cannot_be_checked_is_refused_naming_the_missing_price(repo, sandbox, run_cli):
+def test_a_budget_that_cannot_be_checked_is_refused_naming_the_missing_price(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo.write_job("odd", requests=2, model="gpt-unlisted-model", budget={"max_usd": 5})
     refused = run_cli("apply", "--auto-approve", *repo.args())
     assert refused.exit_code == 1
@@ -159,7 +173,7 @@ def test_a_budget_that_cannot_be_checked_is_refused_naming_the_missing_price(rep
     assert mutating(sandbox.request_counts()) == {}
 
 
-def test_a_mistyped_budget_is_one_line_naming_file_line_and_field(repo, run_cli):
+def test_a_mistyped_budget_is_one_line_naming_file_line_and_field(repo: UserRepo, run_cli: RunCli) -> None:
     repo.path("reconciler.yaml").write_text("owner: x\nbudget:\n  max_usd_per_plna: 10\n")
     repo.write_job("a")
     result = run_cli("plan", *repo.args())
@@ -169,7 +183,9 @@ def test_a_mistyped_budget_is_one_line_naming_file_line_and_field(repo, run_cli)
     assert bad_spec.exit_code == 0  # validate reads specs only; the budget is checked where it is used
 
 
-def test_a_run_past_its_budget_while_running_is_cancelled_when_the_spec_says_so(repo, sandbox, run_cli):
+def test_a_run_past_its_budget_while_running_is_cancelled_when_the_spec_says_so(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     # 101 requests split at 100: part 1 (one request) ends at once, part 0 runs for seconds
     sandbox.configure(requests_per_second=5, validation_seconds=0.05)
     repo.write_job(
@@ -189,7 +205,9 @@ def test_a_run_past_its_budget_while_running_is_cancelled_when_the_spec_says_so(
     assert sdk(sandbox).batches.retrieve(big.id).status in ("cancelling", "cancelled")
 
 
-def test_a_wrong_price_is_one_line_per_problem_naming_file_line_and_field(repo, run_cli):
+def test_a_wrong_price_is_one_line_per_problem_naming_file_line_and_field(
+    repo: UserRepo, run_cli: RunCli
+) -> None:
     repo.write_spec(
         "specs/p.yaml",
         """

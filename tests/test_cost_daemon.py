@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -20,7 +21,7 @@ def _metrics(daemon: Daemon) -> str:
         return http.get("/metrics").text
 
 
-def _job(repo: UserRepo, name: str) -> dict:
+def _job(repo: UserRepo, name: str) -> dict[str, Any]:
     return json.loads(repo.state.read_text())["jobs"].get(name) or {}
 
 

@@ -20,12 +20,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from reconciler.sandbox import Sandbox
+from tests.fixtures.postgres import StateDb
+from tests.fixtures.repo import MakeRepo
 from tests.fixtures.sandbox import cli_env
 from tests.reconcile_helpers import batches, wait_until
 
@@ -45,23 +50,28 @@ class Replica:
     def log(self) -> str:
         return self.log_file.read_text(encoding="utf-8", errors="replace")
 
-    def health(self) -> dict | None:
+    def health(self) -> dict[str, Any] | None:
         if self.port is None:
             found = re.search(r"dashboard on http://127\.0\.0\.1:(\d+)/", self.log())
             if not found:
                 return None
             self.port = int(found.group(1))
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).json()
+            body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).json()
         except httpx.HTTPError:
             return None
+        return body
 
     def role(self) -> str | None:
         return (self.health() or {}).get("role")
 
 
+# Starts one more replica (waiting until it leads or stands by), and every replica started so far.
+Replicas = tuple[Callable[[], Replica], list[Replica]]
+
+
 @pytest.fixture
-def replicas(tmp_path, make_repo, sandbox, state_db):
+def replicas(tmp_path: Path, make_repo: MakeRepo, sandbox: Sandbox, state_db: StateDb) -> Iterator[Replicas]:
     seed = make_repo("seed")
     started: list[Replica] = []
 
@@ -88,7 +98,8 @@ def replicas(tmp_path, make_repo, sandbox, state_db):
         return replica
 
     for index in range(JOBS):
-        seed.write_job(f"job-{index}", requests=4, **({"split": {"max_requests": 2}} if index == 0 else {}))
+        split: dict[str, Any] = {"split": {"max_requests": 2}} if index == 0 else {}
+        seed.write_job(f"job-{index}", requests=4, **split)
     yield start, started
     for replica in started:
         if replica.process.poll() is None:
@@ -96,7 +107,7 @@ def replicas(tmp_path, make_repo, sandbox, state_db):
             replica.process.wait(timeout=15)
 
 
-def units(sandbox) -> Counter:
+def units(sandbox: Sandbox) -> Counter[tuple[str, str, str]]:
     return Counter(
         (b.metadata["reconciler_job"], b.metadata["reconciler_generation"], b.metadata["reconciler_part"])
         for b in batches(sandbox)
@@ -104,8 +115,8 @@ def units(sandbox) -> Counter:
 
 
 def test_three_replicas_one_leads_and_a_killed_leader_is_replaced_within_5_seconds(
-    replicas, sandbox, state_db
-):
+    replicas: Replicas, sandbox: Sandbox, state_db: StateDb
+) -> None:
     start, started = replicas
     sandbox.configure(latency_seconds=0.05, validation_seconds=0.5)
     rng = random.Random(int(os.environ.get("RECONCILER_REPLICA_SEED", "7")))
@@ -144,13 +155,14 @@ def test_three_replicas_one_leads_and_a_killed_leader_is_replaced_within_5_secon
         assert state_db.password not in replica.log()
 
 
-def converged(state_db) -> bool:
+def converged(state_db: StateDb) -> bool:
     rows = state_db.query(
         "SELECT v.document FROM reconciler_state_heads h JOIN reconciler_state_versions v "
         "ON v.owner = h.owner AND v.serial = h.serial"
     )
     if not rows:
         return False
-    document = rows[0][0] if isinstance(rows[0][0], dict) else json.loads(rows[0][0])
+    raw = rows[0][0]
+    document = raw if isinstance(raw, dict) else json.loads(str(raw))
     jobs = document["jobs"]
     return len(jobs) == JOBS and all(j["status"] == "completed" and not j["pending"] for j in jobs.values())

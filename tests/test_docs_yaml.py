@@ -15,6 +15,7 @@ from reconciler.specs.identity import resolve_owner
 from reconciler.specs.settings import read_budget
 from reconciler.specs.state_location import resolve_state_url
 from reconciler.specs.yamlsource import SafeLoader12
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "examples").rglob("*.md"))]
@@ -59,7 +60,7 @@ def test_the_docs_hold_the_yaml_this_test_is_meant_to_see() -> None:
 
 @pytest.mark.parametrize(("where", "text"), BLOCKS, ids=[name for name, _ in BLOCKS])
 def test_every_yaml_block_and_example_validates_verbatim(
-    where: str, text: str, make_repo, run_cli, tmp_path: Path
+    where: str, text: str, make_repo: MakeRepo, run_cli: RunCli, tmp_path: Path
 ) -> None:
     documents = _documents(text)
     assert documents, f"{where}: no YAML document"
@@ -74,7 +75,7 @@ def test_every_yaml_block_and_example_validates_verbatim(
             _check_foreign(document, where, tmp_path)
 
 
-def _validate(repo, text: str, documents: list[Any], run_cli, where: str) -> None:
+def _validate(repo: UserRepo, text: str, documents: list[Any], run_cli: RunCli, where: str) -> None:
     spec = repo.write_spec("specs/block.yaml", "")
     spec.write_text(text, encoding="utf-8")  # verbatim, not dedented
     for document in documents:
@@ -123,7 +124,7 @@ JOB_WITH = """
     """
 
 
-def test_a_retry_with_the_key_on_unquoted_validates(make_repo, run_cli) -> None:
+def test_a_retry_with_the_key_on_unquoted_validates(make_repo: MakeRepo, run_cli: RunCli) -> None:
     repo = make_repo()
     repo.write_spec("specs/job.yaml", JOB_WITH.format(extra="retry: {max_attempts: 3, on: [batch_expired]}"))
     repo.write_input("data/job.jsonl", 2)
@@ -132,7 +133,9 @@ def test_a_retry_with_the_key_on_unquoted_validates(make_repo, run_cli) -> None:
 
 
 @pytest.mark.parametrize("word", ["yes", "no", "on", "off", "y", "n"])
-def test_yaml_1_1_boolean_words_are_strings_not_booleans(word: str, make_repo, run_cli) -> None:
+def test_yaml_1_1_boolean_words_are_strings_not_booleans(
+    word: str, make_repo: MakeRepo, run_cli: RunCli
+) -> None:
     repo = make_repo()
     repo.write_spec("specs/job.yaml", JOB_WITH.format(extra=f"suspend: {word}"))
     repo.write_input("data/job.jsonl", 2)
@@ -140,7 +143,9 @@ def test_yaml_1_1_boolean_words_are_strings_not_booleans(word: str, make_repo, r
     assert result.exit_code == 1 and "specs/job.yaml:8: spec.suspend:" in result.stderr
 
 
-def test_true_and_false_are_booleans_in_specs_and_in_reconciler_yaml(make_repo, run_cli) -> None:
+def test_true_and_false_are_booleans_in_specs_and_in_reconciler_yaml(
+    make_repo: MakeRepo, run_cli: RunCli
+) -> None:
     repo = make_repo()
     repo.write_spec("specs/job.yaml", JOB_WITH.format(extra="suspend: true"))
     repo.write_input("data/job.jsonl", 2)

@@ -7,25 +7,35 @@ older reconciler) would leave it: same job, generation, owner, part and retry, a
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import openai
+import pytest
+
+from reconciler.api.batch import Batch, LiveBatch
+from reconciler.sandbox import Sandbox
 from reconciler.specs.identity import owner_tag
+from tests.fixtures.repo import RunCli, UserRepo
 from tests.reconcile_helpers import OWNER, batches, mutating, sdk, state_of, use_sandbox, wait_until
 
 
-def plant_duplicate(sandbox, original):
+def plant_duplicate(sandbox: Sandbox, original: openai.types.Batch) -> openai.types.Batch:
     """A second batch for the same unit, created a moment later, as another writer would."""
+    assert original.metadata is not None  # a batch of ours always carries its unit
     metadata = dict(original.metadata) | {"reconciler_attempt": "planted00000"}
+    # create() takes a Literal of the endpoints the SDK knows; a listed batch names a plain str.
+    endpoint: Any = original.endpoint
     return sdk(sandbox).batches.create(
         input_file_id=original.input_file_id,
-        endpoint=original.endpoint,
+        endpoint=endpoint,
         completion_window="24h",
         metadata=metadata,
     )
 
 
 def test_a_planted_duplicate_is_planned_as_dedupe_cancelled_once_and_counted_once(
-    user_repo, sandbox, run_cli, monkeypatch
-):
+    user_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_sandbox(monkeypatch, sandbox)
     sandbox.configure(validation_seconds=3)  # both stay running while the plan is made
     assert run_cli("apply", "--auto-approve", *user_repo.args()).exit_code == 0
@@ -66,7 +76,9 @@ def test_a_planted_duplicate_is_planned_as_dedupe_cancelled_once_and_counted_onc
     assert "dedupe" not in run_cli("plan", *user_repo.args()).stdout  # nothing left to do
 
 
-def test_a_finished_duplicate_is_not_counted_and_needs_no_change(user_repo, sandbox, run_cli, monkeypatch):
+def test_a_finished_duplicate_is_not_counted_and_needs_no_change(
+    user_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_sandbox(monkeypatch, sandbox)
     assert run_cli("apply", "--auto-approve", *user_repo.args()).exit_code == 0
     (original,) = batches(sandbox)
@@ -80,9 +92,14 @@ def test_a_finished_duplicate_is_not_counted_and_needs_no_change(user_repo, sand
     assert plan.exit_code == 0 and duplicate.id not in plan.stdout
 
 
-def _live(batch_id, created_at, status="in_progress", part="0", retry="1", attempt="a"):
-    from reconciler.api.batch import Batch, LiveBatch
-
+def _live(
+    batch_id: str,
+    created_at: int,
+    status: str = "in_progress",
+    part: str = "0",
+    retry: str = "1",
+    attempt: str = "a",
+) -> LiveBatch:
     metadata = {
         "reconciler_job": "j",
         "reconciler_generation": "g1",
@@ -95,7 +112,7 @@ def _live(batch_id, created_at, status="in_progress", part="0", retry="1", attem
     return LiveBatch(provider="sandbox", batch=batch)
 
 
-def test_the_plan_keeps_the_oldest_of_each_unit_whatever_the_listing_order():
+def test_the_plan_keeps_the_oldest_of_each_unit_whatever_the_listing_order() -> None:
     from reconciler.plans.changes import Action, DesiredJob
     from reconciler.plans.plan import make_plan
     from reconciler.specs.slices import PartSpec

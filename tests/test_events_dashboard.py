@@ -11,7 +11,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import pytest
@@ -56,7 +56,14 @@ def browser_page(tmp_path: Path) -> Iterator[Any]:
             context.close()
 
 
-def _bar(page: Any, job: str) -> dict[str, float]:
+class BarReading(TypedDict):
+    share: float
+    done: float
+    total: float
+    text: str
+
+
+def _bar(page: Any, job: str) -> BarReading:
     """The bar's drawn share and the counts beside it, read in one go from the same render."""
     script = """(selector) => {
         const bar = document.querySelector(selector + " .bar");
@@ -65,7 +72,7 @@ def _bar(page: Any, job: str) -> dict[str, float]:
                 done: Number(bar.dataset.done), total: Number(bar.dataset.total),
                 text: document.querySelector(selector + " .counts").textContent};
     }"""
-    result: dict[str, float] = page.evaluate(script, ROW.format(job))
+    result: BarReading = page.evaluate(script, ROW.format(job))
     return result
 
 

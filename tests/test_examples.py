@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import check_jsonschema
 import kubernetes_validate
@@ -35,21 +36,21 @@ def check_workflow(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
-def test_the_actions_workflow_matches_the_github_workflow_schema():
+def test_the_actions_workflow_matches_the_github_workflow_schema() -> None:
     result = check_workflow(EXAMPLES / "github-actions" / "reconciler.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (VENDORED / "github-workflows.json").is_file()  # the schema is the vendored copy
 
 
-def test_the_workflow_schema_check_would_catch_a_misspelt_key(tmp_path):
+def test_the_workflow_schema_check_would_catch_a_misspelt_key(tmp_path: Path) -> None:
     text = (EXAMPLES / "github-actions" / "reconciler.yml").read_text()
     assert text.count("runs-on:") == 2
     (tmp_path / "broken.yml").write_text(text.replace("runs-on:", "runs_on:", 1))
     assert check_workflow(tmp_path / "broken.yml").returncode != 0
 
 
-def kubernetes_documents() -> list[tuple[str, dict]]:
-    found = []
+def kubernetes_documents() -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
     for name in ("deployment.yaml", "config.yaml", "state-pvc.yaml", "replicas/deployment.yaml"):
         for document in yaml.safe_load_all((EXAMPLES / "kubernetes" / name).read_text()):
             found.append((f"{name}:{document['kind']}", document))
@@ -59,18 +60,20 @@ def kubernetes_documents() -> list[tuple[str, dict]]:
 @pytest.mark.parametrize(
     ("where", "document"), kubernetes_documents(), ids=lambda v: v if isinstance(v, str) else ""
 )
-def test_kubernetes_manifests_match_the_kubernetes_schemas_strictly(where, document):
+def test_kubernetes_manifests_match_the_kubernetes_schemas_strictly(
+    where: str, document: dict[str, Any]
+) -> None:
     kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
 
 
-def test_kustomization_lists_every_manifest():
+def test_kustomization_lists_every_manifest() -> None:
     listed = yaml.safe_load((EXAMPLES / "kubernetes" / "kustomization.yaml").read_text())["resources"]
     assert sorted(listed) == sorted(
         p.name for p in (EXAMPLES / "kubernetes").glob("*.yaml") if p.name != "kustomization.yaml"
     )
 
 
-def test_liveness_checks_the_process_and_readiness_the_provider():
+def test_liveness_checks_the_process_and_readiness_the_provider() -> None:
     deployment = yaml.safe_load((EXAMPLES / "kubernetes" / "deployment.yaml").read_text())
     reconciler = next(
         c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "reconciler"
@@ -80,7 +83,7 @@ def test_liveness_checks_the_process_and_readiness_the_provider():
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     # A root holding the system's own units (for targets the examples name) and stand-ins for
     # the two programs they run, which are not installed here.
     (tmp_path / "lib" / "systemd").mkdir(parents=True)
@@ -104,7 +107,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
 
 
-def test_systemd_install_steps_give_the_service_user_the_checkout_folder():
+def test_systemd_install_steps_give_the_service_user_the_checkout_folder() -> None:
     readme = (EXAMPLES / "systemd" / "README.md").read_text()
     made = readme.index("install -d -o reconciler -g reconciler -m 0755 /srv/batch-jobs")
     assert made < readme.index("sudo -u reconciler git clone")
@@ -140,7 +143,7 @@ def in_context(relative: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool
     return included
 
 
-def test_the_docker_build_context_holds_only_the_package():
+def test_the_docker_build_context_holds_only_the_package() -> None:
     rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
     context = [
         path.relative_to(ROOT).as_posix()
@@ -163,11 +166,11 @@ def test_the_docker_build_context_holds_only_the_package():
         "reconciler/__pycache__/x.pyc",
     ],
 )
-def test_dockerignore_leaves_out_what_the_image_must_not_carry(unwanted):
+def test_dockerignore_leaves_out_what_the_image_must_not_carry(unwanted: str) -> None:
     assert not in_context(unwanted, dockerignore_rules((ROOT / ".dockerignore").read_text()))
 
 
-def test_every_file_the_dockerfile_copies_is_in_the_build_context():
+def test_every_file_the_dockerfile_copies_is_in_the_build_context() -> None:
     rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
     dockerfile = (EXAMPLES / "kubernetes" / "Dockerfile").read_text()
     copies = [
@@ -198,7 +201,7 @@ def prose(markdown: str) -> str:
 
 
 @pytest.mark.parametrize("document", markdown_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_every_relative_link_in_the_docs_leads_somewhere(document):
+def test_every_relative_link_in_the_docs_leads_somewhere(document: Path) -> None:
     for target in MARKDOWN_LINK.findall(prose(document.read_text())):
         if re.match(r"[a-z]+:", target):
             continue
@@ -209,19 +212,19 @@ def test_every_relative_link_in_the_docs_leads_somewhere(document):
             assert anchor in anchors(linked.read_text()), f"{document.name}: {target}"
 
 
-def test_the_readme_documents_every_environment_variable_the_code_reads():
+def test_the_readme_documents_every_environment_variable_the_code_reads() -> None:
     code = "\n".join(p.read_text() for p in (ROOT / "reconciler").rglob("*.py"))
     read = set(re.findall(r'"(RECONCILER_[A-Z_]+)"', code))
     section = (ROOT / "README.md").read_text().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
     assert read and {f"`{name}`" for name in read} <= set(re.findall(r"`RECONCILER_[A-Z_]+`", section))
 
 
-def test_no_example_pins_a_release_tag_that_was_never_published():
+def test_no_example_pins_a_release_tag_that_was_never_published() -> None:
     texts = [p.read_text() for p in [ROOT / "README.md", *EXAMPLES.rglob("*.y*ml")]]
     assert not any(re.search(r"@v0\.1\.0|rev: v0\.1\.0", text) for text in texts)
 
 
-def test_bash_completion_offers_the_commands():
+def test_bash_completion_offers_the_commands() -> None:
     env = {
         **os.environ,
         "_RECONCILER_COMPLETE": "bash_complete",

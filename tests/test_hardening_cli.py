@@ -6,10 +6,13 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
+from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.fixtures.sandbox import cli_env
 from tests.reconcile_helpers import wait_until
 
@@ -17,12 +20,12 @@ OWNER = "tests/hardening"
 
 
 @pytest.fixture(autouse=True)
-def _owner(monkeypatch):
+def _owner(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECONCILER_OWNER", OWNER)
 
 
 @pytest.fixture
-def local(make_repo, sandbox):
+def local(make_repo: MakeRepo, sandbox: Sandbox) -> UserRepo:
     repo = make_repo()
     repo.write_provider("local", base_url=sandbox.base_url)
     return repo
@@ -32,7 +35,9 @@ def local(make_repo, sandbox):
 
 
 @pytest.mark.parametrize("status", ["file_upload_failed", "batch_start_failed"])
-def test_a_portkey_start_failure_is_retried_by_batch_failed(local, sandbox, run_cli, status):
+def test_a_portkey_start_failure_is_retried_by_batch_failed(
+    local: UserRepo, sandbox: Sandbox, run_cli: RunCli, status: str
+) -> None:
     sandbox.configure(start_failure=status)
     local.write_job(
         "nightly-eval",
@@ -55,7 +60,7 @@ def test_a_portkey_start_failure_is_retried_by_batch_failed(local, sandbox, run_
 # 17. --------------------------------------------------- the sandbox's Retry-After
 
 
-def test_the_sandbox_sends_whole_seconds_in_retry_after_and_the_precise_wait_in_ms(sandbox):
+def test_the_sandbox_sends_whole_seconds_in_retry_after_and_the_precise_wait_in_ms(sandbox: Sandbox) -> None:
     sandbox.configure(fault_rate=1.0, retry_after_seconds=0.05)
     statuses = set()
     with httpx.Client(base_url=sandbox.base_url) as http:
@@ -71,7 +76,7 @@ def test_the_sandbox_sends_whole_seconds_in_retry_after_and_the_precise_wait_in_
 # 18. -------------------------------------------------------- nothing to approve
 
 
-def test_apply_off_a_terminal_with_nothing_to_do_exits_0(local, run_cli):
+def test_apply_off_a_terminal_with_nothing_to_do_exits_0(local: UserRepo, run_cli: RunCli) -> None:
     local.write_job("nightly-eval", provider="local")
     assert run_cli("apply", "--auto-approve", *local.args()).exit_code == 0
     result = run_cli("apply", *local.args())  # stdin is not a terminal under pytest
@@ -79,7 +84,9 @@ def test_apply_off_a_terminal_with_nothing_to_do_exits_0(local, run_cli):
     assert "No changes" in result.stdout and result.stderr == ""
 
 
-def test_apply_off_a_terminal_with_changes_still_refuses(local, sandbox, run_cli):
+def test_apply_off_a_terminal_with_changes_still_refuses(
+    local: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     local.write_job("nightly-eval", provider="local")
     result = run_cli("apply", *local.args())
     assert result.exit_code == 1
@@ -92,7 +99,9 @@ def test_apply_off_a_terminal_with_changes_still_refuses(local, sandbox, run_cli
 # 20. ---------------------------------------------------------------- the rest
 
 
-def test_status_on_a_damaged_state_is_one_line_and_exit_1_as_documented(user_repo, run_cli):
+def test_status_on_a_damaged_state_is_one_line_and_exit_1_as_documented(
+    user_repo: UserRepo, run_cli: RunCli
+) -> None:
     user_repo.state.parent.mkdir(parents=True)
     user_repo.state.write_text("{not json")
     result = run_cli("status", *user_repo.args())
@@ -101,20 +110,22 @@ def test_status_on_a_damaged_state_is_one_line_and_exit_1_as_documented(user_rep
     assert line.startswith("error: ") and "Traceback" not in result.stderr
 
 
-def test_plan_json_with_format_markdown_is_refused_not_silently_json(user_repo, run_cli):
+def test_plan_json_with_format_markdown_is_refused_not_silently_json(
+    user_repo: UserRepo, run_cli: RunCli
+) -> None:
     result = run_cli("plan", "--json", "--format", "markdown", *user_repo.args())
     assert result.exit_code == 1 and result.stdout == ""
     assert "--json and --format markdown ask for two formats" in result.stderr
 
 
-def test_sandbox_help_offers_no_specs_or_state(run_cli):
+def test_sandbox_help_offers_no_specs_or_state(run_cli: RunCli) -> None:
     result = run_cli("sandbox", "--help")
     assert result.exit_code == 0
     assert "--repo" in result.stdout and "--specs" not in result.stdout and "--state" not in result.stdout
     assert "--start-failure [file_upload_failed|batch_start_failed]" in result.stdout
 
 
-def test_the_applied_line_counts_adopt_and_forget(local, run_cli, tmp_path):
+def test_the_applied_line_counts_adopt_and_forget(local: UserRepo, run_cli: RunCli, tmp_path: Path) -> None:
     local.write_job("nightly-eval", provider="local")
     local.write_job("second", provider="local")
     assert run_cli("apply", "--auto-approve", *local.args()).exit_code == 0
@@ -126,7 +137,7 @@ def test_the_applied_line_counts_adopt_and_forget(local, run_cli, tmp_path):
     assert "1 cancelled" in removed.stdout or "1 forgotten" in removed.stdout, removed.stdout
 
 
-def test_sighup_is_logged_and_the_daemon_keeps_running(local, tmp_path):
+def test_sighup_is_logged_and_the_daemon_keeps_running(local: UserRepo, tmp_path: Path) -> None:
     local.write_job("nightly-eval", provider="local")
     log_path = tmp_path / "daemon.log"
     command = [sys.executable, "-m", "reconciler", "reconcile", "--watch", "--interval", "0.2", *local.args()]

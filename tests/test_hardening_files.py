@@ -21,13 +21,15 @@ from reconciler.api.client import ProviderApi
 from reconciler.api.transport import Transport
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import InputChangedError
+from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import MakeRepo, RunCli
 from tests.hostile_server import HostileServer, hostile_server
 
 OWNER = "tests/hardening"
 
 
 @pytest.fixture(autouse=True)
-def _owner(monkeypatch):
+def _owner(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECONCILER_OWNER", OWNER)
 
 
@@ -44,8 +46,8 @@ def _owner(monkeypatch):
     ],
 )
 def test_validate_refuses_results_that_would_overwrite_what_the_repo_needs(
-    make_repo, run_cli, results, words
-):
+    make_repo: MakeRepo, run_cli: RunCli, results: str, words: str
+) -> None:
     repo = make_repo()
     (repo.root / ".git").mkdir()
     (repo.root / ".git" / "config").write_text("[core]\n")
@@ -59,7 +61,9 @@ def test_validate_refuses_results_that_would_overwrite_what_the_repo_needs(
     assert repo.written() == [".git/config", "reconciler.yaml"]  # nothing written, nothing overwritten
 
 
-def test_validate_refuses_one_results_file_for_two_jobs_naming_both(make_repo, run_cli):
+def test_validate_refuses_one_results_file_for_two_jobs_naming_both(
+    make_repo: MakeRepo, run_cli: RunCli
+) -> None:
     repo = make_repo()
     repo.write_job("first", results="../out/shared.jsonl")
     repo.write_job("second", results="../out/shared.jsonl")
@@ -74,7 +78,7 @@ def test_validate_refuses_one_results_file_for_two_jobs_naming_both(make_repo, r
     ]
 
 
-def test_validate_lists_problems_in_file_and_line_order(make_repo, run_cli):
+def test_validate_lists_problems_in_file_and_line_order(make_repo: MakeRepo, run_cli: RunCli) -> None:
     repo = make_repo()
     repo.write_spec(
         "specs/jobs.yaml",
@@ -101,8 +105,8 @@ def test_validate_lists_problems_in_file_and_line_order(make_repo, run_cli):
 
 
 def test_a_full_disk_while_writing_the_state_is_one_line_and_leaves_the_state_as_it_was(
-    make_repo, sandbox, run_cli
-):
+    make_repo: MakeRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo = make_repo()
     repo.write_provider("local", base_url=sandbox.base_url)
     repo.write_job("nightly-eval", provider="local")
@@ -121,7 +125,9 @@ def test_a_full_disk_while_writing_the_state_is_one_line_and_leaves_the_state_as
     assert sandbox.request_counts().get("POST /v1/batches", 0) == 0  # no create without its intent
 
 
-def test_a_state_folder_that_cannot_be_written_is_one_line_naming_the_lock(make_repo, run_cli):
+def test_a_state_folder_that_cannot_be_written_is_one_line_naming_the_lock(
+    make_repo: MakeRepo, run_cli: RunCli
+) -> None:
     repo = make_repo()
     repo.write_job("nightly-eval")
     state = "/sys/reconciler-hardening/state.json"  # sysfs: not even root may create files here
@@ -146,7 +152,9 @@ def big_input(path: Path, megabytes: int = 24) -> Path:
     return path
 
 
-def test_an_input_appended_to_during_its_upload_is_refused_not_a_traceback(hostile, tmp_path):
+def test_an_input_appended_to_during_its_upload_is_refused_not_a_traceback(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
     path = big_input(tmp_path / "input.jsonl")
     appended = threading.Event()
 
@@ -167,7 +175,9 @@ def test_an_input_appended_to_during_its_upload_is_refused_not_a_traceback(hosti
     assert str(raised.value).startswith(f"{path} changed while it was being uploaded")
 
 
-def test_apply_with_an_input_changing_under_it_keeps_the_intent_pending(hostile, make_repo, run_cli):
+def test_apply_with_an_input_changing_under_it_keeps_the_intent_pending(
+    hostile: HostileServer, make_repo: MakeRepo, run_cli: RunCli
+) -> None:
     repo = make_repo()
     repo.write_provider("odd", base_url=hostile.base_url("scripted"))
     repo.write_input("data/nightly-eval.jsonl", requests=20_000)  # ~2 MB of valid requests
@@ -199,7 +209,9 @@ def test_apply_with_an_input_changing_under_it_keeps_the_intent_pending(hostile,
 # 9. --------------------------------------------------------- the digest cache
 
 
-def test_an_edit_that_keeps_size_and_mtime_is_still_seen(make_repo, sandbox, run_cli):
+def test_an_edit_that_keeps_size_and_mtime_is_still_seen(
+    make_repo: MakeRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo = make_repo()
     repo.write_provider("local", base_url=sandbox.base_url)
     repo.write_job("nightly-eval", provider="local")
@@ -216,7 +228,9 @@ def test_an_edit_that_keeps_size_and_mtime_is_still_seen(make_repo, sandbox, run
     assert "~ replace" in result.stdout or "+ create" in result.stdout
 
 
-def test_refresh_inputs_reads_every_input_again(make_repo, sandbox, run_cli):
+def test_refresh_inputs_reads_every_input_again(
+    make_repo: MakeRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo = make_repo()
     repo.write_provider("local", base_url=sandbox.base_url)
     repo.write_job("nightly-eval", provider="local")
@@ -235,7 +249,9 @@ def test_refresh_inputs_reads_every_input_again(make_repo, sandbox, run_cli):
 # 19. ------------------------------------------------------- the sandbox's data
 
 
-def test_another_state_file_sees_the_same_builtin_sandbox(make_repo, run_cli, tmp_path):
+def test_another_state_file_sees_the_same_builtin_sandbox(
+    make_repo: MakeRepo, run_cli: RunCli, tmp_path: Path
+) -> None:
     repo = make_repo()
     repo.write_job("nightly-eval")
     first = run_cli("apply", "--auto-approve", *repo.args())

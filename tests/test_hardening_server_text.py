@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler.common import ownership
 from reconciler.engine.workspace import prepare
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.hostile_server import BATCH, HostileServer, hostile_server
 from tests.test_reliability_secrets import HEADERS, KEY, PORTKEY, files_with_secrets, leaks
 
@@ -29,7 +31,7 @@ def hostile() -> Iterator[HostileServer]:
 
 
 @pytest.fixture
-def repo(make_repo, hostile, monkeypatch):
+def repo(make_repo: MakeRepo, hostile: HostileServer, monkeypatch: pytest.MonkeyPatch) -> UserRepo:
     monkeypatch.setenv("RECONCILER_OWNER", OWNER)
     monkeypatch.setenv("RECON_TEST_KEY", KEY)
     monkeypatch.setenv("RECON_TEST_PORTKEY", PORTKEY)
@@ -56,8 +58,8 @@ def listing(*batches: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_batch_whose_errors_echo_the_key_leaves_it_in_no_file_and_no_output(
-    repo, hostile, run_cli, tmp_path
-):
+    repo: UserRepo, hostile: HostileServer, run_cli: RunCli, tmp_path: Path
+) -> None:
     errors = {"object": "list", "data": [{"code": "auth", "message": m, "line": 1} for m in ECHOES]}
     hostile.script("/batches", listing(our_batch(repo, status="failed", errors=errors)))
     results = [run_cli(*command, *repo.args()) for command in (("reconcile",), ("reconcile",), ("status",))]
@@ -74,14 +76,18 @@ def test_a_batch_whose_errors_echo_the_key_leaves_it_in_no_file_and_no_output(
 
 
 @pytest.mark.parametrize("echo", ECHOES, ids=["whole", "tail-masked", "upper-cased", "middle-piece"])
-def test_a_401_echoing_a_piece_of_the_key_in_any_case_is_scrubbed(repo, hostile, run_cli, echo):
+def test_a_401_echoing_a_piece_of_the_key_in_any_case_is_scrubbed(
+    repo: UserRepo, hostile: HostileServer, run_cli: RunCli, echo: str
+) -> None:
     hostile.script("/batches", {"error": {"message": f"Incorrect API key provided: {echo}"}}, status=401)
     result = run_cli("plan", *repo.args())
     assert result.exit_code == 1 and "HTTP 401: Incorrect API key provided: " in result.stderr
     assert leaks(result.stderr) == leaks(result.stderr.lower()) == [], result.stderr
 
 
-def test_a_status_with_a_line_break_cannot_forge_a_line_and_escapes_reach_no_terminal(repo, hostile, run_cli):
+def test_a_status_with_a_line_break_cannot_forge_a_line_and_escapes_reach_no_terminal(
+    repo: UserRepo, hostile: HostileServer, run_cli: RunCli
+) -> None:
     forged = "in_progress\n+ create   nightly-eval"
     osc = "\x1b]0;pwned\x07\x1b[2J done \u202egnp.exe"
     errors = {"data": [{"code": "x\ny", "message": osc}]}
@@ -96,7 +102,7 @@ def test_a_status_with_a_line_break_cannot_forge_a_line_and_escapes_reach_no_ter
     assert "\\x1b]0;pwned\\x07" in results[1].stdout
 
 
-ODD_FOREIGN = [
+ODD_FOREIGN: list[dict[str, Any]] = [
     BATCH | {"id": "batch_n", "metadata": {"n": 5}},
     BATCH | {"id": "batch_null", "metadata": {"note": None}},
     BATCH | {"id": "batch_frac", "created_at": 1_700_000_000.5},
@@ -104,7 +110,9 @@ ODD_FOREIGN = [
 ]
 
 
-def test_foreign_batches_with_loose_fields_are_read_not_refused(repo, hostile, run_cli):
+def test_foreign_batches_with_loose_fields_are_read_not_refused(
+    repo: UserRepo, hostile: HostileServer, run_cli: RunCli
+) -> None:
     hostile.script("/batches", listing(*ODD_FOREIGN))
     result = run_cli("plan", *repo.args())
     assert result.exit_code == 0, result.stderr
@@ -112,7 +120,9 @@ def test_foreign_batches_with_loose_fields_are_read_not_refused(repo, hostile, r
     assert "+ create" in result.stdout
 
 
-def test_a_malformed_foreign_batch_is_skipped_with_a_warning(repo, hostile, run_cli):
+def test_a_malformed_foreign_batch_is_skipped_with_a_warning(
+    repo: UserRepo, hostile: HostileServer, run_cli: RunCli
+) -> None:
     broken = BATCH | {"id": "batch_words", "request_counts": {"total": "many"}, "metadata": {"team": "x"}}
     hostile.script("/batches", listing(*ODD_FOREIGN, broken))
     result = run_cli("plan", *repo.args())
@@ -122,7 +132,9 @@ def test_a_malformed_foreign_batch_is_skipped_with_a_warning(repo, hostile, run_
     assert "(request_counts.total) batch_words" in warning
 
 
-def test_a_malformed_batch_of_ours_is_still_an_error_naming_its_id(repo, hostile, run_cli):
+def test_a_malformed_batch_of_ours_is_still_an_error_naming_its_id(
+    repo: UserRepo, hostile: HostileServer, run_cli: RunCli
+) -> None:
     hostile.script("/batches", listing(*ODD_FOREIGN, our_batch(repo, request_counts={"total": "many"})))
     result = run_cli("plan", *repo.args())
     assert result.exit_code == 1

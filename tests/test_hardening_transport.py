@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,11 +21,15 @@ from reconciler.api.backoff import Backoff
 from reconciler.api.client import ProviderApi
 from reconciler.api.transport import Transport
 from reconciler.common.errors import ApiConnectionError, ApiStatusError
+from tests.fixtures.repo import MakeRepo, RunCli
 from tests.fixtures.sandbox import cli_env
 from tests.hostile_server import HostileServer, hostile_server
 
 ATTEMPTS = 3
 MIB = 1 << 20
+
+# A client of one of the hostile server's behaviours, with transport settings as keywords.
+ClientFor = Callable[..., tuple[ProviderApi, list[float]]]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +39,7 @@ def hostile() -> Iterator[HostileServer]:
 
 
 @pytest.fixture
-def client_for(hostile: HostileServer) -> Iterator[Callable[..., tuple[ProviderApi, list[float]]]]:
+def client_for(hostile: HostileServer) -> Iterator[ClientFor]:
     opened: list[httpx.Client] = []
 
     def make(behaviour: str, **transport: object) -> tuple[ProviderApi, list[float]]:
@@ -58,7 +64,9 @@ def one_line(error: BaseException) -> str:
 # 3. ----------------------------------------------------------------- deadlines
 
 
-def test_a_server_dripping_a_byte_at_a_time_is_cut_off_at_the_request_deadline(hostile, client_for):
+def test_a_server_dripping_a_byte_at_a_time_is_cut_off_at_the_request_deadline(
+    hostile: HostileServer, client_for: ClientFor
+) -> None:
     """Each byte arrives well within the read timeout, so only an overall deadline ends it."""
     hostile.drip_every(0.1)
     client, _ = client_for("drip", deadline=1.0)
@@ -73,7 +81,9 @@ def test_a_server_dripping_a_byte_at_a_time_is_cut_off_at_the_request_deadline(h
     assert hostile.sent["drip"] - before_bytes < 100  # far from the 100,000 promised
 
 
-def test_reconcile_timeout_bounds_the_whole_command_against_a_dripping_server(hostile, make_repo, tmp_path):
+def test_reconcile_timeout_bounds_the_whole_command_against_a_dripping_server(
+    hostile: HostileServer, make_repo: MakeRepo, tmp_path: Path
+) -> None:
     hostile.drip_every(0.2)
     repo = make_repo()
     repo.write_provider("slow", base_url=hostile.base_url("drip"))
@@ -93,7 +103,9 @@ def test_reconcile_timeout_bounds_the_whole_command_against_a_dripping_server(ho
 
 
 @pytest.mark.parametrize("behaviour", ["flood", "flood-declared"])
-def test_a_list_page_past_the_size_cap_is_refused_without_reading_it_all(hostile, client_for, behaviour):
+def test_a_list_page_past_the_size_cap_is_refused_without_reading_it_all(
+    hostile: HostileServer, client_for: ClientFor, behaviour: str
+) -> None:
     client, _ = client_for(behaviour, max_json_bytes=MIB)
     before = hostile.sent[behaviour]
     with pytest.raises(ApiConnectionError) as raised:
@@ -104,7 +116,9 @@ def test_a_list_page_past_the_size_cap_is_refused_without_reading_it_all(hostile
     assert hostile.sent[behaviour] - before < 16 * MIB  # the cap plus what socket buffers hold
 
 
-def test_plan_against_a_flooding_server_stays_small_in_memory(hostile, make_repo):
+def test_plan_against_a_flooding_server_stays_small_in_memory(
+    hostile: HostileServer, make_repo: MakeRepo
+) -> None:
     """The issue's 500 MB page took `plan` to 1.58 GB; now it stops at the 32 MiB cap."""
     repo = make_repo()
     repo.write_provider("flood", base_url=hostile.base_url("flood"))
@@ -132,7 +146,7 @@ def test_plan_against_a_flooding_server_stays_small_in_memory(hostile, make_repo
     assert peak_kib < 200 * 1024, f"peak RSS {peak_kib} KiB"
 
 
-def test_an_error_body_is_read_only_up_to_its_cap(hostile, client_for):
+def test_an_error_body_is_read_only_up_to_its_cap(hostile: HostileServer, client_for: ClientFor) -> None:
     hostile.script("/batches/huge-error", b"<html>" + b"x" * (4 * MIB), status=400)
     client, _ = client_for("scripted")
     with pytest.raises(ApiStatusError) as raised:
@@ -145,7 +159,9 @@ def test_an_error_body_is_read_only_up_to_its_cap(hostile, client_for):
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
-def test_a_redirect_is_an_error_naming_its_status_and_the_origin_it_pointed_to(hostile, client_for, status):
+def test_a_redirect_is_an_error_naming_its_status_and_the_origin_it_pointed_to(
+    hostile: HostileServer, client_for: ClientFor, status: int
+) -> None:
     listing = {"object": "list", "data": [], "has_more": False}  # a 302 with a JSON body was accepted
     hostile.script(
         "/batches", listing, status=status, headers={"location": "https://evil.example:8443/steal?key=1"}
@@ -173,7 +189,9 @@ def test_a_redirect_is_an_error_naming_its_status_and_the_origin_it_pointed_to(h
         ({"error": {"message": "no such batch", "code": "not_found"}}, "HTTP 400: no such batch"),
     ],
 )
-def test_an_error_body_in_any_provider_shape_gives_its_message(hostile, client_for, body, words):
+def test_an_error_body_in_any_provider_shape_gives_its_message(
+    hostile: HostileServer, client_for: ClientFor, body: dict[str, Any], words: str
+) -> None:
     hostile.script("/batches/odd-error", body, status=400)
     client, _ = client_for("scripted")
     with pytest.raises(ApiStatusError) as raised:
@@ -182,7 +200,9 @@ def test_an_error_body_in_any_provider_shape_gives_its_message(hostile, client_f
 
 
 @pytest.mark.parametrize("status", [520, 521, 522, 523, 524])
-def test_a_proxy_status_in_the_520s_is_retried_like_a_502(hostile, client_for, status):
+def test_a_proxy_status_in_the_520s_is_retried_like_a_502(
+    hostile: HostileServer, client_for: ClientFor, status: int
+) -> None:
     hostile.script("/batches/proxied", {"error": {"message": "origin unreachable"}}, status=status)
     client, _ = client_for("scripted")
     before = hostile.requests["scripted"]
@@ -191,7 +211,7 @@ def test_a_proxy_status_in_the_520s_is_retried_like_a_502(hostile, client_for, s
     assert hostile.requests["scripted"] - before == ATTEMPTS
 
 
-def test_retry_after_ms_is_preferred_to_retry_after(hostile, client_for):
+def test_retry_after_ms_is_preferred_to_retry_after(hostile: HostileServer, client_for: ClientFor) -> None:
     headers = {"retry-after-ms": "1500", "retry-after": "2"}
     hostile.script("/batches/busy", {"error": {"message": "slow down"}}, status=429, headers=headers)
     client, slept = client_for("scripted")
@@ -200,7 +220,9 @@ def test_retry_after_ms_is_preferred_to_retry_after(hostile, client_for):
     assert slept == [1.5] * (ATTEMPTS - 1)
 
 
-def test_a_refused_connection_names_the_base_url(make_repo, run_cli, monkeypatch):
+def test_a_refused_connection_names_the_base_url(
+    make_repo: MakeRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RECONCILER_OWNER", "tests/hardening")
     repo = make_repo()
     repo.write_provider("gone", base_url="http://127.0.0.1:9/v1")

@@ -18,10 +18,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
 
+from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import RunCli, UserRepo
 from tests.reconcile_helpers import OWNER, batches, state_of, wait_until
 
 FULL = os.environ.get("RECONCILER_FULL") == "1"
@@ -34,7 +37,7 @@ class SlowCreates:
 
     def __init__(self, upstream: str, delay: float, hold: int = 1) -> None:
         self.upstream, self.delay, self.hold = upstream, delay, hold
-        self.creates: list[dict] = []  # bodies of every POST /v1/batches, in order of arrival
+        self.creates: list[dict[str, Any]] = []  # bodies of every POST /v1/batches, in order of arrival
         self.forwarding = threading.Event()  # the held create is on its way to the sandbox
         self.landed = threading.Event()  # the sandbox answered it
         self.lock = threading.Lock()
@@ -103,7 +106,7 @@ class SlowCreates:
 
 
 @pytest.fixture
-def slow(sandbox, monkeypatch) -> Iterator[SlowCreates]:
+def slow(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowCreates]:
     proxy = SlowCreates(sandbox.base_url, SERVER_DELAY)
     monkeypatch.setenv("RECONCILER_SANDBOX_URL", proxy.base_url)
     monkeypatch.setenv("RECONCILER_OWNER", OWNER)
@@ -118,7 +121,9 @@ def attempts(proxy: SlowCreates) -> Counter[str]:
 
 
 @pytest.mark.timeout(600)
-def test_a_create_slower_than_the_client_timeout_becomes_one_batch(user_repo, sandbox, slow, run_cli):
+def test_a_create_slower_than_the_client_timeout_becomes_one_batch(
+    user_repo: UserRepo, sandbox: Sandbox, slow: SlowCreates, run_cli: RunCli
+) -> None:
     first = run_cli("reconcile", *user_repo.args())
     assert first.exit_code == 1 and "outcome unknown" in first.stderr and first.stderr.count("\n") == 1
     (intent,) = state_of(user_repo.root)["jobs"]["nightly-eval"]["pending"]
@@ -150,8 +155,8 @@ def test_a_create_slower_than_the_client_timeout_becomes_one_batch(user_repo, sa
 
 
 def test_after_the_quarantine_the_same_attempt_is_sent_again_and_a_late_arrival_is_deduped(
-    user_repo, sandbox, slow, run_cli, monkeypatch
-):
+    user_repo: UserRepo, sandbox: Sandbox, slow: SlowCreates, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RECONCILER_CREATE_QUARANTINE", "0.5")
     sandbox.configure(validation_seconds=600)  # both stay running: the late one must be cancelled
     first = run_cli("reconcile", *user_repo.args())

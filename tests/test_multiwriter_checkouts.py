@@ -15,7 +15,10 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
+from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import MakeRepo
 from tests.fixtures.sandbox import cli_env
 from tests.reconcile_helpers import batches
 
@@ -24,26 +27,28 @@ TRIALS = 20 if FULL else 6
 JOBS = 4
 
 
-def clone(source, target, remote):
+def clone(source: Path, target: Path, remote: str) -> None:
     shutil.copytree(source, target)
     subprocess.run(["git", "init", "-q", str(target)], check=True)
     subprocess.run(["git", "-C", str(target), "remote", "add", "origin", remote], check=True)
 
 
-def start(root, sandbox, lock_timeout):
+def start(root: Path, sandbox: Sandbox, lock_timeout: str) -> subprocess.Popen[str]:
     env = cli_env() | {"RECONCILER_SANDBOX_URL": sandbox.base_url, "RECONCILER_LOCK_TIMEOUT": lock_timeout}
     command = [sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--repo", str(root)]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def units(sandbox):
+def units(sandbox: Sandbox) -> Counter[tuple[str, str, str]]:
     return Counter(
         (b.metadata["reconciler_job"], b.metadata["reconciler_generation"], b.metadata["reconciler_part"])
         for b in batches(sandbox)
     )
 
 
-def test_two_checkouts_of_one_repo_applying_at_once_never_duplicate(make_repo, sandbox, tmp_path):
+def test_two_checkouts_of_one_repo_applying_at_once_never_duplicate(
+    make_repo: MakeRepo, sandbox: Sandbox, tmp_path: Path
+) -> None:
     sandbox.configure(latency_seconds=0.05)  # an apply takes long enough for the other to collide
     seed = make_repo("seed")
     one, two = tmp_path / "checkout-https", tmp_path / "checkout-ssh"

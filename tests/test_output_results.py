@@ -6,10 +6,13 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 
+from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.reconcile_helpers import mutating, state_of, use_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,12 +22,12 @@ DOWNLOAD = "GET /v1/files/{id}/content"
 
 
 @pytest.fixture
-def repo(make_repo, sandbox, monkeypatch):
+def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> UserRepo:
     use_sandbox(monkeypatch, sandbox)
     return make_repo()
 
 
-def finished_job(run_cli, repo, **spec) -> None:
+def finished_job(run_cli: RunCli, repo: UserRepo, **spec: Any) -> None:
     repo.write_job("nightly-eval", requests=5, results=f"../{RESULTS}", **spec)
     done = run_cli("reconcile", "--wait", "--timeout", "60", *repo.args())
     assert done.exit_code == 0, done.stdout + done.stderr
@@ -34,7 +37,9 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_output_json_matches_its_schema_and_names_batches_files_results_and_usage(repo, run_cli):
+def test_output_json_matches_its_schema_and_names_batches_files_results_and_usage(
+    repo: UserRepo, run_cli: RunCli
+) -> None:
     finished_job(run_cli, repo, split={"max_requests": 3})
     result = run_cli("output", "--json", *repo.args())
     assert result.exit_code == 0, result.stderr
@@ -56,7 +61,7 @@ def test_output_json_matches_its_schema_and_names_batches_files_results_and_usag
     assert job["usage"]["input_tokens"] == prompt > 0
 
 
-def test_output_text_shows_results_and_files_per_batch(repo, run_cli):
+def test_output_text_shows_results_and_files_per_batch(repo: UserRepo, run_cli: RunCli) -> None:
     finished_job(run_cli, repo)
     batch = state_of(repo.root)["jobs"]["nightly-eval"]["batches"][0]
     result = run_cli("output", "nightly-eval", *repo.args())
@@ -65,13 +70,15 @@ def test_output_text_shows_results_and_files_per_batch(repo, run_cli):
     assert f"output {batch['output_file_id']}" in result.stdout and "tokens" in result.stdout
 
 
-def test_output_of_an_unknown_job_is_one_line(repo, run_cli):
+def test_output_of_an_unknown_job_is_one_line(repo: UserRepo, run_cli: RunCli) -> None:
     finished_job(run_cli, repo)
     result = run_cli("output", "nope", *repo.args())
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "'nope'" in result.stderr
 
 
-def test_download_writes_the_same_results_anywhere_and_changes_no_state(repo, sandbox, run_cli, tmp_path):
+def test_download_writes_the_same_results_anywhere_and_changes_no_state(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, tmp_path: Path
+) -> None:
     finished_job(run_cli, repo, split={"max_requests": 2})
     state_before = repo.state.read_bytes()
     sandbox.reset_counts()
@@ -83,7 +90,9 @@ def test_download_writes_the_same_results_anywhere_and_changes_no_state(repo, sa
     assert mutating(counts) == {} and counts[DOWNLOAD] == 3  # one output file per part
 
 
-def test_download_after_cleanup_deleted_the_files_says_so_in_one_line(repo, sandbox, run_cli, tmp_path):
+def test_download_after_cleanup_deleted_the_files_says_so_in_one_line(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, tmp_path: Path
+) -> None:
     finished_job(run_cli, repo, cleanup={"output_files": True})
     sandbox.reset_counts()
     result = run_cli("output", "nightly-eval", "--download", str(tmp_path / "out"), *repo.args())
@@ -91,12 +100,14 @@ def test_download_after_cleanup_deleted_the_files_says_so_in_one_line(repo, sand
     assert "Traceback" not in result.stderr and sandbox.request_counts().get(DOWNLOAD) is None
 
 
-def test_results_path_in_the_state_is_relative_to_the_repo(repo, run_cli):
+def test_results_path_in_the_state_is_relative_to_the_repo(repo: UserRepo, run_cli: RunCli) -> None:
     finished_job(run_cli, repo)
     assert state_of(repo.root)["jobs"]["nightly-eval"]["results"]["path"] == RESULTS
 
 
-def test_a_deleted_results_file_is_planned_then_written_again_from_kept_copies(repo, sandbox, run_cli):
+def test_a_deleted_results_file_is_planned_then_written_again_from_kept_copies(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     finished_job(run_cli, repo)
     written = sha256(repo.root / RESULTS)
     (repo.root / RESULTS).unlink()
@@ -108,7 +119,9 @@ def test_a_deleted_results_file_is_planned_then_written_again_from_kept_copies(r
     assert sandbox.request_counts().get(DOWNLOAD) is None  # the work folder still had the files
 
 
-def test_an_edited_results_file_is_downloaded_and_written_again(repo, sandbox, run_cli):
+def test_an_edited_results_file_is_downloaded_and_written_again(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     finished_job(run_cli, repo)
     written = sha256(repo.root / RESULTS)
     (repo.root / RESULTS).write_text("edited\n")
@@ -119,7 +132,9 @@ def test_an_edited_results_file_is_downloaded_and_written_again(repo, sandbox, r
     assert sandbox.request_counts()[DOWNLOAD] == 1 and mutating(sandbox.request_counts()) == {}
 
 
-def test_results_whose_files_were_cleaned_up_are_reported_lost_once(repo, sandbox, run_cli):
+def test_results_whose_files_were_cleaned_up_are_reported_lost_once(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     finished_job(run_cli, repo, cleanup={"output_files": True})
     (repo.root / RESULTS).unlink()
     shutil.rmtree(repo.root / ".reconciler" / "work")
@@ -141,7 +156,9 @@ def test_results_whose_files_were_cleaned_up_are_reported_lost_once(repo, sandbo
     assert "deleted by cleanup" in results["generation"]["results"]["lost"]
 
 
-def test_an_absolute_results_path_from_an_older_state_is_read_and_made_relative(repo, sandbox, run_cli):
+def test_an_absolute_results_path_from_an_older_state_is_read_and_made_relative(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     finished_job(run_cli, repo)
     written = (repo.root / RESULTS).stat().st_mtime_ns
     state = json.loads(repo.state.read_text())
@@ -152,7 +169,9 @@ def test_an_absolute_results_path_from_an_older_state_is_read_and_made_relative(
     assert (repo.root / RESULTS).stat().st_mtime_ns == written  # not written again
 
 
-def test_a_state_committed_from_another_machine_gets_its_results_written_here(repo, run_cli):
+def test_a_state_committed_from_another_machine_gets_its_results_written_here(
+    repo: UserRepo, run_cli: RunCli
+) -> None:
     finished_job(run_cli, repo)
     written = sha256(repo.root / RESULTS)
     state = json.loads(repo.state.read_text())

@@ -7,6 +7,7 @@ different id would double every generation.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,7 @@ SAME_REPO = [
 
 
 @pytest.mark.parametrize("url", SAME_REPO)
-def test_every_form_of_one_remote_gives_one_owner_id(url):
+def test_every_form_of_one_remote_gives_one_owner_id(url: str) -> None:
     assert normalise_remote(url) == "github.com/acme/evals"
 
 
@@ -61,7 +62,7 @@ def test_every_form_of_one_remote_gives_one_owner_id(url):
         ("git@[2001:db8::1]:acme/evals.git", "2001:db8::1/acme/evals"),
     ],
 )
-def test_ports_users_and_ipv6_brackets_do_not_split_an_owner(url, owner):
+def test_ports_users_and_ipv6_brackets_do_not_split_an_owner(url: str, owner: str) -> None:
     assert normalise_remote(url) == owner
 
 
@@ -80,11 +81,13 @@ def test_ports_users_and_ipv6_brackets_do_not_split_an_owner(url, owner):
         "git@github.com:",
     ],
 )
-def test_local_paths_and_empty_remotes_are_not_owners(url):
+def test_local_paths_and_empty_remotes_are_not_owners(url: str) -> None:
     assert normalise_remote(url) is None
 
 
-def test_two_clones_over_different_transports_resolve_to_the_same_owner(tmp_path, monkeypatch):
+def test_two_clones_over_different_transports_resolve_to_the_same_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("RECONCILER_OWNER", raising=False)
     owners = []
     for name, remote in (

@@ -200,7 +200,9 @@ def test_no_retry_once_a_part_has_had_max_attempts_batches() -> None:
     assert only(plan.changes).action is Action.NOOP
 
 
-def scheduled(policy: str = "forbid", deadline: int | None = None, now: str = "2026-12-01T02:00:05") -> dict:
+def scheduled(
+    policy: str = "forbid", deadline: int | None = None, now: str = "2026-12-01T02:00:05"
+) -> dict[str, DesiredJob]:
     from datetime import UTC, datetime
 
     from reconciler.plans.changes import Slot
@@ -227,7 +229,9 @@ def run_batch(batch_id: str, run: str, status: str, **extra: str) -> LiveBatch:
     ("policy", "action", "cancel"),
     [("forbid", Action.NOOP, ()), ("replace", Action.REPLACE, ("b1",)), ("allow", Action.CREATE, ())],
 )
-def test_a_due_slot_while_the_last_run_runs_follows_the_concurrency_policy(policy, action, cancel):
+def test_a_due_slot_while_the_last_run_runs_follows_the_concurrency_policy(
+    policy: str, action: Action, cancel: tuple[str, ...]
+) -> None:
     running = [run_batch("b1", "2026-12-01T01:00:00Z", "in_progress")]
     change = only(make_plan(scheduled(policy), state(eval=recorded("g2", "b1")), running).changes)
     assert (change.action, change.cancel) == (action, cancel)
@@ -236,23 +240,23 @@ def test_a_due_slot_while_the_last_run_runs_follows_the_concurrency_policy(polic
         assert change.run == "2026-12-01T02:00:00Z"
 
 
-def test_a_slot_missed_past_its_deadline_is_a_noop_that_says_so():
+def test_a_slot_missed_past_its_deadline_is_a_noop_that_says_so() -> None:
     change = only(make_plan(scheduled(deadline=60, now="2026-12-01T02:30:00"), state(), []).changes)
     assert change.action is Action.NOOP and "skipped: missed by 30m (starting_deadline 1m)" in change.reason
 
 
-def test_a_slot_whose_run_is_live_is_not_created_again():
+def test_a_slot_whose_run_is_live_is_not_created_again() -> None:
     done = [run_batch("b2", "2026-12-01T02:00:00Z", "completed")]
     change = only(make_plan(scheduled(), state(eval=recorded("g2", "b2")), done).changes)
     assert change.action is Action.NOOP and change.next_run is not None
 
 
-def test_an_orphan_policy_in_the_metadata_outlives_the_state():
+def test_an_orphan_policy_in_the_metadata_outlives_the_state() -> None:
     orphan = run_batch("b1", "default", "in_progress", **{ownership.KEY_DELETION_POLICY: "orphan"})
     change = only(make_plan({}, state(), [orphan], allow_empty=True).changes)
     assert change.action is Action.NOOP and change.cancel == ()
 
 
-def test_a_batch_with_no_policy_and_no_record_is_left_running_and_flagged():
+def test_a_batch_with_no_policy_and_no_record_is_left_running_and_flagged() -> None:
     change = only(make_plan({}, state(), [live("b1", "eval", "g1", "in_progress")], allow_empty=True).changes)
     assert change.action is Action.NOOP and change.attention and "left running" in change.reason

@@ -16,7 +16,11 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
+from reconciler.sandbox import Sandbox
+from tests.fixtures.postgres import StateDb
+from tests.fixtures.repo import MakeRepo, UserRepo
 from tests.fixtures.sandbox import cli_env
 from tests.reconcile_helpers import batches
 
@@ -27,7 +31,7 @@ OWNER = "tests/shared-state"
 FAULTS = {"fault_rate": 0.3, "lost_response_rate": 0.3, "retry_after_seconds": 0.01}
 
 
-def run(root, sandbox, state_db, *args):
+def run(root: Path, sandbox: Sandbox, state_db: StateDb, *args: str) -> subprocess.Popen[str]:
     env = cli_env() | {
         "RECONCILER_SANDBOX_URL": sandbox.base_url,
         "RECONCILER_OWNER": OWNER,
@@ -38,7 +42,7 @@ def run(root, sandbox, state_db, *args):
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def units(sandbox):
+def units(sandbox: Sandbox) -> Counter[tuple[str, str, str]]:
     """Counted with the faults off for the look (the SDK would meet them too), then back on."""
     faults = {knob: getattr(sandbox.config, knob) for knob in ("fault_rate", "lost_response_rate")}
     sandbox.configure(fault_rate=0.0, lost_response_rate=0.0)
@@ -48,14 +52,14 @@ def units(sandbox):
         sandbox.configure(**faults)
 
 
-def _units(sandbox):
+def _units(sandbox: Sandbox) -> Counter[tuple[str, str, str]]:
     return Counter(
         (b.metadata["reconciler_job"], b.metadata["reconciler_generation"], b.metadata["reconciler_part"])
         for b in batches(sandbox)
     )
 
 
-def write_jobs(seed, roots, trial):
+def write_jobs(seed: UserRepo, roots: list[Path], trial: int) -> None:
     for root in roots:
         for index in range(JOBS):
             seed.write_input(root / "data" / f"job-{index}.jsonl", requests=2 + (trial if index % 2 else 0))
@@ -67,8 +71,8 @@ def write_jobs(seed, roots, trial):
 
 
 def test_two_writers_on_one_database_under_faults_never_duplicate_or_lose_an_update(
-    make_repo, sandbox, state_db, tmp_path
-):
+    make_repo: MakeRepo, sandbox: Sandbox, state_db: StateDb, tmp_path: Path
+) -> None:
     seed = make_repo("seed")
     roots = [tmp_path / "machine-a", tmp_path / "machine-b"]
     for root in roots:

@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.reconcile_helpers import batches, mutating, sdk, state_of, use_sandbox, wait_until
 
 CREATES = "POST /v1/batches"
@@ -15,17 +17,24 @@ CANCELS = "POST /v1/batches/{id}/cancel"
 
 
 @pytest.fixture
-def repo(make_repo, sandbox, monkeypatch):
+def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> UserRepo:
     use_sandbox(monkeypatch, sandbox)
     return make_repo()
 
 
-def at(monkeypatch, instant: str) -> None:
+def at(monkeypatch: pytest.MonkeyPatch, instant: str) -> None:
     monkeypatch.setenv("RECONCILER_NOW", instant)
 
 
-def runs(sandbox, job: str = "nightly-eval") -> list[str]:
+def runs(sandbox: Sandbox, job: str = "nightly-eval") -> list[str]:
     return sorted(b.metadata["reconciler_run"] for b in batches(sandbox, job))
+
+
+def completed(sandbox: Sandbox, batch_id: str) -> int:
+    """The batch's answered requests, as the SDK reads them."""
+    counts = sdk(sandbox).batches.retrieve(batch_id).request_counts
+    assert counts is not None, f"{batch_id} came back without request_counts"
+    return counts.completed
 
 
 @pytest.mark.parametrize(
@@ -37,8 +46,15 @@ def runs(sandbox, job: str = "nightly-eval") -> list[str]:
     ],
 )
 def test_a_slot_that_comes_while_the_previous_run_still_runs_follows_the_concurrency_policy(
-    repo, sandbox, run_cli, monkeypatch, policy, creates, cancels, live_runs
-):
+    repo: UserRepo,
+    sandbox: Sandbox,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+    policy: str,
+    creates: int,
+    cancels: int,
+    live_runs: list[str],
+) -> None:
     sandbox.configure(validation_seconds=600)  # the first run is still running at the next slot
     repo.write_job("nightly-eval", schedule="0 * * * *", concurrency_policy=policy)
     at(monkeypatch, "2026-12-01T01:00:10Z")
@@ -60,8 +76,8 @@ def test_a_slot_that_comes_while_the_previous_run_still_runs_follows_the_concurr
 
 
 def test_a_slot_missed_by_more_than_the_starting_deadline_is_skipped_and_the_plan_says_why(
-    repo, sandbox, run_cli, monkeypatch
-):
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo.write_job("nightly-eval", schedule="0 2 * * *", timezone="Europe/Berlin", starting_deadline="2h")
     at(monkeypatch, "2026-12-01T02:30:00+01:00")
     due = run_cli("plan", *repo.args())
@@ -87,7 +103,9 @@ def test_a_slot_missed_by_more_than_the_starting_deadline_is_skipped_and_the_pla
     assert runs(sandbox) == ["2026-12-02T01:00:00Z"]
 
 
-def test_changing_spec_run_and_replace_each_start_exactly_one_new_run(repo, sandbox, run_cli, monkeypatch):
+def test_changing_spec_run_and_replace_each_start_exactly_one_new_run(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     at(monkeypatch, "2026-12-01T10:00:00Z")
     spec = repo.write_job("nightly-eval", requests=3)
     assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
@@ -116,12 +134,14 @@ def test_changing_spec_run_and_replace_each_start_exactly_one_new_run(repo, sand
     assert shown.stdout.count("completed") >= 4 and "(current)" in shown.stdout
 
 
-def test_resuming_a_suspended_job_sends_only_the_requests_without_an_answer(repo, sandbox, run_cli):
+def test_resuming_a_suspended_job_sends_only_the_requests_without_an_answer(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     sandbox.configure(requests_per_second=8, validation_seconds=0.05)
     spec = repo.write_job("nightly-eval", requests=40, results="../results/{job}/{run}.jsonl")
     run_cli("apply", "--auto-approve", *repo.args())
     (first,) = batches(sandbox, "nightly-eval")
-    wait_until(lambda: sdk(sandbox).batches.retrieve(first.id).request_counts.completed >= 5)
+    wait_until(lambda: completed(sandbox, first.id) >= 5)
 
     spec.write_text(spec.read_text().replace("spec:\n", "spec:\n  suspend: true\n"))
     assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
@@ -147,7 +167,9 @@ def test_resuming_a_suspended_job_sends_only_the_requests_without_an_answer(repo
     assert state_of(repo.root)["jobs"]["nightly-eval"]["status"] == "completed"
 
 
-def test_an_orphaned_batch_survives_three_applies_and_a_lost_state(repo, sandbox, run_cli):
+def test_an_orphaned_batch_survives_three_applies_and_a_lost_state(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     sandbox.configure(validation_seconds=600)
     spec = repo.write_job("nightly-eval", deletion_policy="orphan")
     repo.write_job("keep")
@@ -173,8 +195,8 @@ def test_an_orphaned_batch_survives_three_applies_and_a_lost_state(repo, sandbox
 
 
 def test_a_batch_of_ours_with_no_spec_no_record_and_no_policy_is_left_running_and_reported(
-    repo, sandbox, run_cli
-):
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     sandbox.configure(validation_seconds=600)
     repo.write_job("keep")
     run_cli("apply", "--auto-approve", *repo.args())
@@ -198,7 +220,9 @@ def test_a_batch_of_ours_with_no_spec_no_record_and_no_policy_is_left_running_an
     assert mutating(sandbox.request_counts()) == {}
 
 
-def test_target_plans_applies_and_shows_only_its_job(repo, sandbox, run_cli):
+def test_target_plans_applies_and_shows_only_its_job(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo.write_job("alpha")
     repo.write_job("beta")
     sandbox.reset_counts()
@@ -216,7 +240,9 @@ def test_target_plans_applies_and_shows_only_its_job(repo, sandbox, run_cli):
     assert unknown.exit_code == 1 and "--target gamma: no job of that name" in unknown.stderr
 
 
-def test_wait_exits_non_zero_naming_a_job_that_expired(repo, sandbox, run_cli):
+def test_wait_exits_non_zero_naming_a_job_that_expired(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     sandbox.configure(expiry_seconds=1.0, requests_per_second=10, validation_seconds=0.05)
     repo.write_job("nightly-eval", requests=40)
     repo.write_job("fine", requests=1)
@@ -227,7 +253,9 @@ def test_wait_exits_non_zero_naming_a_job_that_expired(repo, sandbox, run_cli):
     assert "1 failed" in result.stdout
 
 
-def test_labels_and_batch_metadata_change_no_generation(repo, sandbox, run_cli):
+def test_labels_and_batch_metadata_change_no_generation(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo.write_job("nightly-eval", metadata={"description": "first"}, labels={"team": "a"})
     assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
     (repo.specs / "nightly-eval.yaml").unlink()
@@ -235,12 +263,14 @@ def test_labels_and_batch_metadata_change_no_generation(repo, sandbox, run_cli):
     assert run_cli("plan", "--detailed-exitcode", *repo.args()).exit_code == 0
 
 
-def test_a_replace_lists_what_changed_and_what_the_cancel_throws_away(repo, sandbox, run_cli):
+def test_a_replace_lists_what_changed_and_what_the_cancel_throws_away(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     sandbox.configure(requests_per_second=4)
     repo.write_job("nightly-eval", requests=40, metadata={"description": "first"})
     run_cli("apply", "--auto-approve", *repo.args())
     (first,) = batches(sandbox, "nightly-eval")
-    wait_until(lambda: sdk(sandbox).batches.retrieve(first.id).request_counts.completed >= 2)
+    wait_until(lambda: completed(sandbox, first.id) >= 2)
     (repo.specs / "nightly-eval.yaml").unlink()
     repo.write_input("data/nightly-eval.jsonl", requests=41)
     repo.write_job("nightly-eval", metadata={"description": "second"})

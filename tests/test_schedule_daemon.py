@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +22,7 @@ from tests.reconcile_helpers import batches
 
 OWNER = "tests/schedule"
 SLOT = "2026-12-01T01:00:00Z"
+T = TypeVar("T")
 
 
 def _env(sandbox: Sandbox, now: str) -> dict[str, str]:
@@ -32,7 +34,7 @@ def _env(sandbox: Sandbox, now: str) -> dict[str, str]:
     }
 
 
-def _eventually(condition: Callable[[], object], what: str, timeout: float = 30.0) -> object:
+def _eventually(condition: Callable[[], T], what: str, timeout: float = 30.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -122,5 +124,5 @@ def test_the_daemon_sleeps_until_the_next_slot_and_starts_it(
     assert batches(sandbox) == []
     # Nothing runs and no file changes: only the slot can wake it, about two seconds on.
     found = _eventually(lambda: batches(sandbox, "nightly-eval"), "the slot's batch", timeout=15)
-    assert [b.metadata["reconciler_run"] for b in found] == [SLOT]  # type: ignore[union-attr]
+    assert [b.metadata["reconciler_run"] for b in found] == [SLOT]
     assert sandbox.request_counts().get("POST /v1/batches") == 1

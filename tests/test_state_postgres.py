@@ -10,26 +10,32 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from reconciler.common.errors import StateError
+from reconciler.sandbox import Sandbox
 from reconciler.specs.identity import owner_tag
 from reconciler.state.backend import open_backend
+from tests.fixtures.postgres import StateDb
+from tests.fixtures.repo import RunCli, UserRepo
 from tests.fixtures.sandbox import cli_env
 from tests.reconcile_helpers import OWNER, batches, use_sandbox
 
 
 @pytest.fixture
-def pg_repo(user_repo, sandbox, state_db, monkeypatch):
+def pg_repo(
+    user_repo: UserRepo, sandbox: Sandbox, state_db: StateDb, monkeypatch: pytest.MonkeyPatch
+) -> UserRepo:
     use_sandbox(monkeypatch, sandbox)
     monkeypatch.setenv("RECONCILER_STATE_URL", state_db.url)
     return user_repo
 
 
 def test_apply_keeps_the_state_in_the_database_with_every_serial_as_a_version(
-    pg_repo, sandbox, state_db, run_cli
-):
+    pg_repo: UserRepo, sandbox: Sandbox, state_db: StateDb, run_cli: RunCli
+) -> None:
     applied = run_cli("apply", "--auto-approve", *pg_repo.args())
     assert applied.exit_code == 0, applied.stderr
     assert run_cli("reconcile", *pg_repo.args()).exit_code == 0
@@ -57,7 +63,7 @@ def test_apply_keeps_the_state_in_the_database_with_every_serial_as_a_version(
     assert missing.exit_code == 1 and missing.stderr.count("\n") == 1 and "no serial 999" in missing.stderr
 
 
-def test_a_write_from_a_stale_read_is_refused_and_loses_nothing(state_db, tmp_path):
+def test_a_write_from_a_stale_read_is_refused_and_loses_nothing(state_db: StateDb, tmp_path: Path) -> None:
     with open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as one:
         with open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as two:
             read_by_one, read_by_two = one.read(), two.read()
@@ -72,7 +78,9 @@ def test_a_write_from_a_stale_read_is_refused_and_loses_nothing(state_db, tmp_pa
         assert other_owner.read().serial == 0  # keyed by owner: another repo's state is apart
 
 
-def test_a_second_writer_waits_then_fails_naming_the_holder(pg_repo, sandbox, state_db, run_cli, monkeypatch):
+def test_a_second_writer_waits_then_fails_naming_the_holder(
+    pg_repo: UserRepo, sandbox: Sandbox, state_db: StateDb, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RECONCILER_LOCK_TIMEOUT", "0.3")
     with (
         open_backend(pg_repo.state, state_db.url, owner_tag(OWNER)) as held,
@@ -91,8 +99,8 @@ def test_a_second_writer_waits_then_fails_naming_the_holder(pg_repo, sandbox, st
 
 
 def test_a_password_outside_the_environment_is_refused_before_anything_runs(
-    user_repo, sandbox, state_db, run_cli, monkeypatch
-):
+    user_repo: UserRepo, sandbox: Sandbox, state_db: StateDb, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_sandbox(monkeypatch, sandbox)
     flag = run_cli("apply", "--auto-approve", "--state-url", state_db.url, *user_repo.args())
     (user_repo.root / "reconciler.yaml").write_text(f"state: {state_db.url}\n")
@@ -106,8 +114,13 @@ def test_a_password_outside_the_environment_is_refused_before_anything_runs(
 
 
 def test_credentials_from_the_environment_reach_no_file_output_log_or_row(
-    user_repo, sandbox, state_db, tmp_path, monkeypatch, run_cli
-):
+    user_repo: UserRepo,
+    sandbox: Sandbox,
+    state_db: StateDb,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    run_cli: RunCli,
+) -> None:
     """The password in $RECONCILER_STATE_URL (or $PGPASSWORD with a bare URL in reconciler.yaml)."""
     use_sandbox(monkeypatch, sandbox)
     outputs = []
@@ -153,8 +166,8 @@ def test_credentials_from_the_environment_reach_no_file_output_log_or_row(
 
 
 def test_a_state_file_lists_its_latest_serial_and_backup_and_refuses_older_ones(
-    user_repo, sandbox, run_cli, monkeypatch
-):
+    user_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_sandbox(monkeypatch, sandbox)
     assert run_cli("apply", "--auto-approve", *user_repo.args()).exit_code == 0
     history = json.loads(run_cli("state", "history", "--json", *user_repo.args()).stdout)

@@ -7,27 +7,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pytest
 
+from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.reconcile_helpers import OWNER, mutating, sdk, state_of, use_sandbox
 
 
 @pytest.fixture
-def repo(make_repo, sandbox, monkeypatch):
+def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> UserRepo:
     use_sandbox(monkeypatch, sandbox)
     return make_repo()
 
 
-def v1_generation(definition: dict, input_sha256: str) -> str:
+def v1_generation(definition: dict[str, Any], input_sha256: str) -> str:
     """The version-1 formula, written out: endpoint, window, metadata, provider, split."""
     canonical = json.dumps({"definition": definition, "input": input_sha256}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_back_as_version_2(
-    repo, sandbox, run_cli
-):
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     sandbox.configure(validation_seconds=600)
     repo.write_job("nightly-eval", requests=3, metadata={"team": "evals"})
     data = (repo.data / "nightly-eval.jsonl").read_bytes()

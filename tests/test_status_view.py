@@ -9,12 +9,14 @@ import re
 import pytest
 
 from reconciler.plans.progress import job_progress
+from reconciler.sandbox import Sandbox
 from reconciler.state.model import BatchRecord, JobState
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.reconcile_helpers import batches, state_of, use_sandbox, wait_until
 
 
 @pytest.fixture
-def repo(make_repo, sandbox, monkeypatch):
+def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> UserRepo:
     use_sandbox(monkeypatch, sandbox)
     return make_repo()
 
@@ -24,8 +26,8 @@ def row(status_stdout: str, job: str) -> str:
 
 
 def test_status_refresh_sees_a_finished_batch_the_state_has_not_recorded_and_writes_nothing(
-    repo, sandbox, run_cli
-):
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     repo.write_job("nightly-eval", requests=3)
     assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
     assert state_of(repo.root)["jobs"]["nightly-eval"]["status"] == "validating"
@@ -44,7 +46,7 @@ def test_status_refresh_sees_a_finished_batch_the_state_has_not_recorded_and_wri
     assert saved.exit_code == 0 and state_of(repo.root)["jobs"]["nightly-eval"]["status"] == "completed"
 
 
-def test_status_sync_turns_out_of_sync_when_the_input_is_edited(repo, run_cli):
+def test_status_sync_turns_out_of_sync_when_the_input_is_edited(repo: UserRepo, run_cli: RunCli) -> None:
     repo.write_job("nightly-eval", requests=3)
     assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
     assert "in sync" in row(run_cli("status", *repo.args()).stdout, "nightly-eval")
@@ -53,7 +55,7 @@ def test_status_sync_turns_out_of_sync_when_the_input_is_edited(repo, run_cli):
     assert "completed" in edited and "out of sync: spec changed" in edited
 
 
-def test_status_lists_invalid_specs_and_a_job_not_created_yet(repo, run_cli):
+def test_status_lists_invalid_specs_and_a_job_not_created_yet(repo: UserRepo, run_cli: RunCli) -> None:
     repo.write_job("nightly-eval", requests=3)
     assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
     repo.write_job("ab-test", requests=2)
@@ -66,7 +68,9 @@ def test_status_lists_invalid_specs_and_a_job_not_created_yet(repo, run_cli):
     assert "Invalid specs (1)" in result.stdout and "specs/broken.yaml" in result.stdout
 
 
-def test_status_is_one_row_per_job_with_a_batch_count_and_the_detail_names_each_batch(repo, run_cli):
+def test_status_is_one_row_per_job_with_a_batch_count_and_the_detail_names_each_batch(
+    repo: UserRepo, run_cli: RunCli
+) -> None:
     repo.write_job(
         "nightly-eval",
         requests=7,
@@ -85,7 +89,7 @@ def test_status_is_one_row_per_job_with_a_batch_count_and_the_detail_names_each_
         assert batch["batch_id"] in detail and f"{batch['output_file_id']} (deleted)" in detail
 
 
-def test_status_of_an_unknown_job_is_one_line(repo, run_cli):
+def test_status_of_an_unknown_job_is_one_line(repo: UserRepo, run_cli: RunCli) -> None:
     repo.write_job("nightly-eval", requests=3)
     result = run_cli("status", "nope", *repo.args())
     assert result.exit_code == 1 and "no job 'nope'" in result.stderr and "Traceback" not in result.stderr
@@ -104,7 +108,7 @@ def _running_job(done: int, total: int, started: int, observed: str) -> JobState
     )
 
 
-def test_progress_rate_and_eta_come_from_recorded_counts_and_times():
+def test_progress_rate_and_eta_come_from_recorded_counts_and_times() -> None:
     # 1,000 answered in the 600 s between in_progress_at and observed_at: 100/min, 49,000 to go.
     job = _running_job(1_000, 50_000, started=1_800_000_000 - 600, observed="2027-01-15T08:00:00Z")
     observed = 1_800_000_000.0
@@ -116,7 +120,7 @@ def test_progress_rate_and_eta_come_from_recorded_counts_and_times():
     assert later.eta_seconds == pytest.approx(49_000 * 0.6 - 60)
 
 
-def test_progress_of_a_finished_job_has_no_rate_or_eta():
+def test_progress_of_a_finished_job_has_no_rate_or_eta() -> None:
     job = _running_job(3, 3, started=1_800_000_000, observed="2027-01-15T08:00:00Z")
     finished = job.model_copy(
         update={
@@ -128,7 +132,9 @@ def test_progress_of_a_finished_job_has_no_rate_or_eta():
     assert (figures.done, figures.per_minute, figures.eta_seconds) == (3, None, None)
 
 
-def test_reconcile_wait_off_a_terminal_prints_progress_lines_at_a_tenth_of_the_job(repo, sandbox, run_cli):
+def test_reconcile_wait_off_a_terminal_prints_progress_lines_at_a_tenth_of_the_job(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
     sandbox.configure(requests_per_second=60)
     repo.write_job("nightly-eval", requests=240)
     result = run_cli("reconcile", "--wait", "--timeout", "60", *repo.args())
