@@ -18,8 +18,6 @@ from reconciler.specs.fields import (
     BaseUrl,
     ByteSize,
     CompletionWindow,
-    Cron,
-    Duration,
     Endpoint,
     Headers,
     Metadata,
@@ -28,9 +26,8 @@ from reconciler.specs.fields import (
     RepoFile,
     ResultsFile,
     RetryReason,
-    RunLabel,
-    TimeZone,
 )
+from reconciler.specs.fields_schedule import Cron, Duration, RunLabel, TimeZone
 from reconciler.specs.notify_fields import EVENT_NAMES, EventName, JobGlob, NotifyUrl, WebhookSecret
 
 API_VERSION = "reconciler/v1"
