@@ -29,9 +29,17 @@ def desired_job(
     """`document`: the job's Provider, whose pricing wins over the shipped table."""
     spec = loaded.job.spec
     provider = spec.provider or SANDBOX
+    # The embedding inputs limit cuts parts too, but is not hashed: it changes no partition
+    # the API would have accepted (a part over 50,000 inputs failed there).
     split = InputLimits(spec.split.max_requests, spec.split.max_bytes) if spec.split else None
     parts = (
-        split_input(loaded.input_path, split, display=str(loaded.input_path), cache_dir=cache_dir)
+        split_input(
+            loaded.input_path,
+            split,
+            display=str(loaded.input_path),
+            cache_dir=cache_dir,
+            endpoint=spec.endpoint,
+        )
         if split
         else ()
     )
