@@ -12,6 +12,10 @@ MAX_INPUT_BYTES = 200 * 1024 * 1024
 MAX_EMBEDDING_INPUTS_PER_REQUEST = 2_048
 MAX_EMBEDDING_INPUTS = 50_000  # across every request of one embeddings batch
 
+# A file's `expires_after` on upload; purpose=batch files expire after the most by default.
+MIN_FILE_EXPIRY_SECONDS = 3600
+MAX_FILE_EXPIRY_SECONDS = 30 * 24 * 3600
+
 MAX_METADATA_PAIRS = 16
 MAX_USER_METADATA_PAIRS = MAX_METADATA_PAIRS - len(RESERVED_KEYS)
 MAX_METADATA_KEY_CHARS = 64

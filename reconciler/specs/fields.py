@@ -233,6 +233,12 @@ RetryReason = Literal["batch_expired", "server_error", "rate_limited", "batch_fa
 DEFAULT_RETRY_ON: list[RetryReason] = ["batch_expired", "server_error", "rate_limited"]
 
 
+def _file_expiry(seconds: int) -> int:
+    if not limits.MIN_FILE_EXPIRY_SECONDS <= seconds <= limits.MAX_FILE_EXPIRY_SECONDS:
+        raise _invalid("must be between 1h and 30d (what the Files API accepts), e.g. 7d")
+    return seconds
+
+
 Endpoint = Annotated[str, AfterValidator(_endpoint), _schema(enum=list(ALLOWED_ENDPOINTS))]
 CompletionWindow = Annotated[str, AfterValidator(_window), _schema(enum=list(COMPLETION_WINDOWS))]
 RepoFile = Annotated[str, AfterValidator(_input)]
@@ -242,6 +248,7 @@ TimeZone = Annotated[str, AfterValidator(_timezone)]
 Duration = Annotated[
     int, BeforeValidator(_duration), _schema(type=["integer", "string"], pattern=r"^\d+[smhd]$")
 ]
+FileExpiry = Annotated[Duration, AfterValidator(_file_expiry)]
 RunLabel = Annotated[str, Field(min_length=1, max_length=200)]
 Metadata = Annotated[
     dict[MetadataKey, MetadataValue],
