@@ -128,3 +128,17 @@ def test_cancel_of_a_completed_batch_is_a_409_through_the_gateway(
         "code": None,
     }
     assert sandbox.request_counts() == {"POST /v1/batches/{id}/cancel": 1}  # no retry anywhere
+
+
+def test_an_uploads_expires_after_reaches_the_sandbox_through_the_gateway(
+    gateway_client: openai.OpenAI, sandbox: Sandbox
+) -> None:
+    uploaded = gateway_client.files.create(
+        file=("input.jsonl", io.BytesIO(to_jsonl(request_lines(2)))),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 7200},
+    )
+
+    with _direct(sandbox) as direct:
+        stored = direct.get(f"/files/{uploaded.id}").json()
+    assert stored["expires_at"] == stored["created_at"] + 7200

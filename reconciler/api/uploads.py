@@ -19,6 +19,7 @@ class UploadSource:
     filename: str  # what the provider will show; must end in .jsonl
     start: int = 0
     end: int | None = None  # None: to the end of the file
+    expires_after: int | None = None  # seconds the provider keeps it; None: the provider's default
 
     def open(self) -> BinaryIO:
         """The bytes to send, their length fixed now: a file appended to meanwhile sends no

@@ -65,6 +65,11 @@ class BatchWriter:
                 return http.send(request, stream=True)
 
         data = {"purpose": "batch"}
+        if source.expires_after is not None:  # form fields as the official SDK sends them
+            data |= {
+                "expires_after[anchor]": "created_at",
+                "expires_after[seconds]": str(source.expires_after),
+            }
         before = source.stamp()
         body = self.transport.with_retries(
             "POST /files", send, deadline=UPLOAD_DEADLINE, timeout=UPLOAD_TIMEOUT

@@ -2,8 +2,8 @@
 
 The generation is a hash of the fields that decide what a batch's requests come back with,
 plus the input's sha256: any change to them means new batches.  Labels, the batch metadata,
-retry, results, cleanup, the schedule and the deletion policy shape how a job is run and
-kept, not what its requests answer, so they change no generation.
+retry, results, cleanup, the inputs' expiry, the schedule and the deletion policy shape how a
+job is run and kept, not what its requests answer, so they change no generation.
 """
 
 from __future__ import annotations
@@ -29,9 +29,17 @@ def desired_job(
     """`document`: the job's Provider, whose pricing wins over the shipped table."""
     spec = loaded.job.spec
     provider = spec.provider or SANDBOX
+    # The embedding inputs limit cuts parts too, but is not hashed: it changes no partition
+    # the API would have accepted (a part over 50,000 inputs failed there).
     split = InputLimits(spec.split.max_requests, spec.split.max_bytes) if spec.split else None
     parts = (
-        split_input(loaded.input_path, split, display=str(loaded.input_path), cache_dir=cache_dir)
+        split_input(
+            loaded.input_path,
+            split,
+            display=str(loaded.input_path),
+            cache_dir=cache_dir,
+            endpoint=spec.endpoint,
+        )
         if split
         else ()
     )
@@ -60,6 +68,7 @@ def desired_job(
         results_path=str(loaded.results_path) if loaded.results_path else None,
         cleanup_inputs=bool(spec.cleanup and spec.cleanup.input_files),
         cleanup_outputs=bool(spec.cleanup and spec.cleanup.output_files),
+        input_expires_after=spec.input_expires_after,
         input_tokens=digest.input_tokens,
         output_tokens=digest.output_tokens,
         unbounded=digest.unbounded,

@@ -26,14 +26,16 @@ class UploadSources:
     def __call__(self, job: DesiredJob, unit: Unit) -> UploadSource:
         tag = run_tag(unit.run)
         stem = f"{job.name}-{job.generation}" + (f"-n{tag}" if tag else "")
+        expiry = job.input_expires_after
         if unit.retry > 1:
             name = upload_name(f"{stem}-p{unit.part}-r{unit.retry}", self._owner_tag)
-            return UploadSource(self._retry_input(job, unit), name)
+            return UploadSource(self._retry_input(job, unit), name, expires_after=expiry)
         if len(job.part_specs) == 1:
-            return UploadSource(Path(job.input_path), upload_name(stem, self._owner_tag))
+            name = upload_name(stem, self._owner_tag)
+            return UploadSource(Path(job.input_path), name, expires_after=expiry)
         part = job.part_specs[unit.part]
         name = upload_name(f"{stem}-p{unit.part}", self._owner_tag)
-        return UploadSource(Path(job.input_path), name, part.start, part.end)
+        return UploadSource(Path(job.input_path), name, part.start, part.end, expires_after=expiry)
 
     def _retry_input(self, job: DesiredJob, unit: Unit) -> Path:
         """Written now, from what observing found: the file exists only where it is uploaded."""

@@ -76,6 +76,7 @@ class DesiredJob:
     results_path: str | None = None  # where merged results go, when the spec asks for them
     cleanup_inputs: bool = False  # delete uploaded inputs once their batch is finished
     cleanup_outputs: bool = False  # delete output and error files once results are written
+    input_expires_after: int | None = None  # seconds the provider keeps an upload; None: its default
     input_tokens: int = 0  # estimated over the whole input (specs/inputs/tokens.py)
     output_tokens: int = 0  # the output limits its requests set, added up
     unbounded: int = 0  # requests that set no output limit

@@ -13,6 +13,8 @@ from reconciler.sandbox.records import FileRecord
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # the Files API's own limit; batch inputs are checked later
+BATCH_FILE_LIFETIME_SECONDS = 30 * 24 * 3600  # purpose=batch files expire after 30 days by default
+MIN_EXPIRY_SECONDS, MAX_EXPIRY_SECONDS = 3600, 30 * 24 * 3600
 
 
 def upload(call: Call) -> Reply:
@@ -43,7 +45,26 @@ def _store(call: Call, form: Form) -> FileRecord:
         raise missing("file")
     if purpose == "batch" and not sent.filename.lower().endswith(".jsonl"):
         raise bad_request("Invalid file format for Batch API. Must be .jsonl", param="file")
-    return call.files.add(sent.path, os.path.basename(sent.filename), purpose)
+    lifetime = _lifetime(form, purpose)
+    return call.files.add(sent.path, os.path.basename(sent.filename), purpose, expires_after=lifetime)
+
+
+def _lifetime(form: Form, purpose: str) -> int | None:
+    """`expires_after[anchor]=created_at` and `expires_after[seconds]=3600..2592000`, as the
+    official SDK sends them; without them a batch file lives 30 days, any other for ever."""
+    anchor, seconds = form.fields.get("expires_after[anchor]"), form.fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return BATCH_FILE_LIFETIME_SECONDS if purpose == "batch" else None
+    if anchor != "created_at":
+        message = "Invalid 'expires_after[anchor]': expected 'created_at'."
+        raise invalid_value("expires_after.anchor", message)
+    if seconds is None or not seconds.isascii() or not seconds.isdigit():
+        raise invalid_value("expires_after.seconds", "Invalid 'expires_after[seconds]': expected an integer.")
+    if not MIN_EXPIRY_SECONDS <= int(seconds) <= MAX_EXPIRY_SECONDS:
+        span = f"{MIN_EXPIRY_SECONDS} to {MAX_EXPIRY_SECONDS}"
+        message = f"Invalid 'expires_after[seconds]': expected {span} seconds."
+        raise invalid_value("expires_after.seconds", message)
+    return int(seconds)
 
 
 def list_files(call: Call) -> Reply:

@@ -38,11 +38,14 @@ class FileStore:
         """A fresh temporary path on the same filesystem, so adopting it is a rename."""
         return self.spool / f"upload-{secrets.token_hex(8)}"
 
-    def add(self, temp: Path, filename: str, purpose: str, expires_at: int | None = None) -> FileRecord:
-        """Takes over the finished temp file as a new uploaded file."""
+    def add(self, temp: Path, filename: str, purpose: str, expires_after: int | None = None) -> FileRecord:
+        """Takes over the finished temp file as a new uploaded file, expiring `expires_after`
+        seconds after its creation (None: never)."""
         at_ns = unique_ns()
         file_id = sortable_id("file-", at_ns)
-        return self.adopt(temp, file_id, filename, purpose, at_ns / 1e9, expires_at)
+        created = at_ns / 1e9
+        expires_at = None if expires_after is None else int(created) + expires_after
+        return self.adopt(temp, file_id, filename, purpose, created, expires_at)
 
     def adopt(
         self,

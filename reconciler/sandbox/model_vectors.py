@@ -40,6 +40,11 @@ def _items(value: Any) -> list[Any]:
     return [value]
 
 
+def input_count(value: Any) -> int:
+    """How many inputs an embeddings `input` holds: what the API's embeddings limits count."""
+    return len(_items(value))
+
+
 @functools.lru_cache(maxsize=16)
 def _levels(dimensions: int) -> tuple[tuple[float, ...], tuple[str, ...]]:
     """256 evenly spaced values, scaled so a vector of them has an expected length of 1."""

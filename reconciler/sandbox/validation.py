@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.sandbox import model
+from reconciler.sandbox.model_vectors import input_count
 from reconciler.sandbox.records import BatchErrorItem, Validation
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
+MAX_INPUTS_PER_REQUEST = 2_048  # embeddings: texts in one request's `input`
+MAX_INPUTS = 50_000  # embeddings: texts across one batch
 MAX_REPORTED = 1000  # errors kept per batch; a broken 50,000-line file need not list them all
 
 
@@ -41,6 +44,7 @@ class _LineChecker:
         self.first_line: dict[str, int] = {}  # custom_id -> line it first appeared on
         self.model: tuple[str, int] | None = None
         self.total = 0
+        self.inputs = 0  # embedding inputs so far
         self.failing: list[int] = []
         self.errors: list[BatchErrorItem] = []
 
@@ -76,7 +80,7 @@ class _LineChecker:
                 message = f"Missing required parameter: '{name}'."
                 return _error("missing_required_parameter", message, number, name)
         body: dict[str, Any] = line["body"]
-        problem = self._request_problem(number, line, body)
+        problem = self._request_problem(number, line, body) or self._inputs_problem(number, body)
         if problem is None:
             self._accept(number, line["custom_id"], name=body["model"], body=body)
         return problem
@@ -105,6 +109,22 @@ class _LineChecker:
         if first is not None:
             message = f"The custom_id is already used on line {first}; it must be unique."
             return _error("duplicate_custom_id", message, number, "custom_id")
+        return None
+
+    def _inputs_problem(self, number: int, body: dict[str, Any]) -> BatchErrorItem | None:
+        if self.endpoint != "/v1/embeddings":
+            return None
+        count = input_count(body.get("input"))
+        if count > MAX_INPUTS_PER_REQUEST:
+            most = MAX_INPUTS_PER_REQUEST
+            message = f"The request has {count} inputs; an embeddings request may have at most {most}."
+            return _error("invalid_request", message, number, "body.input")
+        before, self.inputs = self.inputs, self.inputs + count
+        if before <= MAX_INPUTS < self.inputs:
+            message = (
+                f"This line takes the batch past {MAX_INPUTS} embedding inputs, the most a batch may hold."
+            )
+            return _error("invalid_request", message, number, "body.input")
         return None
 
     def _accept(self, number: int, custom_id: str, *, name: str, body: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""The checks behind a job's schedule fields: cron expression, time zone, durations, run label."""
+"""The checks behind a job's time fields: cron expression, time zone, durations, run label, the
+expiry of its uploads."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from reconciler.common import limits
 from reconciler.specs.fields import _invalid, _schema, _show
 
 
@@ -49,9 +51,16 @@ def _duration(value: int | str) -> int:
     return seconds
 
 
+def _file_expiry(seconds: int) -> int:
+    if not limits.MIN_FILE_EXPIRY_SECONDS <= seconds <= limits.MAX_FILE_EXPIRY_SECONDS:
+        raise _invalid("must be between 1h and 30d (what the Files API accepts), e.g. 7d")
+    return seconds
+
+
 Cron = Annotated[str, AfterValidator(_cron)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 Duration = Annotated[
     int, BeforeValidator(_duration), _schema(type=["integer", "string"], pattern=r"^\d+[smhd]$")
 ]
+FileExpiry = Annotated[Duration, AfterValidator(_file_expiry)]
 RunLabel = Annotated[str, Field(min_length=1, max_length=200)]

@@ -27,7 +27,7 @@ from reconciler.specs.fields import (
     ResultsFile,
     RetryReason,
 )
-from reconciler.specs.fields_schedule import Cron, Duration, RunLabel, TimeZone
+from reconciler.specs.fields_schedule import Cron, Duration, FileExpiry, RunLabel, TimeZone
 from reconciler.specs.notify_fields import EVENT_NAMES, EventName, JobGlob, NotifyUrl, WebhookSecret
 
 API_VERSION = "reconciler/v1"
@@ -99,6 +99,9 @@ class BatchJobSpec(_Document):
     {job} and {run} are filled in, so runs need not overwrite each other."""
     cleanup: CleanupSpec | None = None
     """Delete files the reconciler uploaded or whose contents it has merged."""
+    input_expires_after: FileExpiry | None = None
+    """How long the provider keeps each input this job uploads, from 1h to 30d (e.g. 7d);
+    omitted: the provider's default (30 days for batch inputs at OpenAI)."""
     budget: BudgetSpec | None = None
     """The most one run of this job may cost; checked against the plan's estimate."""
     schedule: Cron | None = None

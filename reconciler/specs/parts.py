@@ -1,7 +1,8 @@
 """Splitting a large input into parts that each fit the API's limits.
 
 Deterministic: parts are consecutive runs of lines, cut greedily where the next line would
-exceed `max_requests` or `max_bytes`, so the same input always splits the same way. Parts
+exceed `max_requests` or `max_bytes` (or, for embeddings, `max_inputs` embedding inputs), so
+the same input always splits the same way. Parts
 are byte ranges of the original file; nothing is copied.  Cached like input digests, by
 (path, size, mtime), so a 200 MB input is not re-read on every plan.
 """
@@ -15,27 +16,28 @@ from pathlib import Path
 from reconciler.common import atomic
 from reconciler.common.errors import Problem, SpecError
 from reconciler.common.limits import InputLimits
+from reconciler.specs.inputs.embeddings import EMBEDDINGS, line_inputs
 from reconciler.specs.slices import PartSpec
 
 CACHE_NAME = "parts-cache.json"
 
 
 def split_input(
-    path: Path, limits: InputLimits, *, display: str, cache_dir: Path | None = None
+    path: Path, limits: InputLimits, *, display: str, cache_dir: Path | None = None, endpoint: str = ""
 ) -> tuple[PartSpec, ...]:
-    key = _cache_key(path, limits)
+    key = _cache_key(path, limits, endpoint)
     cached = _read_cache(cache_dir, key)
     if cached is not None:
         return cached
-    parts = _split(path, limits, display)
+    parts = _split(path, limits, display, counts_inputs=endpoint == EMBEDDINGS)
     _write_cache(cache_dir, key, parts)
     return parts
 
 
-def _split(path: Path, limits: InputLimits, display: str) -> tuple[PartSpec, ...]:
+def _split(path: Path, limits: InputLimits, display: str, *, counts_inputs: bool) -> tuple[PartSpec, ...]:
     parts: list[PartSpec] = []
     start = offset = 0
-    count = 0
+    count = inputs = 0
     first_line = 1
     with path.open("rb") as stream:
         for line_number, line in enumerate(stream, start=1):
@@ -53,20 +55,27 @@ def _split(path: Path, limits: InputLimits, display: str) -> tuple[PartSpec, ...
                         )
                     ]
                 )
-            if count and (count >= limits.max_requests or offset + len(line) - start > limits.max_bytes):
+            # Only embeddings lines are parsed: a request there may hold up to 2,048 inputs.
+            line_count = line_inputs(line) if counts_inputs else 0
+            if count and (
+                count >= limits.max_requests
+                or offset + len(line) - start > limits.max_bytes
+                or inputs + line_count > limits.max_inputs
+            ):
                 parts.append(PartSpec(len(parts), count, start, offset, first_line))
-                start, count, first_line = offset, 0, line_number
+                start, count, inputs, first_line = offset, 0, 0, line_number
             count += 1
+            inputs += line_count
             offset += len(line)
     if count:
         parts.append(PartSpec(len(parts), count, start, offset, first_line))
     return tuple(parts)
 
 
-def _cache_key(path: Path, limits: InputLimits) -> tuple[str, str]:
+def _cache_key(path: Path, limits: InputLimits, endpoint: str) -> tuple[str, str]:
     """(the entry's name, what must match): one entry per input, so the cache cannot grow stale."""
     stat = path.stat()
-    return str(path), json.dumps([stat.st_size, stat.st_mtime_ns, asdict(limits)])
+    return str(path), json.dumps([stat.st_size, stat.st_mtime_ns, asdict(limits), endpoint])
 
 
 def _read_cache(cache_dir: Path | None, key: tuple[str, str]) -> tuple[PartSpec, ...] | None:

@@ -26,6 +26,7 @@ ITEMS = {
     "6": ("memory", "measure"),
     "7": ("watch", "measure_idle"),
     "8": ("estimate", "measure"),
+    "9": ("embeddings", "measure"),
 }
 
 
@@ -70,7 +71,7 @@ def _machine() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="Smaller sizes: a smoke run of every item.")
-    parser.add_argument("--only", nargs="+", choices=list(ITEMS), metavar="ITEM", help="Items to run (1-8).")
+    parser.add_argument("--only", nargs="+", choices=list(ITEMS), metavar="ITEM", help="Items to run (1-9).")
     parser.add_argument("--markdown", metavar="FILE", help="Also write the table as Markdown.")
     parser.add_argument("--work-dir", metavar="DIR", help="Where the temporary work folder goes.")
     parser.add_argument("--keep", action="store_true", help="Keep the work folder (inputs, repos, logs).")

@@ -24,7 +24,10 @@ def cache_key(path: Path, endpoint: str, limits: InputLimits) -> str:
     moves the inode change time, which no user can set back."""
     stat = path.stat()
     identity = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
-    return json.dumps([str(path), *identity, endpoint, limits.max_requests, limits.max_bytes])
+    # The inputs limit is in the key too: a digest cached before embedding inputs were counted
+    # never stands in for one that counts them.
+    shape = [limits.max_requests, limits.max_bytes, limits.max_inputs]
+    return json.dumps([str(path), *identity, endpoint, *shape])
 
 
 def drop_cache(folder: Path) -> None:

@@ -56,6 +56,8 @@ def digest_input(
         checker.report(None, "", "no requests: the file is empty; write one JSON request per line")
     if checker.requests > limits.max_requests:
         checker.report(None, "", _too_many(checker.requests, limits))
+    elif checker.inputs_passed_at is not None:
+        checker.report(checker.inputs_passed_at, "body.input", _too_many_inputs(checker.inputs, limits))
     if checker.failed or checker.model is None:
         raise SpecError(checker.problems())
     if fingerprints is not None:
@@ -106,6 +108,13 @@ def _too_big(size: int, limits: InputLimits) -> str:
     return (
         f"{size / mib:.1f} MiB; a batch input may have at most {limits.max_bytes / mib:.0f} MiB "
         "(add `split:` to the spec to send it as several batches)"
+    )
+
+
+def _too_many_inputs(inputs: int, limits: InputLimits) -> str:
+    return (
+        f"the embedding inputs pass {limits.max_inputs:,} here ({inputs:,} in all); an embeddings batch "
+        f"may have at most {limits.max_inputs:,} (add `split:` to the spec to send it as several batches)"
     )
 
 

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from reconciler.common.errors import Problem
-from reconciler.common.limits import InputLimits
+from reconciler.common.limits import MAX_EMBEDDING_INPUTS_PER_REQUEST, InputLimits
+from reconciler.specs.inputs.embeddings import EMBEDDINGS, inputs_of
 from reconciler.specs.inputs.tokens import UNBOUNDED, request_tokens
 
 MAX_LISTED = 20  # problems shown per file; a broken 50,000-line file is not 50,000 lines of output
@@ -31,6 +32,8 @@ class RequestChecker:
         self.output_tokens = 0  # the requests' own output limits, added up
         self.unbounded = 0  # requests that set no output limit
         self.fingerprints: dict[str, bytes] = {}  # custom_id → its line's (index.py)
+        self.inputs = 0  # embedding inputs, over every request of an embeddings job
+        self.inputs_passed_at: int | None = None  # the line that took them past the limit
 
     @property
     def failed(self) -> bool:
@@ -110,12 +113,26 @@ class RequestChecker:
             self.report(number, "body.model", message)
         if body.get("stream") is True:
             self.report(number, "body.stream", "streaming is not supported in a batch; remove it")
+        if self.endpoint == EMBEDDINGS:
+            self._count_inputs(number, body.get("input"))
         read, limit = request_tokens(self.endpoint, body)
         self.input_tokens += read
         if limit == UNBOUNDED:
             self.unbounded += 1
         else:
             self.output_tokens += limit
+
+    def _count_inputs(self, number: int, value: object) -> None:
+        count = inputs_of(value)
+        if count > MAX_EMBEDDING_INPUTS_PER_REQUEST:
+            message = (
+                f"{count:,} inputs; an embeddings request may have at most "
+                f"{MAX_EMBEDDING_INPUTS_PER_REQUEST:,}: spread them over more lines"
+            )
+            self.report(number, "body.input", message)
+        self.inputs += count
+        if self.inputs_passed_at is None and self.inputs > self.limits.max_inputs:
+            self.inputs_passed_at = number
 
 
 def _reject_constant(name: str) -> Any:
