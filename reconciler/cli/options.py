@@ -129,3 +129,11 @@ def replace_option(func: F) -> F:
         multiple=True,
         help="Start a new run of this job now, cancelling what its current run still runs (repeatable).",
     )(func)
+
+
+def planning_options(func: F) -> F:
+    """What every command that plans takes: the owner, --allow-empty, --target, --replace and
+    --refresh-inputs (in that order in --help)."""
+    for option in (replace_option, target_options, allow_empty_option, owner_option, refresh_inputs_option):
+        func = option(func)
+    return func

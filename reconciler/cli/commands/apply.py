@@ -8,15 +8,7 @@ from collections.abc import Callable
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import (
-    allow_empty_option,
-    allow_over_budget_option,
-    owner_option,
-    refresh_inputs_option,
-    replace_option,
-    repo_options,
-    target_options,
-)
+from reconciler.cli.options import allow_over_budget_option, planning_options, repo_options
 from reconciler.cli.report import report_outcome
 from reconciler.cli.saved_plan import load_plan
 from reconciler.common.errors import PlanRefusedError, UserError
@@ -34,12 +26,8 @@ from reconciler.specs.paths import RepoPaths
 
 @click.command()
 @repo_options
-@refresh_inputs_option
-@owner_option
-@allow_empty_option
+@planning_options
 @allow_over_budget_option
-@target_options
-@replace_option
 @click.argument("planfile", required=False)
 @click.option("--auto-approve", is_flag=True, help="Do not ask before applying.")
 @click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))

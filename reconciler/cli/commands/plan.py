@@ -5,14 +5,7 @@ from __future__ import annotations
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import (
-    allow_empty_option,
-    owner_option,
-    refresh_inputs_option,
-    replace_option,
-    repo_options,
-    target_options,
-)
+from reconciler.cli.options import planning_options, repo_options
 from reconciler.cli.saved_plan import save_plan
 from reconciler.common.errors import UserError
 from reconciler.engine.connect import open_clients
@@ -24,11 +17,7 @@ from reconciler.specs.paths import RepoPaths
 
 @click.command()
 @repo_options
-@refresh_inputs_option
-@owner_option
-@allow_empty_option
-@target_options
-@replace_option
+@planning_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON document.")
 @click.option(
     "--format",

@@ -10,15 +10,7 @@ import click
 
 from reconciler.api.client import ProviderApi
 from reconciler.cli import render
-from reconciler.cli.options import (
-    allow_empty_option,
-    allow_over_budget_option,
-    owner_option,
-    refresh_inputs_option,
-    replace_option,
-    repo_options,
-    target_options,
-)
+from reconciler.cli.options import allow_over_budget_option, planning_options, repo_options
 from reconciler.cli.report import report_outcome
 from reconciler.cli.wait_progress import WaitProgress
 from reconciler.common.errors import UserError
@@ -47,12 +39,8 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
 
 @click.command()
 @repo_options
-@refresh_inputs_option
-@owner_option
-@allow_empty_option
+@planning_options
 @allow_over_budget_option
-@target_options
-@replace_option
 @click.option(
     "--rebuild-state", is_flag=True, help="Set the state file aside and rebuild it from the live list."
 )
