@@ -21,7 +21,7 @@ def old_enough(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _scan_jobs(repo: UserRepo) -> dict[str, object]:
-    scan = scan_repo(repo.paths)
+    scan = scan_repo(repo.paths, remember=True)
     assert scan.problems == []
     return {name: job.job for name, job in scan.repo.jobs.items()}
 
@@ -68,3 +68,11 @@ def test_a_removed_spec_file_is_forgotten(make_repo: MakeRepo, old_enough: None)
     gone.unlink()
     assert _scan_jobs(repo).keys() == {"first"}
     assert list(parsed._by_folder[repo.paths.specs.absolute()]) == [repo.root / "specs" / "first.yaml"]
+
+
+def test_a_one_shot_scan_keeps_nothing(make_repo: MakeRepo, old_enough: None) -> None:
+    repo = make_repo()
+    repo.write_job("first")
+    before = scan_repo(repo.paths).repo.jobs["first"].job
+    assert scan_repo(repo.paths).repo.jobs["first"].job is not before
+    assert repo.paths.specs.absolute() not in parsed._by_folder

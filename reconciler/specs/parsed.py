@@ -26,14 +26,17 @@ _by_folder: dict[Path, dict[Path, Entry]] = {}
 
 
 class ParsedFiles:
-    """The parsed files of one specs folder during one scan; `close` forgets files not seen."""
+    """The parsed files of one specs folder during one scan; `close` forgets files not seen,
+    and all of them unless `remember`."""
 
-    def __init__(self, specs: Path) -> None:
-        self._specs = specs
-        self._before = _by_folder.pop(specs, {})
+    def __init__(self, specs: Path, remember: bool = True) -> None:
+        self._specs, self._remember = specs, remember
+        self._before = _by_folder.pop(specs, {}) if remember else _by_folder.get(specs, {})
         self._now: dict[Path, Entry] = {}
 
     def read(self, path: Path, shown: str) -> tuple[list[Document], list[Problem]]:
+        if not self._remember and not self._before:
+            return read_documents(path, shown)
         try:
             identity = _identity(os.stat(path))
         except OSError:
@@ -48,6 +51,8 @@ class ParsedFiles:
         return list(documents), list(problems)
 
     def close(self) -> None:
+        if not self._remember:
+            return
         _by_folder[self._specs] = self._now
         while len(_by_folder) > REPOS_KEPT:
             del _by_folder[next(iter(_by_folder))]
