@@ -37,7 +37,7 @@ class Loaded:
 
 
 def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
-    scan = scan_repo(paths)
+    scan = scan_repo(paths, remember=True)
     problems = list(scan.problems)
     broken_files = {p.path for p in problems}
     candidates = {

@@ -32,7 +32,7 @@ from reconciler.engine.workspace import Workspace, load_state, open_state
 from reconciler.plans.budget import check_budgets
 from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import with_estimates
-from reconciler.plans.plan import make_plan
+from reconciler.plans.plan import live_by_job, make_plan
 from reconciler.plans.record import record
 from reconciler.plans.runs import choose_run
 from reconciler.specs.inputs.repo import input_indexes
@@ -81,8 +81,9 @@ def _current_runs(
 ) -> dict[str, str | None]:
     """The run the plan will converge for each job: where retries and resumes are looked for."""
     runs: dict[str, str | None] = {}
+    by_job = live_by_job(live)
     for name, job in desired.items():
-        mine = [b for b in live if b.batch.job == name]
+        mine = by_job.get(name, [])
         recorded = state.jobs.get(name)
         runs[name] = choose_run(job, mine, recorded.pending if recorded else (), ctx).run
     return runs

@@ -20,6 +20,7 @@ from reconciler.api.reader import BatchReader
 from reconciler.engine.outcomes import WorkDir, part_outcomes, unanswered_reason
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import attempts_by_part, attempts_used
+from reconciler.plans.plan import live_by_job
 from reconciler.specs.slices import PartSpec
 from reconciler.state.model import BatchRecord
 
@@ -74,10 +75,12 @@ def find_retries(
     """(job, part) → its next attempt, for every finished part of the job's current run (`runs`)
     with attempts and requests left, or cut short by a cancel (a resume)."""
     found: dict[tuple[str, int], PartRetry] = {}
+    by_job = live_by_job(live)
     for job in desired.values():
         run = runs.get(job.name)
         if run is not None and not job.suspend:
-            for index, retry in _job_retries(job, run, live, readers[job.provider], work).items():
+            mine = by_job.get(job.name, [])
+            for index, retry in _job_retries(job, run, mine, readers[job.provider], work).items():
                 found[(job.name, index)] = retry
     return found
 

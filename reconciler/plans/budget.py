@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from reconciler.api.batch import LiveBatch
 from reconciler.plans.changes import Action, Change, DesiredJob, Plan
 from reconciler.plans.cost import plan_total, unknown_reason, usd
+from reconciler.plans.plan import live_by_job
 from reconciler.state.model import State
 
 
@@ -24,10 +25,11 @@ def check_budgets(
     """The plan with every budget it passes named, and runs past their budget reported or cancelled."""
     changes: list[Change] = []
     warnings: list[str] = []
+    by_job = live_by_job(live)
     for change in plan.changes:
         job = desired.get(change.job)
         if job is not None and job.budget_usd is not None:
-            change = _job_budget(change, job, state, live, warnings)
+            change = _job_budget(change, job, state, by_job.get(job.name, []), warnings)
         changes.append(change)
     checked = dataclasses.replace(plan, changes=tuple(changes), warnings=tuple(warnings))
     over = [f"{c.job}: {c.over_budget}" for c in checked.pending if c.over_budget]
@@ -39,13 +41,12 @@ def check_budgets(
 def _job_budget(
     change: Change, job: DesiredJob, state: State, live: Sequence[LiveBatch], warnings: list[str]
 ) -> Change:
+    """`live`: this job's batches."""
     assert job.budget_usd is not None
     budget = usd(job.budget_usd)
     recorded = state.jobs.get(job.name)
     spent = recorded.cost_usd if recorded and recorded.generation == job.generation else None
-    running = [
-        b.id for b in live if b.batch.job == job.name and b.generation == job.generation and not b.terminal
-    ]
+    running = [b.id for b in live if b.generation == job.generation and not b.terminal]
     if spent is not None and spent > job.budget_usd and running and change.action is not Action.CANCEL:
         warnings.append(
             f"{job.name}: run cost {usd(spent)} passed spec.budget.max_usd {budget} while running"

@@ -9,6 +9,8 @@ Module map: procs (subprocesses, CPU) and peak (a process's own peak RSS), sandb
 external sandbox process), data (inputs and repos written fast), seed (thousands of live
 batches), daemon (the watch daemon as a subprocess), context (sizes, work folder), table
 (rows and rendering), and one module per item: validation (1), apply (2), plans (3),
-alternatives and rivals (4), watch (5 and 7), memory (6).
+alternatives and rivals (4), watch (5 and 7), memory (6), estimate (8); issue 19's: startup (9),
+plans (10: against an SDK listing script, and with foreign batches), watch_scale (11), and
+apply's row against a 16-thread SDK script.
 `tests/test_bench_ratios.py` asserts the count- and ratio-based parts at small scale in CI.
 """

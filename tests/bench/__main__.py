@@ -16,7 +16,8 @@ from pathlib import Path
 from tests.bench.context import FULL, QUICK, Context
 from tests.bench.table import Row, render_markdown, render_text, summary
 
-# item → module with `measure(ctx) -> list[Row]`; 5 and 7 share the daemon module
+# item → module with `measure(ctx) -> list[Row]`; 5 and 7 share the daemon module; item 3
+# also measures issue 19's plan-against-a-listing-script rows (numbered 10)
 ITEMS = {
     "1": ("validation", "measure"),
     "2": ("apply", "measure"),
@@ -26,7 +27,11 @@ ITEMS = {
     "6": ("memory", "measure"),
     "7": ("watch", "measure_idle"),
     "8": ("estimate", "measure"),
-    "9": ("embeddings", "measure"),
+    # issue 19
+    "9": ("startup", "measure"),
+    "10": ("plans", "measure_with_foreign"),
+    "11": ("watch_scale", "measure"),
+    "12": ("embeddings", "measure"),
 }
 
 
@@ -71,7 +76,7 @@ def _machine() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="Smaller sizes: a smoke run of every item.")
-    parser.add_argument("--only", nargs="+", choices=list(ITEMS), metavar="ITEM", help="Items to run (1-9).")
+    parser.add_argument("--only", nargs="+", choices=list(ITEMS), metavar="ITEM", help="Items to run (1-12).")
     parser.add_argument("--markdown", metavar="FILE", help="Also write the table as Markdown.")
     parser.add_argument("--work-dir", metavar="DIR", help="Where the temporary work folder goes.")
     parser.add_argument("--keep", action="store_true", help="Keep the work folder (inputs, repos, logs).")

@@ -26,6 +26,8 @@ class Scale:
     idle_jobs: int  # item 7
     idle_seconds: float
     repeats: int  # timed runs per figure; the best is kept
+    lookup_jobs: int  # item 10 (plan) and 11 (watch): converged jobs…
+    lookup_foreign: int  # …and foreign batches newer than theirs
 
 
 FULL = Scale(
@@ -42,6 +44,8 @@ FULL = Scale(
     idle_jobs=1_000,
     idle_seconds=60.0,
     repeats=2,
+    lookup_jobs=1_000,
+    lookup_foreign=450,
 )
 QUICK = Scale(
     name="quick",
@@ -57,6 +61,8 @@ QUICK = Scale(
     idle_jobs=200,
     idle_seconds=10.0,
     repeats=1,
+    lookup_jobs=200,
+    lookup_foreign=90,
 )
 
 

@@ -9,14 +9,17 @@ while a plan lists them: the figures are the client's.
 from __future__ import annotations
 
 import math
+import statistics
+import sys
 from pathlib import Path
 
 from tests.bench.context import Context
 from tests.bench.data import BenchRepo, repo_with_jobs
 from tests.bench.procs import Run, bench_env, best_of, reconciler_argv, run, warm_bytecode
+from tests.bench.rivals import SDK_LIST_SCRIPT
 from tests.bench.sandbox import ExternalSandbox, external_sandbox, total
 from tests.bench.seed import seed_foreign, seed_owned
-from tests.bench.table import Row, info, seconds
+from tests.bench.table import Row, info, mib, ratio, seconds
 
 STILL = {"validation_seconds": 1e9}  # batches never leave `validating`
 
@@ -51,6 +54,7 @@ def measure_requests(ctx: Context) -> list[Row]:
 
 def measure_curve(ctx: Context) -> list[Row]:
     timings: dict[int, Run] = {}
+    largest: list[Row] = []
     for count in ctx.scale.curve:
         folder = ctx.folder(f"plan-curve-{count}")
         with external_sandbox(folder / "sandbox", **STILL) as sandbox:
@@ -58,6 +62,8 @@ def measure_curve(ctx: Context) -> list[Row]:
             env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url})
             runs = 3 if count <= 1_000 else 1  # the best of several where a run is cheap
             timings[count] = best_of(runs, plan_argv(repo, []), env=env)
+            if count == max(ctx.scale.curve):
+                largest = _against_sdk_listing(sandbox, repo, count, timings[count])
     rows = [
         info(
             "3",
@@ -72,7 +78,54 @@ def measure_curve(ctx: Context) -> list[Row]:
     if 1_000 in timings:
         took = timings[1_000].seconds
         rows.append(Row("3", "plan, 1,000 converged specs", "< 1.5 s", seconds(took), took < 1.5))
-    return rows
+    return rows + largest
+
+
+def _against_sdk_listing(sandbox: ExternalSandbox, repo: BenchRepo, count: int, plan: Run) -> list[Row]:
+    """Issue 19: `plan` over `count` converged specs against an `openai` SDK script that only
+    lists the same batches (every page), run right after it against the same sandbox."""
+    env = bench_env({"OPENAI_BASE_URL": sandbox.base_url, "OPENAI_API_KEY": "sk-bench"})
+    listing = best_of(3 if count <= 1_000 else 2, [sys.executable, "-c", SDK_LIST_SCRIPT], env=env)
+    times = plan.seconds / listing.seconds
+    return [
+        info("10", f"openai SDK script listing the same {count:,} batches", seconds(listing.seconds)),
+        Row(
+            "10",
+            f"plan, {count:,} converged specs, over that script",
+            "≤ 1.2x",
+            f"{ratio(times)} ({seconds(plan.seconds)})",
+            times <= 1.2,
+        ),
+        Row(
+            "10",
+            f"plan, {count:,} converged specs: peak RSS",
+            "≤ 120 MiB",
+            mib(plan.peak_rss_mb),
+            plan.peak_rss_mb <= 120,
+        ),
+    ]
+
+
+def measure_with_foreign(ctx: Context) -> list[Row]:
+    """Issue 19: `plan` over converged specs with foreign batches newer than ours in the list."""
+    owned, foreign = ctx.scale.lookup_jobs, ctx.scale.lookup_foreign
+    folder = ctx.folder("plan-foreign")
+    with external_sandbox(folder / "sandbox", **STILL) as sandbox:
+        repo = converged_repo(sandbox, folder / "repo", owned)
+        seed_foreign(sandbox, foreign)
+        env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url})
+        run(plan_argv(repo, []), env=env)
+        took = statistics.median(run(plan_argv(repo, []), env=env).seconds for _ in range(5))
+    return [
+        Row(
+            "10",
+            f"plan, {owned:,} converged + {foreign:,} foreign live",
+            "≤ 0.8 s",
+            seconds(took),
+            took <= 0.8,
+            "median of 5",
+        )
+    ]
 
 
 def _linearity(timings: dict[int, Run]) -> Row:

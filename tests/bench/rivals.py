@@ -31,6 +31,26 @@ else:
         print(batch_id, client.batches.retrieve(batch_id).status)
 """
 
+# Issue 19's yardstick for `plan`: listing every batch, nothing else.
+SDK_LIST_SCRIPT = """
+import openai
+client = openai.OpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY from the environment
+print(sum(1 for _ in client.batches.list(limit=100)))
+"""
+
+# Issue 19's yardstick for `apply`: upload + create per job, 16 at a time, on the SDK.
+SDK_THREADS_SCRIPT = """
+import pathlib, sys, openai
+from concurrent.futures import ThreadPoolExecutor
+client = openai.OpenAI(max_retries=0)
+def one(path):
+    with path.open("rb") as stream:
+        uploaded = client.files.create(file=stream, purpose="batch")
+    client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+with ThreadPoolExecutor(16) as pool:
+    list(pool.map(one, sorted(pathlib.Path(sys.argv[1]).glob("*.jsonl"))))
+"""
+
 
 def batchwizard() -> tuple[str | None, str]:
     """The batchwizard executable in a throwaway venv (created once), or why there is none."""

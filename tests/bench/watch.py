@@ -46,14 +46,14 @@ def measure_latency(ctx: Context) -> list[Row]:
                 time.sleep(0.3)  # an input no spec names yet wakes nobody; make sure of it
                 started = time.perf_counter()
                 repo.write_job(name, f"{name}.jsonl")
-                _wait_for_batch(client, name, started + 30)
+                wait_for_batch(client, name, started + 30)
                 latencies.append(time.perf_counter() - started)
                 wait_for(
                     functools.partial(daemon.logged, "action", name), 30, f"the pass that created {name}"
                 )
                 time.sleep(0.3)
     p50 = statistics.median(latencies)
-    p95 = _percentile(latencies, 0.95)
+    p95 = percentile(latencies, 0.95)
     shown = f"{len(latencies)} trials, no injected latency"
     return [
         Row("5", f"watch: spec written → batch created, p50 ({shown})", "≤ 0.5 s", seconds(p50), p50 <= 0.5),
@@ -62,7 +62,7 @@ def measure_latency(ctx: Context) -> list[Row]:
     ]
 
 
-def _wait_for_batch(client: httpx.Client, job: str, deadline: float) -> None:
+def wait_for_batch(client: httpx.Client, job: str, deadline: float) -> None:
     while time.perf_counter() < deadline:
         newest = client.get("/batches", params={"limit": 1}).json()["data"]
         if newest and (newest[0].get("metadata") or {}).get("reconciler_job") == job:
@@ -71,7 +71,7 @@ def _wait_for_batch(client: httpx.Client, job: str, deadline: float) -> None:
     raise RuntimeError(f"no batch for {job}")
 
 
-def _percentile(values: list[float], share: float) -> float:
+def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
@@ -83,8 +83,8 @@ def measure_idle(ctx: Context) -> list[Row]:
     with external_sandbox(folder / "sandbox", **FAST_TIMELINE) as sandbox:
         repo = finished_jobs(sandbox, folder / "repo", jobs)
         with running_daemon(sandbox, repo) as daemon:
-            serial = _serial(repo)
-            wait_for(lambda: _serial(repo) > serial, 120, "the daemon's first pass")
+            serial = serial_of(repo)
+            wait_for(lambda: serial_of(repo) > serial, 120, "the daemon's first pass")
             time.sleep(3.0)  # a pass the first one scheduled, if any, is done by now
             sandbox.reset_counts()
             cpu_before = cpu_seconds_of(daemon.process.pid)
@@ -117,7 +117,7 @@ def finished_jobs(sandbox: ExternalSandbox, root: Path, count: int) -> BenchRepo
     return repo
 
 
-def _serial(repo: BenchRepo) -> int:
+def serial_of(repo: BenchRepo) -> int:
     try:
         return int(json.loads(repo.state.read_text())["serial"])
     except (OSError, ValueError, KeyError):

@@ -1,0 +1,78 @@
+"""Spec files are parsed once per file identity: a scan hands back the documents it parsed
+before for every file unchanged since, and parses again any file written since, even one
+whose size and mtime were put back."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from reconciler.specs import parsed
+from reconciler.specs.loader import scan_repo
+from tests.fixtures.repo import MakeRepo, UserRepo
+
+
+@pytest.fixture
+def old_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files count as settled at once (normally after 2 s): the test need not wait."""
+    monkeypatch.setattr(parsed, "RECENT_SECONDS", -1.0)
+
+
+def _scan_jobs(repo: UserRepo) -> dict[str, object]:
+    scan = scan_repo(repo.paths, remember=True)
+    assert scan.problems == []
+    return {name: job.job for name, job in scan.repo.jobs.items()}
+
+
+def test_an_unchanged_spec_file_is_not_parsed_again(make_repo: MakeRepo, old_enough: None) -> None:
+    repo = make_repo()
+    repo.write_job("first")
+    repo.write_job("second")
+    before = _scan_jobs(repo)
+    after = _scan_jobs(repo)
+    assert after.keys() == {"first", "second"}
+    assert all(after[name] is before[name] for name in after)  # the very objects: no parse
+
+
+def test_a_spec_written_again_with_its_size_and_mtime_put_back_is_parsed_again(
+    make_repo: MakeRepo, old_enough: None
+) -> None:
+    repo = make_repo()
+    spec = repo.write_job("first", metadata={"team": "aaaa"})
+    kept = os.stat(spec)
+    before = _scan_jobs(repo)
+    time.sleep(0.05)  # a later tick of the filesystem's clock: the ctime moves
+    spec.write_text(spec.read_text().replace("aaaa", "bbbb"))
+    os.utime(spec, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    assert os.stat(spec).st_size == kept.st_size
+    after = _scan_jobs(repo)
+    assert after["first"] is not before["first"]
+    assert "bbbb" in repr(after["first"])
+
+
+def test_a_just_written_spec_is_parsed_on_every_scan(make_repo: MakeRepo) -> None:
+    """Two writes within one clock tick may leave one identity: a fresh file is never trusted."""
+    repo = make_repo()
+    repo.write_job("first")
+    before = _scan_jobs(repo)
+    assert _scan_jobs(repo)["first"] is not before["first"]
+
+
+def test_a_removed_spec_file_is_forgotten(make_repo: MakeRepo, old_enough: None) -> None:
+    repo = make_repo()
+    repo.write_job("first")
+    gone = repo.write_job("second")
+    _scan_jobs(repo)
+    gone.unlink()
+    assert _scan_jobs(repo).keys() == {"first"}
+    assert list(parsed._by_folder[repo.paths.specs.absolute()]) == [repo.root / "specs" / "first.yaml"]
+
+
+def test_a_one_shot_scan_keeps_nothing(make_repo: MakeRepo, old_enough: None) -> None:
+    repo = make_repo()
+    repo.write_job("first")
+    before = scan_repo(repo.paths).repo.jobs["first"].job
+    assert scan_repo(repo.paths).repo.jobs["first"].job is not before
+    assert repo.paths.specs.absolute() not in parsed._by_folder

@@ -1,0 +1,45 @@
+"""The state file's layout: sorted keys, two-space indent, one trailing newline (what
+`json.dumps(sort_keys=True, indent=2)` writes), whichever encoder wrote it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reconciler.state.file import new_state, read_state, write_state
+from reconciler.state.model import BatchRecord, JobState, State
+
+
+def _state(counts: dict[str, int], description: str = "nightly") -> State:
+    batch = BatchRecord(batch_id="batch_1", status="completed", request_counts=counts, created_at=1)
+    job = JobState(
+        generation="g1",
+        provider="sandbox",
+        status="completed",
+        request_counts=counts,
+        batches=(batch,),
+        definition={"zeta": 1, "alpha": {"b": 2, "a": description}},
+    )
+    return new_state("owner-tag").with_jobs({"zz": job, "aa": job})
+
+
+def test_the_state_file_is_sorted_and_indented_as_json_dumps_writes_it(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    written = write_state(path, _state({"total": 3, "completed": 3}))
+    expected = json.dumps(written.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
+    assert path.read_text() == expected
+    assert read_state(path) == written
+
+
+def test_non_ascii_text_is_written_as_utf8_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    written = write_state(path, _state({"total": 1}, description="Zürich 夜"))
+    assert "Zürich 夜" in path.read_text(encoding="utf-8")
+    assert read_state(path) == written
+
+
+def test_a_count_beyond_64_bits_from_a_server_is_still_written(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    written = write_state(path, _state({"total": 2**70}))
+    assert json.loads(path.read_text())["jobs"]["aa"]["request_counts"]["total"] == 2**70
+    assert read_state(path) == written
