@@ -18,7 +18,12 @@ from tests.reconcile_helpers import batches, sdk, state_of, use_sandbox, wait_un
 TOKEN = "T0KEN-not-for-logs-8c1f"  # a Slack-style URL is itself the secret
 
 
-def _channel(repo: UserRepo, fmt: str = "json", jobs: str = '["*"]') -> None:
+def _channel(
+    repo: UserRepo,
+    fmt: str = "json",
+    jobs: str = '["*"]',
+    events: str = "[completed, failed, expired, cancelled, replaced]",
+) -> None:
     repo.write_spec(
         "specs/channel.yaml",
         f"""
@@ -28,7 +33,7 @@ def _channel(repo: UserRepo, fmt: str = "json", jobs: str = '["*"]') -> None:
         spec:
           url: ${{HOOK_URL}}
           format: {fmt}
-          events: [completed, failed, expired, cancelled, replaced]
+          events: {events}
           jobs: {jobs}
         """,
     )
@@ -177,18 +182,7 @@ def test_a_missed_slot_and_each_run_of_a_schedule_are_announced_once(
     sandbox, repo = sandbox_factory(), make_repo()
     use_sandbox(monkeypatch, sandbox)
     monkeypatch.setenv("HOOK_URL", f"{receiver.url}/hook/{TOKEN}")
-    repo.write_spec(
-        "specs/channel.yaml",
-        """
-        apiVersion: reconciler/v1
-        kind: Notification
-        metadata: {name: evals-channel}
-        spec:
-          url: ${HOOK_URL}
-          format: json
-          events: [completed, schedule_missed]
-        """,
-    )
+    _channel(repo, events="[completed, schedule_missed]")
     repo.write_job("nightly-eval", schedule="0 2 * * *", timezone="Europe/Berlin", starting_deadline="2h")
 
     def events() -> list[tuple[str, str | None]]:
