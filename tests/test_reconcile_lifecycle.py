@@ -215,3 +215,27 @@ def test_a_changed_input_is_reviewed_request_by_request_in_the_plan(
         "input: 4 requests, sha256 " in plan.stdout
         and f"(1 added: brand-new; 1 removed: {ids[2]}; 1 changed: {ids[1]} by custom_id)" in plan.stdout
     ), plan.stdout
+
+
+def test_an_input_edited_back_resumes_its_cancelled_generation_as_a_next_attempt_never_a_twin(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    sandbox.configure(validation_seconds=30, cancel_seconds=0)  # nothing answered, cancels at once
+    sandbox_repo.write_job("nightly-eval", requests=3)
+    data = sandbox_repo.root / "data" / "nightly-eval.jsonl"
+    first = data.read_bytes()
+    assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
+    sandbox_repo.write_input("data/nightly-eval.jsonl", requests=4)  # B replaces A
+    assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
+    data.write_bytes(first)  # back to A: B is cancelled, and A's cancelled batch resumed
+    for _ in range(3):
+        assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
+    seen = [
+        (b.metadata["reconciler_generation"], b.metadata["reconciler_retry"], b.status, b.request_counts)
+        for b in batches(sandbox, "nightly-eval")
+        if b.metadata is not None
+    ]
+    units = [(generation, retry) for generation, retry, _, _ in seen]
+    assert len(units) == len(set(units)) == 3, seen  # A attempt 1, B attempt 1, A attempt 2
+    running = [retry for _, retry, status, _ in seen if status not in ("cancelled", "cancelling")]
+    assert running == ["2"], seen  # only A's next attempt runs
