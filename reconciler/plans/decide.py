@@ -139,7 +139,11 @@ def _label(
             return Action.RESUME, f"{total:,} requests without a final answer are sent again"
         return Action.RETRY, f"attempt {creates[0].retry}, {total:,} requests did not succeed"
     if adopt:
-        return Action.ADOPT, f"{adopt[0].id} of generation {desired.generation} is live but not in the state"
+        also = f"; cancelling {stale[0].id}, superseded" if stale else ""  # the same change cancels it
+        return (
+            Action.ADOPT,
+            f"{adopt[0].id} of generation {desired.generation} is live but not in the state{also}",
+        )
     if stale:
         return Action.CANCEL, f"superseded by generation {desired.generation}; cancelling {stale[0].id}"
     return Action.NOOP, _in_sync(desired, choice, current)
