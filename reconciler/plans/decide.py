@@ -14,7 +14,7 @@ from reconciler.api.batch import LiveBatch
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, PlanContext, Retryable, Unit
 from reconciler.plans.diff import changed_fields
-from reconciler.plans.duplicates import split_duplicates, unit_of
+from reconciler.plans.duplicates import dedupe_reason, split_duplicates
 from reconciler.plans.jobstatus import attempts_used, job_status
 from reconciler.plans.removed import plan_removed
 from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run
@@ -56,7 +56,7 @@ def plan_job(
             f"in flight: looking for it in the live list, sending it again in {left:.0f}s at most"
         )
     if doubled and action in (Action.ADOPT, Action.CANCEL, Action.NOOP):
-        action, reason = Action.DEDUPE, _dedupe_reason(current, doubled)
+        action, reason = Action.DEDUPE, dedupe_reason(current, doubled)
     change = _change(desired, action, reason, cancel=stale + doubled, adopt=adopt, creates=creates, run=run)
     return dataclasses.replace(change, missed_slot=choice.missed) if choice.missed else change
 
@@ -79,18 +79,6 @@ def _known(recorded: JobState | None, desired: DesiredJob, run: str | None) -> f
 def _left(in_flight: InFlight | None, desired: DesiredJob, run: str | None, unit: Unit) -> float:
     key = (desired.name, desired.generation, run or DEFAULT_RUN, unit.part, unit.retry)
     return (in_flight or {}).get(key, 0.0)
-
-
-def _dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> str:
-    kept = {unit_of(b): b for b in current}[unit_of(doubled[0])]
-    younger = ", ".join(b.id for b in doubled if unit_of(b) == unit_of(kept))
-    part, retry = kept.batch.part, kept.batch.retry
-    more = len(doubled) - len(younger.split(", "))
-    also = f" (and {more} more)" if more else ""
-    return (
-        f"part {part} attempt {retry} has more than one batch: keeping the oldest {kept.id}, "
-        f"cancelling {younger}{also}"
-    )
 
 
 def _missing_parts(desired: DesiredJob, current: list[LiveBatch]) -> list[Unit]:

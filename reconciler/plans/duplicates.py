@@ -38,3 +38,15 @@ def split_duplicates(batches: Iterable[LiveBatch]) -> tuple[list[LiveBatch], lis
 def _age_key(batch: LiveBatch) -> tuple[int, str]:
     created = batch.batch.created_at
     return (created if created is not None else 2**62, batch.id)
+
+
+def dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> str:
+    kept = {unit_of(b): b for b in current}[unit_of(doubled[0])]
+    younger = ", ".join(b.id for b in doubled if unit_of(b) == unit_of(kept))
+    part, retry = kept.batch.part, kept.batch.retry
+    more = len(doubled) - len(younger.split(", "))
+    also = f" (and {more} more)" if more else ""
+    return (
+        f"part {part} attempt {retry} has more than one batch: keeping the oldest {kept.id}, "
+        f"cancelling {younger}{also}"
+    )
