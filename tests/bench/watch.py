@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.bench.context import Context
-from tests.bench.daemon import running_daemon, wait_for
+from tests.bench.daemon import Daemon, running_daemon, wait_for
 from tests.bench.data import BenchRepo, make_repo, repo_with_jobs, write_chat_input
 from tests.bench.procs import bench_env, cpu_seconds_of, peak_rss_mb_of, reconciler_argv, run, warm_bytecode
 from tests.bench.sandbox import FAST_TIMELINE, ExternalSandbox, external_sandbox, total
@@ -27,31 +27,37 @@ from tests.bench.table import Row, info, mib, seconds
 POLL_SECONDS = 0.01
 
 
+def spec_to_batch_latencies(
+    ctx: Context, repo: BenchRepo, client: httpx.Client, daemon: Daemon, *, timeout: float
+) -> list[float]:
+    """Seconds from each trial spec written to its batch live, one trial at a time."""
+    latencies: list[float] = []
+    for trial in range(ctx.scale.watch_trials):
+        name = f"trial-{trial:02d}"
+        write_chat_input(repo.data / f"{name}.jsonl", 5, 1024)
+        time.sleep(0.3)  # an input no spec names yet wakes nobody; make sure of it
+        started = time.perf_counter()
+        repo.write_job(name, f"{name}.jsonl")
+        wait_for_batch(client, name, started + timeout)
+        latencies.append(time.perf_counter() - started)
+        wait_for(functools.partial(daemon.logged, "action", name), timeout, f"the pass that created {name}")
+        time.sleep(0.3)
+    return latencies
+
+
 def measure_latency(ctx: Context) -> list[Row]:
     warm_bytecode()
     folder = ctx.folder("watch-latency")
     repo = make_repo(folder / "repo")
     write_chat_input(repo.data / "first.jsonl", 5, 1024)
     repo.write_job("first", "first.jsonl")
-    latencies: list[float] = []
     with (
         external_sandbox(folder / "sandbox", **FAST_TIMELINE) as sandbox,
         running_daemon(sandbox, repo) as daemon,
     ):
         wait_for(lambda: daemon.logged("action", "first"), 60, "the daemon's first pass")
         with httpx.Client(base_url=sandbox.base_url, timeout=30) as client:
-            for trial in range(ctx.scale.watch_trials):
-                name = f"trial-{trial:02d}"
-                write_chat_input(repo.data / f"{name}.jsonl", 5, 1024)
-                time.sleep(0.3)  # an input no spec names yet wakes nobody; make sure of it
-                started = time.perf_counter()
-                repo.write_job(name, f"{name}.jsonl")
-                wait_for_batch(client, name, started + 30)
-                latencies.append(time.perf_counter() - started)
-                wait_for(
-                    functools.partial(daemon.logged, "action", name), 30, f"the pass that created {name}"
-                )
-                time.sleep(0.3)
+            latencies = spec_to_batch_latencies(ctx, repo, client, daemon, timeout=30)
     p50 = statistics.median(latencies)
     p95 = percentile(latencies, 0.95)
     shown = f"{len(latencies)} trials, no injected latency"

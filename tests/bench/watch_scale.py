@@ -4,7 +4,6 @@ The batch is seen by polling the newest batch every 10 ms (an upper bound by tha
 
 from __future__ import annotations
 
-import functools
 import statistics
 import time
 
@@ -12,17 +11,15 @@ import httpx
 
 from tests.bench.context import Context
 from tests.bench.daemon import running_daemon, wait_for
-from tests.bench.data import write_chat_input
 from tests.bench.sandbox import FAST_TIMELINE, external_sandbox
 from tests.bench.seed import seed_foreign
 from tests.bench.table import Row, info, seconds
-from tests.bench.watch import finished_jobs, percentile, serial_of, wait_for_batch
+from tests.bench.watch import finished_jobs, percentile, serial_of, spec_to_batch_latencies
 
 
 def measure(ctx: Context) -> list[Row]:
     jobs, foreign = ctx.scale.lookup_jobs, ctx.scale.lookup_foreign
     folder = ctx.folder("watch-scale")
-    latencies: list[float] = []
     with external_sandbox(folder / "sandbox", **FAST_TIMELINE) as sandbox:
         repo = finished_jobs(sandbox, folder / "repo", jobs)
         seed_foreign(sandbox, foreign)
@@ -30,18 +27,7 @@ def measure(ctx: Context) -> list[Row]:
             serial = serial_of(repo)
             wait_for(lambda: serial_of(repo) > serial, 120, "the daemon's first pass")
             time.sleep(1.0)
-            for trial in range(ctx.scale.watch_trials):
-                name = f"trial-{trial:02d}"
-                write_chat_input(repo.data / f"{name}.jsonl", 5, 1024)
-                time.sleep(0.3)  # an input no spec names yet wakes nobody; make sure of it
-                started = time.perf_counter()
-                repo.write_job(name, f"{name}.jsonl")
-                wait_for_batch(client, name, started + 60)
-                latencies.append(time.perf_counter() - started)
-                wait_for(
-                    functools.partial(daemon.logged, "action", name), 60, f"the pass that created {name}"
-                )
-                time.sleep(0.3)
+            latencies = spec_to_batch_latencies(ctx, repo, client, daemon, timeout=60)
     p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
     shown = f"{jobs:,} jobs + {foreign:,} foreign batches"
     return [
