@@ -15,13 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from reconciler.common.errors import OwnerError
-from reconciler.specs.yamlsource import load_yaml
+from reconciler.specs.settings_file import SETTINGS_FILE, string_setting
 
 OWNER_ENV = "RECONCILER_OWNER"
-SETTINGS_FILE = "reconciler.yaml"
 _OWNER_SYNTAX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")
 
 
@@ -61,17 +58,7 @@ def resolve_owner(repo: Path, flag: str | None = None) -> str:
 
 
 def _owner_from_settings(repo: Path) -> str | None:
-    path = repo / SETTINGS_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise OwnerError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
-    value = data.get("owner") if isinstance(data, dict) else None
-    if value is not None and not isinstance(value, str):
-        raise OwnerError(f"{path}: owner: must be a string")
-    return value
+    return string_setting(repo, "owner", lambda path, problem: OwnerError(f"{path}: {problem}"), "a string")
 
 
 def _git_remote(repo: Path) -> str | None:

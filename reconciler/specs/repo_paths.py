@@ -7,8 +7,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.specs.identity import SETTINGS_FILE
 from reconciler.specs.paths import RepoPaths
+from reconciler.specs.settings_file import SETTINGS_FILE
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler.common.errors import Problem, SpecError
-from reconciler.specs.identity import SETTINGS_FILE
+from reconciler.specs.settings_file import read_settings
 
 
 class PlanBudget(BaseModel):
@@ -24,19 +24,11 @@ class PlanBudget(BaseModel):
 
 def read_budget(repo: Path) -> PlanBudget | None:
     """`budget:` in reconciler.yaml at the repo root, or None when there is none."""
-    path = repo / SETTINGS_FILE
-    if not path.is_file():
+    found = read_settings(repo, _not_yaml)
+    budget = found.data.get("budget") if found else None
+    if found is None or budget is None:
         return None
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise SpecError(
-            [Problem(str(path), None, "", f"not valid YAML ({error.__class__.__name__})")]
-        ) from None
-    budget = data.get("budget") if isinstance(data, dict) else None
-    if budget is None:
-        return None
+    path, text = found.path, found.text
     try:
         return PlanBudget.model_validate(budget)
     except ValidationError as error:
@@ -45,6 +37,10 @@ def read_budget(repo: Path) -> PlanBudget | None:
             for e in error.errors()
         ]
         raise SpecError(problems) from None
+
+
+def _not_yaml(path: Path, problem: str) -> SpecError:
+    return SpecError([Problem(str(path), None, "", problem)])
 
 
 def _line_of(text: str, key: str) -> int | None:

@@ -12,12 +12,10 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-import yaml
-
 from reconciler.common.errors import UserError
+from reconciler.specs.settings_file import SETTINGS_FILE, string_setting
 
 STATE_URL_ENV = "RECONCILER_STATE_URL"
-SETTINGS_FILE = "reconciler.yaml"
 SCHEMES = ("postgresql", "postgres")
 
 
@@ -57,14 +55,5 @@ def checked_url(url: str, source: str, *, password_allowed: bool) -> str:
 
 
 def _state_from_settings(repo: Path) -> str | None:
-    path = repo / SETTINGS_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
-    value = data.get("state") if isinstance(data, dict) else None
-    if value is not None and not isinstance(value, str):
-        raise UserError(f"{path}: state: must be a postgresql:// URL (a string)")
-    return value
+    wanted = "a postgresql:// URL (a string)"
+    return string_setting(repo, "state", lambda path, problem: UserError(f"{path}: {problem}"), wanted)
