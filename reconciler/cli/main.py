@@ -16,6 +16,7 @@ from reconciler.common.errors import ReconcilerError
 
 # name -> module in reconciler.cli.commands exposing `command: click.Command`
 COMMANDS = {
+    "init": "init",
     "validate": "validate",
     "schema": "schema",
     "plan": "plan",
