@@ -9,6 +9,7 @@ DIR defaults to docs/reference; a test fails when the committed pages differ fro
 
 from __future__ import annotations
 
+import html
 import inspect
 import json
 import sys
@@ -30,6 +31,12 @@ KINDS = ("BatchJob", "Provider", "Notification")
 def cell(text: str) -> str:
     """Text for one Markdown table cell: one line, no raw HTML, pipes escaped."""
     return " ".join(text.split()).replace("<", "&lt;").replace("|", "\\|")
+
+
+def code(text: str) -> str:
+    """Inline code that may hold a pipe (`[text|json]`): GitHub's tables split on a bare one,
+    and MkDocs shows a backslash-escaped one inside backticks as it is."""
+    return f"<code>{html.escape(text, quote=False).replace('|', '&#124;')}</code>"
 
 
 # ---- commands ----------------------------------------------------------------------------
@@ -56,7 +63,7 @@ def _command_section(command: click.Command, ctx: click.Context) -> list[str]:
     rows = [record for option in options if (record := option.get_help_record(ctx))]
     if rows:
         lines += ["| option | what |", "|---|---|"]
-        lines += [f"| `{cell(names)}` | {cell(help_text)} |" for names, help_text in rows]
+        lines += [f"| {code(names)} | {cell(help_text)} |" for names, help_text in rows]
         lines.append("")
     return lines
 
@@ -68,7 +75,7 @@ def commands_page() -> str:
     lines += [
         "Every command prints this help with `-h` or `--help`. A mistake the user can fix is one "
         "line on stderr and exit 1 (never a traceback); `plan --detailed-exitcode` keeps 2 for "
-        '"changes". `reconciler --version` prints the installed version.',
+        '"changes". The bare command\'s `--version` prints the installed version.',
         "",
         "| command | does |",
         "|---|---|",

@@ -30,7 +30,7 @@ def connect(url: str) -> Any:
     try:
         import psycopg
     except ImportError:
-        hint = f"pip install '{DISTRIBUTION}[postgresql]'"
+        hint = f"pip install '{DISTRIBUTION}[postgresql]' (or 'psycopg[binary]' beside it)"
         raise StateError(f"a postgresql:// state needs psycopg: {hint}") from None
     try:
         conn = psycopg.connect(
