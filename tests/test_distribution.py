@@ -13,6 +13,8 @@ from tests.fixtures.repo import RunCli
 ROOT = Path(__file__).resolve().parent.parent
 # `<name>[extra]` wherever a user is told what to install: a name, or a path (`.`, `/src`)
 EXTRA = re.compile(r"""(?<![\w./-])([\w./-]+)\[(?:postgresql|test|docs)[],]""")
+# `<name> @ git+https://…`: a pip requirement for a commit, as the CI workflow installs it
+FROM_GIT = re.compile(r"""(?<![\w./-])([\w.-]+) @ git\+""")
 
 
 def _texts() -> list[Path]:
@@ -41,7 +43,8 @@ def test_every_install_hint_names_our_distribution_or_a_checkout() -> None:
     named = {
         (path.relative_to(ROOT).as_posix(), name)
         for path in _texts()
-        for name in EXTRA.findall(path.read_text(encoding="utf-8", errors="replace"))
+        for pattern in (EXTRA, FROM_GIT)
+        for name in pattern.findall(path.read_text(encoding="utf-8", errors="replace"))
     }
     assert any(name == DISTRIBUTION for _, name in named), named  # the docs do tell users
     wrong = {
