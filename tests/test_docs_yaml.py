@@ -1,5 +1,5 @@
-"""Every YAML block in the README and every YAML file and block under examples/, validated
-verbatim: reconciler documents by `reconciler validate`, the rest (Kubernetes, GitHub Actions,
+"""Every YAML block in the README and the manual (docs/), and every YAML file and block under
+examples/, validated verbatim (a block that includes an example file, `--8<-- "path"`, as that file): reconciler documents by `reconciler validate`, the rest (Kubernetes, GitHub Actions,
 pre-commit) read as the tool reads YAML (1.2 booleans) and checked for their own shape."""
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from reconciler.specs.yamlsource import SafeLoader12
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 
 ROOT = Path(__file__).resolve().parent.parent
-MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "examples").rglob("*.md"))]
+MARKDOWN = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").rglob("*.md")),
+    *sorted((ROOT / "examples").rglob("*.md")),
+]
 FILES = sorted(p for p in (ROOT / "examples").rglob("*") if p.suffix in (".yaml", ".yml"))
 _BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_SNIPPET = re.compile(r'^--8<-- "([^"]+)"$', re.MULTILINE)  # pymdownx.snippets, paths from the root
 FRAGMENT_HEADER = "apiVersion: reconciler/v1\nkind: BatchJob\nmetadata:\n  name: fragment\n"
 FRAGMENT_REQUIRED = "  endpoint: /v1/chat/completions\n  input: ../data/fragment.jsonl\n"
 
@@ -31,7 +36,8 @@ def _blocks() -> list[tuple[str, str]]:
         text = path.read_text(encoding="utf-8")
         for match in _BLOCK.finditer(text):
             line = text[: match.start()].count("\n") + 1
-            found.append((f"{path.relative_to(ROOT)}:{line}", match.group(1)))
+            block = _SNIPPET.sub(lambda m: (ROOT / m.group(1)).read_text(encoding="utf-8"), match.group(1))
+            found.append((f"{path.relative_to(ROOT)}:{line}", block))
     found += [(str(p.relative_to(ROOT)), p.read_text(encoding="utf-8")) for p in FILES]
     return found
 
@@ -53,7 +59,8 @@ def _is_fragment(document: Any) -> bool:
 
 def test_the_docs_hold_the_yaml_this_test_is_meant_to_see() -> None:
     names = [name for name, _ in BLOCKS]
-    assert sum(name.startswith("README.md") for name in names) >= 5
+    assert sum(name.startswith("docs/") for name in names) >= 12
+    assert any(name.startswith("docs/guides/ci.md") and "jobs:" in text for name, text in BLOCKS)  # a snippet
     assert any("Runs and schedules" in t or "schedule:" in t for _, t in BLOCKS)
     assert "examples/github-actions/reconciler.yml" in names
 

@@ -1,7 +1,7 @@
 """Every example file, checked as far as this machine allows: the workflow against GitHub's
 workflow schema, the Kubernetes manifests against Kubernetes' schemas, the systemd units with
 `systemd-analyze verify`, the Dockerfile's build context against `.dockerignore`; links and
-the environment-variable table of the README against the code."""
+the environment-variable table of the manual against the code."""
 
 from __future__ import annotations
 
@@ -187,7 +187,14 @@ MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 def markdown_files() -> list[Path]:
-    return [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted(EXAMPLES.rglob("*.md"))]
+    docs = sorted((ROOT / "docs").rglob("*.md"))
+    return [
+        ROOT / "README.md",
+        ROOT / "ARCHITECTURE.md",
+        ROOT / "CHANGELOG.md",
+        *docs,
+        *sorted(EXAMPLES.rglob("*.md")),
+    ]
 
 
 def anchors(markdown: str) -> set[str]:
@@ -212,15 +219,17 @@ def test_every_relative_link_in_the_docs_leads_somewhere(document: Path) -> None
             assert anchor in anchors(linked.read_text()), f"{document.name}: {target}"
 
 
-def test_the_readme_documents_every_environment_variable_the_code_reads() -> None:
+def test_the_manual_documents_every_environment_variable_the_code_reads() -> None:
     code = "\n".join(p.read_text() for p in (ROOT / "reconciler").rglob("*.py"))
     read = set(re.findall(r'"(RECONCILER_[A-Z_]+)"', code))
-    section = (ROOT / "README.md").read_text().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    section = (ROOT / "docs" / "reference" / "environment.md").read_text()
     assert read and {f"`{name}`" for name in read} <= set(re.findall(r"`RECONCILER_[A-Z_]+`", section))
 
 
 def test_no_example_pins_a_release_tag_that_was_never_published() -> None:
-    texts = [p.read_text() for p in [ROOT / "README.md", *EXAMPLES.rglob("*.y*ml")]]
+    texts = [
+        p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *EXAMPLES.rglob("*.y*ml")]
+    ]
     assert not any(re.search(r"@v0\.1\.0|rev: v0\.1\.0", text) for text in texts)
 
 

@@ -21,7 +21,7 @@ from tests.fixtures.sandbox import cli_env
 ROOT = Path(__file__).resolve().parents[1]
 PROVIDER_EXAMPLES = sorted((ROOT / "examples" / "providers").glob("*.yaml"))
 WORKFLOW = ROOT / "examples" / "github-actions" / "reconciler.yml"
-DOCS = (ROOT / "README.md",)
+DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")))
 CREDENTIAL_HEADERS = {"authorization", "x-portkey-api-key", "x-portkey-virtual-key"}
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -144,7 +144,8 @@ def _command_lines() -> list[list[str]]:
     found: set[tuple[str, ...]] = set()
     for snippet in snippets:
         snippet = re.sub(r"(^|\s)#.*", "", snippet, flags=re.M)  # comments are prose
-        for match in re.finditer(r"(?:^|[\s;(])reconciler ([^\n;|>&#`)]*)", snippet):
+        # every place the command starts (overlapping), except `reconciler` as a user or group (`-u reconciler`)
+        for match in re.finditer(r"(?:^|(?<=[\s;(]))(?<!-[a-z] )(?=reconciler ([^\n;|>&#`)]*))", snippet):
             if words := tuple(shlex.split(match.group(1))):  # a bare `reconciler > file` has none
                 found.add(words)
     return [list(words) for words in sorted(found)]

@@ -11,10 +11,12 @@ from typing import Any
 
 import click
 
+from reconciler import DISTRIBUTION
 from reconciler.common.errors import ReconcilerError
 
 # name -> module in reconciler.cli.commands exposing `command: click.Command`
 COMMANDS = {
+    "init": "init",
     "validate": "validate",
     "schema": "schema",
     "plan": "plan",
@@ -62,7 +64,7 @@ def summary(name: str, limit: int = 45) -> str:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="reconciler")
+@click.version_option(package_name=DISTRIBUTION, prog_name="reconciler")
 def cli() -> None:
     """GitOps for LLM batch jobs: make the provider's live batches match the specs in git."""
 

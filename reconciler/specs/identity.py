@@ -48,7 +48,7 @@ def resolve_owner(repo: Path, flag: str | None = None) -> str:
             if not _OWNER_SYNTAX.match(value):
                 raise OwnerError(f"{source}: owner id {value!r} must be 1-200 chars of [A-Za-z0-9._:/@-]")
             return value
-    remote = _git_remote(repo)
+    remote = git_remote_owner(repo)
     if remote:
         return remote
     raise OwnerError(
@@ -61,7 +61,8 @@ def _owner_from_settings(repo: Path) -> str | None:
     return string_setting(repo, "owner", lambda path, problem: OwnerError(f"{path}: {problem}"), "a string")
 
 
-def _git_remote(repo: Path) -> str | None:
+def git_remote_owner(repo: Path) -> str | None:
+    """The owner id the git remote `origin` gives, normalised; None without one."""
     try:
         done = subprocess.run(
             ["git", "-C", str(repo), "remote", "get-url", "origin"],

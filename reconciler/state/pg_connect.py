@@ -11,6 +11,7 @@ import threading
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from reconciler import DISTRIBUTION
 from reconciler.common.errors import StateError
 
 CONNECT_SECONDS = 10
@@ -29,9 +30,8 @@ def connect(url: str) -> Any:
     try:
         import psycopg
     except ImportError:
-        raise StateError(
-            "a postgresql:// state needs psycopg: pip install 'reconciler[postgresql]'"
-        ) from None
+        hint = f"pip install '{DISTRIBUTION}[postgresql]' (or 'psycopg[binary]' beside it)"
+        raise StateError(f"a postgresql:// state needs psycopg: {hint}") from None
     try:
         conn = psycopg.connect(
             url, autocommit=True, connect_timeout=CONNECT_SECONDS, application_name="reconciler", **KEEPALIVE

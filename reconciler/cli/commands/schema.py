@@ -38,8 +38,9 @@ def render(kind: str | None = None) -> str:
 def command(kind: str | None) -> int:
     """Print the JSON Schema of BatchJob, Provider and Notification documents.
 
-    Point yaml-language-server at it with a first line such as
-    `# yaml-language-server: $schema=../schema/reconciler-v1.schema.json`.
+    Keep a copy in your repo (`reconciler schema > schema/reconciler-v1.schema.json`;
+    `reconciler init` writes one) and point yaml-language-server at it from a spec's first
+    line, relative to the spec: `# yaml-language-server: $schema=../schema/reconciler-v1.schema.json`.
     """
     click.echo(render(kind), nl=False)
     return 0
