@@ -139,7 +139,8 @@ def test_a_job_over_its_budget_is_refused_with_nothing_sent_unless_allowed(
     sandbox.reset_counts()
     refused = run_cli("apply", "--auto-approve", *repo.args())
     assert refused.exit_code == 1
-    assert "over budget: nightly-eval: up to $" in refused.stderr and "--allow-over-budget" in refused.stderr
+    assert "error: nightly-eval: over budget, not sent: up to $" in refused.stderr
+    assert "--allow-over-budget" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert mutating(sandbox.request_counts()) == {}
     assert batches(sandbox) == []
@@ -157,7 +158,9 @@ def test_a_plan_over_the_repo_budget_is_refused_by_reconcile(
     sandbox.reset_counts()
     refused = run_cli("reconcile", *repo.args())
     assert refused.exit_code == 1
-    assert "over budget.max_usd_per_plan $0.0001 (reconciler.yaml)" in refused.stderr
+    for job in ("a", "b"):  # each alone passes the repo budget
+        assert f"error: {job}: over budget, not sent: up to $" in refused.stderr
+    assert "does not fit in budget.max_usd_per_plan $0.0001 (reconciler.yaml)" in refused.stderr
     assert mutating(sandbox.request_counts()) == {}
     reconcile_until_done(run_cli, repo, "--allow-over-budget")
     assert len(batches(sandbox)) == 2

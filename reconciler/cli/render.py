@@ -54,10 +54,17 @@ def cost_lines(plan: Plan) -> list[str]:
 
 
 def _plan_warnings(plan: Plan) -> list[str]:
-    """Budgets passed by the plan as a whole (a job's own is shown under its change), then runs."""
-    jobs = {c.job for c in plan.pending if c.over_budget}
-    whole = [r for r in plan.over_budget if r.split(":", 1)[0] not in jobs]
-    return [f"over budget: {r}" for r in whole] + list(plan.warnings)
+    """What apply will leave out (each change's budget is shown under it), then runs past theirs."""
+    over = sorted({c.job for c in plan.pending if c.over_budget})
+    refusal = (
+        [
+            f"apply will refuse {plural(len(over), 'change')} over budget ({', '.join(over)}) and "
+            "carry out the rest; --allow-over-budget sends them too"
+        ]
+        if over
+        else []
+    )
+    return refusal + list(plan.warnings)
 
 
 def _warn(line: str, colour: bool) -> str:
