@@ -10,7 +10,7 @@ from typing import TextIO
 
 import click
 
-from reconciler.plans.changes import SYMBOLS, Action, Change, Plan
+from reconciler.plans.changes import STALE_PRICE_DAYS, SYMBOLS, Action, Change, Plan
 from reconciler.plans.cost import cost_text, plan_total
 from reconciler.plans.document import plan_document
 
@@ -43,14 +43,32 @@ def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
     lines.append(summary_line(plan))
     lines += [f"Launches {line}" for line in launch_lines(plan)]
     lines += [f"Next run of {c.job}: {c.next_run}" for c in plan.changes if c.next_run]
-    lines += cost_lines(plan)
-    lines += [_warn(f"! {line}", colour) for line in _plan_warnings(plan)]
+    lines += cost_lines(plan) + price_lines(plan)
+    lines += [_warn(f"! {line}", colour) for line in _plan_warnings(plan) + stale_price_lines(plan)]
     return "\n".join(lines)
 
 
 def cost_lines(plan: Plan) -> list[str]:
     total = plan_total(plan)
     return [f"Cost: {cost_text(total)}"] if total else []
+
+
+def price_lines(plan: Plan) -> list[str]:
+    """Where the estimate's prices came from, when from the shipped table: its date."""
+    return [
+        f"Prices of {', '.join(used.models)}: the shipped price table, taken {used.taken.isoformat()}"
+        for used in plan.table_prices
+    ]
+
+
+def stale_price_lines(plan: Plan) -> list[str]:
+    return [
+        f"the shipped prices of {', '.join(used.models)} were taken {used.taken.isoformat()}, "
+        f"{used.age_days} days ago (over {STALE_PRICE_DAYS}): check them on the provider's pricing "
+        "page, or set pricing: in the Provider"
+        for used in plan.table_prices
+        if used.stale
+    ]
 
 
 def _plan_warnings(plan: Plan) -> list[str]:
@@ -140,9 +158,10 @@ def plan_markdown(plan: Plan) -> str:
                 f"| {change.launch_requests:,} | {change.launch_tokens:,} | {cost} | {reason} |"
             )
         lines += ["", *[f"Launches {line}" for line in launch_lines(plan)]]
-        lines += cost_lines(plan)
+        lines += cost_lines(plan) + price_lines(plan)
     over = [f"> **! over budget:** {reason}" for reason in plan.over_budget]
-    lines += [*([""] if over or plan.warnings else []), *over, *[f"> **!** {w}" for w in plan.warnings]]
+    warned = [*plan.warnings, *stale_price_lines(plan)]
+    lines += [*([""] if over or warned else []), *over, *[f"> **!** {w}" for w in warned]]
     if plan.notes:
         lines += ["", *[f"- {note}" for note in plan.notes]]
     return "\n".join(lines) + "\n"

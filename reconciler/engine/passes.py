@@ -30,7 +30,7 @@ from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Workspace, load_state, open_state
 from reconciler.plans.budget import check_budgets, refused, without_refused
 from reconciler.plans.changes import DesiredJob, Plan, PlanContext
-from reconciler.plans.cost import with_estimates
+from reconciler.plans.cost import with_estimates, with_table_prices
 from reconciler.plans.plan import live_by_job, make_plan
 from reconciler.plans.record import record
 from reconciler.plans.runs import choose_run
@@ -71,6 +71,7 @@ def refresh_and_plan(
     )
     budget = ws.budget.max_usd_per_plan if ws.budget else None
     plan = check_budgets(with_estimates(plan, desired), desired, state, live, budget)
+    plan = with_table_prices(plan, desired, now.date())
     plan = replace(plan, notes=results_notes(desired, state, ws.paths.repo))
     return Refreshed(live, retries, plan, desired)
 
