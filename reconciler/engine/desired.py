@@ -2,7 +2,7 @@
 
 The generation is a hash of the fields that decide what a batch's requests come back with,
 plus the input's sha256: any change to them means new batches.  Labels, the batch metadata,
-retry, results, cleanup, the inputs' expiry, the schedule and the deletion policy shape how a
+retry, results, cleanup, the files' expiry, the schedule and the deletion policy shape how a
 job is run and kept, not what its requests answer, so they change no generation.
 """
 
@@ -70,6 +70,7 @@ def desired_job(
         cleanup_inputs=bool(spec.cleanup and spec.cleanup.input_files),
         cleanup_outputs=bool(spec.cleanup and spec.cleanup.output_files),
         input_expires_after=spec.input_expires_after,
+        output_expires_after=spec.output_expires_after,
         input_tokens=digest.input_tokens,
         output_tokens=digest.output_tokens,
         unbounded=digest.unbounded,

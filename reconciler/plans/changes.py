@@ -77,6 +77,7 @@ class DesiredJob:
     cleanup_inputs: bool = False  # delete uploaded inputs once their batch is finished
     cleanup_outputs: bool = False  # delete output and error files once results are written
     input_expires_after: int | None = None  # seconds the provider keeps an upload; None: its default
+    output_expires_after: int | None = None  # seconds it keeps a batch's output and error files
     input_tokens: int = 0  # estimated over the whole input (specs/inputs/tokens.py)
     output_tokens: int = 0  # the output limits its requests set, added up
     unbounded: int = 0  # requests that set no output limit
