@@ -61,6 +61,7 @@ def test_reconcile_wait_finishes_the_others_and_fails_naming_the_refused_job(
 
     assert waited.exit_code == 1
     assert waited.stderr.count("over budget, not sent") == 1 and "error: big:" in waited.stderr
+    assert waited.stdout.count("! over budget:") == 1  # shown once, not on every pass of the wait
     (small,) = batches(sandbox, "small")
     assert small.status == "completed" and batches(sandbox, "big") == []
 
