@@ -77,7 +77,7 @@ def _plan_warnings(plan: Plan) -> list[str]:
     refusal = (
         [
             f"apply will refuse {plural(len(over), 'change')} over budget ({', '.join(over)}) and "
-            "carry out the rest; --allow-over-budget sends them too"
+            f"carry out the rest; --allow-over-budget sends {'them' if len(over) > 1 else 'it'} too"
         ]
         if over
         else []
