@@ -12,7 +12,7 @@ import httpx
 from reconciler.sandbox import Sandbox
 from tests.fixtures.daemon import Daemon, StartDaemon
 from tests.fixtures.repo import UserRepo
-from tests.reconcile_helpers import mutating
+from tests.reconcile_helpers import batches
 
 
 def _metrics(daemon: Daemon) -> str:
@@ -48,14 +48,28 @@ def test_the_daemon_counts_tokens_and_cost_of_finished_batches_from_their_output
     assert cost and abs(float(cost.group(1)) - expected_cost) < 1e-12
 
 
-def test_the_daemon_refuses_a_plan_over_budget_and_only_observes(
+def test_the_daemon_refuses_the_job_over_budget_alone_and_reports_it_in_health_and_metrics(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
     start_daemon: StartDaemon,
 ) -> None:
     sandbox, repo = sandbox_factory(), make_repo()
-    repo.write_job("nightly-eval", requests=3, budget={"max_usd": 0.000001})
-    daemon = start_daemon(repo, sandbox)
-    daemon.eventually(lambda: "over budget" in daemon.log())
-    assert "nightly-eval: up to $" in daemon.log()
-    assert mutating(sandbox.request_counts()) == {}
+    repo.write_job("big", requests=3, budget={"max_usd": 0.000001})
+    repo.write_job("small", requests=3)
+    daemon = start_daemon(repo, sandbox, "--health-port", "0", "--log-format", "json")
+    daemon.eventually(lambda: _job(repo, "small").get("status") == "completed")
+    repo.write_job("later", requests=2)  # an unrelated new job, after the refusal
+    daemon.eventually(lambda: _job(repo, "later").get("status") == "completed")
+
+    assert [len(batches(sandbox, job)) for job in ("big", "small", "later")] == [0, 1, 1]
+    refusals = [e for e in daemon.events() if e["event"] == "over_budget"]
+    assert [e["job"] for e in refusals] == ["big"] * len(refusals)
+    assert 1 <= len(refusals) <= 2  # once, and once more after the specs changed; not every pass
+    assert "big: over budget, not sent: up to $" in refusals[0]["message"]
+    port = next(e["port"] for e in daemon.events() if e["event"] == "health")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        health = http.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded" and list(health.json()["over_budget"]) == ["big"]
+    assert 'reconciler_job_over_budget{job="big"} 1.0' in _metrics(daemon)
+    assert "small" not in re.findall(r"reconciler_job_over_budget\{job=\"(\w+)\"", _metrics(daemon))

@@ -107,6 +107,32 @@ def test_validate_plan_apply_reconcile_status_converge_through_the_gateway(
     assert not any(SECRET in run.stdout + run.stderr for run in runs.values())
 
 
+def test_output_expires_after_reaches_the_sandbox_through_the_gateway(
+    make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox
+) -> None:
+    sandbox.configure(api_key=SECRET)
+    repo = make_repo()
+    repo.write_provider(
+        "portkey",
+        base_url=portkey_gateway.base_url,
+        headers={
+            "x-portkey-provider": "openai",
+            "x-portkey-custom-host": sandbox.base_url,
+            "Authorization": "Bearer ${UPSTREAM_API_KEY}",
+        },
+    )
+    repo.write_job("nightly-eval", provider="portkey", requests=3, output_expires_after="3h")
+
+    done = _reconciler(repo, "reconcile", "--wait", "--timeout", "60")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    headers = {"Authorization": f"Bearer {SECRET}"}
+    with httpx.Client(base_url=sandbox.base_url, headers=headers, timeout=30) as direct:
+        (batch,) = direct.get("/batches").json()["data"]
+        stored = direct.get(f"/files/{batch['output_file_id']}").json()
+    assert stored["expires_at"] == stored["created_at"] + 3 * 3600
+
+
 def _reconcile_until_converged(repo: UserRepo) -> list[subprocess.CompletedProcess[str]]:
     """A run may end in "outcome unknown" after a 5xx on a create; the next run resolves it."""
     runs = []

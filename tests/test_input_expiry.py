@@ -1,10 +1,12 @@
-"""Input files expire: the sandbox gives `purpose=batch` files 30 days and honours
-`expires_after` on upload, as the Files API does; a job's `input_expires_after` sets it on
-every input the reconciler uploads, without touching the job's generation."""
+"""Files expire: the sandbox gives `purpose=batch` files 30 days and honours `expires_after` on
+upload, as the Files API does; a job's `input_expires_after` sets it on every input the
+reconciler uploads, and its `output_expires_after` on every batch it creates (the output and
+error files' lifetime), neither touching the job's generation."""
 
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import httpx
@@ -131,3 +133,55 @@ def test_validate_refuses_an_input_expiry_outside_what_the_files_api_accepts(
     assert len(errors) == 1 and errors[0].startswith("error: specs/job.yaml:"), result.stderr
     assert "spec.input_expires_after:" in errors[0] and fragment in errors[0]
     assert repo.written() == []
+
+
+def _output_files(sandbox: Sandbox, job: str) -> list[Any]:
+    client = sdk(sandbox)
+    return [client.files.retrieve(b.output_file_id) for b in batches(sandbox, job) if b.output_file_id]
+
+
+def test_output_expires_after_is_sent_on_create_and_the_sandbox_expires_the_output_then(
+    make_repo: MakeRepo, run_cli: RunCli, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_sandbox(monkeypatch, sandbox)
+    repo = make_repo()
+    repo.write_job("job", requests=4, split={"max_requests": 2}, output_expires_after="2h")
+    repo.write_job("plain", requests=2)
+
+    done = run_cli("reconcile", "--wait", "--timeout", "60", *repo.args())
+
+    assert done.exit_code == 0, done.stdout + done.stderr
+    outputs = _output_files(sandbox, "job")
+    assert len(outputs) == 2
+    assert [f.expires_at - f.created_at for f in outputs] == [7200, 7200]
+    [plain] = _output_files(sandbox, "plain")
+    assert plain.expires_at == plain.created_at + 30 * DAY  # the default, nothing sent
+    spec = repo.specs / "job.yaml"
+    spec.write_text(spec.read_text().replace("output_expires_after: 2h", "output_expires_after: 3d"))
+    planned = run_cli("plan", "--detailed-exitcode", *repo.args())
+    assert planned.exit_code == 0, planned.stdout  # no new generation: nothing to create again
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [("30m", "between 1h and 30d"), ("31d", "between 1h and 30d"), ("later", "not a duration")],
+)
+def test_validate_refuses_an_output_expiry_outside_what_the_batch_api_accepts(
+    make_repo: MakeRepo, run_cli: RunCli, value: str, fragment: str
+) -> None:
+    repo = make_repo()
+    repo.write_job("job", output_expires_after=value)
+
+    result = run_cli("validate", *repo.args())
+
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: specs/job.yaml:"), result.stderr
+    assert "spec.output_expires_after:" in errors[0] and fragment in errors[0]
+    assert repo.written() == []
+
+
+def test_output_expires_after_is_in_the_json_schema(run_cli: RunCli) -> None:
+    schema = json.loads(run_cli("schema").stdout)
+    spec = schema["$defs"]["BatchJobSpec"]["properties"]
+    assert "output_expires_after" in spec and "input_expires_after" in spec

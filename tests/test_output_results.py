@@ -61,6 +61,36 @@ def test_output_json_matches_its_schema_and_names_batches_files_results_and_usag
     assert job["usage"]["input_tokens"] == prompt > 0
 
 
+def test_output_json_has_each_jobs_cost_and_runs_as_status_json_records_them(
+    repo: UserRepo, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", requests=4, run="first")
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    spec = repo.specs / "nightly-eval.yaml"
+    spec.write_text(spec.read_text().replace("run: first", "run: second"))  # a second run of the job
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+
+    document = json.loads(run_cli("output", "--json", *repo.args()).stdout)
+    recorded = json.loads(run_cli("status", "--json", *repo.args()).stdout)["jobs"]["nightly-eval"]
+
+    jsonschema.Draft202012Validator(OUTPUT_SCHEMA).validate(document)
+    job = document["jobs"]["nightly-eval"]
+    assert [r["run"] for r in job["runs"]] == [r["run"] for r in recorded["history"]] == ["second", "first"]
+    # the figures status --json records (an older run's cost is kept only while the state has it)
+    assert [r["cost"] and r["cost"]["usd"] for r in job["runs"]] == [
+        r["cost_usd"] for r in recorded["history"]
+    ]
+    assert job["runs"][0]["cost"]["usd"] > 0 and job["runs"][0]["cost"]["partial"] is False
+    assert [r["batches"] for r in job["runs"]] == [r["batches"] for r in recorded["history"]]
+    assert job["run"] == "second" and job["cost"] == job["runs"][0]["cost"]
+    used = recorded["history"][0]["usage"]
+    assert job["runs"][0]["usage"]["input_tokens"] == used["input"] > 0
+    prices = recorded["prices"]
+    assert job["cost"]["usd"] == pytest.approx(
+        (used["input"] * prices["input"] + used["output"] * prices["output"]) / 1e6
+    )
+
+
 def test_output_text_shows_results_and_files_per_batch(repo: UserRepo, run_cli: RunCli) -> None:
     finished_job(run_cli, repo)
     batch = state_of(repo.root)["jobs"]["nightly-eval"]["batches"][0]

@@ -30,14 +30,23 @@ class BatchWriter:
         self.transport = transport
 
     def create_batch(
-        self, *, input_file_id: str, endpoint: str, completion_window: str, metadata: Mapping[str, str]
+        self,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: Mapping[str, str],
+        output_expires_after: int | None = None,
     ) -> Batch:
-        body = {
+        """`output_expires_after`: seconds the output and error files are kept; None sends nothing."""
+        body: dict[str, object] = {
             "input_file_id": input_file_id,
             "endpoint": endpoint,
             "completion_window": completion_window,
             "metadata": dict(metadata),
         }
+        if output_expires_after is not None:
+            body["output_expires_after"] = {"anchor": "created_at", "seconds": output_expires_after}
         try:
             return parse_batch(self.transport.call("POST", "/batches", json=body, idempotent=False))
         except (ApiConnectionError, ApiStatusError) as error:

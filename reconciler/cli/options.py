@@ -11,6 +11,7 @@ import click
 
 from reconciler.specs.inputs.cache import drop_cache
 from reconciler.specs.paths import resolve_paths
+from reconciler.specs.settings import read_settings
 from reconciler.specs.state_location import resolve_state_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,8 +24,9 @@ def repo_options(func: F) -> F:
         *args: Any, repo: str, specs: str | None, state: str | None, state_url: str | None, **kwargs: Any
     ) -> Any:
         paths = resolve_paths(repo, specs, state)
-        url = resolve_state_url(paths.repo, state_url, state)
-        return func(*args, paths=dataclasses.replace(paths, state_url=url), **kwargs)
+        settings = read_settings(paths.repo)  # once per command; a mistake in it stops every command
+        url = resolve_state_url(paths.repo, state_url, state, settings)
+        return func(*args, paths=dataclasses.replace(paths, state_url=url, settings=settings), **kwargs)
 
     functools.update_wrapper(build, func)  # keeps options declared below this decorator
     decorated = click.option(

@@ -10,7 +10,7 @@ from typing import TextIO
 
 import click
 
-from reconciler.plans.changes import SYMBOLS, Action, Change, Plan
+from reconciler.plans.changes import STALE_PRICE_DAYS, SYMBOLS, Action, Change, Plan
 from reconciler.plans.cost import cost_text, plan_total
 from reconciler.plans.document import plan_document
 
@@ -43,8 +43,8 @@ def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
     lines.append(summary_line(plan))
     lines += [f"Launches {line}" for line in launch_lines(plan)]
     lines += [f"Next run of {c.job}: {c.next_run}" for c in plan.changes if c.next_run]
-    lines += cost_lines(plan)
-    lines += [_warn(f"! {line}", colour) for line in _plan_warnings(plan)]
+    lines += cost_lines(plan) + price_lines(plan)
+    lines += [_warn(f"! {line}", colour) for line in _plan_warnings(plan) + stale_price_lines(plan)]
     return "\n".join(lines)
 
 
@@ -53,11 +53,36 @@ def cost_lines(plan: Plan) -> list[str]:
     return [f"Cost: {cost_text(total)}"] if total else []
 
 
+def price_lines(plan: Plan) -> list[str]:
+    """Where the estimate's prices came from, when from the shipped table: its date."""
+    return [
+        f"Prices of {', '.join(used.models)}: the shipped price table, taken {used.taken.isoformat()}"
+        for used in plan.table_prices
+    ]
+
+
+def stale_price_lines(plan: Plan) -> list[str]:
+    return [
+        f"the shipped prices of {', '.join(used.models)} were taken {used.taken.isoformat()}, "
+        f"{used.age_days} days ago (over {STALE_PRICE_DAYS}): check them on the provider's pricing "
+        "page, or set pricing: in the Provider"
+        for used in plan.table_prices
+        if used.stale
+    ]
+
+
 def _plan_warnings(plan: Plan) -> list[str]:
-    """Budgets passed by the plan as a whole (a job's own is shown under its change), then runs."""
-    jobs = {c.job for c in plan.pending if c.over_budget}
-    whole = [r for r in plan.over_budget if r.split(":", 1)[0] not in jobs]
-    return [f"over budget: {r}" for r in whole] + list(plan.warnings)
+    """What apply will leave out (each change's budget is shown under it), then runs past theirs."""
+    over = sorted({c.job for c in plan.pending if c.over_budget})
+    refusal = (
+        [
+            f"apply will refuse {plural(len(over), 'change')} over budget ({', '.join(over)}) and "
+            f"carry out the rest; --allow-over-budget sends {'them' if len(over) > 1 else 'it'} too"
+        ]
+        if over
+        else []
+    )
+    return refusal + list(plan.warnings)
 
 
 def _warn(line: str, colour: bool) -> str:
@@ -133,9 +158,10 @@ def plan_markdown(plan: Plan) -> str:
                 f"| {change.launch_requests:,} | {change.launch_tokens:,} | {cost} | {reason} |"
             )
         lines += ["", *[f"Launches {line}" for line in launch_lines(plan)]]
-        lines += cost_lines(plan)
+        lines += cost_lines(plan) + price_lines(plan)
     over = [f"> **! over budget:** {reason}" for reason in plan.over_budget]
-    lines += [*([""] if over or plan.warnings else []), *over, *[f"> **!** {w}" for w in plan.warnings]]
+    warned = [*plan.warnings, *stale_price_lines(plan)]
+    lines += [*([""] if over or warned else []), *over, *[f"> **!** {w}" for w in warned]]
     if plan.notes:
         lines += ["", *[f"- {note}" for note in plan.notes]]
     return "\n".join(lines) + "\n"

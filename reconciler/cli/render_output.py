@@ -1,8 +1,9 @@
 """`reconciler output`: what each job produced, as text and as the `output --json` document.
 
-The document's shape is `schema/output-v1.schema.json`.  Each job holds its current
-generation's batches and results under `generation`; a run history, when recorded, is
-added beside it as `runs` (a list of the same shape) without changing what is here.
+The document's shape is `schema/output-v1.schema.json`.  Each job holds its current run's
+batches and results under `generation`, what that run cost under `cost`, and every run the
+state keeps (`status JOB`'s history, newest first, the current one included) under `runs`, with
+the same figures `status --json` records for them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 
 from reconciler.cli.render_status import results_cell
 from reconciler.cli.render_status_detail import file_cell
+from reconciler.cli.render_usage import usage_cells
 from reconciler.cli.status_view import StatusView
+from reconciler.common.usage import TokenUsage
 from reconciler.engine.results_check import results_problem
 from reconciler.plans.changes import DesiredJob
-from reconciler.state.model import BatchRecord, JobState
+from reconciler.state.model import BatchRecord, JobState, RunRecord
 
 OUTPUT_FORMAT_VERSION = 1
 
@@ -36,12 +39,39 @@ def _job(name: str, job: JobState, desired: Mapping[str, DesiredJob], repo_root:
         "observed_at": job.observed_at,
         "request_counts": job.request_counts,
         "usage": job_usage(job),
+        "cost": _cost(job.cost_usd if job.usage else None, job.total_usage),
+        "run": job.run,
         "generation": {
             "id": job.generation,
             "batches": [_batch(b, deleted) for b in job.batches],
             "results": _results(job, desired.get(name), repo_root),
         },
+        "runs": [_run(r) for r in job.history],
     }
+
+
+def _run(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run": run.run,
+        "generation": run.generation,
+        "status": run.status,
+        "request_counts": run.request_counts,
+        "batches": list(run.batches),
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "results": Path(run.results).as_posix() if run.results else None,
+        "usage": _tokens(run.usage) if run.usage else None,
+        "cost": _cost(run.cost_usd, run.usage),
+    }
+
+
+def _cost(usd: float | None, usage: TokenUsage | None) -> dict[str, Any] | None:
+    """USD at the run's prices, from the output lines read; `partial` when some could not be read
+    (the provider no longer had the file), so the figure is a lower bound.  None: no price, or
+    no batch of the run finished yet."""
+    if usd is None:
+        return None
+    return {"usd": usd, "partial": bool(usage and usage.unread)}
 
 
 def _batch(batch: BatchRecord, deleted: set[str]) -> dict[str, Any]:
@@ -81,19 +111,22 @@ def job_usage(job: JobState) -> dict[str, int] | None:
     """Tokens metered from every finished batch's output lines (engine/usage.py); before any
     is metered, what the provider reported per batch, if it did."""
     if job.usage:
-        metered = job.total_usage
-        return {
-            "input_tokens": metered.input,
-            "cached_input_tokens": metered.cached_input,
-            "output_tokens": metered.output,
-            "reasoning_tokens": metered.reasoning,
-            "total_tokens": metered.input + metered.output,
-        }
+        return _tokens(job.total_usage)
     total: dict[str, int] = {}
     for reported in (b.usage for b in job.batches if b.usage):
         for key, value in reported.items():
             total[key] = total.get(key, 0) + value
     return dict(sorted(total.items())) or None
+
+
+def _tokens(metered: TokenUsage) -> dict[str, int]:
+    return {
+        "input_tokens": metered.input,
+        "cached_input_tokens": metered.cached_input,
+        "output_tokens": metered.output,
+        "reasoning_tokens": metered.reasoning,
+        "total_tokens": metered.input + metered.output,
+    }
 
 
 def output_json(document: dict[str, Any]) -> str:
@@ -113,6 +146,8 @@ def output_text(view: StatusView, names: list[str]) -> str:
             lines.append(f"  results  {results_cell(view, name, job)}")
             lines.append(f"           sha256 {job.results.sha256}, {job.results.requests} lines")
         usage = job_usage(job)
+        if job.usage:
+            lines.append(f"  cost     {usage_cells(job)[1]}")
         if usage:
             lines.append(
                 "  usage    " + ", ".join(f"{v:,} {k.removesuffix('_tokens')}" for k, v in usage.items())

@@ -1,4 +1,5 @@
-"""How apply and reconcile tell the user what they did: one line per failure, one summary."""
+"""How apply and reconcile tell the user what they did: one line per failure or change refused
+over its budget, one summary."""
 
 from __future__ import annotations
 
@@ -12,11 +13,18 @@ from reconciler.plans.changes import Action, Plan
 def report_outcome(plan: Plan, outcome: Outcome) -> int:
     for job, reason in sorted(outcome.failures.items()):
         click.echo(f"error: {job}: {reason}", err=True)
-    done = [c for c in plan.changes if c.job not in outcome.failures]
+    for job, reason in sorted(outcome.over_budget.items()):
+        click.echo(f"error: {job}: over budget, not sent: {reason}", err=True)
+    if outcome.over_budget:
+        them = "them" if len(outcome.over_budget) > 1 else "it"
+        click.echo(f"error: pass --allow-over-budget to send {them} anyway", err=True)
+    left_out = set(outcome.failures) | set(outcome.over_budget)
+    done = [c for c in plan.changes if c.job not in left_out]
     adopted = sum(len(c.adopt) for c in done)
     forgotten = sum(1 for c in done if c.action is Action.FORGET)
+    refused = f", {len(outcome.over_budget)} refused over budget" if outcome.over_budget else ""
     click.echo(
         f"Applied: {outcome.created} created, {outcome.cancelled} cancelled, {adopted} adopted, "
-        f"{forgotten} forgotten, {len(outcome.failures)} failed; {plural(len(plan.changes), 'job')}."
+        f"{forgotten} forgotten, {len(outcome.failures)} failed{refused}; {plural(len(plan.changes), 'job')}."
     )
-    return 1 if outcome.failures else 0
+    return 1 if outcome.failures or outcome.over_budget else 0

@@ -38,7 +38,7 @@ def status_view(paths: RepoPaths, *, refresh: bool, save: bool, owner_flag: str 
             return StatusView(state, None, (), paths.repo)
         loaded = load(paths, "", None)  # the owner matters only to a refresh
         return StatusView(state, loaded.ws.desired, tuple(map(str, loaded.problems)), paths.repo)
-    loaded = load(paths, identity.resolve_owner(paths.repo, owner_flag), None)
+    loaded = load(paths, identity.resolve_owner(paths.repo, owner_flag, paths.repo_settings()), None)
     ws = loaded.ws
     state = load_state(ws)  # refuses a state of another owner
     with open_clients(ws.repo, ws.providers(state), paths) as apis:

@@ -6,7 +6,6 @@
     │   ├── MissingVariableError     `${VAR}` in a provider header is not set
     │   ├── OwnerError               no owner id could be determined
     │   ├── PlanRefusedError         a plan we will not carry out (empty desired set, stale saved plan)
-    │   │   └── OverBudgetError      the plan's estimate passes a budget (without --allow-over-budget)
     │   └── InputChangedError        an input file changed while it was being uploaded
     ├── WriteError                   a file we must write cannot be (disk full, read-only folder)
     ├── StateError                   the state file is damaged, from the future, or belongs to another owner
@@ -71,17 +70,6 @@ class OwnerError(UserError):
 
 class PlanRefusedError(UserError):
     pass
-
-
-class OverBudgetError(PlanRefusedError):
-    def __init__(self, reasons: list[str]) -> None:
-        self.reasons = reasons
-        super().__init__(f"over budget, so nothing is sent: {'; '.join(reasons)}")
-
-    def lines(self) -> list[str]:
-        return [f"over budget: {reason}" for reason in self.reasons] + [
-            "nothing was sent; pass --allow-over-budget to apply this plan anyway"
-        ]
 
 
 class WriteError(ReconcilerError):

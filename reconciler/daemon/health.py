@@ -43,6 +43,7 @@ class Liveness:
         self.last_ok: bool | None = None
         self.failed_in_a_row = 0
         self.role = "leader"  # or "standby": a replica waiting for the leader lock (leader.py)
+        self.over_budget: dict[str, str] = {}  # job → why the last pass refused its change
 
     def standing_by(self) -> None:
         """A standby that reached the database is as healthy as an idle leader."""
@@ -62,8 +63,10 @@ class Liveness:
 
     def report(self) -> Health:
         ok = healthy(time.time(), self.started, self.last_success, self.last_ok, self.interval)
+        status = ("degraded" if self.over_budget else "ok") if ok else "failing"
         detail = {
-            "status": "ok" if ok else "failing",
+            "status": status,
+            "over_budget": dict(sorted(self.over_budget.items())),
             "role": self.role,
             "last_successful_pass": iso(self.last_success),
             "failed_passes_in_a_row": self.failed_in_a_row,

@@ -21,7 +21,6 @@ from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedJob, LoadedProvider, LoadedRepo, scan_repo
 from reconciler.specs.paths import RepoPaths
 from reconciler.specs.repo_paths import display
-from reconciler.specs.settings import read_budget
 
 
 @dataclass(frozen=True)
@@ -65,14 +64,14 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
                 held.add(name)
         providers = {**previous.ws.repo.providers, **providers}
         notifications = {**previous.ws.repo.notifications, **notifications}
-    budget_broken = False
+    settings_broken = False
     try:
-        budget = read_budget(paths.repo)
-    except SpecError as error:  # no change is made until the budget reads again
+        budget = paths.repo_settings().budget  # the daemon's paths read it again on every load
+    except SpecError as error:  # no change is made until reconciler.yaml reads again
         problems += error.problems
-        budget, budget_broken = (previous.ws.budget if previous else None), True
+        budget, settings_broken = (previous.ws.budget if previous else None), True
     ws = Workspace(paths, LoadedRepo(jobs, providers, notifications), digests, desired, owner, budget)
-    clean = frozenset() if budget_broken else frozenset(desired) - held
+    clean = frozenset() if settings_broken else frozenset(desired) - held
     return Loaded(ws, tuple(problems), clean, frozenset(held))
 
 

@@ -149,8 +149,15 @@ class Daemon:
         if result.held_back and result.held_back not in self.said:
             self.said.add(result.held_back)
             self.log.warning("held_back", result.held_back)
+        over_budget = result.outcome.over_budget
+        for job, reason in sorted(over_budget.items()):
+            line = f"{job}: over budget, not sent: {reason}"
+            if line not in self.said:  # once until the specs change: it holds on every pass
+                self.said.add(line)
+                self.log.warning("over_budget", line, job=job, reason=reason)
+        self.liveness.over_budget = dict(over_budget)
         degraded = bool(self.loaded and self.loaded.problems) or bool(
-            result.held_back or result.outcome.failures
+            result.held_back or result.outcome.failures or over_budget
         )
         if self.liveness.last_success is None:
             running = sum(

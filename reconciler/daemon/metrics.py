@@ -35,6 +35,12 @@ class Metrics:
         self.jobs = Gauge(
             "reconciler_jobs", "Jobs in the state file by status.", ["status"], registry=self.registry
         )
+        self.over_budget = Gauge(
+            "reconciler_job_over_budget",
+            "1 for each job whose change the last pass refused for passing a budget (nothing sent for it).",
+            ["job"],
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "reconciler_leader",
             "1 while this replica leads (runs the passes), 0 while it stands by.",
@@ -96,6 +102,11 @@ class Metrics:
                     self.tokens.labels(job=name, kind=kind).inc(count)
                 if job.prices is not None:
                     self.cost.labels(job=name).inc(job.prices.cost(usage))
+
+    def set_over_budget(self, jobs: Mapping[str, str]) -> None:
+        self.over_budget.clear()  # a job back within its budget must not stay marked
+        for job in jobs:
+            self.over_budget.labels(job=job).set(1)
 
     def set_jobs(self, by_status: Mapping[str, int]) -> None:
         self.jobs.clear()  # a status no job has any more must not linger at its old count

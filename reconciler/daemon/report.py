@@ -24,7 +24,8 @@ _HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
 
 def report_pass(result: PassResult, log: EventLog, metrics: Metrics) -> None:
     for change in result.plan.pending:
-        _report_change(change, result.outcome, log, metrics)
+        if change.job not in result.outcome.over_budget:  # refused ones: daemon/loop.py says so once
+            _report_change(change, result.outcome, log, metrics)
     for job, reason in sorted(result.outcome.failures.items()):
         log.error("action_failed", f"{job}: {reason}", job=job, reason=reason)
         match = _HTTP_STATUS.search(reason)
@@ -33,6 +34,7 @@ def report_pass(result: PassResult, log: EventLog, metrics: Metrics) -> None:
         log.warning("over_budget", warning, job=warning.split(":", 1)[0])
     report_transitions(result.before, result.after, log)
     metrics.set_jobs(Counter(job.status for job in result.after.jobs.values()))
+    metrics.set_over_budget(result.outcome.over_budget)
     metrics.count_usage(result.after)
 
 

@@ -58,7 +58,7 @@ class WatchOptions:
 
 
 def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
-    owner = identity.resolve_owner(paths.repo, options.owner)
+    owner = identity.resolve_owner(paths.repo, options.owner, paths.repo_settings())
     # A damaged state file or one of another owner would fail every pass: refuse to start
     # instead, before writing anything (the specs, in contrast, may be fixed while we run).
     recorded = load_state(Workspace(paths, LoadedRepo({}, {}), {}, {}, owner))

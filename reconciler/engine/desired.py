@@ -2,7 +2,7 @@
 
 The generation is a hash of the fields that decide what a batch's requests come back with,
 plus the input's sha256: any change to them means new batches.  Labels, the batch metadata,
-retry, results, cleanup, the inputs' expiry, the schedule and the deletion policy shape how a
+retry, results, cleanup, the files' expiry, the schedule and the deletion policy shape how a
 job is run and kept, not what its requests answer, so they change no generation.
 """
 
@@ -20,7 +20,7 @@ from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.loader import LoadedJob
 from reconciler.specs.models import BatchJobSpec, Provider
 from reconciler.specs.parts import split_input
-from reconciler.specs.prices import price_for
+from reconciler.specs.prices import find_price
 
 
 def desired_job(
@@ -43,6 +43,7 @@ def desired_job(
         if split
         else ()
     )
+    price = find_price(digest.model, document)
     outcome = {
         "endpoint": spec.endpoint,
         "completion_window": spec.completion_window,
@@ -69,10 +70,12 @@ def desired_job(
         cleanup_inputs=bool(spec.cleanup and spec.cleanup.input_files),
         cleanup_outputs=bool(spec.cleanup and spec.cleanup.output_files),
         input_expires_after=spec.input_expires_after,
+        output_expires_after=spec.output_expires_after,
         input_tokens=digest.input_tokens,
         output_tokens=digest.output_tokens,
         unbounded=digest.unbounded,
-        prices=price_for(digest.model, document),
+        prices=price.prices if price else None,
+        price_taken=price.taken if price else None,
         budget_usd=spec.budget.max_usd if spec.budget else None,
         budget_cancels=bool(spec.budget and spec.budget.on_exceed == "cancel"),
         run_label=label_run(spec.run),

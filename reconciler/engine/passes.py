@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.reader import BatchReader
-from reconciler.common.errors import OverBudgetError
 from reconciler.engine import clock
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.run import apply_plan
@@ -29,9 +28,9 @@ from reconciler.engine.schedules import at_time
 from reconciler.engine.scope import Scope
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Workspace, load_state, open_state
-from reconciler.plans.budget import check_budgets
+from reconciler.plans.budget import check_budgets, refused, without_refused
 from reconciler.plans.changes import DesiredJob, Plan, PlanContext
-from reconciler.plans.cost import with_estimates
+from reconciler.plans.cost import with_estimates, with_table_prices
 from reconciler.plans.plan import live_by_job, make_plan
 from reconciler.plans.record import record
 from reconciler.plans.runs import choose_run
@@ -72,6 +71,7 @@ def refresh_and_plan(
     )
     budget = ws.budget.max_usd_per_plan if ws.budget else None
     plan = check_budgets(with_estimates(plan, desired), desired, state, live, budget)
+    plan = with_table_prices(plan, desired, now.date())
     plan = replace(plan, notes=results_notes(desired, state, ws.paths.repo))
     return Refreshed(live, retries, plan, desired)
 
@@ -101,21 +101,22 @@ def converge(
     scope: Scope | None = None,
     allow_over_budget: bool = False,
 ) -> tuple[Plan, State, Outcome]:
-    """Under the owner's writer lock, for the whole pass: refresh, plan, refuse a plan over
-    budget, let `confirm` veto (raise), apply, record.  No other writer of this owner plans or
-    writes meanwhile."""
+    """Under the owner's writer lock, for the whole pass: refresh, plan, let `confirm` veto
+    (raise), apply all but the changes over a budget, record.  No other writer of this owner
+    plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`."""
     scope = scope or Scope()
     with open_state(ws) as backend, backend.writer_lock(command):
         state = load_state(ws, rebuild=rebuild, backend=backend)
         found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope)
-        if found.plan.over_budget and not allow_over_budget:
-            raise OverBudgetError(list(found.plan.over_budget))
         if confirm is not None:
             confirm(found.plan)
+        over_budget = {} if allow_over_budget else refused(found.plan)
         sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
         fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
         untouched = scope.untouched(ws, state)
-        state, outcome = apply_plan(found.plan, found.desired, found.live, state, fx, untouched)
+        carried_out = without_refused(found.plan) if over_budget else found.plan
+        state, outcome = apply_plan(carried_out, found.desired, found.live, state, fx, untouched)
+        outcome.over_budget = over_budget
         mine = {name: job for name, job in found.desired.items() if name not in untouched}
         finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo)
         state = backend.write(finished)  # once per pass, results before their status

@@ -62,6 +62,7 @@ def converge_until_done(
         total.created += outcome.created
         total.cancelled += outcome.cancelled
         total.failures = outcome.failures  # only what still fails at the end counts
+        total.over_budget = outcome.over_budget
         waiting = unfinished(ws, state, options.scope.targets)
         if not options.wait or not waiting:
             if options.wait:

@@ -19,7 +19,7 @@ from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedJob, LoadedRepo, load_repo
 from reconciler.specs.models import Provider
 from reconciler.specs.paths import RepoPaths
-from reconciler.specs.settings import PlanBudget, read_budget
+from reconciler.specs.settings import PlanBudget
 from reconciler.state.backend import StateBackend, open_backend
 from reconciler.state.model import State
 
@@ -49,7 +49,8 @@ class Workspace:
 def prepare(paths: RepoPaths, owner_flag: str | None = None) -> Workspace:
     """Checks everything a user can get wrong before writing anything (the input cache)."""
     repo = load_repo(paths)
-    owner = identity.resolve_owner(paths.repo, owner_flag)
+    settings = paths.repo_settings()
+    owner = identity.resolve_owner(paths.repo, owner_flag, settings)
     resolve_provider_headers(
         repo, {job.job.spec.provider or SANDBOX for job in repo.jobs.values()}, os.environ
     )
@@ -59,7 +60,7 @@ def prepare(paths: RepoPaths, owner_flag: str | None = None) -> Workspace:
         name: desired_job(job, digests[name], cache, provider_of(repo, job))
         for name, job in repo.jobs.items()
     }
-    return Workspace(paths, repo, digests, desired, owner, read_budget(paths.repo))
+    return Workspace(paths, repo, digests, desired, owner, settings.budget)
 
 
 def provider_of(repo: LoadedRepo, job: LoadedJob) -> Provider | None:
@@ -100,5 +101,5 @@ def open_recorded(
     """The backend without loading the specs; a state file needs no owner, a database does."""
     if paths.state_url is None:
         return open_backend(paths.state, None, None)
-    tag = identity.owner_tag(identity.resolve_owner(paths.repo, owner_flag))
+    tag = identity.owner_tag(identity.resolve_owner(paths.repo, owner_flag, paths.repo_settings()))
     return open_backend(paths.state, paths.state_url, tag)

@@ -1,6 +1,12 @@
-"""Budgets: a plan whose estimate passes one is marked, so apply, reconcile and the daemon refuse
-it (unless --allow-over-budget); a run whose actual cost passed its budget while running is
-reported, and cancelled when its spec says `on_exceed: cancel`. Pure: no I/O.
+"""Budgets: each change whose estimate passes a budget is marked with why, so apply, reconcile and
+the daemon refuse that change alone (unless --allow-over-budget) and carry out the rest; a run
+whose actual cost passed its budget while running is reported, and cancelled when its spec says
+`on_exceed: cancel`.  Pure: no I/O.
+
+The repo-wide `budget.max_usd_per_plan` admits launching changes in plan order (job name order)
+while they fit in what is left of it: a change that would pass it, or whose cost cannot be told,
+is refused by name, and a later, smaller change may still fit.  A change refused by its own
+job's budget takes nothing from the plan's.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ from collections.abc import Mapping, Sequence
 
 from reconciler.api.batch import LiveBatch
 from reconciler.plans.changes import Action, Change, DesiredJob, Plan
-from reconciler.plans.cost import plan_total, unknown_reason, usd
+from reconciler.plans.cost import unknown_reason, usd
 from reconciler.plans.plan import live_by_job
 from reconciler.state.model import State
+
+PLAN_BUDGET = "budget.max_usd_per_plan"
 
 
 def check_budgets(
@@ -22,7 +30,8 @@ def check_budgets(
     live: Sequence[LiveBatch],
     max_usd_per_plan: float | None,
 ) -> Plan:
-    """The plan with every budget it passes named, and runs past their budget reported or cancelled."""
+    """The plan with each change over a budget marked (`over_budget`), and runs past their
+    budget reported or cancelled."""
     changes: list[Change] = []
     warnings: list[str] = []
     by_job = live_by_job(live)
@@ -31,11 +40,10 @@ def check_budgets(
         if job is not None and job.budget_usd is not None:
             change = _job_budget(change, job, state, by_job.get(job.name, []), warnings)
         changes.append(change)
-    checked = dataclasses.replace(plan, changes=tuple(changes), warnings=tuple(warnings))
-    over = [f"{c.job}: {c.over_budget}" for c in checked.pending if c.over_budget]
     if max_usd_per_plan is not None:
-        over += _plan_budget(checked, desired, max_usd_per_plan)
-    return dataclasses.replace(checked, over_budget=tuple(over))
+        changes = _plan_budget(changes, desired, max_usd_per_plan)
+    over = tuple(f"{c.job}: {c.over_budget}" for c in changes if c.mutates and c.over_budget)
+    return dataclasses.replace(plan, changes=tuple(changes), warnings=tuple(warnings), over_budget=over)
 
 
 def _job_budget(
@@ -72,18 +80,40 @@ def _job_budget(
     return change
 
 
-def _plan_budget(plan: Plan, desired: Mapping[str, DesiredJob], limit: float) -> list[str]:
-    total = plan_total(plan)
-    if total is None:
-        return []
-    upper = total.upper_usd
-    if upper is None:
-        unknown = sorted({c.job for c in plan.pending if c.estimate and c.estimate.upper_usd is None})
-        reasons = "; ".join(f"{name}: {unknown_reason(desired[name])}" for name in unknown if name in desired)
-        return [f"budget.max_usd_per_plan {usd(limit)} cannot be checked: {reasons}"]
-    if upper > limit:
-        return [
-            f"the plan launches up to {usd(upper)}, "
-            f"over budget.max_usd_per_plan {usd(limit)} (reconciler.yaml)"
-        ]
-    return []
+def _plan_budget(changes: list[Change], desired: Mapping[str, DesiredJob], limit: float) -> list[Change]:
+    """First fit, in plan order: each launching change is admitted while it fits in what is left."""
+    admitted = 0.0
+    checked: list[Change] = []
+    for change in changes:
+        if not change.mutates or change.estimate is None or change.over_budget:
+            checked.append(change)
+            continue
+        upper = change.estimate.upper_usd
+        where = f"{PLAN_BUDGET} {usd(limit)} (reconciler.yaml)"
+        if upper is None:
+            reason = f"{where} cannot be checked: {unknown_reason(desired[change.job])}"
+        elif admitted + upper > limit:
+            reason = f"up to {usd(upper)} does not fit in {where}: {usd(admitted)} of it already planned"
+        else:
+            admitted += upper
+            checked.append(change)
+            continue
+        checked.append(dataclasses.replace(change, over_budget=reason))
+    return checked
+
+
+def refused(plan: Plan) -> dict[str, str]:
+    """Job → why its change is over a budget: what apply leaves out unless --allow-over-budget."""
+    return {c.job: c.over_budget for c in plan.pending if c.over_budget}
+
+
+def without_refused(plan: Plan) -> Plan:
+    """The plan with each refused change turned into a noop: nothing sent for it, and the job is
+    still recorded as observed."""
+    changes = tuple(
+        dataclasses.replace(c, action=Action.NOOP, cancel=(), adopt=(), creates=(), launch_requests=0)
+        if c.mutates and c.over_budget
+        else c
+        for c in plan.changes
+    )
+    return dataclasses.replace(plan, changes=changes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -77,10 +77,12 @@ class DesiredJob:
     cleanup_inputs: bool = False  # delete uploaded inputs once their batch is finished
     cleanup_outputs: bool = False  # delete output and error files once results are written
     input_expires_after: int | None = None  # seconds the provider keeps an upload; None: its default
+    output_expires_after: int | None = None  # seconds it keeps a batch's output and error files
     input_tokens: int = 0  # estimated over the whole input (specs/inputs/tokens.py)
     output_tokens: int = 0  # the output limits its requests set, added up
     unbounded: int = 0  # requests that set no output limit
     prices: UnitPrices | None = None  # None: no price for this model
+    price_taken: date | None = None  # when the shipped table's price was taken; None: not from it
     budget_usd: float | None = None  # spec.budget.max_usd: one run at most
     budget_cancels: bool = False  # spec.budget.on_exceed: cancel
     run_label: str = DEFAULT_RUN  # the run id `spec.run` asks for (unscheduled jobs)
@@ -147,10 +149,28 @@ class Plan:
     warnings: tuple[str, ...] = ()  # runs whose actual cost passed their budget while running
     # Said alongside the changes, never a change themselves: e.g. a results file to write again.
     notes: tuple[str, ...] = ()
+    table_prices: tuple[TablePrices, ...] = ()  # the shipped price table's figures this plan used
 
     @property
     def pending(self) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.mutates)
+
+
+# The shipped price table's figures are called old past this many days (by the reconciler's clock).
+STALE_PRICE_DAYS = 90
+
+
+@dataclass(frozen=True)
+class TablePrices:
+    """Models a plan priced from the shipped table with figures taken on one date."""
+
+    taken: date
+    models: tuple[str, ...]
+    age_days: int  # on the day the plan was made
+
+    @property
+    def stale(self) -> bool:
+        return self.age_days > STALE_PRICE_DAYS
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from datetime import date
 from typing import TypeVar
 
 from reconciler.common.usage import TOKENS_PER_PRICE_UNIT
-from reconciler.plans.changes import CostEstimate, DesiredJob, Plan
+from reconciler.plans.changes import CostEstimate, DesiredJob, Plan, TablePrices
+from reconciler.specs.prices import unpriced_reason
 
 _Number = TypeVar("_Number", int, float)
 
@@ -46,6 +48,21 @@ def with_estimates(plan: Plan, desired: Mapping[str, DesiredJob]) -> Plan:
     return dataclasses.replace(plan, changes=changes)
 
 
+def with_table_prices(plan: Plan, desired: Mapping[str, DesiredJob], today: date) -> Plan:
+    """The plan saying which launches were priced from the shipped table, and when its figures
+    were taken: `today` is the reconciler's clock, against which they may be old."""
+    models: dict[date, set[str]] = {}
+    for change in plan.pending:
+        job = desired.get(change.job)
+        if change.estimate is not None and job is not None and job.price_taken is not None:
+            models.setdefault(job.price_taken, set()).add(job.model)
+    used = tuple(
+        TablePrices(taken, tuple(sorted(names)), (today - taken).days)
+        for taken, names in sorted(models.items())
+    )
+    return dataclasses.replace(plan, table_prices=used)
+
+
 def plan_total(plan: Plan) -> CostEstimate | None:
     """Every launching change added up; None when nothing is launched."""
     estimates = [c.estimate for c in plan.pending if c.estimate is not None]
@@ -68,7 +85,9 @@ def _sum_or_none(values: list[_Number | None]) -> _Number | None:
 def unknown_reason(job: DesiredJob) -> str:
     """Why a job's cost cannot be told."""
     if job.prices is None:
-        return f"no price for {job.model or 'its model'}; add it to the Provider's pricing"
+        why = unpriced_reason(job.model)
+        left_out = f" (the shipped price table leaves it out: {why})" if why else ""
+        return f"no price for {job.model or 'its model'}{left_out}; add it to the Provider's pricing"
     return (
         f"{job.unbounded:,} requests set no max_tokens and {job.model}'s output cap is unknown; "
         "set max_tokens, or max_output_tokens in the Provider's pricing"

@@ -34,6 +34,10 @@ def plan_document(
         "over_budget": list(plan.over_budget),
         "warnings": list(plan.warnings),
         "notes": list(plan.notes),
+        "price_table": [
+            {"taken": u.taken.isoformat(), "age_days": u.age_days, "stale": u.stale, "models": list(u.models)}
+            for u in plan.table_prices
+        ],
     }
 
 

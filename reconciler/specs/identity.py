@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.common.errors import OwnerError
-from reconciler.specs.settings_file import SETTINGS_FILE, string_setting
+from reconciler.specs.settings import SETTINGS_FILE, RepoSettings, read_settings
 
 OWNER_ENV = "RECONCILER_OWNER"
 _OWNER_SYNTAX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")
@@ -33,8 +33,10 @@ def owner_tag(owner: str) -> str:
     return hashlib.sha256(owner.encode()).hexdigest()[:16]
 
 
-def resolve_owner(repo: Path, flag: str | None = None) -> str:
+def resolve_owner(repo: Path, flag: str | None = None, settings: RepoSettings | None = None) -> str:
     """--owner, then $RECONCILER_OWNER, then `owner:` in reconciler.yaml, then the git remote.
+
+    `settings`: reconciler.yaml as the command already read it (read here when not given).
 
     Never the state file alone and never an absolute path: a CI runner, a laptop and the
     daemon's host must all arrive at the same owner for the same repo.
@@ -42,7 +44,7 @@ def resolve_owner(repo: Path, flag: str | None = None) -> str:
     for source, value in (
         ("--owner", flag),
         (f"${OWNER_ENV}", os.environ.get(OWNER_ENV)),
-        (f"{SETTINGS_FILE}: owner", _owner_from_settings(repo)),
+        (f"{SETTINGS_FILE}: owner", _owner_from_settings(repo, settings)),
     ):
         if value:
             if not _OWNER_SYNTAX.match(value):
@@ -57,8 +59,8 @@ def resolve_owner(repo: Path, flag: str | None = None) -> str:
     )
 
 
-def _owner_from_settings(repo: Path) -> str | None:
-    return string_setting(repo, "owner", lambda path, problem: OwnerError(f"{path}: {problem}"), "a string")
+def _owner_from_settings(repo: Path, settings: RepoSettings | None) -> str | None:
+    return (settings if settings is not None else read_settings(repo)).owner
 
 
 def git_remote_owner(repo: Path) -> str | None:

@@ -102,6 +102,9 @@ class BatchJobSpec(_Document):
     input_expires_after: FileExpiry | None = None
     """How long the provider keeps each input this job uploads, from 1h to 30d (e.g. 7d);
     omitted: the provider's default (30 days for batch inputs at OpenAI)."""
+    output_expires_after: FileExpiry | None = None
+    """How long the provider keeps each batch's output and error files, from their creation,
+    from 1h to 30d (e.g. 7d); omitted: the provider's default (30 days at OpenAI)."""
     budget: BudgetSpec | None = None
     """The most one run of this job may cost; checked against the plan's estimate."""
     schedule: Cron | None = None

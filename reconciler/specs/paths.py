@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.specs.settings import RepoSettings, read_settings
+
 
 @dataclass(frozen=True)
 class RepoPaths:
@@ -12,6 +14,11 @@ class RepoPaths:
     specs: Path
     state: Path  # the state file; with `state_url`, only where local caches and work go
     state_url: str | None = None  # a PostgreSQL state backend (specs/state_location.py)
+    settings: RepoSettings | None = None  # reconciler.yaml as the command read it; None: not read yet
+
+    def repo_settings(self) -> RepoSettings:
+        """reconciler.yaml: as read once for this command, or read now."""
+        return self.settings if self.settings is not None else read_settings(self.repo)
 
     @property
     def sandbox_data(self) -> Path:

@@ -1,50 +1,45 @@
-"""The shipped price table, and how a job's model finds its price.
+"""How a job's model finds its price: the Provider's own `pricing:` first, then the shipped table.
 
-PRICES_SOURCE, PRICES_TAKEN: where these figures come from and when they were taken. They are
-the Batch API's prices (half the standard ones), USD per million tokens; providers change
-prices, so a Provider's own `pricing:` wins over this table, model by model. A model found in
-neither has no price: the plan says so rather than guessing.
+The table (`price_table.py`) holds Batch API prices, USD per million tokens, each model with the
+source it was read from and the date it was taken: a plan priced from it says that date, and
+warns when it is old.  A model found in neither has no price: the plan says so rather than
+guessing (and, for a model the table leaves out on purpose, why).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
 
 from reconciler.common.usage import UnitPrices
 from reconciler.specs.models import ModelPrice, Provider
+from reconciler.specs.price_table import SOURCES, TABLE, UNPRICED, Entry
 
-PRICES_SOURCE = "OpenAI API pricing, Batch API column (https://openai.com/api/pricing/)"
-PRICES_TAKEN = "2025-08-07"
 _DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # gpt-4o-mini-2024-07-18 is priced as gpt-4o-mini
 
-# model: (input, cached input or None, output, the model's max output tokens or None)
-_TABLE: dict[str, tuple[float, float | None, float, int | None]] = {
-    "gpt-5": (0.625, 0.0625, 5.00, 128_000),
-    "gpt-5-mini": (0.125, 0.0125, 1.00, 128_000),
-    "gpt-5-nano": (0.025, 0.0025, 0.20, 128_000),
-    "gpt-4.1": (1.00, 0.25, 4.00, 32_768),
-    "gpt-4.1-mini": (0.20, 0.05, 0.80, 32_768),
-    "gpt-4.1-nano": (0.05, 0.0125, 0.20, 32_768),
-    "gpt-4o": (1.25, 0.625, 5.00, 16_384),
-    "gpt-4o-mini": (0.075, 0.0375, 0.30, 16_384),
-    "o1": (7.50, 3.75, 30.00, 100_000),
-    "o3": (1.00, 0.25, 4.00, 100_000),
-    "o3-mini": (0.55, 0.275, 2.20, 100_000),
-    "o4-mini": (0.55, 0.1375, 2.20, 100_000),
-    "gpt-4-turbo": (5.00, None, 15.00, 4_096),
-    "gpt-3.5-turbo": (0.25, None, 0.75, 4_096),
-    "text-embedding-3-small": (0.01, None, 0.0, None),
-    "text-embedding-3-large": (0.065, None, 0.0, None),
-    "text-embedding-ada-002": (0.05, None, 0.0, None),
-    "omni-moderation-latest": (0.0, None, 0.0, None),
-    "text-moderation-latest": (0.0, None, 0.0, None),
-}
 
-DEFAULT_PRICES: dict[str, UnitPrices] = {
-    model: UnitPrices(input=i, cached_input=c, output=o, max_output_tokens=m)
-    for model, (i, c, o, m) in _TABLE.items()
-}
+@dataclass(frozen=True)
+class Price:
+    prices: UnitPrices
+    taken: date | None = None  # from the shipped table: when; None: the Provider's own pricing
+    source: str = ""  # the table's source for it (a URL)
+
+
+def _table_price(entry: Entry) -> Price:
+    prices = UnitPrices(
+        input=entry.input,
+        cached_input=entry.cached_input,
+        output=entry.output,
+        max_output_tokens=entry.max_output_tokens,
+    )
+    source = SOURCES[entry.source]
+    return Price(prices, date.fromisoformat(source.taken), source.url)
+
+
+SHIPPED: dict[str, Price] = {model: _table_price(entry) for model, entry in TABLE.items()}
+DEFAULT_PRICES: dict[str, UnitPrices] = {model: price.prices for model, price in SHIPPED.items()}
 
 
 def unit_prices(price: ModelPrice) -> UnitPrices:
@@ -56,11 +51,21 @@ def unit_prices(price: ModelPrice) -> UnitPrices:
     )
 
 
-def price_for(model: str, provider: Provider | None) -> UnitPrices | None:
+def find_price(model: str, provider: Provider | None) -> Price | None:
     """The provider's own price for `model`, else the shipped one, else None (no price)."""
-    own = {name: unit_prices(p) for name, p in provider.spec.pricing.items()} if provider else {}
-    return _lookup(model, own) or _lookup(model, DEFAULT_PRICES)
+    own = {name: Price(unit_prices(p)) for name, p in provider.spec.pricing.items()} if provider else {}
+    return _lookup(model, own) or _lookup(model, SHIPPED)
 
 
-def _lookup(model: str, table: Mapping[str, UnitPrices]) -> UnitPrices | None:
+def price_for(model: str, provider: Provider | None) -> UnitPrices | None:
+    found = find_price(model, provider)
+    return found.prices if found else None
+
+
+def unpriced_reason(model: str) -> str | None:
+    """Why the shipped table leaves `model` without a price, when it does so on purpose."""
+    return UNPRICED.get(model) or UNPRICED.get(_DATED_SNAPSHOT.sub("", model))
+
+
+def _lookup(model: str, table: Mapping[str, Price]) -> Price | None:
     return table.get(model) or table.get(_DATED_SNAPSHOT.sub("", model))

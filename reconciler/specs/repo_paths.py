@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.specs.paths import RepoPaths
-from reconciler.specs.settings_file import SETTINGS_FILE
+from reconciler.specs.settings import SETTINGS_FILE
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,17 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.common.errors import UserError
-from reconciler.specs.settings_file import SETTINGS_FILE, string_setting
+from reconciler.specs.settings import SETTINGS_FILE, RepoSettings, read_settings
 
 STATE_URL_ENV = "RECONCILER_STATE_URL"
 SCHEMES = ("postgresql", "postgres")
 
 
-def resolve_state_url(repo: Path, flag: str | None, state_flag: str | None) -> str | None:
-    """The state URL to use, or None for the state file."""
+def resolve_state_url(
+    repo: Path, flag: str | None, state_flag: str | None, settings: RepoSettings | None = None
+) -> str | None:
+    """The state URL to use, or None for the state file.  `settings`: reconciler.yaml as the
+    command already read it (read here when not given)."""
     if flag:
         return checked_url(flag, "--state-url", password_allowed=False)
     if state_flag:
@@ -28,7 +31,7 @@ def resolve_state_url(repo: Path, flag: str | None, state_flag: str | None) -> s
     from_env = os.environ.get(STATE_URL_ENV)
     if from_env:
         return checked_url(from_env, f"${STATE_URL_ENV}", password_allowed=True)
-    from_settings = _state_from_settings(repo)
+    from_settings = (settings if settings is not None else read_settings(repo)).state
     if from_settings:
         where = f"{repo / SETTINGS_FILE}: state"
         return checked_url(from_settings, where, password_allowed=False)
@@ -52,8 +55,3 @@ def checked_url(url: str, source: str, *, password_allowed: bool) -> str:
             f"drop it and give it in $PGPASSWORD, ~/.pgpass or ${STATE_URL_ENV} instead"
         )
     return url
-
-
-def _state_from_settings(repo: Path) -> str | None:
-    wanted = "a postgresql:// URL (a string)"
-    return string_setting(repo, "state", lambda path, problem: UserError(f"{path}: {problem}"), wanted)

@@ -12,6 +12,7 @@ from reconciler.engine.connect import open_clients
 from reconciler.engine.passes import readers_of, refresh_and_plan
 from reconciler.engine.scope import Scope
 from reconciler.engine.workspace import load_state, prepare
+from reconciler.plans.budget import refused
 from reconciler.specs.paths import RepoPaths
 
 
@@ -28,7 +29,11 @@ from reconciler.specs.paths import RepoPaths
     help="markdown suits a pull-request comment or $GITHUB_STEP_SUMMARY.",
 )
 @click.option("--out", metavar="FILE", help="Save the plan for `reconciler apply FILE`.")
-@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes, 0 when none.")
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 2 when there are changes, 0 when none, 1 when apply would refuse one over a budget.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="List jobs in sync too.")
 def command(
     paths: RepoPaths,
@@ -73,4 +78,16 @@ def command(
             targets=scope.targets,
             replace=scope.replace,
         )
-    return 2 if detailed_exitcode and plan.pending else 0
+    if detailed_exitcode:
+        return _detailed_exit(refused(plan), bool(plan.pending))
+    return 0
+
+
+def _detailed_exit(over_budget: dict[str, str], changes: bool) -> int:
+    """2 means "changes, all of which apply carries out": a plan apply would partly refuse is a
+    failed check (1), not a green one."""
+    for job, reason in sorted(over_budget.items()):
+        click.echo(f"error: {job}: over budget, apply would refuse it: {reason}", err=True)
+    if over_budget:
+        return 1
+    return 2 if changes else 0

@@ -114,7 +114,9 @@ def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, opt
         log = EventLog("text", sys.stdout)  # made here: a live bar routes stdout above itself
 
         def shown(plan: Plan, state: State) -> None:
-            if plan.pending or (plan.notes and previous[0] is before):  # notes once, not every pass
+            carried_out = [c for c in plan.pending if options.allow_over_budget or not c.over_budget]
+            first = previous[0] is before  # notes and refusals once, not on every pass of --wait
+            if carried_out or (first and (plan.pending or plan.notes)):
                 click.echo(render.plan_text(plan, colour=render.use_colour()))
             else:
                 for warning in plan.warnings:  # a run past its budget, only reported

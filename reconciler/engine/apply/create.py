@@ -76,6 +76,7 @@ def create_all(
                 endpoint=job.endpoint,
                 completion_window=job.completion_window,
                 metadata=_metadata(job, intent, fx.owner_tag),
+                output_expires_after=job.output_expires_after,
             )
         except OutcomeUnknownError as error:
             settled = intent if error.in_flight else intent.model_copy(update={"sent_at": None})

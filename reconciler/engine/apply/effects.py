@@ -25,6 +25,7 @@ class Outcome:
     touched: list[LiveBatch] = field(default_factory=list)
     created: int = 0
     cancelled: int = 0
+    over_budget: dict[str, str] = field(default_factory=dict)  # job → why its change was not sent
 
 
 @dataclass(frozen=True)
