@@ -94,4 +94,6 @@ def test_a_notification_header_the_client_owns_is_refused_too(make_repo: MakeRep
         """,
     )
     result = run_cli("validate", *repo.args())
-    assert_rejected(result, repo, "specs/notify.yaml:8: spec.headers.Content-Length:", "set by the HTTP client")
+    assert_rejected(
+        result, repo, "specs/notify.yaml:8: spec.headers.Content-Length:", "set by the HTTP client"
+    )

@@ -1,7 +1,8 @@
 """Requests to one provider over an injected `httpx.Client`: retries, deadlines, size caps.
 
-Retries 429/5xx/timeouts with backoff, except where a retry could act twice (`idempotent=False`:
-only a request that never reached the server is sent again).  Every request ends by its
+Retries 429/5xx/timeouts with backoff (the server's `x-should-retry` and `Retry-After` first,
+as backoff.py says), except where a retry could act twice (`idempotent=False`: only a request
+that never reached the server is sent again).  Every request ends by its
 deadline, retries included, and no body is taken past its cap (responses.py).  A redirect is
 an error, never followed.  Nothing from httpx escapes; every server text passes through the
 scrubber (scrub.py) before anyone stores or shows it.  The reading and writing halves
@@ -21,7 +22,12 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from reconciler.api.backoff import RETRYABLE_STATUSES, Backoff, retry_after_of
+from reconciler.api.backoff import (
+    RETRYABLE_STATUSES,
+    Backoff,
+    retry_after_of,
+    should_retry_of,
+)
 from reconciler.api.batch import Batch
 from reconciler.api.responses import (
     MAX_ERROR_BYTES,
@@ -151,7 +157,7 @@ class Transport:
             return False
         retry_after = None
         if isinstance(error, ApiStatusError):
-            if error.status not in RETRYABLE_STATUSES:
+            if not self._worth_another_try(error):
                 return False
             retry_after = error.retry_after
         delay = self._backoff.delay(attempt, retry_after, self._rng)
@@ -159,6 +165,15 @@ class Transport:
             return False  # the wait alone would pass the deadline
         self._sleep(delay)
         return True
+
+    def _worth_another_try(self, error: ApiStatusError) -> bool:
+        """In the official SDK's order: a wait too long for a request, then the server's own
+        x-should-retry, then the status."""
+        if self._backoff.too_long(error.retry_after):
+            return False
+        if error.should_retry is not None:
+            return error.should_retry
+        return error.status in RETRYABLE_STATUSES
 
     def _status_error(self, shown: str, response: httpx.Response, limits: Limits) -> ApiStatusError:
         if response.status_code < 400:
@@ -168,11 +183,15 @@ class Transport:
                 shown, response, Limits(MAX_ERROR_BYTES, limits.ends_at, self._clock), truncate=True
             )
             code, message = error_fields(body, response.headers.get("content-type", ""))
+        retry_after = retry_after_of(response.headers)
+        if self._backoff.too_long(retry_after):
+            message += f" (the server asks to wait {_duration(retry_after)} before trying again)"
         return ApiStatusError(
             self.scrubber.text(f"{shown}: HTTP {response.status_code}: {message}"),
             status=response.status_code,
             code=code,
-            retry_after=retry_after_of(response.headers),
+            retry_after=retry_after,
+            should_retry=should_retry_of(response.headers),
         )
 
     def _wrap(self, shown: str, error: Exception) -> ApiError:
@@ -212,6 +231,14 @@ def _never_reached_server(error: Exception) -> bool:
     return isinstance(error, httpx.ConnectError) or (
         isinstance(error, ApiStatusError) and error.status == 429
     )
+
+
+def _duration(seconds: float | None) -> str:
+    """`90s`, `45m`, `3h`: a server's wait, as a person reads it."""
+    left = seconds or 0.0
+    if left < 600:
+        return f"{left:.0f}s"
+    return f"{left / 60:.0f}m" if left < 3 * 3600 else f"{left / 3600:.0f}h"
 
 
 def _kind(error: Exception) -> str:

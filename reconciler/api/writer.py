@@ -44,8 +44,9 @@ class BatchWriter:
             if isinstance(error, ApiStatusError) and error.status not in RETRYABLE_STATUSES - {429}:
                 raise
             in_flight = isinstance(error, ApiConnectionError)
+            status = error.status if isinstance(error, ApiStatusError) else None
             raise OutcomeUnknownError(
-                f"create batch: outcome unknown ({error})", in_flight=in_flight
+                f"create batch: outcome unknown ({error})", in_flight=in_flight, status=status
             ) from None
 
     def cancel_batch(self, batch_id: str) -> Batch:

@@ -15,6 +15,7 @@ from reconciler.daemon.load import Loaded
 from reconciler.daemon.passes import PassResult
 from reconciler.daemon.schedule import IDLE, Cadence, earliest, next_poll, watched_statuses
 from reconciler.daemon.webhooks import WebhookInbox
+from reconciler.engine.apply.failures import describe
 from reconciler.state.model import State
 
 # With webhooks, polling is only the safety net for a lost delivery.
@@ -59,7 +60,7 @@ class Hooks:
         return earliest(plain, own, cadence.interval * WEBHOOK_POLL_FACTOR if running else None)
 
     def passed(self, number: int, result: PassResult, degraded: bool, delay: float | None) -> None:
-        errors = [f"{job}: {reason}" for job, reason in sorted(result.outcome.failures.items())]
+        errors = [describe(failure) for failure in result.outcome.failures]
         errors += [result.held_back] if result.held_back else []
         now = time.time()
         last = LastPass(number, now, "degraded" if degraded else "ok", tuple(errors))

@@ -25,6 +25,7 @@ from reconciler.daemon.schedule import earliest, retry_delay
 from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
 from reconciler.engine import clock
+from reconciler.engine.apply.failures import server_wait
 from reconciler.engine.events import EventLog
 from reconciler.engine.schedules import seconds_until_next
 from reconciler.engine.workspace import load_state
@@ -161,12 +162,16 @@ class Daemon:
             )
         self.liveness.succeeded("degraded" if degraded else "ok")
         failures = result.outcome.failures
-        delay = self.hooks.poll(result.after, failures, self.settings.cadence)
+        delay = self.hooks.poll(result.after, result.outcome.failed_jobs, self.settings.cadence)
         self.failing_jobs = self.failing_jobs + 1 if failures else 0
         if failures:  # retried apart, at most an interval apart once the backoff has grown
             retry = retry_delay(self.failing_jobs, None, self.rng, cap=self.settings.cadence.interval)
             delay = earliest(delay, retry)
         delay = earliest(delay, self.settings.cadence.interval) if self.watch_broken else delay
+        wait = server_wait(failures)
+        if wait is not None:  # a provider said when to come back: no pass before that
+            delay = max(delay or 0.0, retry_delay(1, wait, self.rng))
+            self.log.info("server_wait", f"a provider asked to wait {wait:.1f}s; next pass in {delay:.1f}s")
         self.hooks.passed(self.passes, result, degraded, delay)
         return delay
 

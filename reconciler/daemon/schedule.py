@@ -20,8 +20,15 @@ FAST_POLL_SECONDS = 2.0
 SOON = frozenset({"validating", "finalizing", "cancelling", "pending", "collecting"})
 IDLE = frozenset({"none"})  # a job with nothing to watch: suspended, or a create that failed (retried apart)
 
-# After a failed pass: 1 s, 2 s, 4 s … up to 5 minutes; a server's Retry-After wins up to 10.
-FAILURE_BACKOFF = Backoff(initial=1.0, factor=2.0, cap=300.0, max_retry_after=600.0)
+# After a failed pass: 1 s, 2 s, 4 s … up to 5 minutes.
+FAILURE_BACKOFF = Backoff(initial=1.0, factor=2.0, cap=300.0)
+# A pass holds the owner's writer lock, which another writer waits 5 s for by default: inside a
+# request the daemon waits out only a server's short Retry-After.  A longer one ends the
+# request (and the pass, or that job's action), and the loop runs the next pass when the wait
+# is over: up to an hour on, so a wait of days cannot park the daemon (each look costs one
+# request, answered with the wait that is left).
+REQUEST_BACKOFF = Backoff(max_retry_after=5.0)
+MAX_SCHEDULED_WAIT = 3600.0
 
 
 @dataclass(frozen=True)
@@ -61,9 +68,12 @@ def watched_statuses(state: State, skip: Iterable[str] = ()) -> list[str]:
 def retry_delay(
     failures: int, retry_after: float | None, rng: random.Random, cap: float | None = None
 ) -> float:
-    """After `failures` consecutive failures (≥ 1): capped, jittered, Retry-After honoured."""
-    delay = FAILURE_BACKOFF.delay(max(failures, 1), retry_after, rng)
-    return delay if cap is None or retry_after is not None else min(delay, cap)
+    """After `failures` consecutive failures (≥ 1): capped, jittered; a server's wait wins (up to
+    MAX_SCHEDULED_WAIT), whatever `cap` says."""
+    if retry_after is not None and retry_after > 0:
+        return min(retry_after, MAX_SCHEDULED_WAIT)
+    delay = FAILURE_BACKOFF.delay(max(failures, 1), None, rng)
+    return delay if cap is None else min(delay, cap)
 
 
 def earliest(*delays: float | None) -> float | None:

@@ -26,6 +26,7 @@ from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.common.ownership import DEFAULT_RUN
+from reconciler.engine.apply.failures import Failure
 from reconciler.plans.changes import DesiredJob
 from reconciler.state.model import State
 
@@ -117,16 +118,16 @@ class Leftovers:
 
     def sweep_all(
         self, desired: Mapping[str, DesiredJob], live: Sequence[LiveBatch], state: State
-    ) -> dict[str, str]:
-        """Sweeps every troubled provider after a pass wrote `state`; a line per failure."""
+    ) -> list[Failure]:
+        """Sweeps every troubled provider after a pass wrote `state`; a failure per provider."""
         generations = {name: job.generation for name, job in desired.items()}
         claimed = {p.input_file_id for job in state.jobs.values() for p in job.pending if p.input_file_id}
-        failures = {}
+        failures = []
         for provider in sorted(self._troubled):
             try:
                 self.sweep(provider, live, generations, claimed)
             except ApiError as error:
-                failures[f"uploads on {provider}"] = f"leftover uploads not cleaned up: {error}"
+                failures.append(Failure.of(error, job=None, step="sweep", provider=provider))
         return failures
 
     def sweep(
