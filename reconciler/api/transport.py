@@ -95,9 +95,11 @@ class Transport:
         deadline: float | None = None,
         timeout: httpx.Timeout | None = None,
         out: BinaryIO | None = None,
+        retrying: Callable[[Exception], None] | None = None,
     ) -> dict[str, Any]:
         """`send` opens a streamed response with the timeout it is given; its body is read here,
-        bounded in size and in time.  With `out`, the body is copied there instead of parsed."""
+        bounded in size and in time.  With `out`, the body is copied there instead of parsed.
+        `retrying` hears of each failed try that is sent again."""
         route, shown = _route(label), self.describe(label)
         limits = Limits(MAX_DOWNLOAD_BYTES if out else self._max_json, self._ends_at(deadline), self._clock)
         for attempt in range(1, self._backoff.attempts + 1):
@@ -109,9 +111,11 @@ class Transport:
                     raise DeadlineError(
                         f"{shown}: no complete answer by the deadline ({_kind(error)})"
                     ) from None
-                retry = idempotent or _never_reached_server(error)
+                retry = idempotent or not may_have_acted(error)
                 if not retry or not self._should_retry(error, attempt, limits):
                     raise self._wrap(shown, error) from None
+                if retrying is not None:
+                    retrying(error)
         raise AssertionError("unreachable")
 
     def _attempt(
@@ -227,10 +231,13 @@ def segment(server_id: str) -> str:
     return quote(server_id, safe="")
 
 
-def _never_reached_server(error: Exception) -> bool:
-    return isinstance(error, httpx.ConnectError) or (
+def may_have_acted(error: Exception) -> bool:
+    """Whether the server may have done what a failed try asked: not when it never got the
+    request (a refused connection) or turned it away unread (429)."""
+    never_reached = isinstance(error, httpx.ConnectError) or (
         isinstance(error, ApiStatusError) and error.status == 429
     )
+    return not never_reached
 
 
 def _duration(seconds: float | None) -> str:

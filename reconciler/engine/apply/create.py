@@ -51,7 +51,7 @@ def create_all(
             unit = Unit(intent.part, intent.retry, intent.requests, intent.run or DEFAULT_RUN)
             source = fx.source_for(job, unit)
             file_id = leftovers.reuse(job.provider, source) or fx.apis[job.provider].writer.upload_file(
-                source
+                source, leftover=lambda: leftovers.suspect(job.provider)
             )
         except (ReconcilerError, OSError) as error:
             return _failure(error, job, intent, "upload")
