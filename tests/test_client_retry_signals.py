@@ -22,6 +22,7 @@ from reconciler.common.errors import ApiStatusError
 from tests.fixtures.daemon import StartDaemon, reconciler_env
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.hostile_server import HostileServer, hostile_server
+from tests.reconcile_helpers import stays
 
 ATTEMPTS = 3
 ClientFor = Callable[[], tuple[ProviderApi, list[float]]]
@@ -171,8 +172,7 @@ def test_the_daemon_ends_a_pass_told_to_wait_and_schedules_the_next_when_the_wai
     failed = daemon.eventually(lambda: [e for e in daemon.events() if e["event"] == "pass_failed"])
     assert failed[0]["retry_in"] == 30.0  # the pass ended, and the next comes when the wait is over
     assert hostile.calls["GET /batches"] == 1  # not slept in the request and tried again
-    time.sleep(2)  # four intervals of 0.5 s: no pass comes early
-    assert hostile.calls["GET /batches"] == 1
+    stays(lambda: hostile.calls["GET /batches"] == 1, 2.0)  # four intervals: no pass comes early
 
 
 def test_the_daemon_waits_a_create_told_to_wait_before_the_next_pass(
@@ -189,5 +189,4 @@ def test_the_daemon_waits_a_create_told_to_wait_before_the_next_pass(
     waits = daemon.eventually(lambda: [e for e in daemon.events() if e["event"] == "server_wait"])
     assert "next pass in 30.0s" in str(waits[0]["message"])
     assert hostile.calls["POST /batches"] == 1
-    time.sleep(2)  # the job is pending, polled every 0.5 s otherwise
-    assert hostile.calls["POST /batches"] == 1
+    stays(lambda: hostile.calls["POST /batches"] == 1, 2.0)  # pending: polled every 0.5 s otherwise

@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler.sandbox import Sandbox
+from tests.fixtures.daemon import StartDaemon, reconciler_env
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
-from tests.reconcile_helpers import batches, wait_until
+from tests.fixtures.sandbox import SandboxFactory
+from tests.reconcile_helpers import batches, settled, stays, wait_until
 
 START_FAILURES = ["batch_start_failed", "file_upload_failed"]
 
@@ -110,3 +112,28 @@ def test_the_user_retry_still_counts_after_the_restarts_are_spent(
     assert result.exit_code == 1 and "nightly-eval: ended batch_start_failed" in result.stderr
     assert [b["retry"] for b in recorded(local)["batches"]] == [1, 2, 3, 4]  # type: ignore[attr-defined]
     assert creates(sandbox) == 4
+
+
+def test_the_daemon_sleeps_until_a_restart_is_due_instead_of_polling(
+    sandbox_factory: SandboxFactory, make_repo: MakeRepo, start_daemon: StartDaemon
+) -> None:
+    sandbox = sandbox_factory(start_failure="batch_start_failed")
+    repo = make_repo()
+    repo.write_provider("local", base_url=sandbox.base_url)
+    repo.write_job("nightly-eval", provider="local")
+    # The daemon's clock runs 59.5 s ahead: the first restart (60 s after a failed start) comes
+    # at once, the second (300 s after the next) is minutes away.
+    ahead = (datetime.now(UTC) + timedelta(seconds=59.5)).isoformat()
+    env = reconciler_env(owner="tests/restarts", RECONCILER_NOW=ahead)
+    daemon = start_daemon(repo, None, env=env, interval="0.5")
+
+    def attempts() -> list[tuple[str, int]]:
+        job = json.loads(repo.state.read_text())["jobs"].get("nightly-eval", {})
+        return [(b["status"], b["retry"]) for b in job.get("batches", [])]
+
+    daemon.eventually(lambda: attempts() == [("batch_start_failed", 1), ("batch_start_failed", 2)])
+    lists = settled(lambda: sandbox.request_counts().get("GET /v1/batches", 0), quiet=1.0)
+    assert recorded(repo)["status"] == "pending"
+    # Four intervals, and a pending job is otherwise polled at every one: nothing is sent.
+    stays(lambda: sandbox.request_counts().get("GET /v1/batches", 0) == lists, 2.0)
+    assert creates(sandbox) == 2

@@ -21,7 +21,7 @@ from reconciler.daemon.load import Loaded, load
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.passes import ClientPool, PassResult, run_pass
 from reconciler.daemon.report import count_api_error, report_pass
-from reconciler.daemon.schedule import earliest, retry_delay
+from reconciler.daemon.schedule import earliest, restart_wait, retry_delay
 from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
 from reconciler.engine import clock
@@ -136,13 +136,18 @@ class Daemon:
             return self._failed(error, "; ".join(error.lines()))
         except Exception as error:  # a bug: say so in one line, and keep the loop alive
             return self._failed(error, _one_line(error))
-        return earliest(self._succeeded(result), self._next_slot())
+        return earliest(self._succeeded(result), self._next_slot(), self._next_restart(result))
 
     def _next_slot(self) -> float | None:
         """A scheduled job's next slot wakes the daemon, even when nothing else would."""
         if self.loaded is None:
             return None
         wait = seconds_until_next(self.loaded.ws.desired, clock.now())
+        return None if wait is None else wait + SLOT_MARGIN_SECONDS
+
+    def _next_restart(self, result: PassResult) -> float | None:
+        """A failed start's restart wakes the daemon when its wait is over (plans/restarts.py)."""
+        wait = restart_wait(result.after, clock.now().timestamp())
         return None if wait is None else wait + SLOT_MARGIN_SECONDS
 
     def _succeeded(self, result: PassResult) -> float | None:

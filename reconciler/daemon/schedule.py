@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from reconciler.api.backoff import Backoff
 from reconciler.api.batch import is_terminal
-from reconciler.state.model import State
+from reconciler.plans.jobstatus import attempts_by_part
+from reconciler.plans.restarts import restart_at, restart_owed
+from reconciler.state.model import JobState, State
 
 FAST_POLL_SECONDS = 2.0
 SOON = frozenset({"validating", "finalizing", "cancelling", "pending", "collecting"})
@@ -60,9 +62,28 @@ def watched_statuses(state: State, skip: Iterable[str] = ()) -> list[str]:
     for name, job in state.jobs.items():
         if name in skipped:
             continue
-        statuses.append(job.status)
+        statuses.append(polled_status(job))
         statuses.extend(record.status for record in job.batches)
     return statuses
+
+
+def polled_status(job: JobState) -> str:
+    """A job's status as polling sees it: `pending` without a create intent is a failed start
+    whose restart waits its time (plans/restarts.py); nothing to poll for, `restart_wait` wakes
+    the daemon when it is due."""
+    return "none" if job.status == "pending" and not job.pending else job.status
+
+
+def restart_wait(state: State, now: float) -> float | None:
+    """Seconds until the first restart of a failed start is due; None when none is owed."""
+    due = [
+        restart_at(attempts)
+        for job in state.jobs.values()
+        if job.status == "pending" and not job.pending
+        for attempts in attempts_by_part(job.batches).values()
+        if restart_owed(attempts)
+    ]
+    return max(min(due) - now, 0.0) if due else None
 
 
 def retry_delay(
