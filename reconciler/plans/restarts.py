@@ -7,8 +7,9 @@ one was to send, decided from the attempts before it as it was then: a *restart*
 resume after a cancel, a restart is not a retry and spends none of `retry.max_attempts`.
 
 It waits first, since what stopped the start (an outage, a rate limit at the provider) passes
-in minutes if at all: the first restart goes 60 s after the failed batch ended, the second
-300 s after the next one failed.  A part whose batch fails to start three times in a row stays
+in minutes if at all: the first restart goes 60 s after the failed batch ended (its
+`failed_at`, else its `created_at`: the server's clock), the second 300 s after the next one
+failed.  A part whose batch fails to start three times in a row stays
 failed; `retry.on: [batch_failed]` may still send it again then, as an ordinary retry that
 counts.  While a restart is owed, the job's status is `pending`.
 """
