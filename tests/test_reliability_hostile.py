@@ -142,16 +142,19 @@ def test_a_list_whose_has_more_never_ends_stops_at_the_page_bound(
     assert hostile.requests["endless"] - before == bound
 
 
-def test_retry_after_of_a_day_is_capped_and_the_tries_are_bounded(
+def test_retry_after_of_a_day_is_not_slept_in_the_request_but_handed_up(
     hostile: HostileServer, client_for: ClientFor
 ) -> None:
+    """As the official SDK does (issue 25, item 11): a wait past two minutes is not retried."""
     client, slept = client_for("retry-forever")
     before = hostile.requests["retry-forever"]
     with pytest.raises(ApiStatusError) as raised:
         list(client.reader.iter_batches())
-    assert raised.value.status == 429 and "slow down" in one_line(raised.value)
-    assert hostile.requests["retry-forever"] - before == ATTEMPTS
-    assert slept == [Backoff().max_retry_after] * (ATTEMPTS - 1)
+    text = one_line(raised.value)
+    assert raised.value.status == 429 and "slow down" in text and "asks to wait 24h" in text
+    assert raised.value.retry_after == 86400
+    assert hostile.requests["retry-forever"] - before == 1
+    assert slept == []
 
 
 @pytest.mark.parametrize("behaviour", ["html-error", "hang-up", "missing-fields", "truncated-json"])

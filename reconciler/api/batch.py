@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reconciler.common import ownership
 
-TERMINAL_STATUSES = frozenset(
-    {"completed", "failed", "expired", "cancelled", "file_upload_failed", "batch_start_failed"}
-)
+# Portkey's own terminal statuses: its upload of the input to the provider, or the provider's
+# start of the batch, failed.  The batch never ran: nothing was answered, nothing billed.
+START_FAILURES = frozenset({"file_upload_failed", "batch_start_failed"})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"}) | START_FAILURES
 TIMESTAMP_FIELDS = (
     "created_at",
     "in_progress_at",

@@ -1,7 +1,8 @@
 """Requests to one provider over an injected `httpx.Client`: retries, deadlines, size caps.
 
-Retries 429/5xx/timeouts with backoff, except where a retry could act twice (`idempotent=False`:
-only a request that never reached the server is sent again).  Every request ends by its
+Retries 429/5xx/timeouts with backoff (the server's `x-should-retry` and `Retry-After` first,
+as backoff.py says), except where a retry could act twice (`idempotent=False`: only a request
+that never reached the server is sent again).  Every request ends by its
 deadline, retries included, and no body is taken past its cap (responses.py).  A redirect is
 an error, never followed.  Nothing from httpx escapes; every server text passes through the
 scrubber (scrub.py) before anyone stores or shows it.  The reading and writing halves
@@ -21,7 +22,12 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from reconciler.api.backoff import RETRYABLE_STATUSES, Backoff, retry_after_of
+from reconciler.api.backoff import (
+    RETRYABLE_STATUSES,
+    Backoff,
+    retry_after_of,
+    should_retry_of,
+)
 from reconciler.api.batch import Batch
 from reconciler.api.responses import (
     MAX_ERROR_BYTES,
@@ -89,9 +95,11 @@ class Transport:
         deadline: float | None = None,
         timeout: httpx.Timeout | None = None,
         out: BinaryIO | None = None,
+        retrying: Callable[[Exception], None] | None = None,
     ) -> dict[str, Any]:
         """`send` opens a streamed response with the timeout it is given; its body is read here,
-        bounded in size and in time.  With `out`, the body is copied there instead of parsed."""
+        bounded in size and in time.  With `out`, the body is copied there instead of parsed.
+        `retrying` hears of each failed try that is sent again."""
         route, shown = _route(label), self.describe(label)
         limits = Limits(MAX_DOWNLOAD_BYTES if out else self._max_json, self._ends_at(deadline), self._clock)
         for attempt in range(1, self._backoff.attempts + 1):
@@ -103,9 +111,11 @@ class Transport:
                     raise DeadlineError(
                         f"{shown}: no complete answer by the deadline ({_kind(error)})"
                     ) from None
-                retry = idempotent or _never_reached_server(error)
+                retry = idempotent or not may_have_acted(error)
                 if not retry or not self._should_retry(error, attempt, limits):
                     raise self._wrap(shown, error) from None
+                if retrying is not None:
+                    retrying(error)
         raise AssertionError("unreachable")
 
     def _attempt(
@@ -151,7 +161,7 @@ class Transport:
             return False
         retry_after = None
         if isinstance(error, ApiStatusError):
-            if error.status not in RETRYABLE_STATUSES:
+            if not self._worth_another_try(error):
                 return False
             retry_after = error.retry_after
         delay = self._backoff.delay(attempt, retry_after, self._rng)
@@ -159,6 +169,15 @@ class Transport:
             return False  # the wait alone would pass the deadline
         self._sleep(delay)
         return True
+
+    def _worth_another_try(self, error: ApiStatusError) -> bool:
+        """In the official SDK's order: a wait too long for a request, then the server's own
+        x-should-retry, then the status."""
+        if self._backoff.too_long(error.retry_after):
+            return False
+        if error.should_retry is not None:
+            return error.should_retry
+        return error.status in RETRYABLE_STATUSES
 
     def _status_error(self, shown: str, response: httpx.Response, limits: Limits) -> ApiStatusError:
         if response.status_code < 400:
@@ -168,11 +187,15 @@ class Transport:
                 shown, response, Limits(MAX_ERROR_BYTES, limits.ends_at, self._clock), truncate=True
             )
             code, message = error_fields(body, response.headers.get("content-type", ""))
+        retry_after = retry_after_of(response.headers)
+        if self._backoff.too_long(retry_after):
+            message += f" (the server asks to wait {_duration(retry_after)} before trying again)"
         return ApiStatusError(
             self.scrubber.text(f"{shown}: HTTP {response.status_code}: {message}"),
             status=response.status_code,
             code=code,
-            retry_after=retry_after_of(response.headers),
+            retry_after=retry_after,
+            should_retry=should_retry_of(response.headers),
         )
 
     def _wrap(self, shown: str, error: Exception) -> ApiError:
@@ -208,10 +231,21 @@ def segment(server_id: str) -> str:
     return quote(server_id, safe="")
 
 
-def _never_reached_server(error: Exception) -> bool:
-    return isinstance(error, httpx.ConnectError) or (
+def may_have_acted(error: Exception) -> bool:
+    """Whether the server may have done what a failed try asked: not when it never got the
+    request (a refused connection) or turned it away unread (429)."""
+    never_reached = isinstance(error, httpx.ConnectError) or (
         isinstance(error, ApiStatusError) and error.status == 429
     )
+    return not never_reached
+
+
+def _duration(seconds: float | None) -> str:
+    """`90s`, `45m`, `3h`: a server's wait, as a person reads it."""
+    left = seconds or 0.0
+    if left < 600:
+        return f"{left:.0f}s"
+    return f"{left / 60:.0f}m" if left < 3 * 3600 else f"{left / 3600:.0f}h"
 
 
 def _kind(error: Exception) -> str:

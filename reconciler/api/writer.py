@@ -6,13 +6,13 @@ is unknown raises OutcomeUnknownError and is resolved from the live list by the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import httpx
 
 from reconciler.api.backoff import RETRYABLE_STATUSES
 from reconciler.api.batch import Batch
-from reconciler.api.transport import Transport, parse_batch, segment
+from reconciler.api.transport import Transport, may_have_acted, parse_batch, segment
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import (
     ApiConnectionError,
@@ -53,16 +53,20 @@ class BatchWriter:
             if isinstance(error, ApiStatusError) and error.status not in RETRYABLE_STATUSES - {429}:
                 raise
             in_flight = isinstance(error, ApiConnectionError)
+            status = error.status if isinstance(error, ApiStatusError) else None
             raise OutcomeUnknownError(
-                f"create batch: outcome unknown ({error})", in_flight=in_flight
+                f"create batch: outcome unknown ({error})", in_flight=in_flight, status=status
             ) from None
 
     def cancel_batch(self, batch_id: str) -> Batch:
         # Cancelling twice is harmless, so this one may be retried like a read.
         return parse_batch(self.transport.call("POST", f"/batches/{segment(batch_id)}/cancel"))
 
-    def upload_file(self, source: UploadSource) -> str:
-        """Streams the file (or the part of it) from disk; returns the file id."""
+    def upload_file(self, source: UploadSource, *, leftover: Callable[[], None] | None = None) -> str:
+        """Streams the file (or the part of it) from disk; returns the file id.  An upload is
+        retried like a read, and a try that failed after the server may have stored the file
+        (a 5xx, a lost answer) can leave one behind: `leftover` is told so, before the next try,
+        for the pass to sweep it (engine/apply/leftovers.py)."""
         http = self.transport.http
 
         def send(timeout: httpx.Timeout) -> httpx.Response:
@@ -80,8 +84,13 @@ class BatchWriter:
                 "expires_after[seconds]": str(source.expires_after),
             }
         before = source.stamp()
+
+        def retrying(error: Exception) -> None:
+            if leftover is not None and may_have_acted(error):
+                leftover()
+
         body = self.transport.with_retries(
-            "POST /files", send, deadline=UPLOAD_DEADLINE, timeout=UPLOAD_TIMEOUT
+            "POST /files", send, deadline=UPLOAD_DEADLINE, timeout=UPLOAD_TIMEOUT, retrying=retrying
         )
         if source.stamp() != before:
             raise InputChangedError(

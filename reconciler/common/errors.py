@@ -13,7 +13,8 @@
     └── ApiError                     the Batch/Files API could not do what we asked
         ├── ResultsGoneError         the output or error files results are built from are gone
         ├── ApiConnectionError       no usable response (connect failure, timeout, garbage body)
-        ├── ApiStatusError           an error status from the server (`status`, `code`, `retry_after`)
+        ├── ApiStatusError           an error status from the server (`status`, `code`, `retry_after`,
+        │                            `should_retry`: its x-should-retry)
         └── OutcomeUnknownError      a create may or may not have happened; resolved from the live list
 
 Anything else escaping to the CLI is a bug and is shown as one.  Messages never contain
@@ -106,19 +107,22 @@ class ApiStatusError(ApiError):
         status: int,
         code: str | None = None,
         retry_after: float | None = None,
+        should_retry: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        self.should_retry = should_retry
 
 
 class OutcomeUnknownError(ApiError):
-    def __init__(self, message: str, *, in_flight: bool = False) -> None:
+    def __init__(self, message: str, *, in_flight: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         # No answer at all (a timeout, a hang-up): the server may still be acting on it.  An
         # error answer means it is done, whatever it did.
         self.in_flight = in_flight
+        self.status = status  # the error answer's HTTP status; None without an answer
 
 
 class ResultsGoneError(ApiError):

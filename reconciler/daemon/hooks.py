@@ -13,8 +13,16 @@ from reconciler.daemon.announcer import Announcer
 from reconciler.daemon.board import Board, LastPass
 from reconciler.daemon.load import Loaded
 from reconciler.daemon.passes import PassResult
-from reconciler.daemon.schedule import IDLE, Cadence, earliest, next_poll, watched_statuses
+from reconciler.daemon.schedule import (
+    IDLE,
+    Cadence,
+    earliest,
+    next_poll,
+    polled_status,
+    watched_statuses,
+)
 from reconciler.daemon.webhooks import WebhookInbox
+from reconciler.engine.apply.failures import describe
 from reconciler.state.model import State
 
 # With webhooks, polling is only the safety net for a lost delivery.
@@ -52,14 +60,16 @@ class Hooks:
         hooked = {n for n, j in state.jobs.items() if j.provider in self.covered and n not in skipped}
         plain = next_poll(watched_statuses(state, skip=skipped | hooked), cadence)
         statuses = [
-            s for n in hooked for s in (state.jobs[n].status, *(b.status for b in state.jobs[n].batches))
+            s
+            for n in hooked
+            for s in (polled_status(state.jobs[n]), *(b.status for b in state.jobs[n].batches))
         ]
         own = cadence.quick if any(s in OWN_WORK for s in statuses) else None
         running = any(s not in IDLE and not is_terminal(s) for s in statuses)
         return earliest(plain, own, cadence.interval * WEBHOOK_POLL_FACTOR if running else None)
 
     def passed(self, number: int, result: PassResult, degraded: bool, delay: float | None) -> None:
-        errors = [f"{job}: {reason}" for job, reason in sorted(result.outcome.failures.items())]
+        errors = [describe(failure) for failure in result.outcome.failures]
         errors += [result.held_back] if result.held_back else []
         now = time.time()
         last = LastPass(number, now, "degraded" if degraded else "ok", tuple(errors))

@@ -21,10 +21,11 @@ from reconciler.daemon.load import Loaded, load
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.passes import ClientPool, PassResult, run_pass
 from reconciler.daemon.report import count_api_error, report_pass
-from reconciler.daemon.schedule import earliest, retry_delay
+from reconciler.daemon.schedule import earliest, restart_wait, retry_delay
 from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
 from reconciler.engine import clock
+from reconciler.engine.apply.failures import server_wait
 from reconciler.engine.events import EventLog
 from reconciler.engine.schedules import seconds_until_next
 from reconciler.engine.workspace import load_state
@@ -135,13 +136,18 @@ class Daemon:
             return self._failed(error, "; ".join(error.lines()))
         except Exception as error:  # a bug: say so in one line, and keep the loop alive
             return self._failed(error, _one_line(error))
-        return earliest(self._succeeded(result), self._next_slot())
+        return earliest(self._succeeded(result), self._next_slot(), self._next_restart(result))
 
     def _next_slot(self) -> float | None:
         """A scheduled job's next slot wakes the daemon, even when nothing else would."""
         if self.loaded is None:
             return None
         wait = seconds_until_next(self.loaded.ws.desired, clock.now())
+        return None if wait is None else wait + SLOT_MARGIN_SECONDS
+
+    def _next_restart(self, result: PassResult) -> float | None:
+        """A failed start's restart wakes the daemon when its wait is over (plans/restarts.py)."""
+        wait = restart_wait(result.after, clock.now().timestamp())
         return None if wait is None else wait + SLOT_MARGIN_SECONDS
 
     def _succeeded(self, result: PassResult) -> float | None:
@@ -168,12 +174,16 @@ class Daemon:
             )
         self.liveness.succeeded("degraded" if degraded else "ok")
         failures = result.outcome.failures
-        delay = self.hooks.poll(result.after, failures, self.settings.cadence)
+        delay = self.hooks.poll(result.after, result.outcome.failed_jobs, self.settings.cadence)
         self.failing_jobs = self.failing_jobs + 1 if failures else 0
         if failures:  # retried apart, at most an interval apart once the backoff has grown
             retry = retry_delay(self.failing_jobs, None, self.rng, cap=self.settings.cadence.interval)
             delay = earliest(delay, retry)
         delay = earliest(delay, self.settings.cadence.interval) if self.watch_broken else delay
+        wait = server_wait(failures)
+        if wait is not None:  # a provider said when to come back: no pass before that
+            delay = max(delay or 0.0, retry_delay(1, wait, self.rng))
+            self.log.info("server_wait", f"a provider asked to wait {wait:.1f}s; next pass in {delay:.1f}s")
         self.hooks.passed(self.passes, result, degraded, delay)
         return delay
 

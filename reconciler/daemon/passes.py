@@ -16,6 +16,7 @@ from reconciler.api.client import ProviderApi
 from reconciler.common.errors import PlanRefusedError
 from reconciler.common.limits import SANDBOX
 from reconciler.daemon.load import Loaded
+from reconciler.daemon.schedule import REQUEST_BACKOFF
 from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.connect import open_clients
 from reconciler.engine.passes import converge, observe_and_record, readers_of
@@ -90,7 +91,9 @@ class ClientPool:
             self.close()
             stack = contextlib.ExitStack()
             try:
-                self._clients = stack.enter_context(open_clients(ws.repo, providers, ws.paths))
+                self._clients = stack.enter_context(
+                    open_clients(ws.repo, providers, ws.paths, backoff=REQUEST_BACKOFF)
+                )
             except BaseException:
                 stack.close()
                 raise

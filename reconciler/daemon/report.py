@@ -7,29 +7,24 @@ nightly-eval: in_progress → completed (3/3, output file-xyz)
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.passes import PassResult
 from reconciler.engine.apply.effects import Outcome
+from reconciler.engine.apply.failures import Failure, describe, reason
 from reconciler.engine.events import EventLog
 from reconciler.engine.transitions import report_transitions
 from reconciler.plans.changes import SYMBOLS, Action, Change
-
-# Failures reach us as the client's own one-line messages ("POST /batches: HTTP 500: …").
-_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
 
 
 def report_pass(result: PassResult, log: EventLog, metrics: Metrics) -> None:
     for change in result.plan.pending:
         if change.job not in result.outcome.over_budget:  # refused ones: daemon/loop.py says so once
             _report_change(change, result.outcome, log, metrics)
-    for job, reason in sorted(result.outcome.failures.items()):
-        log.error("action_failed", f"{job}: {reason}", job=job, reason=reason)
-        match = _HTTP_STATUS.search(reason)
-        metrics.api_errors.labels(status=match.group(1) if match else "other").inc()
+    for failure in result.outcome.failures:
+        _report_failure(failure, log, metrics)
     for warning in result.plan.warnings:
         log.warning("over_budget", warning, job=warning.split(":", 1)[0])
     report_transitions(result.before, result.after, log)
@@ -41,6 +36,21 @@ def report_pass(result: PassResult, log: EventLog, metrics: Metrics) -> None:
 def count_api_error(error: ApiError, metrics: Metrics) -> None:
     status = str(error.status) if isinstance(error, ApiStatusError) else "connection"
     metrics.api_errors.labels(status=status).inc()
+
+
+def _report_failure(failure: Failure, log: EventLog, metrics: Metrics) -> None:
+    log.error(
+        "action_failed",
+        describe(failure),
+        job=failure.job,
+        step=failure.step,
+        part=failure.part,
+        attempt=failure.attempt,
+        status=failure.status,
+        reason=reason(failure),
+    )
+    if failure.api:  # an input file that changed, a full disk: not the provider's errors
+        metrics.api_errors.labels(status=failure.status_label).inc()
 
 
 def _report_change(change: Change, outcome: Outcome, log: EventLog, metrics: Metrics) -> None:
@@ -56,7 +66,7 @@ def _report_change(change: Change, outcome: Outcome, log: EventLog, metrics: Met
     }.get(change.action, _ids(created))
     symbol = SYMBOLS[change.action]
     ids = f" {shown}" if shown else ""
-    failed = change.job in outcome.failures
+    failed = change.job in outcome.failed_jobs
     log.emit(
         "error" if failed else "info",
         "action",

@@ -14,14 +14,23 @@ from dataclasses import dataclass
 
 from reconciler.api.backoff import Backoff
 from reconciler.api.batch import is_terminal
-from reconciler.state.model import State
+from reconciler.plans.jobstatus import attempts_by_part
+from reconciler.plans.restarts import restart_at, restart_owed
+from reconciler.state.model import JobState, State
 
 FAST_POLL_SECONDS = 2.0
 SOON = frozenset({"validating", "finalizing", "cancelling", "pending", "collecting"})
 IDLE = frozenset({"none"})  # a job with nothing to watch: suspended, or a create that failed (retried apart)
 
-# After a failed pass: 1 s, 2 s, 4 s … up to 5 minutes; a server's Retry-After wins up to 10.
-FAILURE_BACKOFF = Backoff(initial=1.0, factor=2.0, cap=300.0, max_retry_after=600.0)
+# After a failed pass: 1 s, 2 s, 4 s … up to 5 minutes.
+FAILURE_BACKOFF = Backoff(initial=1.0, factor=2.0, cap=300.0)
+# A pass holds the owner's writer lock, which another writer waits 5 s for by default: inside a
+# request the daemon waits out only a server's short Retry-After.  A longer one ends the
+# request (and the pass, or that job's action), and the loop runs the next pass when the wait
+# is over: up to an hour on, so a wait of days cannot park the daemon (each look costs one
+# request, answered with the wait that is left).
+REQUEST_BACKOFF = Backoff(max_retry_after=5.0)
+MAX_SCHEDULED_WAIT = 3600.0
 
 
 @dataclass(frozen=True)
@@ -53,17 +62,39 @@ def watched_statuses(state: State, skip: Iterable[str] = ()) -> list[str]:
     for name, job in state.jobs.items():
         if name in skipped:
             continue
-        statuses.append(job.status)
+        statuses.append(polled_status(job))
         statuses.extend(record.status for record in job.batches)
     return statuses
+
+
+def polled_status(job: JobState) -> str:
+    """A job's status as polling sees it: `pending` without a create intent is a failed start
+    whose restart waits its time (plans/restarts.py); nothing to poll for, `restart_wait` wakes
+    the daemon when it is due."""
+    return "none" if job.status == "pending" and not job.pending else job.status
+
+
+def restart_wait(state: State, now: float) -> float | None:
+    """Seconds until the first restart of a failed start is due; None when none is owed."""
+    due = [
+        restart_at(attempts)
+        for job in state.jobs.values()
+        if job.status == "pending" and not job.pending
+        for attempts in attempts_by_part(job.batches).values()
+        if restart_owed(attempts)
+    ]
+    return max(min(due) - now, 0.0) if due else None
 
 
 def retry_delay(
     failures: int, retry_after: float | None, rng: random.Random, cap: float | None = None
 ) -> float:
-    """After `failures` consecutive failures (≥ 1): capped, jittered, Retry-After honoured."""
-    delay = FAILURE_BACKOFF.delay(max(failures, 1), retry_after, rng)
-    return delay if cap is None or retry_after is not None else min(delay, cap)
+    """After `failures` consecutive failures (≥ 1): capped, jittered; a server's wait wins (up to
+    MAX_SCHEDULED_WAIT), whatever `cap` says."""
+    if retry_after is not None and retry_after > 0:
+        return min(retry_after, MAX_SCHEDULED_WAIT)
+    delay = FAILURE_BACKOFF.delay(max(failures, 1), None, rng)
+    return delay if cap is None else min(delay, cap)
 
 
 def earliest(*delays: float | None) -> float | None:

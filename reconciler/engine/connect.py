@@ -13,8 +13,9 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import httpx
 
+from reconciler.api.backoff import Backoff
 from reconciler.api.client import ProviderApi
-from reconciler.api.transport import Transport
+from reconciler.api.transport import DEFAULT_BACKOFF, Transport
 from reconciler.common.errors import UserError
 from reconciler.common.limits import SANDBOX
 from reconciler.specs.loader import LoadedRepo
@@ -53,8 +54,10 @@ def open_clients(
     env: Mapping[str, str] | None = None,
     *,
     ends_at: float | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
 ) -> Iterator[dict[str, ProviderApi]]:
-    """`ends_at` (monotonic) bounds every request of the command, e.g. `reconcile --timeout`."""
+    """`ends_at` (monotonic) bounds every request of the command, e.g. `reconcile --timeout`;
+    `backoff` says how a request retries (the daemon's waits out less in a request)."""
     env = os.environ if env is None else env
     wanted = set(providers)
     resolved = resolve_provider_headers(repo, wanted, env)
@@ -63,16 +66,22 @@ def open_clients(
         for name, (base_url, headers) in resolved.items():
             # Only what came from ${VAR}s is secret; `openai` or a host name scrubbed from
             # every message would make errors unreadable.
-            clients[name] = _client(stack, name, base_url, headers, _secret_values(repo, name, env))
+            secrets = _secret_values(repo, name, env)
+            clients[name] = _client(stack, name, base_url, headers, secrets, backoff)
         if SANDBOX in wanted:
-            clients[SANDBOX] = _client(stack, SANDBOX, _sandbox_url(stack, paths, env), {}, [])
+            clients[SANDBOX] = _client(stack, SANDBOX, _sandbox_url(stack, paths, env), {}, [], backoff)
         for api in clients.values():
             api.reader.transport.command_ends_at = ends_at
         yield clients
 
 
 def _client(
-    stack: contextlib.ExitStack, name: str, base_url: str, headers: Mapping[str, str], secrets: list[str]
+    stack: contextlib.ExitStack,
+    name: str,
+    base_url: str,
+    headers: Mapping[str, str],
+    secrets: list[str],
+    backoff: Backoff,
 ) -> ProviderApi:
     # Plain http never uses TLS: skip loading the CA bundle, ~60 ms of every command's start.
     verify = not base_url.lower().startswith("http://")
@@ -81,7 +90,7 @@ def _client(
             base_url=base_url, headers=dict(headers), timeout=_timeout(), limits=LIMITS, verify=verify
         )
     )
-    return ProviderApi.over(Transport(http, secrets=secrets, provider=name))
+    return ProviderApi.over(Transport(http, secrets=secrets, provider=name, backoff=backoff))
 
 
 def _timeout() -> httpx.Timeout:

@@ -17,6 +17,7 @@ from reconciler.api.client import ProviderApi
 from reconciler.common.errors import ReconcilerError
 from reconciler.engine.apply.cleanup import clean_up
 from reconciler.engine.apply.effects import Outcome
+from reconciler.engine.apply.failures import Failure
 from reconciler.engine.results import collect_results, rewrite_results
 from reconciler.engine.results_check import results_file, results_problem, stored_path
 from reconciler.engine.usage import meter_usage
@@ -42,7 +43,7 @@ def finish_jobs(
         try:
             recorded = meter_usage(job, recorded, apis[job.provider].reader, work_root)
         except (ReconcilerError, OSError) as error:
-            outcome.failures[name] = f"usage: {error}"
+            outcome.failures.append(Failure.of(error, job=name, step="usage", provider=job.provider))
         if job.suspend:
             jobs[name] = recorded
             continue
@@ -54,7 +55,7 @@ def finish_jobs(
             if job.cleanup_inputs or job.cleanup_outputs:
                 recorded = clean_up(apis[job.provider].writer, job, recorded)
         except (ReconcilerError, OSError) as error:
-            outcome.failures[name] = f"results: {error}"
+            outcome.failures.append(Failure.of(error, job=name, step="results", provider=job.provider))
         if recorded is not jobs[name]:  # the run's entry in the history says what the job now says
             recorded = recorded.model_copy(
                 update={"history": updated_history(recorded, (), job.history_limit)}

@@ -63,7 +63,7 @@ def refresh_and_plan(
     desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
     live = observe(readers, ws.owner_tag, desired, state)
     runs = _current_runs(desired, live, state, ctx)
-    retries = find_retries(desired, live, readers, ws.work_dir, runs)
+    retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
     counts = {key: retry.count for key, retry in retries.items()}
     waiting = in_flight(state, live, time.time(), quarantine_seconds())
     plan = make_plan(

@@ -1,7 +1,9 @@
 """What a finished part sends again: found while observing, written when its batch is created.
 
 Only requests that did not succeed and whose reason `retry.on` names go into a retry, never
-a finished one; each retry is a new batch of the same part, one attempt number higher.
+a finished one; each retry is a new batch of the same part, one attempt number higher.  A
+resume (after a cancel) and a restart (after a failed start, plans/restarts.py) send what the
+cut-short batch was to send, and count no attempt.
 Observing downloads the part's output and error files (reading only) and counts; the retry
 input file itself is written by the create that uploads it (sources.py).
 """
@@ -21,8 +23,11 @@ from reconciler.engine.outcomes import WorkDir, part_outcomes, unanswered_reason
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import attempts_by_part, attempts_used
 from reconciler.plans.plan import live_by_job
+from reconciler.plans.restarts import before_failed_starts, restart_at, restart_owed
 from reconciler.specs.slices import PartSpec
 from reconciler.state.model import BatchRecord
+
+NOT_STARTED = "batch_not_started"  # a restart's own reason: every request of a part never run
 
 
 @dataclass(frozen=True)
@@ -71,41 +76,78 @@ def find_retries(
     readers: Mapping[str, BatchReader],
     work: Path,
     runs: Mapping[str, str | None],
+    now: float,
 ) -> dict[tuple[str, int], PartRetry]:
     """(job, part) → its next attempt, for every finished part of the job's current run (`runs`)
-    with attempts and requests left, or cut short by a cancel (a resume)."""
+    with attempts and requests left, cut short by a cancel (a resume), or whose batch failed to
+    start and whose restart is due at `now` (unix seconds; plans/restarts.py)."""
     found: dict[tuple[str, int], PartRetry] = {}
     by_job = live_by_job(live)
     for job in desired.values():
         run = runs.get(job.name)
         if run is not None and not job.suspend:
             mine = by_job.get(job.name, [])
-            for index, retry in _job_retries(job, run, mine, readers[job.provider], work).items():
+            for index, retry in _job_retries(job, run, mine, readers[job.provider], work, now).items():
                 found[(job.name, index)] = retry
     return found
 
 
 def _job_retries(
-    job: DesiredJob, run: str, live: Sequence[LiveBatch], reader: BatchReader, work_root: Path
+    job: DesiredJob, run: str, live: Sequence[LiveBatch], reader: BatchReader, work_root: Path, now: float
 ) -> dict[int, PartRetry]:
     work = WorkDir(work_root, job.name, job.generation, run)
     parts = {p.index: p for p in job.part_specs}
     found: dict[int, PartRetry] = {}
     for index, attempts in live_attempts(job, live, run).items():
-        latest = attempts[-1]
-        retry_left = attempts_used(attempts) < job.max_attempts
-        resume = latest.status == "cancelled"
-        if not is_terminal(latest.status) or not (retry_left or resume) or index not in parts:
+        if not is_terminal(attempts[-1].status) or index not in parts:
             continue
-        # A resume sends what the cancel cut short; other reasons only while retries are left.
-        reasons = (("batch_cancelled",) if resume else ()) + (job.retry_on if retry_left else ())
-        outcomes = part_outcomes([(a, work.download(reader, a)) for a in attempts])
-        retry = PartRetry(parts[index], latest.retry + 1, outcomes, unanswered_reason(latest), reasons)
+        retry = _next_attempt(job, parts[index], attempts, Fetch(work, reader), now)
+        if retry is None:
+            continue
         lines = part_lines(Path(job.input_path), retry.part)
         count = sum(1 for custom_id, _ in lines if retry.wanted(custom_id))
         if count:
             found[index] = dataclasses.replace(retry, count=count)
     return found
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Where a part's result files come from, and where they are kept."""
+
+    work: WorkDir
+    reader: BatchReader
+
+    def outcomes(self, attempts: Sequence[BatchRecord]) -> dict[str, str | None]:
+        return part_outcomes([(a, self.work.download(self.reader, a)) for a in attempts])
+
+
+def _next_attempt(
+    job: DesiredJob, part: PartSpec, attempts: list[BatchRecord], fetch: Fetch, now: float
+) -> PartRetry | None:
+    number = attempts[-1].retry + 1
+    if not restart_owed(attempts):
+        return _after(job, part, attempts, fetch, number)
+    if now < restart_at(attempts):
+        return None  # the restart waits
+    ran = before_failed_starts(attempts)
+    if not ran:  # the part's first batch never started: all of it again
+        return PartRetry(part, number, {}, NOT_STARTED, (NOT_STARTED,))
+    return _after(job, part, ran, fetch, number)
+
+
+def _after(
+    job: DesiredJob, part: PartSpec, attempts: Sequence[BatchRecord], fetch: Fetch, number: int
+) -> PartRetry | None:
+    """What follows these attempts: what a cancel cut short (a resume), and while retries are
+    left what did not succeed for a reason `retry.on` names."""
+    latest = attempts[-1]
+    retry_left = attempts_used(attempts) < job.max_attempts
+    resume = latest.status == "cancelled"
+    if not (retry_left or resume):
+        return None
+    reasons = (("batch_cancelled",) if resume else ()) + (job.retry_on if retry_left else ())
+    return PartRetry(part, number, fetch.outcomes(attempts), unanswered_reason(latest), reasons)
 
 
 def write_retry_input(input_path: Path, retry: PartRetry, out: BinaryIO) -> int:

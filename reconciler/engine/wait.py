@@ -17,6 +17,7 @@ from reconciler.api.batch import is_terminal
 from reconciler.api.client import ProviderApi
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Outcome
+from reconciler.engine.apply.failures import Failure
 from reconciler.engine.passes import converge
 from reconciler.engine.scope import Scope
 from reconciler.engine.workspace import Workspace
@@ -66,7 +67,7 @@ def converge_until_done(
         waiting = unfinished(ws, state, options.scope.targets)
         if not options.wait or not waiting:
             if options.wait:
-                total.failures = {**ended_badly(ws, state, options.scope.targets), **total.failures}
+                total.failures = ended_badly(ws, state, options.scope.targets) + total.failures
             return plan, total
         if time.monotonic() >= deadline:
             raise UserError(
@@ -90,12 +91,13 @@ def unfinished(ws: Workspace, state: State, targets: frozenset[str] | None = Non
     return sorted(name for name, job in jobs.items() if job.status != "none" and not is_terminal(job.status))
 
 
-def ended_badly(ws: Workspace, state: State, targets: frozenset[str] | None) -> dict[str, str]:
+def ended_badly(ws: Workspace, state: State, targets: frozenset[str] | None) -> list[Failure]:
     """`nightly-eval: ended expired (3/29/32)` for each job waited for that did not complete."""
-    ended = {}
+    ended = []
     for name, job in waited_for(ws, state, targets).items():
         if is_terminal(job.status) and job.status != "completed":
             counts = job.request_counts
             done = f"{counts.get('completed', 0)}/{counts.get('failed', 0)}/{counts.get('total', 0)}"
-            ended[name] = f"ended {job.status} ({done} done/failed/total)"
+            message = f"ended {job.status} ({done} done/failed/total)"
+            ended.append(Failure(job=name, step="run", message=message, provider=job.provider, api=False))
     return ended

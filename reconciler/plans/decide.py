@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from reconciler.api.batch import LiveBatch
+from reconciler.api.batch import START_FAILURES, LiveBatch
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, PlanContext, Retryable, Unit
 from reconciler.plans.diff import changed_fields
 from reconciler.plans.duplicates import dedupe_reason, split_duplicates
-from reconciler.plans.jobstatus import attempts_used, job_status
+from reconciler.plans.jobstatus import attempts_by_part, attempts_used, job_status
 from reconciler.plans.removed import plan_removed
+from reconciler.plans.restarts import restart_note, restart_owed, restart_reason
 from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run
 from reconciler.state.model import BatchRecord, JobState
 
@@ -97,13 +98,17 @@ def _latest(current: list[LiveBatch]) -> dict[int, LiveBatch]:
 
 def _retries(desired: DesiredJob, current: list[LiveBatch], retryable: Retryable) -> list[Unit]:
     units = []
+    attempts = _attempts(current)
     for part, batch in sorted(_latest(current).items()):
         count = retryable.get((desired.name, part), 0)
-        resume = batch.status == "cancelled"
-        used = attempts_used(BatchRecord.from_batch(b.batch) for b in current if b.batch.part == part)
-        if batch.terminal and count and (resume or used < desired.max_attempts):
+        free = batch.status == "cancelled" or restart_owed(attempts[part])  # a resume, a restart
+        if batch.terminal and count and (free or attempts_used(attempts[part]) < desired.max_attempts):
             units.append(Unit(part, batch.batch.retry + 1, count))
     return units
+
+
+def _attempts(current: list[LiveBatch]) -> dict[int, list[BatchRecord]]:
+    return attempts_by_part(BatchRecord.from_batch(b.batch) for b in current)
 
 
 def _label(
@@ -123,6 +128,9 @@ def _label(
     if creates:
         total = sum(u.requests for u in creates)
         latest = _latest(current)
+        if all(latest[u.part].status in START_FAILURES for u in creates):
+            unit = creates[0]
+            return Action.RETRY, restart_reason(_attempts(current)[unit.part], unit.part, total)
         if all(latest[u.part].status == "cancelled" for u in creates):
             return Action.RESUME, f"{total:,} requests without a final answer are sent again"
         return Action.RETRY, f"attempt {creates[0].retry}, {total:,} requests did not succeed"
@@ -140,6 +148,9 @@ def _label(
 def _in_sync(desired: DesiredJob, choice: RunChoice, current: list[LiveBatch]) -> str:
     if choice.note and not choice.fresh:
         return choice.note
+    waiting = restart_note(_attempts(current))  # a failed start, restarted when its wait is over
+    if waiting:
+        return waiting
     records = tuple(BatchRecord.from_batch(b.batch) for b in current)
     return f"in sync ({job_status(records, ())})" if current else "in sync"
 

@@ -7,7 +7,8 @@ Only the latest attempt of each part speaks for that part; earlier attempts are 
 | none yet, a create pending                | `pending`                                    |
 | any still running                         | the busiest: `in_progress`, `finalizing`,    |
 |                                           | `validating`, `cancelling`, else as it came  |
-| some parts still to create (pending)      | `pending`                                    |
+| some parts still to create (pending), or  | `pending`                                    |
+| a failed start to restart (restarts.py)   |                                              |
 | all finished, results still to write      | `collecting`                                 |
 | all `completed`                           | `completed`                                  |
 | otherwise                                 | the first of `failed`, `expired`,            |
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from reconciler.api.batch import is_terminal
+from reconciler.plans.restarts import is_restart, restart_owed
 from reconciler.state.model import BatchRecord, PendingCreate
 
 RUNNING_ORDER = ("in_progress", "finalizing", "validating", "cancelling")
@@ -43,20 +45,32 @@ def attempts_by_part(batches: Iterable[BatchRecord]) -> dict[int, list[BatchReco
 
 def attempts_used(attempts: Iterable[BatchRecord]) -> int:
     """A part's attempts that count toward `retry.max_attempts`: a resume (the attempt after a
-    cancelled one) sends again what the cancel cut short, and is not a retry."""
+    cancelled one) sends again what the cancel cut short, and a restart (restarts.py) what a
+    failed start never ran; neither is a retry."""
     ordered = sorted(attempts, key=lambda b: b.retry)
-    return sum(1 for i, b in enumerate(ordered) if i == 0 or ordered[i - 1].status != "cancelled")
+    return sum(
+        1
+        for i, b in enumerate(ordered)
+        if i == 0 or not (ordered[i - 1].status == "cancelled" or is_restart(ordered, i))
+    )
 
 
 def job_status(
-    batches: tuple[BatchRecord, ...], pending: tuple[PendingCreate, ...], *, results_due: bool = False
+    batches: tuple[BatchRecord, ...],
+    pending: tuple[PendingCreate, ...],
+    *,
+    results_due: bool = False,
+    restarts: bool = False,
 ) -> str:
+    """`restarts`: the job is desired and not suspended, so a failed start will be restarted."""
     latest = [b.status for b in latest_per_part(batches)]
     running = [s for s in latest if not is_terminal(s)]
     if running:
         return next((s for s in RUNNING_ORDER if s in running), running[0])
     if pending or not latest:
         return "pending" if pending else "none"
+    if restarts and any(restart_owed(a) for a in attempts_by_part(batches).values()):
+        return "pending"
     if results_due:
         return "collecting"
     if all(s == "completed" for s in latest):

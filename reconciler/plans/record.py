@@ -67,7 +67,8 @@ def observed_job(
     batches = tuple(BatchRecord.from_batch(b.batch) for b in mine)
     results = base.results if base.results and set(base.results.batches) == _ids(batches) else None
     results_due = bool(desired and desired.results_path) and results is None
-    status = job_status(batches, pending, results_due=results_due)
+    restarts = desired is not None and not desired.suspend
+    status = job_status(batches, pending, results_due=results_due, restarts=restarts)
     current = base.model_copy(
         update={
             "status": status,
@@ -94,7 +95,7 @@ def with_pending(
         base = _as_desired(desired[name], jobs.get(name), pending[0].run if pending else None)
         keep = tuple(p for p in base.pending if (p.part, p.retry) not in {(i.part, i.retry) for i in pending})
         all_pending = keep + pending
-        status = job_status(base.batches, all_pending)
+        status = job_status(base.batches, all_pending, restarts=True)
         jobs[name] = base.model_copy(update={"pending": all_pending, "status": status, "observed_at": now})
     return state.with_jobs(jobs)
 

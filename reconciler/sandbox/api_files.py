@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from reconciler.sandbox.exchange import Call, Reply, listing
+from reconciler.sandbox.faults import server_fault
 from reconciler.sandbox.multipart import Form, boundary_of, parse_form
 from reconciler.sandbox.problems import ApiProblem, bad_request, invalid_value, missing, not_found
 from reconciler.sandbox.records import FileRecord
@@ -27,7 +28,10 @@ def upload(call: Call) -> Reply:
     try:
         boundary = boundary_of(call.headers.get("content-type", ""))
         form = parse_form(call.body, boundary, spool, MAX_UPLOAD_BYTES)
-        return Reply(json=_store(call, form).model_dump())
+        stored = _store(call, form)
+        if call.dice.hits(call.config.lost_upload_rate):
+            raise server_fault(500, call.config)  # the file is kept; only the answer is lost
+        return Reply(json=stored.model_dump())
     finally:
         for path in spooled:  # whatever was not adopted as a file
             with contextlib.suppress(FileNotFoundError):

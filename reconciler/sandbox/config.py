@@ -46,6 +46,9 @@ class SandboxConfig(BaseModel):
     lost_response_rate: float = Field(
         0.0, ge=0, le=1, description="Fraction of batch creations that succeed but answer 500."
     )
+    lost_upload_rate: float = Field(
+        0.0, ge=0, le=1, description="Fraction of file uploads that are stored but answer 500."
+    )
     seed: int | None = Field(None, description="Seed for the fault dice; unset means unpredictable.")
     start_failure: Literal["file_upload_failed", "batch_start_failed"] | None = Field(
         None, description="New valid batches end in this Portkey status when validation ends, unrun."

@@ -30,6 +30,29 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME_CHARS = 63
 MAX_MODEL_CHARS = 200
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Headers the HTTP client sets for each request itself, and must: it frames every body (its
+# length, chunking, encoding, and its type with the multipart boundary of an upload), names the
+# host from base_url (the TLS name and the Host must agree), keeps the connection (hop-by-hop
+# headers, RFC 9110 section 7.6.1), and decodes only what it asked for.  A value from a spec
+# would be sent beside the client's, or over it: a wrong Content-Length is a protocol error
+# before the request leaves, a fixed Content-Type breaks every upload.
+RESERVED_HEADERS = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "content-type",
+        "content-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "accept-encoding",
+    }
+)
 
 
 def _invalid(message: str) -> PydanticCustomError:
@@ -125,6 +148,8 @@ def _base_url(value: str) -> str:
 def _header_name(value: str) -> str:
     if not _HEADER_NAME.fullmatch(value):
         raise _invalid(f"{_show(value)} is not a valid HTTP header name")
+    if value.lower() in RESERVED_HEADERS:
+        raise _invalid(f"{value} is set by the HTTP client for each request; remove it from headers")
     return value
 
 

@@ -13,12 +13,14 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 from reconciler.api.batch import Batch, LiveBatch
 from reconciler.common import ownership
 from reconciler.common.errors import OutcomeUnknownError, ReconcilerError
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.engine.apply.effects import Effects, Outcome
+from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.leftovers import Leftovers
 from reconciler.plans.changes import Change, DesiredJob, Unit
 from reconciler.plans.record import with_pending
@@ -41,7 +43,7 @@ def create_all(
     state = fx.write(with_pending(state, desired, intents, fx.now()))
     work = [(desired[job], intent) for job, pending in intents.items() for intent in pending]
 
-    def upload(item: tuple[DesiredJob, PendingCreate]) -> PendingCreate | str:
+    def upload(item: tuple[DesiredJob, PendingCreate]) -> PendingCreate | Failure:
         job, intent = item
         if intent.input_file_id is not None:
             return intent
@@ -49,10 +51,10 @@ def create_all(
             unit = Unit(intent.part, intent.retry, intent.requests, intent.run or DEFAULT_RUN)
             source = fx.source_for(job, unit)
             file_id = leftovers.reuse(job.provider, source) or fx.apis[job.provider].writer.upload_file(
-                source
+                source, leftover=lambda: leftovers.suspect(job.provider)
             )
         except (ReconcilerError, OSError) as error:
-            return f"create part {intent.part} attempt {intent.retry}: {error}"
+            return _failure(error, job, intent, "upload")
         return intent.model_copy(update={"input_file_id": file_id})
 
     uploaded = list(pool.map(upload, work))
@@ -60,15 +62,13 @@ def create_all(
     ready = [
         (job, result.model_copy(update={"sent_at": sent_at}))
         for (job, _), result in zip(work, uploaded, strict=True)
-        if not isinstance(result, str)
+        if not isinstance(result, Failure)
     ]
-    for (job, _), failed in zip(work, uploaded, strict=True):
-        if isinstance(failed, str):
-            outcome.failures[job.name] = failed
+    outcome.failures += [result for result in uploaded if isinstance(result, Failure)]
     if ready:  # in flight from here: a pass that finds no batch later must wait the quarantine
         state = fx.write(with_pending(state, desired, _by_job(ready), fx.now()))
 
-    def create(item: tuple[DesiredJob, PendingCreate]) -> tuple[PendingCreate, Batch | str]:
+    def create(item: tuple[DesiredJob, PendingCreate]) -> tuple[PendingCreate, Batch | Failure]:
         job, intent = item
         try:
             batch = fx.apis[job.provider].writer.create_batch(
@@ -80,23 +80,29 @@ def create_all(
             )
         except OutcomeUnknownError as error:
             settled = intent if error.in_flight else intent.model_copy(update={"sent_at": None})
-            return settled, f"create part {intent.part} attempt {intent.retry}: {error}"
+            return settled, _failure(error, job, intent, "create")
         except (ReconcilerError, OSError) as error:
-            return intent.model_copy(update={"sent_at": None}), (
-                f"create part {intent.part} attempt {intent.retry}: {error}"
-            )
+            return intent.model_copy(update={"sent_at": None}), _failure(error, job, intent, "create")
         return intent, batch
 
     updated: list[tuple[DesiredJob, PendingCreate]] = []
     for (job, _), (intent, result) in zip(ready, pool.map(create, ready), strict=True):
         updated.append((job, intent))
-        if isinstance(result, str):
-            outcome.failures[job.name] = result
+        if isinstance(result, Failure):
+            outcome.failures.append(result)
         else:
             outcome.touched.append(LiveBatch(provider=job.provider, batch=result))
             outcome.created += 1
     # Keep uploaded file ids in the intents, so a create sent again reuses its upload.
     return with_pending(state, desired, _by_job(updated), fx.now())
+
+
+def _failure(
+    error: Exception, job: DesiredJob, intent: PendingCreate, step: Literal["upload", "create"]
+) -> Failure:
+    return Failure.of(
+        error, job=job.name, step=step, part=intent.part, attempt=intent.retry, provider=job.provider
+    )
 
 
 def _by_job(items: Sequence[tuple[DesiredJob, PendingCreate]]) -> dict[str, tuple[PendingCreate, ...]]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
+from reconciler.engine.apply.failures import Failure, failed_jobs
 from reconciler.plans.changes import DesiredJob, Unit
 from reconciler.state.model import State
 
@@ -19,13 +20,18 @@ SourceFor = Callable[[DesiredJob, Unit], UploadSource]
 
 @dataclass
 class Outcome:
-    """What happened: a line per failed job, and the batches the pass created or cancelled."""
+    """What happened: every failure (one per part and attempt of a create), and the batches
+    the pass created or cancelled."""
 
-    failures: dict[str, str] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
     touched: list[LiveBatch] = field(default_factory=list)
     created: int = 0
     cancelled: int = 0
     over_budget: dict[str, str] = field(default_factory=dict)  # job → why its change was not sent
+
+    @property
+    def failed_jobs(self) -> set[str]:
+        return failed_jobs(self.failures)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,12 @@ needs, and deletes ours that no batch will read: those of a unit that already ha
 and those of a generation or job no longer desired.  Uploads of a current unit that has no
 batch yet are left alone, for the create that will want them.  Passes with no trouble behind
 them (nothing pending, not a fresh state) list nothing.
+
+An upload is retried like a read (api/writer.py), and a try that failed after the server may
+have stored the file (a 500 answered after storing, a lost answer) leaves a copy no batch will
+read.  Such a retry makes its provider *suspect* for this pass: after recording, the pass lists
+that provider's files again and sweeps it the same way, so the copy goes once its unit has its
+batch (this pass, or the one that creates it).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.common.ownership import DEFAULT_RUN
+from reconciler.engine.apply.failures import Failure
 from reconciler.plans.changes import DesiredJob
 from reconciler.state.model import State
 
@@ -90,6 +97,7 @@ class Leftovers:
         self._apis = apis
         self._owner_tag = owner_tag
         self._troubled = set(troubled)
+        self._suspect: set[str] = set()  # a retried upload may have left a copy there
         self._listed: dict[str, list[Upload]] = {}
         self._taken: set[str] = set()
         self._lock = threading.Lock()
@@ -115,18 +123,25 @@ class Leftovers:
                     return upload.id
         return None
 
+    def suspect(self, provider: str) -> None:
+        """An upload to `provider` was sent again after a try the server may have stored: sweep
+        it after this pass, from a fresh list (an earlier one cannot hold that copy)."""
+        with self._lock:
+            self._suspect.add(provider)
+            self._listed.pop(provider, None)
+
     def sweep_all(
         self, desired: Mapping[str, DesiredJob], live: Sequence[LiveBatch], state: State
-    ) -> dict[str, str]:
-        """Sweeps every troubled provider after a pass wrote `state`; a line per failure."""
+    ) -> list[Failure]:
+        """Sweeps every troubled provider after a pass wrote `state`; a failure per provider."""
         generations = {name: job.generation for name, job in desired.items()}
         claimed = {p.input_file_id for job in state.jobs.values() for p in job.pending if p.input_file_id}
-        failures = {}
-        for provider in sorted(self._troubled):
+        failures = []
+        for provider in sorted(self._troubled | self._suspect):
             try:
                 self.sweep(provider, live, generations, claimed)
             except ApiError as error:
-                failures[f"uploads on {provider}"] = f"leftover uploads not cleaned up: {error}"
+                failures.append(Failure.of(error, job=None, step="sweep", provider=provider))
         return failures
 
     def sweep(
@@ -134,7 +149,7 @@ class Leftovers:
     ) -> list[str]:
         """Deletes our uploads no batch will read; `desired` maps job → current generation,
         `claimed` holds the file ids pending creates still mean to use."""
-        if provider not in self._troubled:
+        if provider not in self._troubled | self._suspect:
             return []
         batches = [b.batch for b in live if b.provider == provider]
         read = {b.input_file_id for b in batches} | set(claimed) | self._taken

@@ -11,6 +11,7 @@ from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.engine.apply.create import create_all
 from reconciler.engine.apply.effects import Effects, Outcome
+from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.leftovers import Leftovers
 from reconciler.plans.changes import Action, DesiredJob, Plan
 from reconciler.plans.record import record
@@ -43,7 +44,7 @@ def apply_plan(
     state = record(
         desired, state, observed, forgotten=forgotten, now=now, runs=runs, untouched=untouched, missed=missed
     )
-    outcome.failures |= leftovers.sweep_all(desired, observed, state)
+    outcome.failures += leftovers.sweep_all(desired, observed, state)
     return state, outcome
 
 
@@ -52,22 +53,28 @@ def _cancel_all(
 ) -> set[str]:
     targets = [(c.job, by_id[i]) for c in plan.pending for i in c.cancel if i in by_id]
 
-    def cancel(target: tuple[str, LiveBatch]) -> tuple[str, LiveBatch | str]:
+    def cancel(target: tuple[str, LiveBatch]) -> tuple[str, LiveBatch | Failure]:
         job, live = target
         try:
             batch = fx.apis[live.provider].writer.cancel_batch(live.id)
-        except ApiStatusError as error:
-            if error.status == 409:  # finished meanwhile: nothing left to stop
-                return job, live
-            return job, f"cancel {live.id}: {error}"
         except ApiError as error:
-            return job, f"cancel {live.id}: {error}"
+            if isinstance(error, ApiStatusError) and error.status == 409:
+                return job, live  # finished meanwhile: nothing left to stop
+            return job, Failure.of(
+                error,
+                job=job,
+                step="cancel",
+                part=live.batch.part,
+                attempt=live.batch.retry,
+                batch_id=live.id,
+                provider=live.provider,
+            )
         return job, LiveBatch(provider=live.provider, batch=batch)
 
     failed: set[str] = set()
     for job, result in pool.map(cancel, targets):
-        if isinstance(result, str):
-            outcome.failures[job] = result
+        if isinstance(result, Failure):
+            outcome.failures.append(result)
             failed.add(job)
         else:
             outcome.touched.append(result)
