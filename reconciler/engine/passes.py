@@ -60,7 +60,7 @@ def refresh_and_plan(
     scope = scope or Scope()
     scope.check(ws, state)
     now = clock.now()
-    ctx = scope.context(now)
+    ctx = scope.context()
     desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
     live = observe(readers, ws.owner_tag, desired, state)
     runs = _current_runs(desired, live, state, ctx)

@@ -58,6 +58,7 @@ def command(
                 lineage=state.lineage,
                 targets=scope.targets,
                 replace=scope.replace,
+                stamp=scope.stamp,
             )
         )
     elif output_format == "markdown":
@@ -72,5 +73,6 @@ def command(
             lineage=state.lineage,
             targets=scope.targets,
             replace=scope.replace,
+            stamp=scope.stamp,
         )
     return 2 if detailed_exitcode and plan.pending else 0
