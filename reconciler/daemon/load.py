@@ -16,6 +16,7 @@ from pathlib import Path
 from reconciler.common.errors import Problem, SpecError
 from reconciler.engine.desired import desired_job
 from reconciler.engine.workspace import Workspace, provider_of
+from reconciler.specs.checkout import head
 from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedJob, LoadedProvider, LoadedRepo, scan_repo
@@ -37,6 +38,7 @@ class Loaded:
 
 
 def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
+    checkout = head(paths.repo)  # before the specs: never newer than what they say
     scan = scan_repo(paths, remember=True)
     problems = list(scan.problems)
     broken_files = {p.path for p in problems}
@@ -71,7 +73,8 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
     except SpecError as error:  # no change is made until the budget reads again
         problems += error.problems
         budget, budget_broken = (previous.ws.budget if previous else None), True
-    ws = Workspace(paths, LoadedRepo(jobs, providers, notifications), digests, desired, owner, budget)
+    repo = LoadedRepo(jobs, providers, notifications)
+    ws = Workspace(paths, repo, digests, desired, owner, budget, checkout)
     clean = frozenset() if budget_broken else frozenset(desired) - held
     return Loaded(ws, tuple(problems), clean, frozenset(held))
 

@@ -114,7 +114,8 @@ def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, opt
         log = EventLog("text", sys.stdout)  # made here: a live bar routes stdout above itself
 
         def shown(plan: Plan, state: State) -> None:
-            if plan.pending or (plan.notes and previous[0] is before):  # notes once, not every pass
+            said = plan.notes or any(c.attention for c in plan.changes)  # e.g. a job left to a newer checkout
+            if plan.pending or (said and previous[0] is before):  # notes once, not every pass
                 click.echo(render.plan_text(plan, colour=render.use_colour()))
             else:
                 for warning in plan.warnings:  # a run past its budget, only reported
