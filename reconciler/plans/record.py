@@ -92,11 +92,13 @@ def with_applied_from(
     """The state with `commit` recorded as where each job in `changed` was last changed from
     (None: from outside git), and kept for each job in `forgotten`; a job recorded again sheds
     its forgotten commit, and only the newest MAX_FORGOTTEN are kept."""
+    changed, dropped = list(changed), set(forgotten)
+    if not changed and not dropped and state.forgotten.keys().isdisjoint(state.jobs):
+        return state  # the common pass: nothing to write down, and no copy of 10,000 jobs
     jobs = dict(state.jobs)
     for name in changed:
         if name in jobs:
             jobs[name] = jobs[name].model_copy(update={"applied_from": commit})
-    dropped = set(forgotten)
     kept = {name: c for name, c in state.forgotten.items() if name not in jobs and name not in dropped}
     if commit is not None:
         kept |= dict.fromkeys(dropped, commit)

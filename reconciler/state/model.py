@@ -151,7 +151,7 @@ class JobState(_Frozen):
     history: tuple[RunRecord, ...] = ()  # newest first, at most the spec's history_limit
     definition: dict[str, Any] | None = None  # what the generation was made from, for plan diffs
     missed_slot: str | None = None  # the latest slot skipped for its starting_deadline
-    applied_from: AppliedFrom | None = None  # None: never changed from a git checkout
+    applied_from: AppliedFrom | None = None  # None: last changed from outside git, or never
 
     @property
     def batch_ids(self) -> frozenset[str]:
