@@ -28,7 +28,7 @@ def v1_generation(definition: dict[str, Any], input_sha256: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_back_as_version_2(
+def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_back_as_version_3(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
     sandbox.configure(validation_seconds=600)
@@ -90,7 +90,7 @@ def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_b
     assert run_cli("reconcile", *repo.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {}
     state = state_of(repo.root)
-    assert (state["format_version"], state["lineage"], state["serial"]) == (2, "lineage-1", 8)
+    assert (state["format_version"], state["lineage"], state["serial"]) == (3, "lineage-1", 8)
     upgraded = state["jobs"]["nightly-eval"]
     assert upgraded["run"] == "default" and [b["batch_id"] for b in upgraded["batches"]] == [old.id]
     assert upgraded["history"][0]["run"] == "default"

@@ -134,8 +134,11 @@ def plan_json(
     lineage: str,
     targets: frozenset[str] | None = None,
     replace: frozenset[str] = frozenset(),
+    stamp: str | None = None,
 ) -> str:
-    document = plan_document(plan, owner_tag=owner_tag, lineage=lineage, targets=targets, replace=replace)
+    document = plan_document(
+        plan, owner_tag=owner_tag, lineage=lineage, targets=targets, replace=replace, stamp=stamp
+    )
     return json.dumps(document, indent=2, sort_keys=True)
 
 

@@ -20,8 +20,11 @@ def save_plan(
     lineage: str,
     targets: frozenset[str] | None = None,
     replace: frozenset[str] = frozenset(),
+    stamp: str | None = None,
 ) -> None:
-    document = plan_document(plan, owner_tag=owner_tag, lineage=lineage, targets=targets, replace=replace)
+    document = plan_document(
+        plan, owner_tag=owner_tag, lineage=lineage, targets=targets, replace=replace, stamp=stamp
+    )
     atomic.write_bytes(Path(path), (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
 
 

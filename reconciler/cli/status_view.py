@@ -10,6 +10,7 @@ from pathlib import Path
 
 from reconciler.common.errors import UserError
 from reconciler.daemon.load import load
+from reconciler.engine.checkouts import behind
 from reconciler.engine.connect import open_clients
 from reconciler.engine.observe import observe
 from reconciler.engine.passes import observe_and_record, readers_of, utc_now
@@ -46,7 +47,8 @@ def status_view(paths: RepoPaths, *, refresh: bool, save: bool, owner_flag: str 
             state = observe_and_record(ws, readers_of(apis), COMMAND)
         else:
             live = observe(readers_of(apis), ws.owner_tag, ws.desired, state)
-            state = record(ws.desired, state, live, now=utc_now())
+            newer = behind(ws, state, ws.desired)  # shown as the newer checkout left them
+            state = record(ws.desired, state, live, now=utc_now(), observed_only=newer)
     return StatusView(state, ws.desired, tuple(map(str, loaded.problems)), paths.repo)
 
 

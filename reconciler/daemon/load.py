@@ -16,6 +16,7 @@ from pathlib import Path
 from reconciler.common.errors import Problem, SpecError
 from reconciler.engine.desired import desired_job
 from reconciler.engine.workspace import Workspace, provider_of
+from reconciler.specs.checkout import head
 from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedJob, LoadedProvider, LoadedRepo, scan_repo
@@ -36,6 +37,7 @@ class Loaded:
 
 
 def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
+    checkout = head(paths.repo)  # before the specs: never newer than what they say
     scan = scan_repo(paths, remember=True)
     problems = list(scan.problems)
     broken_files = {p.path for p in problems}
@@ -70,7 +72,8 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
     except SpecError as error:  # no change is made until reconciler.yaml reads again
         problems += error.problems
         budget, settings_broken = (previous.ws.budget if previous else None), True
-    ws = Workspace(paths, LoadedRepo(jobs, providers, notifications), digests, desired, owner, budget)
+    repo = LoadedRepo(jobs, providers, notifications)
+    ws = Workspace(paths, repo, digests, desired, owner, budget, checkout)
     clean = frozenset() if settings_broken else frozenset(desired) - held
     return Loaded(ws, tuple(problems), clean, frozenset(held))
 

@@ -29,6 +29,7 @@ from reconciler.engine.apply.failures import server_wait
 from reconciler.engine.events import EventLog
 from reconciler.engine.schedules import seconds_until_next
 from reconciler.engine.workspace import load_state
+from reconciler.specs.checkout import head
 
 # Woken this much after a slot, so the pass sees the slot as due on every clock.
 SLOT_MARGIN_SECONDS = 0.05
@@ -67,7 +68,7 @@ class Daemon:
                 wake = self.waker.wait(earliest(next_pass, load_retry))
                 if wake.stopped:
                     return
-                if wake.files or self.watch_broken or load_retry is not None:
+                if wake.files or self.watch_broken or load_retry is not None or self._checkout_moved():
                     load_retry = self.reload()
         finally:
             self.watcher.close()
@@ -107,6 +108,15 @@ class Daemon:
             self.log.warning("held", f"kept at their last valid definition until the specs validate: {held}")
         if previous and previous.problems and not self.loaded.problems:
             self.log.info("specs_valid", "the specs validate again")
+
+    def _checkout_moved(self) -> bool:
+        """A pull that changed no spec file still moves HEAD: the commit changes are recorded as
+        made from must be the one checked out, or a newer writer's jobs would stay left alone."""
+        if self.loaded is None:
+            return False
+        now = head(self.settings.paths().repo)
+        was = self.loaded.ws.checkout
+        return (now.sha if now else None) != (was.sha if was else None)
 
     def one_pass(self) -> float | None:
         """Runs a pass; returns seconds until the next one is due (None: wait for files)."""
@@ -162,6 +172,10 @@ class Daemon:
                 self.said.add(line)
                 self.log.warning("over_budget", line, job=job, reason=reason)
         self.liveness.over_budget = dict(over_budget)
+        for change in result.plan.changes:  # e.g. a job left to a newer checkout: said once
+            if change.attention and change.reason not in self.said:
+                self.said.add(change.reason)
+                self.log.warning("noted", f"{change.job}: {change.reason}", job=change.job)
         degraded = bool(self.loaded and self.loaded.problems) or bool(
             result.held_back or result.outcome.failures or over_budget
         )

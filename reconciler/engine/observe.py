@@ -2,18 +2,27 @@
 
 A plan costs about one request per hundred live batches, not one per job.  Paging stops
 early only when it is safe: every desired job already has a recorded batch of its current
-generation, nothing is pending, and every recorded batch has been seen.  Otherwise an
-owned batch missing from the state could hide further down, and we would create it twice.
+generation, nothing is pending, every recorded batch has been seen, and no part's latest
+recorded attempt was seen cut short (cancelled, failed, expired, or completed with failures).
+Otherwise an owned batch missing from the state could hide further down, and we would create
+it twice; or the attempt cut short is a twin the duplicate guard cancelled, and resuming it
+would start the twin again, while the batch the guard kept lies further down.
+
+A list may leave out batches that exist (an eventually consistent list lags behind a create):
+a recorded batch the whole list did not show is retrieved by id, so the plan never takes
+"not listed" for "gone" and creates its unit again.  Only a 404 says it is gone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from reconciler.api.batch import LiveBatch
+from reconciler.api.batch import Batch, LiveBatch
 from reconciler.api.reader import BatchReader
 from reconciler.common import ownership
+from reconciler.common.errors import ApiStatusError
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.jobstatus import latest_per_part
 from reconciler.plans.runs import run_base, slot_run
 from reconciler.state.model import State
 
@@ -28,7 +37,11 @@ def observe(
     for provider, reader in sorted(readers.items()):
         known = _known_ids(provider, state)
         stop_early = _safe_to_stop_early(provider, desired, state)
-        live.extend(_observe_provider(provider, reader, owner_tag, known, stop_early))
+        listed, unseen = _observe_provider(
+            provider, reader, owner_tag, known, _latest_attempts(provider, state), stop_early
+        )
+        live.extend(listed)
+        live.extend(_retrieve(provider, reader, owner_tag, unseen))
     return [_as_current_format(batch, desired) for batch in live]
 
 
@@ -44,23 +57,60 @@ def _as_current_format(live: LiveBatch, desired: Mapping[str, DesiredJob]) -> Li
 
 
 def _observe_provider(
-    provider: str, reader: BatchReader, owner_tag: str, known: set[str], stop_early: bool
-) -> list[LiveBatch]:
+    provider: str, reader: BatchReader, owner_tag: str, known: set[str], latest: set[str], stop_early: bool
+) -> tuple[list[LiveBatch], set[str]]:
+    """(our batches in the list, the recorded ids it did not show)."""
     owned: list[LiveBatch] = []
     unseen = set(known)
     for batch in reader.iter_batches(owner_tag=owner_tag):
         if batch.owned_by(owner_tag):
             owned.append(LiveBatch(provider=provider, batch=batch))
         unseen.discard(batch.id)
+        if batch.id in latest and _cut_short(batch):
+            stop_early = False  # a resume or retry may follow: the rest of the list may hold its twin
         if stop_early and not unseen:
-            break
-    return owned
+            return owned, set()
+    return owned, unseen
+
+
+def _retrieve(provider: str, reader: BatchReader, owner_tag: str, ids: set[str]) -> list[LiveBatch]:
+    """The recorded batches the list left out, each as the provider has it now; a 404 is gone."""
+    found: list[LiveBatch] = []
+    for batch_id in sorted(ids):
+        try:
+            batch = reader.retrieve_batch(batch_id)
+        except ApiStatusError as error:
+            if error.status == 404:
+                continue
+            raise
+        if batch.owned_by(owner_tag):
+            found.append(LiveBatch(provider=provider, batch=batch))
+    return found
+
+
+def _cut_short(batch: Batch) -> bool:
+    """Finished without every request answered: a part the plan may resume or retry."""
+    if not batch.terminal:
+        return False
+    counts = batch.request_counts
+    return (
+        batch.status != "completed" or counts is None or counts.failed > 0 or counts.completed < counts.total
+    )
 
 
 def _known_ids(provider: str, state: State) -> set[str]:
     return {
         record.batch_id for job in state.jobs.values() if job.provider == provider for record in job.batches
     }
+
+
+def _latest_attempts(provider: str, state: State) -> set[str]:
+    """The recorded batch of each part's highest attempt: the one a resume or retry starts from."""
+    latest: set[str] = set()
+    for job in state.jobs.values():
+        if job.provider == provider:
+            latest |= {record.batch_id for record in latest_per_part(job.batches)}
+    return latest
 
 
 def _safe_to_stop_early(provider: str, desired: Mapping[str, DesiredJob], state: State) -> bool:

@@ -18,6 +18,7 @@ from reconciler.api.reader import BatchReader
 from reconciler.engine import clock
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.run import apply_plan
+from reconciler.engine.checkouts import applied_from, behind
 from reconciler.engine.finish import finish_jobs
 from reconciler.engine.inflight import in_flight, quarantine_seconds
 from reconciler.engine.input_changes import with_input_changes
@@ -31,7 +32,7 @@ from reconciler.engine.workspace import Workspace, load_state, open_state
 from reconciler.plans.budget import check_budgets, refused, without_refused
 from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import with_estimates, with_table_prices
-from reconciler.plans.plan import live_by_job, make_plan
+from reconciler.plans.plan import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
 from reconciler.plans.runs import choose_run
 from reconciler.specs.inputs.repo import input_indexes
@@ -46,6 +47,7 @@ class Refreshed:
     retries: Mapping[tuple[str, int], PartRetry]
     plan: Plan
     desired: Mapping[str, DesiredJob] = field(default_factory=dict)  # schedules evaluated now
+    behind: frozenset[str] = frozenset()  # jobs left to a newer checkout (engine/checkouts.py)
 
 
 def refresh_and_plan(
@@ -59,7 +61,7 @@ def refresh_and_plan(
     scope = scope or Scope()
     scope.check(ws, state)
     now = clock.now()
-    ctx = scope.context(now)
+    ctx = scope.context()
     desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
     live = observe(readers, ws.owner_tag, desired, state)
     runs = _current_runs(desired, live, state, ctx)
@@ -69,11 +71,13 @@ def refresh_and_plan(
     plan = make_plan(
         desired, state, live, retryable=counts, allow_empty=allow_empty, context=ctx, in_flight=waiting
     )
+    newer = behind(ws, state, (c.job for c in plan.pending))
+    plan = left_to_newer(plan, newer)
     budget = ws.budget.max_usd_per_plan if ws.budget else None
     plan = check_budgets(with_estimates(plan, desired), desired, state, live, budget)
     plan = with_table_prices(plan, desired, now.date())
     plan = replace(plan, notes=results_notes(desired, state, ws.paths.repo))
-    return Refreshed(live, retries, plan, desired)
+    return Refreshed(live, retries, plan, desired, frozenset(newer))
 
 
 def _current_runs(
@@ -115,9 +119,12 @@ def converge(
         fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
         untouched = scope.untouched(ws, state)
         carried_out = without_refused(found.plan) if over_budget else found.plan
-        state, outcome = apply_plan(carried_out, found.desired, found.live, state, fx, untouched)
+        state, outcome = apply_plan(
+            carried_out, found.desired, found.live, state, fx, untouched, found.behind, applied_from(ws)
+        )
         outcome.over_budget = over_budget
-        mine = {name: job for name, job in found.desired.items() if name not in untouched}
+        left = untouched | found.behind  # results and usage of a job left to a newer checkout are its
+        mine = {name: job for name, job in found.desired.items() if name not in left}
         finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo)
         state = backend.write(finished)  # once per pass, results before their status
     return found.plan, state, outcome
@@ -129,7 +136,8 @@ def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], comman
         state = load_state(ws, backend=backend)
         desired = at_time(ws.desired, clock.now())
         live = observe(readers, ws.owner_tag, desired, state)
-        return backend.write(record(desired, state, live, now=utc_now()))
+        newer = behind(ws, state, desired)  # a generation a newer checkout applied stays recorded
+        return backend.write(record(desired, state, live, now=utc_now(), observed_only=newer))
 
 
 def readers_of(apis: Mapping[str, ProviderApi]) -> dict[str, BatchReader]:

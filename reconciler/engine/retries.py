@@ -21,6 +21,7 @@ from reconciler.api.batch import LiveBatch, is_terminal
 from reconciler.api.reader import BatchReader
 from reconciler.engine.outcomes import WorkDir, part_outcomes, unanswered_reason
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.duplicates import split_duplicates
 from reconciler.plans.jobstatus import attempts_by_part, attempts_used
 from reconciler.plans.plan import live_by_job
 from reconciler.plans.restarts import before_failed_starts, restart_at, restart_owed
@@ -62,12 +63,11 @@ def part_lines(input_path: Path, part: PartSpec) -> Iterator[tuple[str, bytes]]:
 
 
 def live_attempts(job: DesiredJob, live: Sequence[LiveBatch], run: str) -> dict[int, list[BatchRecord]]:
-    records = [
-        BatchRecord.from_batch(b.batch)
-        for b in live
-        if b.batch.job == job.name and b.generation == job.generation and b.run == run
-    ]
-    return attempts_by_part(records)
+    """Each part's attempts in `run`; a duplicate the guard cancels is no attempt (never resumed)."""
+    kept, _ = split_duplicates(
+        b for b in live if b.batch.job == job.name and b.generation == job.generation and b.run == run
+    )
+    return attempts_by_part(BatchRecord.from_batch(b.batch) for b in kept)
 
 
 def find_retries(

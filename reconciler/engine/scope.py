@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 
 from reconciler.common.errors import UserError
+from reconciler.engine import clock
 from reconciler.engine.workspace import Workspace
 from reconciler.plans.changes import PlanContext
 from reconciler.plans.runs import stamp
@@ -14,17 +14,21 @@ from reconciler.state.model import State
 
 @dataclass(frozen=True)
 class Scope:
-    """Which jobs a pass may change (`--target`), and which to start a new run of (`--replace`)."""
+    """Which jobs a pass may change (`--target`), and which to start a new run of (`--replace`).
+
+    `stamp` names the new runs: taken once, when the command starts (or kept in a saved plan),
+    so every pass of one command converges the same run instead of starting another."""
 
     targets: frozenset[str] | None = None
     replace: frozenset[str] = frozenset()
+    stamp: str = field(default_factory=lambda: stamp(clock.now()))
 
     @classmethod
     def of(cls, targets: tuple[str, ...] = (), replace: tuple[str, ...] = ()) -> Scope:
         return cls(frozenset(targets) if targets else None, frozenset(replace))
 
-    def context(self, now: datetime) -> PlanContext:
-        return PlanContext(stamp=stamp(now), replace=self.replace, targets=self.targets)
+    def context(self) -> PlanContext:
+        return PlanContext(stamp=self.stamp, replace=self.replace, targets=self.targets)
 
     def untouched(self, ws: Workspace, state: State) -> set[str]:
         if self.targets is None:

@@ -14,6 +14,7 @@ from reconciler.engine.connect import resolve_provider_headers
 from reconciler.engine.desired import desired_job
 from reconciler.plans.changes import DesiredJob
 from reconciler.specs import identity
+from reconciler.specs.checkout import Commit, head
 from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedJob, LoadedRepo, load_repo
@@ -32,6 +33,9 @@ class Workspace:
     desired: Mapping[str, DesiredJob]
     owner: str
     budget: PlanBudget | None = None  # `budget:` in reconciler.yaml
+    # The git commit checked out, read before the specs (so never newer than what they say);
+    # None outside a git checkout.
+    checkout: Commit | None = None
 
     @property
     def owner_tag(self) -> str:
@@ -48,6 +52,7 @@ class Workspace:
 
 def prepare(paths: RepoPaths, owner_flag: str | None = None) -> Workspace:
     """Checks everything a user can get wrong before writing anything (the input cache)."""
+    checkout = head(paths.repo)
     repo = load_repo(paths)
     settings = paths.repo_settings()
     owner = identity.resolve_owner(paths.repo, owner_flag, settings)
@@ -60,7 +65,7 @@ def prepare(paths: RepoPaths, owner_flag: str | None = None) -> Workspace:
         name: desired_job(job, digests[name], cache, provider_of(repo, job))
         for name, job in repo.jobs.items()
     }
-    return Workspace(paths, repo, digests, desired, owner, settings.budget)
+    return Workspace(paths, repo, digests, desired, owner, settings.budget, checkout)
 
 
 def provider_of(repo: LoadedRepo, job: LoadedJob) -> Provider | None:

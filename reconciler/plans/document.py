@@ -3,6 +3,7 @@ saved plan still holds before `apply FILE` carries it out.  Plain data in, plain
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from reconciler.common.errors import PlanRefusedError, UserError
@@ -10,6 +11,7 @@ from reconciler.plans.changes import Action, Change, CostEstimate, Plan
 from reconciler.plans.cost import plan_total
 
 PLAN_FORMAT_VERSION = 1
+_STAMP = re.compile(r"^\d{8}T\d{6}(\.\d{3})?Z$")
 
 
 def plan_document(
@@ -19,15 +21,17 @@ def plan_document(
     lineage: str,
     targets: frozenset[str] | None = None,
     replace: frozenset[str] = frozenset(),
+    stamp: str | None = None,
 ) -> dict[str, Any]:
-    """The `plan --json` / `--out` document: plain data, no secrets.  `targets` and `replace`
-    are what `apply FILE` plans again with."""
+    """The `plan --json` / `--out` document: plain data, no secrets.  `targets`, `replace` and
+    `stamp` (what names the runs `replace` starts) are what `apply FILE` plans again with."""
     return {
         "format_version": PLAN_FORMAT_VERSION,
         "owner": owner_tag,
         "lineage": lineage,
         "targets": sorted(targets) if targets is not None else None,
         "replace": sorted(replace),
+        "stamp": stamp if replace else None,
         "changes": [change_dict(c) for c in plan.changes],
         "summary": {a.value: sum(1 for c in plan.changes if c.action is a) for a in Action},
         "cost": estimate_dict(plan_total(plan)),
@@ -41,15 +45,20 @@ def plan_document(
     }
 
 
-def saved_scope(document: dict[str, Any]) -> tuple[frozenset[str] | None, frozenset[str]]:
-    """(targets, replace) a saved plan was made with."""
+def saved_scope(document: dict[str, Any]) -> tuple[frozenset[str] | None, frozenset[str], str | None]:
+    """(targets, replace, stamp) a saved plan was made with: applied, it starts the very runs it
+    showed, and applied again it finds them live instead of starting more.  A plan saved before
+    stamps were kept has none (None): apply names the runs then."""
     targets, replace = document.get("targets"), document.get("replace") or []
+    stamp = document.get("stamp")
     names = [*(targets or []), *replace]
     if not isinstance(replace, list) or (targets is not None and not isinstance(targets, list)):
         raise UserError("saved plan: targets and replace must be lists of job names")
     if not all(isinstance(n, str) for n in names):
         raise UserError("saved plan: targets and replace must be lists of job names")
-    return (frozenset(targets) if targets is not None else None), frozenset(replace)
+    if stamp is not None and not (isinstance(stamp, str) and _STAMP.match(stamp)):
+        raise UserError("saved plan: stamp must be a time like 20261201T101500.250Z")
+    return (frozenset(targets) if targets is not None else None), frozenset(replace), stamp
 
 
 def change_dict(change: Change) -> dict[str, Any]:

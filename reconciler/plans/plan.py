@@ -7,6 +7,7 @@ generation is finished work, not drift.  The per-job decision lives in `decide.p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 from reconciler.api.batch import LiveBatch
@@ -61,3 +62,27 @@ def make_plan(
             "or pass --allow-empty to really cancel them all"
         )
     return Plan(tuple(changes))
+
+
+def left_to_newer(plan: Plan, reasons: Mapping[str, str]) -> Plan:
+    """The plan with the changes to each job in `reasons` taken back: a writer whose checkout
+    is behind the commit that last changed the job (engine/checkouts.py) shows why, and does
+    nothing to it."""
+    changes = tuple(
+        dataclasses.replace(
+            change,
+            action=Action.NOOP,
+            reason=reasons[change.job],
+            cancel=(),
+            adopt=(),
+            creates=(),
+            launch_requests=0,
+            launch_tokens=0,
+            attention=True,
+            missed_slot=None,
+        )
+        if change.mutates and change.job in reasons
+        else change
+        for change in plan.changes
+    )
+    return dataclasses.replace(plan, changes=changes)

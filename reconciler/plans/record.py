@@ -11,7 +11,7 @@ from reconciler.plans.duplicates import split_duplicates
 from reconciler.plans.history import updated_history
 from reconciler.plans.jobstatus import job_status, request_counts
 from reconciler.plans.runs import newest
-from reconciler.state.model import BatchRecord, JobState, PendingCreate, State
+from reconciler.state.model import MAX_FORGOTTEN, AppliedFrom, BatchRecord, JobState, PendingCreate, State
 
 
 def record(
@@ -24,10 +24,14 @@ def record(
     runs: Mapping[str, str | None] | None = None,
     untouched: Collection[str] = (),
     missed: Mapping[str, str] | None = None,
+    observed_only: Collection[str] = (),
 ) -> State:
     """The state with every job's batches and status taken from `live`; `runs` names each job's
     current run as the plan chose it, and jobs in `untouched` (outside --target) stay as they were;
-    `missed` names the slot each job skipped for its starting_deadline."""
+    `missed` names the slot each job skipped for its starting_deadline.  Jobs in `observed_only`
+    (left to a newer checkout) keep their recorded generation and run: only their batches' status
+    is taken from `live`, as for a job whose spec is gone."""
+    desired = {name: job for name, job in desired.items() if name not in observed_only}
     gone = set(forgotten)
     by_job: dict[str, list[LiveBatch]] = {}
     for batch in live:  # grouped once: scanning every live batch for each job is quadratic
@@ -83,6 +87,26 @@ def observed_job(
     return current.model_copy(update={"history": updated_history(current, ours, limit)})
 
 
+def with_applied_from(
+    state: State, changed: Iterable[str], forgotten: Iterable[str], commit: AppliedFrom | None
+) -> State:
+    """The state with `commit` recorded as where each job in `changed` was last changed from
+    (None: from outside git), and kept for each job in `forgotten`; a job recorded again sheds
+    its forgotten commit, and only the newest MAX_FORGOTTEN are kept."""
+    changed, dropped = list(changed), set(forgotten)
+    if not changed and not dropped and state.forgotten.keys().isdisjoint(state.jobs):
+        return state  # the common pass: nothing to write down, and no copy of 10,000 jobs
+    jobs = dict(state.jobs)
+    for name in changed:
+        if name in jobs:
+            jobs[name] = jobs[name].model_copy(update={"applied_from": commit})
+    kept = {name: c for name, c in state.forgotten.items() if name not in jobs and name not in dropped}
+    if commit is not None:
+        kept |= dict.fromkeys(dropped, commit)
+    newest = sorted(kept.items(), key=lambda item: (item[1].committed_at, item[0]), reverse=True)
+    return state.with_jobs(jobs).model_copy(update={"forgotten": dict(sorted(newest[:MAX_FORGOTTEN]))})
+
+
 def with_pending(
     state: State,
     desired: Mapping[str, DesiredJob],
@@ -131,6 +155,7 @@ def _as_desired(job: DesiredJob, previous: JobState | None, run: str | None) -> 
         run=run,
         history=previous.history if previous is not None else (),
         definition=definition,
+        applied_from=previous.applied_from if previous is not None else None,
     )
 
 

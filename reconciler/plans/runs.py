@@ -3,7 +3,8 @@ batch's metadata, so runs are found in the live list, and a lost state loses non
 
 Run ids are deterministic wherever they can be, so whoever notices a run first creates it and
 everyone else finds it live: a schedule's slot is its UTC instant (`2026-12-01T01:00:00Z`),
-`spec.run` is its own id, and `--replace` adds the pass's stamp (`<base>+20261201T101500Z`).
+`spec.run` is its own id, and `--replace` adds the command's stamp (`<base>+20261201T101500.250Z`),
+taken once per command: every pass of `reconcile --wait` converges the same new run.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def slot_run(slot: datetime) -> str:
 
 
 def stamp(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    """To the millisecond: two commands in one second each start their own run."""
+    instant = now.astimezone(UTC)
+    return instant.strftime("%Y%m%dT%H%M%S") + f".{instant.microsecond // 1000:03d}Z"
 
 
 def run_base(run: str) -> str:

@@ -113,7 +113,7 @@ def _recovery(path: Path) -> str:
 
 def write_state(path: Path, state: State) -> State:
     """Writes `state` with the serial bumped and returns what was written."""
-    written = state.model_copy(update={"serial": state.serial + 1})
+    written = state.model_copy(update={"serial": state.serial + 1, "format_version": FORMAT_VERSION})
     encoded = encode_state(written)
     _known.pop(path, None)
     with atomic.replacing(path, durable=True, before_replace=lambda: _keep_backup(path)) as out:

@@ -14,7 +14,10 @@ from reconciler.common.usage import TokenUsage, UnitPrices, total_usage
 
 # 2: runs (a run id on batches and intents, the current run and a bounded run history per job,
 # the definition a generation was made from). A version-1 file is upgraded on read (upgrade.py).
-FORMAT_VERSION = 2
+# 3: the git commit each job was last applied from (`applied_from`), and of jobs forgotten
+# (`forgotten`); additive, so a version-2 document reads as it is.
+FORMAT_VERSION = 3
+MAX_FORGOTTEN = 1000  # the newest commits jobs were forgotten at, kept; older ones are dropped
 
 
 class _Frozen(BaseModel):
@@ -110,6 +113,18 @@ class RunRecord(_Frozen):
     cost_usd: float | None = None  # at the prices in force when it started; None: no price
 
 
+class AppliedFrom(_Frozen):
+    """The git commit a change to a job was made from: a writer whose checkout is behind it
+    leaves the job alone (engine/checkouts.py)."""
+
+    commit: str = Field(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+    committed_at: int  # its committer date, unix seconds: orders commits neither of which holds the other
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7]
+
+
 class JobState(_Frozen):
     generation: str
     provider: str
@@ -136,6 +151,7 @@ class JobState(_Frozen):
     history: tuple[RunRecord, ...] = ()  # newest first, at most the spec's history_limit
     definition: dict[str, Any] | None = None  # what the generation was made from, for plan diffs
     missed_slot: str | None = None  # the latest slot skipped for its starting_deadline
+    applied_from: AppliedFrom | None = None  # None: last changed from outside git, or never
 
     @property
     def batch_ids(self) -> frozenset[str]:
@@ -180,6 +196,9 @@ class State(_Frozen):
     owner: str | None = None
     jobs: dict[str, JobState] = Field(default_factory=dict)
     notices: Notices | None = None  # None until a Notification exists: history is never announced
+    # Jobs dropped from `jobs` (their spec gone) by a writer in a git checkout, with its commit:
+    # a checkout behind it, where the spec is still there, does not create the job again.
+    forgotten: dict[str, AppliedFrom] = Field(default_factory=dict)
 
     def with_jobs(self, jobs: dict[str, JobState]) -> State:
         return self.model_copy(update={"jobs": dict(sorted(jobs.items()))})

@@ -78,7 +78,8 @@ class PostgresBackend:
     def write(self, state: State) -> State:
         from psycopg.types.json import Jsonb
 
-        written = state.model_copy(update={"serial": state.serial + 1, "owner": self.owner_tag})
+        update = {"serial": state.serial + 1, "owner": self.owner_tag, "format_version": FORMAT_VERSION}
+        written = state.model_copy(update=update)
         with self.conn.transaction():
             if state.serial == 0:
                 moved = self.conn.execute(

@@ -1,7 +1,8 @@
 """Older state formats, read and upgraded to the current one; never misread.
 
 Version 1 had no runs: every batch and intent it records belongs to the one run a job had,
-`default`, which is also how a batch without a run in its metadata is read.
+`default`, which is also how a batch without a run in its metadata is read.  Version 2 lacks
+only what version 3 added beside it (the commits jobs were applied from): it reads as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ def upgraded(data: dict[str, Any]) -> dict[str, Any]:
     (the caller reports it as damage)."""
     if data.get("format_version") == 1:
         data = _from_v1(data)
+    if data.get("format_version") == 2:
+        data = {**data, "format_version": FORMAT_VERSION}
     return data
 
 

@@ -48,7 +48,10 @@ def command(
     if saved is not None:
         if targets or replace:
             raise UserError("a saved plan brings its own --target and --replace; give them to `plan --out`")
-        scope = Scope(*saved_scope(saved))
+        targets_then, replace_then, stamp = saved_scope(saved)
+        scope = Scope(targets_then, replace_then)
+        if stamp is not None:  # the runs the saved plan showed, whenever it is applied
+            scope = Scope(targets_then, replace_then, stamp)
     ws = prepare(paths, owner)
     confirm: Callable[[Plan], None]
     if saved is not None and planfile is not None:

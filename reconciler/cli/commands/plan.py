@@ -63,6 +63,7 @@ def command(
                 lineage=state.lineage,
                 targets=scope.targets,
                 replace=scope.replace,
+                stamp=scope.stamp,
             )
         )
     elif output_format == "markdown":
@@ -77,6 +78,7 @@ def command(
             lineage=state.lineage,
             targets=scope.targets,
             replace=scope.replace,
+            stamp=scope.stamp,
         )
     if detailed_exitcode:
         return _detailed_exit(refused(plan), bool(plan.pending))

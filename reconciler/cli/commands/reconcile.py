@@ -115,8 +115,9 @@ def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, opt
 
         def shown(plan: Plan, state: State) -> None:
             carried_out = [c for c in plan.pending if options.allow_over_budget or not c.over_budget]
+            said = plan.notes or any(c.attention for c in plan.changes)  # e.g. a job left to a newer checkout
             first = previous[0] is before  # notes and refusals once, not on every pass of --wait
-            if carried_out or (first and (plan.pending or plan.notes)):
+            if carried_out or (first and (plan.pending or said)):
                 click.echo(render.plan_text(plan, colour=render.use_colour()))
             else:
                 for warning in plan.warnings:  # a run past its budget, only reported

@@ -14,8 +14,8 @@ from reconciler.engine.apply.effects import Effects, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.leftovers import Leftovers
 from reconciler.plans.changes import Action, DesiredJob, Plan
-from reconciler.plans.record import record
-from reconciler.state.model import State
+from reconciler.plans.record import record, with_applied_from
+from reconciler.state.model import AppliedFrom, State
 
 
 def apply_plan(
@@ -25,10 +25,13 @@ def apply_plan(
     state: State,
     fx: Effects,
     untouched: Collection[str] = (),
+    behind: Collection[str] = (),
+    commit: AppliedFrom | None = None,
 ) -> tuple[State, Outcome]:
     """The state to record after the plan, not yet written: the pass writes it once, after
     finishing (a crash before that loses nothing: create intents were written before their
-    POST).  `untouched`: jobs outside --target, recorded as they were."""
+    POST).  `untouched`: jobs outside --target, recorded as they were; `behind`: jobs left to a
+    newer checkout, only observed; `commit`: where the changes made here are recorded as from."""
     outcome = Outcome()
     leftovers = Leftovers.after(state, fx.apis, fx.owner_tag)
     with ThreadPoolExecutor(max_workers=fx.parallelism, thread_name_prefix="apply") as pool:
@@ -42,8 +45,18 @@ def apply_plan(
     observed = list(merged.values())
     now = fx.now()
     state = record(
-        desired, state, observed, forgotten=forgotten, now=now, runs=runs, untouched=untouched, missed=missed
+        desired,
+        state,
+        observed,
+        forgotten=forgotten,
+        now=now,
+        runs=runs,
+        untouched=untouched,
+        missed=missed,
+        observed_only=behind,
     )
+    changed = [c.job for c in plan.pending if c.action is not Action.FORGET]
+    state = with_applied_from(state, changed, forgotten, commit)
     outcome.failures += leftovers.sweep_all(desired, observed, state)
     return state, outcome
 
