@@ -179,3 +179,22 @@ def test_a_state_file_lists_its_latest_serial_and_backup_and_refuses_older_ones(
     assert (
         gone.exit_code == 1 and gone.stderr.count("\n") == 1 and "keeps only its latest serial" in gone.stderr
     )
+
+
+def test_a_document_nested_too_deeply_is_damage_in_one_line_not_a_traceback(
+    pg_repo: UserRepo, state_db: StateDb, run_cli: RunCli
+) -> None:
+    assert run_cli("apply", "--auto-approve", *pg_repo.args()).exit_code == 0
+    state_db.query(  # deeper than JSON decoding follows, shallower than the server refuses
+        "UPDATE reconciler_state_versions SET document = jsonb_set(document, '{jobs}', %s::jsonb) "
+        "RETURNING serial",
+        "[" * 5000 + "]" * 5000,
+    )
+    for command in (["status"], ["plan"], ["state", "show", "1"]):
+        result = run_cli(*command, *pg_repo.args())
+        assert result.exit_code == 1, (command, result.stdout)
+        (line,) = result.stderr.strip().splitlines()
+        assert line == (
+            f"error: {state_db.bare_url}: state is damaged (nested too deeply); kept as is; "
+            "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
+        )
