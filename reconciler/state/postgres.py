@@ -24,7 +24,7 @@ from reconciler.state.document import REBUILD_HINT, parse_state
 from reconciler.state.file import new_state
 from reconciler.state.lock import lock_timeout
 from reconciler.state.model import State
-from reconciler.state.pg_connect import connect, display_url, scrubbed
+from reconciler.state.pg_connect import SESSION, connect, display_url, scrubbed
 from reconciler.state.postgres_locks import WRITER, AdvisoryLock
 
 P = ParamSpec("P")
@@ -43,9 +43,15 @@ def _database_errors(method: Callable[P, R]) -> Callable[P, R]:
         except psycopg.Error as error:
             backend = args[0]
             assert isinstance(backend, PostgresBackend)
-            raise StateError(f"{backend.where}: {scrubbed(error, backend.url)}") from None
+            said = scrubbed(error, backend.url)
+            if error.sqlstate == LOCK_NOT_AVAILABLE:
+                said += f" (another session held a state row past {SESSION['lock_timeout']}); run again"
+            raise StateError(f"{backend.where}: {said}") from None
 
     return guarded
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
 
 
 class PostgresBackend:
