@@ -97,7 +97,7 @@ def _build(k: int) -> Network:
             ip("-n", ns, "link", "set", device, "up")
         ip("-n", host, "link", "set", "lo", "up")
         ip("-n", host, "route", "add", "default", "via", f"{leader_side}.1")
-        ip("netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        ip("netns", "exec", router, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
         ip("addr", "add", f"{server_side}.2/24", "dev", f"rchb{k}")
         ip("link", "set", f"rchb{k}", "up")
         ip("route", "add", f"{leader_side}.0/24", "via", f"{server_side}.1")
