@@ -85,7 +85,9 @@ class Daemon:
             return delay
         assert self.loaded is not None
         if any(isinstance(problem, ReadProblem) for problem in self.loaded.problems):
-            return self.settings.cadence.quick  # no file event says when it can be read again
+            # No file event says when it can be read again (a descriptor freed): look each
+            # interval, which also runs a pass, as polling a running batch would.
+            return self.settings.cadence.interval
         return None
 
     def _load(self, changed: bool = True) -> None:
