@@ -34,6 +34,13 @@ DAMAGE = {
     "garbage": (lambda good: os.urandom(64) + b"\x00\xff", "state file is damaged (not JSON)"),
     "not-an-object": (lambda good: b'["jobs"]', "state file is damaged (at top level)"),
     "wrong-shape": (lambda good: json.dumps({**json.loads(good), "jobs": 5}).encode(), "damaged (at jobs)"),
+    "nested-too-deeply": (lambda good: b"[" * 200_000, "state file is damaged (nested too deeply)"),
+    "version-1-wrong-shape": (
+        lambda good: json.dumps(
+            {**json.loads(good), "format_version": 1, "jobs": {"a": {"batches": 5}}}
+        ).encode(),
+        "state file is damaged (at top level)",
+    ),
     "future-format": (
         lambda good: json.dumps({**json.loads(good), "format_version": 99}).encode(),
         "state format_version 99 is newer than this reconciler understands",
@@ -81,6 +88,14 @@ def test_a_damaged_state_stops_every_command_in_one_line_and_is_kept_untouched(
     assert applied.state.read_bytes() == damaged
     assert backup_of(applied).read_bytes() == backup
     assert applied.written() == before
+
+
+def test_state_show_of_a_state_nested_too_deeply_is_one_line(applied: UserRepo, run_cli: RunCli) -> None:
+    applied.state.write_bytes(b"[" * 200_000)
+    result = run_cli("state", "show", "2", *applied.args())
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {applied.state}: ") and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))

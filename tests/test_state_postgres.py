@@ -179,3 +179,49 @@ def test_a_state_file_lists_its_latest_serial_and_backup_and_refuses_older_ones(
     assert (
         gone.exit_code == 1 and gone.stderr.count("\n") == 1 and "keeps only its latest serial" in gone.stderr
     )
+
+
+def test_a_document_nested_too_deeply_is_damage_in_one_line_not_a_traceback(
+    pg_repo: UserRepo, state_db: StateDb, run_cli: RunCli
+) -> None:
+    assert run_cli("apply", "--auto-approve", *pg_repo.args()).exit_code == 0
+    state_db.query(  # deeper than JSON decoding follows, shallower than the server refuses
+        "UPDATE reconciler_state_versions SET document = jsonb_set(document, '{jobs}', %s::jsonb) "
+        "RETURNING serial",
+        "[" * 5000 + "]" * 5000,
+    )
+    for command in (["status"], ["plan"], ["state", "show", "1"]):
+        result = run_cli(*command, *pg_repo.args())
+        assert result.exit_code == 1, (command, result.stdout)
+        (line,) = result.stderr.strip().splitlines()
+        assert line == (
+            f"error: {state_db.bare_url}: state is damaged (nested too deeply); kept as is; "
+            "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
+        )
+
+
+def test_a_state_row_locked_by_someone_else_fails_apply_in_bounded_time_not_forever(
+    pg_repo: UserRepo, sandbox: Sandbox, state_db: StateDb, run_cli: RunCli
+) -> None:
+    assert run_cli("apply", "--auto-approve", *pg_repo.args()).exit_code == 0
+    pg_repo.write_job("second-job")
+    env = cli_env() | {"RECONCILER_STATE_URL": state_db.url, "RECONCILER_OWNER": OWNER}
+    env["RECONCILER_SANDBOX_URL"] = sandbox.base_url
+    sandbox.reset_counts()
+    with state_db.server.admin(state_db.name) as holder, holder.transaction():
+        holder.execute("SELECT * FROM reconciler_state_heads FOR UPDATE")  # kept until the block ends
+        child = subprocess.run(
+            [sys.executable, "-m", "reconciler", "apply", "--auto-approve", *pg_repo.args()],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,  # without a lock_timeout the write waits as long as the row stays locked
+            check=False,
+        )
+    assert child.returncode == 1, child.stdout
+    (line,) = child.stderr.strip().splitlines()
+    assert line == (
+        f"error: {state_db.bare_url}: canceling statement due to lock timeout "
+        "(another session held a state row past 10s); run again"
+    )
+    assert sandbox.request_counts().get("POST /v1/batches", 0) == 0  # the intent comes first

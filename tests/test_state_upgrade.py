@@ -7,19 +7,60 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from reconciler.sandbox import Sandbox
+from tests.fixtures.postgres import StateDb
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
-from tests.reconcile_helpers import OWNER, mutating, sdk, state_of, use_sandbox
+from tests.reconcile_helpers import OWNER, mutating, sdk, use_sandbox
+
+# Puts a state document where the repo's state is kept: its file, or the database.
+WriteState = Callable[[dict[str, Any]], None]
 
 
 @pytest.fixture
 def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> UserRepo:
     use_sandbox(monkeypatch, sandbox)
     return make_repo()
+
+
+@pytest.fixture(params=["file", "postgresql"])
+def write_state(
+    request: pytest.FixtureRequest, repo: UserRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> WriteState:
+    if request.param == "file":
+
+        def to_file(document: dict[str, Any]) -> None:
+            repo.state.parent.mkdir(parents=True, exist_ok=True)
+            repo.state.write_text(json.dumps(document))
+
+        return to_file
+    state_db: StateDb = request.getfixturevalue("state_db")
+    monkeypatch.setenv("RECONCILER_STATE_URL", state_db.url)
+    assert run_cli("state", "history", *repo.args()).exit_code == 0  # the tables, made by the tool
+
+    def to_database(document: dict[str, Any]) -> None:
+        owner, serial, lineage = document["owner"], document["serial"], document["lineage"]
+        state_db.query(
+            "INSERT INTO reconciler_state_versions (owner, serial, lineage, document) "
+            "VALUES (%s, %s, %s, %s) RETURNING serial",
+            owner,
+            serial,
+            lineage,
+            Jsonb(document),
+        )
+        state_db.query(
+            "INSERT INTO reconciler_state_heads (owner, serial, lineage) VALUES (%s, %s, %s) RETURNING serial",
+            owner,
+            serial,
+            lineage,
+        )
+
+    return to_database
 
 
 def v1_generation(definition: dict[str, Any], input_sha256: str) -> str:
@@ -29,7 +70,7 @@ def v1_generation(definition: dict[str, Any], input_sha256: str) -> str:
 
 
 def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_back_as_version_3(
-    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, write_state: WriteState
 ) -> None:
     sandbox.configure(validation_seconds=600)
     repo.write_job("nightly-eval", requests=3, metadata={"team": "evals"})
@@ -81,15 +122,17 @@ def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_b
         "owner": owner_tag,
         "jobs": {"nightly-eval": job},
     }
-    repo.state.parent.mkdir(parents=True, exist_ok=True)
-    repo.state.write_text(json.dumps(v1))
+    write_state(v1)
 
+    read = json.loads(run_cli("status", "--json", *repo.args()).stdout)
+    assert read["format_version"] == 2 and read["jobs"]["nightly-eval"]["run"] == "default"
+    assert [b["run"] for b in read["jobs"]["nightly-eval"]["batches"]] == ["default"]
     sandbox.reset_counts()
     plan = run_cli("plan", "--detailed-exitcode", *repo.args())
     assert plan.exit_code == 0, plan.stdout + plan.stderr
     assert run_cli("reconcile", *repo.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {}
-    state = state_of(repo.root)
+    state = json.loads(run_cli("status", "--json", *repo.args()).stdout)
     assert (state["format_version"], state["lineage"], state["serial"]) == (3, "lineage-1", 8)
     upgraded = state["jobs"]["nightly-eval"]
     assert upgraded["run"] == "default" and [b["batch_id"] for b in upgraded["batches"]] == [old.id]

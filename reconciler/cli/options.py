@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from reconciler.common.seconds import parse_seconds
 from reconciler.specs.inputs.cache import drop_cache
 from reconciler.specs.paths import resolve_paths
 from reconciler.specs.settings import read_settings
@@ -139,3 +140,19 @@ def planning_options(func: F) -> F:
     for option in (replace_option, target_options, allow_empty_option, owner_option, refresh_inputs_option):
         func = option(func)
     return func
+
+
+class Seconds(click.ParamType[float]):
+    """A number of seconds: finite and within bounds (common/seconds.py). click's FloatRange
+    lets `inf` through, which overflows the daemon's waits, and `nan`, which passes any range."""
+
+    name = "seconds"
+
+    def __init__(self, least: float = 0.0) -> None:
+        self.least = least
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return parse_seconds(value, least=self.least)
+        except ValueError as error:
+            self.fail(f"{value!r} {error}", param, ctx)

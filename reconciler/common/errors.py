@@ -52,6 +52,12 @@ class Problem:
         return f"{where}:{field} {self.message}"
 
 
+@dataclass(frozen=True)
+class ReadProblem(Problem):
+    """A spec file or folder that could not be read (no permission, no descriptor left, not a
+    file): the machine's trouble rather than the text's, so worth reading again later."""
+
+
 class SpecError(UserError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems

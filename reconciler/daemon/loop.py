@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from reconciler.api.batch import is_terminal
-from reconciler.common.errors import ApiError, ApiStatusError, ReconcilerError
+from reconciler.common.errors import ApiError, ApiStatusError, ReadProblem, ReconcilerError
 from reconciler.daemon.files import FileWatcher, targets_for
 from reconciler.daemon.health import Liveness
 from reconciler.daemon.hooks import Hooks
@@ -69,24 +69,30 @@ class Daemon:
                 if wake.stopped:
                     return
                 if wake.files or self.watch_broken or load_retry is not None or self._checkout_moved():
-                    load_retry = self.reload()
+                    load_retry = self.reload(changed=wake.files)
         finally:
             self.watcher.close()
             self.pool.close()
 
-    def reload(self) -> float | None:
-        """Loads the specs; on an unexpected error keeps the last load and says when to try again."""
+    def reload(self, changed: bool = True) -> float | None:
+        """Loads the specs; on an unexpected error keeps the last load and says when to try again.
+        `changed`: a file event asked for it (else a retry: problems already told are not again)."""
         try:
-            self._load()
+            self._load(changed)
         except Exception as error:  # a file vanishing mid-read, a bug: the loop must survive it
             delay = retry_delay(self.liveness.failed(), None, self.rng)
             self.log.error(
                 "load_failed", f"cannot load the specs: {_one_line(error)}; retrying in {delay:.1f}s"
             )
             return delay
+        assert self.loaded is not None
+        if any(isinstance(problem, ReadProblem) for problem in self.loaded.problems):
+            # No file event says when it can be read again (a descriptor freed): look each
+            # interval, which also runs a pass, as polling a running batch would.
+            return self.settings.cadence.interval
         return None
 
-    def _load(self) -> None:
+    def _load(self, changed: bool = True) -> None:
         """Loads the specs, then makes sure the watch covers every file they name."""
         previous = self.loaded
         for _ in range(3):  # a restarted watch may have missed a write: look once more
@@ -98,8 +104,8 @@ class Daemon:
                 break
         assert self.loaded is not None
         self.hooks.loaded(self.loaded)
-        if self.watch_broken and previous and previous.problems == self.loaded.problems:
-            return  # reloading on every pass: say only what changed
+        if (self.watch_broken or not changed) and previous and previous.problems == self.loaded.problems:
+            return  # reloading on every pass, or trying again: say only what changed
         self.said.clear()
         for problem in self.loaded.problems:
             self.log.error("spec_invalid", str(problem), file=problem.path, line=problem.line)

@@ -18,6 +18,7 @@ from reconciler.api.client import ProviderApi
 from reconciler.api.transport import DEFAULT_BACKOFF, Transport
 from reconciler.common.errors import UserError
 from reconciler.common.limits import SANDBOX
+from reconciler.common.seconds import parse_seconds
 from reconciler.specs.loader import LoadedRepo
 from reconciler.specs.paths import RepoPaths
 from reconciler.specs.secrets import expand_headers, variables_in
@@ -97,11 +98,9 @@ def _timeout() -> httpx.Timeout:
     """30 s to wait for an answer, or $RECONCILER_HTTP_TIMEOUT; 10 s to connect."""
     raw = os.environ.get(TIMEOUT_ENV)
     try:
-        seconds = float(raw) if raw else READ_TIMEOUT_SECONDS
-    except ValueError:
-        raise UserError(f"${TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
-    if seconds <= 0:
-        raise UserError(f"${TIMEOUT_ENV}={raw!r} must be more than 0 seconds")
+        seconds = parse_seconds(raw, above=True) if raw else READ_TIMEOUT_SECONDS
+    except ValueError as error:
+        raise UserError(f"${TIMEOUT_ENV}={raw!r} {error}") from None
     return httpx.Timeout(seconds, connect=min(10.0, seconds))
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import UserError
 from reconciler.common.ownership import DEFAULT_RUN
+from reconciler.common.seconds import parse_seconds
 from reconciler.plans.changes import InFlight
 from reconciler.state.model import State
 
@@ -26,12 +27,9 @@ DEFAULT_QUARANTINE_SECONDS = 120.0  # four times the client's 30 s read timeout
 def quarantine_seconds() -> float:
     raw = os.environ.get(QUARANTINE_ENV)
     try:
-        seconds = float(raw) if raw else DEFAULT_QUARANTINE_SECONDS
-    except ValueError:
-        raise UserError(f"${QUARANTINE_ENV}={raw!r} is not a number of seconds") from None
-    if seconds < 0:
-        raise UserError(f"${QUARANTINE_ENV}={raw!r} must be 0 or more seconds")
-    return seconds
+        return parse_seconds(raw) if raw else DEFAULT_QUARANTINE_SECONDS
+    except ValueError as error:
+        raise UserError(f"${QUARANTINE_ENV}={raw!r} {error}") from None
 
 
 def in_flight(state: State, live: Sequence[LiveBatch], now: float, quarantine: float) -> InFlight:

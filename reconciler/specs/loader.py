@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.common.errors import Problem, SpecError
+from reconciler.common.errors import Problem, ReadProblem, SpecError
 from reconciler.common.limits import SANDBOX
 from reconciler.specs.documents import Document
 from reconciler.specs.messages import closest
@@ -107,14 +108,18 @@ def _collector_paused() -> Iterator[None]:
 
 def _scan(paths: RepoPaths, remember: bool) -> RepoScan:
     specs = paths.specs.absolute()
-    if not specs.is_dir():
-        message = "specs directory not found; create it or pass --specs DIR"
-        return RepoScan(LoadedRepo({}, {}), [Problem(display(specs, paths), None, "", message)])
+    missing = _missing_folder(specs, display(specs, paths))
+    if missing is not None:
+        return RepoScan(LoadedRepo({}, {}), [missing])
     documents: list[Document] = []
-    problems: list[Problem] = []
+    files, unlisted = spec_files(specs)
+    problems: list[Problem] = [
+        ReadProblem(display(folder, paths), None, "", f"cannot read this folder: {error.strerror or error}")
+        for folder, error in unlisted
+    ]
     parsed = ParsedFiles(specs, remember)
     try:
-        for path in spec_files(specs):
+        for path in files:
             found, trouble = parsed.read(path, display(path, paths))
             documents += found
             problems += trouble
@@ -218,13 +223,45 @@ def _check_job(
 _NAMED_SANDBOX = f"omit provider to use the built-in {SANDBOX}; no Provider may be named that"
 
 
-def spec_files(specs: Path) -> list[Path]:
-    """`*.yaml` and `*.yml` under `specs`, recursively (symlinked folders not followed), sorted."""
-    found = [
-        Path(folder, name)
-        for folder, _, names in os.walk(specs)
-        for name in names
-        if name.endswith(SPEC_SUFFIXES)
-    ]
+def _missing_folder(specs: Path, shown: str) -> Problem | None:
+    """Why the specs folder is not there to list, if it is not."""
+    try:
+        found = os.stat(specs)
+    except (FileNotFoundError, NotADirectoryError):
+        found = None
+    except OSError as error:
+        return ReadProblem(shown, None, "", f"cannot read this folder: {error.strerror or error}")
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        return None
+    return Problem(shown, None, "", "specs directory not found; create it or pass --specs DIR")
+
+
+def spec_files(specs: Path) -> tuple[list[Path], list[tuple[Path, OSError]]]:
+    """`*.yaml` and `*.yml` under `specs`, recursively (symlinked folders not followed), sorted;
+    and the folders that could not be listed, with why: a folder skipped without a word would
+    make its jobs look deleted, and their batches be cancelled."""
+    found: list[Path] = []
+    unlisted: list[tuple[Path, OSError]] = []
+    folders = [specs]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(Path(entry.path))
+                    elif entry.name.endswith(SPEC_SUFFIXES) and not _links_to_folder(entry):
+                        found.append(Path(entry.path))
+        except OSError as error:
+            unlisted.append((folder, error))
     start = len(str(specs).rstrip("/")) + 1  # every path found starts with `specs` and a "/"
-    return sorted(found, key=lambda path: path.as_posix()[start:])
+    return sorted(found, key=lambda path: path.as_posix()[start:]), sorted(unlisted, key=lambda u: u[0])
+
+
+def _links_to_folder(entry: os.DirEntry[str]) -> bool:
+    """A symlinked folder is not followed; a link that cannot be followed is read as a file,
+    which words the problem."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from reconciler.common.errors import Problem
+from reconciler.common.errors import Problem, ReadProblem
 from reconciler.specs.documents import Document, read_documents
 
 RECENT_SECONDS = 2.0
@@ -46,7 +46,8 @@ class ParsedFiles:
             self._now[path] = known
             return list(known[2]), list(known[3])
         documents, problems = read_documents(path, shown)
-        if time.time_ns() - identity[4] > RECENT_SECONDS * 1e9:
+        unread = any(isinstance(problem, ReadProblem) for problem in problems)  # try again next time
+        if time.time_ns() - identity[4] > RECENT_SECONDS * 1e9 and not unread:
             self._now[path] = (identity, shown, documents, problems)
         return list(documents), list(problems)
 

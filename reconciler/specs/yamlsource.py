@@ -6,13 +6,16 @@ both, so a pydantic error location like ('spec', 'metadata', 'team') maps back t
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from reconciler.common.errors import Problem
+from reconciler.common.errors import Problem, ReadProblem
 
 Loc = tuple[int | str, ...]
 Parsed = tuple[yaml.Node, object]
@@ -56,9 +59,9 @@ def load_yaml(text: str) -> Any:
 def parse_yaml(path: Path, shown: str) -> tuple[list[Parsed], list[Problem]]:
     """Each document's root node and data; a syntax error ends the file, keeping what came before."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_regular_file(path).decode("utf-8")
     except OSError as error:
-        return [], [Problem(shown, None, "", f"cannot read: {error.strerror or error}")]
+        return [], [ReadProblem(shown, None, "", f"cannot read: {error.strerror or error}")]
     except UnicodeDecodeError as error:
         line = error.object[: error.start].count(b"\n") + 1
         return [], [Problem(shown, line, "", "not UTF-8 text; save the file as UTF-8")]
@@ -93,6 +96,18 @@ def parse_yaml(path: Path, shown: str) -> tuple[list[Parsed], list[Problem]]:
     finally:
         loader.dispose()
     return documents, problems
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file; OSError for anything else. A FIFO named like a spec would
+    block a plain read forever, and a device never end."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # swapped since: no wait
+    with open(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return file.read()
 
 
 def _parse_with_libyaml(text: str, shown: str) -> list[Parsed] | None:

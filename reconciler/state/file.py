@@ -19,10 +19,8 @@ from pydantic import ValidationError
 
 from reconciler.common import atomic
 from reconciler.common.errors import StateError
+from reconciler.state.document import REBUILD_HINT, parse_state
 from reconciler.state.model import FORMAT_VERSION, State
-from reconciler.state.upgrade import upgraded
-
-REBUILD_HINT = "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
 
 
 def new_state(owner: str | None = None) -> State:
@@ -81,18 +79,10 @@ def _read_state(path: Path) -> State:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise StateError(f"{path}: state file is damaged (not JSON); kept as is; {_recovery(path)}") from None
-    version = data.get("format_version") if isinstance(data, dict) else None
-    if isinstance(version, int) and version > FORMAT_VERSION:
-        raise StateError(
-            f"{path}: state format_version {version} is newer than this reconciler understands "
-            f"({FORMAT_VERSION}); upgrade reconciler"
-        )
-    try:
-        return State.model_validate(upgraded(data) if isinstance(data, dict) else data)
-    except ValidationError as error:
-        where = ".".join(str(p) for p in error.errors()[0]["loc"]) or "top level"
-        message = f"{path}: state file is damaged (at {where}); kept as is; {_recovery(path)}"
+    except RecursionError:  # `[[[[…` a thousand deep: no state of ours nests like that
+        message = f"{path}: state file is damaged (nested too deeply); kept as is; {_recovery(path)}"
         raise StateError(message) from None
+    return parse_state(data, str(path), "state file", _recovery(path))
 
 
 def _current_format(raw: bytes) -> State | None:

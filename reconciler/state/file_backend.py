@@ -73,7 +73,7 @@ class FileBackend:
 def _serial_of(path: Path) -> int | None:
     try:
         serial = json.loads(path.read_bytes()).get("serial")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return serial if isinstance(serial, int) else None
 

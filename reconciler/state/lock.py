@@ -9,6 +9,7 @@ from pathlib import Path
 
 from reconciler.common import holder_lock
 from reconciler.common.errors import LockHeldError, StateError
+from reconciler.common.seconds import parse_seconds
 from reconciler.state.file import remove_stale_temps
 
 LOCK_TIMEOUT_ENV = "RECONCILER_LOCK_TIMEOUT"
@@ -33,6 +34,6 @@ def lock_timeout() -> float:
     """$RECONCILER_LOCK_TIMEOUT seconds, else 5."""
     raw = os.environ.get(LOCK_TIMEOUT_ENV)
     try:
-        return max(float(raw), 0.0) if raw else DEFAULT_LOCK_TIMEOUT
-    except ValueError:
-        raise StateError(f"${LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+        return parse_seconds(raw) if raw else DEFAULT_LOCK_TIMEOUT
+    except ValueError as error:
+        raise StateError(f"${LOCK_TIMEOUT_ENV}={raw!r} {error}") from None

@@ -1,8 +1,18 @@
 """Connecting to the state database, and showing its URL without the password.
 
-Connections use TCP keepalives, so a holder whose network is gone loses its locks within
-about ten seconds instead of the kernel's two hours.  Tables are created and migrated on the
-first connection of each process (postgres_schema.py).
+A replica whose host loses its network must lose its locks within seconds, and must not wait
+long for an answer that will not come. Both ends of every connection are told so:
+- the client (libpq): TCP keepalives while idle, and a TCP user timeout on data sent and not
+  acknowledged, so a call over a dead network fails after about UNANSWERED_SECONDS instead of
+  the kernel's ~15 minutes of retransmissions;
+- the server, through session settings any role may set (PostgreSQL's tcp_keepalives_idle,
+  _interval, _count and tcp_user_timeout have context `user`): it drops a silent client's
+  session, and with it the session's advisory locks (the leader lock), after about
+  UNANSWERED_SECONDS instead of its kernel's two hours;
+- statement_timeout, lock_timeout and idle_in_transaction_session_timeout bound what the
+  server may spend on one of our calls, and how long a stalled client may hold row locks.
+Over a unix socket the TCP settings do not apply (nor are they needed). Tables are created and
+migrated on the first connection of each process (postgres_schema.py).
 """
 
 from __future__ import annotations
@@ -15,11 +25,23 @@ from reconciler import DISTRIBUTION
 from reconciler.common.errors import StateError
 
 CONNECT_SECONDS = 10
-KEEPALIVE: dict[str, Any] = {
+UNANSWERED_SECONDS = 10  # a peer silent this long is gone, to us and to the server
+KEEPALIVE_IDLE_SECONDS, KEEPALIVE_INTERVAL_SECONDS, KEEPALIVE_COUNT = 5, 2, 2
+CLIENT: dict[str, Any] = {
     "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 2,
+    "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
+    "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
+    "keepalives_count": KEEPALIVE_COUNT,
+    "tcp_user_timeout": UNANSWERED_SECONDS * 1000,
+}
+SESSION: dict[str, str] = {
+    "tcp_keepalives_idle": str(KEEPALIVE_IDLE_SECONDS),
+    "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_SECONDS),
+    "tcp_keepalives_count": str(KEEPALIVE_COUNT),
+    "tcp_user_timeout": str(UNANSWERED_SECONDS * 1000),
+    "statement_timeout": "60s",  # the largest statement writes a whole state document
+    "lock_timeout": "10s",
+    "idle_in_transaction_session_timeout": "60s",
 }
 _migrated: set[str] = set()
 _migrating = threading.Lock()
@@ -34,11 +56,14 @@ def connect(url: str) -> Any:
         raise StateError(f"a postgresql:// state needs psycopg: {hint}") from None
     try:
         conn = psycopg.connect(
-            url, autocommit=True, connect_timeout=CONNECT_SECONDS, application_name="reconciler", **KEEPALIVE
+            url, autocommit=True, connect_timeout=CONNECT_SECONDS, application_name="reconciler", **CLIENT
         )
     except psycopg.Error as error:
         raise StateError(f"{display_url(url)}: cannot connect: {scrubbed(error, url)}") from None
+    doing = "set the session's timeouts"
     try:
+        _bound_session(conn)
+        doing = "set up the state tables"
         with _migrating:
             if url not in _migrated:
                 from reconciler.state.postgres_schema import migrate
@@ -47,13 +72,17 @@ def connect(url: str) -> Any:
                 _migrated.add(url)
     except psycopg.Error as error:
         conn.close()
-        raise StateError(
-            f"{display_url(url)}: cannot set up the state tables: {scrubbed(error, url)}"
-        ) from None
+        raise StateError(f"{display_url(url)}: cannot {doing}: {scrubbed(error, url)}") from None
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _bound_session(conn: Any) -> None:
+    """The session's half of the bounds above, in one round trip (set_config takes parameters)."""
+    calls = ", ".join("set_config(%s, %s, false)" for _ in SESSION)
+    conn.execute(f"SELECT {calls}", [item for pair in SESSION.items() for item in pair])
 
 
 def display_url(url: str) -> str:

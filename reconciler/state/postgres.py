@@ -18,14 +18,13 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
-from pydantic import ValidationError
-
 from reconciler.common.errors import LockHeldError, StateError
 from reconciler.state.backend import Version
+from reconciler.state.document import REBUILD_HINT, parse_state
 from reconciler.state.file import new_state
 from reconciler.state.lock import lock_timeout
-from reconciler.state.model import FORMAT_VERSION, State
-from reconciler.state.pg_connect import connect, display_url, scrubbed
+from reconciler.state.model import State
+from reconciler.state.pg_connect import SESSION, connect, display_url, scrubbed
 from reconciler.state.postgres_locks import WRITER, AdvisoryLock
 
 P = ParamSpec("P")
@@ -44,9 +43,15 @@ def _database_errors(method: Callable[P, R]) -> Callable[P, R]:
         except psycopg.Error as error:
             backend = args[0]
             assert isinstance(backend, PostgresBackend)
-            raise StateError(f"{backend.where}: {scrubbed(error, backend.url)}") from None
+            said = scrubbed(error, backend.url)
+            if error.sqlstate == LOCK_NOT_AVAILABLE:
+                said += f" (another session held a state row past {SESSION['lock_timeout']}); run again"
+            raise StateError(f"{backend.where}: {said}") from None
 
     return guarded
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
 
 
 class PostgresBackend:
@@ -67,11 +72,11 @@ class PostgresBackend:
 
     @_database_errors
     def read(self) -> State:
-        row = self.conn.execute(
+        row = self._document_row(
             "SELECT v.serial, v.document FROM reconciler_state_heads h JOIN reconciler_state_versions v "
             "ON v.owner = h.owner AND v.serial = h.serial WHERE h.owner = %s",
             (self.owner_tag,),
-        ).fetchone()
+        )
         return self._parsed(row[1], row[0]) if row else new_state(self.owner_tag)
 
     @_database_errors
@@ -150,10 +155,10 @@ class PostgresBackend:
 
     @_database_errors
     def version(self, serial: int) -> State:
-        row = self.conn.execute(
+        row = self._document_row(
             "SELECT document FROM reconciler_state_versions WHERE owner = %s AND serial = %s",
             (self.owner_tag, serial),
-        ).fetchone()
+        )
         if row is None:
             raise StateError(
                 f"{self.where}: no serial {serial} for owner {self.owner_tag}; see `state history`"
@@ -166,21 +171,18 @@ class PostgresBackend:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def _parsed(self, document: Any, serial: int) -> State:
-        version = document.get("format_version") if isinstance(document, dict) else None
-        if isinstance(version, int) and version > FORMAT_VERSION:
-            raise StateError(
-                f"{self.where}: state format_version {version} is newer than this reconciler "
-                f"understands ({FORMAT_VERSION}); upgrade reconciler"
-            )
+    def _document_row(self, sql: str, params: tuple[object, ...]) -> Any:
+        """The row holding a document; jsonb nested deeper than JSON decoding follows (the
+        server stores a few thousand levels) is damage, not a crash."""
         try:
-            return State.model_validate(document)
-        except ValidationError as error:
-            at = ".".join(str(p) for p in error.errors()[0]["loc"]) or "top level"
+            return self.conn.execute(sql, params).fetchone()
+        except RecursionError:
             raise StateError(
-                f"{self.where}: state serial {serial} is damaged (at {at}); kept as is; rebuild it "
-                "from the live list with `reconciler reconcile --rebuild-state`"
+                f"{self.where}: state is damaged (nested too deeply); kept as is; {REBUILD_HINT}"
             ) from None
+
+    def _parsed(self, document: Any, serial: int) -> State:
+        return parse_state(document, self.where, f"state serial {serial}")
 
 
 def _guarded(backend: PostgresBackend, read: Callable[[], str]) -> str:

@@ -2,8 +2,9 @@
 
 Held on a connection of its own for as long as the replica leads, apart from the writer lock
 each pass takes, so a manual `apply` still gets its turn between the leader's passes.  The
-server drops it when the leader's session ends (a kill, or a lost network noticed by TCP
-keepalives); a standby trying every half second then takes over.
+server drops it when the leader's session ends: at once for a kill, and for a lost network
+after the silence each session asks the server to bear (pg_connect.UNANSWERED_SECONDS); a
+standby trying every half second then takes over.
 """
 
 from __future__ import annotations

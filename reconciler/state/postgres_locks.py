@@ -1,7 +1,8 @@
 """Session advisory locks keyed by the owner, and who holds them.
 
 A session advisory lock is released by the server when the holder's connection ends, however
-it ends: a killed process, a lost network (noticed by TCP keepalives) or a clean exit.  Two
+it ends: a killed process, a lost network (noticed by the keepalives and TCP user timeout
+every session of ours asks for, pg_connect.py) or a clean exit.  Two
 locks per owner: the *writer* lock, held by every pass that may mutate for the whole pass, and
 the *leader* lock, held by the daemon replica that runs passes for as long as it leads.
 

@@ -10,7 +10,7 @@ import click
 
 from reconciler.api.client import ProviderApi
 from reconciler.cli import render
-from reconciler.cli.options import allow_over_budget_option, planning_options, repo_options
+from reconciler.cli.options import Seconds, allow_over_budget_option, planning_options, repo_options
 from reconciler.cli.report import report_outcome
 from reconciler.cli.wait_progress import WaitProgress
 from reconciler.common.errors import UserError
@@ -49,7 +49,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
     "--timeout",
     default=3600.0,
     show_default=True,
-    type=click.FloatRange(0),
+    type=Seconds(),
     help="Seconds the whole command may take (with --wait, the waiting included).",
 )
 @click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
@@ -58,7 +58,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
     "--interval",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(min=0.1),
+    type=Seconds(least=0.1),
     metavar="SECONDS",
     help="With --watch: resync at least this often while batches run.",
 )

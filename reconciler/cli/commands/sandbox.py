@@ -12,7 +12,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from reconciler.cli.options import repo_root_option
+from reconciler.cli.options import Seconds, repo_root_option
 from reconciler.common.errors import UserError
 from reconciler.sandbox import SandboxConfig, start_sandbox
 from reconciler.sandbox.config import START_FAILURES, describe
@@ -41,7 +41,8 @@ def _knob_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help_text += f" Also read from ${_ENV[name]}."
             extra = {"envvar": _ENV[name], "show_envvar": False}
         flag = "--" + name.replace("_", "-")
-        func = click.option(flag, name, type=_TYPES.get(name, float), help=help_text, **extra)(func)
+        kind = _TYPES.get(name, Seconds() if name.endswith("_seconds") else float)
+        func = click.option(flag, name, type=kind, help=help_text, **extra)(func)
     return func
 
 
