@@ -23,7 +23,7 @@ from reconciler.state.backend import Version
 from reconciler.state.document import REBUILD_HINT, parse_state
 from reconciler.state.file import new_state
 from reconciler.state.lock import lock_timeout
-from reconciler.state.model import State
+from reconciler.state.model import FORMAT_VERSION, State
 from reconciler.state.pg_connect import SESSION, connect, display_url, scrubbed
 from reconciler.state.postgres_locks import WRITER, AdvisoryLock
 
