@@ -43,7 +43,9 @@ def finish_jobs(
             recorded = meter_usage(job, recorded, apis[job.provider].reader, work_root)
         except (ReconcilerError, OSError) as error:
             outcome.failures[name] = f"usage: {error}"
-        if job.suspend:
+        if job.suspend or recorded.generation != job.generation:
+            # A run of an earlier spec (kept until a schedule's next slot) has results that only
+            # its own input could join; what it recorded stays as it was.
             jobs[name] = recorded
             continue
         try:

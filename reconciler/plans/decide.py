@@ -58,6 +58,8 @@ def plan_job(
     if doubled and action in (Action.ADOPT, Action.CANCEL, Action.NOOP):
         action, reason = Action.DEDUPE, dedupe_reason(current, doubled)
     change = _change(desired, action, reason, cancel=stale + doubled, adopt=adopt, creates=creates, run=run)
+    if choice.edit_waits and action is Action.NOOP:  # an edit that does nothing yet is still news
+        change = dataclasses.replace(change, attention=True)
     return dataclasses.replace(change, missed_slot=choice.missed) if choice.missed else change
 
 
@@ -66,7 +68,7 @@ def _superseded(batch: LiveBatch, run: str | None, generation: str, choice: RunC
         return False
     if batch.run == run:
         return batch.generation != generation
-    return choice.cancel_other_runs
+    return choice.cancel_other_runs or batch.run in choice.supersedes
 
 
 def _known(recorded: JobState | None, desired: DesiredJob, run: str | None) -> frozenset[str]:
