@@ -217,7 +217,7 @@ def test_slots_are_instants_that_only_move_forward_across_every_clock_change() -
         for minute in (0, 30, 59):
             slot = Slot(f"{minute} {change.hour} * * *", change.zone)
             yesterday, today, tomorrow = change.slots(minute)
-            seen = []
+            seen: list[datetime] = []
             instant = change.at - timedelta(hours=3)
             while instant < change.at + timedelta(hours=3):
                 found = slots_at(slot, instant)
