@@ -17,7 +17,7 @@ from reconciler.plans.diff import changed_fields
 from reconciler.plans.duplicates import dedupe_reason, split_duplicates
 from reconciler.plans.jobstatus import attempts_used, job_status
 from reconciler.plans.removed import plan_removed
-from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run
+from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run, successor
 from reconciler.state.model import BatchRecord, JobState
 
 
@@ -135,7 +135,10 @@ def _label(
             f"{adopt[0].id} of generation {desired.generation} is live but not in the state{also}",
         )
     if stale:
-        return Action.CANCEL, f"superseded by generation {desired.generation}; cancelling {stale[0].id}"
+        return (
+            Action.CANCEL,
+            f"superseded by {successor(desired, choice, stale[0])}; cancelling {stale[0].id}",
+        )
     return Action.NOOP, _in_sync(desired, choice, current)
 
 

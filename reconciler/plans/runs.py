@@ -192,6 +192,13 @@ def _new_slot(slot: Slot, due: str | None, live: Sequence[LiveBatch], last: str 
     return RunChoice(due, cancel_other_runs=policy == "replace", started_by="schedule", note=note)
 
 
+def successor(desired: DesiredJob, choice: RunChoice, cancelled: LiveBatch) -> str:
+    """What takes a cancelled batch's place: a new generation, or a later run of its own."""
+    if cancelled.generation != desired.generation or choice.run is None:
+        return f"generation {desired.generation}"
+    return f"run {shown_run(choice.run, desired.schedule.timezone if desired.schedule else 'UTC')}"
+
+
 def _local(instant: datetime | None, slot: Slot) -> str:
     return instant.astimezone(ZoneInfo(slot.timezone)).isoformat() if instant else "-"
 
