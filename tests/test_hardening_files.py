@@ -22,8 +22,10 @@ from reconciler.api.transport import Transport
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import InputChangedError
 from reconciler.sandbox import Sandbox
+from tests.fixtures.daemon import StartDaemon
 from tests.fixtures.repo import MakeRepo, RunCli
 from tests.hostile_server import HostileServer, hostile_server
+from tests.reconcile_helpers import batches
 
 OWNER = "tests/hardening"
 
@@ -99,6 +101,77 @@ def test_validate_lists_problems_in_file_and_line_order(make_repo: MakeRepo, run
     lines = [line.split(": ", 2)[1] for line in result.stderr.strip().splitlines()]
     numbers = [int(where.rsplit(":", 1)[1]) for where in lines]
     assert numbers == sorted(numbers) and len(numbers) >= 3
+
+
+README_RESULTS = "../results/{job}/{run}.jsonl"
+
+
+def test_the_readmes_results_template_in_every_job_validates_and_each_job_writes_its_own_file(
+    make_repo: MakeRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_SANDBOX_URL", sandbox.base_url)
+    repo = make_repo()
+    repo.write_job("nightly-eval", requests=3, results=README_RESULTS)
+    repo.write_job("ab-test", requests=2, results=README_RESULTS)
+    repo.write_job("plain")
+    validated = run_cli("validate", *repo.args())
+    assert validated.exit_code == 0, validated.stderr
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert sandbox.request_counts()["POST /v1/batches"] == 3
+    written = {
+        p.relative_to(repo.root).as_posix(): len(p.read_text().splitlines())
+        for p in repo.root.glob("results/*/*")
+    }
+    assert written == {"results/nightly-eval/default.jsonl": 3, "results/ab-test/default.jsonl": 2}
+
+
+def test_the_daemon_runs_every_job_when_they_share_the_readmes_results_template(
+    make_repo: MakeRepo, sandbox: Sandbox, start_daemon: StartDaemon
+) -> None:
+    repo = make_repo()
+    repo.write_job("nightly-eval", results=README_RESULTS)
+    repo.write_job("ab-test", results=README_RESULTS)
+    repo.write_job("plain")
+    daemon = start_daemon(repo, sandbox, owner=OWNER)
+    daemon.eventually(lambda: len(list(repo.root.glob("results/*/default.jsonl"))) == 2)
+    assert sorted(b.metadata["reconciler_job"] for b in batches(sandbox)) == [
+        "ab-test",
+        "nightly-eval",
+        "plain",
+    ]
+    assert "spec_invalid" not in daemon.log() and "held" not in daemon.log()
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "words"),
+    [
+        ("../results/{run}.jsonl", "../results/{run}.jsonl", "can be the same file as the results of job"),
+        (
+            "../out/{job}-{run}.jsonl",
+            "../out/{job}-{run}.jsonl",
+            "can be the same file as the results of job",
+        ),
+        ("../out/shared.jsonl", "../out/{run}.jsonl", "is also the results of job"),
+        (
+            "../data/{run}.jsonl",
+            "../out/{job}/{run}.jsonl",
+            "is the input of job 'nightly-eval-x' for some run",
+        ),
+    ],
+    ids=["run-only", "job-prefix", "file-and-template", "over-an-input"],
+)
+def test_validate_refuses_results_templates_two_jobs_can_fill_to_one_file(
+    make_repo: MakeRepo, run_cli: RunCli, first: str, second: str, words: str
+) -> None:
+    repo = make_repo()
+    # `nightly-eval-{run}` can be `nightly-eval-x-{run}` for run `x-…`: a clash, however unlikely.
+    spec = repo.write_job("nightly-eval", results=first)
+    repo.write_job("nightly-eval-x", results=second)
+    result = run_cli("validate", *repo.args())
+    assert result.exit_code == 1
+    (line,) = [x for x in result.stderr.strip().splitlines() if x.startswith(f"error: specs/{spec.name}:")]
+    assert "spec.results:" in line and words in line, line
+    assert repo.written() == []
 
 
 # 7. ------------------------------------------------------------- failing disks

@@ -21,6 +21,8 @@ from reconciler.api.backoff import Backoff
 from reconciler.api.client import ProviderApi
 from reconciler.api.transport import Transport
 from reconciler.common.errors import ApiConnectionError, ApiStatusError
+from reconciler.engine.wait import default_timeout
+from reconciler.sandbox import Sandbox
 from tests.fixtures.repo import MakeRepo, RunCli
 from tests.fixtures.sandbox import cli_env
 from tests.hostile_server import HostileServer, hostile_server
@@ -96,7 +98,49 @@ def test_reconcile_timeout_bounds_the_whole_command_against_a_dripping_server(
     assert done.returncode == 1, done.stderr
     assert elapsed < 3 + 10  # the issue saw over 70 s for --timeout 10; interpreter start included
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("error: provider slow: GET /drip/v1/batches") and "deadline" in line
+    # The command's own limit ended it: said so, with how to raise it, never blamed on the server.
+    assert line.startswith("error: provider slow: GET /drip/v1/batches: the command's --timeout ran out")
+    assert "raise --timeout (it was 3s; by default the longest completion_window plus 1h)" in line
+
+
+def test_a_request_cut_off_by_its_own_deadline_says_so_not_the_commands_timeout(
+    hostile: HostileServer, client_for: ClientFor
+) -> None:
+    hostile.drip_every(0.1)
+    client, _ = client_for("drip", deadline=1.0)
+    client.reader.transport.command_ends_at = time.monotonic() + 3600
+    with pytest.raises(ApiConnectionError) as raised:
+        client.reader.retrieve_batch("batch_1")
+    assert "the request's deadline passed" in str(raised.value) and "--timeout" not in str(raised.value)
+
+
+def test_wait_stopped_by_its_timeout_names_the_flag_and_what_still_runs(
+    make_repo: MakeRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox.configure(validation_seconds=600)
+    monkeypatch.setenv("RECONCILER_SANDBOX_URL", sandbox.base_url)
+    monkeypatch.setenv("RECONCILER_OWNER", "tests/hardening")
+    repo = make_repo()
+    repo.write_job("nightly-eval")
+    result = run_cli("reconcile", "--wait", "--timeout", "2", *repo.args())
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    # Between passes, or in the middle of one's request: either way the flag is named.
+    stopped, _, advice = line.partition("; still running: nightly-eval; ")
+    assert stopped == "error: --timeout ran out while waiting" or stopped.startswith(
+        "error: provider sandbox: GET /v1/batches: the command's --timeout ran out "
+    ), line
+    assert advice == (
+        "nothing is lost, the next reconcile picks up from here; to wait longer, raise --timeout "
+        "(it was 2s; by default the longest completion_window plus 1h)"
+    )
+    assert sandbox.request_counts()["POST /v1/batches"] == 1
+
+
+def test_wait_waits_by_default_for_the_completion_window_plus_an_hour(run_cli: RunCli) -> None:
+    shown = " ".join(run_cli("reconcile", "--help").stdout.split())
+    assert "[default: the longest completion_window of the jobs plus 1h: 25h]" in shown
+    assert default_timeout({}) == 25 * 3600
 
 
 # 4. ----------------------------------------------------------------- size caps

@@ -260,3 +260,11 @@ def test_an_orphan_policy_in_the_metadata_outlives_the_state() -> None:
 def test_a_batch_with_no_policy_and_no_record_is_left_running_and_flagged() -> None:
     change = only(make_plan({}, state(), [live("b1", "eval", "g1", "in_progress")], allow_empty=True).changes)
     assert change.action is Action.NOOP and change.attention and "left running" in change.reason
+
+
+def test_a_run_cancelled_for_a_later_run_of_its_own_generation_is_said_to_be_superseded_by_that_run() -> None:
+    older = run_batch("b1", "2026-12-01T01:00:00Z", "in_progress")
+    current = run_batch("b2", "2026-12-01T02:00:00Z", "in_progress")
+    change = only(make_plan(scheduled("replace"), state(eval=recorded("g2", "b2")), [older, current]).changes)
+    assert (change.action, change.cancel) == (Action.CANCEL, ("b1",))
+    assert change.reason == "superseded by run 2026-12-01T02:00:00+00:00; cancelling b1"

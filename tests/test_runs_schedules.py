@@ -5,6 +5,7 @@ reconciler's clock starts there), never by waiting for the wall clock."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -278,3 +279,89 @@ def test_a_replace_lists_what_changed_and_what_the_cancel_throws_away(
     assert "~ replace" in plan
     assert "metadata.description: first → second" in plan and "input: 40 → 41 requests" in plan
     assert f"while {first.id} is in_progress at " in plan and "/40" in plan
+
+
+def _history(repo: UserRepo) -> list[tuple[str, str | None, bool]]:
+    """Each recorded run: its id, its results file, whether its cost is known."""
+    history = state_of(repo.root)["jobs"]["nightly-eval"]["history"]
+    return [(h["run"], h["results"], h["cost_usd"] is not None) for h in history]
+
+
+def test_an_edit_after_the_slot_ran_waits_for_the_next_slot_and_both_runs_keep_their_records(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = "../results/{job}/{run}.jsonl"
+    repo.write_job("nightly-eval", schedule="0 1 * * *", results=results)
+    at(monkeypatch, "2026-12-01T01:00:10Z")
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    first = repo.root / "results" / "nightly-eval" / "2026-12-01T010000Z.jsonl"
+    written = first.read_bytes()
+
+    repo.write_input("data/nightly-eval.jsonl", 4)  # edited during the day
+    at(monkeypatch, "2026-12-01T10:00:00Z")
+    plan = run_cli("plan", "--detailed-exitcode", *repo.args())
+    assert plan.exit_code == 0, plan.stdout
+    assert (
+        "nightly-eval  spec changed after run 2026-12-01T01:00:00+00:00 ended: the new spec runs at "
+        "the next slot, 2026-12-02T01:00:00+00:00 (--replace nightly-eval runs it now)" in plan.stdout
+    )
+    sandbox.reset_counts()
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert mutating(sandbox.request_counts()) == {}
+    assert first.read_bytes() == written
+    assert "completed  out of sync: spec changed" in run_cli("status", *repo.args()).stdout
+
+    at(monkeypatch, "2026-12-02T01:00:10Z")  # the next slot runs the new spec
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert runs(sandbox) == ["2026-12-01T01:00:00Z", "2026-12-02T01:00:00Z"]
+    assert first.read_bytes() == written
+    assert _history(repo) == [
+        ("2026-12-02T01:00:00Z", "results/nightly-eval/2026-12-02T010000Z.jsonl", True),
+        ("2026-12-01T01:00:00Z", "results/nightly-eval/2026-12-01T010000Z.jsonl", True),
+    ]
+
+
+def test_an_edit_while_the_slots_run_still_runs_replaces_it_under_a_run_id_of_its_own(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox.configure(validation_seconds=600)
+    repo.write_job("nightly-eval", schedule="0 1 * * *", results="../results/{job}/{run}.jsonl")
+    at(monkeypatch, "2026-12-01T01:00:10Z")
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+
+    repo.write_input("data/nightly-eval.jsonl", 4)
+    sandbox.configure(validation_seconds=0.05)
+    at(monkeypatch, "2026-12-01T01:30:00Z")
+    sandbox.reset_counts()
+    for _ in range(2):
+        assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert mutating(sandbox.request_counts()) == {"POST /v1/files": 1, CREATES: 1, CANCELS: 1}
+    (edited,) = {b.metadata["reconciler_generation"] for b in batches(sandbox) if b.status == "completed"}
+    rerun = f"2026-12-01T01:00:00Z+g{edited}"
+    assert runs(sandbox) == ["2026-12-01T01:00:00Z", rerun]
+    assert [(run, results) for run, results, _ in _history(repo)] == [
+        (rerun, f"results/nightly-eval/2026-12-01T010000Z-g{edited}.jsonl"),
+        ("2026-12-01T01:00:00Z", None),  # cancelled before it answered anything
+    ]
+    shown = run_cli("status", "nightly-eval", *repo.args()).stdout
+    assert re.search(rf"{re.escape(rerun)} \(current\) +completed", shown), shown
+    assert re.search(r"2026-12-01T01:00:00Z +cancel", shown), shown
+
+
+def test_an_edit_of_an_unscheduled_job_starts_a_run_of_its_own_and_keeps_the_last_ones_results_and_cost(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", results="../results/{job}/{run}.jsonl")
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    repo.write_input("data/nightly-eval.jsonl", 4)
+    assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+
+    (edited,) = {b.metadata["reconciler_generation"] for b in batches(sandbox) if b.request_counts.total == 4}
+    assert runs(sandbox) == ["default", f"default+g{edited}"]
+    assert _history(repo) == [
+        (f"default+g{edited}", f"results/nightly-eval/default-g{edited}.jsonl", True),
+        ("default", "results/nightly-eval/default.jsonl", True),
+    ]
+    folder = repo.root / "results" / "nightly-eval"
+    lines = {f.name: len(f.read_text().splitlines()) for f in folder.iterdir()}
+    assert lines == {"default.jsonl": 3, f"default-g{edited}.jsonl": 4}

@@ -25,12 +25,21 @@ MAX_MESSAGE_CHARS = 500
 
 
 class Limits:
-    """How much one request may take: bytes of body, and a monotonic deadline."""
+    """How much one request may take: bytes of body, and a monotonic deadline (`by_command`:
+    the deadline is the command's own, e.g. `reconcile --timeout`, not the request's)."""
 
-    def __init__(self, max_bytes: int, ends_at: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        ends_at: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        by_command: bool = False,
+    ) -> None:
         self.max_bytes = max_bytes
         self.ends_at = ends_at
         self.clock = clock
+        self.by_command = by_command
 
     def remaining(self) -> float:
         return self.ends_at - self.clock()
@@ -38,6 +47,17 @@ class Limits:
 
 class DeadlineError(ApiConnectionError):
     """No complete answer before the request's (or the command's) deadline."""
+
+
+class CommandTimeoutError(DeadlineError):
+    """The command's own time limit ran out during a request: the server was not at fault."""
+
+
+def deadline_error(label: str, limits: Limits, what: str) -> DeadlineError:
+    """Whose deadline it was, said: a command's --timeout is the user's to raise."""
+    if limits.by_command:
+        return CommandTimeoutError(f"{label}: the command's --timeout ran out {what}")
+    return DeadlineError(f"{label}: the request's deadline passed {what}")
 
 
 class TooLargeError(ApiConnectionError):
@@ -72,9 +92,8 @@ def _chunks(label: str, response: httpx.Response, limits: Limits, *, truncate: b
         if not truncate and received > limits.max_bytes:
             raise _too_large(label, limits.max_bytes, "more kept coming")
         if limits.remaining() <= 0:
-            raise DeadlineError(
-                f"{label}: the answer was still arriving at the deadline ({_size(received)} so far)"
-            )
+            arriving = f"while the answer was still arriving ({_size(received)} so far)"
+            raise deadline_error(label, limits, arriving)
         yield chunk
 
 

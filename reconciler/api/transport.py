@@ -32,9 +32,9 @@ from reconciler.api.batch import Batch
 from reconciler.api.responses import (
     MAX_ERROR_BYTES,
     MAX_JSON_BYTES,
-    DeadlineError,
     Limits,
     copy_body,
+    deadline_error,
     error_fields,
     parse_json,
     read_body,
@@ -101,16 +101,14 @@ class Transport:
         bounded in size and in time.  With `out`, the body is copied there instead of parsed.
         `retrying` hears of each failed try that is sent again."""
         route, shown = _route(label), self.describe(label)
-        limits = Limits(MAX_DOWNLOAD_BYTES if out else self._max_json, self._ends_at(deadline), self._clock)
+        limits = self._limits(MAX_DOWNLOAD_BYTES if out else self._max_json, deadline)
         for attempt in range(1, self._backoff.attempts + 1):
             self._count(route)
             try:
                 return self._attempt(shown, send(self.timeout(limits, timeout)), limits, out)
             except (ApiStatusError, httpx.TransportError) as error:
                 if limits.remaining() <= 0:
-                    raise DeadlineError(
-                        f"{shown}: no complete answer by the deadline ({_kind(error)})"
-                    ) from None
+                    raise deadline_error(shown, limits, f"before an answer came ({_kind(error)})") from None
                 retry = idempotent or not may_have_acted(error)
                 if not retry or not self._should_retry(error, attempt, limits):
                     raise self._wrap(shown, error) from None
@@ -152,9 +150,12 @@ class Transport:
         clamp = {k: min(v, left) if v is not None else left for k, v in base.as_dict().items()}
         return httpx.Timeout(**clamp)
 
-    def _ends_at(self, deadline: float | None) -> float:
+    def _limits(self, max_bytes: int, deadline: float | None) -> Limits:
+        """The request's bounds: its own deadline, or the command's when that comes first."""
         ends = self._clock() + (self._deadline if deadline is None else deadline)
-        return ends if self.command_ends_at is None else min(ends, self.command_ends_at)
+        if self.command_ends_at is not None and self.command_ends_at <= ends:
+            return Limits(max_bytes, self.command_ends_at, self._clock, by_command=True)
+        return Limits(max_bytes, ends, self._clock)
 
     def _should_retry(self, error: Exception, attempt: int, limits: Limits) -> bool:
         if attempt >= self._backoff.attempts:
@@ -184,7 +185,10 @@ class Transport:
             code, message = None, redirect_message(response)
         else:
             body = read_body(
-                shown, response, Limits(MAX_ERROR_BYTES, limits.ends_at, self._clock), truncate=True
+                shown,
+                response,
+                Limits(MAX_ERROR_BYTES, limits.ends_at, self._clock, by_command=limits.by_command),
+                truncate=True,
             )
             code, message = error_fields(body, response.headers.get("content-type", ""))
         retry_after = retry_after_of(response.headers)

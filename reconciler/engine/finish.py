@@ -44,7 +44,9 @@ def finish_jobs(
             recorded = meter_usage(job, recorded, apis[job.provider].reader, work_root)
         except (ReconcilerError, OSError) as error:
             outcome.failures.append(Failure.of(error, job=name, step="usage", provider=job.provider))
-        if job.suspend:
+        if job.suspend or recorded.generation != job.generation:
+            # A run of an earlier spec (kept until a schedule's next slot) has results that only
+            # its own input could join; what it recorded stays as it was.
             jobs[name] = recorded
             continue
         try:

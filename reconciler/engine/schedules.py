@@ -1,16 +1,28 @@
-"""Each scheduled job's slots as of one instant: the latest due and the next (cronsim reads the
-five-field expression in the job's time zone, daylight saving time included)."""
+"""Each scheduled job's slots as of one instant: the latest due and the next.
+
+cronsim reads the five-field expression in the job's time zone the way Debian's cron does when
+the clock changes: an expression naming a fixed minute and hour runs a wall time that occurs
+twice (autumn) at its first occurrence only, and one that does not occur (spring) at the first
+instant after the gap; an expression with `*` in its minute or hour follows the clock, so every
+instant whose wall time matches is a slot.  Slots are kept and compared as UTC instants: two
+wall times may name one instant, and one wall time two.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
 
 from reconciler.plans.changes import DesiredJob, Slot
+
+# Slots between the wall-clock latest and `now` (a repeated hour holds at most 60 for a
+# five-field expression); more means an expression cronsim reads in a way not foreseen here.
+_MAX_CATCH_UP = 1000
 
 
 def at_time(desired: Mapping[str, DesiredJob], now: datetime) -> dict[str, DesiredJob]:
@@ -22,13 +34,29 @@ def at_time(desired: Mapping[str, DesiredJob], now: datetime) -> dict[str, Desir
 
 
 def slots_at(slot: Slot, now: datetime) -> Slot:
-    local = now.astimezone(ZoneInfo(slot.timezone))
-    # The latest slot at or before `now`: reverse iteration starts one tick before its start.
-    due = next(
-        CronSim(slot.expression, local.replace(microsecond=0) + timedelta(seconds=1), reverse=True), None
-    )
-    upcoming = next(CronSim(slot.expression, local), None)
+    """`due`: the latest slot at or before `now`; `next`: the first after it (UTC instants)."""
+    zone = ZoneInfo(slot.timezone)
+    now = now.astimezone(UTC)
+    due = _latest_by_wall_clock(slot.expression, now.astimezone(zone))
+    upcoming = None
+    # Forward from there, instant by instant: in a repeated hour a slot whose wall time is
+    # still ahead of the clock may already be past (its first occurrence), and is the latest.
+    start = due.astimezone(zone) if due is not None else now.astimezone(zone)
+    for found in itertools.islice(CronSim(slot.expression, start), _MAX_CATCH_UP):
+        instant = found.astimezone(UTC)
+        if instant > now:
+            upcoming = instant
+            break
+        if due is None or instant > due:
+            due = instant
     return dataclasses.replace(slot, now=now, due=due, next=upcoming)
+
+
+def _latest_by_wall_clock(expression: str, local: datetime) -> datetime | None:
+    """The slot with the latest wall time at or before `local`'s: reverse iteration starts one
+    tick before its start.  Not always the latest instant (see slots_at)."""
+    found = next(CronSim(expression, local.replace(microsecond=0) + timedelta(seconds=1), reverse=True), None)
+    return found.astimezone(UTC) if found is not None else None
 
 
 def seconds_until_next(desired: Mapping[str, DesiredJob], now: datetime) -> float | None:

@@ -15,28 +15,45 @@ from dataclasses import dataclass, field
 
 from reconciler.api.batch import is_terminal
 from reconciler.api.client import ProviderApi
+from reconciler.api.responses import CommandTimeoutError
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.passes import converge
 from reconciler.engine.scope import Scope
 from reconciler.engine.workspace import Workspace
-from reconciler.plans.changes import Plan
+from reconciler.plans.changes import DesiredJob, Plan
+from reconciler.plans.runs import duration
 from reconciler.state.model import JobState, State
 
 WAIT_POLL_SECONDS = 1.0
 COMMAND = "reconciler reconcile"
+# `--timeout` unless given: a batch may take its whole completion window, then results are
+# collected; an hour on top covers finalizing, downloads and notifications.
+TIMEOUT_MARGIN_SECONDS = 3600.0
+_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def default_timeout(desired: Mapping[str, DesiredJob]) -> float:
+    """The longest completion window of the jobs (24h when there are none) plus the margin."""
+    windows = [_seconds(job.completion_window) for job in desired.values()]
+    return max(windows, default=_seconds("24h")) + TIMEOUT_MARGIN_SECONDS
+
+
+def _seconds(window: str) -> float:
+    return float(window[:-1]) * _WINDOW_UNITS[window[-1]]
 
 
 @dataclass(frozen=True)
 class WaitOptions:
     wait: bool = False
-    timeout: float = 3600.0
+    timeout: float = _seconds("24h") + TIMEOUT_MARGIN_SECONDS
     allow_empty: bool = False
     rebuild: bool = False
     parallelism: int = DEFAULT_PARALLELISM
     scope: Scope = field(default_factory=Scope)
     allow_over_budget: bool = False
+    ends_at: float | None = None  # monotonic: when the command began, plus `timeout`
 
 
 def converge_until_done(
@@ -46,19 +63,23 @@ def converge_until_done(
     shown: Callable[[Plan, State], None],
 ) -> tuple[Plan, Outcome]:
     """One pass, or with `wait` passes until done; the last plan and the summed outcome."""
-    deadline = time.monotonic() + options.timeout
+    deadline = options.ends_at if options.ends_at is not None else time.monotonic() + options.timeout
     total = Outcome()
+    waiting: list[str] = []
     for attempt in itertools.count():
-        plan, state, outcome = converge(
-            ws,
-            apis,
-            command=COMMAND,
-            allow_empty=options.allow_empty,
-            rebuild=options.rebuild and attempt == 0,
-            parallelism=options.parallelism,
-            scope=options.scope,
-            allow_over_budget=options.allow_over_budget,
-        )
+        try:
+            plan, state, outcome = converge(
+                ws,
+                apis,
+                command=COMMAND,
+                allow_empty=options.allow_empty,
+                rebuild=options.rebuild and attempt == 0,
+                parallelism=options.parallelism,
+                scope=options.scope,
+                allow_over_budget=options.allow_over_budget,
+            )
+        except CommandTimeoutError as error:
+            raise UserError(timed_out(options.timeout, waiting, during=str(error))) from None
         shown(plan, state)
         total.created += outcome.created
         total.cancelled += outcome.cancelled
@@ -69,12 +90,20 @@ def converge_until_done(
             if options.wait:
                 total.failures = ended_badly(ws, state, options.scope.targets) + total.failures
             return plan, total
-        if time.monotonic() >= deadline:
-            raise UserError(
-                f"--wait timed out after {options.timeout:g}s; still running: {', '.join(waiting)}"
-            )
+        if time.monotonic() + WAIT_POLL_SECONDS >= deadline:  # no pass starts only to be cut off
+            raise UserError(timed_out(options.timeout, waiting))
         time.sleep(WAIT_POLL_SECONDS)
     raise AssertionError("unreachable")
+
+
+def timed_out(timeout: float, waiting: list[str], during: str = "") -> str:
+    """The command's own limit ended it, not the provider: what ran on, and how to wait longer."""
+    running = f"; still running: {', '.join(waiting)}" if waiting else ""
+    return (
+        f"{during or '--timeout ran out while waiting'}{running}; nothing is lost, the next "
+        f"reconcile picks up from here; to wait longer, raise --timeout (it was {duration(timeout)}; "
+        "by default the longest completion_window plus 1h)"
+    )
 
 
 def waited_for(ws: Workspace, state: State, targets: frozenset[str] | None) -> dict[str, JobState]:

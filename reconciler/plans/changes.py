@@ -43,7 +43,8 @@ SYMBOLS = {
 
 @dataclass(frozen=True)
 class Slot:
-    """A schedule as of one instant: the latest slot due and the next one (aware datetimes)."""
+    """A schedule as of one instant: the latest slot due and the next one (UTC instants, so
+    compared as instants: in a repeated hour one wall time names two)."""
 
     expression: str
     timezone: str = "UTC"

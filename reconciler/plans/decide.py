@@ -18,7 +18,7 @@ from reconciler.plans.duplicates import dedupe_reason, split_duplicates
 from reconciler.plans.jobstatus import attempts_by_part, attempts_used, job_status
 from reconciler.plans.removed import plan_removed
 from reconciler.plans.restarts import restart_note, restart_owed, restart_reason
-from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run
+from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run, successor
 from reconciler.state.model import BatchRecord, JobState
 
 
@@ -59,6 +59,8 @@ def plan_job(
     if doubled and action in (Action.ADOPT, Action.CANCEL, Action.NOOP):
         action, reason = Action.DEDUPE, dedupe_reason(current, doubled)
     change = _change(desired, action, reason, cancel=stale + doubled, adopt=adopt, creates=creates, run=run)
+    if choice.edit_waits and action is Action.NOOP:  # an edit that does nothing yet is still news
+        change = dataclasses.replace(change, attention=True)
     return dataclasses.replace(change, missed_slot=choice.missed) if choice.missed else change
 
 
@@ -67,7 +69,7 @@ def _superseded(batch: LiveBatch, run: str | None, generation: str, choice: RunC
         return False
     if batch.run == run:
         return batch.generation != generation
-    return choice.cancel_other_runs
+    return choice.cancel_other_runs or batch.run in choice.supersedes
 
 
 def _known(recorded: JobState | None, desired: DesiredJob, run: str | None) -> frozenset[str]:
@@ -141,7 +143,10 @@ def _label(
             f"{adopt[0].id} of generation {desired.generation} is live but not in the state{also}",
         )
     if stale:
-        return Action.CANCEL, f"superseded by generation {desired.generation}; cancelling {stale[0].id}"
+        return (
+            Action.CANCEL,
+            f"superseded by {successor(desired, choice, stale[0])}; cancelling {stale[0].id}",
+        )
     return Action.NOOP, _in_sync(desired, choice, current)
 
 

@@ -42,7 +42,10 @@ def _run_record(
         batches=tuple(sorted(r.batch_id for r in records)),
         started_at=_started(records),
         ended_at=_ended(records) if is_terminal(status) else None,
+        # What only the state knows of a run (read from its files while it was current) stays.
         results=before.results if before else None,
+        usage=before.usage if before else None,
+        cost_usd=before.cost_usd if before else None,
     )
 
 

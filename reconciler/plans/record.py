@@ -47,7 +47,7 @@ def record(
             continue
         mine = by_job.get(name, [])
         run = _run_of(name, runs or {}, state.jobs.get(name), mine)
-        base = _as_desired(job, state.jobs.get(name), run)
+        base = _as_desired(job, state.jobs.get(name), run, mine)
         jobs[name] = observed_job(name, base, mine, now, job)
         if name in (missed or {}):
             jobs[name] = jobs[name].model_copy(update={"missed_slot": (missed or {})[name]})
@@ -70,7 +70,9 @@ def observed_job(
     )
     batches = tuple(BatchRecord.from_batch(b.batch) for b in mine)
     results = base.results if base.results and set(base.results.batches) == _ids(batches) else None
-    results_due = bool(desired and desired.results_path) and results is None
+    # Results join the batches' lines to the spec's input: only a run of this generation has them.
+    results_due = bool(desired and desired.results_path and desired.generation == base.generation)
+    results_due = results_due and results is None
     restarts = desired is not None and not desired.suspend
     status = job_status(batches, pending, results_due=results_due, restarts=restarts)
     current = base.model_copy(
@@ -134,10 +136,15 @@ def _run_of(
     return newest(b.run for b in live)
 
 
-def _as_desired(job: DesiredJob, previous: JobState | None, run: str | None) -> JobState:
+def _as_desired(
+    job: DesiredJob, previous: JobState | None, run: str | None, live: Sequence[LiveBatch] = ()
+) -> JobState:
     """The recorded job carried over to the desired generation, run, provider and policy; its
-    history goes along whatever changed."""
+    history goes along whatever changed.  A run of an earlier spec that stays the current one
+    (a schedule's edit waits for the next slot) stays recorded as it was made."""
     policy: Literal["cancel", "orphan"] = "orphan" if job.deletion_policy == "orphan" else "cancel"
+    if previous is not None and _kept_from_earlier_spec(job, previous, run, live):
+        return previous.model_copy(update={"deletion_policy": policy})
     definition = dict(job.definition)
     if previous is not None and _same_run(job, previous, run):
         update = {
@@ -157,6 +164,15 @@ def _as_desired(job: DesiredJob, previous: JobState | None, run: str | None) -> 
         definition=definition,
         applied_from=previous.applied_from if previous is not None else None,
     )
+
+
+def _kept_from_earlier_spec(
+    job: DesiredJob, previous: JobState, run: str | None, live: Sequence[LiveBatch]
+) -> bool:
+    if run is None or previous.run != run or previous.provider != job.provider:
+        return False
+    made = {b.generation for b in live if b.run == run}
+    return made == {previous.generation} and job.generation not in made
 
 
 def _same_run(job: DesiredJob, previous: JobState, run: str | None) -> bool:

@@ -5,6 +5,8 @@ Run ids are deterministic wherever they can be, so whoever notices a run first c
 everyone else finds it live: a schedule's slot is its UTC instant (`2026-12-01T01:00:00Z`),
 `spec.run` is its own id, and `--replace` adds the command's stamp (`<base>+20261201T101500.250Z`),
 taken once per command: every pass of `reconcile --wait` converges the same new run.
+A run is made from one generation: a spec edited after its run began gets a run of its own,
+`<base>+g<generation>`, so two runs never share an id (nor a results file named after it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from reconciler.state.model import PendingCreate
 
 _SIMPLE_LABEL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SLOT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+_EDITED = re.compile(r"^g[0-9a-f]{16}$")  # what follows the `+` of a run made after an edit
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class RunChoice:
     started_by: str = ""  # "schedule" or "replace" when this pass starts the run
     note: str = ""  # why no run starts now, or what the new run runs alongside
     missed: str | None = None  # the slot skipped for its starting_deadline (a run id)
+    supersedes: frozenset[str] = frozenset()  # other runs whose running batches are cancelled
+    edit_waits: bool = False  # the spec changed after the slot's run ended: it waits for the next slot
 
 
 def label_run(label: str | None) -> str:
@@ -56,12 +61,19 @@ def run_base(run: str) -> str:
     return run.partition("+")[0]
 
 
+def edited_run(base: str, generation: str) -> str:
+    """The run of `base` (a slot or label) that a spec edited after `base` had run makes."""
+    return f"{base}+g{generation}"
+
+
 def shown_run(run: str, timezone: str = "UTC") -> str:
     """A slot's run as the slot's local time; any other run as its id."""
     base, plus, rest = run.partition("+")
     if not _SLOT.match(base):
         return run
     local = datetime.strptime(base, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).astimezone(ZoneInfo(timezone))
+    if _EDITED.match(rest):
+        return f"{local.isoformat()} (re-run for generation {rest[1:]})"
     return local.isoformat() + (f" (re-run {rest})" if plus else "")
 
 
@@ -71,29 +83,93 @@ def file_part(run: str) -> str:
 
 
 def newest(runs: Iterable[str]) -> str | None:
-    """Slots in time order, after the other runs; a replacement after the run it replaced."""
-    found = sorted(runs, key=lambda r: (bool(_SLOT.match(run_base(r))), run_base(r), r.partition("+")[2]))
+    """Slots in time order, after the other runs; of one slot or label, the run itself, then the
+    one an edit made, then `--replace`'s in stamp order (of one generation, the order they began)."""
+    found = sorted(runs, key=_age)
     return found[-1] if found else None
 
 
-def runs_of(live: Sequence[LiveBatch], pending: Iterable[PendingCreate]) -> set[str]:
-    return {b.run for b in live} | {p.run or DEFAULT_RUN for p in pending}
+def _age(run: str) -> tuple[bool, str, int, str]:
+    base, _, rest = run.partition("+")
+    return (bool(_SLOT.match(base)), base, 0 if not rest else 1 if _EDITED.match(rest) else 2, rest)
+
+
+def generations_of(live: Sequence[LiveBatch], pending: Iterable[PendingCreate]) -> dict[str, set[str]]:
+    """Each run seen, live or intended, with the generations its batches were made from."""
+    found: dict[str, set[str]] = {}
+    for batch in live:
+        found.setdefault(batch.run, set()).add(batch.generation or "")
+    for intent in pending:
+        found.setdefault(intent.run or DEFAULT_RUN, set()).add(intent.generation)
+    return found
 
 
 def choose_run(
     desired: DesiredJob, live: Sequence[LiveBatch], pending: Iterable[PendingCreate], ctx: PlanContext
 ) -> RunChoice:
-    runs = runs_of(live, pending)
+    pending = tuple(pending)
+    generations = generations_of(live, pending)
     slot = desired.schedule
     due = slot_run(slot.due) if slot and slot.due else None
     if desired.name in ctx.replace:
         return RunChoice(f"{due or desired.run_label}+{ctx.stamp}", started_by="replace")
     if slot is None:
-        return RunChoice(newest(r for r in runs if run_base(r) == desired.run_label) or desired.run_label)
-    current = newest(r for r in runs if due and run_base(r) == due)
+        # An edit of an unscheduled job starts its run anew, under an id of its own.
+        same_base, current = _runs_of_base(desired, desired.run_label, generations)
+        return RunChoice(
+            current or (edited_run(desired.run_label, desired.generation) if same_base else desired.run_label)
+        )
+    if due is None:
+        return _new_slot(slot, due, live, newest(generations))
+    same_base, current = _runs_of_base(desired, due, generations)
     if current:
-        return RunChoice(current, cancel_other_runs=slot.concurrency_policy == "replace")
-    return _new_slot(slot, due, live, newest(runs))
+        policy = slot.concurrency_policy
+        others = frozenset(same_base - {current})
+        return RunChoice(current, cancel_other_runs=policy == "replace", supersedes=others)
+    if same_base:
+        return _edited_slot(desired, slot, due, same_base, live, pending)
+    return _new_slot(slot, due, live, newest(generations))
+
+
+def _runs_of_base(
+    desired: DesiredJob, base: str, generations: dict[str, set[str]]
+) -> tuple[set[str], str | None]:
+    """The runs of a slot or label, and the newest of them made from the desired generation."""
+    same_base = {r for r in generations if run_base(r) == base}
+    made = (desired.generation, desired.legacy_generation)
+    return same_base, newest(r for r in same_base if any(g in generations[r] for g in made))
+
+
+def _edited_slot(
+    desired: DesiredJob,
+    slot: Slot,
+    due: str,
+    earlier: set[str],
+    live: Sequence[LiveBatch],
+    pending: Sequence[PendingCreate],
+) -> RunChoice:
+    """The due slot has run, but from an earlier spec.  While that run still runs the edit
+    replaces it, as for any job; once it has ended, the new spec waits for the next slot (as a
+    CronJob's template does): an edit never runs a slot a second time."""
+    running = {b.run for b in live if not b.terminal} | {p.run or DEFAULT_RUN for p in pending}
+    if running & earlier:
+        run = edited_run(due, desired.generation)
+        return RunChoice(
+            run, cancel_other_runs=slot.concurrency_policy == "replace", supersedes=frozenset(earlier)
+        )
+    last = _last_begun(earlier, live)
+    upcoming = f"the next slot, {_local(slot.next, slot)}" if slot.next else "no later slot"
+    note = (
+        f"spec changed after run {shown_run(last, slot.timezone)} ended: the new spec runs at "
+        f"{upcoming} (--replace {desired.name} runs it now)"
+    )
+    return RunChoice(last, fresh=False, note=note, edit_waits=True)
+
+
+def _last_begun(runs: set[str], live: Sequence[LiveBatch]) -> str:
+    """The run whose batches were created last (each generation's run began after the last)."""
+    begun = {r: max((b.batch.created_at or 0 for b in live if b.run == r), default=0) for r in runs}
+    return max(runs, key=lambda r: (begun[r], _age(r)))
 
 
 def _new_slot(slot: Slot, due: str | None, live: Sequence[LiveBatch], last: str | None) -> RunChoice:
@@ -117,6 +193,13 @@ def _new_slot(slot: Slot, due: str | None, live: Sequence[LiveBatch], last: str 
         return RunChoice(last, fresh=False, note=note)
     note = f"run {others} still runs (concurrency_policy {policy})"
     return RunChoice(due, cancel_other_runs=policy == "replace", started_by="schedule", note=note)
+
+
+def successor(desired: DesiredJob, choice: RunChoice, cancelled: LiveBatch) -> str:
+    """What takes a cancelled batch's place: a new generation, or a later run of its own."""
+    if cancelled.generation != desired.generation or choice.run is None:
+        return f"generation {desired.generation}"
+    return f"run {shown_run(choice.run, desired.schedule.timezone if desired.schedule else 'UTC')}"
 
 
 def _local(instant: datetime | None, slot: Slot) -> str:

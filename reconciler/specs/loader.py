@@ -17,6 +17,7 @@ from pathlib import Path
 
 from reconciler.common.errors import Problem, ReadProblem, SpecError
 from reconciler.common.limits import SANDBOX
+from reconciler.specs import results_template
 from reconciler.specs.documents import Document
 from reconciler.specs.messages import closest
 from reconciler.specs.models import BatchJob, Notification, Provider
@@ -158,27 +159,38 @@ def _scan(paths: RepoPaths, remember: bool) -> RepoScan:
 def _results_clashes(
     checked: list[tuple[Document, LoadedJob]], paths: RepoPaths
 ) -> list[tuple[str, Problem]]:
-    """Results that would overwrite another job's input, or that two jobs would both write."""
-    inputs = {job.input_path: job.name for _, job in checked}
-    writers: defaultdict[Path, list[str]] = defaultdict(list)
-    for _, job in checked:
-        if job.results_path is not None:
-            writers[job.results_path].append(job.name)
+    """Results that would overwrite another job's input, or that two jobs would both write:
+    compared as each job fills the template, a run standing for any run (results_template.py)."""
+    inputs = results_template.Inputs.of({str(job.input_path): job.name for _, job in checked})
+    targets = {
+        job.name: results_template.filled(str(job.results_path), job.name)
+        for _, job in checked
+        if job.results_path is not None
+    }
+    writers = results_template.clashing(targets)
     clashes: list[tuple[str, Problem]] = []
     for document, job in checked:
-        target = job.results_path
-        if target is None:
+        if job.results_path is None:
             continue
-        shown = display(target, paths)
-        if target in inputs:
-            message = f"{shown} is the input of job {inputs[target]!r}; name a new .jsonl file"
-        elif len(writers[target]) > 1:
-            others = ", ".join(repr(n) for n in writers[target] if n != job.name)
-            message = f"{shown} is also the results of job {others}; give each job its own file"
-        else:
-            continue
-        clashes.append((job.name, document.problem(("spec", "results"), message)))
+        message = _clash(display(job.results_path, paths), targets[job.name], inputs, writers.get(job.name))
+        if message:
+            clashes.append((job.name, document.problem(("spec", "results"), message)))
     return clashes
+
+
+def _clash(shown: str, target: str, inputs: results_template.Inputs, writers: list[str] | None) -> str:
+    some = " for some run" if results_template.RUN in target else ""
+    if (overwritten := inputs.owner_of(target)) is not None:
+        return f"{shown} is the input of job {overwritten!r}{some}; name a new .jsonl file"
+    if not writers:
+        return ""
+    others = ", ".join(repr(n) for n in writers)
+    if some:
+        return (
+            f"{shown} can be the same file as the results of job {others}{some}; "
+            "give each job its own file, e.g. ../results/{job}/{run}.jsonl"
+        )
+    return f"{shown} is also the results of job {others}; give each job its own file"
 
 
 _RESERVED_SANDBOX = f"'{SANDBOX}' is the name of the built-in sandbox; choose another name"

@@ -20,7 +20,7 @@ from reconciler.engine.events import EventLog
 from reconciler.engine.notify.announce import announce
 from reconciler.engine.scope import Scope
 from reconciler.engine.transitions import report_transitions
-from reconciler.engine.wait import COMMAND, WaitOptions, converge_until_done
+from reconciler.engine.wait import COMMAND, WaitOptions, converge_until_done, default_timeout
 from reconciler.engine.workspace import Workspace, load_state, prepare
 from reconciler.plans.changes import Plan
 from reconciler.specs.paths import RepoPaths
@@ -47,10 +47,10 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--wait", is_flag=True, help="Keep reconciling until every job's batches are finished.")
 @click.option(
     "--timeout",
-    default=3600.0,
-    show_default=True,
     type=Seconds(),
-    help="Seconds the whole command may take (with --wait, the waiting included).",
+    metavar="SECONDS",
+    help="Seconds the whole command may take (with --wait, the waiting included).  "
+    "[default: the longest completion_window of the jobs plus 1h: 25h]",
 )
 @click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
 @click.option("--watch", is_flag=True, help="Keep running: converge on every file change, poll live status.")
@@ -84,7 +84,7 @@ def command(
     replace: tuple[str, ...],
     rebuild_state: bool,
     wait: bool,
-    timeout: float,
+    timeout: float | None,
     parallelism: int,
     watch: bool,
     interval: float,
@@ -97,13 +97,15 @@ def command(
     changing and records live status until stopped (SIGTERM/SIGINT exit 0)."""
     if watch or _given("interval", "log_format", "health_port"):
         return _watch(paths, owner)
-    ends_at = time.monotonic() + timeout  # --timeout bounds the whole command, each request included
+    started = time.monotonic()  # --timeout bounds the whole command, each request included
     ws = prepare(paths, owner)
+    timeout = default_timeout(ws.desired) if timeout is None else timeout
+    ends_at = started + timeout
     before = new_state() if rebuild_state else load_state(ws)
     with open_clients(ws.repo, ws.providers(before), paths, ends_at=ends_at) as clients:
         scope = Scope.of(targets, replace)
         options = WaitOptions(
-            wait, timeout, allow_empty, rebuild_state, parallelism, scope, allow_over_budget
+            wait, timeout, allow_empty, rebuild_state, parallelism, scope, allow_over_budget, ends_at
         )
         return _converge(ws, clients, before, options)
 
