@@ -4,8 +4,10 @@ health port, a local channel that records what it is sent, and reading the daemo
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -77,7 +79,9 @@ def events_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         *flags: str,
         interval: str = "0.5",
         env: dict[str, str] | None = None,
+        nofile: int | None = None,
     ) -> Daemon:
+        """`nofile`: the daemon's descriptor limit (RLIMIT_NOFILE, soft and hard), as `ulimit -n`."""
         log_file = tmp_path / f"daemon-{len(started) + 1}.log"
         command = [sys.executable, "-m", "reconciler", "reconcile", "--watch", *repo.args()]
         command += ["--interval", interval, "--health-port", "0", *flags]
@@ -89,6 +93,7 @@ def events_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 env={**environment, **(env or {})},
+                preexec_fn=None if nofile is None else functools.partial(_limit_descriptors, nofile),
             )
         daemon = Daemon(process, log_file)
         started.append(daemon)
@@ -102,6 +107,10 @@ def events_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         if daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait(timeout=15)
+
+
+def _limit_descriptors(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
 @dataclass
