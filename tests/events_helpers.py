@@ -116,13 +116,18 @@ def _limit_descriptors(count: int) -> None:
 @dataclass
 class Receiver:
     """A channel on loopback. `plan` holds the status of each next answer (then 200); "hang"
-    holds the request until `release` is set, and answers nothing."""
+    holds the request until `release` is set, and answers nothing; "trickle" sends its answer's
+    head a byte every `trickle_seconds`, never finishing it; "flood" answers 200 with a body of
+    `flood_bytes` (`flood_sent` counts what got out before the client hung up)."""
 
     plan: list[int | str] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)  # every request: path, headers, body
     acknowledged: list[dict[str, Any]] = field(default_factory=list)  # bodies answered 2xx
     release: threading.Event = field(default_factory=threading.Event)
     url: str = ""
+    trickle_seconds: float = 0.5
+    flood_bytes: int = 512 << 20
+    flood_sent: int = 0
 
     def ids(self) -> list[str]:
         return [message.get("id", "") for message in self.acknowledged]
@@ -146,6 +151,14 @@ def receiver() -> Iterator[Receiver]:
                 channel.release.wait(60)
                 self.close_connection = True
                 return
+            if answer == "trickle":
+                self._trickle()
+                return
+            if answer == "flood":
+                with lock:
+                    channel.acknowledged.append(message)
+                self._flood()
+                return
             assert isinstance(answer, int)
             if 200 <= answer < 300:
                 with lock:
@@ -153,6 +166,32 @@ def receiver() -> Iterator[Receiver]:
             self.send_response(answer)
             self.send_header("Content-Length", "0")
             self.end_headers()
+
+        def _trickle(self) -> None:
+            head = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100_000
+            try:
+                for byte in head:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    if channel.release.wait(channel.trickle_seconds):
+                        break
+            except OSError:
+                pass  # the client gave up: what a bounded client does
+            self.close_connection = True
+
+        def _flood(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(channel.flood_bytes))
+            self.end_headers()
+            chunk = b"0" * (1 << 20)
+            try:
+                while channel.flood_sent < channel.flood_bytes:
+                    self.wfile.write(chunk)
+                    with lock:
+                        channel.flood_sent += len(chunk)
+            except OSError:
+                pass
+            self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
