@@ -99,10 +99,10 @@ def _job_retries(
             continue
         # A resume sends what the cancel cut short; other reasons only while retries are left.
         reasons = (("batch_cancelled",) if resume else ()) + (job.retry_on if retry_left else ())
-        outcomes = part_outcomes([(a, work.download(reader, a)) for a in attempts])
+        sent = {custom_id for custom_id, _ in part_lines(Path(job.input_path), parts[index])}
+        outcomes = part_outcomes([(a, work.download(reader, a)) for a in attempts], sent)
         retry = PartRetry(parts[index], latest.retry + 1, outcomes, unanswered_reason(latest), reasons)
-        lines = part_lines(Path(job.input_path), retry.part)
-        count = sum(1 for custom_id, _ in lines if retry.wanted(custom_id))
+        count = sum(1 for custom_id in sent if retry.wanted(custom_id))
         if count:
             found[index] = dataclasses.replace(retry, count=count)
     return found
