@@ -4,8 +4,10 @@ health port, a local channel that records what it is sent, and reading the daemo
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -77,7 +79,9 @@ def events_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         *flags: str,
         interval: str = "0.5",
         env: dict[str, str] | None = None,
+        nofile: int | None = None,
     ) -> Daemon:
+        """`nofile`: the daemon's descriptor limit (RLIMIT_NOFILE, soft and hard), as `ulimit -n`."""
         log_file = tmp_path / f"daemon-{len(started) + 1}.log"
         command = [sys.executable, "-m", "reconciler", "reconcile", "--watch", *repo.args()]
         command += ["--interval", interval, "--health-port", "0", *flags]
@@ -89,6 +93,7 @@ def events_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 env={**environment, **(env or {})},
+                preexec_fn=None if nofile is None else functools.partial(_limit_descriptors, nofile),
             )
         daemon = Daemon(process, log_file)
         started.append(daemon)
@@ -104,16 +109,25 @@ def events_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
             daemon.process.wait(timeout=15)
 
 
+def _limit_descriptors(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 @dataclass
 class Receiver:
     """A channel on loopback. `plan` holds the status of each next answer (then 200); "hang"
-    holds the request until `release` is set, and answers nothing."""
+    holds the request until `release` is set, and answers nothing; "trickle" sends its answer's
+    head a byte every `trickle_seconds`, never finishing it; "flood" answers 200 with a body of
+    `flood_bytes` (`flood_sent` counts what got out before the client hung up)."""
 
     plan: list[int | str] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)  # every request: path, headers, body
     acknowledged: list[dict[str, Any]] = field(default_factory=list)  # bodies answered 2xx
     release: threading.Event = field(default_factory=threading.Event)
     url: str = ""
+    trickle_seconds: float = 0.5
+    flood_bytes: int = 512 << 20
+    flood_sent: int = 0
 
     def ids(self) -> list[str]:
         return [message.get("id", "") for message in self.acknowledged]
@@ -137,6 +151,14 @@ def receiver() -> Iterator[Receiver]:
                 channel.release.wait(60)
                 self.close_connection = True
                 return
+            if answer == "trickle":
+                self._trickle()
+                return
+            if answer == "flood":
+                with lock:
+                    channel.acknowledged.append(message)
+                self._flood()
+                return
             assert isinstance(answer, int)
             if 200 <= answer < 300:
                 with lock:
@@ -144,6 +166,32 @@ def receiver() -> Iterator[Receiver]:
             self.send_response(answer)
             self.send_header("Content-Length", "0")
             self.end_headers()
+
+        def _trickle(self) -> None:
+            head = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100_000
+            try:
+                for byte in head:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    if channel.release.wait(channel.trickle_seconds):
+                        break
+            except OSError:
+                pass  # the client gave up: what a bounded client does
+            self.close_connection = True
+
+        def _flood(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(channel.flood_bytes))
+            self.end_headers()
+            chunk = b"0" * (1 << 20)
+            try:
+                while channel.flood_sent < channel.flood_bytes:
+                    self.wfile.write(chunk)
+                    with lock:
+                        channel.flood_sent += len(chunk)
+            except OSError:
+                pass
+            self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

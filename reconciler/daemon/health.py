@@ -6,7 +6,7 @@ provider outage, so liveness must not depend on the provider.  `/healthz` and `/
 turn 503 when passes keep failing (a provider unreachable): for readiness and alerts.
 
 The server runs on daemon threads and never touches the state file or a provider: it
-only reads what the loop recorded.
+only reads what the loop recorded. Its connections are capped and timed (connections.py).
 """
 
 from __future__ import annotations
@@ -17,14 +17,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.common.errors import UserError
+from reconciler.daemon.connections import CappedServer, Caps
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.web import Routes
+from reconciler.daemon.webhooks import MAX_BODY_BYTES
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,31 @@ def _handler(
     metrics: Metrics, health: Callable[[], Health], routes: Routes | None
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        timeout = 30  # a client that stops sending mid-request gives its thread back
+        timeout = 30  # no single read or write of a connection waits longer
+        server: CappedServer
+
+        def parse_request(self) -> bool:
+            parsed = super().parse_request()
+            if parsed and self.command != "POST":  # a GET has no body: it has all arrived
+                self.server.request_read(self.connection)
+            return parsed
 
         def do_POST(self) -> None:
-            if routes is None or not routes.post(self):
+            if routes is None or not routes.takes_post(self.path):
+                self.server.request_read(self.connection)
                 self._send(404, "text/plain; charset=utf-8", b"not found\n")
+                return
+            body = self._body()
+            self.server.request_read(self.connection)
+            routes.post(self, body)
+
+        def _body(self) -> bytes | None:
+            """The body, or None (unread) when it announces no length or more than we take."""
+            length = self.headers.get("Content-Length", "")
+            if not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY_BYTES:
+                self.close_connection = True  # the body is not read: the connection cannot be reused
+                return None
+            return self.rfile.read(int(length))
 
         def do_GET(self) -> None:
             route = self.path.split("?", 1)[0]
@@ -129,10 +151,9 @@ def serve_health(
 ) -> Iterator[tuple[str, int]]:
     """Serves until the block ends; yields the bound (host, port) — port 0 picks a free one."""
     try:
-        server = ThreadingHTTPServer((host, port), _handler(metrics, health, routes))
+        server = CappedServer((host, port), _handler(metrics, health, routes), Caps.for_this_process())
     except OSError as error:  # in use, or not an address of this machine: the user's to fix
         raise UserError(f"--health-port {host}:{port}: {error.strerror or error}") from None
-    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="health", daemon=True)
     thread.start()
     try:

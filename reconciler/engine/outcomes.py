@@ -11,21 +11,22 @@ may name (documented in the README):
 | `batch_failed`   | the whole batch failed (e.g. `token_limit_exceeded`), so no answer; |
 |                  | also Portkey's `file_upload_failed` and `batch_start_failed`      |
 
-Other outcomes (`client_error` for a 4xx, `batch_cancelled`) are final: sending them
-again would fail the same way, or undo what the user asked for.
+Other outcomes (`client_error` for a 4xx, or for an answer longer than the bound of one
+result line, see lines.py; `batch_cancelled`) are final: sending them again would fail the
+same way, or undo what the user asked for.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterator
+from collections.abc import Container
 from pathlib import Path
 from urllib.parse import quote
 
 from reconciler.api.reader import BatchReader
 from reconciler.common import atomic
 from reconciler.common.ownership import DEFAULT_RUN
+from reconciler.engine.lines import result_lines
 from reconciler.plans.runs import file_part
 from reconciler.state.model import BatchRecord
 
@@ -108,28 +109,16 @@ def _file_name(file_id: str) -> str:
     return name if len(name) <= 200 else hashlib.sha256(file_id.encode()).hexdigest()
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    """(byte offset, parsed line) for each JSON object line of a result file."""
-    offset = 0
-    with path.open("rb") as stream:
-        for raw in stream:
-            if raw.strip():
-                try:
-                    line = json.loads(raw)
-                except ValueError:
-                    line = None
-                if isinstance(line, dict):
-                    yield offset, line
-            offset += len(raw)
-
-
-def part_outcomes(attempts: list[tuple[BatchRecord, list[Path]]]) -> dict[str, str | None]:
-    """custom_id → final outcome over a part's attempts, oldest first; success is final."""
+def part_outcomes(
+    attempts: list[tuple[BatchRecord, list[Path]]], sent: Container[str]
+) -> dict[str, str | None]:
+    """custom_id → final outcome over a part's attempts, oldest first; success is final. Only
+    the part's own requests (`sent`): a line for any other is the server's mistake."""
     outcomes: dict[str, str | None] = {}
     for _, files in attempts:
         for path in files:
-            for _, line in read_lines(path):
-                custom_id = line.get("custom_id")
-                if isinstance(custom_id, str) and outcomes.get(custom_id, "") is not None:
+            for _, line in result_lines(path, sent):
+                custom_id = str(line["custom_id"])
+                if outcomes.get(custom_id, "") is not None:
                     outcomes[custom_id] = classify(line)
     return outcomes

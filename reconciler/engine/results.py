@@ -2,8 +2,9 @@
 
 Each line is shaped like the API's own output lines, `{"custom_id", "response", "error"}`,
 plus `batch_id` and `attempt`.  Output order is not guaranteed by the API, so lines are
-joined on custom_id through an index of byte offsets, one part at a time: memory grows with
-a part's request count, not with the size of the files.
+joined on custom_id through an index of byte offsets, one part at a time, holding only the
+part's own requests: memory grows with a part's request count, not with the size of the
+files nor with what else the server put in them (lines.py bounds each line).
 """
 
 from __future__ import annotations
@@ -11,22 +12,35 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from reconciler.api.reader import BatchReader
 from reconciler.common import atomic
 from reconciler.common.errors import ApiStatusError, ResultsGoneError
-from reconciler.engine.outcomes import WorkDir, classify, read_lines, unanswered_reason
+from reconciler.engine.lines import read_line_at, result_lines
+from reconciler.engine.outcomes import WorkDir, classify, unanswered_reason
 from reconciler.engine.results_check import results_file, stored_path
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import attempts_by_part, job_status
 from reconciler.state.model import BatchRecord, JobState, ResultsRecord
 
-# custom_id → (file, byte offset, batch id, attempt)
-Index = dict[str, tuple[Path, int, str, int]]
+
+@dataclass(frozen=True)
+class Found:
+    """Where a request's answer is: a line of a result file, or (`line`) what stands for it."""
+
+    path: Path
+    offset: int | None
+    batch_id: str
+    attempt: int
+    line: dict[str, object] | None = None  # an answer too long to keep: the error instead
+
+
+Index = dict[str, Found]  # custom_id → its answer
 
 
 def collect_results(
@@ -83,7 +97,8 @@ def write_results(
     with atomic.replacing(target, durable=True) as out:
         for part in job.part_specs:
             part_attempts = attempts.get(part.index, [])
-            index = _index(part_attempts, work)
+            sent = {custom_id for custom_id, _ in part_lines(Path(job.input_path), part)}
+            index = _index(part_attempts, work, sent)
             last = part_attempts[-1] if part_attempts else None
             missing = (
                 (unanswered_reason(last), last.batch_id, last.retry)
@@ -94,8 +109,8 @@ def write_results(
                 handles: dict[Path, BinaryIO] = {}
                 for custom_id, _ in part_lines(Path(job.input_path), part):
                     where = index.get(custom_id)
-                    if where and where[0] not in handles:
-                        handles[where[0]] = stack.enter_context(where[0].open("rb"))
+                    if where and where.line is None and where.path not in handles:
+                        handles[where.path] = stack.enter_context(where.path.open("rb"))
                     line = _result_line(custom_id, where, handles, missing)
                     digest.update(line)
                     out.write(line)
@@ -109,17 +124,18 @@ def write_results(
     )
 
 
-def _index(attempts: list[BatchRecord], work: WorkDir) -> Index:
+def _index(attempts: list[BatchRecord], work: WorkDir, sent: Container[str]) -> Index:
     """Later attempts override earlier ones, but a success is never overridden."""
     index: Index = {}
     succeeded: set[str] = set()
     for attempt in attempts:
         for path in work.result_files(attempt):
-            for offset, line in read_lines(path):
-                custom_id = line.get("custom_id")
-                if not isinstance(custom_id, str) or custom_id in succeeded:
+            for offset, line in result_lines(path, sent):
+                custom_id = str(line["custom_id"])
+                if custom_id in succeeded:
                     continue
-                index[custom_id] = (path, offset, attempt.batch_id, attempt.retry)
+                kept = line if offset is None else None
+                index[custom_id] = Found(path, offset, attempt.batch_id, attempt.retry, kept)
                 if classify(line) is None:
                     succeeded.add(custom_id)
     return index
@@ -127,7 +143,7 @@ def _index(attempts: list[BatchRecord], work: WorkDir) -> Index:
 
 def _result_line(
     custom_id: str,
-    where: tuple[Path, int, str, int] | None,
+    where: Found | None,
     handles: dict[Path, BinaryIO],
     missing: tuple[str, str | None, int | None],
 ) -> bytes:
@@ -142,15 +158,15 @@ def _result_line(
             "attempt": attempt,
         }
     else:
-        path, offset, batch_id, attempt = where
-        stream = handles[path]
-        stream.seek(offset)
-        found = json.loads(stream.readline())
+        found = where.line
+        if found is None:
+            assert where.offset is not None
+            found = json.loads(read_line_at(handles[where.path], where.offset))
         line = {
             "custom_id": custom_id,
             "response": found.get("response"),
             "error": found.get("error"),
-            "batch_id": batch_id,
-            "attempt": attempt,
+            "batch_id": where.batch_id,
+            "attempt": where.attempt,
         }
     return (json.dumps(line, separators=(",", ":")) + "\n").encode()

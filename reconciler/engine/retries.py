@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -118,8 +118,8 @@ class Fetch:
     work: WorkDir
     reader: BatchReader
 
-    def outcomes(self, attempts: Sequence[BatchRecord]) -> dict[str, str | None]:
-        return part_outcomes([(a, self.work.download(self.reader, a)) for a in attempts])
+    def outcomes(self, attempts: Sequence[BatchRecord], sent: Container[str]) -> dict[str, str | None]:
+        return part_outcomes([(a, self.work.download(self.reader, a)) for a in attempts], sent)
 
 
 def _next_attempt(
@@ -147,7 +147,8 @@ def _after(
     if not (retry_left or resume):
         return None
     reasons = (("batch_cancelled",) if resume else ()) + (job.retry_on if retry_left else ())
-    return PartRetry(part, number, fetch.outcomes(attempts), unanswered_reason(latest), reasons)
+    sent = {custom_id for custom_id, _ in part_lines(Path(job.input_path), part)}
+    return PartRetry(part, number, fetch.outcomes(attempts, sent), unanswered_reason(latest), reasons)
 
 
 def write_retry_input(input_path: Path, retry: PartRetry, out: BinaryIO) -> int:

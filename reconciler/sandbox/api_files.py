@@ -8,6 +8,7 @@ from pathlib import Path
 
 from reconciler.sandbox.exchange import Call, Reply, listing
 from reconciler.sandbox.faults import server_fault
+from reconciler.sandbox.files import scaled
 from reconciler.sandbox.multipart import Form, boundary_of, parse_form
 from reconciler.sandbox.problems import ApiProblem, bad_request, invalid_value, missing, not_found
 from reconciler.sandbox.records import FileRecord
@@ -50,6 +51,8 @@ def _store(call: Call, form: Form) -> FileRecord:
     if purpose == "batch" and not sent.filename.lower().endswith(".jsonl"):
         raise bad_request("Invalid file format for Batch API. Must be .jsonl", param="file")
     lifetime = _lifetime(form, purpose)
+    if lifetime is not None:
+        lifetime = scaled(lifetime, call.config.file_lifetime_scale)
     return call.files.add(sent.path, os.path.basename(sent.filename), purpose, expires_after=lifetime)
 
 

@@ -15,6 +15,7 @@ TIMELINE_KNOBS = (
     "finalizing_seconds",
     "expiry_seconds",
     "start_failure",
+    "file_lifetime_scale",
 )
 # The terminal statuses Portkey adds when its upload to the provider, or the provider's batch
 # start, fails: the batch never runs.
@@ -57,9 +58,23 @@ class SandboxConfig(BaseModel):
         None, pattern=r"^https?://\S+$", description="POST a signed batch.* event here when a batch ends."
     )
     webhook_secret: str | None = Field(None, description="The whsec_ secret webhooks are signed with.")
-    webhook_attempts: int = Field(5, ge=1, le=20, description="Tries per webhook before giving up.")
+    webhook_attempts: int | None = Field(
+        None, ge=1, description="Tries per webhook at most; unset: as many as the retry window holds."
+    )
     webhook_retry_seconds: float = Field(
-        1.0, ge=0, description="Wait before the second try of a webhook; doubled for each next one."
+        5.0, gt=0, description="Wait before the second try of a webhook; doubled for each next one."
+    )
+    webhook_retry_window_seconds: float = Field(
+        72 * 3600.0,
+        ge=0,
+        description="No webhook is tried again later than this after its first try (OpenAI: 72 hours).",
+    )
+    file_lifetime_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Multiplies every file's lifetime (expires_after, output_expires_after, the "
+        "30-day defaults), so a test can watch files expire; expires_at shows the result.",
     )
 
     @field_validator("webhook_secret")

@@ -57,10 +57,12 @@ class Call:
 
 
 def listing(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """The OpenAPI schema types `first_id` and `last_id` as strings, never null: an empty list
+    has empty ones."""
     return {
         "object": "list",
         "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
+        "first_id": data[0]["id"] if data else "",
+        "last_id": data[-1]["id"] if data else "",
         "has_more": has_more,
     }

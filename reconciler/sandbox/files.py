@@ -2,11 +2,15 @@
 
 The metadata is written last, so a file exists for readers only once its bytes are complete;
 deleting removes the metadata first for the same reason. Ids sort by creation time.
+
+A file past its `expires_at` is gone, as at the real API: whoever reads it first deletes it
+(a 404 from then on), and `sweep` deletes the rest while nobody asks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import secrets
@@ -29,6 +33,8 @@ class FileStore:
         self.spool.mkdir(parents=True, exist_ok=True)
         self._cache: StatCache[FileRecord] = StatCache(FileRecord.model_validate_json)
         self._listing = Listing(self.folder, _FILE_ID)
+        self._swept: list[str] | None = None  # the listing the last sweep went through
+        self._next_expiry: int | None = None  # the earliest expires_at it left
         self._remove_abandoned_uploads()
 
     def data_path(self, file_id: str) -> Path:
@@ -71,7 +77,29 @@ class FileStore:
     def get(self, file_id: str) -> FileRecord | None:
         if not _FILE_ID.match(file_id):
             return None
-        return self._cache.read(os.path.join(self.folder, f"{file_id}.json"))
+        record = self._cache.read(os.path.join(self.folder, f"{file_id}.json"))
+        if record is not None and expired(record, time.time()):
+            self._remove(file_id)
+            return None
+        return record
+
+    def sweep(self, now: float) -> None:
+        """Deletes every expired file. Cheap when nothing is due: the folder is read again only
+        when it changed or the earliest expiry it holds has come."""
+        ids = self._listing.ids()  # the same list while the folder is unchanged
+        due = self._next_expiry
+        if ids is self._swept and (due is None or now < due):
+            return
+        upcoming: list[int] = []
+        for file_id in ids:
+            record = self._cache.read(os.path.join(self.folder, f"{file_id}.json"))
+            if record is None or record.expires_at is None:
+                continue
+            if expired(record, now):
+                self._remove(file_id)
+            else:
+                upcoming.append(record.expires_at)
+        self._swept, self._next_expiry = ids, min(upcoming, default=None)
 
     def open(self, file_id: str) -> BinaryIO | None:
         """The content, open: it stays readable even if the file is deleted meanwhile."""
@@ -85,13 +113,16 @@ class FileStore:
     def delete(self, file_id: str) -> bool:
         if self.get(file_id) is None:
             return False
+        self._remove(file_id)
+        return True
+
+    def _remove(self, file_id: str) -> None:
         meta = self.folder / f"{file_id}.json"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(meta)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.data_path(file_id))
         self._cache.forget(str(meta))
-        return True
 
     def page(
         self, *, after: str | None, limit: int, newest_first: bool, purpose: str | None
@@ -117,3 +148,12 @@ class FileStore:
                 with contextlib.suppress(OSError):
                     if entry.stat().st_mtime < cutoff:
                         os.unlink(entry.path)
+
+
+def expired(record: FileRecord, now: float) -> bool:
+    return record.expires_at is not None and record.expires_at <= now
+
+
+def scaled(lifetime: int, scale: float) -> int:
+    """A lifetime in whole seconds under the `file_lifetime_scale` knob; at least one second."""
+    return max(1, math.ceil(lifetime * scale))

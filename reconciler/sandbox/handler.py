@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 from http.server import BaseHTTPRequestHandler
 from typing import Any, BinaryIO, cast
@@ -86,6 +87,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(size))
+        # Every answer of the real API carries one; the official SDK reads it (`_request_id`).
+        self.send_header("x-request-id", f"req_{secrets.token_hex(16)}")
         for name, value in reply.headers.items():
             self.send_header(name, value)
         if self.close_connection:

@@ -17,6 +17,8 @@ class Frozen(BaseModel):
 
 
 class FileRecord(Frozen):
+    """The File object; `expires_at` (unix seconds) is when the file is deleted, None: never."""
+
     id: str
     object: Literal["file"] = "file"
     bytes: int
@@ -41,6 +43,7 @@ class Timeline(Frozen):
     finalizing_seconds: float
     expiry_seconds: float
     start_failure: str | None = None  # a Portkey terminal status the batch ends in, unrun
+    file_lifetime_scale: float = 1.0  # of its output and error files' lifetime
 
 
 class Usage(Frozen):

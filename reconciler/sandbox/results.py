@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from reconciler.sandbox import model
 from reconciler.sandbox.disk import sortable_id
-from reconciler.sandbox.files import FileStore
+from reconciler.sandbox.files import FileStore, scaled
 from reconciler.sandbox.lifecycle import Moment
 from reconciler.sandbox.rawjson import Fragments
 from reconciler.sandbox.records import BatchRecord, Outcome, Usage
@@ -93,7 +93,8 @@ def _keep(files: FileStore, temp: Path, record: BatchRecord, kind: str, finished
         return None
     tail = hashlib.sha256(f"{record.id}\x00{kind}".encode()).hexdigest()[:16]
     file_id = sortable_id("file-", int(finished_at * 1e9), tail)
-    lifetime = record.output_expires_seconds or OUTPUT_LIFETIME_SECONDS
+    requested = record.output_expires_seconds or OUTPUT_LIFETIME_SECONDS
+    lifetime = scaled(requested, record.timeline.file_lifetime_scale)
     filename = f"{record.id}_{kind}.jsonl"
     expires = int(finished_at) + lifetime
     return files.adopt(temp, file_id, filename, "batch_output", finished_at, expires).id

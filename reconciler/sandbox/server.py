@@ -12,6 +12,7 @@ from typing import Any
 
 from reconciler.sandbox.app import App
 from reconciler.sandbox.config import SandboxConfig
+from reconciler.sandbox.expiry import FileJanitor
 from reconciler.sandbox.handler import Handler
 from reconciler.sandbox.webhooks import WebhookSender
 
@@ -57,12 +58,17 @@ class Sandbox:
     """A running sandbox. `with start_sandbox(...) as sandbox:` stops it on the way out."""
 
     def __init__(
-        self, server: _Server, thread: threading.Thread, data_dir: Path, app: App, sender: WebhookSender
+        self,
+        server: _Server,
+        thread: threading.Thread,
+        data_dir: Path,
+        app: App,
+        helpers: tuple[WebhookSender, FileJanitor],
     ) -> None:
         self._server = server
         self._thread = thread
         self._app = app
-        self._sender = sender
+        self._helpers = helpers
         self.data_dir = data_dir
         host, port = server.server_address[:2]
         reachable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(str(host), str(host))
@@ -84,7 +90,8 @@ class Sandbox:
         self._app.reset_counts()
 
     def stop(self) -> None:
-        self._sender.stop()
+        for helper in self._helpers:
+            helper.stop()
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join()
@@ -121,5 +128,7 @@ def start_sandbox(
     )
     thread.start()
     sender = WebhookSender(app)  # idle until webhook_url and webhook_secret are set
-    sender.start()
-    return Sandbox(server, thread, data_dir, app, sender)
+    janitor = FileJanitor(app.files)
+    for helper in (sender, janitor):
+        helper.start()
+    return Sandbox(server, thread, data_dir, app, (sender, janitor))

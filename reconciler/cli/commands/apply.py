@@ -15,7 +15,7 @@ from reconciler.common.errors import PlanRefusedError, UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
 from reconciler.engine.events import EventLog
-from reconciler.engine.notify.announce import announce
+from reconciler.engine.notify.announce import NotifyBudget, announce
 from reconciler.engine.passes import converge
 from reconciler.engine.scope import Scope
 from reconciler.engine.workspace import load_state, prepare
@@ -72,7 +72,7 @@ def command(
             allow_over_budget=allow_over_budget,
             scope=scope,
         )
-    announce(ws, EventLog("text", sys.stdout), "reconciler apply")
+    announce(ws, EventLog("text", sys.stdout), "reconciler apply", NotifyBudget())
     return report_outcome(plan, outcome)
 
 

@@ -17,7 +17,7 @@ from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
 from reconciler.engine.events import EventLog
-from reconciler.engine.notify.announce import announce
+from reconciler.engine.notify.announce import NotifyBudget, announce
 from reconciler.engine.scope import Scope
 from reconciler.engine.transitions import report_transitions
 from reconciler.engine.wait import COMMAND, WaitOptions, converge_until_done, default_timeout
@@ -111,7 +111,7 @@ def command(
 
 
 def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, options: WaitOptions) -> int:
-    previous = [before]
+    previous, notify_budget = [before], NotifyBudget()  # one for every pass of the run
     with WaitProgress(EventLog("text", sys.stdout), live=options.wait and sys.stdout.isatty()) as progress:
         log = EventLog("text", sys.stdout)  # made here: a live bar routes stdout above itself
 
@@ -128,10 +128,10 @@ def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, opt
             if options.wait:
                 progress.update(state, ws.desired)
             previous[0] = state
-            announce(ws, log, COMMAND, patience=0.0)  # between passes: only what is due now
+            announce(ws, log, COMMAND, notify_budget, patience=0.0)  # between passes: what is due now
 
         plan, total = converge_until_done(ws, apis, options, shown)
-        announce(ws, log, COMMAND)
+        announce(ws, log, COMMAND, notify_budget)
     return report_outcome(plan, total)
 
 

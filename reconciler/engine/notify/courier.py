@@ -1,13 +1,15 @@
 """A round of deliveries: every notice that is due, to every channel still owed it.
 
 Used by the daemon's announcer thread and by CLI runs. A failed send is logged and retried
-later with backoff (the outbox keeps when); nothing here raises into a pass.
+later with backoff (the outbox keeps when); nothing here raises into a pass. Each send is
+bounded as a whole (send.py); a round given a deadline starts no send past it, and what it
+did not send stays in the outbox as it was.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 
@@ -15,7 +17,7 @@ from reconciler.common.errors import ReconcilerError
 from reconciler.engine.events import EventLog
 from reconciler.engine.notify.detect import retry_in
 from reconciler.engine.notify.outbox import OpenState, current, settle
-from reconciler.engine.notify.send import SEND_TIMEOUT, Channel, channel, deliver
+from reconciler.engine.notify.send import CLIENT_LIMITS, SEND_SECONDS, Channel, channel, deliver
 from reconciler.specs.models import NotificationSpec
 from reconciler.state.model import Notice
 
@@ -28,24 +30,30 @@ class Courier:
     ) -> None:
         self.open_state, self.command, self.source, self.log = open_state, command, source, log
         self.counted = counted or (lambda name, ok: None)
-        self.client = httpx.Client(timeout=SEND_TIMEOUT, follow_redirects=False)
+        self.client = httpx.Client(timeout=SEND_SECONDS, limits=CLIENT_LIMITS, follow_redirects=False)
         self.unsettled: dict[tuple[str, str], bool] = {}  # sent, but not yet recorded in the state
 
     def close(self) -> None:
         self.client.close()
 
-    def round(self, notifications: Mapping[str, NotificationSpec], env: Mapping[str, str]) -> float | None:
-        """Sends what is due; returns when the next send is due (unix time), None when nothing is owed."""
+    def round(
+        self,
+        notifications: Mapping[str, NotificationSpec],
+        env: Mapping[str, str],
+        ends_at: float | None = None,
+    ) -> float | None:
+        """Sends what is due, none starting past `ends_at` (monotonic); returns when the next send
+        is due (unix time), None when nothing is owed."""
         state = current(self.open_state)
         outbox = state.notices.outbox if state.notices else ()
         now, results = time.time(), dict(self.unsettled)
         channels: dict[str, Channel | str] = {}
-        for notice in outbox:
-            for name in notice.to if notice.next_attempt <= now else ():
-                if (notice.id, name) not in results and name in notifications:
-                    target = channels.get(name) or self._channel(name, notifications[name], env)
-                    channels[name] = target
-                    results[(notice.id, name)] = self._send(target, notice)
+        for notice, name in self._owed(outbox, notifications, now, set(results)):
+            if ends_at is not None and time.monotonic() >= ends_at:
+                break
+            target = channels.get(name) or self._channel(name, notifications[name], env)
+            channels[name] = target
+            results[(notice.id, name)] = self._send(target, notice, ends_at)
         if results:
             self.unsettled = results
             after = settle(self.open_state, results, set(notifications), time.time(), self.command)
@@ -54,19 +62,35 @@ class Courier:
             outbox = after.notices.outbox if after.notices else ()
         return min((n.next_attempt for n in outbox), default=None)
 
+    @staticmethod
+    def _owed(
+        outbox: tuple[Notice, ...],
+        notifications: Mapping[str, NotificationSpec],
+        now: float,
+        done: set[tuple[str, str]],
+    ) -> Iterator[tuple[Notice, str]]:
+        for notice in outbox:
+            for name in notice.to if notice.next_attempt <= now else ():
+                if (notice.id, name) not in done and name in notifications:
+                    yield notice, name
+
     def _channel(self, name: str, spec: NotificationSpec, env: Mapping[str, str]) -> Channel | str:
         try:
             return channel(name, spec, env)
         except ReconcilerError as error:
             return str(error)
 
-    def _send(self, target: Channel | str, notice: Notice) -> bool:
+    def _send(self, target: Channel | str, notice: Notice, ends_at: float | None) -> bool:
         if isinstance(target, str):  # a variable missing: the channel's own problem, said each try
             self.log.error(
                 "notify_failed", f"{notice.job}: {notice.event} not sent: {target}", job=notice.job
             )
             return False
-        reason = deliver(self.client, target, notice, self.source)
+        own = time.monotonic() + SEND_SECONDS
+        if ends_at is not None and ends_at < own:
+            reason = deliver(self.client, target, notice, self.source, ends_at, "by this run's deadline")
+        else:
+            reason = deliver(self.client, target, notice, self.source, own, f"within {SEND_SECONDS:g}s")
         self.counted(target.name, reason is None)
         if reason is None:
             message = f"{notice.job}: {notice.event} sent to notification {target.name}"

@@ -1,11 +1,21 @@
 """One message to one channel. `${VAR}`s in the URL and headers are expanded here, at the last
 moment, and every reason a send failed is our own words: never the URL, a header or a value.
+
+A send is bounded in time as a whole, not per read: at its deadline its socket is shut down,
+so a channel that answers a byte at a time cannot hold it. Only the answer's status is read,
+never its body: a channel answering with gigabytes costs nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -16,7 +26,11 @@ from reconciler.specs.notify_fields import url_problem
 from reconciler.specs.secrets import expand, sendable, variables_in
 from reconciler.state.model import Notice
 
-SEND_TIMEOUT = httpx.Timeout(10.0, connect=5.0)  # a hanging channel holds only the courier
+SEND_SECONDS = 10.0  # one message, whole: connecting, sending it, the answer's status
+CONNECT_SECONDS = 5.0
+# One connection per message (no keep-alive): each send's socket is its own to cut off.
+CLIENT_LIMITS = httpx.Limits(max_keepalive_connections=0)
+_SOCKET_EVENTS = ("connection.connect_tcp.complete", "connection.start_tls.complete")
 
 
 @dataclass(frozen=True)
@@ -49,19 +63,88 @@ def channel(name: str, spec: NotificationSpec, env: Mapping[str, str]) -> Channe
     return Channel(name, url, headers, spec.format, secrets)
 
 
-def deliver(client: httpx.Client, target: Channel, notice: Notice, source: str) -> str | None:
-    """None when the channel took it (any 2xx); else why not, in a few words."""
+def deliver(
+    client: httpx.Client, target: Channel, notice: Notice, source: str, ends_at: float, deadline: str
+) -> str | None:
+    """None when the channel took it (any 2xx) before `ends_at` (monotonic); else why not.
+    `deadline` says what `ends_at` is, for the reason (`within 10s`)."""
     content, content_type = body(notice, target.format, source)
     headers = {**target.headers, "Content-Type": content_type}
-    try:
-        response = client.post(target.url, content=content, headers=headers)
-    except httpx.TimeoutException:
-        return "timed out"
-    except httpx.HTTPError as error:
-        return _scrubbed(f"cannot connect ({type(error).__name__})", target)
-    if 200 <= response.status_code < 300:
+    left = ends_at - time.monotonic()
+    if left <= 0:
+        return f"no time left {deadline}"
+    timeout = httpx.Timeout(left, connect=min(CONNECT_SECONDS, left))
+    with _Cutoff(left) as cutoff:
+        try:
+            request = client.build_request(
+                "POST",
+                target.url,
+                content=content,
+                headers=headers,
+                timeout=timeout,
+                extensions=cutoff.extensions,
+            )
+            with contextlib.closing(client.send(request, stream=True)) as response:
+                status = response.status_code  # the body is never read
+        except httpx.TimeoutException:
+            return f"no answer {deadline}"
+        except httpx.HTTPError as error:
+            if cutoff.fired:
+                return f"no answer {deadline}"
+            return _scrubbed(f"cannot connect ({type(error).__name__})", target)
+    if 200 <= status < 300:
         return None
-    return f"HTTP {response.status_code}"
+    return f"HTTP {status}"
+
+
+class _Cutoff:
+    """Shuts the request's sockets down `seconds` from now, waking any read or write on them."""
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {"trace": self._trace}
+
+    def __enter__(self) -> _Cutoff:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._timer.cancel()
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: each socket this request opens, as it opens it."""
+        if event not in _SOCKET_EVENTS:
+            return
+        stream = info.get("return_value")
+        found = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(found, socket.socket):
+            return
+        with self._lock:
+            self._sockets.append(found)
+            late = self.fired
+        if late:
+            _shut(found)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for found in sockets:
+            _shut(found)
+
+
+def _shut(found: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        found.shutdown(socket.SHUT_RDWR)
 
 
 def _scrubbed(text: str, target: Channel) -> str:
