@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from reconciler.common.seconds import parse_seconds
+from reconciler.common.limits import parse_seconds
 from reconciler.specs.inputs.cache import drop_cache
 from reconciler.specs.paths import resolve_paths
 from reconciler.specs.settings import read_settings
@@ -143,7 +143,7 @@ def planning_options(func: F) -> F:
 
 
 class Seconds(click.ParamType[float]):
-    """A number of seconds: finite and within bounds (common/seconds.py). click's FloatRange
+    """A number of seconds: finite and within bounds (common/limits.py). click's FloatRange
     lets `inf` through, which overflows the daemon's waits, and `nan`, which passes any range."""
 
     name = "seconds"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reconciler.common import atomic
+from reconciler.common import fileops
 from reconciler.common.errors import UserError
 from reconciler.plans.changes import Plan
 from reconciler.plans.document import checked_document, plan_document
@@ -25,7 +25,7 @@ def save_plan(
     document = plan_document(
         plan, owner_tag=owner_tag, lineage=lineage, targets=targets, replace=replace, stamp=stamp
     )
-    atomic.write_bytes(Path(path), (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+    fileops.write_bytes(Path(path), (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
 
 
 def load_plan(path: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from reconciler.common import holder_lock
+from reconciler.common import fileops
 from reconciler.common.errors import LockHeldError
 
 COMMAND = "reconciler reconcile --watch"
@@ -25,10 +25,10 @@ def daemon_lock_path(state: Path) -> Path:
 def hold_daemon_lock(state: Path) -> Iterator[Path]:
     """Held until the block ends (or the process dies: the kernel drops a flock with its owner)."""
     path = daemon_lock_path(state)
-    with holder_lock.holding(path, COMMAND, timeout=0) as held:
+    with fileops.holding(path, COMMAND, timeout=0) as held:
         if not held:
             raise LockHeldError(
-                f"{state}: another daemon already reconciles this state file: {holder_lock.holder(path)}; "
+                f"{state}: another daemon already reconciles this state file: {fileops.holder(path)}; "
                 "stop it first, or give this one another --state"
             )
         yield path

@@ -17,8 +17,7 @@ from reconciler.api.backoff import Backoff
 from reconciler.api.client import ProviderApi
 from reconciler.api.transport import DEFAULT_BACKOFF, Transport
 from reconciler.common.errors import UserError
-from reconciler.common.limits import SANDBOX
-from reconciler.common.seconds import parse_seconds
+from reconciler.common.limits import SANDBOX, parse_seconds
 from reconciler.specs.loader import LoadedRepo
 from reconciler.specs.paths import RepoPaths
 from reconciler.specs.secrets import expand_headers, variables_in

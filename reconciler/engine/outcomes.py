@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from reconciler.api.reader import BatchReader
-from reconciler.common import atomic
+from reconciler.common import fileops
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.engine.lines import result_lines
 from reconciler.plans.runs import file_part
@@ -77,7 +77,7 @@ class WorkDir:
         self.path.mkdir(parents=True, exist_ok=True)
         for file_id, target in self._targets(batch):
             if not target.exists():
-                with atomic.replacing(target) as out:
+                with fileops.replacing(target) as out:
                     reader.download_file(file_id, out)
         return self.result_files(batch)
 
@@ -87,7 +87,7 @@ class WorkDir:
 
     def download_one(self, reader: BatchReader, file_id: str, target: Path) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        with atomic.replacing(target) as out:
+        with fileops.replacing(target) as out:
             reader.download_file(file_id, out)
 
     def targets(self, batch: BatchRecord) -> list[tuple[str, Path]]:

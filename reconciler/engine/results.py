@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from reconciler.api.reader import BatchReader
-from reconciler.common import atomic
+from reconciler.common import fileops
 from reconciler.common.errors import ApiStatusError, ResultsGoneError
 from reconciler.engine.lines import read_line_at, result_lines
 from reconciler.engine.outcomes import WorkDir, classify, unanswered_reason
@@ -94,7 +94,7 @@ def write_results(
     """Writes the results atomically and returns what the state records of them."""
     digest = hashlib.sha256()
     written = 0
-    with atomic.replacing(target, durable=True) as out:
+    with fileops.replacing(target, durable=True) as out:
         for part in job.part_specs:
             part_attempts = attempts.get(part.index, [])
             sent = {custom_id for custom_id, _ in part_lines(Path(job.input_path), part)}

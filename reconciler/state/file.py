@@ -1,6 +1,6 @@
 """Reading and writing the state file.
 
-Written atomically (common/atomic.py, fsynced) with sorted keys, two-space indented; the
+Written atomically (common/fileops.py, fsynced) with sorted keys, two-space indented; the
 previous good copy is kept beside it as `<name>.backup`.  Writers hold the state lock (lock.py).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
-from reconciler.common import atomic
+from reconciler.common import fileops
 from reconciler.common.errors import StateError
 from reconciler.state.document import REBUILD_HINT, parse_state
 from reconciler.state.model import FORMAT_VERSION, State
@@ -106,7 +106,7 @@ def write_state(path: Path, state: State) -> State:
     written = state.model_copy(update={"serial": state.serial + 1, "format_version": FORMAT_VERSION})
     encoded = encode_state(written)
     _known.pop(path, None)
-    with atomic.replacing(path, durable=True, before_replace=lambda: _keep_backup(path)) as out:
+    with fileops.replacing(path, durable=True, before_replace=lambda: _keep_backup(path)) as out:
         out.write(encoded)
     _remember(path, _identity(path), written)  # still under the state lock: no one else wrote
     return written

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.common import holder_lock
+from reconciler.common import fileops
 from reconciler.common.errors import LockHeldError, StateError
 from reconciler.state.backend import Version
 from reconciler.state.file import new_state, read_state, set_aside_damaged, write_state
@@ -81,10 +81,10 @@ def _serial_of(path: Path) -> int | None:
 @contextlib.contextmanager
 def _owner_lock(owner_tag: str, command: str, timeout: float) -> Iterator[None]:
     path = owner_lock_path(owner_tag)
-    with holder_lock.holding(path, command, timeout) as held:
+    with fileops.holding(path, command, timeout) as held:
         if not held:
             raise LockHeldError(
-                f"state is locked by {holder_lock.holder(path)} (owner {owner_tag}, in any checkout "
+                f"state is locked by {fileops.holder(path)} (owner {owner_tag}, in any checkout "
                 "or state file on this machine); wait for it to finish or stop it"
             )
         yield

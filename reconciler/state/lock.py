@@ -7,9 +7,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from reconciler.common import holder_lock
+from reconciler.common import fileops
 from reconciler.common.errors import LockHeldError, StateError
-from reconciler.common.seconds import parse_seconds
+from reconciler.common.limits import parse_seconds
 from reconciler.state.file import remove_stale_temps
 
 LOCK_TIMEOUT_ENV = "RECONCILER_LOCK_TIMEOUT"
@@ -22,9 +22,9 @@ def state_lock(path: Path, command: str, timeout: float | None = None) -> Iterat
     lock_timeout()), then fails naming the holder."""
     lock_path = path.with_name(path.name + ".lock")
     wait = lock_timeout() if timeout is None else timeout
-    with holder_lock.holding(lock_path, command, wait) as held:
+    with fileops.holding(lock_path, command, wait) as held:
         if not held:
-            holder = holder_lock.holder(lock_path)
+            holder = fileops.holder(lock_path)
             raise LockHeldError(f"state is locked by {holder}; wait for it to finish or stop it")
         remove_stale_temps(path)
         yield

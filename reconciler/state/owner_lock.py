@@ -4,7 +4,7 @@ The batches belong to the owner, not to a state file: two checkouts of one repo,
 daemon with `--state` elsewhere and a manual `apply` in the checkout, must not plan at the
 same time.  The lock file is keyed by the owner tag in a per-user runtime directory
 ($XDG_RUNTIME_DIR/reconciler, else <temp dir>/reconciler-<uid>), held with flock and naming
-its holder (common/holder_lock.py).  Across machines, only a shared backend can do this.
+its holder (common/fileops.py).  Across machines, only a shared backend can do this.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from reconciler.common import atomic
+from reconciler.common import fileops
 from reconciler.common.errors import WriteError
 from reconciler.common.limits import InputLimits
 from reconciler.specs.inputs.digest import InputDigest
@@ -51,4 +51,4 @@ def write_cache(path: Path, digests: dict[str, InputDigest]) -> None:
     """Atomically (temp file + rename); a cache that cannot be written is only a slower next run."""
     document = {"format_version": CACHE_FORMAT, "inputs": {k: asdict(d) for k, d in digests.items()}}
     with contextlib.suppress(OSError, WriteError):
-        atomic.write_bytes(path, json.dumps(document, indent=1, sort_keys=True).encode())
+        fileops.write_bytes(path, json.dumps(document, indent=1, sort_keys=True).encode())

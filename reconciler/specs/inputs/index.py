@@ -11,7 +11,7 @@ import contextlib
 import json
 from pathlib import Path
 
-from reconciler.common import atomic
+from reconciler.common import fileops
 from reconciler.common.errors import WriteError
 
 SUFFIX = ".idx"
@@ -23,7 +23,7 @@ def write_index(folder: Path, sha256: str, fingerprints: dict[str, bytes]) -> No
     """Best effort: an index that cannot be written only makes a later diff say less."""
     text = "".join(f"{json.dumps(custom_id)} {print_.hex()}\n" for custom_id, print_ in fingerprints.items())
     with contextlib.suppress(OSError, WriteError):
-        atomic.write_bytes(folder / f"{sha256}{SUFFIX}", text.encode())
+        fileops.write_bytes(folder / f"{sha256}{SUFFIX}", text.encode())
         _prune(folder)
 
 
