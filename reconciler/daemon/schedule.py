@@ -12,8 +12,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from reconciler.api.backoff import Backoff
 from reconciler.api.batch import is_terminal
+from reconciler.api.transport import Backoff
 from reconciler.plans.jobstatus import attempts_by_part
 from reconciler.plans.restarts import restart_at, restart_owed
 from reconciler.state.model import JobState, State

@@ -13,9 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import httpx
 
-from reconciler.api.backoff import Backoff
 from reconciler.api.client import ProviderApi
-from reconciler.api.transport import DEFAULT_BACKOFF, Transport
+from reconciler.api.transport import DEFAULT_BACKOFF, Backoff, Transport
 from reconciler.common.errors import UserError
 from reconciler.common.limits import SANDBOX, parse_seconds
 from reconciler.specs.loader import LoadedRepo
