@@ -11,9 +11,7 @@ import click
 
 from reconciler.common.limits import parse_seconds
 from reconciler.specs.inputs.cache import drop_cache
-from reconciler.specs.paths import resolve_paths
-from reconciler.specs.settings import read_settings
-from reconciler.specs.state_location import resolve_state_url
+from reconciler.specs.repo import read_settings, resolve_paths, resolve_state_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -18,7 +18,7 @@ from reconciler.engine.workspace import load_state, read_recorded
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.record import record
 from reconciler.specs import identity
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 from reconciler.state.model import State
 
 COMMAND = "reconciler status --refresh --save"

@@ -17,11 +17,10 @@ from reconciler.common.errors import Problem, SpecError
 from reconciler.engine.desired import desired_job
 from reconciler.engine.workspace import Workspace, provider_of
 from reconciler.specs.checkout import head
+from reconciler.specs.inputs.cache import digest_repo
 from reconciler.specs.inputs.digest import InputDigest
-from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedJob, LoadedProvider, LoadedRepo, scan_repo
-from reconciler.specs.paths import RepoPaths
-from reconciler.specs.repo_paths import display
+from reconciler.specs.repo import RepoPaths, display
 
 
 @dataclass(frozen=True)

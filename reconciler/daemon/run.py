@@ -36,7 +36,7 @@ from reconciler.engine.events import EventLog, warnings_to
 from reconciler.engine.workspace import Workspace, load_state
 from reconciler.specs import identity
 from reconciler.specs.loader import LoadedRepo
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 from reconciler.state.backend import open_backend
 from reconciler.state.pg_connect import display_url
 from reconciler.state.postgres_leader import LeaderLock

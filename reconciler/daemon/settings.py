@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.daemon.schedule import Cadence
-from reconciler.specs.paths import RepoPaths, resolve_paths
+from reconciler.specs.repo import RepoPaths, resolve_paths
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Which requests of a job's input changed since the state's record, for the plan to show.
 
-Compared through the request indexes kept where inputs are read (specs/inputs/index.py): the
+Compared through the request indexes kept where inputs are read (specs/inputs/cache.py): the
 old input is usually gone from the checkout, its index is not.  Without both indexes (a fresh
 CI runner, an input last read before indexes existed) the plan shows only counts and digests.
 """
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler.plans.changes import DesiredJob
-from reconciler.specs.inputs.index import compare, read_index
+from reconciler.specs.inputs.cache import compare, read_index
 from reconciler.state.model import State
 
 

@@ -35,7 +35,7 @@ from reconciler.plans.cost import with_estimates, with_table_prices
 from reconciler.plans.plan import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
 from reconciler.plans.runs import choose_run
-from reconciler.specs.inputs.repo import input_indexes
+from reconciler.specs.inputs.cache import input_indexes
 from reconciler.state.model import State
 
 

@@ -15,12 +15,11 @@ from reconciler.engine.desired import desired_job
 from reconciler.plans.changes import DesiredJob
 from reconciler.specs import identity
 from reconciler.specs.checkout import Commit, head
+from reconciler.specs.inputs.cache import digest_repo
 from reconciler.specs.inputs.digest import InputDigest
-from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedJob, LoadedRepo, load_repo
 from reconciler.specs.models import Provider
-from reconciler.specs.paths import RepoPaths
-from reconciler.specs.settings import PlanBudget
+from reconciler.specs.repo import PlanBudget, RepoPaths
 from reconciler.state.backend import StateBackend, open_backend
 from reconciler.state.model import State
 

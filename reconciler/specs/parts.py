@@ -16,7 +16,7 @@ from pathlib import Path
 from reconciler.common import fileops
 from reconciler.common.errors import Problem, SpecError
 from reconciler.common.limits import InputLimits
-from reconciler.specs.inputs.embeddings import EMBEDDINGS, line_inputs
+from reconciler.specs.inputs.tokens import EMBEDDINGS, line_inputs
 from reconciler.specs.slices import PartSpec
 
 CACHE_NAME = "parts-cache.json"

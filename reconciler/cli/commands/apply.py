@@ -21,7 +21,7 @@ from reconciler.engine.scope import Scope
 from reconciler.engine.workspace import load_state, prepare
 from reconciler.plans.changes import Plan
 from reconciler.plans.document import check_still_holds, saved_scope
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 
 
 @click.command()

@@ -17,7 +17,7 @@ from reconciler.common.errors import UserError
 from reconciler.daemon.load import load
 from reconciler.engine.connect import open_clients
 from reconciler.engine.download import download_results
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 
 
 @click.command()

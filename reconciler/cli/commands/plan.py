@@ -13,7 +13,7 @@ from reconciler.engine.passes import readers_of, refresh_and_plan
 from reconciler.engine.scope import Scope
 from reconciler.engine.workspace import load_state, prepare
 from reconciler.plans.budget import refused
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 
 
 @click.command()

@@ -23,7 +23,7 @@ from reconciler.engine.transitions import report_transitions
 from reconciler.engine.wait import COMMAND, WaitOptions, converge_until_done, default_timeout
 from reconciler.engine.workspace import Workspace, load_state, prepare
 from reconciler.plans.changes import Plan
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 from reconciler.state.file import new_state
 from reconciler.state.model import State
 

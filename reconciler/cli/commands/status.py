@@ -13,7 +13,7 @@ from reconciler.cli.render_status import status_json, status_table
 from reconciler.cli.render_status_detail import status_detail
 from reconciler.cli.status_view import only, status_view
 from reconciler.common.errors import UserError
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 
 
 @click.command()

@@ -21,8 +21,8 @@ import httpx
 
 from reconciler.common.errors import MissingVariableError, UserError
 from reconciler.engine.notify.messages import body
+from reconciler.specs.fields import url_problem
 from reconciler.specs.models import NotificationSpec
-from reconciler.specs.notify_fields import url_problem
 from reconciler.specs.secrets import expand, sendable, variables_in
 from reconciler.state.model import Notice
 
