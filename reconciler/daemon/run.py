@@ -1,10 +1,10 @@
 """`reconciler reconcile --watch`: the daemon.
 
-The main thread holds the daemon lock, serves the health endpoint and waits for SIGTERM
-or SIGINT (SIGHUP reloads the specs); the loop (watch_loop) runs on its own thread. On a
-stop signal the pass in flight gets a few seconds to finish; if it does not, it is
-abandoned — safe by construction, since every create's intent is in the state before its
-request goes out, and the state file is only ever replaced whole.
+The main thread holds the state backend's leadership guard (state/backend.Leadership), serves
+the health endpoint and waits for SIGTERM or SIGINT (SIGHUP reloads the specs); the loop
+(watch_loop) runs on its own thread. On a stop signal the pass in flight gets a few seconds to
+finish; if it does not, it is abandoned — safe by construction, since every create's intent is
+in the state before its request goes out, and the state file is only ever replaced whole.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from reconciler.daemon.board import Board
 from reconciler.daemon.health import serve_health
 from reconciler.daemon.hooks import Hooks
 from reconciler.daemon.leader import Role
-from reconciler.daemon.lock import hold_daemon_lock
 from reconciler.daemon.loop import Daemon
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.schedule import Cadence
@@ -33,13 +32,10 @@ from reconciler.daemon.wakeup import Waker
 from reconciler.daemon.web import Routes
 from reconciler.daemon.webhooks import WebhookInbox
 from reconciler.engine.events import EventLog, warnings_to
-from reconciler.engine.workspace import Workspace, load_state
+from reconciler.engine.workspace import Workspace, load_state, open_state
 from reconciler.specs import identity
 from reconciler.specs.loader import LoadedRepo
 from reconciler.specs.repo import RepoPaths
-from reconciler.state.backend import open_backend
-from reconciler.state.pg_connect import display_url
-from reconciler.state.postgres_leader import LeaderLock
 
 SHUTDOWN_GRACE_SECONDS = 3.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -61,7 +57,10 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
     owner = identity.resolve_owner(paths.repo, options.owner, paths.repo_settings())
     # A damaged state file or one of another owner would fail every pass: refuse to start
     # instead, before writing anything (the specs, in contrast, may be fixed while we run).
-    recorded = load_state(Workspace(paths, LoadedRepo({}, {}), {}, {}, owner))
+    ws = Workspace(paths, LoadedRepo({}, {}), {}, {}, owner)
+    with open_state(ws) as backend:
+        recorded = load_state(ws, backend=backend)
+        where, leadership = backend.where, backend.leadership()
     log = EventLog(options.log_format)
     settings = Settings(
         state=paths.state,
@@ -74,18 +73,17 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
         state_url=paths.state_url,
     )
     with contextlib.ExitStack() as stack:
-        if paths.state_url is None:  # one daemon per state file; on a database, replicas elect
-            stack.enter_context(hold_daemon_lock(paths.state))
+        # A state file: one daemon per file (LockHeldError for a second); a database: replicas elect.
+        stack.enter_context(leadership)
         waker, metrics = Waker(), Metrics()
         stack.enter_context(_stop_signals(waker, log))
         stack.enter_context(warnings_to(log))
         tag = identity.owner_tag(owner)
-        states = functools.partial(open_backend, paths.state, paths.state_url, tag)
+        states = functools.partial(open_state, ws)
         board, announcer = Board(), Announcer(states, tag, log, metrics)
         board.publish(state=recorded)
         inbox = WebhookInbox(board, waker.refresh, log, metrics) if options.health else None
-        role = Role(_leader_lock(paths, owner), log, metrics)
-        stack.callback(role.close)
+        role = Role(leadership, log, metrics)
         daemon = Daemon(settings, log, metrics, waker, Hooks(board, announcer, inbox), role)
         announcer.start()
         stack.callback(announcer.stop)
@@ -100,7 +98,6 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
                 f"dashboard on http://{shown}:{port}/, health on /healthz, metrics on /metrics",
                 port=port,
             )
-        where = display_url(paths.state_url) if paths.state_url else str(paths.state)
         log.info(
             "start",
             f"reconciling {paths.specs} into {where}; resync every {options.interval:g}s",
@@ -111,12 +108,6 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
         loop = threading.Thread(target=daemon.run, name="reconcile-loop", daemon=True)
         loop.start()
         return _until_stopped(loop, waker, log)
-
-
-def _leader_lock(paths: RepoPaths, owner: str) -> LeaderLock | None:
-    if paths.state_url is None:
-        return None
-    return LeaderLock(paths.state_url, identity.owner_tag(owner))
 
 
 def _until_stopped(loop: threading.Thread, waker: Waker, log: EventLog) -> int:

@@ -20,8 +20,9 @@ from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.loader import LoadedJob, LoadedRepo, load_repo
 from reconciler.specs.models import Provider
 from reconciler.specs.repo import PlanBudget, RepoPaths
-from reconciler.state.backend import StateBackend, open_backend
+from reconciler.state.backend import StateBackend
 from reconciler.state.model import State
+from reconciler.state.open import open_backend
 
 
 @dataclass(frozen=True)
