@@ -13,7 +13,7 @@ from reconciler.cli.render_usage import usage_cells, usage_lines
 from reconciler.cli.status_view import StatusView
 from reconciler.engine.results_check import recorded_location, results_problem
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.progress import duration, job_progress, parse_time
+from reconciler.plans.status import duration, job_progress, parse_time
 from reconciler.state.model import JobState, State
 
 STATUS_COLOURS = {

@@ -7,7 +7,7 @@ import time
 from reconciler.cli.render_status import first_errors, results_cell, sync
 from reconciler.cli.status_view import StatusView
 from reconciler.common.errors import UserError
-from reconciler.plans.progress import duration, job_progress
+from reconciler.plans.status import duration, job_progress
 from reconciler.state.model import BatchRecord, JobState
 
 BATCH_COLUMNS = ("BATCH", "PART", "ATTEMPT", "STATUS", "DONE/FAILED/TOTAL", "OUTPUT", "ERRORS")

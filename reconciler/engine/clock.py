@@ -1,5 +1,5 @@
 """The reconciler's clock: what time it is for schedules, `--replace`'s run names and when a
-failed start's restart is due (plans/restarts.py).
+failed start's restart is due (plans/status.py).
 
 `RECONCILER_NOW` (ISO 8601 with a zone, e.g. `2026-12-01T01:59:58Z`) starts this clock at that
 instant, from where it runs at the real pace: a test, or a rehearsal of a schedule, reaches a

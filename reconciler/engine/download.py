@@ -15,7 +15,7 @@ from reconciler.common.errors import UserError
 from reconciler.engine.outcomes import WorkDir
 from reconciler.engine.results import fetch_all, write_results
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.jobstatus import attempts_by_part, latest_per_part
+from reconciler.plans.status import attempts_by_part, latest_per_part
 from reconciler.state.model import JobState, ResultsRecord
 
 

@@ -22,7 +22,7 @@ from reconciler.engine.results import collect_results, rewrite_results
 from reconciler.engine.results_check import results_file, results_problem, stored_path
 from reconciler.engine.usage import meter_usage
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.history import updated_history
+from reconciler.plans.status import updated_history
 from reconciler.state.model import JobState, State
 
 

@@ -29,10 +29,9 @@ from reconciler.engine.schedules import at_time
 from reconciler.engine.scope import Scope
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Workspace, load_state, open_state
-from reconciler.plans.budget import check_budgets, refused, without_refused
 from reconciler.plans.changes import DesiredJob, Plan, PlanContext
-from reconciler.plans.cost import with_estimates, with_table_prices
-from reconciler.plans.plan import left_to_newer, live_by_job, make_plan
+from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
+from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
 from reconciler.plans.runs import choose_run
 from reconciler.specs.inputs.cache import input_indexes

@@ -25,7 +25,7 @@ from reconciler.engine.outcomes import WorkDir, classify, unanswered_reason
 from reconciler.engine.results_check import results_file, stored_path
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.jobstatus import attempts_by_part, job_status
+from reconciler.plans.status import attempts_by_part, job_status
 from reconciler.state.model import BatchRecord, JobState, ResultsRecord
 
 

@@ -12,7 +12,7 @@ from reconciler.engine.connect import open_clients
 from reconciler.engine.passes import readers_of, refresh_and_plan
 from reconciler.engine.scope import Scope
 from reconciler.engine.workspace import load_state, prepare
-from reconciler.plans.budget import refused
+from reconciler.plans.cost import refused
 from reconciler.specs.repo import RepoPaths
 
 
