@@ -18,7 +18,7 @@ from reconciler.cli.render_status_detail import file_cell
 from reconciler.cli.render_usage import usage_cells
 from reconciler.cli.status_view import StatusView
 from reconciler.common.usage import TokenUsage
-from reconciler.engine.results_check import results_problem
+from reconciler.engine.results import results_problem
 from reconciler.plans.changes import DesiredJob
 from reconciler.state.model import BatchRecord, JobState, RunRecord
 
@@ -108,7 +108,7 @@ def _results(job: JobState, wanted: DesiredJob | None, repo_root: Path) -> dict[
 
 
 def job_usage(job: JobState) -> dict[str, int] | None:
-    """Tokens metered from every finished batch's output lines (engine/usage.py); before any
+    """Tokens metered from every finished batch's output lines (engine/metering.py); before any
     is metered, what the provider reported per batch, if it did."""
     if job.usage:
         return _tokens(job.total_usage)

@@ -11,7 +11,7 @@ import click
 
 from reconciler.cli.render_usage import usage_cells, usage_lines
 from reconciler.cli.status_view import StatusView
-from reconciler.engine.results_check import recorded_location, results_problem
+from reconciler.engine.results import recorded_location, results_problem
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.status import duration, job_progress, parse_time
 from reconciler.state.model import JobState, State

@@ -10,11 +10,10 @@ from pathlib import Path
 
 from reconciler.common.errors import UserError
 from reconciler.daemon.load import load
-from reconciler.engine.checkouts import behind
 from reconciler.engine.connect import open_clients
+from reconciler.engine.converge import observe_and_record, readers_of, utc_now
 from reconciler.engine.observe import observe
-from reconciler.engine.passes import observe_and_record, readers_of, utc_now
-from reconciler.engine.workspace import load_state, read_recorded
+from reconciler.engine.workspace import behind, load_state, read_recorded
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.record import record
 from reconciler.specs import identity

@@ -14,11 +14,9 @@ from collections.abc import Mapping
 
 from reconciler.common.errors import ReconcilerError
 from reconciler.daemon.metrics import Metrics
+from reconciler.engine.converge import utc_now
 from reconciler.engine.events import EventLog
-from reconciler.engine.notify.announce import source_of
-from reconciler.engine.notify.courier import Courier
-from reconciler.engine.notify.outbox import OpenState, enqueue
-from reconciler.engine.passes import utc_now
+from reconciler.engine.notify.courier import Courier, OpenState, enqueue, source_of
 from reconciler.specs.loader import LoadedNotification
 from reconciler.specs.models import NotificationSpec
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from reconciler.daemon.board import Snapshot
 from reconciler.daemon.dashboard_parts import duration, esc, eta, progress, status, when
 from reconciler.daemon.dashboard_runs import next_run, run_shown, runs_table
-from reconciler.engine.transitions import describe
+from reconciler.engine.events import describe
 from reconciler.plans.changes import Slot
 from reconciler.state.model import JobState
 

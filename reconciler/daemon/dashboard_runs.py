@@ -6,7 +6,7 @@ import time
 
 from reconciler.daemon.dashboard_parts import esc, status
 from reconciler.engine import clock
-from reconciler.engine.schedules import slots_at
+from reconciler.engine.clock import slots_at
 from reconciler.plans.changes import Slot
 from reconciler.plans.runs import shown_run, slot_run
 from reconciler.state.model import JobState, RunRecord

@@ -26,8 +26,8 @@ from reconciler.daemon.settings import Settings
 from reconciler.daemon.wakeup import Waker
 from reconciler.engine import clock
 from reconciler.engine.apply.failures import server_wait
+from reconciler.engine.clock import seconds_until_next
 from reconciler.engine.events import EventLog
-from reconciler.engine.schedules import seconds_until_next
 from reconciler.engine.workspace import load_state
 from reconciler.specs.checkout import head
 

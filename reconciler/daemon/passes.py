@@ -19,7 +19,7 @@ from reconciler.daemon.load import Loaded
 from reconciler.daemon.schedule import REQUEST_BACKOFF
 from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.connect import open_clients
-from reconciler.engine.passes import converge, observe_and_record, readers_of
+from reconciler.engine.converge import converge, observe_and_record, readers_of
 from reconciler.plans.changes import Plan
 from reconciler.state.model import State
 

@@ -14,8 +14,7 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.passes import PassResult
 from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.apply.failures import Failure, describe, reason
-from reconciler.engine.events import EventLog
-from reconciler.engine.transitions import report_transitions
+from reconciler.engine.events import EventLog, report_transitions
 from reconciler.plans.changes import SYMBOLS, Action, Change
 
 

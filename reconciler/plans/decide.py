@@ -424,7 +424,7 @@ def make_plan(
 
 def left_to_newer(plan: Plan, reasons: Mapping[str, str]) -> Plan:
     """The plan with the changes to each job in `reasons` taken back: a writer whose checkout
-    is behind the commit that last changed the job (engine/checkouts.py) shows why, and does
+    is behind the commit that last changed the job (engine/workspace.py) shows why, and does
     nothing to it."""
     changes = tuple(
         dataclasses.replace(

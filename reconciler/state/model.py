@@ -115,7 +115,7 @@ class RunRecord(_Frozen):
 
 class AppliedFrom(_Frozen):
     """The git commit a change to a job was made from: a writer whose checkout is behind it
-    leaves the job alone (engine/checkouts.py)."""
+    leaves the job alone (engine/workspace.py)."""
 
     commit: str = Field(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
     committed_at: int  # its committer date, unix seconds: orders commits neither of which holds the other

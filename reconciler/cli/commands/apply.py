@@ -14,11 +14,10 @@ from reconciler.cli.saved_plan import load_plan
 from reconciler.common.errors import PlanRefusedError, UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
+from reconciler.engine.converge import converge
 from reconciler.engine.events import EventLog
-from reconciler.engine.notify.announce import NotifyBudget, announce
-from reconciler.engine.passes import converge
-from reconciler.engine.scope import Scope
-from reconciler.engine.workspace import load_state, prepare
+from reconciler.engine.notify.courier import NotifyBudget, announce
+from reconciler.engine.workspace import Scope, load_state, prepare
 from reconciler.plans.changes import Plan
 from reconciler.plans.document import check_still_holds, saved_scope
 from reconciler.specs.repo import RepoPaths

@@ -16,7 +16,7 @@ from reconciler.cli.status_view import StatusView, status_view
 from reconciler.common.errors import UserError
 from reconciler.daemon.load import load
 from reconciler.engine.connect import open_clients
-from reconciler.engine.download import download_results
+from reconciler.engine.results import download_results
 from reconciler.specs.repo import RepoPaths
 
 

@@ -9,9 +9,8 @@ from reconciler.cli.options import planning_options, repo_options
 from reconciler.cli.saved_plan import save_plan
 from reconciler.common.errors import UserError
 from reconciler.engine.connect import open_clients
-from reconciler.engine.passes import readers_of, refresh_and_plan
-from reconciler.engine.scope import Scope
-from reconciler.engine.workspace import load_state, prepare
+from reconciler.engine.converge import readers_of, refresh_and_plan
+from reconciler.engine.workspace import Scope, load_state, prepare
 from reconciler.plans.cost import refused
 from reconciler.specs.repo import RepoPaths
 

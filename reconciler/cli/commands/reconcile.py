@@ -16,12 +16,10 @@ from reconciler.cli.wait_progress import WaitProgress
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
-from reconciler.engine.events import EventLog
-from reconciler.engine.notify.announce import NotifyBudget, announce
-from reconciler.engine.scope import Scope
-from reconciler.engine.transitions import report_transitions
-from reconciler.engine.wait import COMMAND, WaitOptions, converge_until_done, default_timeout
-from reconciler.engine.workspace import Workspace, load_state, prepare
+from reconciler.engine.converge import COMMAND, WaitOptions, converge_until_done, default_timeout
+from reconciler.engine.events import EventLog, report_transitions
+from reconciler.engine.notify.courier import NotifyBudget, announce
+from reconciler.engine.workspace import Scope, Workspace, load_state, prepare
 from reconciler.plans.changes import Plan
 from reconciler.specs.repo import RepoPaths
 from reconciler.state.file import new_state

@@ -4,7 +4,7 @@ Each batch's output file is read once, streaming (from `.reconciler/work/` when 
 results already downloaded it, else straight from the provider without keeping it), and its
 sum is recorded in the job's state by batch id, so parts and retries add up and nothing is
 counted twice. The run's prices are recorded when it starts: its cost is priced as launched.
-Only lines for requests of the batch's part count, each line bounded (lines.py): what else a
+Only lines for requests of the batch's part count, each line bounded (outcomes.py): what else a
 server puts in the file is reported, never billed.
 """
 
@@ -20,8 +20,7 @@ from reconciler.api.batch import is_terminal
 from reconciler.api.reader import BatchReader
 from reconciler.common.errors import ApiStatusError
 from reconciler.common.usage import TokenUsage
-from reconciler.engine.lines import MAX_LINE_BYTES, MIB, LineSplitter, result_lines
-from reconciler.engine.outcomes import WorkDir
+from reconciler.engine.outcomes import MAX_LINE_BYTES, MIB, LineSplitter, WorkDir, result_lines
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob
 from reconciler.state.model import JobState
