@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.common.errors import UserError
-from reconciler.daemon.load import load
+from reconciler.daemon.passes import load
 from reconciler.engine.connect import open_clients
 from reconciler.engine.converge import observe_and_record, readers_of, utc_now
 from reconciler.engine.observe import observe

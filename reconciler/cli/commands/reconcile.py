@@ -27,7 +27,7 @@ from reconciler.state.model import State
 
 
 def _listen_address(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, int] | None:
-    from reconciler.daemon.health import parse_listen
+    from reconciler.daemon.web import parse_listen
 
     try:
         return parse_listen(value) if value is not None else None
@@ -148,7 +148,10 @@ def _watch(paths: RepoPaths, owner: str | None) -> int:
             raise UserError(
                 f"{option} does not combine with --watch; run `reconciler reconcile {option}` first"
             )
-    from reconciler.daemon.run import WatchOptions, run_watch  # the one-shot path never pays for the daemon
+    from reconciler.daemon.service import (  # the one-shot path never pays for the daemon
+        WatchOptions,
+        run_watch,
+    )
 
     options = WatchOptions(
         repo_arg=params["repo"],

@@ -2,7 +2,7 @@
 
 The main thread holds the state backend's leadership guard (state/backend.Leadership), serves
 the health endpoint and waits for SIGTERM or SIGINT (SIGHUP reloads the specs); the loop
-(watch_loop) runs on its own thread. On a stop signal the pass in flight gets a few seconds to
+(loop.py) runs on its own thread. On a stop signal the pass in flight gets a few seconds to
 finish; if it does not, it is abandoned — safe by construction, since every create's intent is
 in the state before its request goes out, and the state file is only ever replaced whole.
 """
@@ -19,17 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 
-from reconciler.daemon.announcer import Announcer
-from reconciler.daemon.board import Board
-from reconciler.daemon.health import serve_health
-from reconciler.daemon.hooks import Hooks
-from reconciler.daemon.leader import Role
-from reconciler.daemon.loop import Daemon
-from reconciler.daemon.metrics import Metrics
-from reconciler.daemon.schedule import Cadence
-from reconciler.daemon.settings import Settings
-from reconciler.daemon.wakeup import Waker
-from reconciler.daemon.web import Routes
+from reconciler.daemon.board import Board, Metrics
+from reconciler.daemon.hooks import Announcer, Hooks
+from reconciler.daemon.loop import Daemon, Role, Settings
+from reconciler.daemon.timing import Cadence, Waker
+from reconciler.daemon.web import Routes, serve_health
 from reconciler.daemon.webhooks import WebhookInbox
 from reconciler.engine.events import EventLog, warnings_to
 from reconciler.engine.workspace import Workspace, load_state, open_state
