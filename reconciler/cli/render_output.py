@@ -13,10 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli.render_status import results_cell
-from reconciler.cli.render_status_detail import file_cell
-from reconciler.cli.render_usage import usage_cells
-from reconciler.cli.status_view import StatusView
+from reconciler.cli.render_status import StatusView, file_cell, results_cell, usage_cells
 from reconciler.common.usage import TokenUsage
 from reconciler.engine.results import results_problem
 from reconciler.plans.changes import DesiredJob

@@ -9,8 +9,7 @@ import click
 
 from reconciler.cli import render
 from reconciler.cli.options import allow_over_budget_option, planning_options, repo_options
-from reconciler.cli.report import report_outcome
-from reconciler.cli.saved_plan import load_plan
+from reconciler.cli.render import load_plan, report_outcome
 from reconciler.common.errors import PlanRefusedError, UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients

@@ -12,7 +12,7 @@ import click
 
 from reconciler.cli.options import repo_options
 from reconciler.cli.render_output import output_document, output_json, output_text
-from reconciler.cli.status_view import StatusView, status_view
+from reconciler.cli.render_status import StatusView, status_view
 from reconciler.common.errors import UserError
 from reconciler.daemon.passes import load
 from reconciler.engine.connect import open_clients

@@ -6,7 +6,7 @@ import click
 
 from reconciler.cli import render
 from reconciler.cli.options import planning_options, repo_options
-from reconciler.cli.saved_plan import save_plan
+from reconciler.cli.render import save_plan
 from reconciler.common.errors import UserError
 from reconciler.engine.connect import open_clients
 from reconciler.engine.converge import readers_of, refresh_and_plan

@@ -11,7 +11,7 @@ import click
 from reconciler.api.client import ProviderApi
 from reconciler.cli import render
 from reconciler.cli.options import Seconds, allow_over_budget_option, planning_options, repo_options
-from reconciler.cli.report import report_outcome
+from reconciler.cli.render import report_outcome
 from reconciler.cli.wait_progress import WaitProgress
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
