@@ -4,7 +4,9 @@ The metadata is written last, so a file exists for readers only once its bytes a
 deleting removes the metadata first for the same reason. Ids sort by creation time.
 
 A file past its `expires_at` is gone, as at the real API: whoever reads it first deletes it
-(a 404 from then on), and `sweep` deletes the rest while nobody asks.
+(a 404 from then on), and `sweep` deletes the rest while nobody asks: a thread
+(`FileJanitor`) sweeps the files folder every second, reading it again only when something
+is due.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import math
 import os
 import re
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import BinaryIO
 
-from reconciler.sandbox.disk import Listing, StatCache, sortable_id, unique_ns, write_json
-from reconciler.sandbox.records import FileRecord
+from reconciler.sandbox.disk import FileRecord, Listing, StatCache, sortable_id, unique_ns, write_json
 
 _FILE_ID = re.compile(r"^file-[A-Za-z0-9]{1,64}$")
 _STALE_UPLOAD_SECONDS = 3600.0
@@ -157,3 +159,27 @@ def expired(record: FileRecord, now: float) -> bool:
 def scaled(lifetime: int, scale: float) -> int:
     """A lifetime in whole seconds under the `file_lifetime_scale` knob; at least one second."""
     return max(1, math.ceil(lifetime * scale))
+
+
+SWEEP_SECONDS = 1.0
+
+
+class FileJanitor:
+    def __init__(self, files: FileStore) -> None:
+        self._files = files
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sandbox-expiry", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SWEEP_SECONDS):
+            try:
+                self._files.sweep(time.time())
+            except OSError:  # the data dir went away under us (a test's tmp dir): try next time
+                continue

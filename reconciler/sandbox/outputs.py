@@ -14,12 +14,11 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from reconciler.sandbox import model
-from reconciler.sandbox.disk import sortable_id
-from reconciler.sandbox.files import FileStore, scaled
+from reconciler.sandbox import responder
+from reconciler.sandbox.disk import BatchRecord, Outcome, Usage, sortable_id
+from reconciler.sandbox.file_store import FileStore, scaled
 from reconciler.sandbox.lifecycle import Moment
-from reconciler.sandbox.rawjson import Fragments
-from reconciler.sandbox.records import BatchRecord, Outcome, Usage
+from reconciler.sandbox.responder import Fragments
 
 OUTPUT_LIFETIME_SECONDS = 30 * 24 * 3600
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps(separators=) builds one per call
@@ -58,7 +57,7 @@ def _answer_all(record: BatchRecord, ended: Moment, source: Path, out: BinaryIO,
                     break
                 err.write(_line(record.id, request["custom_id"], None, _EXPIRED))
                 continue
-            answer = model.answer(record.endpoint, request["body"])
+            answer = responder.answer(record.endpoint, request["body"])
             response = {"status_code": answer.status_code, "body": answer.body}
             target = out if answer.status_code == 200 else err
             target.write(_line(record.id, request["custom_id"], response, None, answer.fragments))
