@@ -1,5 +1,5 @@
 """Plans shown and kept, and what apply did: plans as text, JSON and Markdown; saved plan files
-(`plan --out FILE` writes one, `apply FILE` reads it, plans/document.py checks it); and how
+(`plan --out FILE` writes one, `apply FILE` reads it, plans/plan_document.py checks it); and how
 apply and reconcile tell the user what they did (one line per failure or change refused over
 its budget, one summary).  Colour only on a terminal, and never with NO_COLOR.
 """
@@ -21,7 +21,7 @@ from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.apply.failures import Failure, describe
 from reconciler.plans.changes import STALE_PRICE_DAYS, SYMBOLS, Action, Change, Plan
 from reconciler.plans.cost import cost_text, plan_total
-from reconciler.plans.document import checked_document, plan_document
+from reconciler.plans.plan_document import checked_document, plan_document
 
 COLOURS = {
     Action.CREATE: "green",

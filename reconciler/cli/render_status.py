@@ -28,8 +28,8 @@ from reconciler.engine.results import recorded_location, results_problem
 from reconciler.engine.workspace import behind, load_state, read_recorded
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.cost import usd
+from reconciler.plans.jobstatus import duration, job_progress, parse_time
 from reconciler.plans.record import record
-from reconciler.plans.status import duration, job_progress, parse_time
 from reconciler.specs import identity
 from reconciler.specs.repo import RepoPaths
 from reconciler.state.model import BatchRecord, JobState, State

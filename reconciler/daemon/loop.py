@@ -238,7 +238,7 @@ class Daemon:
         return None if wait is None else wait + SLOT_MARGIN_SECONDS
 
     def _next_restart(self, result: PassResult) -> float | None:
-        """A failed start's restart wakes the daemon when its wait is over (plans/status.py)."""
+        """A failed start's restart wakes the daemon when its wait is over (plans/jobstatus.py)."""
         wait = restart_wait(result.after, clock.now().timestamp())
         return None if wait is None else wait + SLOT_MARGIN_SECONDS
 

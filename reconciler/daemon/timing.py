@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from reconciler.api.batch import is_terminal
 from reconciler.api.transport import Backoff
-from reconciler.plans.status import attempts_by_part, restart_at, restart_owed
+from reconciler.plans.jobstatus import attempts_by_part, restart_at, restart_owed
 from reconciler.state.model import JobState, State
 
 FAST_POLL_SECONDS = 2.0
@@ -71,7 +71,7 @@ def watched_statuses(state: State, skip: Iterable[str] = ()) -> list[str]:
 
 def polled_status(job: JobState) -> str:
     """A job's status as polling sees it: `pending` without a create intent is a failed start
-    whose restart waits its time (plans/status.py); nothing to poll for, `restart_wait` wakes
+    whose restart waits its time (plans/jobstatus.py); nothing to poll for, `restart_wait` wakes
     the daemon when it is due."""
     return "none" if job.status == "pending" and not job.pending else job.status
 

@@ -1,7 +1,7 @@
 """The reconciler's clock, and each scheduled job's slots by it.
 
 What time it is for schedules, `--replace`'s run names and when a failed start's restart is
-due (plans/status.py).  `RECONCILER_NOW` (ISO 8601 with a zone, e.g. `2026-12-01T01:59:58Z`)
+due (plans/jobstatus.py).  `RECONCILER_NOW` (ISO 8601 with a zone, e.g. `2026-12-01T01:59:58Z`)
 starts this clock at that instant, from where it runs at the real pace: a test, or a rehearsal
 of a schedule, reaches a cron slot (or a restart's time) without waiting for the wall clock.
 Read here and nowhere else.

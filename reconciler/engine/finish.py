@@ -27,7 +27,7 @@ from reconciler.engine.results import (
     stored_path,
 )
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.status import updated_history
+from reconciler.plans.jobstatus import updated_history
 from reconciler.state.model import JobState, State
 
 

@@ -22,8 +22,8 @@ from reconciler.api.reader import BatchReader
 from reconciler.common import ownership
 from reconciler.common.errors import ApiStatusError
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.jobstatus import latest_per_part
 from reconciler.plans.runs import run_base, slot_run
-from reconciler.plans.status import latest_per_part
 from reconciler.state.model import State
 
 

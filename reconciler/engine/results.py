@@ -34,8 +34,8 @@ from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.engine.outcomes import WorkDir, classify, read_line_at, result_lines, unanswered_reason
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.jobstatus import attempts_by_part, job_status, latest_per_part
 from reconciler.plans.runs import file_part
-from reconciler.plans.status import attempts_by_part, job_status, latest_per_part
 from reconciler.state.model import BatchRecord, JobState, ResultsRecord, State
 
 CHUNK = 1 << 20

@@ -28,8 +28,7 @@ from reconciler.common.errors import PlanRefusedError
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, Plan, PlanContext, Retryable, Unit
 from reconciler.plans.duplicates import dedupe_reason, split_duplicates
-from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run, successor
-from reconciler.plans.status import (
+from reconciler.plans.jobstatus import (
     attempts_by_part,
     attempts_used,
     job_status,
@@ -37,6 +36,7 @@ from reconciler.plans.status import (
     restart_owed,
     restart_reason,
 )
+from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run, successor
 from reconciler.state.model import BatchRecord, JobState, State
 
 MAX_SHOWN_CHARS = 40

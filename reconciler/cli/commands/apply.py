@@ -18,7 +18,7 @@ from reconciler.engine.events import EventLog
 from reconciler.engine.notify.courier import NotifyBudget, announce
 from reconciler.engine.workspace import Scope, load_state, prepare
 from reconciler.plans.changes import Plan
-from reconciler.plans.document import check_still_holds, saved_scope
+from reconciler.plans.plan_document import check_still_holds, saved_scope
 from reconciler.specs.repo import RepoPaths
 
 

@@ -1,5 +1,6 @@
 """The plan document: what `plan --json` prints and `plan --out` saves, and the check that a
-saved plan still holds before `apply FILE` carries it out.  Plain data in, plain data out."""
+saved plan still holds before `apply FILE` carries it out.  Plain data in, plain data out.
+"""
 
 from __future__ import annotations
 
