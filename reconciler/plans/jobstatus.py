@@ -1,4 +1,4 @@
-"""[status.py] A job's attempts and what they add up to: its status and request counts, which attempts count,
+"""A job's attempts and what they add up to: its status and request counts, which attempts count,
 when a failed start is restarted, its runs' history, and how far it has got.
 
 Only the latest attempt of each part speaks for that part; earlier attempts are history.
