@@ -46,7 +46,7 @@ def changed_fields(
     old: Mapping[str, Any] | None, new: Mapping[str, Any], by_custom_id: Mapping[str, Any] | None = None
 ) -> list[str]:
     """`endpoint: /v1/completions → /v1/chat/completions`, one per changed leaf; the input as
-    request counts and a short digest, and with `by_custom_id` (specs/inputs/index.compare)
+    request counts and a short digest, and with `by_custom_id` (specs/inputs/cache.compare)
     the requests added, removed and changed."""
     if not old:
         return []
