@@ -8,9 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.api.backoff import Backoff
 from reconciler.api.client import ProviderApi
-from reconciler.api.transport import Transport
+from reconciler.api.transport import Backoff, Transport
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiStatusError, OutcomeUnknownError
 from reconciler.sandbox import Sandbox

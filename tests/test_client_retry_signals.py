@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from reconciler.api.backoff import Backoff
 from reconciler.api.client import ProviderApi
-from reconciler.api.transport import Transport
+from reconciler.api.transport import Backoff, Transport
 from reconciler.common.errors import ApiStatusError
 from tests.fixtures.daemon import StartDaemon, reconciler_env
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo

@@ -15,7 +15,7 @@ import yaml
 
 from reconciler.cli.main import COMMANDS, cli
 from reconciler.cli.reference import PAGES
-from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.board import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

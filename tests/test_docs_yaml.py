@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from reconciler.specs.identity import resolve_owner
-from reconciler.specs.settings import read_budget
-from reconciler.specs.state_location import resolve_state_url
+from reconciler.specs.repo import read_budget, resolve_state_url
 from reconciler.specs.yamlsource import SafeLoader12
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 

@@ -17,11 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.api.backoff import Backoff
 from reconciler.api.client import ProviderApi
-from reconciler.api.transport import Transport
+from reconciler.api.transport import Backoff, Transport
 from reconciler.common.errors import ApiConnectionError, ApiStatusError
-from reconciler.engine.wait import default_timeout
+from reconciler.engine.converge import default_timeout
 from reconciler.sandbox import Sandbox
 from tests.fixtures.repo import MakeRepo, RunCli
 from tests.fixtures.sandbox import cli_env

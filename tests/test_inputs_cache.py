@@ -11,8 +11,7 @@ import pytest
 
 from reconciler.common.errors import SpecError
 from reconciler.common.limits import InputLimits
-from reconciler.specs.inputs.cache import CACHE_NAME
-from reconciler.specs.inputs.repo import digest_repo
+from reconciler.specs.inputs.cache import CACHE_NAME, digest_repo
 from reconciler.specs.loader import load_repo
 from tests.fixtures.repo import RunCli, UserRepo, request_lines
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.engine.lines import MAX_LINE_BYTES
+from reconciler.engine.outcomes import MAX_LINE_BYTES
 from reconciler.sandbox import Sandbox
 from tests.events_helpers import Receiver
 from tests.fixtures.daemon import reconciler_env

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.engine.notify.announce import CLI_NOTIFY_SECONDS
+from reconciler.engine.notify.courier import CLI_NOTIFY_SECONDS
 from tests.events_helpers import Daemon, Receiver
 from tests.fixtures.daemon import reconciler_env
 from tests.fixtures.repo import UserRepo

@@ -11,7 +11,7 @@ from reconciler.api.batch import Batch, LiveBatch
 from reconciler.common import ownership
 from reconciler.common.errors import PlanRefusedError
 from reconciler.plans.changes import Action, Change, DesiredJob
-from reconciler.plans.plan import make_plan
+from reconciler.plans.decide import make_plan
 from reconciler.specs.slices import PartSpec
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, State
 

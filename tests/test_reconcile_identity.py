@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.sandbox import Sandbox
-from reconciler.state.lock import state_lock
+from reconciler.state.file import state_lock
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.reconcile_helpers import batches, mutating, sdk, state_of, use_sandbox
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.api.backoff import Backoff
 from reconciler.api.client import ProviderApi
-from reconciler.api.transport import MAX_PAGES, Transport
+from reconciler.api.transport import MAX_PAGES, Backoff, Transport
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiConnectionError, ApiError, ApiStatusError, OutcomeUnknownError
 from tests.fixtures.repo import MakeRepo, RunCli

@@ -15,7 +15,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from reconciler.sandbox import Sandbox, SandboxConfig
-from reconciler.sandbox.webhooks import USER_AGENT, retry_offsets
+from reconciler.sandbox.webhook_sender import USER_AGENT, retry_offsets
 from tests.events_helpers import WEBHOOK_SECRET, Receiver
 from tests.fixtures.sandbox import SandboxFactory, request_lines, to_jsonl, upload, wait_for
 from tests.reconcile_helpers import sdk, wait_until

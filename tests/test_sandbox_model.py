@@ -9,16 +9,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.sandbox import model, results
+from reconciler.sandbox import outputs, responder
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/embeddings", "/v1/moderations")
 
 
 def written(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
     """The output line the sandbox would write for this request, parsed back."""
-    answer = model.answer(endpoint, body)
+    answer = responder.answer(endpoint, body)
     response = {"status_code": answer.status_code, "body": answer.body}
-    line: dict[str, Any] = json.loads(results._line("batch_x", "c", response, None, answer.fragments))
+    line: dict[str, Any] = json.loads(outputs._line("batch_x", "c", response, None, answer.fragments))
     return line
 
 
@@ -81,17 +81,17 @@ def test_max_tokens_cuts_the_reply_with_finish_reason_length() -> None:
 
 
 def test_model_families_and_unknown_names() -> None:
-    assert model.family("gpt-4o-mini") == "chat"
-    assert model.family("o3-mini") == "chat"
-    assert model.family("gpt-3.5-turbo-instruct") == "completion"
-    assert model.family("text-embedding-3-small") == "embedding"
-    assert model.family("omni-moderation-latest") == "moderation"
-    assert model.family("gpt-4o-does-not-exist") is None
-    assert model.family("llama-3") is None
+    assert responder.family("gpt-4o-mini") == "chat"
+    assert responder.family("o3-mini") == "chat"
+    assert responder.family("gpt-3.5-turbo-instruct") == "completion"
+    assert responder.family("text-embedding-3-small") == "embedding"
+    assert responder.family("omni-moderation-latest") == "moderation"
+    assert responder.family("gpt-4o-does-not-exist") is None
+    assert responder.family("llama-3") is None
 
 
 def test_a_model_on_the_wrong_endpoint_is_a_400_answer() -> None:
-    answer = model.answer("/v1/chat/completions", {"model": "text-embedding-3-small", "messages": [{}]})
+    answer = responder.answer("/v1/chat/completions", {"model": "text-embedding-3-small", "messages": [{}]})
     assert answer.status_code == 400 and "not supported" in answer.body["error"]["message"]
 
 
@@ -111,8 +111,8 @@ bodies = st.dictionaries(
 @settings(max_examples=300, deadline=None)
 @given(endpoint=st.sampled_from(ENDPOINTS), body=bodies)
 def test_any_body_gets_a_200_or_a_400_never_an_exception(endpoint: str, body: dict[str, Any]) -> None:
-    answer = model.answer(endpoint, body)
+    answer = responder.answer(endpoint, body)
 
     assert answer.status_code in (200, 400)
-    assert (answer.status_code == 400) == (model.refusal(endpoint, body) is not None)
+    assert (answer.status_code == 400) == (responder.refusal(endpoint, body) is not None)
     written(endpoint, body)  # and its output line encodes

@@ -6,9 +6,8 @@ import pytest
 
 from reconciler.common.errors import UserError
 from reconciler.engine.embedded_sandbox import embedded_config
-from reconciler.sandbox.lifecycle import moment, needs_validation, request_counts
-from reconciler.sandbox.records import BatchErrorItem, BatchRecord, CancelRequest, Timeline, Validation
-from reconciler.sandbox.views import batch_json
+from reconciler.sandbox.disk import BatchErrorItem, BatchRecord, CancelRequest, Timeline, Validation
+from reconciler.sandbox.lifecycle import batch_json, moment, needs_validation, request_counts
 
 T0 = 1_800_000_000.0
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from reconciler.engine.schedules import slots_at
+from reconciler.engine.clock import slots_at
 from reconciler.plans.changes import Slot
 from reconciler.sandbox import Sandbox
 from tests.events_helpers import OWNER as DAEMON_OWNER

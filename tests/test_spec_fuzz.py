@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from reconciler.common.errors import SpecError
 from reconciler.specs.loader import LoadedRepo, load_repo
-from reconciler.specs.paths import RepoPaths, resolve_paths
+from reconciler.specs.repo import RepoPaths, resolve_paths
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 VALID_JOB: dict[str, Any] = {

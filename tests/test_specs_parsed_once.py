@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from reconciler.specs import parsed
+from reconciler.specs import loader
 from reconciler.specs.loader import scan_repo
 from tests.fixtures.repo import MakeRepo, UserRepo
 
@@ -17,7 +17,7 @@ from tests.fixtures.repo import MakeRepo, UserRepo
 @pytest.fixture
 def old_enough(monkeypatch: pytest.MonkeyPatch) -> None:
     """Files count as settled at once (normally after 2 s): the test need not wait."""
-    monkeypatch.setattr(parsed, "RECENT_SECONDS", -1.0)
+    monkeypatch.setattr(loader, "RECENT_SECONDS", -1.0)
 
 
 def _scan_jobs(repo: UserRepo) -> dict[str, object]:
@@ -67,7 +67,7 @@ def test_a_removed_spec_file_is_forgotten(make_repo: MakeRepo, old_enough: None)
     _scan_jobs(repo)
     gone.unlink()
     assert _scan_jobs(repo).keys() == {"first"}
-    assert list(parsed._by_folder[repo.paths.specs.absolute()]) == [repo.root / "specs" / "first.yaml"]
+    assert list(loader._by_folder[repo.paths.specs.absolute()]) == [repo.root / "specs" / "first.yaml"]
 
 
 def test_a_one_shot_scan_keeps_nothing(make_repo: MakeRepo, old_enough: None) -> None:
@@ -75,4 +75,4 @@ def test_a_one_shot_scan_keeps_nothing(make_repo: MakeRepo, old_enough: None) ->
     repo.write_job("first")
     before = scan_repo(repo.paths).repo.jobs["first"].job
     assert scan_repo(repo.paths).repo.jobs["first"].job is not before
-    assert repo.paths.specs.absolute() not in parsed._by_folder
+    assert repo.paths.specs.absolute() not in loader._by_folder

@@ -17,7 +17,7 @@ import pytest
 from reconciler.common.errors import StateError
 from reconciler.sandbox import Sandbox
 from reconciler.specs.identity import owner_tag
-from reconciler.state.backend import open_backend
+from reconciler.state.open import open_backend
 from tests.fixtures.postgres import StateDb
 from tests.fixtures.repo import RunCli, UserRepo
 from tests.fixtures.sandbox import cli_env

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from reconciler.plans.progress import job_progress
+from reconciler.plans.jobstatus import job_progress
 from reconciler.sandbox import Sandbox
 from reconciler.state.model import BatchRecord, JobState
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo

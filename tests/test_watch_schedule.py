@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from watchfiles import Change
 
-from reconciler.daemon.files import RelevantChanges, targets_for
-from reconciler.daemon.health import healthy, parse_listen
-from reconciler.daemon.schedule import Cadence, earliest, next_poll, retry_delay, watched_statuses
+from reconciler.daemon.timing import Cadence, earliest, next_poll, retry_delay, watched_statuses
+from reconciler.daemon.watch import RelevantChanges, targets_for
+from reconciler.daemon.web import healthy, parse_listen
 from reconciler.state.model import BatchRecord, JobState, State
 
 CADENCE = Cadence(interval=30.0)

@@ -10,9 +10,8 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from reconciler.api.backoff import RETRYABLE_STATUSES
 from reconciler.api.batch import Batch
-from reconciler.api.transport import Transport, may_have_acted, parse_batch, segment
+from reconciler.api.transport import RETRYABLE_STATUSES, Transport, may_have_acted, parse_batch, segment
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import (
     ApiConnectionError,

@@ -9,11 +9,9 @@ from typing import Any, TypeVar
 
 import click
 
-from reconciler.common.seconds import parse_seconds
+from reconciler.common.limits import parse_seconds
 from reconciler.specs.inputs.cache import drop_cache
-from reconciler.specs.paths import resolve_paths
-from reconciler.specs.settings import read_settings
-from reconciler.specs.state_location import resolve_state_url
+from reconciler.specs.repo import read_settings, resolve_paths, resolve_state_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,7 +141,7 @@ def planning_options(func: F) -> F:
 
 
 class Seconds(click.ParamType[float]):
-    """A number of seconds: finite and within bounds (common/seconds.py). click's FloatRange
+    """A number of seconds: finite and within bounds (common/limits.py). click's FloatRange
     lets `inf` through, which overflows the daemon's waits, and `nan`, which passes any range."""
 
     name = "seconds"

@@ -1,4 +1,8 @@
-"""Plans as text, JSON and Markdown.  Colour only on a terminal, and never with NO_COLOR."""
+"""Plans shown and kept, and what apply did: plans as text, JSON and Markdown; saved plan files
+(`plan --out FILE` writes one, `apply FILE` reads it, plans/plan_document.py checks it); and how
+apply and reconcile tell the user what they did (one line per failure or change refused over
+its budget, one summary).  Colour only on a terminal, and never with NO_COLOR.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,18 @@ import json
 import os
 import sys
 from collections import Counter
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 import click
 
+from reconciler.common import fileops
+from reconciler.common.errors import UserError
+from reconciler.engine.apply.effects import Outcome
+from reconciler.engine.apply.failures import Failure, describe
 from reconciler.plans.changes import STALE_PRICE_DAYS, SYMBOLS, Action, Change, Plan
 from reconciler.plans.cost import cost_text, plan_total
-from reconciler.plans.document import plan_document
+from reconciler.plans.plan_document import checked_document, plan_document
 
 COLOURS = {
     Action.CREATE: "green",
@@ -168,3 +177,54 @@ def plan_markdown(plan: Plan) -> str:
     if plan.notes:
         lines += ["", *[f"- {note}" for note in plan.notes]]
     return "\n".join(lines) + "\n"
+
+
+def report_outcome(plan: Plan, outcome: Outcome) -> int:
+    """An `error:` line per failure (every part of a job), then the summary; the exit code."""
+    for failure in sorted(outcome.failures, key=_order):
+        click.echo(f"error: {describe(failure)}", err=True)
+    for job, reason in sorted(outcome.over_budget.items()):
+        click.echo(f"error: {job}: over budget, not sent: {reason}", err=True)
+    if outcome.over_budget:
+        them = "them" if len(outcome.over_budget) > 1 else "it"
+        click.echo(f"error: pass --allow-over-budget to send {them} anyway", err=True)
+    failed = outcome.failed_jobs
+    done = [c for c in plan.changes if c.job not in failed and c.job not in outcome.over_budget]
+    adopted = sum(len(c.adopt) for c in done)
+    forgotten = sum(1 for c in done if c.action is Action.FORGET)
+    refused = f", {len(outcome.over_budget)} refused over budget" if outcome.over_budget else ""
+    click.echo(
+        f"Applied: {outcome.created} created, {outcome.cancelled} cancelled, {adopted} adopted, "
+        f"{forgotten} forgotten, {len(failed)} failed{refused}; {plural(len(plan.changes), 'job')}."
+    )
+    return 1 if outcome.failures or outcome.over_budget else 0
+
+
+def _order(failure: Failure) -> tuple[str, int, int]:
+    return (failure.job or "", failure.part or 0, failure.attempt or 0)
+
+
+def save_plan(
+    path: str,
+    plan: Plan,
+    *,
+    owner_tag: str,
+    lineage: str,
+    targets: frozenset[str] | None = None,
+    replace: frozenset[str] = frozenset(),
+    stamp: str | None = None,
+) -> None:
+    document = plan_document(
+        plan, owner_tag=owner_tag, lineage=lineage, targets=targets, replace=replace, stamp=stamp
+    )
+    fileops.write_bytes(Path(path), (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+
+
+def load_plan(path: str) -> dict[str, Any]:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise UserError(
+            f"{path}: not a saved plan (unreadable or not JSON); save one with `plan --out`"
+        ) from None
+    return checked_document(document, path)

@@ -13,12 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli.render_status import results_cell
-from reconciler.cli.render_status_detail import file_cell
-from reconciler.cli.render_usage import usage_cells
-from reconciler.cli.status_view import StatusView
+from reconciler.cli.render_status import StatusView, file_cell, results_cell, usage_cells
 from reconciler.common.usage import TokenUsage
-from reconciler.engine.results_check import results_problem
+from reconciler.engine.results import results_problem
 from reconciler.plans.changes import DesiredJob
 from reconciler.state.model import BatchRecord, JobState, RunRecord
 
@@ -108,7 +105,7 @@ def _results(job: JobState, wanted: DesiredJob | None, repo_root: Path) -> dict[
 
 
 def job_usage(job: JobState) -> dict[str, int] | None:
-    """Tokens metered from every finished batch's output lines (engine/usage.py); before any
+    """Tokens metered from every finished batch's output lines (engine/metering.py); before any
     is metered, what the provider reported per batch, if it did."""
     if job.usage:
         return _tokens(job.total_usage)

@@ -1,20 +1,120 @@
-"""The state file as a table (`reconciler status`), one job in detail, and as JSON."""
+"""`reconciler status`: what it shows, and how.
+
+What it shows (`StatusView`): the state file, the specs beside it (for sync), and with
+`--refresh` the live list observed first — read-only unless `--save` asks for the state to be
+written.  How: every job as a table, or as JSON; one job in detail (`status JOB`), a line per
+batch with its files; and what runs used and cost, a job's cells and a line per provider.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reconciler.cli.render_usage import usage_cells, usage_lines
-from reconciler.cli.status_view import StatusView
-from reconciler.engine.results_check import recorded_location, results_problem
+from reconciler.common.errors import UserError
+from reconciler.common.usage import TokenUsage
+from reconciler.daemon.passes import load
+from reconciler.engine.connect import open_clients
+from reconciler.engine.converge import observe_and_record, readers_of, utc_now
+from reconciler.engine.observe import observe
+from reconciler.engine.results import recorded_location, results_problem
+from reconciler.engine.workspace import behind, load_state, read_recorded
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.progress import duration, job_progress, parse_time
-from reconciler.state.model import JobState, State
+from reconciler.plans.cost import usd
+from reconciler.plans.jobstatus import duration, job_progress, parse_time
+from reconciler.plans.record import record
+from reconciler.specs import identity
+from reconciler.specs.repo import RepoPaths
+from reconciler.state.model import BatchRecord, JobState, State
+
+COMMAND = "reconciler status --refresh --save"
+
+
+@dataclass(frozen=True)
+class StatusView:
+    state: State
+    desired: Mapping[str, DesiredJob] | None  # None: no specs folder to compare with
+    problems: tuple[str, ...]  # invalid specs, one line each
+    repo_root: Path
+
+
+def status_view(paths: RepoPaths, *, refresh: bool, save: bool, owner_flag: str | None) -> StatusView:
+    if not refresh:
+        state = read_recorded(paths, owner_flag)
+        if not paths.specs.is_dir():
+            return StatusView(state, None, (), paths.repo)
+        loaded = load(paths, "", None)  # the owner matters only to a refresh
+        return StatusView(state, loaded.ws.desired, tuple(map(str, loaded.problems)), paths.repo)
+    loaded = load(paths, identity.resolve_owner(paths.repo, owner_flag, paths.repo_settings()), None)
+    ws = loaded.ws
+    state = load_state(ws)  # refuses a state of another owner
+    with open_clients(ws.repo, ws.providers(state), paths) as apis:
+        if save:
+            state = observe_and_record(ws, readers_of(apis), COMMAND)
+        else:
+            live = observe(readers_of(apis), ws.owner_tag, ws.desired, state)
+            newer = behind(ws, state, ws.desired)  # shown as the newer checkout left them
+            state = record(ws.desired, state, live, now=utc_now(), observed_only=newer)
+    return StatusView(state, ws.desired, tuple(map(str, loaded.problems)), paths.repo)
+
+
+def only(view: StatusView, targets: tuple[str, ...]) -> StatusView:
+    """The view narrowed to `targets` (all jobs when none); an unknown target is an error."""
+    if not targets:
+        return view
+    known = set(view.state.jobs) | set(view.desired or {})
+    for name in sorted(set(targets) - known):
+        raise UserError(
+            f"{name}: no job of that name in the state or the specs; `reconciler status` lists them"
+        )
+    jobs = {name: job for name, job in view.state.jobs.items() if name in targets}
+    desired = {n: j for n, j in view.desired.items() if n in targets} if view.desired is not None else None
+    return dataclasses.replace(view, state=view.state.with_jobs(jobs), desired=desired)
+
+
+def usage_cells(job: JobState) -> tuple[str, str]:
+    """(tokens in/out, cost) of the job's current run; `-` before any batch has finished."""
+    if not job.usage:
+        return "-", "-"
+    total = job.total_usage
+    return f"{_short(total.input)}/{_short(total.output)}", _cost(job.cost_usd, total)
+
+
+def usage_lines(state: State) -> list[str]:
+    """One line per provider: its jobs' current runs added up."""
+    by_provider: dict[str, tuple[TokenUsage, float | None]] = {}
+    for job in state.jobs.values():
+        if job.usage:
+            usage, cost = by_provider.get(job.provider, (TokenUsage(), 0.0))
+            job_cost = job.cost_usd
+            total = None if cost is None or job_cost is None else cost + job_cost
+            by_provider[job.provider] = (usage.plus(job.total_usage), total)
+    return [
+        f"Usage {provider}: {u.input:,} input tokens ({u.cached_input:,} cached), "
+        f"{u.output:,} output ({u.reasoning:,} reasoning), {u.requests:,} requests: {_cost(cost, u)}"
+        for provider, (u, cost) in sorted(by_provider.items())
+    ]
+
+
+def _cost(cost: float | None, usage: TokenUsage) -> str:
+    if cost is None:
+        return "no price"
+    return f"≥{usd(cost)}" if usage.unread else usd(cost)
+
+
+def _short(count: int) -> str:
+    for suffix, size in (("M", 1_000_000), ("k", 1_000)):
+        if count >= size:
+            return f"{count / size:.1f}{suffix}"
+    return str(count)
+
 
 STATUS_COLOURS = {
     "completed": "green",
@@ -139,3 +239,101 @@ def status_json(state: State, jobs: tuple[str, ...] = ()) -> str:
         state = state.model_copy(update={"jobs": {n: j for n, j in state.jobs.items() if n in jobs}})
     document: dict[str, Any] = state.model_dump(mode="json")
     return json.dumps(document, indent=2, sort_keys=True)
+
+
+BATCH_COLUMNS = ("BATCH", "PART", "ATTEMPT", "STATUS", "DONE/FAILED/TOTAL", "OUTPUT", "ERRORS")
+
+
+def status_detail(view: StatusView, name: str, now: float) -> str:
+    job = view.state.jobs.get(name)
+    if job is None:
+        known = sorted(set(view.state.jobs) | set(view.desired or {}))
+        if name in known:
+            return f"{name}: no batch yet ({sync(view, name)})"
+        raise UserError(f"no job {name!r} in the state or the specs; known: {', '.join(known) or 'none'}")
+    figures = job_progress(job, now)
+    lines = [
+        f"{name}: {job.status}, {sync(view, name)}",
+        f"  provider     {job.provider}, generation {job.generation}",
+        f"  observed     {job.observed_at or '-'}",
+        f"  requests     {figures.done - figures.failed} done, {figures.failed} failed, "
+        f"{figures.total} total",
+    ]
+    if figures.per_minute is not None:
+        eta = duration(figures.eta_seconds) if figures.eta_seconds is not None else "-"
+        lines.append(f"  rate         {figures.per_minute:,.0f} requests/min, about {eta} to go")
+    if job.results is not None:
+        lines.append(f"  results      {results_cell(view, name, job)}, sha256 {job.results.sha256}")
+        if job.results.lost:
+            lines.append(f"  results lost {job.results.lost}")
+    lines += [f"  pending      create {p.attempt} (part {p.part}, attempt {p.retry})" for p in job.pending]
+    lines += ["", *_batch_table(job)] if job.batches else []
+    lines += [f"  {line}" for line in first_errors(job)]
+    lines += ["", *history_table(job)]
+    return "\n".join(lines)
+
+
+def _batch_table(job: JobState) -> list[str]:
+    rows = [_batch_row(b, set(job.deleted_files)) for b in job.batches]
+    widths = [max(len(r[i]) for r in [BATCH_COLUMNS, *rows]) for i in range(len(BATCH_COLUMNS))]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [BATCH_COLUMNS, *rows]
+    ]
+
+
+def _batch_row(batch: BatchRecord, deleted: set[str]) -> tuple[str, ...]:
+    counts = batch.request_counts or {}
+    return (
+        batch.batch_id,
+        str(batch.part),
+        str(batch.retry),
+        batch.status,
+        f"{counts.get('completed', 0)}/{counts.get('failed', 0)}/{counts.get('total', 0)}",
+        file_cell(batch.output_file_id, deleted),
+        file_cell(batch.error_file_id, deleted),
+    )
+
+
+def file_cell(file_id: str | None, deleted: set[str]) -> str:
+    if not file_id:
+        return "-"
+    return f"{file_id} (deleted)" if file_id in deleted else file_id
+
+
+HISTORY_COLUMNS = ("RUN", "STATUS", "DONE/FAILED/TOTAL", "STARTED", "ENDED", "BATCHES", "RESULTS", "COST")
+
+
+def history_table(job: JobState) -> list[str]:
+    """The job's runs, newest first."""
+    if not job.history:
+        return ["No runs recorded yet."]
+    rows = [
+        (
+            record.run
+            + (" (current)" if record.run == job.run and record.generation == job.generation else ""),
+            record.status,
+            _counts(record.request_counts),
+            _when(record.started_at),
+            _when(record.ended_at),
+            str(len(record.batches)),
+            record.results or "-",
+            f"${record.cost_usd:.6g}" if record.cost_usd is not None else "-",
+        )
+        for record in job.history
+    ]
+    widths = [max(len(r[i]) for r in [HISTORY_COLUMNS, *rows]) for i in range(len(HISTORY_COLUMNS))]
+    lines = ["Runs (newest first, at most the spec's history_limit):"]
+    for row in [HISTORY_COLUMNS, *rows]:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return lines
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return f"{counts.get('completed', 0)}/{counts.get('failed', 0)}/{counts.get('total', 0)}"
+
+
+def _when(stamp: int | None) -> str:
+    if stamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))

@@ -16,8 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from reconciler.api.batch import is_terminal
 from reconciler.engine.events import EventLog
-from reconciler.plans.progress import Progress as Figures
-from reconciler.plans.progress import duration, job_progress
+from reconciler.plans.jobstatus import Progress as Figures
+from reconciler.plans.jobstatus import duration, job_progress
 from reconciler.state.model import State
 
 PLAIN_STEP = 0.1  # of a job's requests, between two plain lines

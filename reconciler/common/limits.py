@@ -1,7 +1,17 @@
-"""The Batch API's limits, and the share of them the reconciler keeps: one home for each number."""
+"""Bounds on numbers: the Batch API's limits and the share of them the reconciler keeps (one home
+for each number), and the bounds on every number of seconds read from a flag or the environment.
+
+Seconds must be finite and within bounds.  `float()` accepts `inf` and `nan`. An infinite wait
+overflows the timers it reaches (a `threading` wait refuses anything past TIMEOUT_MAX, about
+292 years, and so does `time.sleep` on huge values), and `nan` compares false with every bound,
+so it slips through a range check and then waits never or forever. Both are refused where the
+number is read (`parse_seconds`), as is anything beyond a year: no wait of this tool is meant
+to be longer.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from reconciler.common.ownership import RESERVED_KEYS
@@ -37,3 +47,22 @@ class InputLimits:
 # A job with `split` is cut into parts that each fit the limits, so its whole input may exceed them.
 API_LIMITS = InputLimits()
 NO_LIMITS = InputLimits(max_requests=2**62, max_bytes=2**62, max_inputs=2**62)
+
+
+LONGEST = 366 * 24 * 3600.0
+
+
+def parse_seconds(raw: str | float, *, least: float = 0.0, above: bool = False) -> float:
+    """`raw` as a number of seconds from `least` (excluded when `above`) up to a year;
+    ValueError words what is wrong, to follow the value in a message."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError("is not a number of seconds") from None
+    if not math.isfinite(value):
+        raise ValueError("is not a finite number of seconds")
+    if value < least or (above and value == least):
+        raise ValueError(f"must be {'more than' if above else 'at least'} {least:g} seconds")
+    if value > LONGEST:
+        raise ValueError(f"must be at most {LONGEST:.0f} seconds (a year)")
+    return value

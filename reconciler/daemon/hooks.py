@@ -1,19 +1,31 @@
 """What the loop tells the rest of the daemon after each load and pass: the dashboard's board,
-the notification announcer and the webhook inbox. Without them (the defaults) it tells nobody.
+the notification announcer and the webhook inbox (`Hooks`; without them, the defaults, it
+tells nobody), and the log and the metrics, one line per action and per status transition
+(`report_pass`).
+
+    nightly-eval: + create batch_abc (3 requests: no batch yet)
+    nightly-eval: validating → in_progress (0/3)
+    nightly-eval: in_progress → completed (3/3, output file-xyz)
+
+The announcer sends notifications on a thread of its own: after each pass the loop adds its
+events to the outbox (a short locked write) and the thread sends them, so a slow or hanging
+channel never holds up a pass.  On start it sends what a crash or a stop left in the outbox;
+after a failed send it wakes when the backoff is over, even if no pass runs.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 from reconciler.api.batch import is_terminal
-from reconciler.daemon.announcer import Announcer
-from reconciler.daemon.board import Board, LastPass
-from reconciler.daemon.load import Loaded
-from reconciler.daemon.passes import PassResult
-from reconciler.daemon.schedule import (
+from reconciler.common.errors import ApiError, ApiStatusError, ReconcilerError
+from reconciler.daemon.board import Board, LastPass, Metrics
+from reconciler.daemon.passes import Loaded, PassResult
+from reconciler.daemon.timing import (
     IDLE,
     Cadence,
     earliest,
@@ -22,8 +34,141 @@ from reconciler.daemon.schedule import (
     watched_statuses,
 )
 from reconciler.daemon.webhooks import WebhookInbox
-from reconciler.engine.apply.failures import describe
+from reconciler.engine.apply.effects import Outcome
+from reconciler.engine.apply.failures import Failure, describe, reason
+from reconciler.engine.converge import utc_now
+from reconciler.engine.events import EventLog, report_transitions
+from reconciler.engine.notify.courier import Courier, OpenState, enqueue, source_of
+from reconciler.plans.changes import SYMBOLS, Action, Change
+from reconciler.specs.loader import LoadedNotification
+from reconciler.specs.models import NotificationSpec
 from reconciler.state.model import State
+
+
+def report_pass(result: PassResult, log: EventLog, metrics: Metrics) -> None:
+    for change in result.plan.pending:
+        if change.job not in result.outcome.over_budget:  # refused ones: daemon/loop.py says so once
+            _report_change(change, result.outcome, log, metrics)
+    for failure in result.outcome.failures:
+        _report_failure(failure, log, metrics)
+    for warning in result.plan.warnings:
+        log.warning("over_budget", warning, job=warning.split(":", 1)[0])
+    report_transitions(result.before, result.after, log)
+    metrics.set_jobs(Counter(job.status for job in result.after.jobs.values()))
+    metrics.set_over_budget(result.outcome.over_budget)
+    metrics.count_usage(result.after)
+
+
+def count_api_error(error: ApiError, metrics: Metrics) -> None:
+    status = str(error.status) if isinstance(error, ApiStatusError) else "connection"
+    metrics.api_errors.labels(status=status).inc()
+
+
+def _report_failure(failure: Failure, log: EventLog, metrics: Metrics) -> None:
+    log.error(
+        "action_failed",
+        describe(failure),
+        job=failure.job,
+        step=failure.step,
+        part=failure.part,
+        attempt=failure.attempt,
+        status=failure.status,
+        reason=reason(failure),
+    )
+    if failure.api:  # an input file that changed, a full disk: not the provider's errors
+        metrics.api_errors.labels(status=failure.status_label).inc()
+
+
+def _report_change(change: Change, outcome: Outcome, log: EventLog, metrics: Metrics) -> None:
+    touched = [b.id for b in outcome.touched if b.batch.job == change.job]
+    cancelled = [i for i in touched if i in change.cancel]
+    created = [i for i in touched if i not in change.cancel]
+    shown = {
+        Action.REPLACE: f"{_ids(cancelled or change.cancel)} → {_ids(created)}",
+        Action.CANCEL: _ids(cancelled or change.cancel),
+        Action.DEDUPE: _ids(cancelled or change.cancel),
+        Action.ADOPT: _ids(change.adopt),
+        Action.FORGET: "",
+    }.get(change.action, _ids(created))
+    symbol = SYMBOLS[change.action]
+    ids = f" {shown}" if shown else ""
+    failed = change.job in outcome.failed_jobs
+    log.emit(
+        "error" if failed else "info",
+        "action",
+        f"{change.job}: {symbol} {change.action.value}{ids} ({change.reason})",
+        job=change.job,
+        action=change.action.value,
+        reason=change.reason,
+        created=created,
+        cancelled=cancelled,
+    )
+    metrics.actions.labels(kind=change.action.value, result="failed" if failed else "ok").inc()
+
+
+def _ids(ids: list[str] | tuple[str, ...]) -> str:
+    return ", ".join(ids) if ids else "(none)"
+
+
+COMMAND = "reconciler reconcile --watch"
+RETRY_AFTER_ERROR_SECONDS = 5.0
+
+
+class Announcer:
+    def __init__(self, open_state: OpenState, owner_tag: str, log: EventLog, metrics: Metrics) -> None:
+        self.log, self.metrics = log, metrics
+        self.courier = Courier(open_state, COMMAND, source_of(owner_tag), log, self._count)
+        self._notifications: Mapping[str, NotificationSpec] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="announcer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def follow(self, notifications: Mapping[str, LoadedNotification]) -> None:
+        """The Notifications of the latest load (replaced whole: the thread reads it unlocked)."""
+        self._notifications = {name: told.notification.spec for name, told in notifications.items()}
+
+    def after_pass(self) -> None:
+        """On the loop's thread, after a successful pass: the pass's events into the outbox."""
+        try:
+            _, dropped = enqueue(self.courier.open_state, self._notifications, utc_now(), COMMAND)
+        except ReconcilerError as error:  # e.g. a CLI run holds the lock: the next pass finds them
+            self.log.warning("notify_failed", f"events not recorded this pass: {'; '.join(error.lines())}")
+            return
+        if dropped:
+            self.log.error("notify_dropped", f"the outbox is full: {dropped} oldest events dropped")
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=2.0)
+        self.courier.close()
+
+    def _run(self) -> None:
+        due: float | None = 0.0  # look at the outbox once at start: a crash may have left some
+        while not self._stop.is_set():
+            self._wake.wait(None if due is None else max(due - time.time(), 0.0))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                due = self.courier.round(self._notifications, os.environ) if self._notifications else None
+            except Exception as error:  # the lock held by a CLI run, a damaged state, a bug: try again
+                lines = (
+                    error.lines()
+                    if isinstance(error, ReconcilerError)
+                    else [f"{type(error).__name__}: {error}"]
+                )
+                self.log.warning("notify_failed", f"notifications not sent: {'; '.join(lines)}")
+                due = time.time() + RETRY_AFTER_ERROR_SECONDS
+
+    def _count(self, name: str, delivered: bool) -> None:
+        counter = self.metrics.notifications_sent if delivered else self.metrics.notifications_failed
+        counter.labels(notification=name).inc()
+
 
 # With webhooks, polling is only the safety net for a lost delivery.
 WEBHOOK_POLL_FACTOR = 10

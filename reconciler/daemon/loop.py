@@ -2,34 +2,110 @@
 
 Nothing a pass raises ends the loop: a failed pass is logged in one line and retried
 with a capped, jittered backoff (a server's Retry-After wins), and the state file keeps
-the last good record of every job meanwhile.
+the last good record of every job meanwhile.  `Settings` are what the daemon was started
+with; where the repo is is worked out again on every load.
+
+Only the replica that leads runs a pass (`Role`): the one the state backend's leadership guard
+lets lead.  The daemon asks its backend for the guard (`StateBackend.leadership`) and never
+looks at where the state is.  `reconcile --watch` against a database may run as several
+replicas.  Before each pass a replica makes sure it leads (state/postgres.LeaderLock); a
+standby checks again every half second.  A killed leader's lock goes when the server sees its
+connection close, so a standby leads within a second; a leader whose host loses its network
+is dropped by the server after about postgres.UNANSWERED_SECONDS of silence (keepalives and a
+TCP user timeout the session asks for), so a standby leads some 10 to 15 seconds after the
+cut, and the old leader, its calls failing after as long, steps down by itself.  On a state
+file there is one daemon per file (state/file.DaemonLock), always leading.
 """
 
 from __future__ import annotations
 
 import random
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.api.batch import is_terminal
 from reconciler.common.errors import ApiError, ApiStatusError, ReadProblem, ReconcilerError
-from reconciler.daemon.files import FileWatcher, targets_for
-from reconciler.daemon.health import Liveness
-from reconciler.daemon.hooks import Hooks
-from reconciler.daemon.leader import STANDBY_POLL_SECONDS, Role
-from reconciler.daemon.load import Loaded, load
-from reconciler.daemon.metrics import Metrics
-from reconciler.daemon.passes import ClientPool, PassResult, run_pass
-from reconciler.daemon.report import count_api_error, report_pass
-from reconciler.daemon.schedule import earliest, restart_wait, retry_delay
-from reconciler.daemon.settings import Settings
-from reconciler.daemon.wakeup import Waker
+from reconciler.daemon.board import Metrics
+from reconciler.daemon.hooks import Hooks, count_api_error, report_pass
+from reconciler.daemon.passes import ClientPool, Loaded, PassResult, load, run_pass
+from reconciler.daemon.timing import Cadence, Waker, earliest, restart_wait, retry_delay
+from reconciler.daemon.watch import FileWatcher, targets_for
+from reconciler.daemon.web import Liveness
 from reconciler.engine import clock
 from reconciler.engine.apply.failures import server_wait
+from reconciler.engine.clock import seconds_until_next
 from reconciler.engine.events import EventLog
-from reconciler.engine.schedules import seconds_until_next
 from reconciler.engine.workspace import load_state
 from reconciler.specs.checkout import head
+from reconciler.specs.repo import RepoPaths, resolve_paths
+from reconciler.state.backend import Leadership
+
+
+@dataclass(frozen=True)
+class Settings:
+    state: Path  # fixed for the daemon's life: its lock guards this file
+    repo_arg: str  # --repo and --specs as given, resolved again on every load:
+    specs_arg: str | None  # git-sync swaps a symlink to a fresh checkout
+    owner: str
+    cadence: Cadence
+    allow_empty: bool
+    parallelism: int
+    state_url: str | None = None  # a PostgreSQL state: replicas, one leading (Role)
+
+    def paths(self) -> RepoPaths:
+        current = resolve_paths(self.repo_arg, self.specs_arg, None)
+        return RepoPaths(current.repo, current.specs, self.state, self.state_url)
+
+    def links(self) -> list[Path]:
+        """The given paths that may point elsewhere later: symlinks, or not there yet."""
+        given = [Path(a).absolute() for a in (self.repo_arg, self.specs_arg) if a]
+        return [p for p in given if p.is_symlink() or not p.exists()]
+
+
+STANDBY_POLL_SECONDS = 0.5
+COMMAND = "reconciler reconcile --watch"
+
+
+class Role:
+    def __init__(self, lock: Leadership | None, log: EventLog, metrics: Metrics) -> None:
+        self.lock, self.log, self.metrics = lock, log, metrics
+        self.name = "leader" if lock is None or lock.always_leads else "starting"
+        self._named_leader = False  # "standing by: X leads" said since the role last changed
+        self._set_gauge()
+
+    def leads(self) -> bool:
+        """Whether this replica may run a pass now; says so when that changes."""
+        if self.lock is None or self.lock.always_leads:
+            return True
+        was = self.name
+        try:
+            leading = self.lock.try_lead(COMMAND)
+        except Exception as error:
+            if was == "leader":  # the database is out of reach: so is the lock, soon if not yet
+                self.log.warning(
+                    "stepped_down", f"lost the leader lock ({error}): standing by", role="standby"
+                )
+            self._become("standby")
+            self._named_leader = False  # once the database answers again, say who leads
+            raise
+        if leading and was != "leader":
+            self.log.info("leading", "leading: this replica runs the passes now", role="leader")
+        if not leading and was == "leader":
+            self.log.warning("stepped_down", "lost the leader lock: standing by", role="standby")
+        elif not leading and not self._named_leader:
+            self.log.info("standby", f"standing by: {self.lock.holder()} leads", role="standby")
+        self._named_leader = not leading
+        self._become("leader" if leading else "standby")
+        return leading
+
+    def _become(self, name: str) -> None:
+        self.name = name
+        self._set_gauge()
+
+    def _set_gauge(self) -> None:
+        self.metrics.leader.set(1 if self.name == "leader" else 0)
+
 
 # Woken this much after a slot, so the pass sees the slot as due on every clock.
 SLOT_MARGIN_SECONDS = 0.05
@@ -162,7 +238,7 @@ class Daemon:
         return None if wait is None else wait + SLOT_MARGIN_SECONDS
 
     def _next_restart(self, result: PassResult) -> float | None:
-        """A failed start's restart wakes the daemon when its wait is over (plans/restarts.py)."""
+        """A failed start's restart wakes the daemon when its wait is over (plans/jobstatus.py)."""
         wait = restart_wait(result.after, clock.now().timestamp())
         return None if wait is None else wait + SLOT_MARGIN_SECONDS
 

@@ -19,8 +19,7 @@ from typing import Any
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from reconciler.daemon.board import Board
-from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.board import Board, Metrics
 from reconciler.engine.events import EventLog
 from reconciler.specs.loader import LoadedProvider
 from reconciler.specs.secrets import variables_in

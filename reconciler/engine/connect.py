@@ -13,14 +13,12 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import httpx
 
-from reconciler.api.backoff import Backoff
 from reconciler.api.client import ProviderApi
-from reconciler.api.transport import DEFAULT_BACKOFF, Transport
+from reconciler.api.transport import DEFAULT_BACKOFF, Backoff, Transport
 from reconciler.common.errors import UserError
-from reconciler.common.limits import SANDBOX
-from reconciler.common.seconds import parse_seconds
+from reconciler.common.limits import SANDBOX, parse_seconds
 from reconciler.specs.loader import LoadedRepo
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 from reconciler.specs.secrets import expand_headers, variables_in
 
 SANDBOX_URL_ENV = "RECONCILER_SANDBOX_URL"

@@ -1,13 +1,21 @@
-"""A loaded spec and its input's digest → the DesiredJob the planner reads.
+"""A loaded spec and its input's digest → the DesiredJob the planner reads, with which of its
+requests changed since the state's record.
 
 The generation is a hash of the fields that decide what a batch's requests come back with,
 plus the input's sha256: any change to them means new batches.  Labels, the batch metadata,
 retry, results, cleanup, the files' expiry, the schedule and the deletion policy shape how a
 job is run and kept, not what its requests answer, so they change no generation.
+
+The requests changed are compared through the request indexes kept where inputs are read
+(specs/inputs/cache.py): the old input is usually gone from the checkout, its index is not.
+Without both indexes (a fresh CI runner, an input last read before indexes existed) the plan
+shows only counts and digests.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +24,13 @@ from reconciler.plans.changes import DesiredJob, Slot
 from reconciler.plans.runs import label_run
 from reconciler.specs import identity
 from reconciler.specs.fields import DEFAULT_RETRY_ON
+from reconciler.specs.inputs.cache import compare, read_index
 from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.loader import LoadedJob
 from reconciler.specs.models import BatchJobSpec, Provider
 from reconciler.specs.parts import split_input
 from reconciler.specs.prices import find_price
+from reconciler.state.model import State
 
 
 def desired_job(
@@ -101,3 +111,24 @@ def _definition(spec: BatchJobSpec, outcome: dict[str, Any], digest: InputDigest
         "run": spec.run,
         "input": {"sha256": digest.sha256, "requests": digest.requests, "model": digest.model},
     }
+
+
+def with_input_changes(
+    desired: Mapping[str, DesiredJob], state: State, indexes: Path
+) -> dict[str, DesiredJob]:
+    found = dict(desired)
+    for name, job in desired.items():
+        recorded = state.jobs.get(name)
+        old, new = _sha(recorded.definition if recorded else None), _sha(job.definition)
+        if old is None or new is None or old == new:
+            continue
+        before, after = read_index(indexes, old), read_index(indexes, new)
+        if before is not None and after is not None:
+            found[name] = dataclasses.replace(job, input_changes=compare(before, after))
+    return found
+
+
+def _sha(definition: Mapping[str, object] | None) -> str | None:
+    given = (definition or {}).get("input")
+    sha = given.get("sha256") if isinstance(given, Mapping) else None
+    return sha if isinstance(sha, str) else None

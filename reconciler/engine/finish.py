@@ -18,11 +18,16 @@ from reconciler.common.errors import ReconcilerError
 from reconciler.engine.apply.cleanup import clean_up
 from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.apply.failures import Failure
-from reconciler.engine.results import collect_results, rewrite_results
-from reconciler.engine.results_check import results_file, results_problem, stored_path
-from reconciler.engine.usage import meter_usage
+from reconciler.engine.metering import meter_usage
+from reconciler.engine.results import (
+    collect_results,
+    results_file,
+    results_problem,
+    rewrite_results,
+    stored_path,
+)
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.history import updated_history
+from reconciler.plans.jobstatus import updated_history
 from reconciler.state.model import JobState, State
 
 

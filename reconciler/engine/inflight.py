@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import UserError
+from reconciler.common.limits import parse_seconds
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.common.seconds import parse_seconds
 from reconciler.plans.changes import InFlight
 from reconciler.state.model import State
 

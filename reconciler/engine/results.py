@@ -1,10 +1,18 @@
-"""One merged results file per job: every request's final answer, in input order.
+"""One merged results file per job: every request's final answer, in input order; where the state
+says it is, whether it is still there as recorded, and `output --download`'s copy of it.
 
 Each line is shaped like the API's own output lines, `{"custom_id", "response", "error"}`,
 plus `batch_id` and `attempt`.  Output order is not guaranteed by the API, so lines are
 joined on custom_id through an index of byte offsets, one part at a time, holding only the
 part's own requests: memory grows with a part's request count, not with the size of the
-files nor with what else the server put in them (lines.py bounds each line).
+files nor with what else the server put in them (outcomes.py bounds each line).
+
+The state holds the file's path relative to the repo root, so a state committed from CI names
+no runner's directories; states written before that hold an absolute path, still read.
+
+`output JOB --download DIR` writes the same format anywhere, from the provider's files; the
+state is not read for writing, nor changed.  The files are fetched into a temporary folder,
+never into the state's work folder.
 """
 
 from __future__ import annotations
@@ -12,21 +20,85 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Container, Iterable
+import tempfile
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from reconciler.api.batch import is_terminal
 from reconciler.api.reader import BatchReader
-from reconciler.common import atomic
-from reconciler.common.errors import ApiStatusError, ResultsGoneError
-from reconciler.engine.lines import read_line_at, result_lines
-from reconciler.engine.outcomes import WorkDir, classify, unanswered_reason
-from reconciler.engine.results_check import results_file, stored_path
+from reconciler.common import fileops
+from reconciler.common.errors import ApiStatusError, ResultsGoneError, UserError
+from reconciler.common.ownership import DEFAULT_RUN
+from reconciler.engine.outcomes import WorkDir, classify, read_line_at, result_lines, unanswered_reason
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.jobstatus import attempts_by_part, job_status
-from reconciler.state.model import BatchRecord, JobState, ResultsRecord
+from reconciler.plans.jobstatus import attempts_by_part, job_status, latest_per_part
+from reconciler.plans.runs import file_part
+from reconciler.state.model import BatchRecord, JobState, ResultsRecord, State
+
+CHUNK = 1 << 20
+
+
+def stored_path(target: Path, repo_root: Path) -> str:
+    """How the state records a results path: relative to the repo when inside it."""
+    return target.relative_to(repo_root).as_posix() if target.is_relative_to(repo_root) else str(target)
+
+
+def recorded_location(results: ResultsRecord, repo_root: Path) -> Path:
+    path = Path(results.path)
+    return path if path.is_absolute() else repo_root / path
+
+
+def results_file(job: DesiredJob, run: str | None) -> Path:
+    """`results:` with {job} and {run} filled in (a run id made fit for a file name)."""
+    assert job.results_path is not None
+    filled = job.results_path.replace("{job}", job.name).replace("{run}", file_part(run or DEFAULT_RUN))
+    return Path(filled)
+
+
+def results_problem(job: DesiredJob, recorded: JobState, repo_root: Path) -> str | None:
+    """None when the recorded results are where the spec wants them, with the recorded sha256."""
+    results = recorded.results
+    if not job.results_path or results is None:
+        return None
+    target = results_file(job, recorded.run)
+    if recorded_location(results, repo_root) != target:
+        return "is not written yet at the path the spec now names"
+    if not target.is_file():
+        return "is missing"
+    if file_sha256(target) != results.sha256:
+        return "has changed since it was written (sha256 differs)"
+    return None
+
+
+def results_notes(desired: Mapping[str, DesiredJob], state: State, repo_root: Path) -> tuple[str, ...]:
+    """What a plan says about results files: to be written again, or lost for good."""
+    notes = []
+    for name, job in sorted(desired.items()):
+        recorded = state.jobs.get(name)
+        if recorded is None or recorded.results is None or not is_terminal(recorded.status):
+            continue
+        if recorded.generation != job.generation:  # a new run writes them anew
+            continue
+        problem = results_problem(job, recorded, repo_root)
+        if problem is None or job.results_path is None:
+            continue
+        shown = stored_path(results_file(job, recorded.run), repo_root)
+        if recorded.results.lost:
+            notes.append(f"{name}: {shown} {problem}, and cannot be written again: {recorded.results.lost}")
+        else:
+            notes.append(f"{name}: {shown} {problem}; reconcile writes it again from the provider's files")
+    return tuple(notes)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -94,7 +166,7 @@ def write_results(
     """Writes the results atomically and returns what the state records of them."""
     digest = hashlib.sha256()
     written = 0
-    with atomic.replacing(target, durable=True) as out:
+    with fileops.replacing(target, durable=True) as out:
         for part in job.part_specs:
             part_attempts = attempts.get(part.index, [])
             sent = {custom_id for custom_id, _ in part_lines(Path(job.input_path), part)}
@@ -170,3 +242,30 @@ def _result_line(
             "attempt": where.attempt,
         }
     return (json.dumps(line, separators=(",", ":")) + "\n").encode()
+
+
+def download_results(job: DesiredJob, recorded: JobState, reader: BatchReader, target: Path) -> ResultsRecord:
+    _check_ready(job, recorded)
+    with tempfile.TemporaryDirectory(prefix="reconciler-download-") as scratch:
+        work = WorkDir(Path(scratch), job.name, job.generation)
+        fetch_all(work, reader, recorded.batches, recorded.deleted_files)
+        return write_results(job, attempts_by_part(recorded.batches), work, target, target.parent)
+
+
+def _check_ready(job: DesiredJob, recorded: JobState) -> None:
+    if recorded.generation != job.generation:
+        raise UserError(
+            f"{job.name}: the spec or its input changed since its batches ran "
+            f"(generation {recorded.generation} → {job.generation}); results are joined to the input "
+            "they were made from, so restore it, or reconcile and download the new run's results"
+        )
+    running = [b.batch_id for b in latest_per_part(recorded.batches) if not is_terminal(b.status)]
+    if running or recorded.pending or not recorded.batches:
+        what = (
+            f"{running[0]} is still {_status(recorded, running[0])}" if running else "no batch has finished"
+        )
+        raise UserError(f"{job.name}: {what}; results can be downloaded once every batch has finished")
+
+
+def _status(recorded: JobState, batch_id: str) -> str:
+    return next(b.status for b in recorded.batches if b.batch_id == batch_id)

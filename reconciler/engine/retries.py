@@ -2,7 +2,7 @@
 
 Only requests that did not succeed and whose reason `retry.on` names go into a retry, never
 a finished one; each retry is a new batch of the same part, one attempt number higher.  A
-resume (after a cancel) and a restart (after a failed start, plans/restarts.py) send what the
+resume (after a cancel) and a restart (after a failed start, plans/jobstatus.py) send what the
 cut-short batch was to send, and count no attempt.
 Observing downloads the part's output and error files (reading only) and counts; the retry
 input file itself is written by the create that uploads it (sources.py).
@@ -21,10 +21,15 @@ from reconciler.api.batch import LiveBatch, is_terminal
 from reconciler.api.reader import BatchReader
 from reconciler.engine.outcomes import WorkDir, part_outcomes, unanswered_reason
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.decide import live_by_job
 from reconciler.plans.duplicates import split_duplicates
-from reconciler.plans.jobstatus import attempts_by_part, attempts_used
-from reconciler.plans.plan import live_by_job
-from reconciler.plans.restarts import before_failed_starts, restart_at, restart_owed
+from reconciler.plans.jobstatus import (
+    attempts_by_part,
+    attempts_used,
+    before_failed_starts,
+    restart_at,
+    restart_owed,
+)
 from reconciler.specs.slices import PartSpec
 from reconciler.state.model import BatchRecord
 
@@ -80,7 +85,7 @@ def find_retries(
 ) -> dict[tuple[str, int], PartRetry]:
     """(job, part) → its next attempt, for every finished part of the job's current run (`runs`)
     with attempts and requests left, cut short by a cancel (a resume), or whose batch failed to
-    start and whose restart is due at `now` (unix seconds; plans/restarts.py)."""
+    start and whose restart is due at `now` (unix seconds; plans/jobstatus.py)."""
     found: dict[tuple[str, int], PartRetry] = {}
     by_job = live_by_job(live)
     for job in desired.values():

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler.api.uploads import UploadSource
-from reconciler.common import atomic
+from reconciler.common import fileops
 from reconciler.engine.apply.leftovers import run_tag, upload_name
 from reconciler.engine.outcomes import WorkDir
 from reconciler.engine.retries import PartRetry, write_retry_input
@@ -43,6 +43,6 @@ class UploadSources:
         target = work.retry_input(unit.part, unit.retry)
         retry = self._retries.get((job.name, unit.part))
         if retry is not None and retry.attempt == unit.retry:
-            with atomic.replacing(target) as out:
+            with fileops.replacing(target) as out:
                 write_retry_input(Path(job.input_path), retry, out)
         return target

@@ -1,28 +1,48 @@
-"""Everything known before the first request: specs, inputs, owner, and the desired jobs."""
+"""Everything known before the first request, and what a pass may touch: specs, inputs, owner,
+the desired jobs and the state's backend; which jobs a pass may change (`--target`), which get
+a new run (`--replace`), and which it must leave to a newer checkout.
+
+Writers at different commits: a checkout behind the commit that last changed a job leaves
+that job alone, so CI at a new commit and a daemon one pull behind do not undo each other.
+Each change a pass makes to a job records the commit it was made from (`applied_from` in the
+state; `forgotten` for a job dropped with its spec).  Before another pass changes that job, its
+checkout's HEAD is compared with that commit:
+
+- the same commit, or the recorded one is an ancestor of HEAD: the job may be changed;
+- HEAD is an ancestor of the recorded commit (behind): the job is left alone, and the plan
+  says so, until this checkout catches up;
+- neither holds the other (diverged), or the recorded commit is not in this clone (not yet
+  fetched, or cut off by a shallow clone): the newer commit by committer date goes first
+  (equal dates: the larger commit id), so two checkouts never take turns undoing each other;
+- outside a git checkout, or without git: the job is changed as before, and its recorded
+  commit is cleared (nothing says which commit the change came from).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.common.errors import StateError
+from reconciler.common.errors import StateError, UserError
 from reconciler.common.limits import SANDBOX
+from reconciler.engine import clock
 from reconciler.engine.connect import resolve_provider_headers
 from reconciler.engine.desired import desired_job
-from reconciler.plans.changes import DesiredJob
+from reconciler.plans.changes import DesiredJob, PlanContext
+from reconciler.plans.runs import stamp
 from reconciler.specs import identity
-from reconciler.specs.checkout import Commit, head
+from reconciler.specs.checkout import Commit, Relation, head, relation
+from reconciler.specs.inputs.cache import digest_repo
 from reconciler.specs.inputs.digest import InputDigest
-from reconciler.specs.inputs.repo import digest_repo
 from reconciler.specs.loader import LoadedJob, LoadedRepo, load_repo
 from reconciler.specs.models import Provider
-from reconciler.specs.paths import RepoPaths
-from reconciler.specs.settings import PlanBudget
-from reconciler.state.backend import StateBackend, open_backend
-from reconciler.state.model import State
+from reconciler.specs.repo import PlanBudget, RepoPaths
+from reconciler.state.backend import StateBackend
+from reconciler.state.model import AppliedFrom, State
+from reconciler.state.open import open_backend
 
 
 @dataclass(frozen=True)
@@ -108,3 +128,79 @@ def open_recorded(
         return open_backend(paths.state, None, None)
     tag = identity.owner_tag(identity.resolve_owner(paths.repo, owner_flag, paths.repo_settings()))
     return open_backend(paths.state, paths.state_url, tag)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which jobs a pass may change (`--target`), and which to start a new run of (`--replace`).
+
+    `stamp` names the new runs: taken once, when the command starts (or kept in a saved plan),
+    so every pass of one command converges the same run instead of starting another."""
+
+    targets: frozenset[str] | None = None
+    replace: frozenset[str] = frozenset()
+    stamp: str = field(default_factory=lambda: stamp(clock.now()))
+
+    @classmethod
+    def of(cls, targets: tuple[str, ...] = (), replace: tuple[str, ...] = ()) -> Scope:
+        return cls(frozenset(targets) if targets else None, frozenset(replace))
+
+    def context(self) -> PlanContext:
+        return PlanContext(stamp=self.stamp, replace=self.replace, targets=self.targets)
+
+    def untouched(self, ws: Workspace, state: State) -> set[str]:
+        if self.targets is None:
+            return set()
+        return (set(ws.desired) | set(state.jobs)) - self.targets
+
+    def check(self, ws: Workspace, state: State) -> None:
+        """A target or replace naming no job is a mistake, not an empty plan."""
+        unknown = sorted((self.targets or frozenset()) - set(ws.desired) - set(state.jobs))
+        if unknown:
+            raise UserError(f"--target {unknown[0]}: no job of that name in the specs or the state")
+        unknown = sorted(self.replace - set(ws.desired))
+        if unknown:
+            raise UserError(f"--replace {unknown[0]}: no job of that name in the specs")
+        outside = sorted(self.replace - (self.targets or self.replace))
+        if outside:
+            raise UserError(f"--replace {outside[0]} is not among the --target jobs")
+
+
+def applied_from(ws: Workspace) -> AppliedFrom | None:
+    """What this workspace's changes are recorded as made from."""
+    here = ws.checkout
+    return AppliedFrom(commit=here.sha, committed_at=here.committed_at) if here else None
+
+
+def behind(ws: Workspace, state: State, jobs: Iterable[str]) -> dict[str, str]:
+    """Of `jobs`, those this checkout must leave alone, each with why: `checkout at abc1234 is
+    behind def5678, which last applied nightly-eval`.  One question to git per recorded commit."""
+    here = ws.checkout
+    if here is None:
+        return {}
+    verdicts: dict[str, str | None] = {}
+    reasons: dict[str, str] = {}
+    for name in jobs:
+        recorded = state.jobs.get(name)
+        last = recorded.applied_from if recorded is not None else state.forgotten.get(name)
+        if last is None or last.commit == here.sha:
+            continue
+        if last.commit not in verdicts:
+            verdicts[last.commit] = _why_not(ws, here, last)
+        why = verdicts[last.commit]
+        if why is not None:
+            reasons[name] = f"{why}, which last applied {name}"
+    return reasons
+
+
+def _why_not(ws: Workspace, here: Commit, last: AppliedFrom) -> str | None:
+    found = relation(ws.paths.repo, here.sha, last.commit)
+    if found is Relation.BEHIND:
+        return f"checkout at {here.short} is behind {last.short}"
+    if found in (Relation.SAME, Relation.AHEAD):
+        return None
+    if (here.committed_at, here.sha) >= (last.committed_at, last.commit):
+        return None  # this commit is the newer one: it goes first
+    if found is Relation.DIVERGED:
+        return f"checkout at {here.short} has diverged from {last.short}, a newer commit"
+    return f"checkout at {here.short} does not have {last.short}, a newer commit (fetch or pull it)"

@@ -1,25 +1,108 @@
-"""The decision for one job: which batches to create, cancel, adopt, retry or resume, and why.
+"""Desired specs + recorded state + live owned batches → the changes that converge them, job by job.
 
-Only the batches of the job's current run (runs.py) and generation are its current work;
-running batches of other runs or generations are superseded, unless a schedule's
-`concurrency_policy: allow` lets an earlier run go on.
+Pure: no I/O here, so every decision can be read and tested as data.  Observed fields
+(status, counts, output ids) never make a change; a finished batch of the current
+generation is finished work, not drift.
+
+The decision for one job (`plan_job`): which batches to create, cancel, adopt, retry or
+resume, and why.  Only the batches of the job's current run (runs.py) and generation are its
+current work; running batches of other runs or generations are superseded, unless a
+schedule's `concurrency_policy: allow` lets an earlier run go on.  What changed between two
+definitions of a job is named field by field, for a reviewer to read (`changed_fields`).
+
+A job whose spec is gone (`plan_removed`): its running batches are cancelled or left running,
+each as the deletion policy written into its own metadata says, so an orphan stays orphaned
+even after the job is forgotten and the state is lost.  A batch of ours with no policy in its
+metadata and no state record to take one from is left running and reported, never cancelled
+silently.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from reconciler.api.batch import START_FAILURES, LiveBatch
+from reconciler.common.errors import PlanRefusedError
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, PlanContext, Retryable, Unit
-from reconciler.plans.diff import changed_fields
+from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, Plan, PlanContext, Retryable, Unit
 from reconciler.plans.duplicates import dedupe_reason, split_duplicates
-from reconciler.plans.jobstatus import attempts_by_part, attempts_used, job_status
-from reconciler.plans.removed import plan_removed
-from reconciler.plans.restarts import restart_note, restart_owed, restart_reason
+from reconciler.plans.jobstatus import (
+    attempts_by_part,
+    attempts_used,
+    job_status,
+    restart_note,
+    restart_owed,
+    restart_reason,
+)
 from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run, successor
-from reconciler.state.model import BatchRecord, JobState
+from reconciler.state.model import BatchRecord, JobState, State
+
+MAX_SHOWN_CHARS = 40
+
+
+def changed_fields(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any], by_custom_id: Mapping[str, Any] | None = None
+) -> list[str]:
+    """`endpoint: /v1/completions → /v1/chat/completions`, one per changed leaf; the input as
+    request counts and a short digest, and with `by_custom_id` (specs/inputs/cache.compare)
+    the requests added, removed and changed."""
+    if not old:
+        return []
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    lines = []
+    for key in sorted(set(flat_old) | set(flat_new)):
+        if key.startswith("input.") or flat_old.get(key) == flat_new.get(key):
+            continue
+        lines.append(f"{key}: {_show(flat_old.get(key))} → {_show(flat_new.get(key))}")
+    lines += _input_change(old.get("input"), new.get("input"), by_custom_id)
+    return lines
+
+
+def _input_change(old: Any, new: Any, by_custom_id: Mapping[str, Any] | None) -> list[str]:
+    if not isinstance(old, dict) or not isinstance(new, dict) or old.get("sha256") == new.get("sha256"):
+        return []
+    before, after = _count(old.get("requests")), _count(new.get("requests"))
+    counts = f"{after} requests" if before == after else f"{before} → {after} requests"
+    digests = f"sha256 {str(old.get('sha256'))[:8]}… → {str(new.get('sha256'))[:8]}…"
+    return [f"input: {counts}, {digests}" + _by_custom_id(by_custom_id)]
+
+
+def _by_custom_id(summary: Mapping[str, Any] | None) -> str:
+    """` (1 added: req-41; 2 changed: req-3, req-7 … by custom_id)`."""
+    if not summary:
+        return ""
+    examples = summary.get("examples") or {}
+    parts = []
+    for kind in ("added", "removed", "changed"):
+        if summary.get(kind):
+            ids = ", ".join(_show(i) for i in examples.get(kind, []))
+            more = " …" if summary[kind] > len(examples.get(kind, [])) else ""
+            parts.append(f"{summary[kind]:,} {kind}" + (f": {ids}{more}" if ids else ""))
+    return f" ({'; '.join(parts)} by custom_id)" if parts else " (the same requests, by custom_id)"
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    text = str(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 1] + "…"
 
 
 def plan_job(
@@ -254,3 +337,110 @@ def _change(
         run=run,
         next_run=upcoming,
     )
+
+
+def plan_removed(name: str, recorded: JobState | None, running: list[LiveBatch]) -> Change | None:
+    provider = recorded.provider if recorded else (running[0].provider if running else "")
+    generation = recorded.generation if recorded else None
+    policies = {
+        b.id: b.batch.deletion_policy or (recorded.deletion_policy if recorded else None) for b in running
+    }
+    cancel = tuple(b.id for b in running if policies[b.id] == "cancel")
+    orphans = [b.id for b in running if policies[b.id] == "orphan"]
+    unknown = [b.id for b in running if policies[b.id] is None]
+    if cancel:
+        reason = f"spec removed; deletion_policy cancel stops {_ids(list(cancel))}"
+        if orphans:
+            reason += f"; deletion_policy orphan leaves {_ids(orphans)} running"
+        return Change(name, Action.CANCEL, reason, provider, generation, cancel=cancel)
+    if recorded is not None:
+        reason = (
+            f"spec removed; deletion_policy orphan leaves {_ids(orphans + unknown)} running"
+            if running
+            else "spec removed; its batches are finished"
+        )
+        return Change(name, Action.FORGET, reason, provider, generation)
+    if unknown:
+        reason = (
+            f"no spec, no state record and no deletion policy in its metadata: {_ids(unknown)} "
+            "left running; cancel it by hand if it should stop"
+        )
+        return Change(name, Action.NOOP, reason, provider, generation, attention=True)
+    if orphans:
+        return Change(name, Action.NOOP, f"orphaned: {_ids(orphans)} left running", provider, generation)
+    return None
+
+
+def _ids(ids: list[str]) -> str:
+    return ids[0] if len(ids) == 1 else f"{ids[0]} and {len(ids) - 1} more"
+
+
+def live_by_job(live: Sequence[LiveBatch]) -> dict[str, list[LiveBatch]]:
+    """Live batches grouped by job (batches of no job under ""), in list order: looking up one
+    job's batches must not scan every batch (10,000 jobs by 10,000 batches)."""
+    by_job: dict[str, list[LiveBatch]] = {}
+    for batch in live:
+        by_job.setdefault(batch.batch.job or "", []).append(batch)
+    return by_job
+
+
+def make_plan(
+    desired: Mapping[str, DesiredJob],
+    state: State,
+    live: Sequence[LiveBatch],
+    *,
+    retryable: Retryable | None = None,
+    allow_empty: bool = False,
+    context: PlanContext | None = None,
+    in_flight: InFlight | None = None,
+) -> Plan:
+    ctx = context or PlanContext()
+    by_job = live_by_job(live)
+    names = sorted(set(desired) | set(state.jobs) | set(by_job) - {""})
+    if ctx.targets is not None:
+        names = [name for name in names if name in ctx.targets]
+    changes = [
+        change
+        for name in names
+        if (
+            change := plan_job(
+                name,
+                desired.get(name),
+                state.jobs.get(name),
+                by_job.get(name, []),
+                retryable or {},
+                ctx,
+                in_flight or {},
+            )
+        )
+    ]
+    if not desired and not allow_empty and any(c.action is Action.CANCEL for c in changes):
+        raise PlanRefusedError(
+            "no specs found, and the plan would cancel every running job; check --specs, "
+            "or pass --allow-empty to really cancel them all"
+        )
+    return Plan(tuple(changes))
+
+
+def left_to_newer(plan: Plan, reasons: Mapping[str, str]) -> Plan:
+    """The plan with the changes to each job in `reasons` taken back: a writer whose checkout
+    is behind the commit that last changed the job (engine/workspace.py) shows why, and does
+    nothing to it."""
+    changes = tuple(
+        dataclasses.replace(
+            change,
+            action=Action.NOOP,
+            reason=reasons[change.job],
+            cancel=(),
+            adopt=(),
+            creates=(),
+            launch_requests=0,
+            launch_tokens=0,
+            attention=True,
+            missed_slot=None,
+        )
+        if change.mutates and change.job in reasons
+        else change
+        for change in plan.changes
+    )
+    return dataclasses.replace(plan, changes=changes)

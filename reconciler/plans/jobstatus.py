@@ -1,4 +1,5 @@
-"""A job's overall status and request counts, from its batches of the current generation.
+"""A job's attempts and what they add up to: its status and request counts, which attempts count,
+when a failed start is restarted, its runs' history, and how far it has got.
 
 Only the latest attempt of each part speaks for that part; earlier attempts are history.
 
@@ -8,20 +9,92 @@ Only the latest attempt of each part speaks for that part; earlier attempts are 
 | any still running                         | the busiest: `in_progress`, `finalizing`,    |
 |                                           | `validating`, `cancelling`, else as it came  |
 | some parts still to create (pending), or  | `pending`                                    |
-| a failed start to restart (restarts.py)   |                                              |
+| a failed start to restart                 |                                              |
 | all finished, results still to write      | `collecting`                                 |
 | all `completed`                           | `completed`                                  |
 | otherwise                                 | the first of `failed`, `expired`,            |
 |                                           | `cancelled`, else the provider's own status  |
+
+Restarts.  A batch Portkey could not start is submitted again: twice at most, 1 and then 5
+minutes on.  `file_upload_failed` (the gateway could not upload the input to the provider) and
+`batch_start_failed` (the provider would not start the batch) end a batch before anything ran:
+nothing was answered and nothing billed.  So the part's next batch sends again what the failed
+one was to send, decided from the attempts before it as it was then: a *restart*.  Like a
+resume after a cancel, a restart is not a retry and spends none of `retry.max_attempts`.  It
+waits first, since what stopped the start (an outage, a rate limit at the provider) passes in
+minutes if at all: the first restart goes 60 s after the failed batch ended (its `failed_at`,
+else its `created_at`: the server's clock), the second 300 s after the next one failed.  A
+part whose batch fails to start three times in a row stays failed; `retry.on: [batch_failed]`
+may still send it again then, as an ordinary retry that counts.  While a restart is owed, the
+job's status is `pending`.
+
+A job's runs are kept newest first and bounded: what `status JOB` shows and a lost state
+regains (`updated_history`).  Progress figures (`job_progress`: how far, how fast, when done)
+come from what the state recorded (request counts as of `observed_at`, each batch's
+`in_progress_at`), never from a clock of our own, so they can be read as data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from reconciler.api.batch import is_terminal
-from reconciler.plans.restarts import is_restart, restart_owed
-from reconciler.state.model import BatchRecord, PendingCreate
+from reconciler.api.batch import START_FAILURES, LiveBatch, is_terminal
+from reconciler.state.model import BatchRecord, JobState, PendingCreate, RunRecord
+
+RESTART_DELAYS = (60.0, 300.0)  # seconds after the Nth failed start before restart N
+
+
+def failed_starts(attempts: Sequence[BatchRecord]) -> int:
+    """How many of a part's attempts (oldest first) a start failure ended, in a row, at the end."""
+    count = 0
+    for record in reversed(attempts):
+        if record.status not in START_FAILURES:
+            break
+        count += 1
+    return count
+
+
+def restart_owed(attempts: Sequence[BatchRecord]) -> bool:
+    return 0 < failed_starts(attempts) <= len(RESTART_DELAYS)
+
+
+def restart_at(attempts: Sequence[BatchRecord]) -> float:
+    """Unix seconds from which the owed restart may go (only when `restart_owed`)."""
+    latest = attempts[-1]
+    ended = latest.failed_at or latest.created_at or 0
+    return ended + RESTART_DELAYS[failed_starts(attempts) - 1]
+
+
+def before_failed_starts(attempts: Sequence[BatchRecord]) -> list[BatchRecord]:
+    """The attempts that ran (or were cancelled) before the failed starts at the end."""
+    return list(attempts[: len(attempts) - failed_starts(attempts)])
+
+
+def is_restart(ordered: Sequence[BatchRecord], index: int) -> bool:
+    """Attempt `index` (of a part's attempts, oldest first) restarted a failed start."""
+    return restart_owed(ordered[:index])
+
+
+def restart_note(by_part: dict[int, list[BatchRecord]]) -> str | None:
+    """`batch_start_failed (nothing ran): part 0 is sent again from 03:10:00Z, restart 1 of 2`."""
+    for part, attempts in sorted(by_part.items()):
+        if restart_owed(attempts):
+            when = datetime.fromtimestamp(restart_at(attempts), UTC).isoformat(timespec="seconds")
+            return (
+                f"{attempts[-1].status} (nothing ran): part {part} is sent again from "
+                f"{when.replace('+00:00', 'Z')}, restart {failed_starts(attempts)} of {len(RESTART_DELAYS)}"
+            )
+    return None
+
+
+def restart_reason(attempts: Sequence[BatchRecord], part: int, requests: int) -> str:
+    return (
+        f"{attempts[-1].status} (nothing ran): part {part}'s {requests:,} requests sent again, "
+        f"restart {failed_starts(attempts)} of {len(RESTART_DELAYS)}"
+    )
+
 
 RUNNING_ORDER = ("in_progress", "finalizing", "validating", "cancelling")
 FINISHED_ORDER = ("failed", "expired", "cancelled")
@@ -45,7 +118,7 @@ def attempts_by_part(batches: Iterable[BatchRecord]) -> dict[int, list[BatchReco
 
 def attempts_used(attempts: Iterable[BatchRecord]) -> int:
     """A part's attempts that count toward `retry.max_attempts`: a resume (the attempt after a
-    cancelled one) sends again what the cancel cut short, and a restart (restarts.py) what a
+    cancelled one) sends again what the cancel cut short, and a restart what a
     failed start never ran; neither is a retry."""
     ordered = sorted(attempts, key=lambda b: b.retry)
     return sum(
@@ -95,3 +168,120 @@ def request_counts(batches: tuple[BatchRecord, ...]) -> dict[str, int]:
     for record in latest_per_part(batches):
         counts["failed"] += (record.request_counts or {}).get("failed", 0)
     return counts
+
+
+ENDED_FIELDS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
+
+
+def updated_history(job: JobState, live: Sequence[LiveBatch], limit: int) -> tuple[RunRecord, ...]:
+    """The recorded runs with those seen live brought up to date; the current run as the job
+    itself says it (results and pending creates included)."""
+    groups: dict[tuple[str, str], list[BatchRecord]] = {}
+    for batch in live:
+        key = (batch.run, batch.generation or "")
+        groups.setdefault(key, []).append(BatchRecord.from_batch(batch.batch))
+    runs = {(r.run, r.generation): r for r in job.history}
+    for (run, generation), records in groups.items():
+        runs[(run, generation)] = _run_record(run, generation, tuple(records), runs.get((run, generation)))
+    if job.run is not None and (job.batches or job.pending):
+        key = (job.run, job.generation)
+        runs[key] = _current_record(job, runs.get(key))
+    ordered = sorted(
+        runs.values(), key=lambda r: (r.started_at is None, r.started_at or 0, r.run), reverse=True
+    )
+    return tuple(ordered[:limit])
+
+
+def _run_record(
+    run: str, generation: str, records: tuple[BatchRecord, ...], before: RunRecord | None
+) -> RunRecord:
+    status = job_status(records, ())
+    return RunRecord(
+        run=run,
+        generation=generation,
+        status=status,
+        request_counts=request_counts(records),
+        batches=tuple(sorted(r.batch_id for r in records)),
+        started_at=_started(records),
+        ended_at=_ended(records) if is_terminal(status) else None,
+        # What only the state knows of a run (read from its files while it was current) stays.
+        results=before.results if before else None,
+        usage=before.usage if before else None,
+        cost_usd=before.cost_usd if before else None,
+    )
+
+
+def _current_record(job: JobState, before: RunRecord | None) -> RunRecord:
+    assert job.run is not None
+    return RunRecord(
+        run=job.run,
+        generation=job.generation,
+        status=job.status,
+        request_counts=job.request_counts,
+        batches=tuple(sorted(b.batch_id for b in job.batches)),
+        started_at=_started(job.batches) or (before.started_at if before else None),
+        ended_at=_ended(job.batches) if is_terminal(job.status) else None,
+        results=job.results.path if job.results else (before.results if before else None),
+        usage=job.total_usage if job.usage else (before.usage if before else None),
+        cost_usd=job.cost_usd if job.usage else (before.cost_usd if before else None),
+    )
+
+
+def _started(records: Sequence[BatchRecord]) -> int | None:
+    created = [r.created_at for r in records if r.created_at]
+    return min(created) if created else None
+
+
+def _ended(records: Sequence[BatchRecord]) -> int | None:
+    ends = [getattr(r, name) for r in records for name in ENDED_FIELDS if getattr(r, name)]
+    return max(ends) if ends else None
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int  # requests answered, succeeded or failed
+    failed: int
+    total: int
+    per_minute: float | None = None  # requests the running batches answered per minute
+    eta_seconds: float | None = None  # until the running batches have answered everything, from `now`
+
+
+def job_progress(job: JobState, now: float) -> Progress:
+    counts = job.request_counts
+    completed, failed = counts.get("completed", 0), counts.get("failed", 0)
+    figures = Progress(completed + failed, failed, counts.get("total", 0))
+    observed = parse_time(job.observed_at)
+    running = [b for b in latest_per_part(job.batches) if not is_terminal(b.status)]
+    starts = [b.in_progress_at for b in running if b.in_progress_at]
+    if observed is None or not starts or len(starts) < len(running):
+        return figures
+    answered = remaining = 0
+    for batch in running:
+        got = batch.request_counts or {}
+        done = got.get("completed", 0) + got.get("failed", 0)
+        answered += done
+        remaining += max(got.get("total", 0) - done, 0)
+    elapsed = observed - min(starts)
+    if elapsed <= 0 or answered == 0:
+        return figures
+    rate = answered / elapsed
+    eta = max(remaining / rate - max(now - observed, 0.0), 0.0)
+    return Progress(figures.done, failed, figures.total, rate * 60, eta)
+
+
+def parse_time(stamp: str | None) -> float | None:
+    """`2026-11-22T03:00:00Z` → unix seconds; None when absent or unreadable."""
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def duration(seconds: float) -> str:
+    """`45s`, `12m`, `3h`, `2d`: the largest unit that fits."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(int(seconds), 0)}s"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.sandbox.config import server_fault
+from reconciler.sandbox.disk import BatchRecord
 from reconciler.sandbox.exchange import Call, Reply, listing
-from reconciler.sandbox.faults import server_fault
-from reconciler.sandbox.lifecycle import moment
-from reconciler.sandbox.problems import ApiProblem, bad_request, invalid_value, missing, not_found
-from reconciler.sandbox.records import BatchRecord
-from reconciler.sandbox.views import batch_json
+from reconciler.sandbox.lifecycle import batch_json, moment
+from reconciler.sandbox.wire import ApiProblem, bad_request, invalid_value, missing, not_found
 
 ENDPOINTS = (
     "/v1/responses",

@@ -6,12 +6,20 @@ import contextlib
 import os
 from pathlib import Path
 
+from reconciler.sandbox.config import server_fault
+from reconciler.sandbox.disk import FileRecord
 from reconciler.sandbox.exchange import Call, Reply, listing
-from reconciler.sandbox.faults import server_fault
-from reconciler.sandbox.files import scaled
-from reconciler.sandbox.multipart import Form, boundary_of, parse_form
-from reconciler.sandbox.problems import ApiProblem, bad_request, invalid_value, missing, not_found
-from reconciler.sandbox.records import FileRecord
+from reconciler.sandbox.file_store import scaled
+from reconciler.sandbox.wire import (
+    ApiProblem,
+    Form,
+    bad_request,
+    boundary_of,
+    invalid_value,
+    missing,
+    not_found,
+    parse_form,
+)
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # the Files API's own limit; batch inputs are checked later

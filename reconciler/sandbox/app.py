@@ -1,4 +1,5 @@
-"""One sandbox's state in this process: its stores, knobs, dice and request counts.
+"""One sandbox's state in this process: its stores, knobs, dice and request counts, and the /v1
+route table (method + path template → endpoint function) that answers a request.
 
 The stores live on disk and may be shared with other processes; knobs, dice and counts belong
 to this server alone.
@@ -7,21 +8,63 @@ to this server alone.
 from __future__ import annotations
 
 import hmac
+import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from reconciler.sandbox import routes
+from reconciler.sandbox import api_batches, api_files
 from reconciler.sandbox.batches import BatchStore
-from reconciler.sandbox.body import BodyReader
-from reconciler.sandbox.config import SandboxConfig
+from reconciler.sandbox.config import Dice, SandboxConfig, injected_fault
 from reconciler.sandbox.exchange import Call, Reply
-from reconciler.sandbox.faults import Dice, injected_fault
-from reconciler.sandbox.files import FileStore
-from reconciler.sandbox.problems import ApiProblem, unknown_route
+from reconciler.sandbox.file_store import FileStore
+from reconciler.sandbox.wire import ApiProblem, BodyReader, unknown_route
+
+Endpoint = Callable[[Call], Reply]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    template: str  # "/v1/batches/{id}": what request_counts() reports
+    pattern: re.Pattern[str]
+    endpoint: Endpoint
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} {self.template}"
+
+
+def _route(method: str, template: str, endpoint: Endpoint) -> Route:
+    pattern = re.compile("^" + template.replace("{id}", "(?P<id>[^/]+)") + "/?$")
+    return Route(method, template, pattern, endpoint)
+
+
+ROUTES = (
+    _route("POST", "/v1/files", api_files.upload),
+    _route("GET", "/v1/files", api_files.list_files),
+    _route("GET", "/v1/files/{id}", api_files.retrieve),
+    _route("GET", "/v1/files/{id}/content", api_files.content),
+    _route("DELETE", "/v1/files/{id}", api_files.delete),
+    _route("POST", "/v1/batches", api_batches.create),
+    _route("GET", "/v1/batches", api_batches.list_batches),
+    _route("GET", "/v1/batches/{id}", api_batches.retrieve),
+    _route("POST", "/v1/batches/{id}/cancel", api_batches.cancel),
+    _route("GET", "/v1/batches/{id}/output", api_batches.output),
+)
+
+
+def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    for route in ROUTES:
+        found = route.pattern.match(path)
+        if found and route.method == method:
+            return route, found.groupdict()
+    return None
 
 
 class App:
@@ -59,7 +102,7 @@ class App:
     def serve(
         self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: BodyReader
     ) -> Reply:
-        found = routes.match(method, path)
+        found = match(method, path)
         with self._lock:
             self._counts[found[0].name if found else f"{method} (unknown route)"] += 1
         config = self._config

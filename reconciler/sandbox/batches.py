@@ -19,13 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.sandbox.config import TIMELINE_KNOBS, SandboxConfig
-from reconciler.sandbox.disk import Listing, StatCache, locked, sortable_id, unique_ns, write_json
-from reconciler.sandbox.files import FileStore
+from reconciler.sandbox.disk import (
+    BatchErrorItem,
+    BatchRecord,
+    CancelRequest,
+    Listing,
+    StatCache,
+    Timeline,
+    Validation,
+    locked,
+    sortable_id,
+    unique_ns,
+    write_json,
+)
+from reconciler.sandbox.file_store import FileStore
 from reconciler.sandbox.lifecycle import CANCELLABLE, WITH_RESULTS, Moment, moment, needs_validation
-from reconciler.sandbox.problems import ApiProblem
-from reconciler.sandbox.records import BatchErrorItem, BatchRecord, CancelRequest, Timeline, Validation
-from reconciler.sandbox.results import write_results
+from reconciler.sandbox.outputs import write_results
 from reconciler.sandbox.validation import validate_input
+from reconciler.sandbox.wire import ApiProblem
 
 _BATCH_ID = re.compile(r"^batch_[A-Za-z0-9]{1,64}$")
 

@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from reconciler.sandbox.batches import BatchStore
-from reconciler.sandbox.body import BodyReader
-from reconciler.sandbox.config import SandboxConfig
-from reconciler.sandbox.faults import Dice
-from reconciler.sandbox.files import FileStore
-from reconciler.sandbox.problems import ApiProblem, bad_request
+from reconciler.sandbox.config import Dice, SandboxConfig
+from reconciler.sandbox.file_store import FileStore
+from reconciler.sandbox.wire import ApiProblem, BodyReader, bad_request
 
 
 @dataclass(frozen=True)

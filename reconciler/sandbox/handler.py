@@ -1,5 +1,9 @@
 """The HTTP layer: parses a request, hands it to the app, writes the reply, keeps connections
 alive (HTTP/1.1) whenever the request body was fully read.
+
+`/_sandbox/...` is answered here too: knobs and request counts over HTTP, for tests that drive
+a sandbox running in another process (the CLI, the daemon) or behind the Portkey gateway.  Not
+counted, no key.
 """
 
 from __future__ import annotations
@@ -14,10 +18,35 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.sandbox.app import App
-from reconciler.sandbox.body import BodyReader
-from reconciler.sandbox.control import control
 from reconciler.sandbox.exchange import Reply
-from reconciler.sandbox.problems import ApiProblem, unknown_route
+from reconciler.sandbox.wire import ApiProblem, BodyReader, bad_request, unknown_route
+
+
+def control(app: App, method: str, path: str, body: BodyReader) -> Reply:
+    try:
+        return _dispatch(app, method, path.rstrip("/"), body)
+    except ApiProblem as problem:
+        return Reply.of(problem)
+
+
+def _dispatch(app: App, method: str, path: str, body: BodyReader) -> Reply:
+    if (method, path) == ("GET", "/_sandbox/requests"):
+        return Reply(json=app.counts())
+    if (method, path) == ("POST", "/_sandbox/requests/reset"):
+        app.reset_counts()
+        return Reply(json=app.counts())
+    if (method, path) == ("GET", "/_sandbox/config"):
+        return Reply(json=app.config.public())
+    if (method, path) == ("POST", "/_sandbox/config"):
+        knobs = body.read_json()
+        if not isinstance(knobs, dict):
+            raise bad_request("The body must be a JSON object of knobs.")
+        try:
+            return Reply(json=app.configure(**knobs).public())
+        except ValueError as error:
+            raise bad_request(str(error)) from None
+    raise unknown_route(method, path)
+
 
 log = logging.getLogger("reconciler.sandbox")
 _DRAIN_LIMIT = 16 * 1024 * 1024  # past this, closing the connection is cheaper than reading on

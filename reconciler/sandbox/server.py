@@ -12,9 +12,9 @@ from typing import Any
 
 from reconciler.sandbox.app import App
 from reconciler.sandbox.config import SandboxConfig
-from reconciler.sandbox.expiry import FileJanitor
+from reconciler.sandbox.file_store import FileJanitor
 from reconciler.sandbox.handler import Handler
-from reconciler.sandbox.webhooks import WebhookSender
+from reconciler.sandbox.webhook_sender import WebhookSender
 
 
 class _Server(ThreadingHTTPServer):

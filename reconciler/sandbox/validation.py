@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reconciler.sandbox import model
-from reconciler.sandbox.model_vectors import input_count
-from reconciler.sandbox.records import BatchErrorItem, Validation
+from reconciler.sandbox import responder
+from reconciler.sandbox.disk import BatchErrorItem, Validation
+from reconciler.sandbox.responder import input_count
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -99,7 +99,7 @@ class _LineChecker:
         name = body.get("model")
         if not isinstance(name, str):
             return _error("invalid_request", "The request body has no 'model'.", number, "body.model")
-        if model.family(name) is None:
+        if responder.family(name) is None:
             message = f"The model '{name}' does not exist or you do not have access to it."
             return _error("model_not_found", message, number, "body.model")
         if self.model is not None and self.model[0] != name:
@@ -130,7 +130,7 @@ class _LineChecker:
     def _accept(self, number: int, custom_id: str, *, name: str, body: dict[str, Any]) -> None:
         self.first_line[custom_id] = number
         self.model = self.model or (name, number)
-        if model.refusal(self.endpoint, body) is not None:
+        if responder.refusal(self.endpoint, body) is not None:
             self.failing.append(self.total)
         self.total += 1
 

@@ -1,6 +1,6 @@
 """The git commit a checkout is at, and how it relates to another commit.
 
-What lets a writer behind another leave that writer's jobs alone (engine/checkouts.py).  Git
+What lets a writer behind another leave that writer's jobs alone (engine/workspace.py).  Git
 is optional: every question is one `git` call with a timeout, and any failure (not a checkout,
 git missing, a commit this clone lacks) answers "not known", never an error.
 """

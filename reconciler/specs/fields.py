@@ -1,19 +1,67 @@
-"""The checks behind each spec field: a validator whose message is the text the user reads."""
+"""The checks behind each spec field, and the sentences a user reads when one fails.
+
+Each field's check is a validator whose message is the text the user reads: names, endpoints,
+paths, metadata, provider URLs and headers, sizes; a job's time fields (cron expression, time
+zone, durations, run label, the expiry of its uploads); the fields of a `Notification` and a
+Provider's `webhook_secret`.  A notification URL is usually itself the secret (a Slack webhook
+URL grants posting), so no message about one ever shows a URL or a secret's value: only which
+rule it broke.  pydantic's own errors are worded for YAML here too (`error_message`).
+"""
 
 from __future__ import annotations
 
+import difflib
 import re
+from datetime import UTC, datetime
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BeforeValidator, Field
-from pydantic_core import PydanticCustomError
+from cronsim import CronSim, CronSimError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from reconciler.common import limits
 from reconciler.common.ownership import RESERVED_KEYS, RESERVED_PREFIX
 from reconciler.specs import secrets
-from reconciler.specs.messages import closest
+
+
+def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """`; did you mean 'x'?` when a choice is close, else ''."""
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def error_message(error: ErrorDetails, model: type[BaseModel]) -> str:
+    """The sentence a user reads for one pydantic error; pydantic's own wording as a fallback."""
+    kind = error["type"]
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        known = known_keys(model, error["loc"][:-1])
+        hint = closest(str(error["loc"][-1]), known) or f"; known keys: {', '.join(known)}"
+        return "unknown key" + (hint if known else "")
+    if kind == "string_type":
+        return f"must be a string; put quotes around the {'key' if error['loc'][-1] == '[key]' else 'value'}"
+    if kind in ("dict_type", "model_type"):
+        return "must be a mapping of key: value"
+    if kind == "bool_type":
+        return "must be true or false"
+    return error["msg"].replace("Input should be", "must be")
+
+
+def known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed in the mapping at `loc` (aliases as written in YAML)."""
+    for part in loc:
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        options = (field.annotation, *get_args(field.annotation)) if field else ()  # unwraps `X | None`
+        nested = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return [field.alias or name for name, field in model.model_fields.items()]
+
 
 ALLOWED_ENDPOINTS: tuple[str, ...] = (
     "/v1/responses",
@@ -231,3 +279,115 @@ Metadata = Annotated[
 ByteSize = Annotated[int, BeforeValidator(_byte_size), _schema(type=["integer", "string"])]
 BaseUrl = Annotated[str, AfterValidator(_base_url), _schema(format="uri")]
 Headers = Annotated[dict[HeaderName, HeaderValue], AfterValidator(_headers)]
+
+
+def _cron(value: str) -> str:
+    fields = value.split()
+    if len(fields) != 5:
+        raise _invalid(f"{_show(value)} has {len(fields)} fields; write five: minute hour day month weekday")
+    try:
+        CronSim(value, datetime.now(UTC))
+    except (CronSimError, ValueError) as error:
+        raise _invalid(f"{_show(value)} is not a cron expression ({error})") from None
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _invalid(f"{_show(value)} is not an IANA time zone; write e.g. Europe/Berlin or UTC") from None
+    return value
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: int | str) -> int:
+    """`2h`, `30m`, `1d`, `90s`, or seconds; at least one second."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(value))
+        if not match:
+            raise _invalid(f"{_show(str(value))} is not a duration; write e.g. 2h, 30m, 1d or 90s")
+        seconds = int(match.group(1)) * DURATION_UNITS[match.group(2)]
+    if seconds < 1:
+        raise _invalid("must be at least one second")
+    return seconds
+
+
+def _file_expiry(seconds: int) -> int:
+    if not limits.MIN_FILE_EXPIRY_SECONDS <= seconds <= limits.MAX_FILE_EXPIRY_SECONDS:
+        raise _invalid("must be between 1h and 30d (what the Files API accepts), e.g. 7d")
+    return seconds
+
+
+Cron = Annotated[str, AfterValidator(_cron)]
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+Duration = Annotated[
+    int, BeforeValidator(_duration), _schema(type=["integer", "string"], pattern=r"^\d+[smhd]$")
+]
+FileExpiry = Annotated[Duration, AfterValidator(_file_expiry)]
+RunLabel = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+EventName = Literal["failed", "expired", "completed", "replaced", "cancelled", "schedule_missed"]
+EVENT_NAMES: tuple[EventName, ...] = (
+    "failed",
+    "expired",
+    "completed",
+    "replaced",
+    "cancelled",
+    "schedule_missed",
+)
+_VARIABLE_ONLY = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+_GLOB = re.compile(r"[a-z0-9*?\[\]!-]{1,63}")
+
+
+def _variable_only(value: str) -> str:
+    if not _VARIABLE_ONLY.fullmatch(value):
+        raise _invalid(
+            "write the secret as ${VAR}, read from the environment at run time; never the secret itself"
+        )
+    return value
+
+
+def _notify_url(value: str) -> str:
+    problem = secrets.syntax_problem(value)
+    if problem:
+        raise _invalid(problem)
+    if secrets.variables_in(value):
+        return value  # checked once expanded, at send time
+    if problem := url_problem(value):
+        raise _invalid(problem)
+    return value
+
+
+def url_problem(value: str) -> str | None:
+    """What keeps `value` from being a URL to POST to; never quotes it."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host (or ${VAR} holding one)"
+    if any(char in value for char in "\r\n\0 "):
+        return "a URL may not hold spaces or line breaks"
+    return None
+
+
+def _job_glob(value: str) -> str:
+    if not _GLOB.fullmatch(value):
+        raise _invalid(
+            f"{value[:60]!r} is not a job name pattern: use lowercase letters, digits, '-', '*', '?'"
+        )
+    return value
+
+
+WebhookSecret = Annotated[
+    str, AfterValidator(_variable_only), Field(json_schema_extra={"pattern": _VARIABLE_ONLY.pattern})
+]
+NotifyUrl = Annotated[str, AfterValidator(_notify_url)]
+JobGlob = Annotated[str, AfterValidator(_job_glob)]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.common.errors import OwnerError
-from reconciler.specs.settings import SETTINGS_FILE, RepoSettings, read_settings
+from reconciler.specs.repo import SETTINGS_FILE, RepoSettings, read_settings
 
 OWNER_ENV = "RECONCILER_OWNER"
 _OWNER_SYNTAX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")

@@ -2,6 +2,14 @@
 
 All problems are collected, across files and documents, before anything is raised: a user
 fixing a repo should see the whole list at once, each with the line of the offending node.
+One spec file's YAML documents are each validated into a model (`read_documents`).
+
+Spec files are parsed once per file identity, so a daemon pass re-reads only what changed
+(`ParsedFiles`).  A file's identity is its (device, inode, size, mtime, ctime), as the input
+cache keys it: every write moves the ctime, which no one can set back. A file changed in the
+last `RECENT_SECONDS` is parsed again each time: two writes within one tick of the
+filesystem's clock could leave the same identity behind. Parsed documents are frozen models
+and YAML nodes nobody changes, so handing the same ones out again is safe.
 """
 
 from __future__ import annotations
@@ -10,20 +18,134 @@ import contextlib
 import gc
 import os
 import stat
+import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
 
 from reconciler.common.errors import Problem, ReadProblem, SpecError
 from reconciler.common.limits import SANDBOX
 from reconciler.specs import results_template
-from reconciler.specs.documents import Document
-from reconciler.specs.messages import closest
-from reconciler.specs.models import BatchJob, Notification, Provider
-from reconciler.specs.parsed import ParsedFiles
-from reconciler.specs.paths import RepoPaths
-from reconciler.specs.repo_paths import RealRoots, display, resolve_input, resolve_results
+from reconciler.specs.fields import closest, error_message
+from reconciler.specs.models import KINDS, BatchJob, Notification, Provider
+from reconciler.specs.repo import RealRoots, RepoPaths, display, resolve_input, resolve_results
+from reconciler.specs.yamlsource import Loc, locate, parse_yaml
+
+# The fields a problem found after validation points at (a name used twice, a provider or an
+# input that is not there, results that clash): their places are kept, the YAML nodes are not
+# (they were most of the memory: 12 KB a spec, 120 MB at 10,000 specs).
+PLACES: tuple[Loc, ...] = (("metadata", "name"), ("spec", "provider"), ("spec", "input"), ("spec", "results"))
+
+
+@dataclass(frozen=True)
+class Document:
+    source: Path
+    display: str
+    line: int  # where the document starts
+    places: Mapping[Loc, tuple[int, str]]  # PLACES → (line, field as written)
+    model: BatchJob | Provider | Notification
+
+    @property
+    def name_line(self) -> int:
+        return self.places[("metadata", "name")][0]
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        line, label = self.places.get(loc, (self.line, ".".join(str(part) for part in loc)))
+        return Problem(self.display, line, label, message)
+
+
+def read_documents(path: Path, shown: str) -> tuple[list[Document], list[Problem]]:
+    """The valid documents of one file (empty ones skipped) and the problems found."""
+    documents: list[Document] = []
+    parsed, problems = parse_yaml(path, shown)
+    for node, data in parsed:
+        if data is None:
+            continue
+        model, trouble = _validate(data, node, shown)
+        problems += trouble
+        if model is not None:
+            places = {loc: locate(node, loc) for loc in PLACES}
+            documents.append(Document(path, shown, node.start_mark.line + 1, places, model))
+    return documents, problems
+
+
+def _validate(
+    data: object, node: yaml.Node, shown: str
+) -> tuple[BatchJob | Provider | Notification | None, list[Problem]]:
+    """The document as a model, or the problems keeping it from being one."""
+    if not isinstance(data, dict):
+        message = "a document must be a mapping with apiVersion, kind, metadata and spec"
+        return None, [Problem(shown, locate(node, ())[0], "", message)]
+    kind = data.get("kind")
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return None, [Problem(shown, *locate(node, ("kind",)), _kind_problem(kind))]
+    try:
+        return model.model_validate(data), []
+    except ValidationError as error:
+        return None, [
+            Problem(shown, *locate(node, e["loc"]), error_message(e, model)) for e in error.errors()
+        ]
+
+
+def _kind_problem(kind: object) -> str:
+    choices = list(KINDS)
+    if kind is None:
+        return f"required: one of {', '.join(choices)}"
+    hint = closest(str(kind), choices) or f"; use one of {', '.join(choices)}"
+    return f"unknown kind {str(kind)[:60]!r}{hint}"
+
+
+RECENT_SECONDS = 2.0
+REPOS_KEPT = 4  # specs folders remembered at once (a daemon has one; tests have many)
+
+Identity = tuple[int, int, int, int, int]
+Entry = tuple[Identity, str, list[Document], list[Problem]]
+
+_by_folder: dict[Path, dict[Path, Entry]] = {}
+
+
+class ParsedFiles:
+    """The parsed files of one specs folder during one scan; `close` forgets files not seen,
+    and all of them unless `remember`."""
+
+    def __init__(self, specs: Path, remember: bool = True) -> None:
+        self._specs, self._remember = specs, remember
+        self._before = _by_folder.pop(specs, {}) if remember else _by_folder.get(specs, {})
+        self._now: dict[Path, Entry] = {}
+
+    def read(self, path: Path, shown: str) -> tuple[list[Document], list[Problem]]:
+        if not self._remember and not self._before:
+            return read_documents(path, shown)
+        try:
+            identity = _identity(os.stat(path))
+        except OSError:
+            return read_documents(path, shown)  # which words the problem
+        known = self._before.get(path)
+        if known is not None and known[0] == identity and known[1] == shown:
+            self._now[path] = known
+            return list(known[2]), list(known[3])
+        documents, problems = read_documents(path, shown)
+        unread = any(isinstance(problem, ReadProblem) for problem in problems)  # try again next time
+        if time.time_ns() - identity[4] > RECENT_SECONDS * 1e9 and not unread:
+            self._now[path] = (identity, shown, documents, problems)
+        return list(documents), list(problems)
+
+    def close(self) -> None:
+        if not self._remember:
+            return
+        _by_folder[self._specs] = self._now
+        while len(_by_folder) > REPOS_KEPT:
+            del _by_folder[next(iter(_by_folder))]
+
+
+def _identity(stat: os.stat_result) -> Identity:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 

@@ -15,20 +15,28 @@ from pydantic_core import PydanticCustomError
 from reconciler.common import limits
 from reconciler.specs.fields import (
     DEFAULT_RETRY_ON,
+    EVENT_NAMES,
     BaseUrl,
     ByteSize,
     CompletionWindow,
+    Cron,
+    Duration,
     Endpoint,
+    EventName,
+    FileExpiry,
     Headers,
+    JobGlob,
     Metadata,
     ModelName,
     Name,
+    NotifyUrl,
     RepoFile,
     ResultsFile,
     RetryReason,
+    RunLabel,
+    TimeZone,
+    WebhookSecret,
 )
-from reconciler.specs.fields_schedule import Cron, Duration, FileExpiry, RunLabel, TimeZone
-from reconciler.specs.notify_fields import EVENT_NAMES, EventName, JobGlob, NotifyUrl, WebhookSecret
 
 API_VERSION = "reconciler/v1"
 

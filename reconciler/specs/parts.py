@@ -13,10 +13,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from reconciler.common import atomic
+from reconciler.common import fileops
 from reconciler.common.errors import Problem, SpecError
 from reconciler.common.limits import InputLimits
-from reconciler.specs.inputs.embeddings import EMBEDDINGS, line_inputs
+from reconciler.specs.inputs.tokens import EMBEDDINGS, line_inputs
 from reconciler.specs.slices import PartSpec
 
 CACHE_NAME = "parts-cache.json"
@@ -98,4 +98,4 @@ def _write_cache(cache_dir: Path | None, key: tuple[str, str], parts: tuple[Part
     except (OSError, ValueError):
         entries = {}
     entries[key[0]] = {"stat": key[1], "parts": [asdict(p) for p in parts]}
-    atomic.write_bytes(path, json.dumps(entries, sort_keys=True).encode())
+    fileops.write_bytes(path, json.dumps(entries, sort_keys=True).encode())

@@ -1,5 +1,6 @@
 """The shipped price table's data: Batch API prices in USD per million tokens, each with the source
-it was read from and the date it was taken.  Only data; `prices.py` looks prices up.
+it was read from and the date it was taken, and why a model is left without one
+(`unpriced_reason`: what the pure planner needs of it).  `prices.py` looks prices up.
 
 How to refresh it: read each model's price on the provider's own pages, write the Batch API price
 (input, cached input, output) and the model's max output tokens below with the source it came
@@ -9,7 +10,10 @@ model without one is reported as "no price" and a budget over it is refused.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
+
+DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # gpt-4o-mini-2024-07-18 is priced as gpt-4o-mini
 
 
 class Source(NamedTuple):
@@ -109,3 +113,8 @@ UNPRICED: dict[str, str] = {
     "sora-2": _VIDEO,
     "sora-2-pro": _VIDEO,
 }
+
+
+def unpriced_reason(model: str) -> str | None:
+    """Why the shipped table leaves `model` without a price, when it does so on purpose."""
+    return UNPRICED.get(model) or UNPRICED.get(DATED_SNAPSHOT.sub("", model))

@@ -3,21 +3,18 @@
 The table (`price_table.py`) holds Batch API prices, USD per million tokens, each model with the
 source it was read from and the date it was taken: a plan priced from it says that date, and
 warns when it is old.  A model found in neither has no price: the plan says so rather than
-guessing (and, for a model the table leaves out on purpose, why).
+guessing (and, for a model the table leaves out on purpose, why: `price_table.unpriced_reason`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
 from reconciler.common.usage import UnitPrices
 from reconciler.specs.models import ModelPrice, Provider
-from reconciler.specs.price_table import SOURCES, TABLE, UNPRICED, Entry
-
-_DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # gpt-4o-mini-2024-07-18 is priced as gpt-4o-mini
+from reconciler.specs.price_table import DATED_SNAPSHOT, SOURCES, TABLE, Entry
 
 
 @dataclass(frozen=True)
@@ -62,10 +59,5 @@ def price_for(model: str, provider: Provider | None) -> UnitPrices | None:
     return found.prices if found else None
 
 
-def unpriced_reason(model: str) -> str | None:
-    """Why the shipped table leaves `model` without a price, when it does so on purpose."""
-    return UNPRICED.get(model) or UNPRICED.get(_DATED_SNAPSHOT.sub("", model))
-
-
 def _lookup(model: str, table: Mapping[str, Price]) -> Price | None:
-    return table.get(model) or table.get(_DATED_SNAPSHOT.sub("", model))
+    return table.get(model) or table.get(DATED_SNAPSHOT.sub("", model))

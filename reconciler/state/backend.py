@@ -1,17 +1,16 @@
-"""Where the state is kept: one interface, two backends.
+"""Where the state is kept: one interface, two backends (open.py opens the one a command names).
 
-`file` (file_backend.py): the local state file, the default.  `postgresql` (postgres.py): one
+`file` (file.py): the local state file, the default.  `postgresql` (postgres.py): one
 database shared by every machine that reconciles an owner, keeping every serial as a version.
 Both give a pass the owner's writer lock (one writer per owner, whatever the state file or
 machine), reads, and writes that bump the serial; passes reach the state through nothing else.
+Both give the daemon its leadership guard: which replica runs the passes.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from reconciler.state.model import State
@@ -26,6 +25,27 @@ class Version:
     written_at: str | None  # ISO 8601, UTC
     written_by: str | None  # `reconciler apply (pid 12 on host)`
     jobs: int
+
+
+class Leadership(Protocol):
+    """The daemon's guard, entered for its whole life: which replica runs the passes."""
+
+    @property
+    def always_leads(self) -> bool:
+        """True where only one daemon can run at all (a state file): there is nothing to elect."""
+
+    def __enter__(self) -> Leadership:
+        """Takes what must be held from the start; LockHeldError when another daemon has it."""
+
+    def __exit__(self, *exc: object) -> None:
+        """Lets go of everything held."""
+
+    def try_lead(self, command: str) -> bool:
+        """Leads if it did or can now; False while another replica leads.  StateError when the
+        store cannot be reached."""
+
+    def holder(self) -> str:
+        """Who leads instead, for a log line."""
 
 
 class StateBackend(Protocol):
@@ -54,21 +74,5 @@ class StateBackend(Protocol):
     def version(self, serial: int) -> State:
         """The state as written at `serial`; StateError when that serial is not kept."""
 
-
-@contextlib.contextmanager
-def open_backend(path: Path, url: str | None, owner_tag: str | None) -> Iterator[StateBackend]:
-    """The backend for a state file `path`, or for the database at `url` (owner_tag keys it)."""
-    if url is None:
-        from reconciler.state.file_backend import FileBackend
-
-        yield FileBackend(path, owner_tag)
-        return
-    from reconciler.state.postgres import PostgresBackend  # only its users pay for psycopg
-
-    if owner_tag is None:
-        raise AssertionError("a PostgreSQL state is keyed by its owner")
-    backend = PostgresBackend.connect(url, owner_tag)
-    try:
-        yield backend
-    finally:
-        backend.close()
+    def leadership(self) -> Leadership:
+        """The daemon's guard for this state; nothing is held until it is entered."""

@@ -1,7 +1,23 @@
-"""Reading and writing the state file.
+"""The state file as a backend: the default, for one machine.  Reading and writing the file, its
+locks, and the daemon's guard on it.
 
-Written atomically (common/atomic.py, fsynced) with sorted keys, two-space indented; the
-previous good copy is kept beside it as `<name>.backup`.  Writers hold the state lock (lock.py).
+Written atomically (common/fileops.py, fsynced) with sorted keys, two-space indented; the
+previous good copy is kept beside it as `<name>.backup`.  The file keeps its latest serial and
+that backup, not every version.
+
+A pass holds the owner's lock and then the state file's own lock (`state_lock`: one writer at
+a time for a state file, and a refusal that names the holder), always in that order, so no two
+can wait on each other.  The owner's lock is one writer per owner on this machine, whichever
+state file it writes: the batches belong to the owner, not to a state file, so two checkouts
+of one repo, or the daemon with `--state` elsewhere and a manual `apply` in the checkout, must
+not plan at the same time.  Its lock file is keyed by the owner tag in a per-user runtime
+directory ($XDG_RUNTIME_DIR/reconciler, else <temp dir>/reconciler-<uid>), held with flock and
+naming its holder (common/fileops.py).  Across machines, only a shared backend can do this.
+
+The daemon's guard (`DaemonLock`) is one daemon per state file, for the daemon's whole life: a
+lock file beside the state (`<state>.daemon.lock`) that names its holder.  It is separate from
+the state lock, which every pass takes only briefly, so `status`, `plan` and a manual `apply`
+keep working between the daemon's passes.
 """
 
 from __future__ import annotations
@@ -9,16 +25,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from pydantic import ValidationError
 
-from reconciler.common import atomic
-from reconciler.common.errors import StateError
+from reconciler.common import fileops
+from reconciler.common.errors import LockHeldError, StateError
+from reconciler.common.limits import parse_seconds
+from reconciler.state.backend import Version
 from reconciler.state.document import REBUILD_HINT, parse_state
 from reconciler.state.model import FORMAT_VERSION, State
 
@@ -106,7 +126,7 @@ def write_state(path: Path, state: State) -> State:
     written = state.model_copy(update={"serial": state.serial + 1, "format_version": FORMAT_VERSION})
     encoded = encode_state(written)
     _known.pop(path, None)
-    with atomic.replacing(path, durable=True, before_replace=lambda: _keep_backup(path)) as out:
+    with fileops.replacing(path, durable=True, before_replace=lambda: _keep_backup(path)) as out:
         out.write(encoded)
     _remember(path, _identity(path), written)  # still under the state lock: no one else wrote
     return written
@@ -164,3 +184,166 @@ def set_aside_damaged(path: Path) -> Path | None:
     kept = path.with_name(f"{path.name}.damaged-{stamp}")
     os.replace(path, kept)
     return kept
+
+
+LOCK_TIMEOUT_ENV = "RECONCILER_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 5.0
+
+
+@contextlib.contextmanager
+def state_lock(path: Path, command: str, timeout: float | None = None) -> Iterator[None]:
+    """Holds the state lock for the block; waits up to `timeout` seconds (default
+    lock_timeout()), then fails naming the holder."""
+    lock_path = path.with_name(path.name + ".lock")
+    wait = lock_timeout() if timeout is None else timeout
+    with fileops.holding(lock_path, command, wait) as held:
+        if not held:
+            holder = fileops.holder(lock_path)
+            raise LockHeldError(f"state is locked by {holder}; wait for it to finish or stop it")
+        remove_stale_temps(path)
+        yield
+
+
+def lock_timeout() -> float:
+    """$RECONCILER_LOCK_TIMEOUT seconds, else 5."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    try:
+        return parse_seconds(raw) if raw else DEFAULT_LOCK_TIMEOUT
+    except ValueError as error:
+        raise StateError(f"${LOCK_TIMEOUT_ENV}={raw!r} {error}") from None
+
+
+RUNTIME_ENV = "XDG_RUNTIME_DIR"
+
+
+def owner_lock_path(owner_tag: str) -> Path:
+    return runtime_dir() / "owners" / f"{owner_tag}.lock"
+
+
+def runtime_dir() -> Path:
+    """Ours alone: created 0700, and refused when another user owns it (it could fake a holder
+    or, worse, make us wait forever)."""
+    base = os.environ.get(RUNTIME_ENV)
+    folder = Path(base) / "reconciler" if base else Path(tempfile.gettempdir()) / f"reconciler-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        owner = folder.stat().st_uid
+    except OSError as error:
+        raise StateError(f"{folder}: cannot create the lock folder ({error.strerror})") from None
+    if owner != os.getuid():
+        raise StateError(f"{folder}: the lock folder belongs to uid {owner}, not us; set ${RUNTIME_ENV}")
+    return folder
+
+
+class FileBackend:
+    def __init__(self, path: Path, owner_tag: str | None) -> None:
+        self.path, self.owner_tag = path, owner_tag
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def read(self) -> State:
+        return read_state(self.path)
+
+    def write(self, state: State) -> State:
+        return write_state(self.path, state)
+
+    def fresh(self) -> State:
+        set_aside_damaged(self.path)
+        return new_state(self.owner_tag)
+
+    @contextlib.contextmanager
+    def writer_lock(self, command: str, timeout: float | None = None) -> Iterator[None]:
+        wait = lock_timeout() if timeout is None else timeout
+        with contextlib.ExitStack() as stack:
+            if self.owner_tag is not None:
+                stack.enter_context(_owner_lock(self.owner_tag, command, wait))
+            stack.enter_context(state_lock(self.path, command, wait))
+            yield
+
+    def leadership(self) -> DaemonLock:
+        return DaemonLock(self.path)
+
+    def history(self, limit: int) -> list[Version]:
+        """The file keeps two versions at most: itself and its backup."""
+        kept = []
+        for candidate in (self.path, self.path.with_name(self.path.name + ".backup")):
+            if candidate.exists():
+                state = read_state(candidate)
+                stamp = datetime.fromtimestamp(candidate.stat().st_mtime, UTC)
+                written = stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+                kept.append(Version(state.serial, state.lineage, written, None, len(state.jobs)))
+        return kept[:limit]
+
+    def version(self, serial: int) -> State:
+        for candidate in (self.path, self.path.with_name(self.path.name + ".backup")):
+            if candidate.exists() and _serial_of(candidate) == serial:
+                return read_state(candidate)
+        raise StateError(
+            f"{self.path}: serial {serial} is not kept; a state file keeps only its latest serial "
+            "and one backup (a PostgreSQL state keeps every serial)"
+        )
+
+
+def _serial_of(path: Path) -> int | None:
+    try:
+        serial = json.loads(path.read_bytes()).get("serial")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return serial if isinstance(serial, int) else None
+
+
+@contextlib.contextmanager
+def _owner_lock(owner_tag: str, command: str, timeout: float) -> Iterator[None]:
+    path = owner_lock_path(owner_tag)
+    with fileops.holding(path, command, timeout) as held:
+        if not held:
+            raise LockHeldError(
+                f"state is locked by {fileops.holder(path)} (owner {owner_tag}, in any checkout "
+                "or state file on this machine); wait for it to finish or stop it"
+            )
+        yield
+
+
+COMMAND = "reconciler reconcile --watch"  # what the daemon lock names as its holder
+
+
+def daemon_lock_path(state: Path) -> Path:
+    return state.with_name(state.name + ".daemon.lock")
+
+
+@contextlib.contextmanager
+def hold_daemon_lock(state: Path) -> Iterator[Path]:
+    """Held until the block ends (or the process dies: the kernel drops a flock with its owner)."""
+    path = daemon_lock_path(state)
+    with fileops.holding(path, COMMAND, timeout=0) as held:
+        if not held:
+            raise LockHeldError(
+                f"{state}: another daemon already reconciles this state file: {fileops.holder(path)}; "
+                "stop it first, or give this one another --state"
+            )
+        yield path
+
+
+class DaemonLock:
+    """The daemon's guard on a state file: one daemon per file, which always leads."""
+
+    always_leads = True
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self._held = contextlib.ExitStack()
+
+    def __enter__(self) -> DaemonLock:
+        self._held.enter_context(hold_daemon_lock(self.state))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._held.close()
+
+    def try_lead(self, command: str) -> bool:
+        return True
+
+    def holder(self) -> str:
+        return "this daemon"

@@ -1,6 +1,6 @@
 """The state file's content: a record of what was observed, never the source of truth.
 
-Pure data; reading, writing and locking live in `statefile.py`.
+Pure data; reading, writing and locking live in the backends (`file.py`, `postgres.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from reconciler.api.batch import Batch
 from reconciler.common.usage import TokenUsage, UnitPrices, total_usage
 
 # 2: runs (a run id on batches and intents, the current run and a bounded run history per job,
-# the definition a generation was made from). A version-1 file is upgraded on read (upgrade.py).
+# the definition a generation was made from). A version-1 file is upgraded on read (document.py).
 # 3: the git commit each job was last applied from (`applied_from`), and of jobs forgotten
 # (`forgotten`); additive, so a version-2 document reads as it is.
 FORMAT_VERSION = 3
@@ -115,7 +115,7 @@ class RunRecord(_Frozen):
 
 class AppliedFrom(_Frozen):
     """The git commit a change to a job was made from: a writer whose checkout is behind it
-    leaves the job alone (engine/checkouts.py)."""
+    leaves the job alone (engine/workspace.py)."""
 
     commit: str = Field(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
     committed_at: int  # its committer date, unix seconds: orders commits neither of which holds the other

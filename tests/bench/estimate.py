@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler.specs.inputs import lines
+from reconciler.specs.inputs import digest
 from reconciler.specs.inputs.digest import digest_input
 from reconciler.specs.inputs.tokens import request_tokens
 from tests.bench.context import MIB, Context
@@ -60,19 +60,19 @@ def measure(ctx: Context) -> list[Row]:
 
 def _digest_cpu(big: Path, repeats: int) -> dict[str, float]:
     """CPU seconds of checking and digesting the input, with the token count and without it."""
-    # The count is swapped where lines.py looks it up: the name it imported (not re-exported,
+    # The count is swapped where digest.py looks it up: the name it imported (not re-exported,
     # hence the attr-defined ignores below).
     counting = request_tokens
     best = {"with": float("inf"), "without": float("inf")}
     try:
         for _ in range(repeats):
             for name, count in (("with", counting), ("without", _no_count)):
-                lines.request_tokens = count  # type: ignore[attr-defined]
+                digest.request_tokens = count  # type: ignore[attr-defined]
                 started = time.process_time()
                 digest_input(big, "/v1/chat/completions", display=str(big))
                 best[name] = min(best[name], time.process_time() - started)
     finally:
-        lines.request_tokens = counting  # type: ignore[attr-defined]
+        digest.request_tokens = counting  # type: ignore[attr-defined]
     return best
 
 

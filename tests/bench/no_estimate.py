@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from reconciler.cli.main import main
-from reconciler.specs.inputs import lines
+from reconciler.specs.inputs import digest
 
 
 def _no_count(endpoint: str, body: dict[str, Any]) -> tuple[int, int]:
@@ -19,6 +19,6 @@ def _no_count(endpoint: str, body: dict[str, Any]) -> tuple[int, int]:
 
 
 if __name__ == "__main__":
-    # Swapped where lines.py looks it up: the name it imported, which it does not re-export.
-    lines.request_tokens = _no_count  # type: ignore[attr-defined]
+    # Swapped where digest.py looks it up: the name it imported, which it does not re-export.
+    digest.request_tokens = _no_count  # type: ignore[attr-defined]
     sys.exit(main(sys.argv[1:]))

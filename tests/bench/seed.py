@@ -20,7 +20,7 @@ import httpx
 from reconciler.common import ownership
 from reconciler.engine.workspace import prepare
 from reconciler.specs import identity
-from reconciler.specs.paths import resolve_paths
+from reconciler.specs.repo import resolve_paths
 from tests.bench.data import BenchRepo, chat_request, to_jsonl
 from tests.bench.procs import OWNER, bench_env, reconciler_argv, run
 from tests.bench.sandbox import ExternalSandbox

@@ -9,19 +9,17 @@ import click
 
 from reconciler.cli import render
 from reconciler.cli.options import allow_over_budget_option, planning_options, repo_options
-from reconciler.cli.report import report_outcome
-from reconciler.cli.saved_plan import load_plan
+from reconciler.cli.render import load_plan, report_outcome
 from reconciler.common.errors import PlanRefusedError, UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
+from reconciler.engine.converge import converge
 from reconciler.engine.events import EventLog
-from reconciler.engine.notify.announce import NotifyBudget, announce
-from reconciler.engine.passes import converge
-from reconciler.engine.scope import Scope
-from reconciler.engine.workspace import load_state, prepare
+from reconciler.engine.notify.courier import NotifyBudget, announce
+from reconciler.engine.workspace import Scope, load_state, prepare
 from reconciler.plans.changes import Plan
-from reconciler.plans.document import check_still_holds, saved_scope
-from reconciler.specs.paths import RepoPaths
+from reconciler.plans.plan_document import check_still_holds, saved_scope
+from reconciler.specs.repo import RepoPaths
 
 
 @click.command()

@@ -17,7 +17,7 @@ from reconciler import DISTRIBUTION
 from reconciler.cli.commands.schema import render
 from reconciler.common.errors import UserError, WriteError
 from reconciler.specs.identity import git_remote_owner
-from reconciler.specs.settings import SETTINGS_FILE
+from reconciler.specs.repo import SETTINGS_FILE
 
 SCHEMA_FILE = "schema/reconciler-v1.schema.json"  # where the example's `$schema=` line points
 WORKFLOW_FILE = ".github/workflows/reconciler.yml"

@@ -12,12 +12,12 @@ import click
 
 from reconciler.cli.options import repo_options
 from reconciler.cli.render_output import output_document, output_json, output_text
-from reconciler.cli.status_view import StatusView, status_view
+from reconciler.cli.render_status import StatusView, status_view
 from reconciler.common.errors import UserError
-from reconciler.daemon.load import load
+from reconciler.daemon.passes import load
 from reconciler.engine.connect import open_clients
-from reconciler.engine.download import download_results
-from reconciler.specs.paths import RepoPaths
+from reconciler.engine.results import download_results
+from reconciler.specs.repo import RepoPaths
 
 
 @click.command()

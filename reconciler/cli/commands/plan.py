@@ -6,14 +6,13 @@ import click
 
 from reconciler.cli import render
 from reconciler.cli.options import planning_options, repo_options
-from reconciler.cli.saved_plan import save_plan
+from reconciler.cli.render import save_plan
 from reconciler.common.errors import UserError
 from reconciler.engine.connect import open_clients
-from reconciler.engine.passes import readers_of, refresh_and_plan
-from reconciler.engine.scope import Scope
-from reconciler.engine.workspace import load_state, prepare
-from reconciler.plans.budget import refused
-from reconciler.specs.paths import RepoPaths
+from reconciler.engine.converge import readers_of, refresh_and_plan
+from reconciler.engine.workspace import Scope, load_state, prepare
+from reconciler.plans.cost import refused
+from reconciler.specs.repo import RepoPaths
 
 
 @click.command()

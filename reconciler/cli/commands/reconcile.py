@@ -11,25 +11,23 @@ import click
 from reconciler.api.client import ProviderApi
 from reconciler.cli import render
 from reconciler.cli.options import Seconds, allow_over_budget_option, planning_options, repo_options
-from reconciler.cli.report import report_outcome
+from reconciler.cli.render import report_outcome
 from reconciler.cli.wait_progress import WaitProgress
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
-from reconciler.engine.events import EventLog
-from reconciler.engine.notify.announce import NotifyBudget, announce
-from reconciler.engine.scope import Scope
-from reconciler.engine.transitions import report_transitions
-from reconciler.engine.wait import COMMAND, WaitOptions, converge_until_done, default_timeout
-from reconciler.engine.workspace import Workspace, load_state, prepare
+from reconciler.engine.converge import COMMAND, WaitOptions, converge_until_done, default_timeout
+from reconciler.engine.events import EventLog, report_transitions
+from reconciler.engine.notify.courier import NotifyBudget, announce
+from reconciler.engine.workspace import Scope, Workspace, load_state, prepare
 from reconciler.plans.changes import Plan
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 from reconciler.state.file import new_state
 from reconciler.state.model import State
 
 
 def _listen_address(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, int] | None:
-    from reconciler.daemon.health import parse_listen
+    from reconciler.daemon.web import parse_listen
 
     try:
         return parse_listen(value) if value is not None else None
@@ -150,7 +148,10 @@ def _watch(paths: RepoPaths, owner: str | None) -> int:
             raise UserError(
                 f"{option} does not combine with --watch; run `reconciler reconcile {option}` first"
             )
-    from reconciler.daemon.run import WatchOptions, run_watch  # the one-shot path never pays for the daemon
+    from reconciler.daemon.service import (  # the one-shot path never pays for the daemon
+        WatchOptions,
+        run_watch,
+    )
 
     options = WatchOptions(
         repo_arg=params["repo"],

@@ -16,7 +16,7 @@ from reconciler.cli.options import Seconds, repo_root_option
 from reconciler.common.errors import UserError
 from reconciler.sandbox import SandboxConfig, start_sandbox
 from reconciler.sandbox.config import START_FAILURES, describe
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 
 API_KEY_ENV = "RECONCILER_SANDBOX_API_KEY"
 WEBHOOK_SECRET_ENV = "RECONCILER_SANDBOX_WEBHOOK_SECRET"

@@ -11,7 +11,7 @@ import click
 
 from reconciler.cli.options import owner_option, repo_options
 from reconciler.engine.workspace import open_recorded
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 
 
 @click.group()

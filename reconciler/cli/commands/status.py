@@ -9,11 +9,9 @@ import click
 
 from reconciler.cli import render
 from reconciler.cli.options import owner_option, repo_options, target_options
-from reconciler.cli.render_status import status_json, status_table
-from reconciler.cli.render_status_detail import status_detail
-from reconciler.cli.status_view import only, status_view
+from reconciler.cli.render_status import only, status_detail, status_json, status_table, status_view
 from reconciler.common.errors import UserError
-from reconciler.specs.paths import RepoPaths
+from reconciler.specs.repo import RepoPaths
 
 
 @click.command()

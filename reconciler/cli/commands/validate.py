@@ -6,10 +6,9 @@ import click
 
 from reconciler.cli.options import refresh_inputs_option, repo_options
 from reconciler.common.errors import SpecError
-from reconciler.specs.inputs.repo import digest_repo
+from reconciler.specs.inputs.cache import digest_repo
 from reconciler.specs.loader import scan_repo
-from reconciler.specs.paths import RepoPaths
-from reconciler.specs.repo_paths import display
+from reconciler.specs.repo import RepoPaths, display
 
 
 @click.command()

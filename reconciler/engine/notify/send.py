@@ -1,14 +1,17 @@
-"""One message to one channel. `${VAR}`s in the URL and headers are expanded here, at the last
-moment, and every reason a send failed is our own words: never the URL, a header or a value.
+"""One message to one channel: what the channel receives (a Slack message, or a CloudEvents 1.0
+envelope in structured mode), and the send.
 
-A send is bounded in time as a whole, not per read: at its deadline its socket is shut down,
-so a channel that answers a byte at a time cannot hold it. Only the answer's status is read,
-never its body: a channel answering with gigabytes costs nothing.
+`${VAR}`s in the URL and headers are expanded here, at the last moment, and every reason a send
+failed is our own words: never the URL, a header or a value.  A send is bounded in time as a
+whole, not per read: at its deadline its socket is shut down, so a channel that answers a byte
+at a time cannot hold it. Only the answer's status is read, never its body: a channel
+answering with gigabytes costs nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -20,11 +23,55 @@ from typing import Any
 import httpx
 
 from reconciler.common.errors import MissingVariableError, UserError
-from reconciler.engine.notify.messages import body
+from reconciler.specs.fields import url_problem
 from reconciler.specs.models import NotificationSpec
-from reconciler.specs.notify_fields import url_problem
 from reconciler.specs.secrets import expand, sendable, variables_in
 from reconciler.state.model import Notice
+
+CLOUDEVENTS_TYPE = "dev.reconciler.batchjob.{event}"
+_MARKS = {"completed": ":white_check_mark:", "replaced": ":arrows_counterclockwise:"}
+
+
+def summary(notice: Notice) -> str:
+    """`nightly-eval failed: 0/3 done, 3 failed (batch_abc)`."""
+    counts = notice.request_counts
+    done = f"{counts.get('completed', 0)}/{counts.get('total', 0)} done"
+    failed = f", {counts['failed']} failed" if counts.get("failed") else ""
+    batches = f" ({', '.join(notice.batches)})" if notice.batches else ""
+    if notice.event == "schedule_missed":
+        return (
+            f"{notice.job} missed its scheduled run {notice.slot} (starting_deadline passed): no run started"
+        )
+    verb = "was replaced by a new spec" if notice.event == "replaced" else notice.event
+    return f"{notice.job} {verb}: {done}{failed}{batches}"
+
+
+def body(notice: Notice, fmt: str, source: str) -> tuple[bytes, str]:
+    """The bytes to POST and their content type."""
+    if fmt == "slack":
+        text = f"{_MARKS.get(notice.event, ':warning:')} {summary(notice)}"
+        return json.dumps({"text": text}).encode(), "application/json"
+    envelope = {
+        "specversion": "1.0",
+        "id": notice.id,
+        "source": source,
+        "type": CLOUDEVENTS_TYPE.format(event=notice.event),
+        "subject": notice.job,
+        "time": notice.at,
+        "datacontenttype": "application/json",
+        "data": {
+            "job": notice.job,
+            "event": notice.event,
+            "status": notice.status,
+            "generation": notice.generation,
+            "slot": notice.slot,
+            "request_counts": notice.request_counts,
+            "batches": list(notice.batches),
+            "summary": summary(notice),
+        },
+    }
+    return json.dumps(envelope).encode(), "application/cloudevents+json"
+
 
 SEND_SECONDS = 10.0  # one message, whole: connecting, sending it, the answer's status
 CONNECT_SECONDS = 5.0

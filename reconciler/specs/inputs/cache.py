@@ -1,6 +1,14 @@
-"""Input digests cached by file identity next to the state, so an unchanged input is not re-read.
+"""Every job's input digest at once, and what is kept of inputs beside the state to make that
+cheap and a plan precise.  All problems across jobs come in one error.
 
+Digests are cached by file identity next to the state, so an unchanged input is not re-read.
 A cache that cannot be read or written is only a slower next run, never an error.
+
+Each input's requests by custom_id are fingerprinted, so a plan can say which requests
+changed.  The index is written beside the input cache (`<state dir>/inputs/<sha256>.idx`)
+whenever an input is read in full, one line per request: the custom_id as JSON, a space, a
+64-bit fingerprint of the line.  An input no longer on disk is compared through its index;
+only the latest few are kept.
 """
 
 from __future__ import annotations
@@ -10,10 +18,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from reconciler.common import atomic
-from reconciler.common.errors import WriteError
-from reconciler.common.limits import InputLimits
-from reconciler.specs.inputs.digest import InputDigest
+from reconciler.common import fileops
+from reconciler.common.errors import Problem, SpecError, WriteError
+from reconciler.common.limits import API_LIMITS, NO_LIMITS, InputLimits
+from reconciler.specs.inputs.digest import InputDigest, digest_input
+from reconciler.specs.loader import LoadedRepo
+from reconciler.specs.repo import RepoPaths, display
 
 CACHE_NAME = "input-cache.json"
 CACHE_FORMAT = 3  # 2: digests carry token estimates; 3: keys carry the inode and ctime too
@@ -51,4 +61,95 @@ def write_cache(path: Path, digests: dict[str, InputDigest]) -> None:
     """Atomically (temp file + rename); a cache that cannot be written is only a slower next run."""
     document = {"format_version": CACHE_FORMAT, "inputs": {k: asdict(d) for k, d in digests.items()}}
     with contextlib.suppress(OSError, WriteError):
-        atomic.write_bytes(path, json.dumps(document, indent=1, sort_keys=True).encode())
+        fileops.write_bytes(path, json.dumps(document, indent=1, sort_keys=True).encode())
+
+
+SUFFIX = ".idx"
+KEPT = 50  # indexes kept per repo, newest first
+MAX_SHOWN_IDS = 3
+
+
+def write_index(folder: Path, sha256: str, fingerprints: dict[str, bytes]) -> None:
+    """Best effort: an index that cannot be written only makes a later diff say less."""
+    text = "".join(f"{json.dumps(custom_id)} {print_.hex()}\n" for custom_id, print_ in fingerprints.items())
+    with contextlib.suppress(OSError, WriteError):
+        fileops.write_bytes(folder / f"{sha256}{SUFFIX}", text.encode())
+        _prune(folder)
+
+
+def read_index(folder: Path, sha256: str) -> dict[str, str] | None:
+    try:
+        lines = (folder / f"{sha256}{SUFFIX}").read_text(encoding="utf-8").splitlines()
+        return {json.loads(key): value for key, _, value in (line.rpartition(" ") for line in lines)}
+    except (OSError, ValueError):
+        return None
+
+
+def compare(old: dict[str, str], new: dict[str, str]) -> dict[str, object]:
+    """Requests added, removed and changed by custom_id, with a few ids of each."""
+    added = [k for k in new if k not in old]
+    removed = [k for k in old if k not in new]
+    changed = [k for k in new if k in old and old[k] != new[k]]
+    summary: dict[str, object] = {"added": len(added), "removed": len(removed), "changed": len(changed)}
+    summary["examples"] = {
+        kind: ids[:MAX_SHOWN_IDS]
+        for kind, ids in (("added", added), ("removed", removed), ("changed", changed))
+        if ids
+    }
+    return summary
+
+
+def _prune(folder: Path) -> None:
+    indexes = sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for stale in indexes[KEPT:]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def input_indexes(paths: RepoPaths) -> Path:
+    """Where each input's request index is kept: beside the input cache."""
+    return paths.state.parent / "inputs"
+
+
+def digest_repo(
+    repo: LoadedRepo, paths: RepoPaths, *, cache: bool = True, limits: InputLimits = API_LIMITS
+) -> dict[str, InputDigest]:
+    """Every job's input digest; all problems across jobs in one SpecError.
+
+    The cache lives next to the state file and is written only when every input is valid.
+    """
+    cache_path = paths.state.parent / CACHE_NAME
+    indexes: dict[str, dict[str, bytes]] = {}  # sha256 → fingerprints, of the inputs read now
+    cached = read_cache(cache_path) if cache else {}
+    fresh: dict[str, InputDigest] = {}
+    digests: dict[str, InputDigest] = {}
+    problems: list[Problem] = []
+    for name, job in sorted(repo.jobs.items()):
+        endpoint, shown = job.job.spec.endpoint, display(job.input_path, paths)
+        job_limits = NO_LIMITS if job.job.spec.split else limits
+        try:
+            key = cache_key(job.input_path, endpoint, job_limits)
+            digest = fresh.get(key) or cached.get(key)
+            if digest is None:
+                fingerprints: dict[str, bytes] = {}
+                digest = digest_input(
+                    job.input_path, endpoint, display=shown, limits=job_limits, fingerprints=fingerprints
+                )
+                indexes[digest.sha256] = fingerprints
+            unchanged = key == cache_key(job.input_path, endpoint, job_limits)
+        except OSError as error:
+            problems.append(Problem(shown, None, "", f"cannot read: {error.strerror or error}"))
+            continue
+        except SpecError as error:
+            problems += error.problems
+            continue
+        digests[name] = digest
+        if unchanged:  # a file written to while we read it is hashed again next time
+            fresh[key] = digest
+    if problems:
+        raise SpecError(problems)
+    if cache and fresh != cached:
+        write_cache(cache_path, fresh)
+    for sha256, fingerprints in indexes.items() if cache else ():
+        write_index(input_indexes(paths), sha256, fingerprints)
+    return digests

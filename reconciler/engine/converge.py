@@ -1,0 +1,261 @@
+"""One pass: observe → plan → apply → collect results → record; and `reconcile [--wait]`, passes
+until every job's batches have finished.
+
+`plan`, `apply`, `reconcile` and the daemon are this pass with different endings.  Observing
+and planning only read from the provider; only apply/ writes.  Schedules are evaluated once
+per pass, at the reconciler's clock (clock.py).
+
+`reconcile` runs `converge` and, with `--wait`, again after a fixed poll.  What a pass did is
+handed to `shown` (the CLI prints plans and transitions), so this loop stays free of
+rendering.  A job waited for that ends failed, expired or cancelled (its retries spent) is a
+failure of the wait: one line each, and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from reconciler.api.batch import LiveBatch, is_terminal
+from reconciler.api.client import ProviderApi
+from reconciler.api.reader import BatchReader
+from reconciler.api.responses import CommandTimeoutError
+from reconciler.common.errors import UserError
+from reconciler.engine import clock
+from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
+from reconciler.engine.apply.failures import Failure
+from reconciler.engine.apply.run import apply_plan
+from reconciler.engine.clock import at_time
+from reconciler.engine.desired import with_input_changes
+from reconciler.engine.finish import finish_jobs
+from reconciler.engine.inflight import in_flight, quarantine_seconds
+from reconciler.engine.observe import observe
+from reconciler.engine.results import results_notes
+from reconciler.engine.retries import PartRetry, find_retries
+from reconciler.engine.sources import UploadSources
+from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
+from reconciler.plans.changes import DesiredJob, Plan, PlanContext
+from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
+from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
+from reconciler.plans.record import record
+from reconciler.plans.runs import choose_run, duration
+from reconciler.specs.inputs.cache import input_indexes
+from reconciler.state.model import JobState, State
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What a read-only refresh found, and the plan made from it."""
+
+    live: list[LiveBatch]
+    retries: Mapping[tuple[str, int], PartRetry]
+    plan: Plan
+    desired: Mapping[str, DesiredJob] = field(default_factory=dict)  # schedules evaluated now
+    behind: frozenset[str] = frozenset()  # jobs left to a newer checkout (engine/workspace.py)
+
+
+def refresh_and_plan(
+    ws: Workspace,
+    readers: Mapping[str, BatchReader],
+    state: State,
+    *,
+    allow_empty: bool = False,
+    scope: Scope | None = None,
+) -> Refreshed:
+    scope = scope or Scope()
+    scope.check(ws, state)
+    now = clock.now()
+    ctx = scope.context()
+    desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
+    live = observe(readers, ws.owner_tag, desired, state)
+    runs = _current_runs(desired, live, state, ctx)
+    retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
+    counts = {key: retry.count for key, retry in retries.items()}
+    waiting = in_flight(state, live, time.time(), quarantine_seconds())
+    plan = make_plan(
+        desired, state, live, retryable=counts, allow_empty=allow_empty, context=ctx, in_flight=waiting
+    )
+    newer = behind(ws, state, (c.job for c in plan.pending))
+    plan = left_to_newer(plan, newer)
+    budget = ws.budget.max_usd_per_plan if ws.budget else None
+    plan = check_budgets(with_estimates(plan, desired), desired, state, live, budget)
+    plan = with_table_prices(plan, desired, now.date())
+    plan = replace(plan, notes=results_notes(desired, state, ws.paths.repo))
+    return Refreshed(live, retries, plan, desired, frozenset(newer))
+
+
+def _current_runs(
+    desired: Mapping[str, DesiredJob], live: list[LiveBatch], state: State, ctx: PlanContext
+) -> dict[str, str | None]:
+    """The run the plan will converge for each job: where retries and resumes are looked for."""
+    runs: dict[str, str | None] = {}
+    by_job = live_by_job(live)
+    for name, job in desired.items():
+        mine = by_job.get(name, [])
+        recorded = state.jobs.get(name)
+        runs[name] = choose_run(job, mine, recorded.pending if recorded else (), ctx).run
+    return runs
+
+
+def converge(
+    ws: Workspace,
+    apis: Mapping[str, ProviderApi],
+    *,
+    command: str,
+    allow_empty: bool = False,
+    rebuild: bool = False,
+    parallelism: int = DEFAULT_PARALLELISM,
+    confirm: Callable[[Plan], None] | None = None,
+    scope: Scope | None = None,
+    allow_over_budget: bool = False,
+) -> tuple[Plan, State, Outcome]:
+    """Under the owner's writer lock, for the whole pass: refresh, plan, let `confirm` veto
+    (raise), apply all but the changes over a budget, record.  No other writer of this owner
+    plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`."""
+    scope = scope or Scope()
+    with open_state(ws) as backend, backend.writer_lock(command):
+        state = load_state(ws, rebuild=rebuild, backend=backend)
+        found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope)
+        if confirm is not None:
+            confirm(found.plan)
+        over_budget = {} if allow_over_budget else refused(found.plan)
+        sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
+        fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
+        untouched = scope.untouched(ws, state)
+        carried_out = without_refused(found.plan) if over_budget else found.plan
+        state, outcome = apply_plan(
+            carried_out, found.desired, found.live, state, fx, untouched, found.behind, applied_from(ws)
+        )
+        outcome.over_budget = over_budget
+        left = untouched | found.behind  # results and usage of a job left to a newer checkout are its
+        mine = {name: job for name, job in found.desired.items() if name not in left}
+        finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo)
+        state = backend.write(finished)  # once per pass, results before their status
+    return found.plan, state, outcome
+
+
+def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], command: str) -> State:
+    """Refreshes observed status only: no change is planned or made."""
+    with open_state(ws) as backend, backend.writer_lock(command):
+        state = load_state(ws, backend=backend)
+        desired = at_time(ws.desired, clock.now())
+        live = observe(readers, ws.owner_tag, desired, state)
+        newer = behind(ws, state, desired)  # a generation a newer checkout applied stays recorded
+        return backend.write(record(desired, state, live, now=utc_now(), observed_only=newer))
+
+
+def readers_of(apis: Mapping[str, ProviderApi]) -> dict[str, BatchReader]:
+    return {name: api.reader for name, api in apis.items()}
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+WAIT_POLL_SECONDS = 1.0
+COMMAND = "reconciler reconcile"
+# `--timeout` unless given: a batch may take its whole completion window, then results are
+# collected; an hour on top covers finalizing, downloads and notifications.
+TIMEOUT_MARGIN_SECONDS = 3600.0
+_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def default_timeout(desired: Mapping[str, DesiredJob]) -> float:
+    """The longest completion window of the jobs (24h when there are none) plus the margin."""
+    windows = [_seconds(job.completion_window) for job in desired.values()]
+    return max(windows, default=_seconds("24h")) + TIMEOUT_MARGIN_SECONDS
+
+
+def _seconds(window: str) -> float:
+    return float(window[:-1]) * _WINDOW_UNITS[window[-1]]
+
+
+@dataclass(frozen=True)
+class WaitOptions:
+    wait: bool = False
+    timeout: float = _seconds("24h") + TIMEOUT_MARGIN_SECONDS
+    allow_empty: bool = False
+    rebuild: bool = False
+    parallelism: int = DEFAULT_PARALLELISM
+    scope: Scope = field(default_factory=Scope)
+    allow_over_budget: bool = False
+    ends_at: float | None = None  # monotonic: when the command began, plus `timeout`
+
+
+def converge_until_done(
+    ws: Workspace,
+    apis: Mapping[str, ProviderApi],
+    options: WaitOptions,
+    shown: Callable[[Plan, State], None],
+) -> tuple[Plan, Outcome]:
+    """One pass, or with `wait` passes until done; the last plan and the summed outcome."""
+    deadline = options.ends_at if options.ends_at is not None else time.monotonic() + options.timeout
+    total = Outcome()
+    waiting: list[str] = []
+    for attempt in itertools.count():
+        try:
+            plan, state, outcome = converge(
+                ws,
+                apis,
+                command=COMMAND,
+                allow_empty=options.allow_empty,
+                rebuild=options.rebuild and attempt == 0,
+                parallelism=options.parallelism,
+                scope=options.scope,
+                allow_over_budget=options.allow_over_budget,
+            )
+        except CommandTimeoutError as error:
+            raise UserError(timed_out(options.timeout, waiting, during=str(error))) from None
+        shown(plan, state)
+        total.created += outcome.created
+        total.cancelled += outcome.cancelled
+        total.failures = outcome.failures  # only what still fails at the end counts
+        total.over_budget = outcome.over_budget
+        waiting = unfinished(ws, state, options.scope.targets)
+        if not options.wait or not waiting:
+            if options.wait:
+                total.failures = ended_badly(ws, state, options.scope.targets) + total.failures
+            return plan, total
+        if time.monotonic() + WAIT_POLL_SECONDS >= deadline:  # no pass starts only to be cut off
+            raise UserError(timed_out(options.timeout, waiting))
+        time.sleep(WAIT_POLL_SECONDS)
+    raise AssertionError("unreachable")
+
+
+def timed_out(timeout: float, waiting: list[str], during: str = "") -> str:
+    """The command's own limit ended it, not the provider: what ran on, and how to wait longer."""
+    running = f"; still running: {', '.join(waiting)}" if waiting else ""
+    return (
+        f"{during or '--timeout ran out while waiting'}{running}; nothing is lost, the next "
+        f"reconcile picks up from here; to wait longer, raise --timeout (it was {duration(timeout)}; "
+        "by default the longest completion_window plus 1h)"
+    )
+
+
+def waited_for(ws: Workspace, state: State, targets: frozenset[str] | None) -> dict[str, JobState]:
+    return {
+        name: state.jobs[name]
+        for name, job in ws.desired.items()
+        if not job.suspend and name in state.jobs and (targets is None or name in targets)
+    }
+
+
+def unfinished(ws: Workspace, state: State, targets: frozenset[str] | None = None) -> list[str]:
+    """Jobs with something still running or owed (a create pending, results to collect)."""
+    jobs = waited_for(ws, state, targets)
+    return sorted(name for name, job in jobs.items() if job.status != "none" and not is_terminal(job.status))
+
+
+def ended_badly(ws: Workspace, state: State, targets: frozenset[str] | None) -> list[Failure]:
+    """`nightly-eval: ended expired (3/29/32)` for each job waited for that did not complete."""
+    ended = []
+    for name, job in waited_for(ws, state, targets).items():
+        if is_terminal(job.status) and job.status != "completed":
+            counts = job.request_counts
+            done = f"{counts.get('completed', 0)}/{counts.get('failed', 0)}/{counts.get('total', 0)}"
+            message = f"ended {job.status} ({done} done/failed/total)"
+            ended.append(Failure(job=name, step="run", message=message, provider=job.provider, api=False))
+    return ended
