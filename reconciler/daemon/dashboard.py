@@ -40,6 +40,7 @@ TEMPLATES = Environment(
 )
 GONE = "<p>This job is no longer in the state.</p>"  # what a job page's stream shows once it is
 MAX_ERRORS_SHOWN = 50
+MAX_BATCH_ERRORS_SHOWN = 3
 NONE = "—"
 
 
@@ -109,6 +110,7 @@ class BatchRow:
     retry: int
     status: str
     counts: str
+    errors: tuple[str, ...]  # the server's first few, `line 2: invalid_json_line: …`
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,16 @@ def _batch_row(batch: BatchRecord) -> BatchRow:
         batch.retry,
         batch.status,
         f"{got.get('completed', 0)}/{got.get('total', 0)}{failed}",
+        _batch_errors(batch),
+    )
+
+
+def _batch_errors(batch: BatchRecord) -> tuple[str, ...]:
+    found = [e for e in (batch.errors or {}).get("data") or [] if isinstance(e, dict)]
+    return tuple(
+        (f"line {error['line']}: " if error.get("line") else "")
+        + f"{error.get('code')}: {error.get('message')}"
+        for error in found[:MAX_BATCH_ERRORS_SHOWN]
     )
 
 

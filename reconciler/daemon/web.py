@@ -500,14 +500,12 @@ def _handler(table: RouteTable) -> type[BaseHTTPRequestHandler]:
         timeout = 30  # no single read or write of a connection waits longer
         server: CappedServer
 
+        # A request line it cannot read is answered as HTTP/1.0, with headers (http.server's
+        # default, HTTP/0.9, has none); so is an HTTP/0.9 request.
+        default_request_version = "HTTP/1.0"
+
         def version_string(self) -> str:
             return "reconciler"  # the `Server:` header, without Python's version
-
-        def parse_request(self) -> bool:
-            parsed = super().parse_request()
-            if parsed and self.request_version == "HTTP/0.9":
-                return False  # an answer without headers is all HTTP/0.9 has: none at all
-            return parsed
 
         def serve(self) -> None:
             """Every method goes through the route table (one another server does not know
