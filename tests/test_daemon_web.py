@@ -8,10 +8,13 @@ state or a server shown as text — in an element or in an attribute.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
+import tomllib
 from collections.abc import Callable
+from fnmatch import fnmatch
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from reconciler.daemon import dashboard, web
 from reconciler.daemon.board import Board, LastPass, Metrics
 from reconciler.daemon.web import Caps, Liveness, Site, serve_health
 from reconciler.plans.changes import DesiredJob
@@ -377,3 +381,26 @@ def test_the_repo_is_named_by_its_owner_id_then_its_git_remote_then_its_folder(
     named = repo_name(root, owner)
     assert (named.name, named.source) == expected
     assert "token" not in named.name
+
+
+def test_every_template_is_autoescaped_marks_nothing_safe_and_ships_as_package_data() -> None:
+    folder = Path(dashboard.__file__).parent / "templates"
+    names = sorted(path.name for path in folder.iterdir())
+    assert (
+        names
+        == sorted(dashboard.TEMPLATES.list_templates())
+        == [
+            "job.html",
+            "overview.html",
+            "page.html",
+            "parts.html",
+        ]
+    )
+    assert all(dashboard.TEMPLATES.autoescape(name) for name in [*names, "any.txt", None])  # type: ignore[operator]
+    unsafe = re.compile(r"\|\s*safe\b|autoescape\s+false|Markup")
+    sources = [folder / name for name in names] + [Path(dashboard.__file__), Path(web.__file__)]
+    assert [path.name for path in sources if unsafe.search(path.read_text(encoding="utf-8"))] == []
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    shipped = project["tool"]["setuptools"]["package-data"]["reconciler.daemon"]
+    assert [name for name in names if not any(fnmatch(f"templates/{name}", glob) for glob in shipped)] == []
+    assert any(dependency.startswith("jinja2") for dependency in project["project"]["dependencies"])

@@ -6,8 +6,9 @@ current one, the next scheduled slot at render time, its history), its sync with
 what its current run cost — into plain values; the markup is in `templates/` (Jinja2).
 
 Every template is autoescaped, whatever its name: a name, an error or a path from a spec, the
-state or a server is always text, in an element or in an attribute.  Nothing is marked safe
-(no `Markup`, no `|safe`); the page takes its fragment by `include`, not as a string.
+state or a server is always text, in an element or in an attribute.  Nothing is exempted from
+escaping (tests/test_daemon_web.py checks the sources for it); the page takes its fragment by
+`include`, not as a string.
 """
 
 from __future__ import annotations
