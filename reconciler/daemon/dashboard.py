@@ -185,7 +185,7 @@ def shared(snap: Snapshot, now: float) -> Shared:
     return Shared(
         repo=repo,
         named_from=named_from,
-        owner_tag=snap.state.owner or "" if snap.state else "",
+        owner_tag=(snap.state.owner or "") if snap.state else "",
         version=snap.version,
         last_pass=_pass_line(snap, now),
         errors=tuple(errors[:MAX_ERRORS_SHOWN]),

@@ -76,7 +76,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-# On every answer but the dashboard's pages, which allow their own script (`page_policy`).
+# On every answer but the dashboard's pages, which allow their own script (`_page`).
 NOTHING_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 
