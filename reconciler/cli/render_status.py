@@ -28,7 +28,7 @@ from reconciler.engine.results import recorded_location, results_problem
 from reconciler.engine.workspace import behind, load_state, read_recorded
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.cost import usd
-from reconciler.plans.jobstatus import duration, job_progress, parse_time
+from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_time
 from reconciler.plans.record import record
 from reconciler.specs import identity
 from reconciler.specs.repo import RepoPaths
@@ -183,17 +183,7 @@ def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
 
 def sync(view: StatusView, name: str) -> str:
     """`in sync`, `out of sync: …` or `unknown`: the recorded generation against the spec's."""
-    job = view.state.jobs.get(name)
-    if view.desired is None:
-        return "unknown"
-    wanted = view.desired.get(name)
-    if wanted is None:
-        return "unknown: spec invalid" if view.problems else "out of sync: spec removed"
-    if job is None or job.status == "none":
-        return "out of sync: not created"
-    if job.generation != wanted.generation or job.provider != wanted.provider:
-        return "out of sync: spec changed"
-    return "in sync"
+    return job_sync(name, view.state.jobs.get(name), view.desired, bool(view.problems)).value
 
 
 def results_cell(view: StatusView, name: str, job: JobState) -> str:

@@ -197,6 +197,8 @@ class Hooks:
             webhooks=self.covered,
             notifications=tuple(sorted(repo.notifications)),
             schedules={name: job.schedule for name, job in loaded.ws.desired.items() if job.schedule},
+            specced={name: job for name, job in loaded.ws.desired.items() if name not in loaded.held},
+            labels={name: job.job.metadata.labels for name, job in repo.jobs.items()},
         )
 
     def poll(self, state: State, skip: Iterable[str], cadence: Cadence) -> float | None:

@@ -29,18 +29,21 @@ may still send it again then, as an ordinary retry that counts.  While a restart
 job's status is `pending`.
 
 A job's runs are kept newest first and bounded: what `status JOB` shows and a lost state
-regains (`updated_history`).  Progress figures (`job_progress`: how far, how fast, when done)
+regains (`updated_history`).  Whether a job is in sync with its spec (`job_sync`) is one
+answer for `status` and the dashboard.  Progress figures (`job_progress`: how far, how fast, when done)
 come from what the state recorded (request counts as of `observed_at`, each batch's
 `in_progress_at`), never from a clock of our own, so they can be read as data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from reconciler.api.batch import START_FAILURES, LiveBatch, is_terminal
+from reconciler.plans.changes import DesiredJob
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, RunRecord
 
 RESTART_DELAYS = (60.0, 300.0)  # seconds after the Nth failed start before restart N
@@ -285,3 +288,32 @@ def duration(seconds: float) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{max(int(seconds), 0)}s"
+
+
+class Sync(StrEnum):
+    """A job's recorded generation against its spec's; the value is what `status` and the
+    dashboard show in their SYNC column."""
+
+    IN_SYNC = "in sync"
+    NOT_CREATED = "out of sync: not created"
+    SPEC_CHANGED = "out of sync: spec changed"
+    SPEC_REMOVED = "out of sync: spec removed"
+    SPEC_INVALID = "unknown: spec invalid"
+    UNKNOWN = "unknown"  # no specs to compare with
+
+
+def job_sync(
+    name: str, job: JobState | None, desired: Mapping[str, DesiredJob] | None, specs_invalid: bool
+) -> Sync:
+    """`desired`: the jobs whose specs validate (None: no specs read); `specs_invalid`: some
+    do not, so a job missing from `desired` may be one of them."""
+    if desired is None:
+        return Sync.UNKNOWN
+    wanted = desired.get(name)
+    if wanted is None:
+        return Sync.SPEC_INVALID if specs_invalid else Sync.SPEC_REMOVED
+    if job is None or job.status == "none":
+        return Sync.NOT_CREATED
+    if job.generation != wanted.generation or job.provider != wanted.provider:
+        return Sync.SPEC_CHANGED
+    return Sync.IN_SYNC
