@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.daemon import StartDaemon
+from tests.fixtures.daemon import StartDaemon, reconciler_env
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.forgetful_list import forgetful_list
 from tests.reconcile_helpers import OWNER, batches, mutating, sdk, state_of, use_sandbox, wait_until
@@ -76,7 +76,10 @@ def test_a_daemon_over_a_list_that_forgets_one_batch_in_twenty_creates_each_unit
     jobs = _jobs(repo, 20, requests=15)
     with forgetful_list(sandbox.base_url) as proxy:
         proxy.forget_at(0.05, seed=25)
-        daemon = start_daemon(repo, proxy, interval="0.2", owner=OWNER)
+        # A create whose answer the loaded machine loses waits out its quarantine before it is
+        # sent again (looked for in the list meanwhile): short here, so the test ends in time.
+        env = reconciler_env(proxy, OWNER, RECONCILER_CREATE_QUARANTINE="10")
+        daemon = start_daemon(repo, proxy, interval="0.2", owner=OWNER, env=env)
         daemon.eventually(
             lambda: (
                 repo.state.exists()
