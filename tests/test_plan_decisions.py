@@ -13,7 +13,7 @@ from reconciler.common.errors import PlanRefusedError
 from reconciler.plans.changes import Action, Change, DesiredJob
 from reconciler.plans.decide import make_plan
 from reconciler.specs.slices import PartSpec
-from reconciler.state.model import BatchRecord, JobState, PendingCreate, State
+from reconciler.state.model import BatchRecord, IntentState, JobState, PendingCreate, State
 
 OWNER = "owner-tag"
 
@@ -96,7 +96,9 @@ def test_a_live_batch_missing_from_the_state_is_adopted_not_created() -> None:
 
 
 def test_a_pending_create_found_in_the_live_list_is_adopted() -> None:
-    pending = (PendingCreate(attempt="a7", generation="g2", input_file_id="file-1"),)
+    pending = (
+        PendingCreate(attempt="a7", generation="g2", input_file_id="file-1", state=IntentState.UPLOADED),
+    )
     plan = make_plan(
         desired(), state(eval=recorded("g2", pending=pending)), [live("b7", "eval", "g2", "validating", "a7")]
     )
@@ -104,7 +106,9 @@ def test_a_pending_create_found_in_the_live_list_is_adopted() -> None:
 
 
 def test_a_pending_create_missing_from_the_live_list_is_created_again_with_a_reason() -> None:
-    pending = (PendingCreate(attempt="a7", generation="g2", input_file_id="file-1"),)
+    pending = (
+        PendingCreate(attempt="a7", generation="g2", input_file_id="file-1", state=IntentState.UPLOADED),
+    )
     change = only(make_plan(desired(), state(eval=recorded("g2", pending=pending)), []).changes)
     assert change.action is Action.CREATE and "a7" in change.reason
 

@@ -27,21 +27,21 @@ from reconciler.common.errors import UserError
 from reconciler.engine import clock
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.failures import Failure
+from reconciler.engine.apply.intents import in_flight, quarantine_seconds
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.clock import at_time
 from reconciler.engine.desired import with_input_changes
 from reconciler.engine.finish import finish_jobs
-from reconciler.engine.inflight import in_flight, quarantine_seconds
 from reconciler.engine.observe import observe
 from reconciler.engine.results import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
-from reconciler.plans.changes import DesiredJob, Plan, PlanContext
+from reconciler.plans.changes import DesiredJob, Plan
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
-from reconciler.plans.runs import choose_run, duration
+from reconciler.plans.runs import choose_runs, duration
 from reconciler.specs.inputs.cache import input_indexes
 from reconciler.state.model import JobState, State
 
@@ -71,12 +71,20 @@ def refresh_and_plan(
     ctx = scope.context()
     desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
     live = observe(readers, ws.owner_tag, desired, state)
-    runs = _current_runs(desired, live, state, ctx)
+    choices = choose_runs(desired, live_by_job(live), state, ctx)  # once per pass
+    runs = {name: choice.run for name, choice in choices.items()}
     retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
     counts = {key: retry.count for key, retry in retries.items()}
     waiting = in_flight(state, live, time.time(), quarantine_seconds())
     plan = make_plan(
-        desired, state, live, retryable=counts, allow_empty=allow_empty, context=ctx, in_flight=waiting
+        desired,
+        state,
+        live,
+        retryable=counts,
+        allow_empty=allow_empty,
+        context=ctx,
+        in_flight=waiting,
+        runs=choices,
     )
     newer = behind(ws, state, (c.job for c in plan.pending))
     plan = left_to_newer(plan, newer)
@@ -85,19 +93,6 @@ def refresh_and_plan(
     plan = with_table_prices(plan, desired, now.date())
     plan = replace(plan, notes=results_notes(desired, state, ws.paths.repo))
     return Refreshed(live, retries, plan, desired, frozenset(newer))
-
-
-def _current_runs(
-    desired: Mapping[str, DesiredJob], live: list[LiveBatch], state: State, ctx: PlanContext
-) -> dict[str, str | None]:
-    """The run the plan will converge for each job: where retries and resumes are looked for."""
-    runs: dict[str, str | None] = {}
-    by_job = live_by_job(live)
-    for name, job in desired.items():
-        mine = by_job.get(name, [])
-        recorded = state.jobs.get(name)
-        runs[name] = choose_run(job, mine, recorded.pending if recorded else (), ctx).run
-    return runs
 
 
 def converge(

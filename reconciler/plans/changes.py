@@ -11,6 +11,7 @@ from typing import Any
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.common.usage import UnitPrices
 from reconciler.specs.slices import PartSpec
+from reconciler.state.model import IntentKey
 
 BYTES_PER_TOKEN = 4
 
@@ -203,6 +204,6 @@ class PlanContext:
 # (job, part) → how many of that part's requests still need another batch
 Retryable = Mapping[tuple[str, int], int]
 
-# (job, generation, part, retry) → seconds left in the quarantine of a create sent without an
-# answer: it may still be in flight, so it is not sent again yet (engine/inflight.py)
-InFlight = Mapping[tuple[str, str, str, int, int], float]  # job, generation, run, part, retry
+# The unit of a create sent without an answer → seconds left in its quarantine: it may still be
+# in flight, so it is not sent again yet (engine/apply/intents.py)
+InFlight = Mapping[IntentKey, float]

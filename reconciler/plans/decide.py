@@ -25,7 +25,6 @@ from typing import Any
 
 from reconciler.api.batch import START_FAILURES, LiveBatch
 from reconciler.common.errors import PlanRefusedError
-from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, Plan, PlanContext, Retryable, Unit
 from reconciler.plans.duplicates import dedupe_reason, split_duplicates
 from reconciler.plans.jobstatus import (
@@ -36,8 +35,8 @@ from reconciler.plans.jobstatus import (
     restart_owed,
     restart_reason,
 )
-from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run, successor
-from reconciler.state.model import BatchRecord, JobState, State
+from reconciler.plans.runs import RunChoice, choose_runs, run_base, shown_run, slot_run, successor
+from reconciler.state.model import BatchRecord, IntentKey, JobState, State
 
 MAX_SHOWN_CHARS = 40
 
@@ -111,9 +110,10 @@ def plan_job(
     recorded: JobState | None,
     live: list[LiveBatch],
     retryable: Retryable,
-    ctx: PlanContext | None = None,
+    choice: RunChoice | None = None,
     in_flight: InFlight | None = None,
 ) -> Change | None:
+    """`choice`: the run the pass converges for a desired job (plans/runs.choose_runs)."""
     running = [b for b in live if not b.terminal]
     if desired is None:
         return plan_removed(name, recorded, running)
@@ -121,7 +121,8 @@ def plan_job(
         if running:
             return _change(desired, Action.CANCEL, "suspended; cancelling what runs", cancel=running)
         return _change(desired, Action.NOOP, "suspended")
-    choice = choose_run(desired, live, recorded.pending if recorded else (), ctx or PlanContext())
+    if choice is None:
+        raise ValueError(f"{name}: planned without its run choice")
     run = choice.run
     current, extra = split_duplicates(b for b in live if b.run == run and b.generation == desired.generation)
     doubled = [b for b in extra if not b.terminal]  # a finished duplicate is only never counted
@@ -163,7 +164,7 @@ def _known(recorded: JobState | None, desired: DesiredJob, run: str | None) -> f
 
 
 def _left(in_flight: InFlight | None, desired: DesiredJob, run: str | None, unit: Unit) -> float:
-    key = (desired.name, desired.generation, run or DEFAULT_RUN, unit.part, unit.retry)
+    key = IntentKey.of(desired.name, desired.generation, run, unit.part, unit.retry)
     return (in_flight or {}).get(key, 0.0)
 
 
@@ -393,12 +394,17 @@ def make_plan(
     allow_empty: bool = False,
     context: PlanContext | None = None,
     in_flight: InFlight | None = None,
+    runs: Mapping[str, RunChoice] | None = None,
 ) -> Plan:
+    """`runs`: each desired job's run choice, as the pass made it once (plans/runs.choose_runs);
+    made here when not given."""
     ctx = context or PlanContext()
     by_job = live_by_job(live)
     names = sorted(set(desired) | set(state.jobs) | set(by_job) - {""})
     if ctx.targets is not None:
         names = [name for name in names if name in ctx.targets]
+    if runs is None:
+        runs = choose_runs({n: desired[n] for n in names if n in desired}, by_job, state, ctx)
     changes = [
         change
         for name in names
@@ -409,7 +415,7 @@ def make_plan(
                 state.jobs.get(name),
                 by_job.get(name, []),
                 retryable or {},
-                ctx,
+                runs.get(name),
                 in_flight or {},
             )
         )

@@ -1,9 +1,10 @@
 """The duplicate guard: two live batches of ours for one unit are one too many.
 
-A unit is a job's generation, run, part and retry.  A writer without the shared lock, an older
-reconciler or a create still in flight when its intent was sent again can each leave a second
-batch for a unit.  The oldest (by creation time, then id) is the one kept and counted; the
-younger ones are cancelled while they run and never counted, in the plan, the state or status.
+A unit is a job's generation, run, part and retry: the `IntentKey` of the one create meant for
+it.  A writer without the shared lock, an older reconciler or a create still in flight when its
+intent was sent again can each leave a second batch for a unit.  The oldest (by creation time,
+then id) is the one kept and counted; the younger ones are cancelled while they run and never
+counted, in the plan, the state or status.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from reconciler.api.batch import LiveBatch
+from reconciler.state.model import IntentKey
 
-UnitKey = tuple[str, str, str, int, int]  # job, generation, run, part, retry
 
-
-def unit_of(batch: LiveBatch) -> UnitKey:
-    return (batch.batch.job or "", batch.generation or "", batch.run, batch.batch.part, batch.batch.retry)
+def unit_of(batch: LiveBatch) -> IntentKey:
+    return IntentKey.of_batch(batch.batch)
 
 
 def split_duplicates(batches: Iterable[LiveBatch]) -> tuple[list[LiveBatch], list[LiveBatch]]:
     """(the batch kept for each unit, the younger duplicates), each in the order given."""
     live = list(batches)
-    oldest: dict[UnitKey, LiveBatch] = {}
+    oldest: dict[IntentKey, LiveBatch] = {}
     for batch in live:
         unit = unit_of(batch)
         if unit not in oldest or _age_key(batch) < _age_key(oldest[unit]):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from reconciler.api.batch import LiveBatch
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.plans.changes import DesiredJob, PlanContext, Slot
-from reconciler.state.model import PendingCreate
+from reconciler.state.model import PendingCreate, State
 
 _SIMPLE_LABEL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SLOT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -102,6 +102,22 @@ def generations_of(live: Sequence[LiveBatch], pending: Iterable[PendingCreate]) 
     for intent in pending:
         found.setdefault(intent.run or DEFAULT_RUN, set()).add(intent.generation)
     return found
+
+
+def choose_runs(
+    desired: Mapping[str, DesiredJob],
+    by_job: Mapping[str, Sequence[LiveBatch]],
+    state: State,
+    ctx: PlanContext,
+) -> dict[str, RunChoice]:
+    """Each job's run choice, made once per pass: retries are looked for in that run
+    (engine/retries.py) and the plan converges it (plans/decide.py).  `by_job`: live batches
+    grouped by job."""
+    choices = {}
+    for name, job in desired.items():
+        recorded = state.jobs.get(name)
+        choices[name] = choose_run(job, by_job.get(name, ()), recorded.pending if recorded else (), ctx)
+    return choices
 
 
 def choose_run(

@@ -6,6 +6,8 @@ state is kept.  Older formats are read and upgraded to the current one, never mi
 version 1 had no runs, so every batch and intent it records belongs to the one run a job had,
 `default`, which is also how a batch without a run in its metadata is read.  Version 2 lacks
 only what version 3 added beside it (the commits jobs were applied from): it reads as it is.
+An intent written before intents had a `state` (every version, 3 included until then) gets the
+state its fields imply (`state/model.intent_state`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pydantic import ValidationError
 
 from reconciler.common.errors import StateError
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.state.model import FORMAT_VERSION, State
+from reconciler.state.model import FORMAT_VERSION, State, intent_state
 
 REBUILD_HINT = "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
 
@@ -47,7 +49,29 @@ def upgraded(data: dict[str, Any]) -> dict[str, Any]:
         data = _from_v1(data)
     if data.get("format_version") == 2:
         data = {**data, "format_version": FORMAT_VERSION}
-    return data
+    return _with_intent_states(data)
+
+
+def _with_intent_states(data: dict[str, Any]) -> dict[str, Any]:
+    jobs = data.get("jobs")
+    if not isinstance(jobs, dict) or not any(_stateless(job) for job in jobs.values()):
+        return data  # today's document (or a shape validation names): nothing to copy
+    stated = {
+        name: {**job, "pending": [_stated(p) for p in job["pending"]]} if _stateless(job) else job
+        for name, job in jobs.items()
+    }
+    return {**data, "jobs": stated}
+
+
+def _stateless(job: Any) -> bool:
+    pending = job.get("pending") if isinstance(job, dict) else None
+    return isinstance(pending, list) and any(isinstance(p, dict) and "state" not in p for p in pending)
+
+
+def _stated(intent: Any) -> Any:
+    if not isinstance(intent, dict) or "state" in intent:
+        return intent
+    return {**intent, "state": intent_state(intent)}
 
 
 def _from_v1(data: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""What apply is handed (the writers and how to persist the state) and what it hands back."""
+"""What apply is handed (each provider's API, how to persist the state) and what it hands back.
+
+The API's writing half (api/writer.py) is built here, from a provider's transport, and only
+code under apply/ asks for it: a `ProviderApi` holds no writer (pyproject.toml's contract).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass, field
 from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
+from reconciler.api.writer import BatchWriter
 from reconciler.engine.apply.failures import Failure, failed_jobs
 from reconciler.plans.changes import DesiredJob, Unit
 from reconciler.state.model import State
@@ -16,6 +21,11 @@ DEFAULT_PARALLELISM = 16
 
 # What to upload for one unit of a job (engine/sources.py).
 SourceFor = Callable[[DesiredJob, Unit], UploadSource]
+
+
+def writer_of(api: ProviderApi) -> BatchWriter:
+    """The writing half of one provider's API, over the transport its reader uses."""
+    return BatchWriter(api.transport)
 
 
 @dataclass
@@ -36,9 +46,12 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Effects:
-    apis: Mapping[str, ProviderApi]  # apply writes through `.writer`; nothing else holds one
+    apis: Mapping[str, ProviderApi]  # apply builds each one's writer (`writer`); nothing else does
     owner_tag: str
     write: Callable[[State], State]  # persists a state; the caller holds the lock
     now: Callable[[], str]
     source_for: SourceFor
     parallelism: int = DEFAULT_PARALLELISM
+
+    def writer(self, provider: str) -> BatchWriter:
+        return writer_of(self.apis[provider])
