@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from reconciler.api.batch import LiveBatch
+from reconciler.plans.changes import Dedupe
 
 UnitKey = tuple[str, str, str, int, int]  # job, generation, run, part, retry
 
@@ -40,13 +41,7 @@ def _age_key(batch: LiveBatch) -> tuple[int, str]:
     return (created if created is not None else 2**62, batch.id)
 
 
-def dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> str:
+def dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> Dedupe:
     kept = {unit_of(b): b for b in current}[unit_of(doubled[0])]
-    younger = ", ".join(b.id for b in doubled if unit_of(b) == unit_of(kept))
-    part, retry = kept.batch.part, kept.batch.retry
-    more = len(doubled) - len(younger.split(", "))
-    also = f" (and {more} more)" if more else ""
-    return (
-        f"part {part} attempt {retry} has more than one batch: keeping the oldest {kept.id}, "
-        f"cancelling {younger}{also}"
-    )
+    younger = tuple(b.id for b in doubled if unit_of(b) == unit_of(kept))
+    return Dedupe(kept.batch.part, kept.batch.retry, kept.id, younger, len(doubled) - len(younger))

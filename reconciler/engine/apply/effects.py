@@ -9,7 +9,7 @@ from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.engine.apply.failures import Failure, failed_jobs
-from reconciler.plans.changes import DesiredJob, Unit
+from reconciler.plans.changes import DesiredJob, OverBudget, Unit
 from reconciler.state.model import State
 
 DEFAULT_PARALLELISM = 16
@@ -27,7 +27,7 @@ class Outcome:
     touched: list[LiveBatch] = field(default_factory=list)
     created: int = 0
     cancelled: int = 0
-    over_budget: dict[str, str] = field(default_factory=dict)  # job → why its change was not sent
+    over_budget: dict[str, OverBudget] = field(default_factory=dict)  # job → why its change was not sent
 
     @property
     def failed_jobs(self) -> set[str]:
