@@ -248,12 +248,15 @@ class Daemon:
         if result.held_back and result.held_back not in self.said:
             self.said.add(result.held_back)
             self.log.warning("held_back", result.held_back)
-        over_budget = {job: over_budget_words(over) for job, over in result.outcome.over_budget.items()}
+        refused = result.outcome.over_budget
+        over_budget = {job: over_budget_words(over) for job, over in refused.items()}
         for job, reason in sorted(over_budget.items()):
             line = f"{job}: over budget, not sent: {reason}"
             if line not in self.said:  # once until the specs change: it holds on every pass
                 self.said.add(line)
-                self.log.warning("over_budget", line, job=job, reason=reason)
+                over = refused[job]
+                figures = {"budget": over.budget, "limit_usd": over.limit_usd, "upper_usd": over.upper_usd}
+                self.log.warning("over_budget", line, job=job, reason=reason, **figures)
         self.liveness.over_budget = over_budget
         for change in result.plan.changes:  # e.g. a job left to a newer checkout: said once
             said = words(change.reason)
