@@ -28,6 +28,7 @@ from reconciler.plans.changes import (
     SpecRemoved,
     Superseded,
     Suspended,
+    Upcoming,
 )
 from reconciler.plans.decide import make_plan
 from reconciler.specs.slices import PartSpec
@@ -278,7 +279,9 @@ def test_a_slot_missed_past_its_deadline_is_a_noop_that_says_so() -> None:
 def test_a_slot_whose_run_is_live_is_not_created_again() -> None:
     done = [run_batch("b2", "2026-12-01T02:00:00Z", "completed")]
     change = only(make_plan(scheduled(), state(eval=recorded("g2", "b2")), done).changes)
-    assert change.action is Action.NOOP and change.next_run is not None
+    assert change.action is Action.NOOP and change.next_run == Upcoming(
+        "2026-12-01T03:00:00Z", "UTC", "0 * * * *"
+    )
 
 
 def test_an_orphan_policy_in_the_metadata_outlives_the_state() -> None:

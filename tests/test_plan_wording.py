@@ -54,9 +54,10 @@ from reconciler.plans.changes import (
     SpecRemoved,
     Superseded,
     Suspended,
+    Upcoming,
 )
 from reconciler.plans.cost import usd as cost_usd
-from reconciler.plans.wording import budget_warning, cost_text, over_budget_words, words
+from reconciler.plans.wording import budget_warning, cost_text, over_budget_words, upcoming_words, words
 
 SHA_A, SHA_B = "a" * 40, "b" * 40
 FIELDS = SpecDiff(fields=(FieldChange("model", "gpt-4o-mini", "gpt-4o"),))
@@ -216,6 +217,11 @@ BUDGETS = [
 @pytest.mark.parametrize(("over", "expected"), BUDGETS)
 def test_a_budget_refusal_reads_with_every_amount_told_apart(over: OverBudget, expected: str) -> None:
     assert over_budget_words(over) == expected
+
+
+def test_a_scheduled_jobs_next_slot_reads_in_its_time_zone() -> None:
+    upcoming = Upcoming("2026-12-02T01:00:00Z", "Europe/Berlin", "0 2 * * *")
+    assert upcoming_words(upcoming) == "2026-12-02T02:00:00+01:00 (schedule 0 2 * * *)"
 
 
 def test_a_run_past_its_budget_and_an_estimate_read_in_the_one_money_format() -> None:

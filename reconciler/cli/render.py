@@ -40,6 +40,7 @@ from reconciler.plans.wording import (
     out_of_sync,
     over_budget_lines,
     over_budget_words,
+    upcoming_words,
     words,
 )
 from reconciler.state.model import State
@@ -75,7 +76,7 @@ def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
     lines += [f"! {note}" for note in plan.notes]
     lines.append(summary_line(plan))
     lines += [f"Launches {line}" for line in launch_lines(plan)]
-    lines += [f"Next run of {c.job}: {c.next_run}" for c in plan.changes if c.next_run]
+    lines += [f"Next run of {c.job}: {upcoming_words(c.next_run)}" for c in plan.changes if c.next_run]
     lines += cost_lines(plan) + price_lines(plan)
     lines += [_warn(f"! {line}", colour) for line in _plan_warnings(plan) + stale_price_lines(plan)]
     return "\n".join(lines)

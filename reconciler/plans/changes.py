@@ -473,6 +473,15 @@ Reason = (
 
 
 @dataclass(frozen=True)
+class Upcoming:
+    """A scheduled job's next slot: its run id (UTC), in the schedule's time zone."""
+
+    slot: str
+    timezone: str
+    schedule: str
+
+
+@dataclass(frozen=True)
 class CostUnknown:
     """Why a launch's cost cannot be told: its model has no price, or some requests set no
     output limit and the model's cap is unknown."""
@@ -514,7 +523,7 @@ class Change:
     over_budget: OverBudget | None = None  # why this change passes a budget
     run: str | None = None  # the run the creates belong to
     attention: bool = False  # a noop the user should see anyway (e.g. a batch left running)
-    next_run: str | None = None  # a scheduled job's next slot, as the user reads it
+    next_run: Upcoming | None = None  # a scheduled job's next slot
     missed_slot: str | None = None  # a slot skipped for its starting_deadline (announced once)
 
     @property

@@ -60,6 +60,7 @@ from reconciler.plans.changes import (
     Superseded,
     Suspended,
     Unit,
+    Upcoming,
 )
 from reconciler.plans.duplicates import dedupe_reason, split_duplicates
 from reconciler.plans.jobstatus import (
@@ -70,7 +71,7 @@ from reconciler.plans.jobstatus import (
     restart_reason,
     restart_waits,
 )
-from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run
+from reconciler.plans.runs import RunChoice, choose_run, run_base, slot_run
 from reconciler.state.model import BatchRecord, JobState, State
 
 
@@ -330,7 +331,7 @@ def _change(
     slot = desired.schedule
     upcoming = None
     if slot is not None and slot.next is not None:
-        upcoming = f"{shown_run(slot_run(slot.next), slot.timezone)} (schedule {slot.expression})"
+        upcoming = Upcoming(slot_run(slot.next), slot.timezone, slot.expression)
     return Change(
         job=desired.name,
         action=action,

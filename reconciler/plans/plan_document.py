@@ -17,7 +17,13 @@ from typing import Any
 from reconciler.common.errors import PlanRefusedError, UserError
 from reconciler.plans.changes import Action, Change, CostEstimate, Plan
 from reconciler.plans.cost import plan_total
-from reconciler.plans.wording import budget_warning, over_budget_lines, over_budget_words, words
+from reconciler.plans.wording import (
+    budget_warning,
+    over_budget_lines,
+    over_budget_words,
+    upcoming_words,
+    words,
+)
 
 PLAN_FORMAT_VERSION = 1
 _STAMP = re.compile(r"^\d{8}T\d{6}(\.\d{3})?Z$")
@@ -84,7 +90,7 @@ def change_dict(change: Change) -> dict[str, Any]:
         "requests": change.requests,
         "model": change.model,
         "run": change.run,
-        "next_run": change.next_run,
+        "next_run": upcoming_words(change.next_run) if change.next_run else None,
         "launch": {"requests": change.launch_requests, "estimated_input_tokens": change.launch_tokens},
         "cost": estimate_dict(change.estimate),
         "over_budget": over_budget_words(change.over_budget) if change.over_budget else None,

@@ -58,6 +58,7 @@ from reconciler.plans.changes import (
     SpecRemoved,
     Superseded,
     Suspended,
+    Upcoming,
 )
 from reconciler.plans.runs import duration, shown_run
 
@@ -317,6 +318,11 @@ def cost_unknown_words(unknown: CostUnknown) -> str:
         f"{unknown.unbounded:,} requests set no max_tokens and {unknown.model}'s output cap is unknown; "
         "set max_tokens, or max_output_tokens in the Provider's pricing"
     )
+
+
+def upcoming_words(upcoming: Upcoming) -> str:
+    """`2026-12-02T02:00:00+01:00 (schedule 0 2 * * *)`: a scheduled job's next slot."""
+    return f"{shown_run(upcoming.slot, upcoming.timezone)} (schedule {upcoming.schedule})"
 
 
 def budget_warning(passed: BudgetPassed) -> str:
