@@ -116,8 +116,9 @@ def _live(
 
 
 def test_the_plan_keeps_the_oldest_of_each_unit_whatever_the_listing_order() -> None:
-    from reconciler.plans.changes import Action, Dedupe, DesiredJob
+    from reconciler.plans.changes import Action, DesiredJob
     from reconciler.plans.decide import make_plan
+    from reconciler.plans.reasons import Dedupe
     from reconciler.specs.slices import PartSpec
     from reconciler.state.file import new_state
 

@@ -11,10 +11,9 @@ import pytest
 from reconciler.api.batch import Batch, LiveBatch
 from reconciler.common import ownership
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.changes import (
-    Action,
-    Change,
-    DesiredJob,
+from reconciler.plans.changes import Action, Change, DesiredJob
+from reconciler.plans.decide import make_plan
+from reconciler.plans.reasons import (
     IntentLost,
     NoBatchYet,
     NoDeletionPolicy,
@@ -30,7 +29,6 @@ from reconciler.plans.changes import (
     Suspended,
     Upcoming,
 )
-from reconciler.plans.decide import make_plan
 from reconciler.specs.slices import PartSpec
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, State
 

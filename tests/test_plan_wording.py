@@ -14,12 +14,11 @@ import pytest
 
 from reconciler.cli.render import summary_line
 from reconciler.common.usage import usd, usd_each
-from reconciler.plans.changes import (
-    Action,
+from reconciler.plans.changes import Action, Change, CostEstimate, Plan
+from reconciler.plans.cost import usd as cost_usd
+from reconciler.plans.reasons import (
     Adopt,
     BudgetPassed,
-    Change,
-    CostEstimate,
     CostUnknown,
     CreateInFlight,
     Dedupe,
@@ -36,7 +35,6 @@ from reconciler.plans.changes import (
     Orphaned,
     OverBudget,
     PartsMissing,
-    Plan,
     Reason,
     ReasonCode,
     ReplaceRequested,
@@ -56,7 +54,6 @@ from reconciler.plans.changes import (
     Suspended,
     Upcoming,
 )
-from reconciler.plans.cost import usd as cost_usd
 from reconciler.plans.wording import budget_warning, cost_text, over_budget_words, upcoming_words, words
 
 SHA_A, SHA_B = "a" * 40, "b" * 40

@@ -5,7 +5,7 @@ mid-request) may still be under way at the server, which can take longer than ou
 make the batch.  Sending its intent again at once is how one attempt became two batches.  So
 an unanswered intent waits a quarantine, counted from its POST, during which passes only look
 for it in the live list; after that it is sent again with the same attempt id, and the
-duplicate guard (plans/duplicates.py) cancels a late arrival.
+duplicate guard (plans/decide.py) cancels a late arrival.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ from reconciler.common.limits import SANDBOX
 from reconciler.engine import clock
 from reconciler.engine.connect import resolve_provider_headers
 from reconciler.engine.desired import desired_job
-from reconciler.plans.changes import DesiredJob, LeftToNewer, PlanContext
+from reconciler.plans.changes import DesiredJob, PlanContext
+from reconciler.plans.reasons import LeftToNewer
 from reconciler.plans.runs import stamp
 from reconciler.specs import identity
 from reconciler.specs.checkout import Commit, Relation, head, relation

@@ -24,18 +24,9 @@ from typing import TypeVar
 from reconciler.api.batch import LiveBatch
 from reconciler.common.usage import TOKENS_PER_PRICE_UNIT
 from reconciler.common.usage import usd as usd  # the one money format (daemon/dashboard.py calls it here)
-from reconciler.plans.changes import (
-    Action,
-    BudgetPassed,
-    Change,
-    CostEstimate,
-    CostUnknown,
-    DesiredJob,
-    OverBudget,
-    Plan,
-    TablePrices,
-)
+from reconciler.plans.changes import Action, Change, CostEstimate, DesiredJob, Plan, TablePrices
 from reconciler.plans.decide import live_by_job
+from reconciler.plans.reasons import BudgetPassed, CostUnknown, OverBudget
 from reconciler.specs.price_table import unpriced_reason
 from reconciler.state.model import State
 

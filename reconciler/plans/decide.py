@@ -5,11 +5,19 @@ Pure: no I/O here, so every decision can be read and tested as data.  Observed f
 generation is finished work, not drift.
 
 The decision for one job (`plan_job`): which batches to create, cancel, adopt, retry or
-resume, and why (a reason code with its data: plans/changes.py; plans/wording.py says it in
-words, never this module).  Only the batches of the job's current run (runs.py) and generation are its
-current work; running batches of other runs or generations are superseded, unless a
-schedule's `concurrency_policy: allow` lets an earlier run go on.  What changed between two
-definitions of a job is named field by field, for a reviewer to read (`spec_diff`).
+resume, and why (a reason code with its data, plans/reasons.py; plans/wording.py says it in
+words, never this module).  Only the batches of the job's current run (runs.py) and
+generation are its current work; running batches of other runs or generations are
+superseded, unless a schedule's `concurrency_policy: allow` lets an earlier run go on.
+What changed between two definitions of a job is named field by field, for a reviewer to
+read (`spec_diff`).
+
+The duplicate guard (`split_duplicates`): two live batches of ours for one unit (a job's
+generation, run, part and retry) are one too many.  A writer without the shared lock, an older
+reconciler or a create still in flight when its intent was sent again can each leave a second
+batch for a unit.  The oldest (by creation time, then id) is the one kept and counted; the
+younger ones are cancelled while they run (`! dedupe`) and never counted, in the plan, the
+state (plans/record.py) or status.
 
 A job whose spec is gone (`plan_removed`): its running batches are cancelled or left running,
 each as the deletion policy written into its own metadata says, so an orphan stays orphaned
@@ -21,20 +29,26 @@ silently.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler.api.batch import START_FAILURES, LiveBatch
 from reconciler.common.errors import PlanRefusedError
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.plans.changes import (
-    Action,
+from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, Plan, PlanContext, Retryable, Unit
+from reconciler.plans.jobstatus import (
+    attempts_by_part,
+    attempts_used,
+    job_status,
+    restart_owed,
+    restart_reason,
+    restart_waits,
+)
+from reconciler.plans.reasons import (
     Adopt,
-    Change,
     CreateInFlight,
-    DesiredJob,
+    Dedupe,
     FieldChange,
-    InFlight,
     InputChange,
     InSync,
     IntentLost,
@@ -44,14 +58,11 @@ from reconciler.plans.changes import (
     NotLive,
     Orphaned,
     PartsMissing,
-    Plan,
-    PlanContext,
     Reason,
     ReplaceRequested,
     Replacing,
     Resume,
     Retry,
-    Retryable,
     RunChanged,
     ScheduledRun,
     SpecChanged,
@@ -59,17 +70,7 @@ from reconciler.plans.changes import (
     SpecRemoved,
     Superseded,
     Suspended,
-    Unit,
     Upcoming,
-)
-from reconciler.plans.duplicates import dedupe_reason, split_duplicates
-from reconciler.plans.jobstatus import (
-    attempts_by_part,
-    attempts_used,
-    job_status,
-    restart_owed,
-    restart_reason,
-    restart_waits,
 )
 from reconciler.plans.runs import RunChoice, choose_run, run_base, slot_run
 from reconciler.state.model import BatchRecord, JobState, State
@@ -371,6 +372,40 @@ def plan_removed(name: str, recorded: JobState | None, running: list[LiveBatch])
     if orphans:
         return Change(name, Action.NOOP, Orphaned(tuple(orphans)), provider, generation)
     return None
+
+
+UnitKey = tuple[str, str, str, int, int]  # job, generation, run, part, retry
+
+
+def unit_of(batch: LiveBatch) -> UnitKey:
+    return (batch.batch.job or "", batch.generation or "", batch.run, batch.batch.part, batch.batch.retry)
+
+
+def split_duplicates(batches: Iterable[LiveBatch]) -> tuple[list[LiveBatch], list[LiveBatch]]:
+    """(the batch kept for each unit, the younger duplicates), each in the order given."""
+    live = list(batches)
+    oldest: dict[UnitKey, LiveBatch] = {}
+    for batch in live:
+        unit = unit_of(batch)
+        if unit not in oldest or _age_key(batch) < _age_key(oldest[unit]):
+            oldest[unit] = batch
+    kept_ids = {b.id for b in oldest.values()}
+    kept: list[LiveBatch] = []
+    extra: list[LiveBatch] = []
+    for batch in live:
+        (kept if batch.id in kept_ids else extra).append(batch)
+    return kept, extra
+
+
+def _age_key(batch: LiveBatch) -> tuple[int, str]:
+    created = batch.batch.created_at
+    return (created if created is not None else 2**62, batch.id)
+
+
+def dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> Dedupe:
+    kept = {unit_of(b): b for b in current}[unit_of(doubled[0])]
+    younger = tuple(b.id for b in doubled if unit_of(b) == unit_of(kept))
+    return Dedupe(kept.batch.part, kept.batch.retry, kept.id, younger, len(doubled) - len(younger))
 
 
 def live_by_job(live: Sequence[LiveBatch]) -> dict[str, list[LiveBatch]]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.api.batch import START_FAILURES, LiveBatch, is_terminal
-from reconciler.plans.changes import Restart, RestartWaits
+from reconciler.plans.reasons import Restart, RestartWaits
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, RunRecord
 
 RESTART_DELAYS = (60.0, 300.0)  # seconds after the Nth failed start before restart N

@@ -2,7 +2,7 @@
 saved plan still holds before `apply FILE` carries it out.  Plain data in, plain data out.
 
 Each change carries its reason three ways: `reason` in words (plans/wording.py),
-`reason_code` and `reason_data` (the code's fields, as plans/changes.py names them) for a
+`reason_code` and `reason_data` (the code's fields, as plans/reasons.py names them) for a
 program to branch on; a change over a budget has `over_budget` in words and
 `over_budget_data`.  Both are additive: the format stays version 1.
 """

@@ -20,16 +20,8 @@ from zoneinfo import ZoneInfo
 
 from reconciler.api.batch import LiveBatch
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.plans.changes import (
-    DesiredJob,
-    EditWaits,
-    NextRun,
-    PlanContext,
-    Reason,
-    Slot,
-    SlotMissed,
-    SlotWaits,
-)
+from reconciler.plans.changes import DesiredJob, PlanContext, Slot
+from reconciler.plans.reasons import EditWaits, NextRun, Reason, SlotMissed, SlotWaits
 from reconciler.state.model import PendingCreate
 
 _SIMPLE_LABEL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -1,4 +1,4 @@
-"""A plan in words: each reason code with its data (plans/changes.py), each budget a change
+"""A plan in words: each reason code with its data (plans/reasons.py), each budget a change
 passes and each run past its budget, as the user reads them.  The one place they become text:
 `plan` (text, Markdown, the `reason` of `plan --json`), apply's and reconcile's lines, and the
 daemon's log lines all call this module, and the planner never does (an import contract in
@@ -19,13 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.common.usage import usd, usd_each
-from reconciler.plans.changes import (
+from reconciler.plans.changes import Action, Change, CostEstimate
+from reconciler.plans.reasons import (
     IN_SYNC_CODES,
-    Action,
     Adopt,
     BudgetPassed,
-    Change,
-    CostEstimate,
     CostUnknown,
     CreateInFlight,
     Dedupe,

@@ -11,8 +11,8 @@ from reconciler.common.errors import UserError
 from reconciler.engine.connect import open_clients
 from reconciler.engine.converge import readers_of, refresh_and_plan
 from reconciler.engine.workspace import Scope, load_state, prepare
-from reconciler.plans.changes import OverBudget
 from reconciler.plans.cost import refused
+from reconciler.plans.reasons import OverBudget
 from reconciler.plans.wording import over_budget_words
 from reconciler.specs.repo import RepoPaths
 

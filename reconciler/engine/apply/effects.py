@@ -9,7 +9,8 @@ from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.engine.apply.failures import Failure, failed_jobs
-from reconciler.plans.changes import DesiredJob, OverBudget, Unit
+from reconciler.plans.changes import DesiredJob, Unit
+from reconciler.plans.reasons import OverBudget
 from reconciler.state.model import State
 
 DEFAULT_PARALLELISM = 16
