@@ -23,11 +23,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from reconciler.common.usage import usd
 from reconciler.daemon import dashboard, web
 from reconciler.daemon.board import Board, LastPass, Metrics
 from reconciler.daemon.web import Caps, Liveness, Site, serve_health
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.cost import usd
 from reconciler.plans.jobstatus import Sync
 from reconciler.specs.identity import RepoName, owner_tag, repo_name
 from reconciler.state.model import BatchRecord, JobState, ResultsRecord, RunRecord, State

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from reconciler.sandbox import Sandbox
 from tests.fixtures.daemon import StartDaemon, reconciler_env
-from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo, planned
 from tests.fixtures.sandbox import SandboxFactory
 from tests.reconcile_helpers import batches, settled, stays, wait_until
 
@@ -50,11 +51,10 @@ def creates(sandbox: Sandbox) -> int:
     return sandbox.request_counts().get("POST /v1/batches", 0)
 
 
-def plan_reason(run_cli: RunCli, repo: UserRepo) -> str:
-    result = run_cli("plan", "--json", *repo.args())
-    assert result.exit_code == 0, result.stderr
-    (change,) = json.loads(result.stdout)["changes"]
-    return str(change["reason"])
+def plan_reason(run_cli: RunCli, repo: UserRepo) -> tuple[str, str, dict[str, Any]]:
+    """(action, reason code, reason data) of the one change `plan --json` shows."""
+    (change,) = planned(run_cli, repo).values()
+    return change["action"], change["reason_code"], change["reason_data"]
 
 
 @pytest.mark.parametrize("status", START_FAILURES)
@@ -69,12 +69,24 @@ def test_a_failed_start_is_restarted_after_its_wait_and_spends_no_retry(
     held = run_cli("reconcile", *local.args())  # within the first wait: nothing is sent
     assert held.exit_code == 0, held.stderr
     assert recorded(local)["status"] == "pending" and creates(sandbox) == 1
-    assert f"{status} (nothing ran): part 0 is sent again from " in plan_reason(run_cli, local)
-    assert "restart 1 of 2" in plan_reason(run_cli, local)
+    action, code, data = plan_reason(run_cli, local)
+    assert (action, code, data["status"], data["part"]) == ("noop", "restart_waits", status, 0)
+    attempts = recorded(local)["batches"]
+    assert isinstance(attempts, list)
+    (failed,) = attempts
+    assert (data["restart"], data["restarts"]) == (1, 2)
+    assert data["at"] == (failed["failed_at"] or failed["created_at"]) + 60  # the first restart's wait
 
     sandbox.configure(start_failure=None)  # what stopped the start has passed
     later(monkeypatch)
-    assert "sent again, restart 1 of 2" in plan_reason(run_cli, local)
+    action, code, data = plan_reason(run_cli, local)
+    assert (action, code, data["status"], data["restart"], data["restarts"]) == (
+        "retry",
+        "restart",
+        status,
+        1,
+        2,
+    )
     done = run_cli("reconcile", "--wait", "--timeout", "60", *local.args())
     assert done.exit_code == 0, done.stderr
     job = recorded(local)

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from reconciler.common.errors import UserError
-from reconciler.common.usage import TokenUsage
+from reconciler.common.usage import TokenUsage, usd
 from reconciler.daemon.passes import load
 from reconciler.engine.connect import open_clients
 from reconciler.engine.converge import observe_and_record, readers_of, utc_now
@@ -27,7 +27,6 @@ from reconciler.engine.observe import observe
 from reconciler.engine.results import recorded_location, results_problem
 from reconciler.engine.workspace import behind, load_state, read_recorded
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.cost import usd
 from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_time
 from reconciler.plans.record import record
 from reconciler.specs import identity
@@ -308,7 +307,7 @@ def history_table(job: JobState) -> list[str]:
             _when(record.ended_at),
             str(len(record.batches)),
             record.results or "-",
-            f"${record.cost_usd:.6g}" if record.cost_usd is not None else "-",
+            usd(record.cost_usd) if record.cost_usd is not None else "-",
         )
         for record in job.history
     ]

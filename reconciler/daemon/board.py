@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -172,7 +172,7 @@ class Metrics:
                 if job.prices is not None:
                     self.cost.labels(job=name).inc(job.prices.cost(usage))
 
-    def set_over_budget(self, jobs: Mapping[str, str]) -> None:
+    def set_over_budget(self, jobs: Iterable[str]) -> None:
         self.over_budget.clear()  # a job back within its budget must not stay marked
         for job in jobs:
             self.over_budget.labels(job=job).set(1)

@@ -22,12 +22,12 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from reconciler.api.batch import is_terminal
+from reconciler.common.usage import usd
 from reconciler.daemon.board import Snapshot
 from reconciler.engine import clock
 from reconciler.engine.clock import slots_at
 from reconciler.engine.events import describe
 from reconciler.plans.changes import Slot
-from reconciler.plans.cost import usd
 from reconciler.plans.jobstatus import Sync, job_sync
 from reconciler.plans.runs import shown_run, slot_run
 from reconciler.state.model import BatchRecord, JobState, RunRecord

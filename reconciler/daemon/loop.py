@@ -37,6 +37,7 @@ from reconciler.engine.apply.failures import server_wait
 from reconciler.engine.clock import seconds_until_next
 from reconciler.engine.events import EventLog
 from reconciler.engine.workspace import load_state
+from reconciler.plans.wording import over_budget_words, words
 from reconciler.specs.checkout import head
 from reconciler.specs.repo import RepoPaths, resolve_paths
 from reconciler.state.backend import Leadership
@@ -247,17 +248,23 @@ class Daemon:
         if result.held_back and result.held_back not in self.said:
             self.said.add(result.held_back)
             self.log.warning("held_back", result.held_back)
-        over_budget = result.outcome.over_budget
+        refused = result.outcome.over_budget
+        over_budget = {job: over_budget_words(over) for job, over in refused.items()}
         for job, reason in sorted(over_budget.items()):
             line = f"{job}: over budget, not sent: {reason}"
             if line not in self.said:  # once until the specs change: it holds on every pass
                 self.said.add(line)
-                self.log.warning("over_budget", line, job=job, reason=reason)
-        self.liveness.over_budget = dict(over_budget)
+                over = refused[job]
+                figures = {"budget": over.budget, "limit_usd": over.limit_usd, "upper_usd": over.upper_usd}
+                self.log.warning("over_budget", line, job=job, reason=reason, **figures)
+        self.liveness.over_budget = over_budget
         for change in result.plan.changes:  # e.g. a job left to a newer checkout: said once
-            if change.attention and change.reason not in self.said:
-                self.said.add(change.reason)
-                self.log.warning("noted", f"{change.job}: {change.reason}", job=change.job)
+            said = words(change.reason)
+            if change.attention and said not in self.said:
+                self.said.add(said)
+                self.log.warning(
+                    "noted", f"{change.job}: {said}", job=change.job, reason_code=change.reason.code.value
+                )
         degraded = bool(self.loaded and self.loaded.problems) or bool(
             result.held_back or result.outcome.failures or over_budget
         )

@@ -39,11 +39,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from reconciler.api.batch import START_FAILURES, LiveBatch, is_terminal
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.reasons import Restart, RestartWaits
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, RunRecord
 
 RESTART_DELAYS = (60.0, 300.0)  # seconds after the Nth failed start before restart N
@@ -80,23 +81,17 @@ def is_restart(ordered: Sequence[BatchRecord], index: int) -> bool:
     return restart_owed(ordered[:index])
 
 
-def restart_note(by_part: dict[int, list[BatchRecord]]) -> str | None:
-    """`batch_start_failed (nothing ran): part 0 is sent again from 03:10:00Z, restart 1 of 2`."""
+def restart_waits(by_part: dict[int, list[BatchRecord]]) -> RestartWaits | None:
+    """The first part whose failed start is restarted once its wait is over."""
     for part, attempts in sorted(by_part.items()):
         if restart_owed(attempts):
-            when = datetime.fromtimestamp(restart_at(attempts), UTC).isoformat(timespec="seconds")
-            return (
-                f"{attempts[-1].status} (nothing ran): part {part} is sent again from "
-                f"{when.replace('+00:00', 'Z')}, restart {failed_starts(attempts)} of {len(RESTART_DELAYS)}"
-            )
+            status, restart = attempts[-1].status, failed_starts(attempts)
+            return RestartWaits(part, status, restart_at(attempts), restart, len(RESTART_DELAYS))
     return None
 
 
-def restart_reason(attempts: Sequence[BatchRecord], part: int, requests: int) -> str:
-    return (
-        f"{attempts[-1].status} (nothing ran): part {part}'s {requests:,} requests sent again, "
-        f"restart {failed_starts(attempts)} of {len(RESTART_DELAYS)}"
-    )
+def restart_reason(attempts: Sequence[BatchRecord], part: int, requests: int) -> Restart:
+    return Restart(requests, part, attempts[-1].status, failed_starts(attempts), len(RESTART_DELAYS))
 
 
 RUNNING_ORDER = ("in_progress", "finalizing", "validating", "cancelling")

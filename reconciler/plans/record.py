@@ -7,7 +7,7 @@ from typing import Literal
 
 from reconciler.api.batch import LiveBatch
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.duplicates import split_duplicates
+from reconciler.plans.decide import split_duplicates
 from reconciler.plans.jobstatus import job_status, request_counts, updated_history
 from reconciler.plans.runs import newest
 from reconciler.state.model import (

@@ -15,6 +15,7 @@ from reconciler.api.uploads import UploadSource
 from reconciler.api.writer import BatchWriter
 from reconciler.engine.apply.failures import Failure, failed_jobs
 from reconciler.plans.changes import DesiredJob, Unit
+from reconciler.plans.reasons import OverBudget
 from reconciler.state.model import State
 
 DEFAULT_PARALLELISM = 16
@@ -37,7 +38,7 @@ class Outcome:
     touched: list[LiveBatch] = field(default_factory=list)
     created: int = 0
     cancelled: int = 0
-    over_budget: dict[str, str] = field(default_factory=dict)  # job → why its change was not sent
+    over_budget: dict[str, OverBudget] = field(default_factory=dict)  # job → why its change was not sent
 
     @property
     def failed_jobs(self) -> set[str]:

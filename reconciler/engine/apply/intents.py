@@ -12,7 +12,7 @@ The states and their moves are `state/model.PendingCreate`; ARCHITECTURE.md draw
 A later pass finds an intent in the state: one whose batch is live is resolved
 (plans/record.py); a sent or quarantined one with no batch yet waits a quarantine, counted from
 its POST, during which passes only look for it in the live list (`in_flight`), and is then sent
-again with the same attempt id: the duplicate guard (plans/duplicates.py) cancels a late
+again with the same attempt id: the duplicate guard (plans/decide.py) cancels a late
 arrival.  Uploads a killed pass left behind are reused (leftovers.py).
 """
 
