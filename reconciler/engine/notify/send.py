@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from reconciler.api.transport import failure_words
 from reconciler.common.errors import MissingVariableError, UserError
 from reconciler.specs.fields import url_problem
 from reconciler.specs.models import NotificationSpec
@@ -138,7 +139,7 @@ def deliver(
         except httpx.HTTPError as error:
             if cutoff.fired:
                 return f"no answer {deadline}"
-            return _scrubbed(f"cannot connect ({type(error).__name__})", target)
+            return _scrubbed(failure_words(error), target)
     if 200 <= status < 300:
         return None
     return f"HTTP {status}"
