@@ -50,6 +50,16 @@ def test_reconcile_wait_refuses_a_timeout_that_is_not_a_finite_number_of_seconds
     assert sandbox.request_counts() == {}
 
 
+@pytest.mark.parametrize("wait", [(), ("--wait",)])
+def test_reconcile_refuses_a_timeout_of_zero_which_would_end_it_before_it_began(
+    wait: tuple[str, ...], user_repo: UserRepo, sandbox: Sandbox
+) -> None:
+    command = [sys.executable, "-m", "reconciler", "reconcile", *wait, "--timeout", "0"]
+    refused(run([*command, *user_repo.args()], reconciler_env(sandbox)), "--timeout", "must be more than 0")
+    assert user_repo.written() == []
+    assert sandbox.request_counts() == {}
+
+
 @pytest.mark.parametrize(
     "variable", ["RECONCILER_LOCK_TIMEOUT", "RECONCILER_HTTP_TIMEOUT", "RECONCILER_CREATE_QUARANTINE"]
 )
