@@ -78,7 +78,8 @@ class CleanupSpec(_Document):
 
 class BudgetSpec(_Document):
     max_usd: Annotated[float, Field(gt=0)]
-    """A run's cost at most, in USD: a plan estimating more is refused unless --allow-over-budget."""
+    """A run's cost at most, in USD: when its estimate is more, this job's change alone is refused
+    (the other jobs' go ahead) unless --allow-over-budget."""
     on_exceed: Literal["report", "cancel"] = "report"
     """When a running run's actual cost passes max_usd: report it, or also cancel what still runs."""
 
