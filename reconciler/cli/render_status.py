@@ -32,7 +32,7 @@ from reconciler.plans.jobstatus import duration, job_progress, parse_time
 from reconciler.plans.record import record
 from reconciler.specs import identity
 from reconciler.specs.repo import RepoPaths
-from reconciler.state.model import BatchRecord, JobState, State
+from reconciler.state.model import BatchRecord, JobState, RunRecord, State
 
 COMMAND = "reconciler status --refresh --save"
 
@@ -317,7 +317,7 @@ def history_table(job: JobState) -> list[str]:
             _when(record.started_at),
             _when(record.ended_at),
             str(len(record.batches)),
-            record.results or "-",
+            _run_results(record),
             f"${record.cost_usd:.6g}" if record.cost_usd is not None else "-",
         )
         for record in job.history
@@ -327,6 +327,12 @@ def history_table(job: JobState) -> list[str]:
     for row in [HISTORY_COLUMNS, *rows]:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return lines
+
+
+def _run_results(record: RunRecord) -> str:
+    if record.results_overwritten_by is not None:
+        return f"overwritten by run {record.results_overwritten_by}"
+    return record.results or "-"
 
 
 def _counts(counts: dict[str, int]) -> str:
