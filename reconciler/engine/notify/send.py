@@ -44,6 +44,8 @@ def summary(notice: Notice) -> str:
             f"{notice.job} missed its scheduled run {notice.slot} (starting_deadline passed): no run started"
         )
     verb = "was replaced by a new spec" if notice.event == "replaced" else notice.event
+    if notice.event != notice.status and notice.event == "failed":  # e.g. Portkey's batch_start_failed
+        verb += f" ({notice.status})"
     return f"{notice.job} {verb}: {done}{failed}{batches}"
 
 
