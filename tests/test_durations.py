@@ -80,3 +80,12 @@ def test_the_sandbox_refuses_a_latency_that_is_not_a_finite_number_of_seconds(va
         reconciler_env(),
     )
     refused(result, "--latency-seconds", repr(value))
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300"])
+def test_the_sandbox_refuses_a_rate_past_its_bound(value: str) -> None:
+    result = run(
+        [sys.executable, "-m", "reconciler", "sandbox", "--port", "0", "--requests-per-second", value],
+        reconciler_env(),
+    )
+    refused(result, "--requests-per-second")

@@ -46,11 +46,13 @@ def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch)
         ("budget:\n  max_usd_per_pln: 10\n", "reconciler.yaml:2: budget.max_usd_per_pln:", "did you mean 'max_usd_per_plan'?"),
         ("owner: 12\n", "reconciler.yaml:1: owner:", "must be a string"),
         ("budget:\n  max_usd_per_plan: -1\n", "reconciler.yaml:2: budget.max_usd_per_plan:", "greater than 0"),
+        ("budget:\n  max_usd_per_plan: .inf\n", "reconciler.yaml:2: budget.max_usd_per_plan:", "a finite number"),
+        ("budget:\n  max_usd_per_plan: .nan\n", "reconciler.yaml:2: budget.max_usd_per_plan:", "a finite number"),
         ("budget: 10\n", "reconciler.yaml:1: budget:", "must be a mapping"),
         ("owner: a\nowner: b\n", "reconciler.yaml:2:", "duplicate key 'owner'"),
         ("- owner: a\n", "reconciler.yaml:1:", "must be a mapping of settings"),
     ],
-    ids=["misspelt-budget", "misspelt-budget-key", "owner-not-a-string", "negative", "not-a-mapping", "twice", "a-list"],
+    ids=["misspelt-budget", "misspelt-budget-key", "owner-not-a-string", "negative", "infinite", "nan", "not-a-mapping", "twice", "a-list"],
 )  # fmt: skip
 def test_a_mistake_in_reconciler_yaml_fails_validate_with_its_line(
     repo: UserRepo, run_cli: RunCli, text: str, where: str, fragment: str
