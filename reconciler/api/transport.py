@@ -358,9 +358,10 @@ def failure_words(error: Exception) -> str:
 def connect_reason(error: Exception) -> str:
     """Why a connection could not be made, from the operating system's error beneath the HTTP
     library's: `connection refused`, `the host name does not resolve`."""
-    cause: BaseException | None = error
+    cause = error.__cause__ or error.__context__
     for _ in range(8):  # httpx's error wraps httpcore's, which wraps the OSError
-        cause = cause.__cause__ or cause.__context__ if cause is not None else None
+        if cause is None:
+            break
         if isinstance(cause, ssl.SSLCertVerificationError):
             return "the server's TLS certificate is not trusted"
         if isinstance(cause, ssl.SSLError):
@@ -369,6 +370,7 @@ def connect_reason(error: Exception) -> str:
             return "the host name does not resolve"
         if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror[:1].lower() + cause.strerror[1:]
+        cause = cause.__cause__ or cause.__context__
     return "no connection"
 
 
