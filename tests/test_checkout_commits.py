@@ -204,7 +204,7 @@ def test_the_postgresql_state_carries_the_commit_a_job_was_applied_from(
         "SELECT v.document FROM reconciler_state_versions v JOIN reconciler_state_heads h "
         "ON v.owner = h.owner AND v.serial = h.serial"
     )
-    assert document[0]["format_version"] == 3  # type: ignore[index]
+    assert document[0]["format_version"] == 4  # type: ignore[index]
     assert document[0]["jobs"]["nightly-eval"]["applied_from"]["commit"] == second  # type: ignore[index]
     sandbox.reset_counts()
     left = planned(run_cli, daemon.repo)["nightly-eval"]
@@ -278,21 +278,28 @@ def test_a_job_deleted_at_a_newer_commit_is_not_created_again_from_a_checkout_be
     assert len(batches(sandbox, "weekly-eval")) == 1
 
 
-def test_a_version_2_state_reads_as_it_is_and_is_written_back_as_version_3(
-    clone: Callable[[str], Clone], sandbox: Sandbox, run_cli: RunCli
+@pytest.mark.parametrize("version", [2, 3])
+def test_an_older_state_reads_as_it_is_and_is_written_back_as_version_4(
+    clone: Callable[[str], Clone], sandbox: Sandbox, run_cli: RunCli, version: int
 ) -> None:
     ci = clone("ci")
     assert run_cli("apply", "--auto-approve", *ci.args()).exit_code == 0
     document = json.loads(ci.state.read_text())
-    del document["forgotten"]
+    applied = document["jobs"]["nightly-eval"]["applied_from"]
     for job in document["jobs"].values():
-        del job["applied_from"]
-    ci.state.write_text(json.dumps({**document, "format_version": 2}))  # as version 2 wrote it
+        for run in job["history"]:
+            del run["results_overwritten_by"]  # version 4's
+        if version == 2:
+            del job["applied_from"]  # version 3's
+    if version == 2:
+        del document["forgotten"]
+    ci.state.write_text(json.dumps({**document, "format_version": version}))  # as that version wrote it
 
     sandbox.reset_counts()
     assert run_cli("plan", "--detailed-exitcode", *ci.args()).exit_code == 0
     assert run_cli("reconcile", *ci.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {}
     again = json.loads(ci.state.read_text())
-    assert again["format_version"] == 3 and again["lineage"] == document["lineage"]
-    assert again["jobs"]["nightly-eval"]["applied_from"] is None  # nothing changed: nothing claimed
+    assert again["format_version"] == 4 and again["lineage"] == document["lineage"]
+    # version 2 had no commits: nothing changed, so nothing is claimed; version 3's is kept
+    assert again["jobs"]["nightly-eval"]["applied_from"] == (None if version == 2 else applied)

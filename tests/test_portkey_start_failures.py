@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from reconciler.sandbox import Sandbox
+from tests.events_helpers import Receiver
 from tests.fixtures.daemon import StartDaemon, reconciler_env
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo, planned
 from tests.fixtures.sandbox import SandboxFactory
@@ -149,3 +150,37 @@ def test_the_daemon_sleeps_until_a_restart_is_due_instead_of_polling(
     # Four intervals, and a pending job is otherwise polled at every one: nothing is sent.
     stays(lambda: sandbox.request_counts().get("GET /v1/batches", 0) == lists, 2.0)
     assert creates(sandbox) == 2
+
+
+@pytest.mark.parametrize("status", START_FAILURES)
+def test_a_start_that_failed_for_good_is_announced_as_failed_once_after_the_restarts(
+    local: UserRepo,
+    sandbox: Sandbox,
+    run_cli: RunCli,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    status: str,
+) -> None:
+    monkeypatch.setenv("HOOK_URL", f"{receiver.url}/hook")
+    local.write_spec(
+        "specs/channel.yaml",
+        """
+        apiVersion: reconciler/v1
+        kind: Notification
+        metadata: {name: evals-channel}
+        spec:
+          url: ${HOOK_URL}
+        """,
+    )
+    sandbox.configure(start_failure=status)
+    local.write_job("nightly-eval", provider="local")
+    later(monkeypatch)
+    result = run_cli("reconcile", "--wait", "--timeout", "60", *local.args())
+    assert result.exit_code == 1 and f"nightly-eval: ended {status}" in result.stderr, result.stderr
+    assert creates(sandbox) == 3  # the first start and its two restarts: one notice, at the end
+
+    (told,) = [message["data"] for message in receiver.acknowledged]
+    assert (told["event"], told["status"], told["job"]) == ("failed", status, "nightly-eval")
+    assert told["summary"].startswith(f"nightly-eval failed ({status}): 0/3 done")
+    assert run_cli("reconcile", *local.args()).exit_code == 0
+    assert len(receiver.acknowledged) == 1  # seen again: not news

@@ -66,8 +66,13 @@ def one_line(error: BaseException) -> str:
         ("wrong-type", ApiConnectionError, "response is not a JSON object", 1),
         ("bad-counts", ApiConnectionError, "malformed batch object from the server (", 1),
         ("html-error", ApiStatusError, "HTTP 502: text/html body", ATTEMPTS),
-        ("hang-up", ApiConnectionError, "/v1/batches/batch_1: RemoteProtocolError", ATTEMPTS),
-        ("stall", ApiConnectionError, "/v1/batches/batch_1: ReadTimeout", ATTEMPTS),
+        (
+            "hang-up",
+            ApiConnectionError,
+            "/v1/batches/batch_1: the server hung up or answered malformed HTTP",
+            ATTEMPTS,
+        ),
+        ("stall", ApiConnectionError, "/v1/batches/batch_1: no answer within the read timeout", ATTEMPTS),
     ],
 )
 def test_a_broken_answer_to_a_read_is_one_clear_error_after_bounded_tries(

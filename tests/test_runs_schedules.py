@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import re
 
+import jsonschema
 import pytest
 
 from reconciler.sandbox import Sandbox
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo, planned
 from tests.reconcile_helpers import batches, mutating, sdk, state_of, use_sandbox, wait_until
+from tests.test_output_results import OUTPUT_SCHEMA
 
 CREATES = "POST /v1/batches"
 FIRST = "2026-12-01T01:00:00Z"
@@ -397,3 +399,28 @@ def test_an_edit_of_an_unscheduled_job_starts_a_run_of_its_own_and_keeps_the_las
     folder = repo.root / "results" / "nightly-eval"
     lines = {f.name: len(f.read_text().splitlines()) for f in folder.iterdir()}
     assert lines == {"default.jsonl": 3, f"default-g{edited}.jsonl": 4}
+
+
+def test_a_run_whose_results_file_a_later_run_wrote_over_no_longer_claims_it(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`results:` without {run}: each run writes the same file, so only the latest holds it."""
+    repo.write_job("nightly-eval", schedule="0 1 * * *", results="../results/{job}.jsonl")
+    for slot in ("2026-12-01T01:00:10Z", "2026-12-02T01:00:10Z"):
+        at(monkeypatch, slot)
+        assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert runs(sandbox) == ["2026-12-01T01:00:00Z", "2026-12-02T01:00:00Z"]
+
+    history = state_of(repo.root)["jobs"]["nightly-eval"]["history"]
+    assert [(h["run"], h["results"], h.get("results_overwritten_by")) for h in history] == [
+        ("2026-12-02T01:00:00Z", "results/nightly-eval.jsonl", None),
+        ("2026-12-01T01:00:00Z", None, "2026-12-02T01:00:00Z"),
+    ]
+    shown = run_cli("status", "nightly-eval", *repo.args()).stdout
+    assert re.search(r"2026-12-01T01:00:00Z +completed .* overwritten by run 2026-12-02T01:00:00Z", shown), (
+        shown
+    )
+    document = json.loads(run_cli("output", "nightly-eval", "--json", *repo.args()).stdout)
+    jsonschema.Draft202012Validator(OUTPUT_SCHEMA).validate(document)
+    older = document["jobs"]["nightly-eval"]["runs"][1]
+    assert (older["results"], older["results_overwritten_by"]) == (None, "2026-12-02T01:00:00Z")

@@ -31,7 +31,7 @@ from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_t
 from reconciler.plans.record import record
 from reconciler.specs import identity
 from reconciler.specs.repo import RepoPaths
-from reconciler.state.model import BatchRecord, JobState, State
+from reconciler.state.model import BatchRecord, JobState, RunRecord, State
 
 COMMAND = "reconciler status --refresh --save"
 
@@ -306,7 +306,7 @@ def history_table(job: JobState) -> list[str]:
             _when(record.started_at),
             _when(record.ended_at),
             str(len(record.batches)),
-            record.results or "-",
+            _run_results(record),
             usd(record.cost_usd) if record.cost_usd is not None else "-",
         )
         for record in job.history
@@ -316,6 +316,12 @@ def history_table(job: JobState) -> list[str]:
     for row in [HISTORY_COLUMNS, *rows]:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return lines
+
+
+def _run_results(record: RunRecord) -> str:
+    if record.results_overwritten_by is not None:
+        return f"overwritten by run {record.results_overwritten_by}"
+    return record.results or "-"
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -30,7 +30,7 @@ from reconciler.daemon.board import Metrics
 from reconciler.daemon.hooks import Hooks, count_api_error, report_pass
 from reconciler.daemon.passes import ClientPool, Loaded, PassResult, load, run_pass
 from reconciler.daemon.timing import Cadence, Waker, earliest, restart_wait, retry_delay
-from reconciler.daemon.watch import FileWatcher, targets_for
+from reconciler.daemon.watch import FileWatcher, targets_for, watched_files
 from reconciler.daemon.web import Liveness
 from reconciler.engine import clock
 from reconciler.engine.apply.failures import server_wait
@@ -175,7 +175,8 @@ class Daemon:
         for _ in range(3):  # a restarted watch may have missed a write: look once more
             paths = self.settings.paths()
             self.loaded = load(paths, self.settings.owner, self.loaded)
-            targets = targets_for(paths.specs, self.loaded.inputs, self.settings.links())
+            files = watched_files(paths, self.loaded.inputs)
+            targets = targets_for(paths.specs, files, self.settings.links())
             self.watch_broken = False
             if not self.watcher.follow(targets):
                 break

@@ -187,7 +187,20 @@ def updated_history(job: JobState, live: Sequence[LiveBatch], limit: int) -> tup
     ordered = sorted(
         runs.values(), key=lambda r: (r.started_at is None, r.started_at or 0, r.run), reverse=True
     )
-    return tuple(ordered[:limit])
+    return tuple(_overwritten(ordered[:limit], job))
+
+
+def _overwritten(runs: list[RunRecord], job: JobState) -> list[RunRecord]:
+    """Runs whose results file the current run has written since (a `results:` path without
+    {run}): the file holds the current run's results now, so their records no longer claim it."""
+    if job.run is None or job.results is None:
+        return runs
+    mine, path = (job.run, job.generation), job.results.path
+    update = {"results": None, "results_overwritten_by": job.run}
+    return [
+        r.model_copy(update=update) if r.results == path and (r.run, r.generation) != mine else r
+        for r in runs
+    ]
 
 
 def _run_record(
@@ -204,6 +217,7 @@ def _run_record(
         ended_at=_ended(records) if is_terminal(status) else None,
         # What only the state knows of a run (read from its files while it was current) stays.
         results=before.results if before else None,
+        results_overwritten_by=before.results_overwritten_by if before else None,
         usage=before.usage if before else None,
         cost_usd=before.cost_usd if before else None,
     )
@@ -220,6 +234,7 @@ def _current_record(job: JobState, before: RunRecord | None) -> RunRecord:
         started_at=_started(job.batches) or (before.started_at if before else None),
         ended_at=_ended(job.batches) if is_terminal(job.status) else None,
         results=job.results.path if job.results else (before.results if before else None),
+        results_overwritten_by=None if job.results or not before else before.results_overwritten_by,
         usage=job.total_usage if job.usage else (before.usage if before else None),
         cost_usd=job.cost_usd if job.usage else (before.cost_usd if before else None),
     )

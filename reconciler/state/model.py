@@ -19,9 +19,11 @@ from reconciler.common.usage import TokenUsage, UnitPrices, total_usage
 # 2: runs (a run id on batches and intents, the current run and a bounded run history per job,
 # the definition a generation was made from). A version-1 file is upgraded on read (document.py).
 # 3: the git commit each job was last applied from (`applied_from`), and of jobs forgotten
-# (`forgotten`); additive, so a version-2 document reads as it is.  Also additive in 3: each
-# intent's `state`; a document without it has it derived from the intent's fields (document.py).
-FORMAT_VERSION = 3
+# (`forgotten`); additive, so a version-2 document reads as it is.
+# 4: a run whose results file a later run wrote over says so (`results_overwritten_by`), and each
+# intent's `state` is stored; additive, so a version-2 or -3 document reads as it is (an intent
+# without a state has it derived from its fields, document.py).
+FORMAT_VERSION = 4
 MAX_FORGOTTEN = 1000  # the newest commits jobs were forgotten at, kept; older ones are dropped
 
 
@@ -235,7 +237,8 @@ class RunRecord(_Frozen):
     batches: tuple[str, ...] = ()
     started_at: int | None = None
     ended_at: int | None = None
-    results: str | None = None  # the merged results file, once written
+    results: str | None = None  # the merged results file, once written (None again once overwritten)
+    results_overwritten_by: str | None = None  # the later run that wrote its results file over
     usage: TokenUsage | None = None  # tokens its finished batches' output lines used
     cost_usd: float | None = None  # at the prices in force when it started; None: no price
 

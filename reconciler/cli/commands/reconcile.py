@@ -45,7 +45,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--wait", is_flag=True, help="Keep reconciling until every job's batches are finished.")
 @click.option(
     "--timeout",
-    type=Seconds(),
+    type=Seconds(above=True),
     metavar="SECONDS",
     help="Seconds the whole command may take (with --wait, the waiting included).  "
     "[default: the longest completion_window of the jobs plus 1h: 25h]",
