@@ -76,6 +76,7 @@ def lines_with_text(content: bytes) -> int:
     return sum(1 for line in content.split(b"\n") if line.strip())
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.lists(LINE, max_size=25))
 def test_random_lines_digest_or_are_reported(scratch: Path, lines: list[bytes]) -> None:

@@ -42,6 +42,7 @@ def _reconcile(repo: UserRepo, env: dict[str, str], scratch: Path) -> Measured:
     return run_measured(command, env=env, scratch=scratch, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("answer", ["hang", "trickle"])
 def test_a_stalling_channel_holds_a_cli_run_only_until_its_notification_deadline(
     make_repo: Callable[..., UserRepo],

@@ -104,6 +104,7 @@ def test_a_slot_missed_by_more_than_the_starting_deadline_is_skipped_and_the_pla
     assert runs(sandbox) == ["2026-12-02T01:00:00Z"]
 
 
+@pytest.mark.slow
 def test_changing_spec_run_and_replace_each_start_exactly_one_new_run(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,6 +136,7 @@ def test_changing_spec_run_and_replace_each_start_exactly_one_new_run(
     assert shown.stdout.count("completed") >= 4 and "(current)" in shown.stdout
 
 
+@pytest.mark.slow
 def test_resuming_a_suspended_job_sends_only_the_requests_without_an_answer(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -287,6 +289,7 @@ def _history(repo: UserRepo) -> list[tuple[str, str | None, bool]]:
     return [(h["run"], h["results"], h["cost_usd"] is not None) for h in history]
 
 
+@pytest.mark.slow
 def test_an_edit_after_the_slot_ran_waits_for_the_next_slot_and_both_runs_keep_their_records(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

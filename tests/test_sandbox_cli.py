@@ -56,6 +56,7 @@ def test_a_bad_flag_value_is_one_line_and_exit_1(flag: str, value: str, named: s
     assert not (tmp_path / "data").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_runs_prints_its_url_serves_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     with cli_sandbox(tmp_path / "data", *FAST_FLAGS, "--api-key", "sk-cli") as (process, url):
         assert url.startswith("http://127.0.0.1:")
@@ -82,6 +83,7 @@ def test_data_defaults_to_the_repos_sandbox_dir(tmp_path: Path) -> None:
     assert (tmp_path / ".reconciler" / "sandbox" / "batches").is_dir()
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
     with cli_sandbox(tmp_path / "a") as (_, url):
         port = url.rsplit(":", 1)[1].split("/")[0]

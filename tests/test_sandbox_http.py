@@ -124,6 +124,7 @@ def test_knobs_change_over_http_and_bad_knobs_are_refused(sandbox: Sandbox) -> N
         sandbox.configure(speed=3)
 
 
+@pytest.mark.slow
 def test_a_hundred_concurrent_connections_are_all_served(sandbox: Sandbox) -> None:
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     with (

@@ -89,6 +89,7 @@ def test_pydantic_wording_never_reaches_the_user(repo: UserRepo, run_cli: RunCli
     assert "budget.max_usd_per_pln: unknown key; did you mean 'max_usd_per_plan'?" in result.stderr
 
 
+@pytest.mark.slow
 def test_reconciler_yaml_is_read_once_per_command(repo: UserRepo, sandbox: Sandbox) -> None:
     repo.path("reconciler.yaml").write_text("owner: tests/settings\nbudget:\n  max_usd_per_plan: 100\n")
     env = cli_env() | {"RECONCILER_SANDBOX_URL": sandbox.base_url}
