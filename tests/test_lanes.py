@@ -62,10 +62,12 @@ def test_the_two_lanes_split_the_suite_and_the_fast_one_holds_most_of_it() -> No
 
 
 def _collect(*args: str) -> set[str]:
-    """The node ids a run of the real suite with `args` would run (pytest in a subprocess, as a
-    developer or CI starts it, with the addopts in pyproject.toml)."""
+    """The node ids a run of the real suite with `args` would run: pytest in a subprocess, as a
+    developer or CI starts it, with the addopts in pyproject.toml (in one process, and without
+    rewriting asserts: only the collection is wanted)."""
+    command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-n0", "--assert=plain"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-n0", "-p", "no:cacheprovider", *args],
+        [*command, "-p", "no:cacheprovider", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
