@@ -132,6 +132,7 @@ def test_progress_of_a_finished_job_has_no_rate_or_eta() -> None:
     assert (figures.done, figures.per_minute, figures.eta_seconds) == (3, None, None)
 
 
+@pytest.mark.slow
 def test_reconcile_wait_off_a_terminal_prints_progress_lines_at_a_tenth_of_the_job(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
