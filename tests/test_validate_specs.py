@@ -103,6 +103,9 @@ BAD_JOBS = [
     ("bad-date", job_text(extra="  metadata: {when: 2024-13-45}\n"), "specs/job.yaml:1:", "invalid YAML value"),
     ("unquoted-number", job_text(extra="  metadata: {version: 1.5}\n"), "specs/job.yaml:8: spec.metadata.version:", "quotes around the value"),
     ("number-as-key", job_text(extra="  metadata:\n    007: bond\n"), "specs/job.yaml:9: spec.metadata.007:", "quotes around the key"),
+    ("schedule-macro-typo", job_text(extra='  schedule: "@dayly"\n'), "specs/job.yaml:8: spec.schedule:", "not a schedule macro; did you mean '@daily'?"),
+    ("schedule-every", job_text(extra='  schedule: "@every 1h"\n'), "specs/job.yaml:8: spec.schedule:", "use one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, or five cron fields"),
+    ("schedule-four-fields", job_text(extra='  schedule: "0 2 * *"\n'), "specs/job.yaml:8: spec.schedule:", "or a macro such as @daily"),
     ("labels-not-a-map", job_text().replace("  name: nightly-eval\n", "  name: nightly-eval\n  labels: [a]\n"), "specs/job.yaml:5: metadata.labels:", "mapping"),
 ]  # fmt: skip
 

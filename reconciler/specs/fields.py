@@ -281,10 +281,39 @@ BaseUrl = Annotated[str, AfterValidator(_base_url), _schema(format="uri")]
 Headers = Annotated[dict[HeaderName, HeaderValue], AfterValidator(_headers)]
 
 
+# The shorthands Kubernetes CronJob accepts for a schedule (its cron parser's descriptors, which
+# Vixie cron has too), as the five fields each stands for.  cronsim reads none of them.
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_CRON_SCHEMA_PATTERN = rf"^\s*({'|'.join(CRON_MACROS)}|\S+(\s+\S+){{4}})\s*$"
+
+
+def cron_fields(expression: str) -> str:
+    """A schedule as cronsim reads it: the five fields a macro stands for, else the expression."""
+    return CRON_MACROS.get(expression.strip(), expression)
+
+
 def _cron(value: str) -> str:
+    macro = value.strip()
+    if macro.startswith("@"):
+        if macro not in CRON_MACROS:
+            known = ", ".join(CRON_MACROS)
+            hint = closest(macro, list(CRON_MACROS)) or f"; use one of {known}, or five cron fields"
+            raise _invalid(f"{_show(value)} is not a schedule macro{hint}")
+        return value
     fields = value.split()
     if len(fields) != 5:
-        raise _invalid(f"{_show(value)} has {len(fields)} fields; write five: minute hour day month weekday")
+        raise _invalid(
+            f"{_show(value)} has {len(fields)} fields; write five (minute hour day month weekday) "
+            "or a macro such as @daily"
+        )
     try:
         CronSim(value, datetime.now(UTC))
     except (CronSimError, ValueError) as error:
@@ -323,7 +352,7 @@ def _file_expiry(seconds: int) -> int:
     return seconds
 
 
-Cron = Annotated[str, AfterValidator(_cron)]
+Cron = Annotated[str, AfterValidator(_cron), _schema(pattern=_CRON_SCHEMA_PATTERN)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 Duration = Annotated[
     int, BeforeValidator(_duration), _schema(type=["integer", "string"], pattern=r"^\d+[smhd]$")
