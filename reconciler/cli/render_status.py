@@ -25,12 +25,13 @@ from reconciler.engine.connect import open_clients
 from reconciler.engine.converge import observe_and_record, readers_of, utc_now
 from reconciler.engine.observe import observe
 from reconciler.engine.results import recorded_location, results_problem
-from reconciler.engine.workspace import behind, load_state, read_recorded
+from reconciler.engine.workspace import SEE_STATUS, behind, load_state, read_recorded
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.cost import usd
 from reconciler.plans.jobstatus import duration, job_progress, parse_time
 from reconciler.plans.record import record
 from reconciler.specs import identity
+from reconciler.specs.fields import closest
 from reconciler.specs.repo import RepoPaths
 from reconciler.state.model import BatchRecord, JobState, State
 
@@ -71,9 +72,8 @@ def only(view: StatusView, targets: tuple[str, ...]) -> StatusView:
         return view
     known = set(view.state.jobs) | set(view.desired or {})
     for name in sorted(set(targets) - known):
-        raise UserError(
-            f"{name}: no job of that name in the state or the specs; `reconciler status` lists them"
-        )
+        hint = closest(name, known) or SEE_STATUS
+        raise UserError(f"--target {name}: no job of that name in the state or the specs{hint}")
     jobs = {name: job for name, job in view.state.jobs.items() if name in targets}
     desired = {n: j for n, j in view.desired.items() if n in targets} if view.desired is not None else None
     return dataclasses.replace(view, state=view.state.with_jobs(jobs), desired=desired)
@@ -250,7 +250,7 @@ def status_detail(view: StatusView, name: str, now: float) -> str:
         known = sorted(set(view.state.jobs) | set(view.desired or {}))
         if name in known:
             return f"{name}: no batch yet ({sync(view, name)})"
-        raise UserError(f"no job {name!r} in the state or the specs; known: {', '.join(known) or 'none'}")
+        raise UserError(f"no job {name!r} in the state or the specs{closest(name, known) or SEE_STATUS}")
     figures = job_progress(job, now)
     lines = [
         f"{name}: {job.status}, {sync(view, name)}",

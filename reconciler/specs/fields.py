@@ -5,13 +5,15 @@ paths, metadata, provider URLs and headers, sizes; a job's time fields (cron exp
 zone, durations, run label, the expiry of its uploads); the fields of a `Notification` and a
 Provider's `webhook_secret`.  A notification URL is usually itself the secret (a Slack webhook
 URL grants posting), so no message about one ever shows a URL or a secret's value: only which
-rule it broke.  pydantic's own errors are worded for YAML here too (`error_message`).
+rule it broke.  pydantic's own errors are worded for YAML here too (`error_message`), and the
+"did you mean" of every name a user types is found here (`close_match`, `closest`).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal, get_args
@@ -27,10 +29,18 @@ from reconciler.common.ownership import RESERVED_KEYS, RESERVED_PREFIX
 from reconciler.specs import secrets
 
 
-def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+def close_match(word: str, choices: Iterable[str]) -> str | None:
+    """The choice `word` was most likely meant to be, or None when none is close (difflib's
+    ratio under 0.6).  Every name a user types that names nothing is looked up here: a key, a
+    kind, an endpoint, a schedule macro, a Provider, a job (`--target`, `status JOB`, …)."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def closest(word: str, choices: Iterable[str]) -> str:
     """`; did you mean 'x'?` when a choice is close, else ''."""
-    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    match = close_match(word, choices)
+    return f"; did you mean {match!r}?" if match else ""
 
 
 def error_message(error: ErrorDetails, model: type[BaseModel]) -> str:
@@ -48,6 +58,9 @@ def error_message(error: ErrorDetails, model: type[BaseModel]) -> str:
         return "must be a mapping of key: value"
     if kind == "bool_type":
         return "must be true or false"
+    if kind == "literal_error" and isinstance(error.get("input"), str):
+        choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        return error["msg"].replace("Input should be", "must be") + closest(error["input"], choices)
     return error["msg"].replace("Input should be", "must be")
 
 

@@ -17,6 +17,8 @@ from reconciler.common.errors import UserError
 from reconciler.daemon.passes import load
 from reconciler.engine.connect import open_clients
 from reconciler.engine.results import download_results
+from reconciler.engine.workspace import SEE_STATUS
+from reconciler.specs.fields import closest
 from reconciler.specs.repo import RepoPaths
 
 
@@ -52,10 +54,11 @@ def command(paths: RepoPaths, jobs: tuple[str, ...], as_json: bool, download: st
 def _names(view: StatusView, jobs: tuple[str, ...]) -> list[str]:
     unknown = [name for name in jobs if name not in view.state.jobs]
     if unknown:
-        known = ", ".join(sorted(view.state.jobs)) or "none"
-        raise UserError(
-            f"no job {unknown[0]!r} in the state (known: {known}); run `reconciler reconcile` first?"
-        )
+        name = unknown[0]
+        if name in (view.desired or {}):
+            raise UserError(f"{name}: no batch yet, so no output; `reconciler apply` creates it")
+        hint = closest(name, set(view.state.jobs) | set(view.desired or {})) or SEE_STATUS
+        raise UserError(f"no job {name!r} in the state or the specs{hint}")
     return list(dict.fromkeys(jobs)) if jobs else sorted(view.state.jobs)
 
 
