@@ -419,3 +419,20 @@ def _links_to_folder(entry: os.DirEntry[str]) -> bool:
         return entry.is_dir()
     except OSError:
         return False
+
+
+def job_names(specs: Path) -> set[str]:
+    """The names of the BatchJob documents under `specs` as written, nothing else checked: no
+    model validated, no input read.  For shell completion, which must answer at once."""
+    names: set[str] = set()
+    files, _ = spec_files(specs)
+    for path in files:
+        parsed, _ = parse_yaml(path, path.name)
+        for _, data in parsed:
+            if not isinstance(data, dict) or data.get("kind") != "BatchJob":
+                continue
+            metadata = data.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            if isinstance(name, str):
+                names.add(name)
+    return names

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.options import repo_options
+from reconciler.cli.options import complete_jobs, repo_options
 from reconciler.cli.render_output import output_document, output_json, output_text
 from reconciler.cli.render_status import StatusView, status_view
 from reconciler.common.errors import UserError
@@ -24,7 +24,7 @@ from reconciler.specs.repo import RepoPaths
 
 @click.command()
 @repo_options
-@click.argument("jobs", nargs=-1, metavar="[JOB]...")
+@click.argument("jobs", nargs=-1, metavar="[JOB]...", shell_complete=complete_jobs)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document (schema/output-v1.schema.json)."
 )

@@ -8,7 +8,7 @@ import time
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import owner_option, repo_options, target_options
+from reconciler.cli.options import complete_jobs, owner_option, repo_options, target_options
 from reconciler.cli.render_status import only, status_detail, status_json, status_table, status_view
 from reconciler.common.errors import UserError
 from reconciler.specs.repo import RepoPaths
@@ -18,7 +18,7 @@ from reconciler.specs.repo import RepoPaths
 @repo_options
 @owner_option
 @target_options
-@click.argument("jobs", nargs=-1, metavar="[JOB]...")
+@click.argument("jobs", nargs=-1, metavar="[JOB]...", shell_complete=complete_jobs)
 @click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
 @click.option(
     "--refresh",
