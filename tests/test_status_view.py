@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import socket
 
 import pytest
 
+from reconciler.cli.render_status import LIVE_SECONDS
 from reconciler.plans.jobstatus import job_progress
 from reconciler.sandbox import Sandbox
 from reconciler.state.model import BatchRecord, JobState
@@ -25,7 +27,7 @@ def row(status_stdout: str, job: str) -> str:
     return next(line for line in status_stdout.splitlines() if line.startswith(job + " "))
 
 
-def test_status_refresh_sees_a_finished_batch_the_state_has_not_recorded_and_writes_nothing(
+def test_status_right_after_apply_shows_the_live_figures_and_writes_nothing(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
     repo.write_job("nightly-eval", requests=3)
@@ -35,15 +37,76 @@ def test_status_refresh_sees_a_finished_batch_the_state_has_not_recorded_and_wri
     recorded = repo.state.read_bytes()
     sandbox.reset_counts()
 
-    stale = run_cli("status", *repo.args())
-    fresh = run_cli("status", "--refresh", *repo.args())
-    assert "validating" in row(stale.stdout, "nightly-eval")
-    assert "completed" in row(fresh.stdout, "nightly-eval") and "3/0/3" in row(fresh.stdout, "nightly-eval")
+    live = run_cli("status", *repo.args())
+    assert live.exit_code == 0 and live.stderr == ""
+    assert "completed" in row(live.stdout, "nightly-eval") and "3/0/3" in row(live.stdout, "nightly-eval")
     assert repo.state.read_bytes() == recorded
     assert set(sandbox.request_counts()) == {"GET /v1/batches"}
+    waited = run_cli("status", "--refresh", *repo.args())  # as before: live, however long it takes
+    assert "completed" in row(waited.stdout, "nightly-eval") and repo.state.read_bytes() == recorded
 
-    saved = run_cli("status", "--refresh", "--save", *repo.args())
+    saved = run_cli("status", "--save", *repo.args())
     assert saved.exit_code == 0 and state_of(repo.root)["jobs"]["nightly-eval"]["status"] == "completed"
+    assert run_cli("status", "--refresh", "--save", *repo.args()).exit_code == 0
+
+
+def test_status_offline_shows_the_recorded_figures_and_asks_nothing(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    wait_until(lambda: batches(sandbox, "nightly-eval")[0].status == "completed")
+    sandbox.reset_counts()
+    offline = run_cli("status", "--offline", *repo.args())
+    assert offline.exit_code == 0 and offline.stderr == ""
+    assert "validating" in row(offline.stdout, "nightly-eval") and "0/0/0" in row(
+        offline.stdout, "nightly-eval"
+    )
+    assert sandbox.request_counts() == {}
+    both = run_cli("status", "--offline", "--refresh", *repo.args())
+    assert both.exit_code == 1 and both.stderr.count("\n") == 1 and "--offline" in both.stderr
+
+
+def test_status_with_the_provider_down_shows_the_recorded_figures_and_says_so(
+    repo: UserRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    observed = state_of(repo.root)["jobs"]["nightly-eval"]["observed_at"]
+    recorded = repo.state.read_bytes()
+    monkeypatch.setenv("RECONCILER_SANDBOX_URL", f"http://127.0.0.1:{closed_port()}/v1")
+
+    result = run_cli("status", *repo.args())
+    assert result.exit_code == 0, result.stderr
+    assert "validating" in row(result.stdout, "nightly-eval")
+    (note,) = result.stderr.splitlines()
+    assert note.startswith(f"note: figures as recorded at {observed}: no live list (")
+    assert "cannot connect" in note and note.endswith(
+        "`status --refresh` waits for it, `--offline` does not ask"
+    )
+    assert repo.state.read_bytes() == recorded
+    waited = run_cli("status", "--refresh", *repo.args())  # asked to wait for it: an error
+    assert waited.exit_code == 1 and "cannot connect" in waited.stderr
+
+
+def test_status_with_a_provider_slower_than_a_glance_shows_the_recorded_figures(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    sandbox.configure(latency_seconds=LIVE_SECONDS * 3)
+    sandbox.reset_counts()
+    result = run_cli("status", *repo.args())
+    assert result.exit_code == 0 and "validating" in row(result.stdout, "nightly-eval")
+    assert f"the provider did not answer within {LIVE_SECONDS:.0f}s" in result.stderr
+    assert sandbox.request_counts() == {"GET /v1/batches": 1}  # no retry of a request that timed out
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_status_sync_turns_out_of_sync_when_the_input_is_edited(repo: UserRepo, run_cli: RunCli) -> None:

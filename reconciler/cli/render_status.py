@@ -1,9 +1,11 @@
 """`reconciler status`: what it shows, and how.
 
-What it shows (`StatusView`): the state file, the specs beside it (for sync), and with
-`--refresh` the live list observed first — read-only unless `--save` asks for the state to be
-written.  How: every job as a table, or as JSON; one job in detail (`status JOB`), a line per
-batch with its files; and what runs used and cost, a job's cells and a line per provider.
+What it shows (`StatusView`): the state, the specs beside it (for sync), and the live list
+observed over it, read-only: by default when the provider answers within `LIVE_SECONDS`, else
+the state as recorded with a note saying so (`--refresh` waits for it, and fails without it;
+`--save` writes what it observed; `--offline` asks no one).  How: every job as a table, or as
+JSON; one job in detail (`status JOB`), a line per batch with its files; and what runs used and
+cost, a job's cells and a line per provider.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
-from reconciler.common.errors import UserError
+from reconciler.api.responses import CommandTimeoutError
+from reconciler.api.transport import DEFAULT_BACKOFF, Backoff
+from reconciler.common.errors import ApiError, StateError, UserError
 from reconciler.common.usage import TokenUsage
-from reconciler.daemon.passes import load
+from reconciler.daemon.passes import Loaded, load
+from reconciler.engine import clock
+from reconciler.engine.clock import at_time
 from reconciler.engine.connect import open_clients
 from reconciler.engine.converge import observe_and_record, readers_of, utc_now
 from reconciler.engine.observe import observe
@@ -35,7 +41,14 @@ from reconciler.specs.fields import closest
 from reconciler.specs.repo import RepoPaths
 from reconciler.state.model import BatchRecord, JobState, State
 
-COMMAND = "reconciler status --refresh --save"
+COMMAND = "reconciler status --save"
+# How `status` reads: the live list if it comes quickly (the default), the live list however long
+# it takes (--refresh), that and written down (--save), or the state alone (--offline).
+Reading = Literal["live", "refresh", "save", "offline"]
+# Plain `status` is a glance: a provider slower than this (or down) gets the recorded figures
+# shown, with a note; one quick retry, since a provider that is down is not waited out.
+LIVE_SECONDS = 5.0
+LIVE_BACKOFF = Backoff(attempts=2)
 
 
 @dataclass(frozen=True)
@@ -44,26 +57,58 @@ class StatusView:
     desired: Mapping[str, DesiredJob] | None  # None: no specs folder to compare with
     problems: tuple[str, ...]  # invalid specs, one line each
     repo_root: Path
+    note: str | None = None  # why the figures are as recorded, when the live list was not read
 
 
-def status_view(paths: RepoPaths, *, refresh: bool, save: bool, owner_flag: str | None) -> StatusView:
-    if not refresh:
-        state = read_recorded(paths, owner_flag)
-        if not paths.specs.is_dir():
-            return StatusView(state, None, (), paths.repo)
-        loaded = load(paths, "", None)  # the owner matters only to a refresh
-        return StatusView(state, loaded.ws.desired, tuple(map(str, loaded.problems)), paths.repo)
-    loaded = load(paths, identity.resolve_owner(paths.repo, owner_flag, paths.repo_settings()), None)
-    ws = loaded.ws
+def status_view(paths: RepoPaths, *, reading: Reading = "live", owner_flag: str | None = None) -> StatusView:
+    """The state, with the live list observed over it unless `reading` is offline.  Never
+    written, but with --save; no lock taken but --save's."""
+    recorded = read_recorded(paths, owner_flag)  # read without a lock: a pass is never held up
+    loaded = load(paths, "", None)  # the owner matters only to the live list
+    found = paths.specs.is_dir()
+    view = StatusView(
+        recorded,
+        loaded.ws.desired if found else None,
+        tuple(map(str, loaded.problems)) if found else (),
+        paths.repo,
+    )
+    if reading == "offline" or not loaded.ws.providers(recorded):
+        return view
+    try:
+        return dataclasses.replace(view, state=_observed(paths, loaded, owner_flag, reading))
+    except (ApiError, UserError, StateError) as error:
+        if reading != "live":
+            raise
+        return dataclasses.replace(view, note=recorded_note(recorded, error))
+
+
+def _observed(paths: RepoPaths, loaded: Loaded, owner_flag: str | None, reading: Reading) -> State:
+    """The state with the live list observed over it: recorded (under the state lock) with
+    --save, else only in memory."""
+    owner = identity.resolve_owner(paths.repo, owner_flag, paths.repo_settings())
+    ws = dataclasses.replace(loaded.ws, owner=owner)
     state = load_state(ws)  # refuses a state of another owner
-    with open_clients(ws.repo, ws.providers(state), paths) as apis:
-        if save:
-            state = observe_and_record(ws, readers_of(apis), COMMAND)
-        else:
-            live = observe(readers_of(apis), ws.owner_tag, ws.desired, state)
-            newer = behind(ws, state, ws.desired)  # shown as the newer checkout left them
-            state = record(ws.desired, state, live, now=utc_now(), observed_only=newer)
-    return StatusView(state, ws.desired, tuple(map(str, loaded.problems)), paths.repo)
+    quick = reading == "live"
+    ends_at = time.monotonic() + LIVE_SECONDS if quick else None
+    backoff = LIVE_BACKOFF if quick else DEFAULT_BACKOFF
+    with open_clients(ws.repo, ws.providers(state), paths, ends_at=ends_at, backoff=backoff) as apis:
+        if reading == "save":
+            return observe_and_record(ws, readers_of(apis), COMMAND)
+        desired = at_time(ws.desired, clock.now())
+        live = observe(readers_of(apis), ws.owner_tag, desired, state)
+    newer = behind(ws, state, desired)  # shown as the newer checkout left them
+    return record(desired, state, live, now=utc_now(), observed_only=newer)
+
+
+def recorded_note(state: State, error: Exception) -> str:
+    """One line: the figures are the state's, as of when, and why the live list was not read."""
+    observed = max((job.observed_at for job in state.jobs.values() if job.observed_at), default=None)
+    when = f"as recorded at {observed}" if observed else "as recorded"
+    if isinstance(error, CommandTimeoutError):
+        why = f"the provider did not answer within {LIVE_SECONDS:.0f}s"
+    else:
+        why = f"no live list ({str(error).splitlines()[0]})"
+    return f"figures {when}: {why}; `status --refresh` waits for it, `--offline` does not ask"
 
 
 def only(view: StatusView, targets: tuple[str, ...]) -> StatusView:

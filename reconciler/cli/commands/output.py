@@ -36,7 +36,7 @@ from reconciler.specs.repo import RepoPaths
 )
 def command(paths: RepoPaths, jobs: tuple[str, ...], as_json: bool, download: str | None) -> int:
     """What each job produced: status, counts, batch ids, output and error files, results, usage."""
-    view = status_view(paths, refresh=False, save=False, owner_flag=None)
+    view = status_view(paths, reading="offline")
     names = _names(view, jobs)
     if download is not None:
         if not jobs:
