@@ -14,7 +14,7 @@ from reconciler.plans.jobstatus import job_progress
 from reconciler.sandbox import Sandbox
 from reconciler.state.model import BatchRecord, JobState
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
-from tests.reconcile_helpers import batches, state_of, use_sandbox, wait_until
+from tests.reconcile_helpers import batches, sdk, state_of, use_sandbox, wait_until
 
 
 @pytest.fixture
@@ -208,3 +208,72 @@ def test_reconcile_wait_off_a_terminal_prints_progress_lines_at_a_tenth_of_the_j
     done = [int(line.split("nightly-eval: ")[1].split("/")[0].replace(",", "")) for line in progress]
     assert done == sorted(done) and all(b - a >= 24 for a, b in itertools.pairwise(done))
     assert json.loads(repo.state.read_text())["jobs"]["nightly-eval"]["status"] == "completed"
+
+
+def answered(sandbox: Sandbox, job: str = "nightly-eval") -> int:
+    counts = batches(sandbox, job)[0].request_counts
+    return counts.completed if counts else 0
+
+
+def test_a_job_suspended_mid_run_shows_what_it_answered_and_its_partial_results(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    sandbox.configure(requests_per_second=100)
+    repo.write_job("nightly-eval", requests=300, results="../results/{job}.jsonl")
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    wait_until(lambda: answered(sandbox) >= 170)
+    repo.write_spec("specs/nightly-eval.yaml", "")
+    repo.write_job("nightly-eval", requests=300, results="../results/{job}.jsonl", suspend=True)
+    suspended = run_cli("apply", "--auto-approve", *repo.args())
+    assert "- cancel  nightly-eval  suspended; cancelling what runs" in suspended.stdout
+    wait_until(lambda: batches(sandbox, "nightly-eval")[0].status == "cancelled")
+    done = answered(sandbox)
+    assert run_cli("reconcile", *repo.args()).exit_code == 0  # the next pass writes what it answered
+
+    line = row(run_cli("status", *repo.args()).stdout, "nightly-eval")
+    assert re.match(rf"nightly-eval\s+suspended \(cancelled\)\s+in sync\s+{done}/0/300\s", line), line
+    assert "results/nightly-eval.jsonl" in line and "MISSING" not in line.upper()
+    detail = run_cli("status", "nightly-eval", *repo.args()).stdout
+    assert detail.startswith("nightly-eval: suspended (cancelled), in sync")
+    assert f"requests     {done} done, 0 failed, 300 total" in detail
+    assert re.search(rf"default \(current\)\s+cancelled\s+{done}/0/300", detail)
+    shown = run_cli("output", *repo.args()).stdout
+    assert shown.startswith(f"nightly-eval  suspended (cancelled)  {done}/0/300")
+    lines = [json.loads(text) for text in (repo.root / "results/nightly-eval.jsonl").read_text().splitlines()]
+    assert len(lines) == 300 and sum(1 for r in lines if r["response"]) == done
+    assert {r["error"]["code"] for r in lines if not r["response"]} == {"batch_cancelled"}
+
+    repo.write_spec("specs/nightly-eval.yaml", "")
+    repo.write_job("nightly-eval", requests=300, results="../results/{job}.jsonl")
+    resumed = run_cli("reconcile", "--wait", "--timeout", "60", *repo.args())
+    assert f"+ resume  nightly-eval  {300 - done} requests without a final answer" in resumed.stdout
+    assert "completed  in sync  300/0/300" in row(run_cli("status", *repo.args()).stdout, "nightly-eval")
+    lines = [json.loads(text) for text in (repo.root / "results/nightly-eval.jsonl").read_text().splitlines()]
+    assert all(r["response"] for r in lines)
+
+
+def test_a_job_suspended_before_it_ran_is_suspended_and_in_sync(repo: UserRepo, run_cli: RunCli) -> None:
+    repo.write_job("nightly-eval", suspend=True)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    line = row(run_cli("status", *repo.args()).stdout, "nightly-eval")
+    assert re.match(r"nightly-eval\s+suspended\s+in sync\s", line), line
+
+
+def test_a_run_a_replace_cancelled_shows_how_it_ended_in_the_history(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    sandbox.configure(requests_per_second=100)
+    repo.write_job("nightly-eval", requests=300)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    first = batches(sandbox, "nightly-eval")[0].id
+    wait_until(lambda: answered(sandbox) >= 100)
+    repo.write_input("data/nightly-eval.jsonl", requests=250)
+    assert "~ replace nightly-eval" in run_cli("apply", "--auto-approve", *repo.args()).stdout
+    wait_until(lambda: sdk(sandbox).batches.retrieve(first).status == "cancelled")
+    counts = sdk(sandbox).batches.retrieve(first).request_counts
+    assert counts is not None
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    for command in (("status", "--offline"), ("status",)):
+        detail = run_cli(*command, "nightly-eval", *repo.args()).stdout
+        old = next(line for line in detail.splitlines() if line.strip().startswith("default "))
+        assert re.match(rf"\s+default\s+cancelled\s+{counts.completed}/0/300\s+\S+\s+\d{{4}}-", old), old

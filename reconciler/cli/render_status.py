@@ -167,6 +167,7 @@ STATUS_COLOURS = {
     "expired": "red",
     "cancelled": "yellow",
     "cancelling": "yellow",
+    "suspended": "yellow",
 }
 COLUMNS = (
     "JOB",
@@ -194,8 +195,9 @@ def status_table(view: StatusView, *, colour: bool, now: float | None = None) ->
     lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip()]
     for name, row in zip(names, rows, strict=True):
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
-        if colour and row[1] in STATUS_COLOURS:
-            cells[1] = click.style(cells[1], fg=STATUS_COLOURS[row[1]])
+        shade = STATUS_COLOURS.get(row[1].split(" ")[0])  # `suspended (cancelled)` as suspended
+        if colour and shade:
+            cells[1] = click.style(cells[1], fg=shade)
         lines.append("  ".join(cells).rstrip())
         job = view.state.jobs.get(name)
         lines.extend(f"    {line}" for line in (first_errors(job) if job else []))
@@ -208,13 +210,13 @@ def status_table(view: StatusView, *, colour: bool, now: float | None = None) ->
 def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
     job = view.state.jobs.get(name)
     if job is None:
-        return (name, "none", sync(view, name), "-", "-", "-", "0", "-", "-", "-", "-")
+        return (name, status_cell(view, name), sync(view, name), "-", "-", "-", "0", "-", "-", "-", "-")
     figures = job_progress(job, now)
     observed = parse_time(job.observed_at)
     batches = str(len(job.batches)) + (f" +{len(job.pending)} pending" if job.pending else "")
     return (
         name,
-        job.status,
+        status_cell(view, name),
         sync(view, name),
         f"{figures.done - figures.failed}/{figures.failed}/{figures.total}",
         f"{figures.per_minute:,.0f}/min" if figures.per_minute is not None else "-",
@@ -226,6 +228,17 @@ def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
     )
 
 
+def status_cell(view: StatusView, name: str) -> str:
+    """The job's status; a suspended job says so, with where its batches got to (`suspended
+    (cancelled)`: the figures beside it are what its run did before it was stopped)."""
+    job = view.state.jobs.get(name)
+    status = job.status if job is not None else "none"
+    wanted = (view.desired or {}).get(name)
+    if wanted is None or not wanted.suspend:
+        return status
+    return "suspended" if status == "none" else f"suspended ({status})"
+
+
 def sync(view: StatusView, name: str) -> str:
     """`in sync`, `out of sync: …` or `unknown`: the recorded generation against the spec's."""
     job = view.state.jobs.get(name)
@@ -235,7 +248,7 @@ def sync(view: StatusView, name: str) -> str:
     if wanted is None:
         return "unknown: spec invalid" if view.problems else "out of sync: spec removed"
     if job is None or job.status == "none":
-        return "out of sync: not created"
+        return "in sync" if wanted.suspend else "out of sync: not created"
     if job.generation != wanted.generation or job.provider != wanted.provider:
         return "out of sync: spec changed"
     return "in sync"
@@ -294,11 +307,11 @@ def status_detail(view: StatusView, name: str, now: float) -> str:
     if job is None:
         known = sorted(set(view.state.jobs) | set(view.desired or {}))
         if name in known:
-            return f"{name}: no batch yet ({sync(view, name)})"
+            return f"{name}: {status_cell(view, name)}, no batch yet ({sync(view, name)})"
         raise UserError(f"no job {name!r} in the state or the specs{closest(name, known) or SEE_STATUS}")
     figures = job_progress(job, now)
     lines = [
-        f"{name}: {job.status}, {sync(view, name)}",
+        f"{name}: {status_cell(view, name)}, {sync(view, name)}",
         f"  provider     {job.provider}, generation {job.generation}",
         f"  observed     {job.observed_at or '-'}",
         f"  requests     {figures.done - figures.failed} done, {figures.failed} failed, "

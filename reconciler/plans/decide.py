@@ -36,7 +36,7 @@ from reconciler.plans.jobstatus import (
     restart_owed,
     restart_reason,
 )
-from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run, successor
+from reconciler.plans.runs import RunChoice, choose_run, newest, run_base, shown_run, slot_run, successor
 from reconciler.state.model import BatchRecord, JobState, State
 
 MAX_SHOWN_CHARS = 40
@@ -118,9 +118,11 @@ def plan_job(
     if desired is None:
         return plan_removed(name, recorded, running)
     if desired.suspend:
+        # The run it was on stays its run: what it did (counts, results) is still what it shows.
+        run = recorded.run if recorded and recorded.run else newest(b.run for b in live)
         if running:
-            return _change(desired, Action.CANCEL, "suspended; cancelling what runs", cancel=running)
-        return _change(desired, Action.NOOP, "suspended")
+            return _change(desired, Action.CANCEL, "suspended; cancelling what runs", cancel=running, run=run)
+        return _change(desired, Action.NOOP, "suspended", run=run)
     choice = choose_run(desired, live, recorded.pending if recorded else (), ctx or PlanContext())
     run = choice.run
     current, extra = split_duplicates(b for b in live if b.run == run and b.generation == desired.generation)
