@@ -60,9 +60,17 @@ class StatusView:
     note: str | None = None  # why the figures are as recorded, when the live list was not read
 
 
-def status_view(paths: RepoPaths, *, reading: Reading = "live", owner_flag: str | None = None) -> StatusView:
+def status_view(
+    paths: RepoPaths,
+    *,
+    reading: Reading = "live",
+    owner_flag: str | None = None,
+    named: tuple[str, ...] = (),
+    targets: tuple[str, ...] = (),
+) -> StatusView:
     """The state, with the live list observed over it unless `reading` is offline.  Never
-    written, but with --save; no lock taken but --save's."""
+    written, but with --save; no lock taken but --save's.  A job `named` (or a --target) that
+    names no job is an error before anything is asked."""
     recorded = read_recorded(paths, owner_flag)  # read without a lock: a pass is never held up
     loaded = load(paths, "", None)  # the owner matters only to the live list
     found = paths.specs.is_dir()
@@ -72,6 +80,7 @@ def status_view(paths: RepoPaths, *, reading: Reading = "live", owner_flag: str 
         tuple(map(str, loaded.problems)) if found else (),
         paths.repo,
     )
+    check_names(view, named, targets)
     if reading == "offline" or not loaded.ws.providers(recorded):
         return view
     try:
@@ -111,14 +120,21 @@ def recorded_note(state: State, error: Exception) -> str:
     return f"figures {when}: {why}; `status --refresh` waits for it, `--offline` does not ask"
 
 
-def only(view: StatusView, targets: tuple[str, ...]) -> StatusView:
-    """The view narrowed to `targets` (all jobs when none); an unknown target is an error."""
-    if not targets:
-        return view
+def check_names(view: StatusView, named: tuple[str, ...], targets: tuple[str, ...] = ()) -> None:
+    """Each name the user gave is a job of the state or the specs, or one line says which
+    one is not, and the job probably meant."""
     known = set(view.state.jobs) | set(view.desired or {})
     for name in sorted(set(targets) - known):
         hint = closest(name, known) or SEE_STATUS
         raise UserError(f"--target {name}: no job of that name in the state or the specs{hint}")
+    for name in (name for name in named if name not in known):
+        raise UserError(f"no job {name!r} in the state or the specs{closest(name, known) or SEE_STATUS}")
+
+
+def only(view: StatusView, targets: tuple[str, ...]) -> StatusView:
+    """The view narrowed to `targets` (all jobs when none; check_names has checked them)."""
+    if not targets:
+        return view
     jobs = {name: job for name, job in view.state.jobs.items() if name in targets}
     desired = {n: j for n, j in view.desired.items() if n in targets} if view.desired is not None else None
     return dataclasses.replace(view, state=view.state.with_jobs(jobs), desired=desired)
@@ -305,10 +321,8 @@ BATCH_COLUMNS = ("BATCH", "PART", "ATTEMPT", "STATUS", "DONE/FAILED/TOTAL", "OUT
 def status_detail(view: StatusView, name: str, now: float) -> str:
     job = view.state.jobs.get(name)
     if job is None:
-        known = sorted(set(view.state.jobs) | set(view.desired or {}))
-        if name in known:
-            return f"{name}: {status_cell(view, name)}, no batch yet ({sync(view, name)})"
-        raise UserError(f"no job {name!r} in the state or the specs{closest(name, known) or SEE_STATUS}")
+        check_names(view, (name,))  # outside --target, or unknown
+        return f"{name}: {status_cell(view, name)}, no batch yet ({sync(view, name)})"
     figures = job_progress(job, now)
     lines = [
         f"{name}: {status_cell(view, name)}, {sync(view, name)}",

@@ -12,13 +12,11 @@ import click
 
 from reconciler.cli.options import complete_jobs, repo_options
 from reconciler.cli.render_output import output_document, output_json, output_text
-from reconciler.cli.render_status import StatusView, status_view
+from reconciler.cli.render_status import StatusView, check_names, status_view
 from reconciler.common.errors import UserError
 from reconciler.daemon.passes import load
 from reconciler.engine.connect import open_clients
 from reconciler.engine.results import download_results
-from reconciler.engine.workspace import SEE_STATUS
-from reconciler.specs.fields import closest
 from reconciler.specs.repo import RepoPaths
 
 
@@ -52,13 +50,9 @@ def command(paths: RepoPaths, jobs: tuple[str, ...], as_json: bool, download: st
 
 
 def _names(view: StatusView, jobs: tuple[str, ...]) -> list[str]:
-    unknown = [name for name in jobs if name not in view.state.jobs]
-    if unknown:
-        name = unknown[0]
-        if name in (view.desired or {}):
-            raise UserError(f"{name}: no batch yet, so no output; `reconciler apply` creates it")
-        hint = closest(name, set(view.state.jobs) | set(view.desired or {})) or SEE_STATUS
-        raise UserError(f"no job {name!r} in the state or the specs{hint}")
+    check_names(view, jobs)
+    for name in (name for name in jobs if name not in view.state.jobs):
+        raise UserError(f"{name}: no batch yet, so no output; `reconciler apply` creates it")
     return list(dict.fromkeys(jobs)) if jobs else sorted(view.state.jobs)
 
 

@@ -60,7 +60,7 @@ def command(
             f"--offline asks the provider nothing; drop it or {'--save' if save else '--refresh'}"
         )
     reading: Reading = "offline" if offline else "save" if save else "refresh" if refresh else "live"
-    view = only(status_view(paths, reading=reading, owner_flag=owner), targets)
+    view = only(status_view(paths, reading=reading, owner_flag=owner, named=jobs, targets=targets), targets)
     if as_json:
         click.echo(status_json(view.state, jobs))
     elif jobs:
