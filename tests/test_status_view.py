@@ -50,6 +50,31 @@ def test_status_right_after_apply_shows_the_live_figures_and_writes_nothing(
     assert run_cli("status", "--refresh", "--save", *repo.args()).exit_code == 0
 
 
+def test_status_before_anything_is_applied_asks_no_one_and_says_what_to_do(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    sandbox.reset_counts()
+    result = run_cli("status", *repo.args())
+    assert result.exit_code == 0 and result.stderr == ""
+    assert "No jobs in the state yet: run `reconciler plan`, then `reconciler apply`." in result.stdout
+    assert sandbox.request_counts() == {}
+
+
+def test_a_job_not_created_yet_looks_the_same_live_and_offline(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    repo.write_job("ab-test", requests=2)
+    sandbox.reset_counts()
+    live = row(run_cli("status", *repo.args()).stdout, "ab-test")
+    assert sandbox.request_counts() == {"GET /v1/batches": 1}
+    offline = row(run_cli("status", "--offline", *repo.args()).stdout, "ab-test")
+    assert re.split(r"\s{2,}", live) == re.split(r"\s{2,}", offline)  # cells; widths follow other rows
+    assert re.match(r"ab-test\s+none\s+out of sync: not created\s+-\s+-\s+-\s+0\s+-\s", live), live
+
+
 def test_status_offline_shows_the_recorded_figures_and_asks_nothing(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:

@@ -83,6 +83,8 @@ def status_view(
     check_names(view, named, targets)
     if reading == "offline" or not loaded.ws.providers(recorded):
         return view
+    if reading == "live" and not recorded.jobs:
+        return view  # nothing applied yet: nothing to look up (--refresh looks for lost batches)
     try:
         return dataclasses.replace(view, state=_observed(paths, loaded, owner_flag, reading))
     except (ApiError, UserError, StateError) as error:
@@ -106,7 +108,11 @@ def _observed(paths: RepoPaths, loaded: Loaded, owner_flag: str | None, reading:
         desired = at_time(ws.desired, clock.now())
         live = observe(readers_of(apis), ws.owner_tag, desired, state)
     newer = behind(ws, state, desired)  # shown as the newer checkout left them
-    return record(desired, state, live, now=utc_now(), observed_only=newer)
+    observed = record(desired, state, live, now=utc_now(), observed_only=newer)
+    # A job the live list shows nothing of is shown as the state has it: not created yet.
+    return observed.with_jobs(
+        {name: job for name, job in observed.jobs.items() if name in state.jobs or job.batches or job.pending}
+    )
 
 
 def recorded_note(state: State, error: Exception) -> str:
