@@ -127,7 +127,10 @@ def plan_job(
     run = choice.run
     current, extra = split_duplicates(b for b in live if b.run == run and b.generation == desired.generation)
     doubled = [b for b in extra if not b.terminal]  # a finished duplicate is only never counted
-    stale = [b for b in running if _superseded(b, run, desired.generation, choice)]
+    # A superseded batch already cancelling is left to end: its cancel is not sent again.
+    stale = [
+        b for b in running if b.status != "cancelling" and _superseded(b, run, desired.generation, choice)
+    ]
     known = _known(recorded, desired, run)
     adopt = [b for b in current if b.id not in known]
     firsts = _missing_parts(desired, current) if run is not None and choice.fresh else []
