@@ -23,7 +23,7 @@ import click
 from reconciler.api.responses import CommandTimeoutError
 from reconciler.api.transport import DEFAULT_BACKOFF, Backoff
 from reconciler.common.errors import ApiError, StateError, UserError
-from reconciler.common.usage import TokenUsage
+from reconciler.common.usage import TokenUsage, usd
 from reconciler.daemon.passes import Loaded, load
 from reconciler.engine import clock
 from reconciler.engine.clock import at_time
@@ -33,13 +33,12 @@ from reconciler.engine.observe import observe
 from reconciler.engine.results import recorded_location, results_problem
 from reconciler.engine.workspace import SEE_STATUS, behind, load_state, read_recorded
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.cost import usd
-from reconciler.plans.jobstatus import duration, job_progress, parse_time
+from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_time
 from reconciler.plans.record import record
 from reconciler.specs import identity
 from reconciler.specs.fields import closest
 from reconciler.specs.repo import RepoPaths
-from reconciler.state.model import BatchRecord, JobState, State
+from reconciler.state.model import BatchRecord, JobState, RunRecord, State
 
 COMMAND = "reconciler status --save"
 # How `status` reads: the live list if it comes quickly (the default), the live list however long
@@ -263,17 +262,7 @@ def status_cell(view: StatusView, name: str) -> str:
 
 def sync(view: StatusView, name: str) -> str:
     """`in sync`, `out of sync: …` or `unknown`: the recorded generation against the spec's."""
-    job = view.state.jobs.get(name)
-    if view.desired is None:
-        return "unknown"
-    wanted = view.desired.get(name)
-    if wanted is None:
-        return "unknown: spec invalid" if view.problems else "out of sync: spec removed"
-    if job is None or job.status == "none":
-        return "in sync" if wanted.suspend else "out of sync: not created"
-    if job.generation != wanted.generation or job.provider != wanted.provider:
-        return "out of sync: spec changed"
-    return "in sync"
+    return job_sync(name, view.state.jobs.get(name), view.desired, bool(view.problems)).value
 
 
 def results_cell(view: StatusView, name: str, job: JobState) -> str:
@@ -395,8 +384,8 @@ def history_table(job: JobState) -> list[str]:
             _when(record.started_at),
             _when(record.ended_at),
             str(len(record.batches)),
-            record.results or "-",
-            f"${record.cost_usd:.6g}" if record.cost_usd is not None else "-",
+            _run_results(record),
+            usd(record.cost_usd) if record.cost_usd is not None else "-",
         )
         for record in job.history
     ]
@@ -405,6 +394,12 @@ def history_table(job: JobState) -> list[str]:
     for row in [HISTORY_COLUMNS, *rows]:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return lines
+
+
+def _run_results(record: RunRecord) -> str:
+    if record.results_overwritten_by is not None:
+        return f"overwritten by run {record.results_overwritten_by}"
+    return record.results or "-"
 
 
 def _counts(counts: dict[str, int]) -> str:
