@@ -7,6 +7,8 @@ pytest_plugins = [
     "tests.events_helpers",
     "tests.fixtures.daemon",
     "tests.fixtures.postgres",
+    "tests.lanes",
+    "pytester",  # tests/test_lanes.py runs pytest on a sample suite
 ]
 
 
@@ -21,16 +23,3 @@ def _no_ambient_reconciler_settings(
     # The owner lock lives in the per-user runtime folder: one per test, so tests running in
     # parallel with the same owner id do not wait on each other.
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("runtime")))
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long tests first, so parallel workers do not end waiting on one of them: those marked
-    `slow`, then the property-based ones (Hypothesis runs dozens of examples each)."""
-
-    def rank(item: pytest.Item) -> int:
-        if item.get_closest_marker("slow") is not None:
-            return 0
-        function = getattr(item, "function", None)
-        return 1 if getattr(function, "is_hypothesis_test", False) else 2
-
-    items.sort(key=rank)

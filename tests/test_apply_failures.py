@@ -43,6 +43,7 @@ def test_apply_names_the_failure_of_every_part_of_a_split_job(
     assert "1 failed; 1 job." in result.stdout  # jobs are counted once, however many parts failed
 
 
+@pytest.mark.slow
 def test_the_daemon_logs_and_counts_each_part_failure_by_its_http_status(
     sandbox_factory: SandboxFactory, sandbox_repo: UserRepo, start_daemon: StartDaemon
 ) -> None:

@@ -63,6 +63,7 @@ def test_apply_of_new_jobs_sends_one_upload_and_one_create_per_job_and_beats_seq
     )
 
 
+@pytest.mark.slow
 def test_plan_over_owned_and_twice_as_many_foreign_batches_lists_one_page_per_hundred_plus_three(
     make_repo: MakeRepo,
     sandbox_factory: SandboxFactory,
@@ -106,6 +107,7 @@ def test_plan_over_owned_and_twice_as_many_foreign_batches_lists_one_page_per_hu
         assert "GET /v1/batches" in sandbox.request_counts()
 
 
+@pytest.mark.slow
 def test_validate_with_an_unchanged_input_does_not_read_it_again(
     user_repo: UserRepo, run_cli: RunCli
 ) -> None:
@@ -127,6 +129,7 @@ def _bytes_read() -> int:
     return int(next(line for line in io.splitlines() if line.startswith("rchar")).split()[1])
 
 
+@pytest.mark.slow
 def test_an_idle_daemon_sends_no_request_for_finished_jobs(
     make_repo: MakeRepo,
     sandbox_factory: SandboxFactory,

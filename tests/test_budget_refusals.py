@@ -132,6 +132,7 @@ def _plan_step(tmp_path: Path, repo: UserRepo, sandbox: Sandbox) -> subprocess.C
     )
 
 
+@pytest.mark.slow
 def test_the_example_ci_check_fails_for_a_plan_apply_would_refuse(
     repo: UserRepo, sandbox: Sandbox, tmp_path: Path
 ) -> None:

@@ -95,6 +95,7 @@ def live(sandbox: Sandbox) -> list[str]:
     return [b.id for b in batches(sandbox) if b.status not in ("cancelling", "cancelled")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fetched", [True, False], ids=["fetched", "not-fetched"])
 def test_a_checkout_behind_the_commit_that_last_changed_a_job_leaves_it_alone_and_says_so(
     clone: Callable[[str], Clone], sandbox: Sandbox, run_cli: RunCli, fetched: bool
@@ -139,6 +140,7 @@ def test_a_checkout_behind_the_commit_that_last_changed_a_job_leaves_it_alone_an
     assert f'"commit": "{second}"' in recorded.stdout
 
 
+@pytest.mark.slow
 def test_of_two_diverged_checkouts_the_newer_commit_goes_first(
     clone: Callable[[str], Clone], sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -187,6 +189,7 @@ def test_a_writer_outside_git_changes_the_job_as_before_and_records_no_commit(
     assert len(batches(sandbox)) == 2
 
 
+@pytest.mark.slow
 def test_the_postgresql_state_carries_the_commit_a_job_was_applied_from(
     clone: Callable[[str], Clone],
     sandbox: Sandbox,
@@ -214,6 +217,7 @@ def test_the_postgresql_state_carries_the_commit_a_job_was_applied_from(
     assert mutating(sandbox.request_counts()) == {}
 
 
+@pytest.mark.slow
 def test_the_daemon_claims_a_pulled_commit_that_changed_no_spec_file(
     clone: Callable[[str], Clone], sandbox: Sandbox, run_cli: RunCli, start_daemon: StartDaemon
 ) -> None:

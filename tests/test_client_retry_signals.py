@@ -160,6 +160,7 @@ def daemon_repo(make_repo: MakeRepo, hostile: HostileServer) -> UserRepo:
     return repo
 
 
+@pytest.mark.slow
 def test_the_daemon_ends_a_pass_told_to_wait_and_schedules_the_next_when_the_wait_is_over(
     hostile: HostileServer, make_repo: MakeRepo, start_daemon: StartDaemon
 ) -> None:
@@ -174,6 +175,7 @@ def test_the_daemon_ends_a_pass_told_to_wait_and_schedules_the_next_when_the_wai
     stays(lambda: hostile.calls["GET /batches"] == 1, 2.0)  # four intervals: no pass comes early
 
 
+@pytest.mark.slow
 def test_the_daemon_waits_a_create_told_to_wait_before_the_next_pass(
     hostile: HostileServer, make_repo: MakeRepo, start_daemon: StartDaemon
 ) -> None:

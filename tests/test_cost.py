@@ -100,6 +100,7 @@ def test_the_estimate_is_within_its_documented_error_of_what_the_sandbox_counted
         assert 0 < used["output"] <= estimate["max_output_tokens"], name
 
 
+@pytest.mark.slow
 def test_actual_usage_is_summed_exactly_from_every_output_line_across_parts_and_retries(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from reconciler.sandbox import Sandbox
 from tests.fixtures.daemon import Daemon, StartDaemon
@@ -25,6 +26,7 @@ def _job(repo: UserRepo, name: str) -> dict[str, Any]:
     return json.loads(repo.state.read_text())["jobs"].get(name) or {}
 
 
+@pytest.mark.slow
 def test_the_daemon_counts_tokens_and_cost_of_finished_batches_from_their_output_lines(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
@@ -48,6 +50,7 @@ def test_the_daemon_counts_tokens_and_cost_of_finished_batches_from_their_output
     assert cost and abs(float(cost.group(1)) - expected_cost) < 1e-12
 
 
+@pytest.mark.slow
 def test_the_daemon_refuses_the_job_over_budget_alone_and_reports_it_in_health_and_metrics(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],

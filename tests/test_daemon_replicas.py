@@ -114,6 +114,7 @@ def units(sandbox: Sandbox) -> Counter[tuple[str, str, str]]:
     )
 
 
+@pytest.mark.slow
 def test_three_replicas_one_leads_and_a_killed_leader_is_replaced_within_5_seconds(
     replicas: Replicas, sandbox: Sandbox, state_db: StateDb
 ) -> None:

@@ -116,6 +116,7 @@ ASKED: dict[str, tuple[bytes, int]] = {
 }
 
 
+@pytest.mark.slow
 def test_every_answer_of_the_health_port_carries_the_security_headers(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: SandboxFactory,
@@ -288,6 +289,7 @@ def test_text_from_specs_the_state_and_servers_is_escaped_in_every_page_and_even
         assert f"team={HOSTILE['label']}" in page.text
 
 
+@pytest.mark.slow
 def test_the_dashboard_names_the_repo_and_shows_each_jobs_sync_and_cost(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: SandboxFactory,

@@ -33,6 +33,7 @@ def plant_duplicate(sandbox: Sandbox, original: openai.types.Batch) -> openai.ty
     )
 
 
+@pytest.mark.slow
 def test_a_planted_duplicate_is_planned_as_dedupe_cancelled_once_and_counted_once(
     user_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

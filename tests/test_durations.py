@@ -31,6 +31,7 @@ def refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
     assert line.startswith("error: ") and all(word in line for word in words), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", NOT_SECONDS)
 def test_the_daemon_refuses_an_interval_that_is_not_a_finite_number_of_seconds(
     value: str, user_repo: UserRepo, sandbox: Sandbox
@@ -41,6 +42,7 @@ def test_the_daemon_refuses_an_interval_that_is_not_a_finite_number_of_seconds(
     assert sandbox.request_counts() == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["inf", "nan", "-1"])
 def test_reconcile_wait_refuses_a_timeout_that_is_not_a_finite_number_of_seconds(
     value: str, user_repo: UserRepo, sandbox: Sandbox
@@ -50,6 +52,7 @@ def test_reconcile_wait_refuses_a_timeout_that_is_not_a_finite_number_of_seconds
     assert sandbox.request_counts() == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wait", [(), ("--wait",)])
 def test_reconcile_refuses_a_timeout_of_zero_which_would_end_it_before_it_began(
     wait: tuple[str, ...], user_repo: UserRepo, sandbox: Sandbox
@@ -60,6 +63,7 @@ def test_reconcile_refuses_a_timeout_of_zero_which_would_end_it_before_it_began(
     assert sandbox.request_counts() == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "variable", ["RECONCILER_LOCK_TIMEOUT", "RECONCILER_HTTP_TIMEOUT", "RECONCILER_CREATE_QUARANTINE"]
 )
@@ -73,6 +77,7 @@ def test_a_number_of_seconds_from_the_environment_must_be_finite(
     assert mutating(sandbox.request_counts()) == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["nan", "1e300"])
 def test_the_sandbox_refuses_a_latency_that_is_not_a_finite_number_of_seconds(value: str) -> None:
     result = run(

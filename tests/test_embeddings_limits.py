@@ -97,6 +97,7 @@ def test_a_chat_job_counts_no_embedding_inputs(make_repo: MakeRepo, run_cli: Run
     assert run_cli("validate", *repo.args()).exit_code == 0
 
 
+@pytest.mark.slow
 def test_split_cuts_embeddings_parts_at_50000_inputs_and_the_sandbox_completes_each(
     make_repo: MakeRepo, run_cli: RunCli, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,6 +144,7 @@ def test_the_sandbox_fails_a_batch_over_an_embeddings_limit_naming_the_line(
     assert message in json.dumps([e.message for e in batch.errors.data or []])
 
 
+@pytest.mark.slow
 def test_the_sandbox_completes_2048_inputs_a_line_and_50000_a_batch(sandbox_client: openai.OpenAI) -> None:
     file_id = upload(sandbox_client, lines(*(2_000,) * 23, 2_048, 1_952)).id
     created = sandbox_client.batches.create(

@@ -77,6 +77,7 @@ def _bar(page: Any, job: str) -> BarReading:
     return result
 
 
+@pytest.mark.slow
 def test_the_dashboard_shows_progress_and_follows_a_batch_to_its_end_without_reloading(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
@@ -119,6 +120,7 @@ def test_the_dashboard_shows_progress_and_follows_a_batch_to_its_end_without_rel
     page.screenshot(path=str(tmp_path / "dashboard-job.png"), full_page=True)
 
 
+@pytest.mark.slow
 def test_names_and_messages_with_markup_are_shown_as_text(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
@@ -169,6 +171,7 @@ def test_names_and_messages_with_markup_are_shown_as_text(
     assert page.evaluate("window.__pwned") is None
 
 
+@pytest.mark.slow
 def test_a_scheduled_job_shows_its_current_and_next_run_and_its_run_history(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],

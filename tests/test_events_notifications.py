@@ -39,6 +39,7 @@ def _channel(
     )
 
 
+@pytest.mark.slow
 def test_each_event_reaches_the_channel_once_across_a_restart_and_a_sigkill_mid_pass(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
@@ -88,6 +89,7 @@ def test_each_event_reaches_the_channel_once_across_a_restart_and_a_sigkill_mid_
     assert TOKEN not in repo.state.read_text()
 
 
+@pytest.mark.slow
 def test_a_channel_that_answers_500_then_200_gets_the_message_once(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
@@ -117,6 +119,7 @@ def test_a_channel_that_answers_500_then_200_gets_the_message_once(
     assert again.exit_code == 0 and len(receiver.received) == 2
 
 
+@pytest.mark.slow
 def test_a_hanging_channel_does_not_hold_up_the_passes(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
@@ -172,6 +175,7 @@ def test_notification_mistakes_are_one_line_each_without_secrets(
     assert len(lines) == 2 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_missed_slot_and_each_run_of_a_schedule_are_announced_once(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],

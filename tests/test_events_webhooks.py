@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 from standardwebhooks import Webhook
 
 from reconciler.sandbox import Sandbox
@@ -88,6 +89,7 @@ def test_the_sandbox_signs_each_batch_ending_and_retries_until_it_is_taken(
     assert sandbox.config.public()["webhook_secret"] == "***"
 
 
+@pytest.mark.slow
 def test_a_finished_batch_is_in_the_state_within_two_seconds_by_webhook_while_polling_waits_minutes(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],
@@ -112,6 +114,7 @@ def test_a_finished_batch_is_in_the_state_within_two_seconds_by_webhook_while_po
     assert sandbox.request_counts()["webhook sent"] == 1
 
 
+@pytest.mark.slow
 def test_forged_stale_and_replayed_deliveries_change_nothing(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: Callable[..., Sandbox],

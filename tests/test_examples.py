@@ -143,6 +143,7 @@ def in_context(relative: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool
     return included
 
 
+@pytest.mark.slow
 def test_the_docker_build_context_holds_only_the_package() -> None:
     rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
     context = [
@@ -233,6 +234,7 @@ def test_no_example_pins_a_release_tag_that_was_never_published() -> None:
     assert not any(re.search(r"@v0\.1\.0|rev: v0\.1\.0", text) for text in texts)
 
 
+@pytest.mark.slow
 def test_bash_completion_offers_the_commands() -> None:
     env = {
         **os.environ,

@@ -80,6 +80,7 @@ def _files_holding(root: Path, text: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_validate_plan_apply_reconcile_status_converge_through_the_gateway(
     make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox
 ) -> None:
@@ -107,6 +108,7 @@ def test_validate_plan_apply_reconcile_status_converge_through_the_gateway(
     assert not any(SECRET in run.stdout + run.stderr for run in runs.values())
 
 
+@pytest.mark.slow
 def test_output_expires_after_reaches_the_sandbox_through_the_gateway(
     make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox
 ) -> None:
@@ -143,6 +145,7 @@ def _reconcile_until_converged(repo: UserRepo) -> list[subprocess.CompletedProce
     return runs
 
 
+@pytest.mark.slow
 def test_reconcile_survives_429_and_5xx_from_the_upstream_through_the_gateway(
     make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox
 ) -> None:
@@ -160,6 +163,7 @@ def test_reconcile_survives_429_and_5xx_from_the_upstream_through_the_gateway(
     assert _files_holding(repo.root, SECRET) == []
 
 
+@pytest.mark.slow
 def test_creates_whose_answer_was_lost_in_the_gateway_path_are_sent_once_each(
     make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox
 ) -> None:
@@ -175,6 +179,7 @@ def test_creates_whose_answer_was_lost_in_the_gateway_path_are_sent_once_each(
     assert _job_statuses(status) == {"nightly-eval": "completed", "embed-docs": "completed"}
 
 
+@pytest.mark.slow
 def test_an_unset_key_variable_fails_plan_before_any_request_is_sent(
     make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox
 ) -> None:
@@ -190,6 +195,7 @@ def test_an_unset_key_variable_fails_plan_before_any_request_is_sent(
     assert ".reconciler/state.json" not in repo.written()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [("plan",), ("apply", "--auto-approve")])
 def test_a_wrong_key_is_one_line_naming_the_401_and_never_the_key(
     make_repo: MakeRepo, portkey_gateway: Gateway, sandbox: Sandbox, command: tuple[str, ...]

@@ -70,6 +70,7 @@ def test_example_provider_takes_every_credential_from_an_environment_variable(ex
     assert all(VARIABLE.search(value) for value in credentials.values()), credentials
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("example", PROVIDER_EXAMPLES, ids=lambda path: path.stem)
 def test_plan_with_an_example_provider_names_each_unset_variable_before_sending_anything(
     example: Path, make_repo: MakeRepo

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.fixtures.gateway import READY_TEXT, Gateway
 
@@ -52,6 +53,7 @@ def _run_inner_session(tmp_path: Path, path_env: str) -> tuple[subprocess.Comple
     return run, pid_file
 
 
+@pytest.mark.slow
 def test_a_session_stops_its_gateway_when_it_ends(tmp_path: Path) -> None:
     run, pid_file = _run_inner_session(tmp_path, os.environ["PATH"])
 
@@ -60,6 +62,7 @@ def test_a_session_stops_its_gateway_when_it_ends(tmp_path: Path) -> None:
     assert not Path(f"/proc/{pid}").exists()
 
 
+@pytest.mark.slow
 def test_without_node_the_gateway_tests_fail_saying_how_to_install_not_skip(tmp_path: Path) -> None:
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()

@@ -35,6 +35,7 @@ def local(make_repo: MakeRepo, sandbox: Sandbox) -> UserRepo:
 # 12. ------------------------------------------------ Portkey's terminal statuses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", ["file_upload_failed", "batch_start_failed"])
 def test_a_portkey_start_failure_is_retried_by_batch_failed(
     local: UserRepo, sandbox: Sandbox, run_cli: RunCli, status: str, monkeypatch: pytest.MonkeyPatch
@@ -140,6 +141,7 @@ def test_the_applied_line_counts_adopt_and_forget(local: UserRepo, run_cli: RunC
     assert "1 cancelled" in removed.stdout or "1 forgotten" in removed.stdout, removed.stdout
 
 
+@pytest.mark.slow
 def test_sighup_is_logged_and_the_daemon_keeps_running(local: UserRepo, tmp_path: Path) -> None:
     local.write_job("nightly-eval", provider="local")
     log_path = tmp_path / "daemon.log"

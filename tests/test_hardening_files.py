@@ -126,6 +126,7 @@ def test_the_readmes_results_template_in_every_job_validates_and_each_job_writes
     assert written == {"results/nightly-eval/default.jsonl": 3, "results/ab-test/default.jsonl": 2}
 
 
+@pytest.mark.slow
 def test_the_daemon_runs_every_job_when_they_share_the_readmes_results_template(
     make_repo: MakeRepo, sandbox: Sandbox, start_daemon: StartDaemon
 ) -> None:

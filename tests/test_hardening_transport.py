@@ -83,6 +83,7 @@ def test_a_server_dripping_a_byte_at_a_time_is_cut_off_at_the_request_deadline(
     assert hostile.sent["drip"] - before_bytes < 100  # far from the 100,000 promised
 
 
+@pytest.mark.slow
 def test_reconcile_timeout_bounds_the_whole_command_against_a_dripping_server(
     hostile: HostileServer, make_repo: MakeRepo, tmp_path: Path
 ) -> None:
@@ -180,6 +181,7 @@ def test_a_list_page_past_the_size_cap_is_refused_without_reading_it_all(
     assert hostile.sent[behaviour] - before < 16 * MIB  # the cap plus what socket buffers hold
 
 
+@pytest.mark.slow
 def test_plan_against_a_flooding_server_stays_small_in_memory(
     hostile: HostileServer, make_repo: MakeRepo
 ) -> None:
@@ -284,6 +286,7 @@ def test_retry_after_ms_is_preferred_to_retry_after(hostile: HostileServer, clie
     assert slept == [1.5] * (ATTEMPTS - 1)
 
 
+@pytest.mark.slow
 def test_a_refused_connection_names_the_base_url(
     make_repo: MakeRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -103,6 +103,7 @@ BAD_QUERIES = (
 )
 
 
+@pytest.mark.slow
 def test_a_bad_query_value_is_a_400_not_a_traceback(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: SandboxFactory,

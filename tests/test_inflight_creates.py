@@ -120,6 +120,7 @@ def attempts(proxy: SlowCreates) -> Counter[str]:
     return Counter(body["metadata"]["reconciler_attempt"] for body in proxy.creates)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_create_slower_than_the_client_timeout_becomes_one_batch(
     user_repo: UserRepo, sandbox: Sandbox, slow: SlowCreates, run_cli: RunCli
@@ -156,6 +157,7 @@ def test_a_create_slower_than_the_client_timeout_becomes_one_batch(
     assert recorded["attempt"] == intent["attempt"]
 
 
+@pytest.mark.slow
 def test_after_the_quarantine_the_same_attempt_is_sent_again_and_a_late_arrival_is_deduped(
     user_repo: UserRepo, sandbox: Sandbox, slow: SlowCreates, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -76,6 +76,7 @@ def lines_with_text(content: bytes) -> int:
     return sum(1 for line in content.split(b"\n") if line.strip())
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.lists(LINE, max_size=25))
 def test_random_lines_digest_or_are_reported(scratch: Path, lines: list[bytes]) -> None:
@@ -88,6 +89,7 @@ def test_random_bytes_digest_or_are_reported(scratch: Path, content: bytes) -> N
     check(scratch, content)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=10))
 def test_custom_ids_are_accepted_exactly_when_unique(scratch: Path, ids: list[str]) -> None:

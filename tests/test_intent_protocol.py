@@ -197,6 +197,7 @@ def resolves_without_sending(run_cli: RunCli, repo: UserRepo, sandbox: Sandbox) 
     return job
 
 
+@pytest.mark.slow
 def test_a_pass_killed_during_an_upload_has_written_its_intents_planned_and_the_next_makes_one_batch_each(
     repo: UserRepo, sandbox: Sandbox, gates: list[Gate], monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
 ) -> None:
@@ -218,6 +219,7 @@ def test_a_pass_killed_during_an_upload_has_written_its_intents_planned_and_the_
     assert state_of(repo.root)["jobs"][JOB]["pending"] == [] and unread_uploads(sandbox) == []
 
 
+@pytest.mark.slow
 def test_a_pass_killed_before_its_post_reached_the_server_has_written_it_sent_and_it_is_sent_once_after_the_quarantine(
     repo: UserRepo, sandbox: Sandbox, gates: list[Gate], monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
 ) -> None:
@@ -245,6 +247,7 @@ def test_a_pass_killed_before_its_post_reached_the_server_has_written_it_sent_an
     assert state_of(repo.root)["jobs"][JOB]["pending"] == [] and unread_uploads(sandbox) == []
 
 
+@pytest.mark.slow
 def test_a_pass_killed_after_the_server_made_the_batch_has_written_it_sent_and_the_next_resolves_it_unsent(
     repo: UserRepo, sandbox: Sandbox, gates: list[Gate], monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
 ) -> None:

@@ -72,6 +72,7 @@ def _gzip_after_the_huge_line(others: bytes) -> bytes:
     return bytes(done + rest.compress(others) + rest.flush())
 
 
+@pytest.mark.slow
 def test_an_output_line_of_half_a_gibibyte_is_an_error_for_its_request_not_the_memory_of_it(
     make_repo: Callable[..., UserRepo], proxy: HostileProxy, tmp_path: Path
 ) -> None:
@@ -112,6 +113,7 @@ def _ghost_lines() -> Iterator[bytes]:
     yield b"".join(batch)
 
 
+@pytest.mark.slow
 def test_answers_to_requests_never_sent_are_ignored_not_indexed_nor_billed(
     make_repo: Callable[..., UserRepo], proxy: HostileProxy, tmp_path: Path
 ) -> None:
@@ -136,6 +138,7 @@ def test_answers_to_requests_never_sent_are_ignored_not_indexed_nor_billed(
     assert measured.peak_bytes < PEAK_BOUND, f"peak RSS {measured.peak_bytes / MIB:.0f} MiB"
 
 
+@pytest.mark.slow
 def test_a_channel_answering_half_a_gibibyte_is_not_read(
     make_repo: Callable[..., UserRepo], sandbox_factory: SandboxFactory, receiver: Receiver, tmp_path: Path
 ) -> None:

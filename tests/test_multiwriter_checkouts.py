@@ -17,6 +17,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from reconciler.sandbox import Sandbox
 from tests.fixtures.repo import MakeRepo
 from tests.fixtures.sandbox import cli_env
@@ -46,6 +48,7 @@ def units(sandbox: Sandbox) -> Counter[tuple[str, str, str]]:
     )
 
 
+@pytest.mark.slow
 def test_two_checkouts_of_one_repo_applying_at_once_never_duplicate(
     make_repo: MakeRepo, sandbox: Sandbox, tmp_path: Path
 ) -> None:

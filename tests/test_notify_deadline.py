@@ -42,6 +42,7 @@ def _reconcile(repo: UserRepo, env: dict[str, str], scratch: Path) -> Measured:
     return run_measured(command, env=env, scratch=scratch, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("answer", ["hang", "trickle"])
 def test_a_stalling_channel_holds_a_cli_run_only_until_its_notification_deadline(
     make_repo: Callable[..., UserRepo],
@@ -99,6 +100,7 @@ def test_the_daemon_ends_a_trickling_send_and_delivers_on_a_later_try(
     daemon.eventually(lambda: state_of(repo.root)["notices"]["outbox"] == [])
 
 
+@pytest.mark.slow
 def test_a_channel_that_refuses_the_connection_is_reported_in_words(
     make_repo: Callable[..., UserRepo],
     sandbox_factory: SandboxFactory,

@@ -61,6 +61,7 @@ def test_output_json_matches_its_schema_and_names_batches_files_results_and_usag
     assert job["usage"]["input_tokens"] == prompt > 0
 
 
+@pytest.mark.slow
 def test_output_json_has_each_jobs_cost_and_runs_as_status_json_records_them(
     repo: UserRepo, run_cli: RunCli
 ) -> None:

@@ -97,6 +97,7 @@ def test_a_failed_start_is_restarted_after_its_wait_and_spends_no_retry(
     assert len(lines) == 3 and all(line["response"]["status_code"] == 200 for line in lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", START_FAILURES)
 def test_a_start_that_keeps_failing_is_submitted_three_times_in_all(
     local: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, status: str
@@ -113,6 +114,7 @@ def test_a_start_that_keeps_failing_is_submitted_three_times_in_all(
     assert again.exit_code == 0 and creates(sandbox) == 3
 
 
+@pytest.mark.slow
 def test_the_user_retry_still_counts_after_the_restarts_are_spent(
     local: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,6 +129,7 @@ def test_the_user_retry_still_counts_after_the_restarts_are_spent(
     assert creates(sandbox) == 4
 
 
+@pytest.mark.slow
 def test_the_daemon_sleeps_until_a_restart_is_due_instead_of_polling(
     sandbox_factory: SandboxFactory, make_repo: MakeRepo, start_daemon: StartDaemon
 ) -> None:
@@ -152,6 +155,7 @@ def test_the_daemon_sleeps_until_a_restart_is_due_instead_of_polling(
     assert creates(sandbox) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", START_FAILURES)
 def test_a_start_that_failed_for_good_is_announced_as_failed_once_after_the_restarts(
     local: UserRepo,

@@ -76,6 +76,7 @@ def test_a_pending_create_reuses_its_recorded_upload_instead_of_uploading_again(
     assert batch.input_file_id == uploaded.id and batch.metadata["reconciler_attempt"] == "feedc0ffee00"
 
 
+@pytest.mark.slow
 def test_hundreds_of_foreign_batches_across_pages_are_untouched_and_not_counted(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:

@@ -51,6 +51,7 @@ def owned_units(sandbox: Sandbox, owner_tag: str) -> list[tuple[str, str]]:
     )
 
 
+@pytest.mark.slow
 def test_a_second_apply_that_may_not_wait_refuses_naming_the_holder_and_sends_nothing(
     make_repo: MakeRepo, sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -70,6 +71,7 @@ def test_a_second_apply_that_may_not_wait_refuses_naming_the_holder_and_sends_no
     assert sorted(b.metadata["reconciler_job"] for b in batches(sandbox)) == ["a", "b", "c", "d"]
 
 
+@pytest.mark.slow
 def test_four_applies_started_at_once_wait_their_turn_and_create_each_batch_once(
     make_repo: MakeRepo, sandbox: Sandbox
 ) -> None:
@@ -97,6 +99,7 @@ def two_repos(make_repo: MakeRepo, sandbox: Sandbox) -> tuple[UserRepo, UserRepo
     return ours, theirs
 
 
+@pytest.mark.slow
 def test_two_repos_with_different_owners_never_touch_each_others_batches(
     two_repos: tuple[UserRepo, UserRepo], sandbox: Sandbox
 ) -> None:

@@ -66,6 +66,7 @@ def reconcile_until_converged(run_cli: Any, repo: Any) -> tuple[int, int]:
     raise AssertionError(f"not converged after {MAX_PASSES} passes under faults")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(20 if FULL else 3))
 def test_under_30_percent_faults_and_lost_creates_every_job_converges_to_exactly_one_batch(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, seed: int
@@ -86,6 +87,7 @@ def test_under_30_percent_faults_and_lost_creates_every_job_converges_to_exactly
     print(f"seed {seed}: {passes} passes ({failed} failed), {sum(counts.values())} requests: {counts}")
 
 
+@pytest.mark.slow
 def test_plan_under_faults_sends_nothing_that_mutates_and_fails_in_one_line(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:

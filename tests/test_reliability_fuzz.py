@@ -108,6 +108,7 @@ def write(root: Path, *documents: Any) -> None:
     (root / "specs" / "fuzz.yaml").write_text(yaml.safe_dump_all(documents), encoding="utf-8")
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     st.text(max_size=60) | st.sampled_from(["http://127.0.0.1:9/v1", "https://u:p@h/v1", "ftp://x", ""]),
@@ -121,6 +122,7 @@ def test_any_provider_document_validates_or_is_reported(
     cli(root, "validate")
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     st.dictionaries(
@@ -155,6 +157,7 @@ SPEC_FIELDS = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(SPEC_FIELDS)
 @example(fields={"split": {"\n": None}})  # found by this test: the key broke the one-line message
@@ -260,6 +263,7 @@ OWNED = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.lists(OWNED, max_size=4) | VALUES, st.booleans())
 def test_any_batch_list_a_provider_answers_with_is_planned_or_reported(

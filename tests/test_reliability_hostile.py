@@ -186,6 +186,7 @@ def test_an_upload_answered_without_a_file_id_is_an_error(client_for: ClientFor,
     assert "no file id" in one_line(raised.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "behaviour", ["html-error", "truncated-json", "missing-fields", "cycle", "hang-up", "bad-counts"]
 )

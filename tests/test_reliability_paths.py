@@ -137,6 +137,7 @@ def test_a_file_id_from_the_server_is_never_used_as_a_path(
     assert json.loads((repo.root / "results" / "out.jsonl").read_text())["custom_id"] == "req-00001"
 
 
+@pytest.mark.slow
 def test_the_sandbox_listens_on_loopback_unless_told_otherwise(tmp_path: Path) -> None:
     running = start_sandbox(tmp_path / "in-process")
     try:

@@ -95,6 +95,7 @@ def test_the_key_reaches_no_file_and_no_output_on_the_happy_path(
     assert_clean(results, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_wrong_key_a_missing_key_and_a_dead_host_fail_without_showing_a_key(
     secure: UserRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -125,6 +126,7 @@ def test_a_server_that_echoes_the_key_back_has_it_scrubbed_from_the_error(
     assert_clean(results, tmp_path)
 
 
+@pytest.mark.slow
 def test_the_daemon_log_holds_no_key_on_success_or_on_a_401(
     secure: UserRepo, start_daemon: StartDaemon, tmp_path: Path
 ) -> None:

@@ -18,6 +18,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from reconciler.sandbox import Sandbox
 from tests.fixtures.postgres import StateDb
 from tests.fixtures.repo import MakeRepo, UserRepo
@@ -70,6 +72,7 @@ def write_jobs(seed: UserRepo, roots: list[Path], trial: int) -> None:
             )
 
 
+@pytest.mark.slow
 def test_two_writers_on_one_database_under_faults_never_duplicate_or_lose_an_update(
     make_repo: MakeRepo, sandbox: Sandbox, state_db: StateDb, tmp_path: Path
 ) -> None:

@@ -36,6 +36,7 @@ def runs(sandbox: Sandbox) -> list[str]:
     return sorted(b.metadata["reconciler_run"] for b in batches(sandbox, "nightly-eval"))
 
 
+@pytest.mark.slow
 def test_replace_with_wait_makes_one_new_run_per_command_and_waits_for_it(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:

@@ -127,6 +127,7 @@ def test_a_slot_missed_by_more_than_the_starting_deadline_is_skipped_and_the_pla
     assert runs(sandbox) == ["2026-12-02T01:00:00Z"]
 
 
+@pytest.mark.slow
 def test_changing_spec_run_and_replace_each_start_exactly_one_new_run(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,6 +162,7 @@ def test_changing_spec_run_and_replace_each_start_exactly_one_new_run(
     assert shown.stdout.count("completed") >= 4 and "(current)" in shown.stdout
 
 
+@pytest.mark.slow
 def test_resuming_a_suspended_job_sends_only_the_requests_without_an_answer(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -315,6 +317,7 @@ def _history(repo: UserRepo) -> list[tuple[str, str | None, bool]]:
     return [(h["run"], h["results"], h["cost_usd"] is not None) for h in history]
 
 
+@pytest.mark.slow
 def test_an_edit_after_the_slot_ran_waits_for_the_next_slot_and_both_runs_keep_their_records(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -382,6 +385,7 @@ def test_an_edit_while_the_slots_run_still_runs_replaces_it_under_a_run_id_of_it
     assert re.search(r"2026-12-01T01:00:00Z +cancel", shown), shown
 
 
+@pytest.mark.slow
 def test_an_edit_of_an_unscheduled_job_starts_a_run_of_its_own_and_keeps_the_last_ones_results_and_cost(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -444,6 +448,7 @@ def test_a_daily_macro_is_midnight_in_the_schedules_time_zone(
     assert "Next run of nightly-eval: 2026-12-03T00:00:00+01:00 (schedule @daily)" in plan.stdout
 
 
+@pytest.mark.slow
 def test_a_run_whose_results_file_a_later_run_wrote_over_no_longer_claims_it(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

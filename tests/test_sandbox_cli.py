@@ -25,6 +25,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     )
 
 
+@pytest.mark.slow
 def test_help_documents_every_knob() -> None:
     done = run_cli("sandbox", "--help")
 
@@ -35,6 +36,7 @@ def test_help_documents_every_knob() -> None:
         assert flag in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("flag", "value", "named"),
     [
@@ -56,6 +58,7 @@ def test_a_bad_flag_value_is_one_line_and_exit_1(flag: str, value: str, named: s
     assert not (tmp_path / "data").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_runs_prints_its_url_serves_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     with cli_sandbox(tmp_path / "data", *FAST_FLAGS, "--api-key", "sk-cli") as (process, url):
         assert url.startswith("http://127.0.0.1:")
@@ -70,18 +73,21 @@ def test_runs_prints_its_url_serves_and_exits_0_on_sigterm(tmp_path: Path) -> No
     assert (tmp_path / "data" / "batches").is_dir()
 
 
+@pytest.mark.slow
 def test_sigint_stops_it_with_exit_0(tmp_path: Path) -> None:
     with cli_sandbox(tmp_path / "data") as (process, _):
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0
 
 
+@pytest.mark.slow
 def test_data_defaults_to_the_repos_sandbox_dir(tmp_path: Path) -> None:
     with cli_sandbox(None, "--repo", str(tmp_path)) as (_, url):
         assert httpx.get(f"{url}/batches").status_code == 200
     assert (tmp_path / ".reconciler" / "sandbox" / "batches").is_dir()
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
     with cli_sandbox(tmp_path / "a") as (_, url):
         port = url.rsplit(":", 1)[1].split("/")[0]

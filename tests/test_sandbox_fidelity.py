@@ -95,6 +95,7 @@ def test_by_default_a_refused_webhook_is_tried_again_over_hours_not_seconds() ->
     assert waits[0] <= 60  # the first retry still comes soon
 
 
+@pytest.mark.slow
 def test_files_past_expires_at_leave_the_disk_and_answer_404(
     sandbox_factory: SandboxFactory, tmp_path: Path
 ) -> None:

@@ -147,6 +147,7 @@ def test_a_knob_past_its_bound_is_refused_and_the_sandbox_keeps_answering(
     assert sandbox_http.get("/batches").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_hundred_concurrent_connections_are_all_served(sandbox: Sandbox) -> None:
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     with (

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Final
 
 import openai
+import pytest
 
 from tests.fixtures.sandbox import FAST_FLAGS, SandboxFactory, cli_sandbox, request_lines, upload, wait_for
 
 ENDPOINT: Final = "/v1/chat/completions"
 
 
+@pytest.mark.slow
 def test_two_servers_in_two_processes_share_one_data_dir_without_corrupting_it(
     sandbox_factory: SandboxFactory, tmp_path: Path
 ) -> None:

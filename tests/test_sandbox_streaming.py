@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.sandbox import cli_env
 
 PEAK_LIMIT_MB = 150
@@ -97,6 +99,7 @@ def run_script(script: str, data: Path) -> dict[str, object]:
     return report
 
 
+@pytest.mark.slow
 def test_a_200_mb_upload_streams_to_disk_and_back_within_the_memory_limit(tmp_path: Path) -> None:
     report = run_script(UPLOAD, tmp_path)
 
@@ -104,6 +107,7 @@ def test_a_200_mb_upload_streams_to_disk_and_back_within_the_memory_limit(tmp_pa
     assert isinstance(report["peak_mb"], float) and report["peak_mb"] < PEAK_LIMIT_MB
 
 
+@pytest.mark.slow
 def test_a_50000_line_batch_writes_its_output_without_holding_it(tmp_path: Path) -> None:
     report = run_script(OUTPUT, tmp_path)
 

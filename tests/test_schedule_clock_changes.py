@@ -215,6 +215,7 @@ def test_an_idle_daemon_crossing_a_clock_change_sleeps_and_announces_each_run_on
     assert len(set(completed_notices(receiver))) == len(completed_notices(receiver)) == 2
 
 
+@pytest.mark.slow
 def test_slots_are_instants_that_only_move_forward_across_every_clock_change() -> None:
     """The latest slot never goes back, is never after now, and the next is always ahead."""
     for change in CHANGES:

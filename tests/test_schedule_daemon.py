@@ -87,6 +87,7 @@ def _reconcile(repo: UserRepo, sandbox: Sandbox, now: str) -> subprocess.Popen[b
     )
 
 
+@pytest.mark.slow
 def test_each_slot_is_one_run_across_the_daemon_racing_reconciles_and_a_restart(
     make_repo: Callable[..., UserRepo], sandbox: Sandbox, daemon: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
@@ -115,6 +116,7 @@ def test_each_slot_is_one_run_across_the_daemon_racing_reconciles_and_a_restart(
     assert run.metadata["reconciler_run"] == SLOT
 
 
+@pytest.mark.slow
 def test_the_daemon_sleeps_until_the_next_slot_and_starts_it(
     make_repo: Callable[..., UserRepo], sandbox: Sandbox, daemon: Callable[..., subprocess.Popen[bytes]]
 ) -> None:

@@ -92,6 +92,7 @@ def test_pydantic_wording_never_reaches_the_user(repo: UserRepo, run_cli: RunCli
     assert "budget.max_usd_per_pln: unknown key; did you mean 'max_usd_per_plan'?" in result.stderr
 
 
+@pytest.mark.slow
 def test_reconciler_yaml_is_read_once_per_command(repo: UserRepo, sandbox: Sandbox) -> None:
     repo.path("reconciler.yaml").write_text("owner: tests/settings\nbudget:\n  max_usd_per_plan: 100\n")
     env = cli_env() | {"RECONCILER_SANDBOX_URL": sandbox.base_url}
@@ -112,6 +113,7 @@ def test_reconciler_yaml_is_read_once_per_command(repo: UserRepo, sandbox: Sandb
 # The daemon ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_daemon_started_with_a_mistake_in_reconciler_yaml_exits_1_naming_its_line(
     make_repo: MakeRepo, sandbox: Sandbox
 ) -> None:
@@ -133,6 +135,7 @@ def test_a_daemon_started_with_a_mistake_in_reconciler_yaml_exits_1_naming_its_l
     assert sandbox.request_counts() == {} and repo.written() == ["reconciler.yaml"]  # nothing more
 
 
+@pytest.mark.slow
 def test_the_daemon_reads_reconciler_yaml_again_when_it_alone_changes(
     make_repo: MakeRepo, sandbox: Sandbox, start_daemon: StartDaemon
 ) -> None:

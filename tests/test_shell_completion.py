@@ -63,6 +63,7 @@ def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch,
     return made
 
 
+@pytest.mark.slow
 def test_status_and_output_complete_the_jobs_of_the_specs_and_of_the_state(repo: UserRepo) -> None:
     assert complete(repo, "status", "") == ["ab-test", "nightly-embed", "nightly-eval", "nightly-new"]
     assert complete(repo, "status", "nightly-e") == ["nightly-embed", "nightly-eval"]
@@ -70,6 +71,7 @@ def test_status_and_output_complete_the_jobs_of_the_specs_and_of_the_state(repo:
     assert complete(repo, "status", "nightly-eval", "nightly-e") == ["nightly-embed"]  # not twice
 
 
+@pytest.mark.slow
 def test_target_completes_every_job_and_replace_only_those_with_a_spec(repo: UserRepo) -> None:
     everything = ["ab-test", "nightly-embed", "nightly-eval", "nightly-new"]
     for command in ("plan", "apply", "reconcile", "status"):
@@ -77,6 +79,7 @@ def test_target_completes_every_job_and_replace_only_those_with_a_spec(repo: Use
     assert complete(repo, "apply", "--replace", "") == ["nightly-embed", "nightly-eval", "nightly-new"]
 
 
+@pytest.mark.slow
 def test_completion_reads_the_repo_named_by_repo(repo: UserRepo, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -84,6 +87,7 @@ def test_completion_reads_the_repo_named_by_repo(repo: UserRepo, tmp_path: Path)
     assert complete(repo, "plan", "--target", "ab", cwd=elsewhere) == []
 
 
+@pytest.mark.slow
 def test_completion_sends_nothing_and_answers_while_the_state_is_locked(
     repo: UserRepo, sandbox: Sandbox
 ) -> None:

@@ -99,6 +99,7 @@ FIELDS = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.lists(st.tuples(PATHS, FIELDS, VALUES), max_size=4), st.booleans())
 def test_mutated_documents_load_or_are_reported(
@@ -116,6 +117,7 @@ def test_mutated_documents_load_or_are_reported(
         assert isinstance(outcome, LoadedRepo) and list(outcome.jobs) == ["nightly-eval"]
 
 
+@pytest.mark.slow
 def test_deep_nesting_is_reported_not_a_crash(paths: RepoPaths) -> None:
     outcome = load_text(paths, "a: " + "[" * 5000 + "]" * 5000 + "\n")
     assert isinstance(outcome, SpecError)

@@ -64,6 +64,7 @@ def two_folders(make_repo: MakeRepo, sandbox: Sandbox) -> Iterator[UserRepo]:
     (repo.specs / "team").chmod(0o755)  # so tmp_path can be cleaned
 
 
+@pytest.mark.slow
 def test_apply_with_an_unreadable_specs_folder_fails_naming_it_and_cancels_nothing(
     two_folders: UserRepo, sandbox: Sandbox
 ) -> None:
@@ -109,6 +110,7 @@ def test_a_fifo_named_like_a_spec_is_refused_not_waited_for(make_repo: MakeRepo)
     assert line == "error: specs/pipe.yaml: cannot read: not a regular file"
 
 
+@pytest.mark.slow
 def test_the_daemon_keeps_the_jobs_of_a_folder_it_cannot_read_and_says_so(
     two_folders: UserRepo, sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -138,6 +140,7 @@ def test_the_daemon_keeps_the_jobs_of_a_folder_it_cannot_read_and_says_so(
         daemon.stop()
 
 
+@pytest.mark.slow
 def test_the_daemon_out_of_descriptors_reads_the_specs_again_once_it_has_them(
     two_folders: UserRepo, sandbox: Sandbox, tmp_path: Path
 ) -> None:

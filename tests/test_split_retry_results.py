@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import Any
 
+import pytest
+
 from reconciler.sandbox import Sandbox
 from tests.fixtures.repo import RunCli, UserRepo, planned
 from tests.reconcile_helpers import batches, sdk, state_of
@@ -53,6 +55,7 @@ def test_120_requests_split_at_50_become_3_batches_and_120_result_lines_in_input
     assert job["results"]["sha256"] == hashlib.sha256(results_file.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_an_expiring_batch_is_retried_with_only_its_unfinished_requests_until_all_are_answered(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -85,6 +88,7 @@ def test_with_one_attempt_an_expired_job_stays_expired_and_keeps_its_partial_res
     assert len(batches(sandbox, "nightly-eval")) == 1
 
 
+@pytest.mark.slow
 def test_a_retry_whose_create_answer_was_lost_is_adopted_not_sent_twice(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:

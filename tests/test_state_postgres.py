@@ -33,6 +33,7 @@ def pg_repo(
     return user_repo
 
 
+@pytest.mark.slow
 def test_apply_keeps_the_state_in_the_database_with_every_serial_as_a_version(
     pg_repo: UserRepo, sandbox: Sandbox, state_db: StateDb, run_cli: RunCli
 ) -> None:
@@ -63,6 +64,7 @@ def test_apply_keeps_the_state_in_the_database_with_every_serial_as_a_version(
     assert missing.exit_code == 1 and missing.stderr.count("\n") == 1 and "no serial 999" in missing.stderr
 
 
+@pytest.mark.slow
 def test_a_write_from_a_stale_read_is_refused_and_loses_nothing(state_db: StateDb, tmp_path: Path) -> None:
     with open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as one:
         with open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as two:
@@ -113,6 +115,7 @@ def test_a_password_outside_the_environment_is_refused_before_anything_runs(
     assert batches(sandbox) == [] and not user_repo.state.exists()
 
 
+@pytest.mark.slow
 def test_credentials_from_the_environment_reach_no_file_output_log_or_row(
     user_repo: UserRepo,
     sandbox: Sandbox,
@@ -200,6 +203,7 @@ def test_a_document_nested_too_deeply_is_damage_in_one_line_not_a_traceback(
         )
 
 
+@pytest.mark.slow
 def test_a_state_row_locked_by_someone_else_fails_apply_in_bounded_time_not_forever(
     pg_repo: UserRepo, sandbox: Sandbox, state_db: StateDb, run_cli: RunCli
 ) -> None:

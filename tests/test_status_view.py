@@ -92,6 +92,7 @@ def test_status_offline_shows_the_recorded_figures_and_asks_nothing(
     assert both.exit_code == 1 and both.stderr.count("\n") == 1 and "--offline" in both.stderr
 
 
+@pytest.mark.slow
 def test_status_with_the_provider_down_shows_the_recorded_figures_and_says_so(
     repo: UserRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,6 +115,7 @@ def test_status_with_the_provider_down_shows_the_recorded_figures_and_says_so(
     assert waited.exit_code == 1 and "cannot connect" in waited.stderr
 
 
+@pytest.mark.slow
 def test_status_with_a_provider_slower_than_a_glance_shows_the_recorded_figures(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -220,6 +222,7 @@ def test_progress_of_a_finished_job_has_no_rate_or_eta() -> None:
     assert (figures.done, figures.per_minute, figures.eta_seconds) == (3, None, None)
 
 
+@pytest.mark.slow
 def test_reconcile_wait_off_a_terminal_prints_progress_lines_at_a_tenth_of_the_job(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -240,6 +243,7 @@ def answered(sandbox: Sandbox, job: str = "nightly-eval") -> int:
     return counts.completed if counts else 0
 
 
+@pytest.mark.slow
 def test_a_job_suspended_mid_run_shows_what_it_answered_and_its_partial_results(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -284,6 +288,7 @@ def test_a_job_suspended_before_it_ran_is_suspended_and_in_sync(repo: UserRepo, 
     assert re.match(r"nightly-eval\s+suspended\s+in sync\s", line), line
 
 
+@pytest.mark.slow
 def test_a_run_a_replace_cancelled_shows_how_it_ended_in_the_history(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:

@@ -7,6 +7,8 @@ before failing the answer: each such try left an orphan at the provider.  The sa
 
 from __future__ import annotations
 
+import pytest
+
 from reconciler.sandbox import Sandbox
 from tests.fixtures.repo import RunCli, UserRepo
 from tests.reconcile_helpers import batches, sdk
@@ -36,6 +38,7 @@ def test_an_upload_stored_then_answered_500_and_sent_again_leaves_one_file(
     assert our_uploads(sandbox) == [batch.input_file_id]  # the first copy was swept
 
 
+@pytest.mark.slow
 def test_uploads_that_all_failed_after_storing_leave_only_the_one_the_batch_reads(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:

@@ -97,6 +97,7 @@ def test_crlf_line_endings_are_accepted(repo: UserRepo, run_cli: RunCli) -> None
     assert run_cli("validate", *repo.args()).exit_code == 0
 
 
+@pytest.mark.slow
 def test_more_than_50000_requests_without_split_is_an_error_that_suggests_split(
     repo: UserRepo, run_cli: RunCli
 ) -> None:

@@ -49,6 +49,7 @@ def test_wait_looks_less_often_the_longer_it_has_waited(make_repo: MakeRepo, san
     assert sandbox.request_counts()["POST /v1/batches"] == 1
 
 
+@pytest.mark.slow
 def test_wait_leaves_a_job_alone_while_its_provider_asks_to_wait(
     make_repo: MakeRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,6 +45,7 @@ def _rewrite_job(spec: Path, **spec_fields: Any) -> None:
     spec.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_a_new_spec_becomes_a_batch_within_two_seconds_and_an_edit_replaces_it(
     make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -65,6 +66,7 @@ def test_a_new_spec_becomes_a_batch_within_two_seconds_and_an_edit_replaces_it(
     daemon.wait_for_log(re.escape(f"nightly-eval: ~ replace {old.id} → {new.id}"))
 
 
+@pytest.mark.slow
 def test_status_transitions_reach_the_state_file_while_it_runs(
     make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -86,6 +88,7 @@ def test_status_transitions_reach_the_state_file_while_it_runs(
     daemon.wait_for_log(r"nightly-eval: \w+ → completed \(5/5, output file-\w+\)")
 
 
+@pytest.mark.slow
 def test_injected_faults_neither_stop_it_nor_create_duplicates(
     make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -117,6 +120,7 @@ def _live(sandbox: Sandbox) -> list[Any]:
         sandbox.configure(fault_rate=0.15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "latency", "ending"),
     [
@@ -149,6 +153,7 @@ def test_a_stop_signal_exits_zero_within_five_seconds_leaving_a_valid_state(
     assert all(len(job.batches) == 1 for job in state.jobs.values())
 
 
+@pytest.mark.slow
 def test_a_restart_picks_up_where_it_left_off_without_creating_again(
     make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -170,6 +175,7 @@ def test_a_restart_picks_up_where_it_left_off_without_creating_again(
         assert after.jobs[name].batch_ids == before.jobs[name].batch_ids
 
 
+@pytest.mark.slow
 def test_a_second_daemon_on_the_same_state_refuses_naming_the_holder(
     make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -191,6 +197,7 @@ def test_a_second_daemon_on_the_same_state_refuses_naming_the_holder(
     assert first.process.poll() is None
 
 
+@pytest.mark.slow
 def test_a_spec_that_stops_validating_is_reported_and_nothing_is_cancelled(
     make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -215,6 +222,7 @@ def test_a_spec_that_stops_validating_is_reported_and_nothing_is_cancelled(
     assert [b.status for b in batches(sandbox, "a")] == ["validating"]
 
 
+@pytest.mark.slow
 def test_starting_with_a_broken_spec_only_observes(
     make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -229,6 +237,7 @@ def test_starting_with_a_broken_spec_only_observes(
     assert _statuses(repo) == {"a": "validating"}
 
 
+@pytest.mark.slow
 def test_health_metrics_and_json_logs(
     make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -251,6 +260,7 @@ def test_health_metrics_and_json_logs(
     assert "reconciler_last_successful_pass_timestamp_seconds" in metrics
 
 
+@pytest.mark.slow
 def test_an_idle_daemon_sends_nothing_until_a_file_changes(
     make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -265,6 +275,7 @@ def test_an_idle_daemon_sends_nothing_until_a_file_changes(
     daemon.eventually(lambda: batches(sandbox, "b"))
 
 
+@pytest.mark.slow
 def test_a_burst_of_new_specs_is_one_pass(
     make_repo: MakeRepo, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -280,6 +291,7 @@ def test_a_burst_of_new_specs_is_one_pass(
     assert sandbox.request_counts()["POST /v1/batches"] == 20
 
 
+@pytest.mark.slow
 def test_a_repo_symlink_swapped_to_a_new_checkout_is_followed(
     tmp_path: Path, sandbox_factory: SandboxFactory, start_daemon: StartDaemon
 ) -> None:
@@ -303,6 +315,7 @@ def test_a_repo_symlink_swapped_to_a_new_checkout_is_followed(
     assert "POST /v1/batches/{id}/cancel" not in sandbox.request_counts()
 
 
+@pytest.mark.slow
 def test_liveness_stays_up_while_readiness_reports_an_unreachable_provider(
     make_repo: MakeRepo,
     sandbox_factory: SandboxFactory,
