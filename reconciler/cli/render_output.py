@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli.render_status import StatusView, file_cell, results_cell, usage_cells
+from reconciler.cli.render_status import StatusView, file_cell, results_cell, status_cell, usage_cells
 from reconciler.common.usage import TokenUsage
 from reconciler.engine.results import results_problem
 from reconciler.plans.changes import DesiredJob
@@ -137,7 +137,7 @@ def output_text(view: StatusView, names: list[str]) -> str:
         job = view.state.jobs[name]
         counts = job.request_counts
         lines = [
-            f"{name}  {job.status}  {counts.get('completed', 0)}/{counts.get('failed', 0)}/"
+            f"{name}  {status_cell(view, name)}  {counts.get('completed', 0)}/{counts.get('failed', 0)}/"
             f"{counts.get('total', 0)} done/failed/total"
         ]
         if job.results is not None:

@@ -49,17 +49,19 @@ def finish_jobs(
             recorded = meter_usage(job, recorded, apis[job.provider].reader, work_root)
         except (ReconcilerError, OSError) as error:
             outcome.failures.append(Failure.of(error, job=name, step="usage", provider=job.provider))
-        if job.suspend or recorded.generation != job.generation:
+        if recorded.generation != job.generation:
             # A run of an earlier spec (kept until a schedule's next slot) has results that only
             # its own input could join; what it recorded stays as it was.
             jobs[name] = recorded
             continue
         try:
+            # A suspended job's cancelled run gets its results too: what it answered, and why
+            # the rest has no answer.  Its files stay: the run resumes when it is unsuspended.
             if job.results_path and recorded.status == "collecting":
                 recorded = collect_results(job, recorded, apis[job.provider].reader, work_root, repo_root)
             elif job.results_path and recorded.results and is_terminal(recorded.status):
                 recorded = _keep_results(job, recorded, apis[job.provider], work_root, repo_root)
-            if job.cleanup_inputs or job.cleanup_outputs:
+            if (job.cleanup_inputs or job.cleanup_outputs) and not job.suspend:
                 recorded = clean_up(apis[job.provider], job, recorded)
         except (ReconcilerError, OSError) as error:
             outcome.failures.append(Failure.of(error, job=name, step="results", provider=job.provider))

@@ -71,7 +71,7 @@ from reconciler.plans.reasons import (
     Suspended,
     Upcoming,
 )
-from reconciler.plans.runs import RunChoice, choose_runs, run_base, slot_run
+from reconciler.plans.runs import RunChoice, choose_runs, newest, run_base, slot_run
 from reconciler.state.model import BatchRecord, IntentKey, JobState, State
 
 
@@ -129,15 +129,22 @@ def plan_job(
     if desired is None:
         return plan_removed(name, recorded, running)
     if desired.suspend:
+        # The run it was on stays its run: what it did (counts, results) is still what it shows.
+        run = recorded.run if recorded and recorded.run else newest(b.run for b in live)
         if running:
-            return _change(desired, Action.CANCEL, Suspended(tuple(b.id for b in running)), cancel=running)
-        return _change(desired, Action.NOOP, Suspended())
+            return _change(
+                desired, Action.CANCEL, Suspended(tuple(b.id for b in running)), cancel=running, run=run
+            )
+        return _change(desired, Action.NOOP, Suspended(), run=run)
     if choice is None:
         raise ValueError(f"{name}: planned without its run choice")
     run = choice.run
     current, extra = split_duplicates(b for b in live if b.run == run and b.generation == desired.generation)
     doubled = [b for b in extra if not b.terminal]  # a finished duplicate is only never counted
-    stale = [b for b in running if _superseded(b, run, desired.generation, choice)]
+    # A superseded batch already cancelling is left to end: its cancel is not sent again.
+    stale = [
+        b for b in running if b.status != "cancelling" and _superseded(b, run, desired.generation, choice)
+    ]
     known = _known(recorded, desired, run)
     adopt = [b for b in current if b.id not in known]
     firsts = _missing_parts(desired, current) if run is not None and choice.fresh else []

@@ -323,7 +323,7 @@ def job_sync(
     if wanted is None:
         return Sync.SPEC_INVALID if specs_invalid else Sync.SPEC_REMOVED
     if job is None or job.status == "none":
-        return Sync.NOT_CREATED
+        return Sync.IN_SYNC if wanted.suspend else Sync.NOT_CREATED  # suspended: none is wanted
     if job.generation != wanted.generation or job.provider != wanted.provider:
         return Sync.SPEC_CHANGED
     return Sync.IN_SYNC

@@ -39,6 +39,7 @@ from reconciler.specs.yamlsource import Loc, locate, parse_yaml
 # input that is not there, results that clash): their places are kept, the YAML nodes are not
 # (they were most of the memory: 12 KB a spec, 120 MB at 10,000 specs).
 PLACES: tuple[Loc, ...] = (("metadata", "name"), ("spec", "provider"), ("spec", "input"), ("spec", "results"))
+NOTIFICATION_PLACES: tuple[Loc, ...] = (("spec", "jobs"),)  # its job selectors, checked against the jobs
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def read_documents(path: Path, shown: str) -> tuple[list[Document], list[Problem
         model, trouble = _validate(data, node, shown)
         problems += trouble
         if model is not None:
-            places = {loc: locate(node, loc) for loc in PLACES}
+            kept = PLACES + (NOTIFICATION_PLACES if isinstance(model, Notification) else ())
+            places = {loc: locate(node, loc) for loc in kept}
             documents.append(Document(path, shown, node.start_mark.line + 1, places, model))
     return documents, problems
 
@@ -270,6 +272,8 @@ def _scan(paths: RepoPaths, remember: bool) -> RepoScan:
         elif isinstance(document.model, Notification):
             told = LoadedNotification(document.model, document.source, document.line)
             notifications.setdefault(told.name, told)
+    if not problems:  # a job whose document is broken would make its selectors look wrong
+        problems += _selectors_naming_no_job(documents)
     clashes = _results_clashes(checked, paths)
     for name in {name for name, _ in clashes}:
         jobs.pop(name, None)
@@ -329,6 +333,22 @@ def _duplicate_names(documents: list[Document]) -> list[Problem]:
             elsewhere = ", ".join(f"{o.display}:{o.name_line}" for o in copies if o is not copy)
             message = f"duplicate {kind} name {name!r}; also at {elsewhere}"
             problems.append(copy.problem(("metadata", "name"), message))
+    return problems
+
+
+def _selectors_naming_no_job(documents: list[Document]) -> list[Problem]:
+    """A Notification's job selector without a wildcard is a job's name: one naming no
+    BatchJob is a typo (a pattern such as nightly-* may wait for jobs to come)."""
+    jobs = {d.model.name for d in documents if isinstance(d.model, BatchJob)}
+    problems: list[Problem] = []
+    for document in documents:
+        if not isinstance(document.model, Notification):
+            continue
+        for selector in document.model.spec.jobs:
+            if selector not in jobs and not any(char in selector for char in "*?["):
+                hint = closest(selector, jobs) or "; write a job's name, or a pattern such as nightly-*"
+                message = f"{selector!r} names no BatchJob in the specs{hint}"
+                problems.append(document.problem(("spec", "jobs"), message))
     return problems
 
 
@@ -399,3 +419,20 @@ def _links_to_folder(entry: os.DirEntry[str]) -> bool:
         return entry.is_dir()
     except OSError:
         return False
+
+
+def job_names(specs: Path) -> set[str]:
+    """The names of the BatchJob documents under `specs` as written, nothing else checked: no
+    model validated, no input read.  For shell completion, which must answer at once."""
+    names: set[str] = set()
+    files, _ = spec_files(specs)
+    for path in files:
+        parsed, _ = parse_yaml(path, path.name)
+        for _, data in parsed:
+            if not isinstance(data, dict) or data.get("kind") != "BatchJob":
+                continue
+            metadata = data.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            if isinstance(name, str):
+                names.add(name)
+    return names

@@ -123,7 +123,9 @@ class BatchJobSpec(_Document):
     budget: BudgetSpec | None = None
     """The most one run of this job may cost; checked against the plan's estimate."""
     schedule: Cron | None = None
-    """Five-field cron expression: each slot starts one run, e.g. "0 2 * * *" (02:00 daily)."""
+    """Five-field cron expression, or a macro as Kubernetes CronJob takes (@yearly, @annually,
+    @monthly, @weekly, @daily, @midnight, @hourly): each slot starts one run, e.g. "0 2 * * *"
+    (02:00 daily)."""
     timezone: TimeZone = "UTC"
     """The IANA time zone the schedule is read in, e.g. Europe/Berlin."""
     concurrency_policy: Literal["forbid", "replace", "allow"] = "forbid"

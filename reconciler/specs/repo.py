@@ -17,7 +17,6 @@ and reconciler.yaml is committed, so a password in either is refused before anyt
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconciler.common.errors import Problem, SpecError, UserError
-from reconciler.specs.fields import error_message, known_keys
+from reconciler.specs.fields import close_match, error_message, known_keys
 from reconciler.specs.yamlsource import locate, parse_yaml
 
 SETTINGS_FILE = "reconciler.yaml"
@@ -90,14 +89,10 @@ def _worth_saying(errors: list[ErrorDetails]) -> list[ErrorDetails]:
     """Without `required` for a key that a misspelt one beside it is said to mean: the "did you
     mean" line already tells the user what to write."""
     meant = {
-        (*e["loc"][:-1], match[0])
+        (*e["loc"][:-1], match)
         for e in errors
         if e["type"] == "extra_forbidden"
-        and (
-            match := difflib.get_close_matches(
-                str(e["loc"][-1]), known_keys(RepoSettings, e["loc"][:-1]), 1, 0.6
-            )
-        )
+        and (match := close_match(str(e["loc"][-1]), known_keys(RepoSettings, e["loc"][:-1])))
     }
     return [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in meant)]
 
