@@ -1,0 +1,203 @@
+"""Incremental runs (spec.reuse, issue 23): answers of unchanged requests are reused, only what
+changed is sent.  Real HTTP against the sandbox; what was sent is read back from the uploaded
+input files through the official SDK."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import CHAT, MODEL, RunCli, UserRepo, planned, request_body, request_lines
+from tests.reconcile_helpers import batches, sdk, state_of
+
+RESULTS = "../results/{job}-{run}.jsonl"
+
+
+def reconciled(run_cli: RunCli, repo: UserRepo, *flags: str) -> None:
+    result = run_cli("reconcile", "--wait", "--timeout", "60", *flags, *repo.args())
+    assert result.exit_code == 0, result.stdout + result.stderr
+
+
+def write_emb(repo: UserRepo, lines: list[dict[str, Any]], **spec: Any) -> None:
+    repo.write_input("data/emb.jsonl", lines=lines)
+    spec_file = repo.specs / "emb.yaml"
+    if spec_file.exists():
+        spec_file.unlink()
+    repo.write_job("emb", input="data/emb.jsonl", results=RESULTS, **spec)
+
+
+def edited(lines: list[dict[str, Any]], changed: range, added: range) -> list[dict[str, Any]]:
+    """`changed` lines (0-based) with a new prompt, then the `added` requests appended."""
+    out = [dict(line) for line in lines]
+    for index in changed:
+        body = request_body(CHAT, MODEL, index + 1)
+        body["messages"] = [{"role": "user", "content": f"edited prompt {index}"}]
+        out[index] = {**out[index], "body": body}
+    extra = request_lines(max(added) + 1 if added else 0)[added.start :] if added else []
+    return out + extra
+
+
+def sent_lines(sandbox: Sandbox, batch: Any) -> list[dict[str, Any]]:
+    content = sdk(sandbox).files.content(batch.input_file_id).read().decode()
+    return [json.loads(line) for line in content.splitlines() if line.strip()]
+
+
+def newest_batch(sandbox: Sandbox, job: str = "emb") -> Any:
+    return max(batches(sandbox, job), key=lambda b: (b.created_at, b.id))
+
+
+def results_of(repo: UserRepo) -> tuple[list[bytes], str]:
+    job = state_of(repo.root)["jobs"]["emb"]
+    path = repo.root / job["results"]["path"]
+    return path.read_bytes().splitlines(keepends=True), job["run"]
+
+
+def by_id(lines: list[bytes]) -> dict[str, bytes]:
+    return {json.loads(line)["custom_id"]: line for line in lines}
+
+
+REUSE = {"reuse": {"max_age": "30d"}}
+
+
+def test_200_then_10_added_and_5_edited_sends_exactly_15_and_merges_210_results(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    first = request_lines(200)
+    write_emb(sandbox_repo, first, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    before, _ = results_of(sandbox_repo)
+    assert len(before) == 200
+
+    write_emb(sandbox_repo, edited(first, range(10, 15), range(200, 210)), **REUSE)
+    change = planned(run_cli, sandbox_repo)["emb"]
+    assert change["launch"]["requests"] == 15
+    assert change["reused"]["requests"] == 195 and change["reused"]["total"] == 210
+    text = run_cli("plan", *sandbox_repo.args()).stdout
+    assert "15 of 210 requests (195 reused from run default)" in text, text
+    reconciled(run_cli, sandbox_repo)
+
+    assert len(batches(sandbox, "emb")) == 2
+    sent = sent_lines(sandbox, newest_batch(sandbox))
+    assert len(sent) == 15
+    assert {line["custom_id"] for line in sent} == {
+        f"req-{i:05d}" for i in [*range(11, 16), *range(201, 211)]
+    }
+    after, _ = results_of(sandbox_repo)
+    assert [json.loads(line)["custom_id"] for line in after] == [f"req-{i:05d}" for i in range(1, 211)]
+    earlier, now = by_id(before), by_id(after)
+    identical = [cid for cid in earlier if cid in now and now[cid] == earlier[cid]]
+    assert len(identical) == 195
+    assert all(json.loads(line)["response"]["status_code"] == 200 for line in after)
+    job = state_of(sandbox_repo.root)["jobs"]["emb"]
+    assert job["reuse"]["reused"] == 195 and job["request_counts"]["total"] == 15
+
+
+def test_the_same_edit_without_reuse_sends_all_210(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    first = request_lines(200)
+    write_emb(sandbox_repo, first)
+    reconciled(run_cli, sandbox_repo)
+    write_emb(sandbox_repo, edited(first, range(10, 15), range(200, 210)))
+    reconciled(run_cli, sandbox_repo)
+    assert len(sent_lines(sandbox, newest_batch(sandbox))) == 210
+
+
+def test_no_reuse_flag_sends_all_210(sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli) -> None:
+    first = request_lines(200)
+    write_emb(sandbox_repo, first, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    write_emb(sandbox_repo, edited(first, range(10, 15), range(200, 210)), **REUSE)
+    assert planned(run_cli, sandbox_repo, "--no-reuse")["emb"]["launch"]["requests"] == 210
+    reconciled(run_cli, sandbox_repo, "--no-reuse")
+    assert len(sent_lines(sandbox, newest_batch(sandbox))) == 210
+    assert state_of(sandbox_repo.root)["jobs"]["emb"].get("reuse") is None
+
+
+def test_a_fresh_checkout_reuses_from_the_providers_files_and_sends_only_the_5_added(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    first = request_lines(210)
+    write_emb(sandbox_repo, first, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    shutil.rmtree(sandbox_repo.root / ".reconciler")  # no state folder: no state, no store, no work
+
+    write_emb(sandbox_repo, first + request_lines(215)[210:], **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    assert len(sent_lines(sandbox, newest_batch(sandbox))) == 5
+    after, _ = results_of(sandbox_repo)
+    assert len(after) == 215
+    assert all(json.loads(line)["response"]["status_code"] == 200 for line in after)
+
+
+def test_everything_unchanged_but_the_run_id_creates_no_batch_and_completes_with_all_results(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    lines = request_lines(40)
+    write_emb(sandbox_repo, lines, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    before, first_run = results_of(sandbox_repo)
+
+    write_emb(sandbox_repo, lines, run="second", **REUSE)
+    change = planned(run_cli, sandbox_repo)["emb"]
+    assert change["action"] == "create" and change["launch"]["requests"] == 0
+    reconciled(run_cli, sandbox_repo)
+    assert len(batches(sandbox, "emb")) == 1
+    after, run = results_of(sandbox_repo)
+    assert run == "second" and run != first_run
+    assert after == before
+    job = state_of(sandbox_repo.root)["jobs"]["emb"]
+    assert job["status"] == "completed" and job["reuse"]["reused"] == 40
+    assert planned(run_cli, sandbox_repo)["emb"]["action"] == "noop"
+
+
+def test_a_changed_custom_id_keeps_the_answer_byte_for_byte_under_its_new_label(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    lines = request_lines(10)
+    write_emb(sandbox_repo, lines, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    before, _ = results_of(sandbox_repo)
+    relabelled = [{**line, "custom_id": f"new-{i}"} for i, line in enumerate(lines)]
+    write_emb(sandbox_repo, relabelled, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    assert len(batches(sandbox, "emb")) == 1
+    after, _ = results_of(sandbox_repo)
+    for i, (old, new) in enumerate(zip(before, after, strict=True)):
+        assert new == old.replace(
+            f'"custom_id":"req-{i + 1:05d}"'.encode(), f'"custom_id":"new-{i}"'.encode()
+        )
+
+
+def test_an_earlier_error_a_changed_model_and_answers_past_max_age_are_sent_again(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = request_lines(30)
+    lines[2] = {**lines[2], "body": {**lines[2]["body"], "messages": []}}  # the sandbox answers 400
+    write_emb(sandbox_repo, lines, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    write_emb(sandbox_repo, lines, run="two", **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    assert [line["custom_id"] for line in sent_lines(sandbox, newest_batch(sandbox))] == ["req-00003"]
+
+    other_model = [{**line, "body": {**line["body"], "model": "gpt-4o"}} for line in lines]
+    write_emb(sandbox_repo, other_model, run="three", **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    assert len(sent_lines(sandbox, newest_batch(sandbox))) == 30
+
+    later = datetime.now(UTC) + timedelta(days=31)
+    monkeypatch.setenv("RECONCILER_NOW", later.isoformat().replace("+00:00", "Z"))
+    write_emb(sandbox_repo, other_model, run="four", **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    assert len(sent_lines(sandbox, newest_batch(sandbox))) == 30  # every answer is 31 days old by then
+    assert len(batches(sandbox, "emb")) == 4
+
+
+def answer_store(repo: UserRepo) -> Path:
+    return repo.root / ".reconciler" / "answers.sqlite"
