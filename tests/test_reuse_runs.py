@@ -201,3 +201,39 @@ def test_an_earlier_error_a_changed_model_and_answers_past_max_age_are_sent_agai
 
 def answer_store(repo: UserRepo) -> Path:
     return repo.root / ".reconciler" / "answers.sqlite"
+
+
+def test_status_output_json_and_the_dashboard_carry_the_reused_count(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    first = request_lines(20)
+    write_emb(sandbox_repo, first, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    write_emb(sandbox_repo, first + request_lines(23)[20:], **REUSE)
+    reconciled(run_cli, sandbox_repo)
+
+    table = run_cli("status", "--offline", *sandbox_repo.args()) if _has_offline(run_cli) else None
+    shown = (table or run_cli("status", *sandbox_repo.args())).stdout
+    assert "3/0/3 +20 reused" in shown, shown
+    detail = run_cli("status", "emb", *sandbox_repo.args()).stdout
+    assert "reused       20 of 23 answered by earlier runs, most from run default" in detail, detail
+    document = json.loads(run_cli("output", "--json", *sandbox_repo.args()).stdout)
+    job = document["jobs"]["emb"]
+    assert job["reused"] == 20 and job["request_counts"]["total"] == 3
+    assert job["runs"][0]["reused"] == 20 and job["runs"][1]["reused"] == 0
+    status_document = json.loads(run_cli("status", "--json", *sandbox_repo.args()).stdout)
+    assert status_document["jobs"]["emb"]["reuse"]["reused"] == 20
+
+    from reconciler.daemon.board import Snapshot
+    from reconciler.daemon.dashboard import job_page, overview
+    from reconciler.state.file import FileBackend
+
+    state = FileBackend(sandbox_repo.state, None).read()
+    snap = Snapshot(version=1, state=state)
+    assert "3/3 +20 reused" in overview(snap)
+    page = job_page(snap, "emb")
+    assert page is not None and "3/3 +20 reused" in page
+
+
+def _has_offline(run_cli: RunCli) -> bool:
+    return "--offline" in run_cli("status", "--help").stdout
