@@ -237,3 +237,76 @@ def test_status_output_json_and_the_dashboard_carry_the_reused_count(
 
 def _has_offline(run_cli: RunCli) -> bool:
     return "--offline" in run_cli("status", "--help").stdout
+
+
+def delete_files_of(sandbox: Sandbox, job: str = "emb") -> None:
+    """Every input and output file of the job's batches, gone from the provider."""
+    client = sdk(sandbox)
+    for batch in batches(sandbox, job):
+        for file_id in (batch.input_file_id, batch.output_file_id):
+            if file_id:
+                client.files.delete(file_id)
+
+
+def test_the_store_answers_when_the_providers_files_are_gone(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    first = request_lines(30)
+    write_emb(sandbox_repo, first, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    before, _ = results_of(sandbox_repo)
+    assert answer_store(sandbox_repo).is_file()
+    delete_files_of(sandbox)
+    write_emb(sandbox_repo, first + request_lines(32)[30:], **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    assert len(sent_lines(sandbox, newest_batch(sandbox))) == 2
+    after, _ = results_of(sandbox_repo)
+    assert after[:30] == before
+
+
+@pytest.mark.slow
+def test_two_checkouts_sharing_a_postgresql_state_share_the_answer_store(
+    make_repo: Any, sandbox: Sandbox, run_cli: RunCli, state_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_SANDBOX_URL", sandbox.base_url)
+    monkeypatch.setenv("RECONCILER_OWNER", "tests/reconciler")
+    monkeypatch.setenv("RECONCILER_STATE_URL", state_db.url)
+    laptop, runner = make_repo("laptop"), make_repo("runner")
+    first = request_lines(30)
+    write_emb(laptop, first, **REUSE)
+    reconciled(run_cli, laptop)
+    assert not answer_store(laptop).exists()  # the database holds the answers
+    delete_files_of(sandbox)  # so only the shared store can answer the runner
+
+    write_emb(runner, first + request_lines(33)[30:], **REUSE)
+    reconciled(run_cli, runner)
+    assert len(batches(sandbox, "emb")) == 2
+    assert [line["custom_id"] for line in sent_lines(sandbox, newest_batch(sandbox))] == [
+        "req-00031",
+        "req-00032",
+        "req-00033",
+    ]
+    job = json.loads(run_cli("status", "--json", *runner.args()).stdout)["jobs"]["emb"]
+    after = (runner.root / job["results"]["path"]).read_bytes().splitlines()
+    assert len(after) == 33 and all(json.loads(line)["response"]["status_code"] == 200 for line in after)
+    assert state_db.query("SELECT count(*) FROM reconciler_answers")[0][0] == 33
+
+
+def test_a_version_4_state_reads_as_it_is_with_no_reuse_recorded() -> None:
+    from reconciler.state.document import parse_state
+
+    job = {"generation": "g1", "provider": "sandbox", "status": "completed", "run": "default"}
+    state = parse_state({"format_version": 4, "serial": 3, "lineage": "l", "jobs": {"emb": job}}, "x", "state")
+    assert state.format_version == 5 and state.jobs["emb"].reuse is None and state.jobs["emb"].reused == 0
+
+
+def test_identity_ignores_the_custom_id_key_order_and_spacing_but_not_a_number_type() -> None:
+    from reconciler.specs.inputs.digest import line_identity
+
+    a = b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}'
+    b = b'{"body":{"input":"x","model":"m"},"url":"/v1/embeddings","method":"POST","custom_id":"b"}'
+    c = b'{"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m", "input": "x"}}'
+    d = b'{"custom_id": "d", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "input": "x", "n": 1.0}}'
+    e = b'{"custom_id": "e", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "input": "x", "n": 1}}'
+    ids = [line_identity("", line)[1] for line in (a, b, c, d, e)]
+    assert ids[0] == ids[1] and len(set(ids)) == 4

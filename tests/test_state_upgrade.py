@@ -125,7 +125,7 @@ def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_b
     write_state(v1)
 
     read = json.loads(run_cli("status", "--json", *repo.args()).stdout)
-    assert read["format_version"] == 4 and read["jobs"]["nightly-eval"]["run"] == "default"
+    assert read["format_version"] == 5 and read["jobs"]["nightly-eval"]["run"] == "default"
     assert [b["run"] for b in read["jobs"]["nightly-eval"]["batches"]] == ["default"]
     sandbox.reset_counts()
     plan = run_cli("plan", "--detailed-exitcode", *repo.args())
