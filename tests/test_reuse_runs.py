@@ -296,7 +296,9 @@ def test_a_version_4_state_reads_as_it_is_with_no_reuse_recorded() -> None:
     from reconciler.state.document import parse_state
 
     job = {"generation": "g1", "provider": "sandbox", "status": "completed", "run": "default"}
-    state = parse_state({"format_version": 4, "serial": 3, "lineage": "l", "jobs": {"emb": job}}, "x", "state")
+    state = parse_state(
+        {"format_version": 4, "serial": 3, "lineage": "l", "jobs": {"emb": job}}, "x", "state"
+    )
     assert state.format_version == 5 and state.jobs["emb"].reuse is None and state.jobs["emb"].reused == 0
 
 
@@ -310,3 +312,49 @@ def test_identity_ignores_the_custom_id_key_order_and_spacing_but_not_a_number_t
     e = b'{"custom_id": "e", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "input": "x", "n": 1}}'
     ids = [line_identity("", line)[1] for line in (a, b, c, d, e)]
     assert ids[0] == ids[1] and len(set(ids)) == 4
+
+
+@pytest.mark.slow
+def test_split_cuts_only_what_is_sent_and_replace_reuses_unless_no_reuse(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    first = request_lines(120)
+    split = {"split": {"max_requests": 50}}
+    write_emb(sandbox_repo, first, **split, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    assert len(batches(sandbox, "emb")) == 3
+    write_emb(sandbox_repo, first + request_lines(130)[120:], **split, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    assert len(batches(sandbox, "emb")) == 4
+    assert len(sent_lines(sandbox, newest_batch(sandbox))) == 10
+    after, _ = results_of(sandbox_repo)
+    assert len(after) == 130
+
+    reconciled(run_cli, sandbox_repo, "--replace", "emb")  # a new run, every answer reused
+    assert len(batches(sandbox, "emb")) == 4
+    job = state_of(sandbox_repo.root)["jobs"]["emb"]
+    assert (
+        job["status"] == "completed" and job["reuse"]["reused"] == 130 and job["run"].startswith("default+")
+    )
+    reconciled(run_cli, sandbox_repo, "--replace", "emb", "--no-reuse")
+    fresh = [
+        b
+        for b in batches(sandbox, "emb")
+        if b.metadata["reconciler_run"] == state_of(sandbox_repo.root)["jobs"]["emb"]["run"]
+    ]
+    assert sorted(b.request_counts.total for b in fresh) == [30, 50, 50]
+
+
+def test_a_budget_counts_only_the_requests_sent(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    first = request_lines(100)
+    write_emb(sandbox_repo, first, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    write_emb(sandbox_repo, first + request_lines(102)[100:], budget={"max_usd": 0.0005}, **REUSE)
+    change = planned(run_cli, sandbox_repo)["emb"]
+    assert change["launch"]["requests"] == 2 and change["over_budget"] is None
+    assert change["saved_by_reuse"]["input_usd"] > change["cost"]["input_usd"] > 0
+    assert "saved by reuse" in run_cli("plan", *sandbox_repo.args()).stdout
+    refused = planned(run_cli, sandbox_repo, "--no-reuse")["emb"]
+    assert refused["launch"]["requests"] == 102 and refused["over_budget"] is not None
