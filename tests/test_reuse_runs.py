@@ -65,6 +65,7 @@ def by_id(lines: list[bytes]) -> dict[str, bytes]:
 REUSE = {"reuse": {"max_age": "30d"}}
 
 
+@pytest.mark.slow
 def test_200_then_10_added_and_5_edited_sends_exactly_15_and_merges_210_results(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -98,6 +99,7 @@ def test_200_then_10_added_and_5_edited_sends_exactly_15_and_merges_210_results(
     assert job["reuse"]["reused"] == 195 and job["request_counts"]["total"] == 15
 
 
+@pytest.mark.slow
 def test_the_same_edit_without_reuse_sends_all_210(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -109,6 +111,7 @@ def test_the_same_edit_without_reuse_sends_all_210(
     assert len(sent_lines(sandbox, newest_batch(sandbox))) == 210
 
 
+@pytest.mark.slow
 def test_no_reuse_flag_sends_all_210(sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli) -> None:
     first = request_lines(200)
     write_emb(sandbox_repo, first, **REUSE)
@@ -120,6 +123,7 @@ def test_no_reuse_flag_sends_all_210(sandbox_repo: UserRepo, sandbox: Sandbox, r
     assert state_of(sandbox_repo.root)["jobs"]["emb"].get("reuse") is None
 
 
+@pytest.mark.slow
 def test_a_fresh_checkout_reuses_from_the_providers_files_and_sends_only_the_5_added(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -157,6 +161,7 @@ def test_everything_unchanged_but_the_run_id_creates_no_batch_and_completes_with
     assert planned(run_cli, sandbox_repo)["emb"]["action"] == "noop"
 
 
+@pytest.mark.slow
 def test_a_changed_custom_id_keeps_the_answer_byte_for_byte_under_its_new_label(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -175,6 +180,7 @@ def test_a_changed_custom_id_keeps_the_answer_byte_for_byte_under_its_new_label(
         )
 
 
+@pytest.mark.slow
 def test_an_earlier_error_a_changed_model_and_answers_past_max_age_are_sent_again(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,6 +209,7 @@ def answer_store(repo: UserRepo) -> Path:
     return repo.root / ".reconciler" / "answers.sqlite"
 
 
+@pytest.mark.slow
 def test_status_output_json_and_the_dashboard_carry_the_reused_count(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -248,6 +255,7 @@ def delete_files_of(sandbox: Sandbox, job: str = "emb") -> None:
                 client.files.delete(file_id)
 
 
+@pytest.mark.slow
 def test_the_store_answers_when_the_providers_files_are_gone(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
