@@ -168,10 +168,19 @@ def replace_option(func: F) -> F:
     )(func)
 
 
+def no_reuse_option(func: F) -> F:
+    return click.option(
+        "--no-reuse",
+        is_flag=True,
+        help="Send every request of a run that starts now, even where spec.reuse has an earlier answer.",
+    )(func)
+
+
 def planning_options(func: F) -> F:
-    """What every command that plans takes: the owner, --allow-empty, --target, --replace and
-    --refresh-inputs (in that order in --help)."""
-    for option in (replace_option, target_options, allow_empty_option, owner_option, refresh_inputs_option):
+    """What every command that plans takes: the owner, --allow-empty, --target, --replace,
+    --no-reuse and --refresh-inputs (in that order in --help)."""
+    options = (no_reuse_option, replace_option, target_options, allow_empty_option, owner_option)
+    for option in (*options, refresh_inputs_option):
         func = option(func)
     return func
 

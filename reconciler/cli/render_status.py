@@ -239,7 +239,8 @@ def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
         name,
         status_cell(view, name),
         sync(view, name),
-        f"{figures.done - figures.failed}/{figures.failed}/{figures.total}",
+        f"{figures.done - figures.failed}/{figures.failed}/{figures.total}"
+        + (f" +{job.reused:,} reused" if job.reused else ""),
         f"{figures.per_minute:,.0f}/min" if figures.per_minute is not None else "-",
         duration(figures.eta_seconds) if figures.eta_seconds is not None else "-",
         batches,
@@ -326,6 +327,11 @@ def status_detail(view: StatusView, name: str, now: float) -> str:
         f"  requests     {figures.done - figures.failed} done, {figures.failed} failed, "
         f"{figures.total} total",
     ]
+    if job.reused and job.reuse is not None:
+        source = f", most from run {job.reuse.from_run}" if job.reuse.from_run else ""
+        lines.append(
+            f"  reused       {job.reused:,} of {job.reuse.requests:,} answered by earlier runs{source}"
+        )
     if figures.per_minute is not None:
         eta = duration(figures.eta_seconds) if figures.eta_seconds is not None else "-"
         lines.append(f"  rate         {figures.per_minute:,.0f} requests/min, about {eta} to go")

@@ -13,6 +13,7 @@ failure of the wait: one line each, and a non-zero exit.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from reconciler.engine.finish import finish_jobs
 from reconciler.engine.observe import observe
 from reconciler.engine.results import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
+from reconciler.engine.reuse import AnswerStore, open_store, with_reuse
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
 from reconciler.plans.changes import DesiredJob, Plan
@@ -64,7 +66,9 @@ def refresh_and_plan(
     *,
     allow_empty: bool = False,
     scope: Scope | None = None,
+    answers: AnswerStore | None = None,
 ) -> Refreshed:
+    """`answers`: the answer store of jobs with spec.reuse (opened here when not given)."""
     scope = scope or Scope()
     scope.check(ws, state)
     now = clock.now()
@@ -72,6 +76,12 @@ def refresh_and_plan(
     desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
     live = observe(readers, ws.owner_tag, desired, state)
     choices = choose_runs(desired, live_by_job(live), state, ctx)  # once per pass
+    if reusing(desired):
+        with contextlib.nullcontext(answers) if answers else answer_store(ws) as store:
+            at = int(now.timestamp())
+            desired = with_reuse(
+                desired, state, live, choices, readers, store, ws.work_dir, at, no_reuse=scope.no_reuse
+            )
     runs = {name: choice.run for name, choice in choices.items()}
     retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
     counts = {key: retry.count for key, retry in retries.items()}
@@ -111,9 +121,14 @@ def converge(
     (raise), apply all but the changes over a budget, record.  No other writer of this owner
     plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`."""
     scope = scope or Scope()
-    with open_state(ws) as backend, backend.writer_lock(command):
+    with contextlib.ExitStack() as stack:
+        backend = stack.enter_context(open_state(ws))
+        stack.enter_context(backend.writer_lock(command))
+        answers = stack.enter_context(answer_store(ws)) if reusing(ws.desired) else None
         state = load_state(ws, rebuild=rebuild, backend=backend)
-        found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope)
+        found = refresh_and_plan(
+            ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope, answers=answers
+        )
         if confirm is not None:
             confirm(found.plan)
         over_budget = {} if allow_over_budget else refused(found.plan)
@@ -127,9 +142,18 @@ def converge(
         outcome.over_budget = over_budget
         left = untouched | found.behind  # results and usage of a job left to a newer checkout are its
         mine = {name: job for name, job in found.desired.items() if name not in left}
-        finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo)
+        finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo, answers)
         state = backend.write(finished)  # once per pass, results before their status
     return found.plan, state, outcome
+
+
+def reusing(desired: Mapping[str, DesiredJob]) -> bool:
+    return any(job.reuse_max_age is not None for job in desired.values())
+
+
+def answer_store(ws: Workspace) -> contextlib.AbstractContextManager[AnswerStore]:
+    """The answer store of this workspace's owner: beside its state file, or in its database."""
+    return open_store(ws.paths.state, ws.paths.state_url, ws.owner_tag)
 
 
 def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], command: str) -> State:

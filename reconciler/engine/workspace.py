@@ -146,10 +146,13 @@ class Scope:
     targets: frozenset[str] | None = None
     replace: frozenset[str] = frozenset()
     stamp: str = field(default_factory=lambda: stamp(clock.now()))
+    no_reuse: bool = False  # --no-reuse: a run that starts now sends every request (spec.reuse)
 
     @classmethod
-    def of(cls, targets: tuple[str, ...] = (), replace: tuple[str, ...] = ()) -> Scope:
-        return cls(frozenset(targets) if targets else None, frozenset(replace))
+    def of(
+        cls, targets: tuple[str, ...] = (), replace: tuple[str, ...] = (), *, no_reuse: bool = False
+    ) -> Scope:
+        return cls(frozenset(targets) if targets else None, frozenset(replace), no_reuse=no_reuse)
 
     def context(self) -> PlanContext:
         return PlanContext(stamp=self.stamp, replace=self.replace, targets=self.targets)

@@ -62,6 +62,7 @@ from reconciler.plans.reasons import (
     Replacing,
     Resume,
     Retry,
+    Reused,
     RunChanged,
     ScheduledRun,
     SpecChanged,
@@ -152,6 +153,8 @@ def plan_job(
     waiting = {u: _left(in_flight, desired, run, u) for u in creates if _left(in_flight, desired, run, u)}
     creates = [u for u in creates if u not in waiting]
     action, reason = _label(desired, recorded, choice, current, stale, adopt, creates)
+    if action is Action.NOOP and _answered_by_reuse(desired, recorded, choice, current):
+        action, reason = Action.CREATE, _create_reason(desired, recorded, choice, [], False)
     if waiting and action is Action.NOOP:
         unit, left = next(iter(waiting.items()))
         reason = CreateInFlight(unit.part, unit.retry, left)
@@ -161,6 +164,19 @@ def plan_job(
     if choice.edit_waits and action is Action.NOOP:  # an edit that does nothing yet is still news
         change = dataclasses.replace(change, attention=True)
     return dataclasses.replace(change, missed_slot=choice.missed) if choice.missed else change
+
+
+def _answered_by_reuse(
+    desired: DesiredJob, recorded: JobState | None, choice: RunChoice, current: list[LiveBatch]
+) -> bool:
+    """A new run whose every request is answered by earlier runs (spec.reuse): it starts, and
+    completes, without a batch."""
+    reuse = desired.reuse
+    if reuse is None or reuse.reused < desired.requests or current or not choice.fresh:
+        return False
+    if recorded is None or recorded.run != choice.run or recorded.generation != desired.generation:
+        return True
+    return not recorded.all_reused
 
 
 def _superseded(batch: LiveBatch, run: str | None, generation: str, choice: RunChoice) -> bool:
@@ -337,6 +353,8 @@ def _change(
     run: str | None = None,
 ) -> Change:
     launched = sum(u.requests for u in creates)
+    reuse, starts = desired.reuse, action in (Action.CREATE, Action.REPLACE)
+    reused = Reused(reuse.reused, desired.requests, reuse.from_run) if reuse and starts else None
     slot = desired.schedule
     upcoming = None
     if slot is not None and slot.next is not None:
@@ -356,6 +374,7 @@ def _change(
         launch_tokens=desired.estimated_tokens(launched),
         run=run,
         next_run=upcoming,
+        reused=reused,
     )
 
 

@@ -90,6 +90,13 @@ class BudgetSpec(_Document):
     """When a running run's actual cost passes max_usd: report it, or also cancel what still runs."""
 
 
+class ReuseSpec(_Document):
+    max_age: Duration = 30 * 86400
+    """An earlier answer is reused while it is at most this old (e.g. 30d), from when it was answered."""
+    scope: Literal["job", "owner"] = "job"
+    """job: answers of this job's earlier runs; owner: also those of the owner's other jobs."""
+
+
 class BatchJobSpec(_Document):
     provider: Name | None = None
     """A Provider document's name; omitted: the built-in sandbox."""
@@ -137,6 +144,9 @@ class BatchJobSpec(_Document):
     """Any string; changing it starts a new run of an otherwise unchanged spec."""
     history_limit: Annotated[int, Field(ge=1, le=100)] = 10
     """How many runs the state keeps per job."""
+    reuse: ReuseSpec | None = None
+    """Send only requests without a recent answer: a request (its endpoint and body, not its
+    custom_id) answered with status 200 by an earlier run is not sent again; its answer is reused."""
 
     @model_validator(mode="after")
     def _schedule_fields_need_a_schedule(self) -> BatchJobSpec:

@@ -48,7 +48,7 @@ def upgraded(data: dict[str, Any]) -> dict[str, Any]:
     (the caller reports it as damage)."""
     if data.get("format_version") == 1:
         data = _from_v1(data)
-    if data.get("format_version") in (2, 3):
+    if data.get("format_version") in (2, 3, 4):
         data = {**data, "format_version": FORMAT_VERSION}
     return _with_intent_states(data)
 

@@ -36,20 +36,21 @@ def command(
     allow_over_budget: bool,
     targets: tuple[str, ...],
     replace: tuple[str, ...],
+    no_reuse: bool,
     planfile: str | None,
     auto_approve: bool,
     parallelism: int,
 ) -> int:
     """Create and cancel batches so the provider matches the specs."""
     saved = load_plan(planfile) if planfile else None
-    scope = Scope.of(targets, replace)
+    scope = Scope.of(targets, replace, no_reuse=no_reuse)
     if saved is not None:
         if targets or replace:
             raise UserError("a saved plan brings its own --target and --replace; give them to `plan --out`")
         targets_then, replace_then, stamp = saved_scope(saved)
-        scope = Scope(targets_then, replace_then)
+        scope = Scope(targets_then, replace_then, no_reuse=no_reuse)
         if stamp is not None:  # the runs the saved plan showed, whenever it is applied
-            scope = Scope(targets_then, replace_then, stamp)
+            scope = Scope(targets_then, replace_then, stamp, no_reuse=no_reuse)
     ws = prepare(paths, owner)
     confirm: Callable[[Plan], None]
     if saved is not None and planfile is not None:
