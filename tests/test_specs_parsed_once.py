@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from reconciler.specs import loader
+from reconciler.specs import loader, yamlsource
 from reconciler.specs.loader import scan_repo
 from tests.fixtures.repo import MakeRepo, UserRepo
 
@@ -76,3 +76,43 @@ def test_a_one_shot_scan_keeps_nothing(make_repo: MakeRepo, old_enough: None) ->
     before = scan_repo(repo.paths).repo.jobs["first"].job
     assert scan_repo(repo.paths).repo.jobs["first"].job is not before
     assert repo.paths.specs.absolute() not in loader._by_folder
+
+
+def test_a_clean_load_looks_up_no_line_and_a_later_problem_finds_its_own(make_repo: MakeRepo) -> None:
+    """Where a field is written is worked out only for a problem: a valid repo places nothing.
+    A problem found after validation still names its line, in the right document of its file,
+    even when a later document of that file does not parse."""
+    repo = make_repo()
+    for index in range(20):
+        repo.write_job(f"job-{index}")
+    placed = yamlsource.work["located"]
+    assert scan_repo(repo.paths).problems == []
+    assert yamlsource.work["located"] == placed
+
+    repo.write_spec(
+        "specs/more.yaml",
+        """\
+        apiVersion: reconciler/v1
+        kind: BatchJob
+        metadata: {name: fine}
+        spec: {endpoint: /v1/chat/completions, input: ../data/job-0.jsonl}
+        ---
+        # the same name as specs/job-3.yaml
+        apiVersion: reconciler/v1
+        kind: BatchJob
+        metadata:
+          name: job-3
+        spec:
+          endpoint: /v1/chat/completions
+          provider: nowhere
+          input: ../data/job-3.jsonl
+        ---
+        broken: [
+        """,
+    )
+    problems = [str(problem) for problem in scan_repo(repo.paths).problems]
+    assert any(p.startswith("specs/more.yaml:10: metadata.name: duplicate BatchJob name") for p in problems)
+    assert any(
+        p.startswith("specs/more.yaml:13: spec.provider: no Provider named 'nowhere'") for p in problems
+    )
+    assert yamlsource.work["located"] > placed

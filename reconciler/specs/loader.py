@@ -20,7 +20,7 @@ import os
 import stat
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,43 +33,47 @@ from reconciler.specs import results_template
 from reconciler.specs.fields import closest, error_message
 from reconciler.specs.models import KINDS, BatchJob, Notification, Provider
 from reconciler.specs.repo import RealRoots, RepoPaths, display, resolve_input, resolve_results
-from reconciler.specs.yamlsource import Loc, locate, parse_yaml
-
-# The fields a problem found after validation points at (a name used twice, a provider or an
-# input that is not there, results that clash): their places are kept, the YAML nodes are not
-# (they were most of the memory: 12 KB a spec, 120 MB at 10,000 specs).
-PLACES: tuple[Loc, ...] = (("metadata", "name"), ("spec", "provider"), ("spec", "input"), ("spec", "results"))
+from reconciler.specs.yamlsource import Loc, locate, locate_in, parse_yaml_text
 
 
 @dataclass(frozen=True)
 class Document:
+    """One valid document of a spec file. Where its fields are written is worked out only when
+    a problem found after validation points at one (a name used twice, a provider or an input
+    that is not there, results that clash): placing every field of every spec up front was 15%
+    of a plan of 10,000 specs, for lines almost never shown. Keeping the YAML nodes instead
+    was most of the memory (12 KB a spec); the file's text is kept, and parsed again."""
+
     source: Path
     display: str
     line: int  # where the document starts
-    places: Mapping[Loc, tuple[int, str]]  # PLACES → (line, field as written)
+    index: int  # which document of its file: 0 for the first
+    text: str = field(repr=False)  # the whole file, as parsed
     model: BatchJob | Provider | Notification
 
     @property
     def name_line(self) -> int:
-        return self.places[("metadata", "name")][0]
+        return self.place(("metadata", "name"))[0]
+
+    def place(self, loc: Loc) -> tuple[int, str]:
+        """(line, field as written) of `loc`; the document's own line when it cannot be found."""
+        return locate_in(self.text, self.index, loc) or (self.line, ".".join(str(part) for part in loc))
 
     def problem(self, loc: Loc, message: str) -> Problem:
-        line, label = self.places.get(loc, (self.line, ".".join(str(part) for part in loc)))
-        return Problem(self.display, line, label, message)
+        return Problem(self.display, *self.place(loc), message)
 
 
 def read_documents(path: Path, shown: str) -> tuple[list[Document], list[Problem]]:
     """The valid documents of one file (empty ones skipped) and the problems found."""
     documents: list[Document] = []
-    parsed, problems = parse_yaml(path, shown)
-    for node, data in parsed:
+    parsed, problems, text = parse_yaml_text(path, shown)
+    for index, (node, data) in enumerate(parsed):
         if data is None:
             continue
         model, trouble = _validate(data, node, shown)
         problems += trouble
         if model is not None:
-            places = {loc: locate(node, loc) for loc in PLACES}
-            documents.append(Document(path, shown, node.start_mark.line + 1, places, model))
+            documents.append(Document(path, shown, node.start_mark.line + 1, index, text, model))
     return documents, problems
 
 
