@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from tests.fixtures.daemon import StartDaemon
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.fixtures.sandbox import SandboxFactory, upload
+from tests.hostile_server import BATCH, hostile_server
 from tests.reconcile_helpers import (
     OWNER,
     batches,
@@ -61,6 +63,39 @@ def test_apply_of_new_jobs_sends_one_upload_and_one_create_per_job_and_beats_seq
     assert sequential_floor / elapsed >= 4, (
         f"{elapsed:.2f}s against a sequential floor of {sequential_floor}s"
     )
+
+
+def test_apply_sends_the_uploads_of_forty_new_jobs_all_at_once(make_repo: MakeRepo, run_cli: RunCli) -> None:
+    """No fixed pool of 16: as many requests at once as there are (up to --parallelism, 64)."""
+    jobs = 40
+    lock, arrived = threading.Lock(), threading.Event()
+    held: list[int] = []
+    waits: list[bool] = []
+
+    def hold_each_upload_until_all_have_arrived(method: str, route: str) -> None:
+        if (method, route) != ("POST", "/files"):
+            return
+        with lock:
+            held.append(len(held) + 1)
+            if len(held) == jobs:
+                arrived.set()
+        waits.append(arrived.wait(timeout=10))  # a safety net: a smaller pool never gets them all here
+
+    with hostile_server() as hostile:
+        hostile.script("/batches", {"object": "list", "data": [], "has_more": False})
+        hostile.script("/files", {"object": "list", "data": [], "has_more": False})
+        upload = {"id": "file-1", "object": "file", "bytes": 1, "filename": "x.jsonl", "purpose": "batch"}
+        hostile.script("POST /files", upload)
+        hostile.script("POST /batches", BATCH)
+        hostile.on_request(hold_each_upload_until_all_have_arrived)
+        repo = make_repo()
+        repo.write_provider("odd", base_url=hostile.base_url("scripted"))
+        for index in range(jobs):
+            repo.write_job(f"job-{index:03d}", provider="odd", requests=2)
+        result = run_cli("apply", "--auto-approve", "--owner", OWNER, *repo.args())
+        assert result.exit_code == 0, result.stderr
+        assert all(waits) and len(waits) == jobs, f"{waits.count(False)} uploads gave up waiting for the rest"
+        assert hostile.calls["POST /files"] == hostile.calls["POST /batches"] == jobs
 
 
 def test_plan_over_owned_and_twice_as_many_foreign_batches_lists_one_page_per_hundred_plus_three(

@@ -27,6 +27,7 @@ from reconciler.common.errors import UserError
 from reconciler.engine import clock
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.failures import Failure
+from reconciler.engine.apply.leftovers import Leftovers
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.clock import at_time
 from reconciler.engine.desired import with_input_changes
@@ -118,12 +119,13 @@ def converge(
     scope = scope or Scope()
     with open_state(ws) as backend, backend.writer_lock(command):
         state = load_state(ws, rebuild=rebuild, backend=backend)
+        leftovers = Leftovers.listing(state, apis, ws.owner_tag)  # beside the list of batches
         found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope)
         if confirm is not None:
             confirm(found.plan)
         over_budget = {} if allow_over_budget else refused(found.plan)
         sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
-        fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
+        fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism, leftovers)
         untouched = scope.untouched(ws, state)
         carried_out = without_refused(found.plan) if over_budget else found.plan
         state, outcome = apply_plan(

@@ -69,12 +69,16 @@ KEPT = 50  # indexes kept per repo, newest first
 MAX_SHOWN_IDS = 3
 
 
-def write_index(folder: Path, sha256: str, fingerprints: dict[str, bytes]) -> None:
-    """Best effort: an index that cannot be written only makes a later diff say less."""
-    text = "".join(f"{json.dumps(custom_id)} {print_.hex()}\n" for custom_id, print_ in fingerprints.items())
-    with contextlib.suppress(OSError, WriteError):
-        fileops.write_bytes(folder / f"{sha256}{SUFFIX}", text.encode())
-        _prune(folder)
+def write_indexes(folder: Path, indexes: dict[str, dict[str, bytes]]) -> None:
+    """Best effort: an index that cannot be written only makes a later diff say less.  The
+    folder is pruned once, after all of them (per index, 100 new inputs cost 100 listings)."""
+    for sha256, fingerprints in indexes.items():
+        text = "".join(f"{json.dumps(key)} {print_.hex()}\n" for key, print_ in fingerprints.items())
+        with contextlib.suppress(OSError, WriteError):
+            fileops.write_bytes(folder / f"{sha256}{SUFFIX}", text.encode())
+    if indexes:
+        with contextlib.suppress(OSError):
+            _prune(folder)
 
 
 def read_index(folder: Path, sha256: str) -> dict[str, str] | None:
@@ -150,6 +154,6 @@ def digest_repo(
         raise SpecError(problems)
     if cache and fresh != cached:
         write_cache(cache_path, fresh)
-    for sha256, fingerprints in indexes.items() if cache else ():
-        write_index(input_indexes(paths), sha256, fingerprints)
+    if cache:
+        write_indexes(input_indexes(paths), indexes)
     return digests
