@@ -29,3 +29,19 @@ def test_help_imports_no_command_module_and_none_of_httpx_or_pydantic() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stderr.strip() == ""
     assert all(name in done.stdout for name in COMMANDS)
+
+
+@pytest.mark.parametrize("name", ["validate", "plan", "apply", "reconcile"])
+def test_a_one_shot_command_loads_no_terminal_drawing_daemon_or_sandbox(name: str) -> None:
+    """rich (httpx's own command-line tool pulls it in), the daemon and the sandbox are not what
+    a command needs before its first request: each was tens of milliseconds of its start."""
+    probe = (
+        "import sys; from reconciler.cli.main import main\n"
+        f"try: main([{name!r}, '--help'])\n"
+        "except SystemExit: pass\n"
+        "heavy = ('rich', 'pygments', 'httpx._main', 'reconciler.daemon', 'reconciler.sandbox')\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith(heavy) and sys.modules[m])), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stderr.strip() == ""
+    assert "Usage:" in done.stdout

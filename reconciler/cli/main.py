@@ -48,9 +48,18 @@ class LazyGroup(click.Group):
         module_name = COMMANDS.get(cmd_name)
         if module_name is None:
             return None
+        _without_httpx_cli()
         module = importlib.import_module(f"reconciler.cli.commands.{module_name}")
         command: click.Command = module.command
         return command
+
+
+def _without_httpx_cli() -> None:
+    """httpx imports its own command-line tool whenever rich and pygments are installed (they
+    are: `reconcile --wait` draws with rich), ~40 ms of every command's start for a tool we never
+    run.  A None entry makes that import fail, and httpx then goes without it (its __init__
+    allows for the tool being absent).  Only the CLI does it: importing reconciler does not."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def summary(name: str, limit: int = 45) -> str:
