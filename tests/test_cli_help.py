@@ -8,7 +8,7 @@ import sys
 import click
 import pytest
 
-from reconciler.cli.main import COMMANDS, cli, summary
+from reconciler.cli.main import COMMANDS, cli, one_shot, summary
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -45,3 +45,21 @@ def test_a_one_shot_command_loads_no_terminal_drawing_daemon_or_sandbox(name: st
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stderr.strip() == ""
     assert "Usage:" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, once",
+    [
+        (["plan", "--repo", "x"], True),
+        (["status", "--json"], True),
+        (["reconcile"], True),
+        (["reconcile", "--wait"], False),
+        (["reconcile", "--repo", "plan", "--watch"], False),
+        (["sandbox", "--port", "0"], False),
+        (["--help"], False),
+    ],
+)
+def test_only_a_command_that_does_one_pass_runs_without_the_cyclic_collector(
+    argv: list[str], once: bool
+) -> None:
+    assert one_shot(argv) is once
