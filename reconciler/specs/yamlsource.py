@@ -3,8 +3,8 @@
 PyYAML's composed node tree keeps line marks that the constructed Python data loses; we keep
 both, so a pydantic error location like ('spec', 'metadata', 'team') maps back to a line.
 Lines are looked up only on the way to a problem: a valid document's nodes are dropped, and a
-problem found later (`locate_in`) parses its file's text again. `work` counts the look-ups,
-so a test can tell that a clean load placed nothing.
+problem found later (`locate_in`) parses its file's text again. `work` counts files parsed
+and look-ups, so a test can tell that a load parsed or placed nothing.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_FAST_LOADER or SafeLoader12)
 
 
-work: Counter[str] = Counter()  # "located": nodes placed (a line and a field name looked up)
+# "parsed": files parsed; "located": nodes placed (a line and a field name looked up)
+work: Counter[str] = Counter()
 
 
 def parse_yaml(path: Path, shown: str) -> tuple[list[Parsed], list[Problem]]:
@@ -72,6 +73,7 @@ def parse_yaml(path: Path, shown: str) -> tuple[list[Parsed], list[Problem]]:
 
 def parse_yaml_text(path: Path, shown: str) -> tuple[list[Parsed], list[Problem], str]:
     """`parse_yaml`, and the text it parsed ('' when the file could not be read as text)."""
+    work["parsed"] += 1
     try:
         text = read_regular_file(path).decode("utf-8")
     except OSError as error:
