@@ -128,9 +128,14 @@ def digest_repo(
     fresh: dict[str, InputDigest] = {}
     digests: dict[str, InputDigest] = {}
     problems: list[Problem] = []
+    done: dict[tuple[Path, str, InputLimits], InputDigest] = {}  # inputs that jobs share: once
     for name, job in sorted(repo.jobs.items()):
         endpoint, shown = job.job.spec.endpoint, display(job.input_path, paths)
         job_limits = NO_LIMITS if job.job.spec.split else limits
+        shared = done.get((job.input_path, endpoint, job_limits))
+        if shared is not None:
+            digests[name] = shared
+            continue
         try:
             key = cache_key(job.input_path, endpoint, job_limits)
             digest = fresh.get(key) or cached.get(key)
@@ -147,7 +152,7 @@ def digest_repo(
         except SpecError as error:
             problems += error.problems
             continue
-        digests[name] = digest
+        digests[name] = done[(job.input_path, endpoint, job_limits)] = digest
         if unchanged:  # a file written to while we read it is hashed again next time
             fresh[key] = digest
     if problems:
