@@ -112,14 +112,17 @@ def converge(
     confirm: Callable[[Plan], None] | None = None,
     scope: Scope | None = None,
     allow_over_budget: bool = False,
+    early_leftovers: bool = True,
 ) -> tuple[Plan, State, Outcome]:
     """Under the owner's writer lock, for the whole pass: refresh, plan, let `confirm` veto
     (raise), apply all but the changes over a budget, record.  No other writer of this owner
-    plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`."""
+    plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`.
+    `early_leftovers`: list the uploads a lost state may have left while observing (False when
+    `confirm` is likely to refuse: nothing but the list of batches is read then)."""
     scope = scope or Scope()
     with open_state(ws) as backend, backend.writer_lock(command):
         state = load_state(ws, rebuild=rebuild, backend=backend)
-        leftovers = Leftovers.listing(state, apis, ws.owner_tag)  # beside the list of batches
+        leftovers = Leftovers.listing(state, apis, ws.owner_tag) if early_leftovers else None
         found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope)
         if confirm is not None:
             confirm(found.plan)

@@ -75,6 +75,7 @@ def command(
             confirm=confirm,
             allow_over_budget=allow_over_budget,
             scope=scope,
+            early_leftovers=auto_approve or saved is not None,  # not when it may well be refused
         )
     announce(ws, EventLog("text", sys.stdout), "reconciler apply", NotifyBudget())
     return report_outcome(plan, outcome)
