@@ -148,3 +148,16 @@ def test_a_fresh_state_lists_its_files_beside_the_list_of_batches_not_after_it(
         assert result.exit_code == 0, result.stderr
         assert held == [True]
         assert (hostile.calls["GET /batches"], hostile.calls["GET /files"]) == (1, 1)
+
+
+def test_an_apply_that_asks_and_is_refused_lists_no_files(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    """Off a terminal, apply without --auto-approve refuses a plan with changes: the uploads a
+    lost state may have left are not looked for early then (nothing is applied)."""
+    sandbox_repo.write_job("a", requests=3)
+    sandbox.reset_counts()
+    result = run_cli("apply", *sandbox_repo.args())
+    assert result.exit_code == 1
+    assert "--auto-approve" in result.stderr
+    assert sandbox.request_counts() == {"GET /v1/batches": 1}
