@@ -30,13 +30,14 @@ from reconciler.daemon.board import Metrics
 from reconciler.daemon.hooks import Hooks, count_api_error, report_pass
 from reconciler.daemon.passes import ClientPool, Loaded, PassResult, load, run_pass
 from reconciler.daemon.timing import Cadence, Waker, earliest, restart_wait, retry_delay
-from reconciler.daemon.watch import FileWatcher, targets_for
+from reconciler.daemon.watch import FileWatcher, targets_for, watched_files
 from reconciler.daemon.web import Liveness
 from reconciler.engine import clock
 from reconciler.engine.apply.failures import server_wait
 from reconciler.engine.clock import seconds_until_next
 from reconciler.engine.events import EventLog
 from reconciler.engine.workspace import load_state
+from reconciler.plans.wording import over_budget_words, words
 from reconciler.specs.checkout import head
 from reconciler.specs.repo import RepoPaths, resolve_paths
 from reconciler.state.backend import Leadership
@@ -174,7 +175,8 @@ class Daemon:
         for _ in range(3):  # a restarted watch may have missed a write: look once more
             paths = self.settings.paths()
             self.loaded = load(paths, self.settings.owner, self.loaded)
-            targets = targets_for(paths.specs, self.loaded.inputs, self.settings.links())
+            files = watched_files(paths, self.loaded.inputs)
+            targets = targets_for(paths.specs, files, self.settings.links())
             self.watch_broken = False
             if not self.watcher.follow(targets):
                 break
@@ -247,17 +249,23 @@ class Daemon:
         if result.held_back and result.held_back not in self.said:
             self.said.add(result.held_back)
             self.log.warning("held_back", result.held_back)
-        over_budget = result.outcome.over_budget
+        refused = result.outcome.over_budget
+        over_budget = {job: over_budget_words(over) for job, over in refused.items()}
         for job, reason in sorted(over_budget.items()):
             line = f"{job}: over budget, not sent: {reason}"
             if line not in self.said:  # once until the specs change: it holds on every pass
                 self.said.add(line)
-                self.log.warning("over_budget", line, job=job, reason=reason)
-        self.liveness.over_budget = dict(over_budget)
+                over = refused[job]
+                figures = {"budget": over.budget, "limit_usd": over.limit_usd, "upper_usd": over.upper_usd}
+                self.log.warning("over_budget", line, job=job, reason=reason, **figures)
+        self.liveness.over_budget = over_budget
         for change in result.plan.changes:  # e.g. a job left to a newer checkout: said once
-            if change.attention and change.reason not in self.said:
-                self.said.add(change.reason)
-                self.log.warning("noted", f"{change.job}: {change.reason}", job=change.job)
+            said = words(change.reason)
+            if change.attention and said not in self.said:
+                self.said.add(said)
+                self.log.warning(
+                    "noted", f"{change.job}: {said}", job=change.job, reason_code=change.reason.code.value
+                )
         degraded = bool(self.loaded and self.loaded.problems) or bool(
             result.held_back or result.outcome.failures or over_budget
         )

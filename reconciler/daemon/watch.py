@@ -1,8 +1,9 @@
 """Which files wake the daemon, and the thread that watches them with watchfiles.
 
-The specs directory and the folder of every input are watched; the set is re-derived
-after each load, since a spec may name a new input. Bursts are debounced by watchfiles:
-a `git pull` touching fifty files arrives as one change.
+The specs directory, the folder of every input and reconciler.yaml's, the repo root, are
+watched (recursively, as watchfiles watches every root; changes to other files are filtered
+out); the set is re-derived after each load, since a spec may name a new input.  Bursts are
+debounced by watchfiles: a `git pull` touching fifty files arrives as one change.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchfiles import Change, DefaultFilter, watch
+
+from reconciler.specs.repo import SETTINGS_FILE, RepoPaths
 
 DEBOUNCE_MS = 1000  # the longest a burst of writes is gathered into one wake-up
 QUIET_MS = 200  # a burst ends after this long without another write
@@ -32,6 +35,12 @@ def targets_for(specs: Path, inputs: Iterable[Path], links: Iterable[Path] = ())
     files = {Path(p) for p in inputs} | {Path(p) for p in links}
     wanted = {_existing(specs)} | {_existing(p.parent) for p in files}
     return WatchTargets(frozenset(_outermost(wanted)), frozenset({specs}), frozenset(files))
+
+
+def watched_files(paths: RepoPaths, inputs: Iterable[Path]) -> list[Path]:
+    """The files whose change reloads the specs: every input, and reconciler.yaml, which each
+    load reads again (an edit of it alone must not wait for a change under specs/)."""
+    return [*inputs, paths.repo / SETTINGS_FILE]
 
 
 def _existing(path: Path) -> Path:
