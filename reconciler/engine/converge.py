@@ -29,6 +29,7 @@ from reconciler.engine import clock
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.intents import in_flight, quarantine_seconds
+from reconciler.engine.apply.leftovers import Leftovers
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.clock import at_time
 from reconciler.engine.desired import with_input_changes
@@ -116,16 +117,20 @@ def converge(
     confirm: Callable[[Plan], None] | None = None,
     scope: Scope | None = None,
     allow_over_budget: bool = False,
+    early_leftovers: bool = True,
 ) -> tuple[Plan, State, Outcome]:
     """Under the owner's writer lock, for the whole pass: refresh, plan, let `confirm` veto
     (raise), apply all but the changes over a budget, record.  No other writer of this owner
-    plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`."""
+    plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`.
+    `early_leftovers`: list the uploads a lost state may have left while observing (False when
+    `confirm` is likely to refuse: nothing but the list of batches is read then)."""
     scope = scope or Scope()
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(open_state(ws))
         stack.enter_context(backend.writer_lock(command))
         answers = stack.enter_context(answer_store(ws)) if reusing(ws.desired) else None
         state = load_state(ws, rebuild=rebuild, backend=backend)
+        leftovers = Leftovers.listing(state, apis, ws.owner_tag) if early_leftovers else None
         found = refresh_and_plan(
             ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope, answers=answers
         )
@@ -133,7 +138,7 @@ def converge(
             confirm(found.plan)
         over_budget = {} if allow_over_budget else refused(found.plan)
         sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
-        fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
+        fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism, leftovers)
         untouched = scope.untouched(ws, state)
         carried_out = without_refused(found.plan) if over_budget else found.plan
         state, outcome = apply_plan(

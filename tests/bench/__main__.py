@@ -34,6 +34,8 @@ ITEMS = {
     "12": ("embeddings", "measure"),
     # issue 23
     "13": ("reuse", "measure"),
+    # issue 24
+    "14": ("huge", "measure"),
 }
 
 

@@ -28,7 +28,13 @@ from reconciler.specs.repo import RepoPaths
 @allow_over_budget_option
 @click.argument("planfile", required=False)
 @click.option("--auto-approve", is_flag=True, help="Do not ask before applying.")
-@click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--parallelism",
+    default=DEFAULT_PARALLELISM,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="At most this many requests at once: one per batch to create or cancel, up to this.",
+)
 def command(
     paths: RepoPaths,
     owner: str | None,
@@ -70,6 +76,7 @@ def command(
             confirm=confirm,
             allow_over_budget=allow_over_budget,
             scope=scope,
+            early_leftovers=auto_approve or saved is not None,  # not when it may well be refused
         )
     announce(ws, EventLog("text", sys.stdout), "reconciler apply", NotifyBudget())
     return report_outcome(plan, outcome)

@@ -50,7 +50,13 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
     help="Seconds the whole command may take (with --wait, the waiting included).  "
     "[default: the longest completion_window of the jobs plus 1h: 25h]",
 )
-@click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--parallelism",
+    default=DEFAULT_PARALLELISM,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="At most this many requests at once: one per batch to create or cancel, up to this.",
+)
 @click.option("--watch", is_flag=True, help="Keep running: converge on every file change, poll live status.")
 @click.option(
     "--interval",

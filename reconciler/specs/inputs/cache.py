@@ -69,12 +69,16 @@ KEPT = 50  # indexes kept per repo, newest first
 MAX_SHOWN_IDS = 3
 
 
-def write_index(folder: Path, sha256: str, fingerprints: dict[str, bytes]) -> None:
-    """Best effort: an index that cannot be written only makes a later diff say less."""
-    text = "".join(f"{json.dumps(custom_id)} {print_.hex()}\n" for custom_id, print_ in fingerprints.items())
-    with contextlib.suppress(OSError, WriteError):
-        fileops.write_bytes(folder / f"{sha256}{SUFFIX}", text.encode())
-        _prune(folder)
+def write_indexes(folder: Path, indexes: dict[str, dict[str, bytes]]) -> None:
+    """Best effort: an index that cannot be written only makes a later diff say less.  The
+    folder is pruned once, after all of them (per index, 100 new inputs cost 100 listings)."""
+    for sha256, fingerprints in indexes.items():
+        text = "".join(f"{json.dumps(key)} {print_.hex()}\n" for key, print_ in fingerprints.items())
+        with contextlib.suppress(OSError, WriteError):
+            fileops.write_bytes(folder / f"{sha256}{SUFFIX}", text.encode())
+    if indexes:
+        with contextlib.suppress(OSError):
+            _prune(folder)
 
 
 def read_index(folder: Path, sha256: str) -> dict[str, str] | None:
@@ -124,9 +128,14 @@ def digest_repo(
     fresh: dict[str, InputDigest] = {}
     digests: dict[str, InputDigest] = {}
     problems: list[Problem] = []
+    done: dict[tuple[Path, str, InputLimits], InputDigest] = {}  # inputs that jobs share: once
     for name, job in sorted(repo.jobs.items()):
         endpoint, shown = job.job.spec.endpoint, display(job.input_path, paths)
         job_limits = NO_LIMITS if job.job.spec.split else limits
+        shared = done.get((job.input_path, endpoint, job_limits))
+        if shared is not None:
+            digests[name] = shared
+            continue
         try:
             key = cache_key(job.input_path, endpoint, job_limits)
             digest = fresh.get(key) or cached.get(key)
@@ -143,13 +152,13 @@ def digest_repo(
         except SpecError as error:
             problems += error.problems
             continue
-        digests[name] = digest
+        digests[name] = done[(job.input_path, endpoint, job_limits)] = digest
         if unchanged:  # a file written to while we read it is hashed again next time
             fresh[key] = digest
     if problems:
         raise SpecError(problems)
     if cache and fresh != cached:
         write_cache(cache_path, fresh)
-    for sha256, fingerprints in indexes.items() if cache else ():
-        write_index(input_indexes(paths), sha256, fingerprints)
+    if cache:
+        write_indexes(input_indexes(paths), indexes)
     return digests
