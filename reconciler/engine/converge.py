@@ -130,6 +130,7 @@ def converge(
         stack.enter_context(backend.writer_lock(command))
         answers = stack.enter_context(answer_store(ws)) if reusing(ws.desired) else None
         state = load_state(ws, rebuild=rebuild, backend=backend)
+        scope.check(ws, state)  # a misspelt --target sends nothing, not even the early listing
         leftovers = Leftovers.listing(state, apis, ws.owner_tag) if early_leftovers else None
         found = refresh_and_plan(
             ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope, answers=answers
