@@ -172,10 +172,11 @@ def test_a_state_file_lists_its_latest_serial_and_backup_and_refuses_older_ones(
     assert run_cli("apply", "--auto-approve", *user_repo.args()).exit_code == 0
     history = json.loads(run_cli("state", "history", "--json", *user_repo.args()).stdout)
     latest = json.loads(user_repo.state.read_text())["serial"]
-    assert [v["serial"] for v in history["versions"]] == [latest, latest - 1]
-    shown = json.loads(run_cli("state", "show", str(latest - 1), *user_repo.args()).stdout)
-    assert shown["serial"] == latest - 1
-    gone = run_cli("state", "show", "1", *user_repo.args())
+    (newest, backup) = [v["serial"] for v in history["versions"]]
+    assert newest == latest and backup < latest - 1  # the file before the command: its writes in between
+    shown = json.loads(run_cli("state", "show", str(backup), *user_repo.args()).stdout)
+    assert shown["serial"] == backup
+    gone = run_cli("state", "show", str(latest - 1), *user_repo.args())  # journaled, then folded in
     assert (
         gone.exit_code == 1 and gone.stderr.count("\n") == 1 and "keeps only its latest serial" in gone.stderr
     )
