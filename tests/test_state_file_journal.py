@@ -118,7 +118,7 @@ def test_a_file_another_tool_wrote_whole_makes_the_journal_stale(tmp_path: Path)
 
 def test_the_daemons_journal_is_folded_in_when_due_and_not_before(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    _seed(path, 20_000)  # a file large enough that folding waits a while
+    _seed(path, 5_000)  # a file large enough that folding waits a while
     backend = FileBackend(path, "tag", keep_journal=True)
     with backend.writer_lock("test"):
         written = backend.write(_changed(backend.read(), "job-001", "failed"))

@@ -8,7 +8,7 @@ with; where the repo is is worked out again on every load.
 Only the replica that leads runs a pass (`Role`): the one the state backend's leadership guard
 lets lead.  The daemon asks its backend for the guard (`StateBackend.leadership`) and never
 looks at where the state is.  `reconcile --watch` against a database may run as several
-replicas.  Before each pass a replica makes sure it leads (state/postgres.LeaderLock); a
+replicas.  Before each pass a replica makes sure it leads (state/database.LeaderLock); a
 standby checks again every half second.  A killed leader's lock goes when the server sees its
 connection close, so a standby leads within a second; a leader whose host loses its network
 is dropped by the server after about postgres.UNANSWERED_SECONDS of silence (keepalives and a

@@ -160,8 +160,9 @@ def _seen(path: Path) -> _Seen:
     base = Journal(state.serial, state.lineage, len(raw), zlib.crc32(raw))
     state, journal = _replay(path, base, state) if raw else (state, None)
     seen = _Seen(identity, state, journal, base)
-    changed = [part[4] for part in identity if part is not None]
-    settled = time.time_ns() - max(changed, default=0) > _SETTLED_NS
+    # The journal is only ever appended to (its size moves with every write): the file's own
+    # age is what an edit in place could hide behind.
+    settled = identity[0] is not None and time.time_ns() - identity[0][4] > _SETTLED_NS
     _remember(path, seen if settled else None)  # stat before read: a later write only misses
     return seen
 
