@@ -161,8 +161,9 @@ def _seen(path: Path) -> _Seen:
     state, journal = _replay(path, base, state) if raw else (state, None)
     seen = _Seen(identity, state, journal, base)
     # The journal is only ever appended to (its size moves with every write): the file's own
-    # age is what an edit in place could hide behind.
-    settled = identity[0] is not None and time.time_ns() - identity[0][4] > _SETTLED_NS
+    # age is what an edit in place could hide behind, unless it is the very file known already.
+    same_file = known is not None and known.identity[0] == identity[0]
+    settled = identity[0] is not None and (same_file or time.time_ns() - identity[0][4] > _SETTLED_NS)
     _remember(path, seen if settled else None)  # stat before read: a later write only misses
     return seen
 
