@@ -4,7 +4,8 @@ The main thread holds the state backend's leadership guard (state/backend.Leader
 the health endpoint and waits for SIGTERM or SIGINT (SIGHUP reloads the specs); the loop
 (loop.py) runs on its own thread. On a stop signal the pass in flight gets a few seconds to
 finish; if it does not, it is abandoned — safe by construction, since every create's intent is
-in the state before its request goes out, and the state file is only ever replaced whole.
+in the state before its request goes out, and the state is only ever written atomically (a
+state file's journal line is whole or ignored).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from reconciler.daemon.timing import Cadence, Waker
 from reconciler.daemon.web import Routes, serve_health
 from reconciler.daemon.webhooks import WebhookInbox
 from reconciler.engine.events import EventLog, warnings_to
-from reconciler.engine.workspace import Workspace, load_state, open_state
+from reconciler.engine.workspace import Workspace, load_state, open_backend, open_state
 from reconciler.specs import identity
 from reconciler.specs.loader import LoadedRepo
 from reconciler.specs.repo import RepoPaths
@@ -73,7 +74,8 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
         stack.enter_context(_stop_signals(waker, log))
         stack.enter_context(warnings_to(log))
         tag = identity.owner_tag(owner)
-        states = functools.partial(open_state, ws)
+        # The announcer writes the outbox beside the passes: the state file's journal stays theirs.
+        states = functools.partial(open_backend, paths.state, paths.state_url, tag, keep_journal=True)
         board, announcer = Board(), Announcer(states, tag, log, metrics)
         board.publish(state=recorded)
         inbox = WebhookInbox(board, waker.refresh, log, metrics) if options.health else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -43,6 +43,7 @@ from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
 from reconciler.plans.runs import choose_run, duration
 from reconciler.specs.inputs.cache import input_indexes
+from reconciler.state.backend import StateBackend
 from reconciler.state.model import JobState, State
 
 
@@ -64,13 +65,28 @@ def refresh_and_plan(
     *,
     allow_empty: bool = False,
     scope: Scope | None = None,
+    newest: dict[str, set[str]] | None = None,
 ) -> Refreshed:
+    """`newest`: filled with the ids at the top of each list (engine/observe.LiveView)."""
     scope = scope or Scope()
     scope.check(ws, state)
     now = clock.now()
-    ctx = scope.context()
     desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
-    live = observe(readers, ws.owner_tag, desired, state)
+    live = observe(readers, ws.owner_tag, desired, state, newest)
+    return _planned(ws, readers, desired, state, live, now, allow_empty=allow_empty, ctx=scope.context())
+
+
+def _planned(
+    ws: Workspace,
+    readers: Mapping[str, BatchReader],
+    desired: Mapping[str, DesiredJob],
+    state: State,
+    live: list[LiveBatch],
+    now: datetime,
+    *,
+    allow_empty: bool,
+    ctx: PlanContext,
+) -> Refreshed:
     runs = _current_runs(desired, live, state, ctx)
     retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
     counts = {key: retry.count for key, retry in retries.items()}
@@ -137,14 +153,67 @@ def converge(
     return found.plan, state, outcome
 
 
-def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], command: str) -> State:
+def observe_and_record(
+    ws: Workspace, readers: Mapping[str, BatchReader], command: str, backend: StateBackend | None = None
+) -> State:
     """Refreshes observed status only: no change is planned or made."""
-    with open_state(ws) as backend, backend.writer_lock(command):
+    if backend is None:
+        with open_state(ws) as opened:
+            return observe_and_record(ws, readers, command, opened)
+    with backend.writer_lock(command):
         state = load_state(ws, backend=backend)
         desired = at_time(ws.desired, clock.now())
         live = observe(readers, ws.owner_tag, desired, state)
         newer = behind(ws, state, desired)  # a generation a newer checkout applied stays recorded
         return backend.write(record(desired, state, live, now=utc_now(), observed_only=newer))
+
+
+def plan_jobs(
+    ws: Workspace,
+    readers: Mapping[str, BatchReader],
+    state: State,
+    live: list[LiveBatch],
+    names: Collection[str],
+) -> Refreshed:
+    """The daemon's plan for `names` only, from their batches as already observed (its live view,
+    engine/observe.LiveView): no list is read, no other job is planned.  The "no specs at all"
+    refusal is the whole-repo pass's: a subset is allowed to be empty."""
+    now = clock.now()
+    wanted = {name: ws.desired[name] for name in names if name in ws.desired}
+    recorded = {name: state.jobs[name] for name in names if name in state.jobs}
+    some = state.model_copy(update={"jobs": recorded})
+    desired = with_input_changes(at_time(wanted, now), some, input_indexes(ws.paths))
+    return _planned(ws, readers, desired, some, live, now, allow_empty=True, ctx=PlanContext())
+
+
+def converge_jobs(
+    ws: Workspace,
+    apis: Mapping[str, ProviderApi],
+    backend: StateBackend,
+    state: State,
+    live: list[LiveBatch],
+    found: Refreshed,
+    *,
+    parallelism: int,
+) -> tuple[State, Outcome]:
+    """Carries out `found` (plan_jobs' plan, or a whole pass's) and records the jobs it planned;
+    every other job stays as it was, the very same objects, so the write holds only what
+    changed.  `live`: every batch observed (uploads no batch reads are told by it).  The caller
+    holds the writer lock."""
+    over_budget = refused(found.plan)
+    sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
+    fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
+    planned = {change.job for change in found.plan.changes} | set(found.desired)
+    untouched = (state.jobs.keys() | ws.desired.keys()) - planned
+    carried_out = without_refused(found.plan) if over_budget else found.plan
+    desired = {**ws.desired, **found.desired}
+    state, outcome = apply_plan(
+        carried_out, desired, live, state, fx, untouched, found.behind, applied_from(ws)
+    )
+    outcome.over_budget = over_budget
+    mine = {name: job for name, job in found.desired.items() if name not in found.behind}
+    finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo)
+    return backend.write(finished), outcome
 
 
 def readers_of(apis: Mapping[str, ProviderApi]) -> dict[str, BatchReader]:
