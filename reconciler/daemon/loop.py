@@ -325,9 +325,6 @@ class Daemon:
             return self._failed(error, "; ".join(error.lines()), owed)
         except Exception as error:  # a bug: say so in one line, and keep the loop alive
             return self._failed(error, _one_line(error), owed)
-        if result is None:  # nothing changed: nothing to tell
-            self.passes -= 1
-            return self.hooks.poll(self.state, set(), self.settings.cadence) if self.state else None
         self.state = result.after
         self.held = result.held
         if not result.whole:  # the jobs it did not plan are as over budget as they were
@@ -341,13 +338,12 @@ class Daemon:
             self.leader.doubt()  # a lost answer, a refusal: the whole list says what happened
         return earliest(self._succeeded(result), self._next_slot(), self._next_restart(result))
 
-    def _pass(self, owed: Owed) -> PassResult | None:
+    def _pass(self, owed: Owed) -> PassResult:
         assert self.loaded is not None
         backend = self._state_backend()
         state = self.state or load_state(self.loaded.ws, backend=backend)  # its jobs name providers too
         clients = self.pool.clients_for(self.loaded, state)
         options = {"parallelism": self.settings.parallelism}
-        result: PassResult | None
         if self.leader.view is not None and not self._resync_due(owed):
             try:
                 result = self.leader.some_pass(self.loaded, clients, backend, owed, **options)

@@ -325,9 +325,9 @@ class Leader:
         owed: Owed,
         *,
         parallelism: int,
-    ) -> PassResult | None:
-        """Only the jobs `owed` names, and those whose batches it finds changed; None when there
-        was nothing to do.  NeedsWholePass, before anything is changed, when that is not enough."""
+    ) -> PassResult:
+        """Only the jobs `owed` names, and those whose batches it finds changed.  NeedsWholePass,
+        before anything is changed, when that is not enough."""
         ws, view = loaded.ws, self.view
         if view is None or loaded.problems:
             raise NeedsWholePass
@@ -349,8 +349,8 @@ class Leader:
                 names |= _owed_work(state, ws)
                 newest_read = True
             names.discard("")
-            if not names:
-                return None
+            if not names:  # looked, and found nothing new: a pass all the same
+                return PassResult(state, state, whole=False)
             found = plan_jobs(ws, readers, state, view.of_jobs(names), names)
             if not newest_read and any(c.creates for c in found.plan.pending):
                 # Another writer of this owner may have made it just now: the newest page says.
