@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.api.batch import is_terminal
-from reconciler.common.errors import ApiError, ApiStatusError, ReadProblem, ReconcilerError
+from reconciler.common.errors import ApiError, ApiStatusError, LockHeldError, ReadProblem, ReconcilerError
 from reconciler.daemon.board import Metrics
 from reconciler.daemon.hooks import Hooks, count_api_error, report_pass
 from reconciler.daemon.passes import (
@@ -290,9 +290,13 @@ class Daemon:
         if self.poll_at is not None and now >= self.poll_at:
             self.owed.poll, self.poll_at = True, None
         if self.settle_at is not None and now >= self.settle_at:
-            self.owed.settled |= self.held
-            self.owed.jobs |= self.held
-            self.settle_at = None
+            quiet_at = self.waker.last_file_event + SETTLE_SECONDS  # any write, changed or not
+            if quiet_at > now:
+                self.settle_at = quiet_at
+            else:
+                self.owed.settled |= self.held
+                self.owed.jobs |= self.held
+                self.settle_at = None
         if self.owed or self.leader.view is None:
             self.poll_at = _at(self.one_pass())
         if self.compact_at is not None and time.monotonic() >= self.compact_at:
@@ -327,6 +331,7 @@ class Daemon:
             return self._failed(error, _one_line(error), owed)
         self.state = result.after
         self.held = result.held
+        self.compact_at = _at(result.settle_in)
         if not result.whole:  # the jobs it did not plan are as over budget as they were
             planned = {change.job for change in result.plan.changes}
             kept = {job: why for job, why in self.liveness.over_budget.items() if job not in planned}
@@ -346,17 +351,12 @@ class Daemon:
         options = {"parallelism": self.settings.parallelism}
         if self.leader.view is not None and not self._resync_due(owed):
             try:
-                result = self.leader.some_pass(self.loaded, clients, backend, owed, **options)
+                return self.leader.some_pass(self.loaded, clients, backend, owed, **options)
             except NeedsWholePass:
                 self.leader.doubt()
-            else:
-                self._schedule_compaction(backend)
-                return result
-        result = self.leader.whole_pass(
+        return self.leader.whole_pass(
             self.loaded, clients, backend, allow_empty=self.settings.allow_empty, **options
         )
-        self._schedule_compaction(backend)
-        return result
 
     def _resync_due(self, owed: Owed) -> bool:
         """A poll after a resync interval is a whole pass: what catches drift and foreign changes."""
@@ -380,26 +380,19 @@ class Daemon:
                 self._backend.close()
         self._backend, self.backend = None, None
 
-    def _schedule_compaction(self, backend: StateBackend) -> None:
-        try:
-            with backend.writer_lock(COMMAND):
-                self.compact_at = _at(backend.settle())
-        except ReconcilerError:  # a CLI run holds the lock: it folds the journal in itself
-            self.compact_at = None
-
     def _fold_journal(self, force: bool = True) -> None:
         """Folds a state file's journal into the file: when due, and as the daemon stops."""
         self.compact_at = None
         if self.backend is None:
             return
         try:
-            with self.backend.writer_lock(COMMAND, timeout=0 if force else None):
+            with self.backend.writer_lock(COMMAND, timeout=0):
                 self.compact_at = _at(self.backend.settle(force=force))
+        except LockHeldError:
+            pass  # a command holds it: it folds the journal in as it lets go
         except ReconcilerError as error:
-            if not force:
-                self.log.warning(
-                    "state_fold_failed", f"the state file's journal stays: {'; '.join(error.lines())}"
-                )
+            message = f"the state file's journal stays: {'; '.join(error.lines())}"
+            self.log.warning("state_fold_failed", message)
 
     def _next_slot(self) -> float | None:
         """A scheduled job's next slot wakes the daemon, even when nothing else would."""

@@ -244,6 +244,7 @@ class PassResult:
     held_back: str | None = None  # why the pass only observed
     whole: bool = True  # every job planned, from the whole list
     held: frozenset[str] = frozenset()  # jobs whose cancel or forget waits for the files to settle
+    settle_in: float | None = None  # seconds until the state's journal is due to be folded in
 
 
 class NeedsWholePass(Exception):
@@ -310,12 +311,13 @@ class Leader:
                 after, outcome = converge_jobs(
                     ws, clients, backend, before, found.live, found, parallelism=parallelism
                 )
+                settle_in = backend.settle()
         except PlanRefusedError as refusal:
             observed = observe_and_record(ws, readers_of(clients), COMMAND, backend)
             return PassResult(observed, observed, held_back=str(refusal))
-        self.view = LiveView.listed([*found.live, *outcome.touched], newest)
+        self.view = LiveView.listed(found.live, newest, made=outcome.touched)
         self.written, self.whole_at = (after.serial, after.lineage), time.monotonic()
-        return PassResult(before, after, found.plan, outcome)
+        return PassResult(before, after, found.plan, outcome, settle_in=settle_in)
 
     def some_pass(
         self,
@@ -350,7 +352,7 @@ class Leader:
                 newest_read = True
             names.discard("")
             if not names:  # looked, and found nothing new: a pass all the same
-                return PassResult(state, state, whole=False)
+                return PassResult(state, state, whole=False, settle_in=backend.settle())
             found = plan_jobs(ws, readers, state, view.of_jobs(names), names)
             if not newest_read and any(c.creates for c in found.plan.pending):
                 # Another writer of this owner may have made it just now: the newest page says.
@@ -366,9 +368,10 @@ class Leader:
             after, outcome = converge_jobs(
                 ws, clients, backend, state, view.all(), _without(found, held), parallelism=parallelism
             )
-            view.take(outcome.touched)
+            view.made(outcome.touched)
+            settle_in = backend.settle()
         self.written = (after.serial, after.lineage)
-        return PassResult(state, after, found.plan, outcome, whole=False, held=held)
+        return PassResult(state, after, found.plan, outcome, whole=False, held=held, settle_in=settle_in)
 
 
 def _owed_work(state: State, ws: Workspace) -> set[str]:

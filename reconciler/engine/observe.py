@@ -174,10 +174,20 @@ class LiveView:
     _by_job: dict[str, dict[str, LiveBatch]] = field(default_factory=dict)
 
     @classmethod
-    def listed(cls, live: Iterable[LiveBatch], newest: dict[str, set[str]]) -> LiveView:
+    def listed(
+        cls, live: Iterable[LiveBatch], newest: dict[str, set[str]], made: Iterable[LiveBatch] = ()
+    ) -> LiveView:
         view = cls(newest=newest)
         view.take(live)
+        view.made(made)
         return view
+
+    def made(self, batches: Iterable[LiveBatch]) -> None:
+        """Records batches this daemon just created or cancelled: a created one tops its list."""
+        batches = list(batches)
+        self.take(batches)
+        for batch in batches:
+            self.newest.setdefault(batch.provider, set()).add(batch.id)
 
     def all(self) -> list[LiveBatch]:
         return list(self.batches.values())
