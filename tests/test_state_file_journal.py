@@ -24,7 +24,9 @@ print(json.dumps({"serial": state.serial, "statuses": {n: j.status for n, j in s
 
 
 def _jobs(count: int, status: str = "completed") -> dict[str, JobState]:
-    return {f"job-{i:03d}": JobState(generation="g1", provider="sandbox", status=status) for i in range(count)}
+    return {
+        f"job-{i:03d}": JobState(generation="g1", provider="sandbox", status=status) for i in range(count)
+    }
 
 
 def _seed(path: Path, count: int = 50) -> State:
@@ -41,7 +43,9 @@ def _entries(path: Path) -> list[dict[str, object]]:
 
 
 def _read_elsewhere(path: Path) -> dict[str, object]:
-    done = subprocess.run([sys.executable, "-c", READER, str(path)], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", READER, str(path)], capture_output=True, text=True, check=True
+    )
     result: dict[str, object] = json.loads(done.stdout)
     return result
 
@@ -58,7 +62,10 @@ def test_a_write_appends_only_the_records_of_the_jobs_it_changed(tmp_path: Path)
 
     assert path.read_bytes() == file_before  # the daemon's journal is not folded in yet
     first, second = _entries(path)
-    assert first["changes"] == {"jobs": {"job-007": written.jobs["job-007"].model_dump(mode="json")}, "set": {}}
+    assert first["changes"] == {
+        "jobs": {"job-007": written.jobs["job-007"].model_dump(mode="json")},
+        "set": {},
+    }
     assert second["changes"] == {"jobs": {"job-010": None}, "set": {}}
     assert (first["serial"], second["serial"]) == (state.serial + 1, state.serial + 2)
     seen = _read_elsewhere(path)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -74,25 +73,21 @@ class Loaded:
     problems: tuple[Problem, ...] = ()
     clean: frozenset[str] = frozenset()
     held: frozenset[str] = frozenset()
+    by_file: Mapping[Path, frozenset[str]] = field(default_factory=dict)  # spec or input file → its jobs
+    whole_only: bool = True  # a job's results may clash with any other job's files: whole loads only
 
     @property
     def inputs(self) -> list[Path]:
         return [Path(job.input_path) for job in self.ws.desired.values() if job.input_path]
 
-    @functools.cached_property
-    def by_file(self) -> dict[Path, set[str]]:
-        """Spec file → the jobs it defines; input file → the jobs that read it."""
-        found: dict[Path, set[str]] = {}
-        for name, job in self.ws.repo.jobs.items():
-            found.setdefault(job.source, set()).add(name)
-            found.setdefault(job.input_path, set()).add(name)
-        return found
 
-    @functools.cached_property
-    def whole_only(self) -> bool:
-        """Whether only a whole load can tell what a change does: a job's results (they may clash
-        with any other job's input or results)."""
-        return any(job.results_path is not None for job in self.ws.repo.jobs.values())
+def _by_file(jobs: Iterable[tuple[str, LoadedJob]]) -> dict[Path, frozenset[str]]:
+    """Spec file → the jobs it defines; input file → the jobs that read it."""
+    found: dict[Path, set[str]] = {}
+    for name, job in jobs:
+        found.setdefault(job.source, set()).add(name)
+        found.setdefault(job.input_path, set()).add(name)
+    return {path: frozenset(names) for path, names in found.items()}
 
 
 def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
@@ -134,7 +129,8 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
     repo = LoadedRepo(jobs, providers, notifications)
     ws = Workspace(paths, repo, digests, desired, owner, budget, checkout)
     clean = frozenset() if settings_broken else frozenset(desired) - held
-    return Loaded(ws, tuple(problems), clean, frozenset(held))
+    whole_only = any(job.results_path is not None for job in jobs.values())
+    return Loaded(ws, tuple(problems), clean, frozenset(held), _by_file(jobs.items()), whole_only)
 
 
 def _touches(
@@ -209,7 +205,23 @@ def reload_changed(
     touched = {n for n in gone | read_again if ws.desired.get(n) != desired.get(n)}
     repo = LoadedRepo(jobs, ws.repo.providers, ws.repo.notifications)
     now = dataclasses.replace(ws, repo=repo, digests=digests, desired=desired)
-    return Loaded(now, (), frozenset(desired), frozenset()), touched
+    index = _reindexed(previous, gone, {name: jobs[name] for name in added})
+    return Loaded(now, (), frozenset(desired), frozenset(), index, whole_only=False), touched
+
+
+def _reindexed(
+    previous: Loaded, gone: Collection[str], added: Mapping[str, LoadedJob]
+) -> dict[Path, frozenset[str]]:
+    """`previous.by_file` without the jobs `gone`, with those `added`: only their files copied."""
+    index = dict(previous.by_file)
+    for name in gone:
+        job = previous.ws.repo.jobs[name]
+        for path in (job.source, job.input_path):
+            index[path] = index.get(path, frozenset()) - {name}
+    for name, job in added.items():
+        for path in (job.source, job.input_path):
+            index[path] = index.get(path, frozenset()) | {name}
+    return index
 
 
 def _other_documents(repo: LoadedRepo) -> set[Path]:

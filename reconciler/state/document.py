@@ -92,17 +92,26 @@ class JobLines:
     back the very JobState objects it did not change, so identity says which to encode again."""
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[JobState, bytes]] = {}
+        self._kept: dict[str, tuple[JobState, bytes, bytes]] = {}  # job, its record, its file line
 
     def of(self, name: str, job: JobState) -> bytes:
+        return self._entry(name, job)[1]
+
+    def line(self, name: str, job: JobState) -> bytes:
+        """`    "name": {…}`: the job as the state file's line holds it."""
+        return self._entry(name, job)[2]
+
+    def _entry(self, name: str, job: JobState) -> tuple[JobState, bytes, bytes]:
         kept = self._kept.get(name)
         if kept is not None and kept[0] is job:
-            return kept[1]
-        line = encoded(job.model_dump(mode="json"))
-        self._kept[name] = (job, line)
-        return line
+            return kept
+        record = encoded(job.model_dump(mode="json"))
+        kept = self._kept[name] = (job, record, b"    %s: %s" % (encoded(name), record))
+        return kept
 
     def keep_only(self, names: Collection[str]) -> None:
+        if len(self._kept) == len(names):  # every one of `names` has its entry: no other is left
+            return
         for gone in [name for name in self._kept if name not in names]:
             del self._kept[gone]
 
@@ -110,9 +119,7 @@ class JobLines:
 def encode_state(state: State, lines: JobLines | None = None) -> bytes:
     """The document as the state file holds it: top-level keys sorted, one job per line."""
     lines = lines or JobLines()
-    jobs = b",\n".join(
-        b"    %s: %s" % (encoded(name), lines.of(name, job)) for name, job in state.jobs.items()
-    )
+    jobs = b",\n".join([lines.line(name, job) for name, job in sorted(state.jobs.items())])
     lines.keep_only(state.jobs)
     top: dict[str, Any] = state.model_dump(mode="json", exclude={"jobs"})
     top["jobs"] = b"{\n" + jobs + b"\n  }" if jobs else b"{}"

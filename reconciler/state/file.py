@@ -341,7 +341,7 @@ def _appended(path: Path, known: _Seen, line: bytes) -> Journal:
 
 
 COMPACTION_SECONDS = 0.25  # a small state file is brought up to date this soon after a write…
-COMPACTION_BYTES_PER_SECOND = 20_000_000  # …a larger one later: rewriting it is a share of the time
+COMPACTION_BYTES_PER_SECOND = 10_000_000  # …a larger one later: rewriting it is a share of the time
 
 
 def compaction_lag(base_size: int) -> float:
