@@ -4,7 +4,9 @@ naming it; the repo-wide budget admits changes in plan order while they fit; `pl
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import pytest
 import yaml
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo, planned
 from tests.fixtures.sandbox import cli_env
 from tests.reconcile_helpers import OWNER, batches, mutating, use_sandbox
 
@@ -39,7 +41,7 @@ def test_apply_sends_every_job_but_the_one_over_its_budget_and_exits_1_naming_it
     applied = run_cli("apply", "--auto-approve", *repo.args())
 
     assert applied.exit_code == 1
-    assert "error: big: over budget, not sent: up to $" in applied.stderr
+    assert "error: big: over budget, not sent: " in applied.stderr
     assert "small" not in applied.stderr and "Traceback" not in applied.stderr
     assert "1 created" in applied.stdout and "1 refused over budget" in applied.stdout
     assert mutating(sandbox.request_counts()) == {"POST /v1/files": 1, "POST /v1/batches": 1}
@@ -75,11 +77,16 @@ def test_the_repo_budget_admits_changes_in_plan_order_while_they_fit(
     repo.write_job("b", requests=40)
     repo.write_job("c", requests=2)
 
+    changes = planned(run_cli, repo)
     done = run_cli("reconcile", *repo.args())
 
     assert done.exit_code == 1
-    assert "error: b: over budget, not sent: up to $" in done.stderr
-    assert "does not fit in budget.max_usd_per_plan $0.0002 (reconciler.yaml)" in done.stderr
+    assert [changes[job]["over_budget_data"] is not None for job in ("a", "b", "c")] == [False, True, False]
+    over = changes["b"]["over_budget_data"]
+    assert (over["budget"], over["limit_usd"]) == ("plan", 0.0002)
+    assert over["planned_usd"] == changes["a"]["cost"]["max_usd"]  # a was admitted first
+    assert over["planned_usd"] + over["upper_usd"] > 0.0002
+    assert "error: b: over budget, not sent: " in done.stderr
     assert [len(batches(sandbox, job)) for job in ("a", "b", "c")] == [1, 0, 1]
 
 
@@ -90,11 +97,11 @@ def test_plan_detailed_exitcode_is_1_with_the_reason_for_a_plan_apply_would_refu
     assert run_cli("plan", "--detailed-exitcode", *repo.args()).exit_code == 2
     repo.write_job("big", requests=3, budget=TINY)
 
-    planned = run_cli("plan", "--detailed-exitcode", *repo.args())
+    checked = run_cli("plan", "--detailed-exitcode", *repo.args())
 
-    assert planned.exit_code == 1
-    assert planned.stderr.startswith("error: big: over budget, apply would refuse it: up to $")
-    assert "apply will refuse 1 change over budget (big)" in planned.stdout
+    assert checked.exit_code == 1
+    assert checked.stderr.startswith("error: big: over budget, apply would refuse it: ")
+    assert "apply will refuse 1 change over budget (big)" in checked.stdout
     assert run_cli("plan", *repo.args()).exit_code == 0  # without the flag: only shown
 
 
@@ -139,3 +146,21 @@ def test_the_example_ci_check_fails_for_a_plan_apply_would_refuse(
     assert over.returncode == 1, over.stdout + over.stderr
     assert "error: big: over budget, apply would refuse it" in over.stderr
     assert "over budget" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_refusal_never_writes_two_different_amounts_alike(repo: UserRepo, run_cli: RunCli) -> None:
+    repo.write_job("a", requests=2)
+    repo.write_job("b", requests=2)
+    upper = planned(run_cli, repo)["a"]["cost"]["max_usd"]
+    # a fits; b, as dear as a, does not, and the limit is a hair above what each costs
+    repo.path("reconciler.yaml").write_text(f"budget:\n  max_usd_per_plan: {upper * 1.001!r}\n")
+    over = planned(run_cli, repo)["b"]["over_budget_data"]
+    figures = (over["upper_usd"], over["limit_usd"], over["planned_usd"])
+    checked = run_cli("plan", "--detailed-exitcode", *repo.args())
+    assert checked.exit_code == 1
+    (line,) = [x for x in checked.stderr.splitlines() if x.startswith("error: b: over budget")]
+    shown = re.findall(r"\$[0-9.,]+[0-9]", line)
+    assert len(shown) == 3 and shown[0] != shown[1]  # up to $U does not fit in … $L: $P already planned
+    assert [a == b for a, b in itertools.combinations(figures, 2)] == [
+        a == b for a, b in itertools.combinations(shown, 2)
+    ]

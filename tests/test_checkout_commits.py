@@ -22,7 +22,7 @@ import pytest
 from reconciler.sandbox import Sandbox
 from tests.fixtures.daemon import StartDaemon
 from tests.fixtures.postgres import StateDb
-from tests.fixtures.repo import RunCli, UserRepo
+from tests.fixtures.repo import RunCli, UserRepo, planned
 from tests.reconcile_helpers import OWNER, batches, mutating, sdk, use_sandbox, wait_until
 
 T0 = 1_800_000_000  # commit dates are set, so "newer" never depends on how fast the test runs
@@ -113,12 +113,17 @@ def test_a_checkout_behind_the_commit_that_last_changed_a_job_leaves_it_alone_an
 
     plan = run_cli("plan", "--detailed-exitcode", *daemon.args())
     assert plan.exit_code == 0, plan.stdout + plan.stderr  # nothing this checkout would do
-    said = (
-        f"is behind {second[:7]}"
-        if fetched
-        else f"does not have {second[:7]}, a newer commit (fetch or pull it)"
-    )
-    assert f"nightly-eval  checkout at {first[:7]} {said}, which last applied nightly-eval" in plan.stdout
+    # Nothing to do, and not in sync: the summary says so, as `status` does.
+    assert "No changes: 0 jobs in sync; 1 out of sync: left to a newer checkout." in plan.stdout
+    change = planned(run_cli, daemon)["nightly-eval"]
+    assert (change["action"], change["reason_code"]) == ("noop", "left_to_newer_checkout")
+    relation = "behind" if fetched else "missing"
+    assert change["reason_data"] == {
+        "job": "nightly-eval",
+        "checkout": first,
+        "commit": second,
+        "relation": relation,
+    }
     sandbox.reset_counts()
     for _ in range(2):
         assert run_cli("reconcile", *daemon.args()).exit_code == 0
@@ -150,18 +155,18 @@ def test_of_two_diverged_checkouts_the_newer_commit_goes_first(
         checkout.git("fetch", "-q")
         checkout.git("checkout", "-q", branch)
 
-    held = run_cli("reconcile", *older.args())
-    assert held.exit_code == 0
-    assert (
-        f"has diverged from {main_commit[:7]}, a newer commit, which last applied nightly-eval" in held.stdout
-    )
+    left = planned(run_cli, older)["nightly-eval"]
+    assert (left["reason_code"], left["reason_data"]["relation"]) == ("left_to_newer_checkout", "diverged")
+    assert left["reason_data"]["commit"] == main_commit
+    assert run_cli("reconcile", *older.args()).exit_code == 0
     assert len(batches(sandbox)) == 1
 
     went = run_cli("reconcile", *newer.args())  # diverged too, but newer: it goes first
     assert went.exit_code == 0 and "~ replace" in went.stdout, went.stdout
     assert len(batches(sandbox)) == 2 and len(live(sandbox)) == 1
     main.git("checkout", "-q", main_commit)
-    assert "is behind" not in run_cli("plan", *main.args()).stdout  # older and diverged: said so
+    left = planned(run_cli, main)["nightly-eval"]  # older, and never fetched the newer: not "behind"
+    assert (left["reason_code"], left["reason_data"]["relation"]) == ("left_to_newer_checkout", "missing")
     assert len(batches(sandbox)) == 2
 
 
@@ -199,11 +204,13 @@ def test_the_postgresql_state_carries_the_commit_a_job_was_applied_from(
         "SELECT h.top, j.record FROM reconciler_state_heads h JOIN reconciler_state_jobs j "
         "ON j.owner = h.owner WHERE j.name = 'nightly-eval'"
     )
-    assert top["format_version"] == 3  # type: ignore[index]
+    assert top["format_version"] == 4  # type: ignore[index]
     assert record["applied_from"]["commit"] == second  # type: ignore[index]
     sandbox.reset_counts()
-    held = run_cli("reconcile", "--repo", str(daemon.root))
-    assert held.exit_code == 0 and f"does not have {second[:7]}, a newer commit" in held.stdout
+    left = planned(run_cli, daemon.repo)["nightly-eval"]
+    assert (left["reason_code"], left["reason_data"]["relation"]) == ("left_to_newer_checkout", "missing")
+    assert left["reason_data"]["commit"] == second
+    assert run_cli("reconcile", "--repo", str(daemon.root)).exit_code == 0
     assert mutating(sandbox.request_counts()) == {}
 
 
@@ -256,10 +263,14 @@ def test_a_job_deleted_at_a_newer_commit_is_not_created_again_from_a_checkout_be
 
     daemon.git("fetch", "-q")
     sandbox.reset_counts()
-    held = run_cli("reconcile", *daemon.args())
-    assert held.exit_code == 0
+    changes = planned(run_cli, daemon)
     for job in ("nightly-eval", "weekly-eval"):
-        assert f"is behind {deleted[:7]}, which last applied {job}" in held.stdout
+        assert changes[job]["reason_code"] == "left_to_newer_checkout"
+        assert (changes[job]["reason_data"]["relation"], changes[job]["reason_data"]["commit"]) == (
+            "behind",
+            deleted,
+        )
+    assert run_cli("reconcile", *daemon.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {}
     daemon.git("pull", "-q", "--ff-only")
     assert run_cli("plan", "--detailed-exitcode", *daemon.args()).exit_code == 0
@@ -267,21 +278,28 @@ def test_a_job_deleted_at_a_newer_commit_is_not_created_again_from_a_checkout_be
     assert len(batches(sandbox, "weekly-eval")) == 1
 
 
-def test_a_version_2_state_reads_as_it_is_and_is_written_back_as_version_3(
-    clone: Callable[[str], Clone], sandbox: Sandbox, run_cli: RunCli
+@pytest.mark.parametrize("version", [2, 3])
+def test_an_older_state_reads_as_it_is_and_is_written_back_as_version_4(
+    clone: Callable[[str], Clone], sandbox: Sandbox, run_cli: RunCli, version: int
 ) -> None:
     ci = clone("ci")
     assert run_cli("apply", "--auto-approve", *ci.args()).exit_code == 0
     document = json.loads(ci.state.read_text())
-    del document["forgotten"]
+    applied = document["jobs"]["nightly-eval"]["applied_from"]
     for job in document["jobs"].values():
-        del job["applied_from"]
-    ci.state.write_text(json.dumps({**document, "format_version": 2}))  # as version 2 wrote it
+        for run in job["history"]:
+            del run["results_overwritten_by"]  # version 4's
+        if version == 2:
+            del job["applied_from"]  # version 3's
+    if version == 2:
+        del document["forgotten"]
+    ci.state.write_text(json.dumps({**document, "format_version": version}))  # as that version wrote it
 
     sandbox.reset_counts()
     assert run_cli("plan", "--detailed-exitcode", *ci.args()).exit_code == 0
     assert run_cli("reconcile", *ci.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {}
     again = json.loads(ci.state.read_text())
-    assert again["format_version"] == 3 and again["lineage"] == document["lineage"]
-    assert again["jobs"]["nightly-eval"]["applied_from"] is None  # nothing changed: nothing claimed
+    assert again["format_version"] == 4 and again["lineage"] == document["lineage"]
+    # version 2 had no commits: nothing changed, so nothing is claimed; version 3's is kept
+    assert again["jobs"]["nightly-eval"]["applied_from"] == (None if version == 2 else applied)

@@ -11,6 +11,7 @@ import pytest
 from reconciler.api.client import ProviderApi
 from reconciler.api.transport import Backoff, Transport
 from reconciler.api.uploads import UploadSource
+from reconciler.api.writer import BatchWriter
 from reconciler.common.errors import ApiStatusError, OutcomeUnknownError
 from reconciler.sandbox import Sandbox
 from tests.reconcile_helpers import batches
@@ -29,7 +30,7 @@ def upload(client: ProviderApi, tmp_path: Path) -> str:
     path.write_text(
         '{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini"}}\n'
     )
-    return client.writer.upload_file(UploadSource(path, "in.jsonl"))
+    return BatchWriter(client.transport).upload_file(UploadSource(path, "in.jsonl"))
 
 
 def test_injected_429s_and_5xx_are_retried_until_the_call_succeeds(
@@ -57,7 +58,7 @@ def test_cancelling_a_completed_batch_is_a_409_sent_once(
     client: ProviderApi, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     file_id = upload(client, tmp_path)
-    batch = client.writer.create_batch(
+    batch = BatchWriter(client.transport).create_batch(
         input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", metadata={}
     )
     from tests.reconcile_helpers import wait_until
@@ -65,7 +66,7 @@ def test_cancelling_a_completed_batch_is_a_409_sent_once(
     wait_until(lambda: client.reader.retrieve_batch(batch.id).status == "completed")
     sandbox.reset_counts()
     with pytest.raises(ApiStatusError) as raised:
-        client.writer.cancel_batch(batch.id)
+        BatchWriter(client.transport).cancel_batch(batch.id)
     assert raised.value.status == 409
     assert sandbox.request_counts() == {"POST /v1/batches/{id}/cancel": 1}
 
@@ -77,7 +78,7 @@ def test_a_create_whose_answer_is_lost_is_not_sent_again_but_reported_as_unknown
     sandbox.configure(lost_response_rate=1.0)
     sandbox.reset_counts()
     with pytest.raises(OutcomeUnknownError):
-        client.writer.create_batch(
+        BatchWriter(client.transport).create_batch(
             input_file_id=file_id,
             endpoint="/v1/chat/completions",
             completion_window="24h",

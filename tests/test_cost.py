@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler.plans.cost import usd
+from reconciler.common.usage import usd
 from reconciler.sandbox import Sandbox
 from reconciler.specs.prices import DEFAULT_PRICES
 from tests.bench.data import chat_request
-from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo, planned
 from tests.reconcile_helpers import batches, mutating, sdk, state_of, use_sandbox, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +80,6 @@ def test_a_provider_price_wins_over_the_table_and_an_unknown_model_says_no_price
     changes = {c["job"]: c["cost"] for c in plan_json(run_cli, repo)["changes"]}
     assert changes["mine"]["max_output_usd"] == pytest.approx(2 * 64 * 2000 / 1e6)
     assert changes["odd"]["input_usd"] is None and changes["odd"]["max_usd"] is None
-    assert "no price" in run_cli("plan", *repo.args()).stdout
 
 
 def test_the_estimate_is_within_its_documented_error_of_what_the_sandbox_counted(
@@ -127,19 +127,42 @@ def test_actual_usage_is_summed_exactly_from_every_output_line_across_parts_and_
     assert f"{expected['input']:,} input tokens" in status and f"requests: {usd(cost)}" in status
 
 
+def test_a_run_costing_a_few_thousandths_of_a_cent_reads_the_same_wherever_it_is_shown(
+    repo: UserRepo, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    reconcile_until_done(run_cli, repo)
+    reconcile_until_done(run_cli, repo)  # a pass more: the usage is read once the batch has ended
+    (current,) = state_of(repo.root)["jobs"]["nightly-eval"]["history"]
+    cost = current["cost_usd"]
+    assert 0 < cost < 0.0001  # small enough for `%g` to write it in e-notation
+    table = run_cli("status", *repo.args()).stdout
+    detail = run_cli("status", "nightly-eval", *repo.args()).stdout
+    output = run_cli("output", *repo.args()).stdout
+    (row,) = [line for line in table.splitlines() if line.startswith("nightly-eval")]
+    (run,) = [line for line in detail.splitlines() if line.strip().startswith("default (current)")]
+    assert row.split()[-1] == usd(cost) and run.split()[-1] == usd(cost)
+    assert f"  cost     {usd(cost)}" in output.splitlines()
+    amounts = re.findall(r"\$\S*", table + detail + output)
+    assert len(amounts) == 4 and all(re.fullmatch(r"\$[0-9,]+\.[0-9]+", a) for a in amounts), amounts
+
+
 def test_a_job_over_its_budget_is_refused_with_nothing_sent_unless_allowed(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
     repo.write_job("nightly-eval", requests=3, budget={"max_usd": 0.00001})
-    plan = run_cli("plan", *repo.args())
-    assert (
-        "! over budget: up to $0.0000" in plan.stdout
-        and "exceeds spec.budget.max_usd $0.00001" in plan.stdout
+    over = planned(run_cli, repo)["nightly-eval"]["over_budget_data"]
+    assert (over["budget"], over["limit_usd"], over["spent_usd"], over["unknown"]) == (
+        "job",
+        0.00001,
+        0,
+        None,
     )
+    assert over["upper_usd"] > 0.00001
     sandbox.reset_counts()
     refused = run_cli("apply", "--auto-approve", *repo.args())
     assert refused.exit_code == 1
-    assert "error: nightly-eval: over budget, not sent: up to $" in refused.stderr
+    assert "error: nightly-eval: over budget, not sent: " in refused.stderr
     assert "--allow-over-budget" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert mutating(sandbox.request_counts()) == {}
@@ -155,12 +178,16 @@ def test_a_plan_over_the_repo_budget_is_refused_by_reconcile(
     repo.path("reconciler.yaml").write_text("owner: x\nbudget:\n  max_usd_per_plan: 0.0001\n")
     repo.write_job("a", requests=20)
     repo.write_job("b", requests=20)
+    changes = planned(run_cli, repo)
+    for job in ("a", "b"):  # each alone passes the repo budget
+        over = changes[job]["over_budget_data"]
+        assert (over["budget"], over["limit_usd"], over["planned_usd"]) == ("plan", 0.0001, 0)
+        assert over["upper_usd"] > 0.0001
     sandbox.reset_counts()
     refused = run_cli("reconcile", *repo.args())
     assert refused.exit_code == 1
-    for job in ("a", "b"):  # each alone passes the repo budget
-        assert f"error: {job}: over budget, not sent: up to $" in refused.stderr
-    assert "does not fit in budget.max_usd_per_plan $0.0001 (reconciler.yaml)" in refused.stderr
+    for job in ("a", "b"):
+        assert f"error: {job}: over budget, not sent: " in refused.stderr
     assert mutating(sandbox.request_counts()) == {}
     reconcile_until_done(run_cli, repo, "--allow-over-budget")
     assert len(batches(sandbox)) == 2
@@ -170,9 +197,11 @@ def test_a_budget_that_cannot_be_checked_is_refused_naming_the_missing_price(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
     repo.write_job("odd", requests=2, model="gpt-unlisted-model", budget={"max_usd": 5})
+    over = planned(run_cli, repo)["odd"]["over_budget_data"]
+    assert (over["budget"], over["upper_usd"]) == ("job", None)
+    assert over["unknown"] == {"model": "gpt-unlisted-model", "unbounded": 0, "left_out": None}
     refused = run_cli("apply", "--auto-approve", *repo.args())
-    assert refused.exit_code == 1
-    assert "cannot be checked: no price for gpt-unlisted-model" in refused.stderr
+    assert refused.exit_code == 1 and "error: odd: over budget, not sent: " in refused.stderr
     assert mutating(sandbox.request_counts()) == {}
 
 
@@ -201,9 +230,12 @@ def test_a_run_past_its_budget_while_running_is_cancelled_when_the_spec_says_so(
     small = next(b for b in batches(sandbox, "nightly-eval") if b.metadata["reconciler_part"] == "1")
     wait_until(lambda: sdk(sandbox).batches.retrieve(small.id).status == "completed")
     run_cli("reconcile", *repo.args())  # reads part 1's usage: now past the budget
+    change = planned(run_cli, repo)["nightly-eval"]
+    assert (change["action"], change["reason_code"]) == ("cancel", "budget_passed")
+    passed = change["reason_data"]
+    assert (passed["budget_usd"], passed["cancels"]) == (0.000001, True) and passed["spent_usd"] > 0.000001
     second = run_cli("reconcile", *repo.args())
     assert second.exit_code == 0, second.stderr
-    assert "passed spec.budget.max_usd $0.000001" in second.stdout
     big = next(b for b in batches(sandbox, "nightly-eval") if b.metadata["reconciler_part"] == "0")
     assert sdk(sandbox).batches.retrieve(big.id).status in ("cancelling", "cancelled")
 

@@ -65,7 +65,10 @@ def test_the_daemon_refuses_the_job_over_budget_alone_and_reports_it_in_health_a
     refusals = [e for e in daemon.events() if e["event"] == "over_budget"]
     assert [e["job"] for e in refusals] == ["big"] * len(refusals)
     assert 1 <= len(refusals) <= 2  # once, and once more after the specs changed; not every pass
-    assert "big: over budget, not sent: up to $" in refusals[0]["message"]
+    assert (refusals[0]["budget"], refusals[0]["limit_usd"]) == ("job", 0.000001)
+    assert refusals[0]["upper_usd"] > 0.000001 and refusals[0]["message"].startswith(
+        "big: over budget, not sent: "
+    )
     port = next(e["port"] for e in daemon.events() if e["event"] == "health")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
         health = http.get("/healthz")

@@ -43,14 +43,17 @@ def test_a_planted_duplicate_is_planned_as_dedupe_cancelled_once_and_counted_onc
     duplicate = plant_duplicate(sandbox, original)
     assert original.metadata["reconciler_owner"] == owner_tag(OWNER)
 
-    plan = run_cli("plan", *user_repo.args())
-    assert plan.exit_code == 0, plan.stderr
-    (line,) = [x for x in plan.stdout.splitlines() if "nightly-eval" in x]
-    assert line.startswith("! dedupe  nightly-eval")
-    assert f"keeping the oldest {original.id}, cancelling {duplicate.id}" in line
     document = json.loads(run_cli("plan", "--json", *user_repo.args()).stdout)
     assert document["summary"]["dedupe"] == 1
-    assert document["changes"][0]["cancel"] == [duplicate.id]
+    (change,) = document["changes"]
+    assert (change["action"], change["reason_code"], change["cancel"]) == ("dedupe", "dedupe", [duplicate.id])
+    assert change["reason_data"] == {
+        "part": 0,
+        "attempt": 1,
+        "kept": original.id,
+        "cancelling": [duplicate.id],
+        "more": 0,
+    }
 
     sandbox.reset_counts()
     applied = run_cli("apply", "--auto-approve", *user_repo.args())
@@ -115,6 +118,7 @@ def _live(
 def test_the_plan_keeps_the_oldest_of_each_unit_whatever_the_listing_order() -> None:
     from reconciler.plans.changes import Action, DesiredJob
     from reconciler.plans.decide import make_plan
+    from reconciler.plans.reasons import Dedupe
     from reconciler.specs.slices import PartSpec
     from reconciler.state.file import new_state
 
@@ -133,4 +137,4 @@ def test_the_plan_keeps_the_oldest_of_each_unit_whatever_the_listing_order() -> 
     assert change.action is Action.DEDUPE
     assert change.cancel == ("batch_c",)
     assert sorted(change.adopt) == ["batch_a", "batch_b"]
-    assert "keeping the oldest batch_a, cancelling batch_c" in change.reason
+    assert change.reason == Dedupe(part=0, attempt=1, kept="batch_a", cancelling=("batch_c",))

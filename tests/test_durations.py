@@ -50,6 +50,16 @@ def test_reconcile_wait_refuses_a_timeout_that_is_not_a_finite_number_of_seconds
     assert sandbox.request_counts() == {}
 
 
+@pytest.mark.parametrize("wait", [(), ("--wait",)])
+def test_reconcile_refuses_a_timeout_of_zero_which_would_end_it_before_it_began(
+    wait: tuple[str, ...], user_repo: UserRepo, sandbox: Sandbox
+) -> None:
+    command = [sys.executable, "-m", "reconciler", "reconcile", *wait, "--timeout", "0"]
+    refused(run([*command, *user_repo.args()], reconciler_env(sandbox)), "--timeout", "must be more than 0")
+    assert user_repo.written() == []
+    assert sandbox.request_counts() == {}
+
+
 @pytest.mark.parametrize(
     "variable", ["RECONCILER_LOCK_TIMEOUT", "RECONCILER_HTTP_TIMEOUT", "RECONCILER_CREATE_QUARANTINE"]
 )
@@ -70,3 +80,12 @@ def test_the_sandbox_refuses_a_latency_that_is_not_a_finite_number_of_seconds(va
         reconciler_env(),
     )
     refused(result, "--latency-seconds", repr(value))
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300"])
+def test_the_sandbox_refuses_a_rate_past_its_bound(value: str) -> None:
+    result = run(
+        [sys.executable, "-m", "reconciler", "sandbox", "--port", "0", "--requests-per-second", value],
+        reconciler_env(),
+    )
+    refused(result, "--requests-per-second")

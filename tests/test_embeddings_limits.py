@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo, planned
 from tests.fixtures.sandbox import upload, wait_for
 from tests.reconcile_helpers import batches, use_sandbox, wait_until
 
@@ -105,8 +105,8 @@ def test_split_cuts_embeddings_parts_at_50000_inputs_and_the_sandbox_completes_e
     write_job(repo, lines(*OVER_THE_BATCH), split={"max_requests": 50_000})
 
     assert run_cli("validate", *repo.args()).exit_code == 0
-    planned = run_cli("plan", *repo.args())
-    assert "2 parts, 27 requests" in planned.stdout, planned.stdout
+    change = planned(run_cli, repo)["vectors"]
+    assert (change["reason_code"], change["reason_data"]) == ("no_batch_yet", {"requests": 27, "parts": 2})
     assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
 
     def finished() -> list[Any]:

@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Playwright driving Debian's chromium (.ci/run installs it).
 
 The page lists the jobs, a running job's bar is as wide as its counts say, the page follows a
-batch to its end without reloading, and text from specs and the state is shown as text.
+batch to its end without reloading, and text from specs (names, labels) and the state is shown
+as text.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from reconciler.sandbox import Sandbox
-from tests.events_helpers import Daemon
+from tests.events_helpers import Daemon, statuses
 from tests.fixtures.repo import UserRepo
 
 CHROMIUM = "/usr/bin/chromium"
@@ -144,12 +145,16 @@ def test_names_and_messages_with_markup_are_shown_as_text(
         spec: {endpoint: /v1/chat/completions, input: ../data/x.jsonl}
         """,
     )
+    label = "'\"><script>window.__pwned=3</script>"
+    repo.write_job("labelled", labels={"team": label})
     daemon = events_daemon(repo, sandbox)
+    daemon.eventually(lambda: "labelled" in statuses(repo))
     page.goto(daemon.url + "/")
 
-    row = page.locator("#board tr[data-job]")
-    assert row.count() == 1
+    assert page.locator("#board tr[data-job]").count() == 2  # the seeded job, and `labelled`
+    row = page.locator(f"#board tr[data-job={json.dumps(hostile)}]")
     assert row.locator("a").inner_text() == hostile
+    assert row.locator(".sync").inner_text() == "unknown: spec invalid"  # as `status` says it
     assert "<img src=x onerror=window.__pwned=2>" in page.inner_text("#board .errors")
     assert page.locator("#board script, #board img").count() == 0
     assert page.evaluate("window.__pwned") is None
@@ -157,6 +162,10 @@ def test_names_and_messages_with_markup_are_shown_as_text(
     row.locator("a").click()
     page.wait_for_selector("h1")
     assert page.inner_text("h1") == hostile
+    assert page.evaluate("window.__pwned") is None
+    page.goto(daemon.url + "/jobs/labelled")
+    assert page.inner_text("#board .labels") == f"team={label}"
+    assert page.locator("#board script").count() == 0
     assert page.evaluate("window.__pwned") is None
 
 

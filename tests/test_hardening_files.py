@@ -20,6 +20,7 @@ import pytest
 from reconciler.api.client import ProviderApi
 from reconciler.api.transport import Transport
 from reconciler.api.uploads import UploadSource
+from reconciler.api.writer import BatchWriter
 from reconciler.common.errors import InputChangedError
 from reconciler.sandbox import Sandbox
 from tests.fixtures.daemon import StartDaemon
@@ -242,7 +243,7 @@ def test_an_input_appended_to_during_its_upload_is_refused_not_a_traceback(
     with httpx.Client(base_url=hostile.base_url("scripted"), timeout=30) as http:
         api = ProviderApi.over(Transport(http))
         with pytest.raises(InputChangedError) as raised:
-            api.writer.upload_file(UploadSource(path, "input.jsonl"))
+            BatchWriter(api.transport).upload_file(UploadSource(path, "input.jsonl"))
     hostile.on_request(None)
     assert appended.is_set()
     assert str(raised.value).startswith(f"{path} changed while it was being uploaded")

@@ -7,6 +7,7 @@ provider uses are read for their message.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -100,6 +101,26 @@ def test_reconcile_timeout_bounds_the_whole_command_against_a_dripping_server(
     # The command's own limit ended it: said so, with how to raise it, never blamed on the server.
     assert line.startswith("error: provider slow: GET /drip/v1/batches: the command's --timeout ran out")
     assert "raise --timeout (it was 3s; by default the longest completion_window plus 1h)" in line
+
+
+CLASS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)+\b")  # ReadTimeout, ConnectError, …
+
+
+def test_a_timeout_against_a_silent_server_is_said_in_words_without_an_http_class_name(
+    hostile: HostileServer, make_repo: MakeRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server sends its headers, then nothing: the command's --timeout ends the read."""
+    monkeypatch.setenv("RECONCILER_OWNER", "tests/hardening")
+    repo = make_repo()
+    repo.write_provider("silent", base_url=hostile.base_url("stall"))
+    repo.write_job("nightly-eval", provider="silent")
+    result = run_cli("reconcile", "--timeout", "1", *repo.args())
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: provider silent: GET /stall/v1/batches: the command's --timeout ran out before an answer came;"
+    ), line
+    assert not CLASS_NAME.search(line), line
 
 
 def test_a_request_cut_off_by_its_own_deadline_says_so_not_the_commands_timeout(
@@ -273,4 +294,7 @@ def test_a_refused_connection_names_the_base_url(
     result = run_cli("plan", *repo.args())
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: provider gone: GET /v1/batches: cannot connect to http://127.0.0.1:9/v1")
+    assert (
+        line
+        == "error: provider gone: GET /v1/batches: cannot connect to http://127.0.0.1:9/v1/ (connection refused)"
+    )

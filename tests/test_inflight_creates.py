@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.repo import RunCli, UserRepo
+from tests.fixtures.repo import RunCli, UserRepo, planned
 from tests.reconcile_helpers import OWNER, batches, state_of, wait_until
 
 FULL = os.environ.get("RECONCILER_FULL") == "1"
@@ -134,11 +134,13 @@ def test_a_create_slower_than_the_client_timeout_becomes_one_batch(
         again = run_cli("reconcile", *user_repo.args())
         assert again.exit_code == 0, again.stderr
         assert "Applied: 0 created" in again.stdout
-        plan = run_cli("plan", "-v", *user_repo.args())
+        change = planned(run_cli, user_repo)["nightly-eval"]
         if slow.forwarding.is_set():
             break  # it may have landed meanwhile: the plan would rightly be in sync
         looked += 1
-        assert "may still be in flight" in plan.stdout and "+ create" not in plan.stdout
+        assert (change["action"], change["reason_code"]) == ("noop", "in_flight")
+        assert (change["reason_data"]["part"], change["reason_data"]["attempt"]) == (0, 1)
+        assert change["reason_data"]["seconds_left"] > 0
         time.sleep(0.5)
     assert looked >= 2 and len(slow.creates) == 1
 

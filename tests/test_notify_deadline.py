@@ -14,10 +14,10 @@ import pytest
 from reconciler.engine.notify.courier import CLI_NOTIFY_SECONDS
 from tests.events_helpers import Daemon, Receiver
 from tests.fixtures.daemon import reconciler_env
-from tests.fixtures.repo import UserRepo
+from tests.fixtures.repo import CliResult, UserRepo
 from tests.fixtures.sandbox import SandboxFactory
 from tests.peak_rss import Measured, run_measured
-from tests.reconcile_helpers import batches, sdk, state_of, wait_until
+from tests.reconcile_helpers import batches, sdk, state_of, use_sandbox, wait_until
 
 DEADLINE = CLI_NOTIFY_SECONDS  # the run's notification deadline
 JOBS = 6  # each ends in one `completed` notice: before, a hanging channel held a run 10 s each
@@ -97,3 +97,23 @@ def test_the_daemon_ends_a_trickling_send_and_delivers_on_a_later_try(
     assert len(receiver.received) == 2  # the trickle, cut off as a whole; then the retry
     assert "no answer within 10s" in daemon.log()
     daemon.eventually(lambda: state_of(repo.root)["notices"]["outbox"] == [])
+
+
+def test_a_channel_that_refuses_the_connection_is_reported_in_words(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: SandboxFactory,
+    run_cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sandbox, repo = sandbox_factory(), make_repo()
+    use_sandbox(monkeypatch, sandbox)
+    monkeypatch.setenv("HOOK_URL", "http://127.0.0.1:9/hook")  # nothing listens on port 9
+    _channel(repo)
+    repo.write_job("nightly-eval", requests=1)
+    assert run_cli("reconcile", *repo.args()).exit_code == 0  # nothing to tell yet
+    told = run_cli("reconcile", "--wait", "--timeout", "60", *repo.args())
+    assert told.exit_code == 0, told.stderr
+    assert (
+        "nightly-eval: completed not sent to notification slow-channel: cannot connect (connection refused)"
+        in told.stdout
+    ), told.stdout

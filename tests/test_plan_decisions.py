@@ -1,4 +1,5 @@
-"""The planner as a pure function: each action of the design page, with its reason."""
+"""The planner as a pure function: each action of the design page, with its reason as a code and
+its data (the words are pinned once, in tests/test_plan_wording.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,24 @@ from reconciler.common import ownership
 from reconciler.common.errors import PlanRefusedError
 from reconciler.plans.changes import Action, Change, DesiredJob
 from reconciler.plans.decide import make_plan
+from reconciler.plans.reasons import (
+    IntentLost,
+    NoBatchYet,
+    NoDeletionPolicy,
+    Orphaned,
+    Retry,
+    ScheduledRun,
+    SlotMissed,
+    SlotWaits,
+    SpecChanged,
+    SpecDiff,
+    SpecRemoved,
+    Superseded,
+    Suspended,
+    Upcoming,
+)
 from reconciler.specs.slices import PartSpec
-from reconciler.state.model import BatchRecord, JobState, PendingCreate, State
+from reconciler.state.model import BatchRecord, IntentState, JobState, PendingCreate, State
 
 OWNER = "owner-tag"
 
@@ -61,7 +78,7 @@ def only(plan_changes: tuple[Change, ...]) -> Change:
 
 def test_a_new_spec_is_created() -> None:
     change = only(make_plan(desired(), state(), []).changes)
-    assert change.action is Action.CREATE and "no batch yet" in change.reason
+    assert (change.action, change.reason) == (Action.CREATE, NoBatchYet(requests=0, parts=1))
 
 
 def test_a_recorded_running_batch_of_the_current_generation_is_a_noop() -> None:
@@ -80,7 +97,9 @@ def test_a_changed_spec_with_an_older_batch_running_is_replaced() -> None:
     plan = make_plan(desired(), state(eval=recorded("g1", "b1")), [live("b1", "eval", "g1", "in_progress")])
     change = only(plan.changes)
     assert change.action is Action.REPLACE and change.cancel == ("b1",)
-    assert "g1 → g2" in change.reason
+    assert isinstance(change.reason, SpecChanged) and change.reason.replacing is not None
+    assert change.reason.diff == SpecDiff(generation_before="g1", generation_after="g2")
+    assert (change.reason.replacing.batch, change.reason.replacing.status) == ("b1", "in_progress")
 
 
 def test_a_changed_spec_whose_old_batch_finished_is_created_not_replaced() -> None:
@@ -96,7 +115,9 @@ def test_a_live_batch_missing_from_the_state_is_adopted_not_created() -> None:
 
 
 def test_a_pending_create_found_in_the_live_list_is_adopted() -> None:
-    pending = (PendingCreate(attempt="a7", generation="g2", input_file_id="file-1"),)
+    pending = (
+        PendingCreate(attempt="a7", generation="g2", input_file_id="file-1", state=IntentState.UPLOADED),
+    )
     plan = make_plan(
         desired(), state(eval=recorded("g2", pending=pending)), [live("b7", "eval", "g2", "validating", "a7")]
     )
@@ -104,9 +125,14 @@ def test_a_pending_create_found_in_the_live_list_is_adopted() -> None:
 
 
 def test_a_pending_create_missing_from_the_live_list_is_created_again_with_a_reason() -> None:
-    pending = (PendingCreate(attempt="a7", generation="g2", input_file_id="file-1"),)
+    pending = (
+        PendingCreate(attempt="a7", generation="g2", input_file_id="file-1", state=IntentState.UPLOADED),
+    )
     change = only(make_plan(desired(), state(eval=recorded("g2", pending=pending)), []).changes)
-    assert change.action is Action.CREATE and "a7" in change.reason
+    assert (change.action, change.reason) == (
+        Action.CREATE,
+        IntentLost(requests=0, parts=1, attempts=("a7",)),
+    )
 
 
 def test_a_removed_spec_with_a_running_batch_is_cancelled() -> None:
@@ -122,7 +148,7 @@ def test_a_removed_spec_with_policy_orphan_is_forgotten_and_left_running() -> No
     plan = make_plan(desired("other"), state(eval=job), [live("b1", "eval", "g1", "in_progress")])
     change = next(c for c in plan.changes if c.job == "eval")
     assert change.action is Action.FORGET and change.cancel == ()
-    assert "orphan" in change.reason
+    assert change.reason == SpecRemoved(stopped=(), left_running=("b1",))
 
 
 def test_a_removed_spec_whose_batches_finished_is_forgotten() -> None:
@@ -138,7 +164,9 @@ def test_a_suspended_job_cancels_what_runs_and_creates_nothing() -> None:
     )
     change = only(plan.changes)
     assert change.action is Action.CANCEL and change.cancel == ("b1",)
-    assert only(make_plan(desired(suspend=True), state(), []).changes).action is Action.NOOP
+    assert change.reason == Suspended(cancelling=("b1",))
+    idle = only(make_plan(desired(suspend=True), state(), []).changes)
+    assert (idle.action, idle.reason) == (Action.NOOP, Suspended())
 
 
 def test_an_unknown_status_counts_as_running_and_is_never_recreated() -> None:
@@ -175,7 +203,7 @@ def test_a_split_job_creates_one_batch_per_part_and_says_how_many() -> None:
     change = only(make_plan(split_job(), state(), []).changes)
     assert change.action is Action.CREATE
     assert [(u.part, u.retry, u.requests) for u in change.creates] == [(0, 1, 50), (1, 1, 50), (2, 1, 20)]
-    assert "3 parts, 120 requests" in change.reason
+    assert change.reason == NoBatchYet(requests=120, parts=3)
 
 
 def test_a_split_job_missing_one_part_creates_only_that_part() -> None:
@@ -190,7 +218,7 @@ def test_a_finished_part_with_unfinished_requests_is_retried_while_attempts_rema
     change = only(make_plan(split_job(max_attempts=2), jobs, batches, retryable={("eval", 1): 7}).changes)
     assert change.action is Action.RETRY
     assert [(u.part, u.retry, u.requests) for u in change.creates] == [(1, 2, 7)]
-    assert "attempt 2" in change.reason
+    assert change.reason == Retry(requests=7, attempt=2)
 
 
 def test_no_retry_once_a_part_has_had_max_attempts_batches() -> None:
@@ -235,31 +263,40 @@ def test_a_due_slot_while_the_last_run_runs_follows_the_concurrency_policy(
     running = [run_batch("b1", "2026-12-01T01:00:00Z", "in_progress")]
     change = only(make_plan(scheduled(policy), state(eval=recorded("g2", "b1")), running).changes)
     assert (change.action, change.cancel) == (action, cancel)
-    assert f"concurrency_policy {policy}" in change.reason
-    if action is not Action.NOOP:
-        assert change.run == "2026-12-01T02:00:00Z"
+    if action is Action.NOOP:
+        assert change.reason == SlotWaits("2026-12-01T02:00:00Z", ("2026-12-01T01:00:00Z",), "UTC")
+    else:
+        assert change.run == "2026-12-01T02:00:00Z" and isinstance(change.reason, ScheduledRun)
+        assert change.reason.concurrency_policy == policy
+        assert change.reason.still_running == ("2026-12-01T01:00:00Z",)
 
 
 def test_a_slot_missed_past_its_deadline_is_a_noop_that_says_so() -> None:
     change = only(make_plan(scheduled(deadline=60, now="2026-12-01T02:30:00"), state(), []).changes)
-    assert change.action is Action.NOOP and "skipped: missed by 30m (starting_deadline 1m)" in change.reason
+    missed = SlotMissed("2026-12-01T02:00:00Z", 1800.0, 60, "2026-12-01T03:00:00Z", "UTC")
+    assert (change.action, change.reason) == (Action.NOOP, missed)
+    assert change.missed_slot == "2026-12-01T02:00:00Z"
 
 
 def test_a_slot_whose_run_is_live_is_not_created_again() -> None:
     done = [run_batch("b2", "2026-12-01T02:00:00Z", "completed")]
     change = only(make_plan(scheduled(), state(eval=recorded("g2", "b2")), done).changes)
-    assert change.action is Action.NOOP and change.next_run is not None
+    assert change.action is Action.NOOP and change.next_run == Upcoming(
+        "2026-12-01T03:00:00Z", "UTC", "0 * * * *"
+    )
 
 
 def test_an_orphan_policy_in_the_metadata_outlives_the_state() -> None:
     orphan = run_batch("b1", "default", "in_progress", **{ownership.KEY_DELETION_POLICY: "orphan"})
     change = only(make_plan({}, state(), [orphan], allow_empty=True).changes)
     assert change.action is Action.NOOP and change.cancel == ()
+    assert change.reason == Orphaned(batches=("b1",))
 
 
 def test_a_batch_with_no_policy_and_no_record_is_left_running_and_flagged() -> None:
     change = only(make_plan({}, state(), [live("b1", "eval", "g1", "in_progress")], allow_empty=True).changes)
-    assert change.action is Action.NOOP and change.attention and "left running" in change.reason
+    assert change.action is Action.NOOP and change.attention
+    assert change.reason == NoDeletionPolicy(batches=("b1",))
 
 
 def test_a_run_cancelled_for_a_later_run_of_its_own_generation_is_said_to_be_superseded_by_that_run() -> None:
@@ -267,4 +304,4 @@ def test_a_run_cancelled_for_a_later_run_of_its_own_generation_is_said_to_be_sup
     current = run_batch("b2", "2026-12-01T02:00:00Z", "in_progress")
     change = only(make_plan(scheduled("replace"), state(eval=recorded("g2", "b2")), [older, current]).changes)
     assert (change.action, change.cancel) == (Action.CANCEL, ("b1",))
-    assert change.reason == "superseded by run 2026-12-01T02:00:00+00:00; cancelling b1"
+    assert change.reason == Superseded("b1", run="2026-12-01T02:00:00Z", timezone="UTC")

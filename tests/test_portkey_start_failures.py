@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from reconciler.sandbox import Sandbox
+from tests.events_helpers import Receiver
 from tests.fixtures.daemon import StartDaemon, reconciler_env
-from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo, planned
 from tests.fixtures.sandbox import SandboxFactory
 from tests.reconcile_helpers import batches, settled, stays, wait_until
 
@@ -50,11 +52,10 @@ def creates(sandbox: Sandbox) -> int:
     return sandbox.request_counts().get("POST /v1/batches", 0)
 
 
-def plan_reason(run_cli: RunCli, repo: UserRepo) -> str:
-    result = run_cli("plan", "--json", *repo.args())
-    assert result.exit_code == 0, result.stderr
-    (change,) = json.loads(result.stdout)["changes"]
-    return str(change["reason"])
+def plan_reason(run_cli: RunCli, repo: UserRepo) -> tuple[str, str, dict[str, Any]]:
+    """(action, reason code, reason data) of the one change `plan --json` shows."""
+    (change,) = planned(run_cli, repo).values()
+    return change["action"], change["reason_code"], change["reason_data"]
 
 
 @pytest.mark.parametrize("status", START_FAILURES)
@@ -69,12 +70,24 @@ def test_a_failed_start_is_restarted_after_its_wait_and_spends_no_retry(
     held = run_cli("reconcile", *local.args())  # within the first wait: nothing is sent
     assert held.exit_code == 0, held.stderr
     assert recorded(local)["status"] == "pending" and creates(sandbox) == 1
-    assert f"{status} (nothing ran): part 0 is sent again from " in plan_reason(run_cli, local)
-    assert "restart 1 of 2" in plan_reason(run_cli, local)
+    action, code, data = plan_reason(run_cli, local)
+    assert (action, code, data["status"], data["part"]) == ("noop", "restart_waits", status, 0)
+    attempts = recorded(local)["batches"]
+    assert isinstance(attempts, list)
+    (failed,) = attempts
+    assert (data["restart"], data["restarts"]) == (1, 2)
+    assert data["at"] == (failed["failed_at"] or failed["created_at"]) + 60  # the first restart's wait
 
     sandbox.configure(start_failure=None)  # what stopped the start has passed
     later(monkeypatch)
-    assert "sent again, restart 1 of 2" in plan_reason(run_cli, local)
+    action, code, data = plan_reason(run_cli, local)
+    assert (action, code, data["status"], data["restart"], data["restarts"]) == (
+        "retry",
+        "restart",
+        status,
+        1,
+        2,
+    )
     done = run_cli("reconcile", "--wait", "--timeout", "60", *local.args())
     assert done.exit_code == 0, done.stderr
     job = recorded(local)
@@ -137,3 +150,37 @@ def test_the_daemon_sleeps_until_a_restart_is_due_instead_of_polling(
     # Four intervals, and a pending job is otherwise polled at every one: nothing is sent.
     stays(lambda: sandbox.request_counts().get("GET /v1/batches", 0) == lists, 2.0)
     assert creates(sandbox) == 2
+
+
+@pytest.mark.parametrize("status", START_FAILURES)
+def test_a_start_that_failed_for_good_is_announced_as_failed_once_after_the_restarts(
+    local: UserRepo,
+    sandbox: Sandbox,
+    run_cli: RunCli,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    status: str,
+) -> None:
+    monkeypatch.setenv("HOOK_URL", f"{receiver.url}/hook")
+    local.write_spec(
+        "specs/channel.yaml",
+        """
+        apiVersion: reconciler/v1
+        kind: Notification
+        metadata: {name: evals-channel}
+        spec:
+          url: ${HOOK_URL}
+        """,
+    )
+    sandbox.configure(start_failure=status)
+    local.write_job("nightly-eval", provider="local")
+    later(monkeypatch)
+    result = run_cli("reconcile", "--wait", "--timeout", "60", *local.args())
+    assert result.exit_code == 1 and f"nightly-eval: ended {status}" in result.stderr, result.stderr
+    assert creates(sandbox) == 3  # the first start and its two restarts: one notice, at the end
+
+    (told,) = [message["data"] for message in receiver.acknowledged]
+    assert (told["event"], told["status"], told["job"]) == ("failed", status, "nightly-eval")
+    assert told["summary"].startswith(f"nightly-eval failed ({status}): 0/3 done")
+    assert run_cli("reconcile", *local.args()).exit_code == 0
+    assert len(receiver.acknowledged) == 1  # seen again: not news

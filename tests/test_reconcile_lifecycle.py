@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.repo import RunCli, UserRepo
+from tests.fixtures.repo import RunCli, UserRepo, planned
 from tests.reconcile_helpers import batches, mutating, state_of
 
 
@@ -73,9 +73,10 @@ def test_an_edit_after_completion_creates_the_new_generation_and_leaves_the_old_
     (first,) = batches(sandbox, "nightly-eval")
     assert first.status == "completed"
     sandbox_repo.write_input("data/nightly-eval.jsonl", requests=3)
-    plan = run_cli("plan", *sandbox_repo.args())
-    assert "+ create" in plan.stdout and "~ replace" not in plan.stdout
-    assert "input: 2 → 3 requests" in plan.stdout
+    change = planned(run_cli, sandbox_repo)["nightly-eval"]
+    assert (change["action"], change["reason_code"]) == ("create", "spec_changed")
+    edited = change["reason_data"]["diff"]["input"]
+    assert (edited["requests_before"], edited["requests_after"]) == (2, 3)
     run_cli("apply", "--auto-approve", *sandbox_repo.args())
     assert {b.id: b.status for b in batches(sandbox, "nightly-eval")}[first.id] == "completed"
     assert len(batches(sandbox, "nightly-eval")) == 2
@@ -209,12 +210,17 @@ def test_a_changed_input_is_reviewed_request_by_request_in_the_plan(
     lines[1]["body"]["seed"] = 7  # any edit of the request
     added = {**lines[0], "custom_id": "brand-new"}
     sandbox_repo.write_input("data/nightly-eval.jsonl", lines=[lines[0], lines[1], lines[3], added])
-    plan = run_cli("plan", *sandbox_repo.args())
-    assert plan.exit_code == 0, plan.stderr
-    assert (
-        "input: 4 requests, sha256 " in plan.stdout
-        and f"(1 added: brand-new; 1 removed: {ids[2]}; 1 changed: {ids[1]} by custom_id)" in plan.stdout
-    ), plan.stdout
+    change = planned(run_cli, sandbox_repo)["nightly-eval"]
+    assert change["reason_code"] == "spec_changed"
+    edited = change["reason_data"]["diff"]["input"]
+    assert (edited["requests_before"], edited["requests_after"]) == (4, 4)
+    assert edited["sha256_before"] != edited["sha256_after"]
+    assert edited["by_custom_id"] == {
+        "added": 1,
+        "removed": 1,
+        "changed": 1,
+        "examples": {"added": ["brand-new"], "removed": [ids[2]], "changed": [ids[1]]},
+    }
 
 
 def test_an_input_edited_back_resumes_its_cancelled_generation_as_a_next_attempt_never_a_twin(

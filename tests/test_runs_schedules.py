@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import re
 
+import jsonschema
 import pytest
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo, planned
 from tests.reconcile_helpers import batches, mutating, sdk, state_of, use_sandbox, wait_until
+from tests.test_output_results import OUTPUT_SCHEMA
 
 CREATES = "POST /v1/batches"
+FIRST = "2026-12-01T01:00:00Z"
 CANCELS = "POST /v1/batches/{id}/cancel"
 
 
@@ -59,14 +62,23 @@ def test_a_slot_that_comes_while_the_previous_run_still_runs_follows_the_concurr
     sandbox.configure(validation_seconds=600)  # the first run is still running at the next slot
     repo.write_job("nightly-eval", schedule="0 * * * *", concurrency_policy=policy)
     at(monkeypatch, "2026-12-01T01:00:10Z")
-    first = run_cli("apply", "--auto-approve", *repo.args())
-    assert "run 2026-12-01T01:00:00+00:00 (schedule 0 * * * *)" in first.stdout
-    assert runs(sandbox) == ["2026-12-01T01:00:00Z"]
+    change = planned(run_cli, repo)["nightly-eval"]
+    assert (change["action"], change["reason_code"]) == ("create", "scheduled_run")
+    assert (change["reason_data"]["run"], change["reason_data"]["schedule"]) == (FIRST, "0 * * * *")
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    assert runs(sandbox) == [FIRST]
 
     at(monkeypatch, "2026-12-01T02:00:05Z")
     sandbox.reset_counts()
-    plan = run_cli("plan", "-v", *repo.args())
-    assert f"concurrency_policy {policy}" in plan.stdout
+    change = planned(run_cli, repo)["nightly-eval"]
+    if policy == "forbid":
+        assert (change["action"], change["reason_code"]) == ("noop", "slot_waits")
+    else:
+        assert (change["reason_code"], change["reason_data"]["concurrency_policy"]) == (
+            "scheduled_run",
+            policy,
+        )
+    assert change["reason_data"]["still_running"] == [FIRST]
     assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
     counts = mutating(sandbox.request_counts())
     assert (counts.get(CREATES, 0), counts.get(CANCELS, 0)) == (creates, cancels)
@@ -81,23 +93,34 @@ def test_a_slot_missed_by_more_than_the_starting_deadline_is_skipped_and_the_pla
 ) -> None:
     repo.write_job("nightly-eval", schedule="0 2 * * *", timezone="Europe/Berlin", starting_deadline="2h")
     at(monkeypatch, "2026-12-01T02:30:00+01:00")
-    due = run_cli("plan", *repo.args())
-    assert (
-        "+ create  nightly-eval  run 2026-12-01T02:00:00+01:00 (schedule 0 2 * * *): 3 requests" in due.stdout
-    )
+    due = planned(run_cli, repo)["nightly-eval"]
+    assert (due["action"], due["reason_code"]) == ("create", "scheduled_run")
+    assert due["reason_data"] == {
+        "requests": 3,
+        "parts": 1,
+        "run": "2026-12-01T01:00:00Z",
+        "schedule": "0 2 * * *",
+        "timezone": "Europe/Berlin",
+        "still_running": [],
+        "concurrency_policy": "forbid",
+        "replacing": None,
+    }
 
     at(monkeypatch, "2026-12-01T05:00:00+01:00")
     sandbox.reset_counts()
-    missed = run_cli("apply", "--auto-approve", *repo.args())
-    assert missed.exit_code == 0
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {}
-    verbose = run_cli("plan", "-v", "--detailed-exitcode", *repo.args())
-    assert verbose.exit_code == 0
-    assert (
-        "slot 2026-12-01T02:00:00+01:00 skipped: missed by 3h (starting_deadline 2h); "
-        "next run 2026-12-02T02:00:00+01:00" in verbose.stdout
-    )
-    assert "Next run of nightly-eval: 2026-12-02T02:00:00+01:00 (schedule 0 2 * * *)" in verbose.stdout
+    assert run_cli("plan", "--detailed-exitcode", *repo.args()).exit_code == 0
+    missed = planned(run_cli, repo)["nightly-eval"]
+    assert (missed["action"], missed["reason_code"]) == ("noop", "slot_missed")
+    assert missed["reason_data"].pop("late_seconds") // 3600 == 3  # the clock moves on from 05:00
+    assert missed["reason_data"] == {
+        "slot": "2026-12-01T01:00:00Z",
+        "starting_deadline": 2 * 3600,
+        "next_slot": "2026-12-02T01:00:00Z",
+        "timezone": "Europe/Berlin",
+    }
+    assert missed["next_run"] == "2026-12-02T02:00:00+01:00 (schedule 0 2 * * *)"
 
     at(monkeypatch, "2026-12-02T02:00:01+01:00")  # the next slot, on time
     assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
@@ -113,17 +136,20 @@ def test_changing_spec_run_and_replace_each_start_exactly_one_new_run(
     assert run_cli("plan", "--detailed-exitcode", *repo.args()).exit_code == 0
 
     spec.write_text(spec.read_text().replace("spec:\n", "spec:\n  run: '2026-12-01 rerun'\n"))
-    plan = run_cli("plan", "--detailed-exitcode", *repo.args())
-    assert (
-        plan.exit_code == 2 and "+ create" in plan.stdout and "run: (none) → 2026-12-01 rerun" in plan.stdout
-    )
+    assert run_cli("plan", "--detailed-exitcode", *repo.args()).exit_code == 2
+    change = planned(run_cli, repo)["nightly-eval"]
+    assert (change["action"], change["reason_code"]) == ("create", "run_changed")
+    data = change["reason_data"]
+    assert (data["last_run"], data["run"]) == ("default", change["run"]) and data["run"].startswith("h")
+    assert data["diff"]["fields"] == [{"field": "run", "old": None, "new": "2026-12-01 rerun"}]
     sandbox.reset_counts()
     for _ in range(2):
         assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {"POST /v1/files": 1, CREATES: 1}
 
-    replace_plan = run_cli("plan", "--replace", "nightly-eval", *repo.args())
-    assert "+ create  nightly-eval  run h" in replace_plan.stdout and "(--replace)" in replace_plan.stdout
+    change = planned(run_cli, repo, "--replace", "nightly-eval")["nightly-eval"]
+    assert (change["action"], change["reason_code"]) == ("create", "replace_requested")
+    assert change["reason_data"]["run"].startswith("h") and "+" in change["reason_data"]["run"]
     sandbox.reset_counts()
     assert run_cli("apply", "--auto-approve", "--replace", "nightly-eval", *repo.args()).exit_code == 0
     assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
@@ -151,11 +177,9 @@ def test_resuming_a_suspended_job_sends_only_the_requests_without_an_answer(
     assert 0 < answered < 40
 
     spec.write_text(spec.read_text().replace("  suspend: true\n", ""))
-    plan = run_cli("plan", *repo.args())
-    assert (
-        f"+ resume  nightly-eval  {40 - answered} requests without a final answer are sent again"
-        in plan.stdout
-    )
+    change = planned(run_cli, repo)["nightly-eval"]
+    assert (change["action"], change["reason_code"]) == ("resume", "resume")
+    assert change["reason_data"] == {"requests": 40 - answered}
     sandbox.reset_counts()
     sandbox.configure(requests_per_second=500)
     assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
@@ -179,16 +203,17 @@ def test_an_orphaned_batch_survives_three_applies_and_a_lost_state(
     assert orphan.metadata["reconciler_deletion_policy"] == "orphan"
     spec.unlink()
     sandbox.reset_counts()
-    forget = run_cli("apply", "--auto-approve", *repo.args())
-    assert (
-        f". forget  nightly-eval  spec removed; deletion_policy orphan leaves {orphan.id} running"
-        in forget.stdout
-    )
+    forget = planned(run_cli, repo)["nightly-eval"]
+    assert (forget["action"], forget["reason_code"]) == ("forget", "spec_removed")
+    assert forget["reason_data"] == {"stopped": [], "left_running": [orphan.id]}
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
     for _ in range(2):
         run_cli("apply", "--auto-approve", *repo.args())
     repo.state.unlink()
     # Without a state the whole live list is read: the orphan is seen, and left alone.
-    assert f"orphaned: {orphan.id} left running" in run_cli("plan", "-v", *repo.args()).stdout
+    orphaned = planned(run_cli, repo)["nightly-eval"]
+    assert (orphaned["action"], orphaned["reason_code"]) == ("noop", "orphaned")
+    assert orphaned["reason_data"] == {"batches": [orphan.id]}
     rebuilt = run_cli("apply", "--auto-approve", *repo.args())
     assert rebuilt.exit_code == 0
     assert CANCELS not in sandbox.request_counts()
@@ -213,10 +238,10 @@ def test_a_batch_of_ours_with_no_spec_no_record_and_no_policy_is_left_running_an
     )
     sandbox.reset_counts()
     plan = run_cli("plan", *repo.args())
-    assert (
-        f"older-tool  no spec, no state record and no deletion policy in its metadata: {older.id} left running"
-        in plan.stdout
-    )
+    assert "older-tool" in plan.stdout  # shown without -v: the user should see it
+    change = planned(run_cli, repo)["older-tool"]
+    assert (change["action"], change["reason_code"]) == ("noop", "no_deletion_policy")
+    assert change["reason_data"] == {"batches": [older.id]}
     run_cli("apply", "--auto-approve", *repo.args())
     assert mutating(sandbox.request_counts()) == {}
 
@@ -275,10 +300,13 @@ def test_a_replace_lists_what_changed_and_what_the_cancel_throws_away(
     (repo.specs / "nightly-eval.yaml").unlink()
     repo.write_input("data/nightly-eval.jsonl", requests=41)
     repo.write_job("nightly-eval", metadata={"description": "second"})
-    plan = run_cli("plan", *repo.args()).stdout
-    assert "~ replace" in plan
-    assert "metadata.description: first → second" in plan and "input: 40 → 41 requests" in plan
-    assert f"while {first.id} is in_progress at " in plan and "/40" in plan
+    change = planned(run_cli, repo)["nightly-eval"]
+    assert (change["action"], change["reason_code"]) == ("replace", "spec_changed")
+    diff, replacing = change["reason_data"]["diff"], change["reason_data"]["replacing"]
+    assert diff["fields"] == [{"field": "metadata.description", "old": "first", "new": "second"}]
+    assert (diff["input"]["requests_before"], diff["input"]["requests_after"]) == (40, 41)
+    assert (replacing["batch"], replacing["status"], replacing["total"]) == (first.id, "in_progress", 40)
+    assert replacing["completed"] >= 2
 
 
 def _history(repo: UserRepo) -> list[tuple[str, str | None, bool]]:
@@ -301,10 +329,16 @@ def test_an_edit_after_the_slot_ran_waits_for_the_next_slot_and_both_runs_keep_t
     at(monkeypatch, "2026-12-01T10:00:00Z")
     plan = run_cli("plan", "--detailed-exitcode", *repo.args())
     assert plan.exit_code == 0, plan.stdout
-    assert (
-        "nightly-eval  spec changed after run 2026-12-01T01:00:00+00:00 ended: the new spec runs at "
-        "the next slot, 2026-12-02T01:00:00+00:00 (--replace nightly-eval runs it now)" in plan.stdout
-    )
+    # Nothing to do, and not in sync: the summary says so, as `status` does.
+    assert "No changes: 0 jobs in sync; 1 out of sync: spec change waiting for its next slot." in plan.stdout
+    change = planned(run_cli, repo)["nightly-eval"]
+    assert (change["action"], change["reason_code"]) == ("noop", "edit_waits")
+    assert change["reason_data"] == {
+        "job": "nightly-eval",
+        "last_run": "2026-12-01T01:00:00Z",
+        "next_slot": "2026-12-02T01:00:00Z",
+        "timezone": "UTC",
+    }
     sandbox.reset_counts()
     assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {}
@@ -365,3 +399,28 @@ def test_an_edit_of_an_unscheduled_job_starts_a_run_of_its_own_and_keeps_the_las
     folder = repo.root / "results" / "nightly-eval"
     lines = {f.name: len(f.read_text().splitlines()) for f in folder.iterdir()}
     assert lines == {"default.jsonl": 3, f"default-g{edited}.jsonl": 4}
+
+
+def test_a_run_whose_results_file_a_later_run_wrote_over_no_longer_claims_it(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`results:` without {run}: each run writes the same file, so only the latest holds it."""
+    repo.write_job("nightly-eval", schedule="0 1 * * *", results="../results/{job}.jsonl")
+    for slot in ("2026-12-01T01:00:10Z", "2026-12-02T01:00:10Z"):
+        at(monkeypatch, slot)
+        assert run_cli("reconcile", "--wait", "--timeout", "60", *repo.args()).exit_code == 0
+    assert runs(sandbox) == ["2026-12-01T01:00:00Z", "2026-12-02T01:00:00Z"]
+
+    history = state_of(repo.root)["jobs"]["nightly-eval"]["history"]
+    assert [(h["run"], h["results"], h.get("results_overwritten_by")) for h in history] == [
+        ("2026-12-02T01:00:00Z", "results/nightly-eval.jsonl", None),
+        ("2026-12-01T01:00:00Z", None, "2026-12-02T01:00:00Z"),
+    ]
+    shown = run_cli("status", "nightly-eval", *repo.args()).stdout
+    assert re.search(r"2026-12-01T01:00:00Z +completed .* overwritten by run 2026-12-02T01:00:00Z", shown), (
+        shown
+    )
+    document = json.loads(run_cli("output", "nightly-eval", "--json", *repo.args()).stdout)
+    jsonschema.Draft202012Validator(OUTPUT_SCHEMA).validate(document)
+    older = document["jobs"]["nightly-eval"]["runs"][1]
+    assert (older["results"], older["results_overwritten_by"]) == (None, "2026-12-02T01:00:00Z")

@@ -124,6 +124,29 @@ def test_knobs_change_over_http_and_bad_knobs_are_refused(sandbox: Sandbox) -> N
         sandbox.configure(speed=3)
 
 
+@pytest.mark.parametrize(
+    "knob",
+    [
+        "latency_seconds",
+        "validation_seconds",
+        "expiry_seconds",
+        "requests_per_second",
+        "webhook_retry_seconds",
+        "webhook_attempts",
+    ],
+)
+def test_a_knob_past_its_bound_is_refused_and_the_sandbox_keeps_answering(
+    sandbox: Sandbox, sandbox_http: httpx.Client, knob: str
+) -> None:
+    """`latency_seconds: 1e300` was taken, and every answer after it was a 500."""
+    control = sandbox.base_url.replace("/v1", "/_sandbox/config")
+    value = 10**300 if knob == "webhook_attempts" else 1e300
+    refused = httpx.post(control, json={knob: value})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"].startswith(f"{knob}: Input should be less than or equal to ")
+    assert sandbox_http.get("/batches").status_code == 200
+
+
 def test_a_hundred_concurrent_connections_are_all_served(sandbox: Sandbox) -> None:
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     with (

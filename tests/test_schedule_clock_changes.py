@@ -21,7 +21,7 @@ from reconciler.plans.changes import Slot
 from reconciler.sandbox import Sandbox
 from tests.events_helpers import OWNER as DAEMON_OWNER
 from tests.events_helpers import Daemon, Receiver
-from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo, planned
 from tests.reconcile_helpers import batches, mutating, stays, use_sandbox, wait_until
 
 JOB = "nightly-eval"
@@ -122,8 +122,12 @@ def test_each_slot_runs_once_across_a_clock_change_and_no_running_batch_is_cance
     assert (counts.get(CREATES, 0), counts.get(CANCELS, 0)) == (1, 0)
 
     monkeypatch.setenv("RECONCILER_NOW", now_env(tomorrow + timedelta(seconds=10), 1))
-    plan = run_cli("plan", *repo.args())
-    assert f"~ replace {JOB}  run {tomorrow.astimezone(ZoneInfo(change.zone)).isoformat()}" in plan.stdout
+    replaced = planned(run_cli, repo)[JOB]
+    assert (replaced["action"], replaced["reason_code"]) == ("replace", "scheduled_run")
+    assert (replaced["reason_data"]["run"], replaced["reason_data"]["timezone"]) == (
+        run_id(tomorrow),
+        change.zone,
+    )
     assert run_cli("reconcile", *repo.args()).exit_code == 0
     assert runs(sandbox) == [run_id(yesterday), run_id(today), run_id(tomorrow)]
 

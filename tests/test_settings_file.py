@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from reconciler.sandbox import Sandbox
+from tests.fixtures.daemon import StartDaemon, reconciler_env, watch_command
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
 from tests.fixtures.sandbox import cli_env
-from tests.reconcile_helpers import mutating, use_sandbox
+from tests.reconcile_helpers import batches, mutating, use_sandbox
 from tests.test_validate_specs import error_lines
 
 # Counts the times the process opens reconciler.yaml, then runs the CLI with the given arguments.
@@ -45,11 +46,13 @@ def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch)
         ("budget:\n  max_usd_per_pln: 10\n", "reconciler.yaml:2: budget.max_usd_per_pln:", "did you mean 'max_usd_per_plan'?"),
         ("owner: 12\n", "reconciler.yaml:1: owner:", "must be a string"),
         ("budget:\n  max_usd_per_plan: -1\n", "reconciler.yaml:2: budget.max_usd_per_plan:", "greater than 0"),
+        ("budget:\n  max_usd_per_plan: .inf\n", "reconciler.yaml:2: budget.max_usd_per_plan:", "a finite number"),
+        ("budget:\n  max_usd_per_plan: .nan\n", "reconciler.yaml:2: budget.max_usd_per_plan:", "a finite number"),
         ("budget: 10\n", "reconciler.yaml:1: budget:", "must be a mapping"),
         ("owner: a\nowner: b\n", "reconciler.yaml:2:", "duplicate key 'owner'"),
         ("- owner: a\n", "reconciler.yaml:1:", "must be a mapping of settings"),
     ],
-    ids=["misspelt-budget", "misspelt-budget-key", "owner-not-a-string", "negative", "not-a-mapping", "twice", "a-list"],
+    ids=["misspelt-budget", "misspelt-budget-key", "owner-not-a-string", "negative", "infinite", "nan", "not-a-mapping", "twice", "a-list"],
 )  # fmt: skip
 def test_a_mistake_in_reconciler_yaml_fails_validate_with_its_line(
     repo: UserRepo, run_cli: RunCli, text: str, where: str, fragment: str
@@ -104,3 +107,48 @@ def test_reconciler_yaml_is_read_once_per_command(repo: UserRepo, sandbox: Sandb
     )
 
     assert "exit 0, opened reconciler.yaml 1 times" in done.stderr, done.stderr
+
+
+# The daemon ------------------------------------------------------------------------------
+
+
+def test_a_daemon_started_with_a_mistake_in_reconciler_yaml_exits_1_naming_its_line(
+    make_repo: MakeRepo, sandbox: Sandbox
+) -> None:
+    repo = make_repo()
+    repo.write_job("nightly-eval", requests=2)
+    repo.path("reconciler.yaml").write_text("budgte:\n  max_usd_per_plan: 1\n")
+    done = subprocess.run(
+        watch_command(repo, "--interval", "0.5"),
+        env=reconciler_env(sandbox),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "error: reconciler.yaml:1: budgte: unknown key; did you mean 'budget'?"
+    ]
+    assert sandbox.request_counts() == {} and repo.written() == ["reconciler.yaml"]  # nothing more
+
+
+def test_the_daemon_reads_reconciler_yaml_again_when_it_alone_changes(
+    make_repo: MakeRepo, sandbox: Sandbox, start_daemon: StartDaemon
+) -> None:
+    repo = make_repo()
+    settings = repo.path("reconciler.yaml")
+    settings.write_text("budget:\n  max_usd_per_plan: 0.0002\n")
+    repo.write_job("big", requests=40)  # up to ~$0.0008: over the repo's budget
+    daemon = start_daemon(repo, sandbox, "--log-format", "json")
+    daemon.eventually(lambda: [e for e in daemon.events() if e["event"] == "over_budget"])
+
+    settings.write_text("budgte:\n  max_usd_per_plan: 1\n")  # a mistake: said, the last good kept
+    invalid = daemon.eventually(lambda: [e for e in daemon.events() if e["event"] == "spec_invalid"])
+    assert invalid[0]["message"] == "reconciler.yaml:1: budgte: unknown key; did you mean 'budget'?"
+    assert batches(sandbox, "big") == []
+
+    settings.write_text("budget:\n  max_usd_per_plan: 1\n")  # fixed, and raised: big fits now
+    daemon.eventually(lambda: batches(sandbox, "big"))
+    assert [e["event"] for e in daemon.events()].count("specs_valid") == 1
+    assert len(batches(sandbox, "big")) == 1

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from reconciler.sandbox import Sandbox
-from tests.fixtures.repo import RunCli, UserRepo
+from tests.fixtures.repo import RunCli, UserRepo, planned
 from tests.reconcile_helpers import batches, sdk, state_of
 
 
@@ -35,8 +35,8 @@ def test_120_requests_split_at_50_become_3_batches_and_120_result_lines_in_input
     sandbox_repo.write_job(
         "nightly-eval", requests=120, split={"max_requests": 50}, results="../results/nightly-eval.jsonl"
     )
-    plan = run_cli("plan", *sandbox_repo.args())
-    assert "3 parts, 120 requests" in plan.stdout
+    change = planned(run_cli, sandbox_repo)["nightly-eval"]
+    assert (change["reason_code"], change["reason_data"]) == ("no_batch_yet", {"requests": 120, "parts": 3})
     reconcile_until_done(run_cli, sandbox_repo)
     live = batches(sandbox, "nightly-eval")
     assert sorted((b.metadata["reconciler_part"], b.request_counts.total) for b in live) == [

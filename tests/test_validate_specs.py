@@ -104,6 +104,10 @@ BAD_JOBS = [
     ("unquoted-number", job_text(extra="  metadata: {version: 1.5}\n"), "specs/job.yaml:8: spec.metadata.version:", "quotes around the value"),
     ("number-as-key", job_text(extra="  metadata:\n    007: bond\n"), "specs/job.yaml:9: spec.metadata.007:", "quotes around the key"),
     ("labels-not-a-map", job_text().replace("  name: nightly-eval\n", "  name: nightly-eval\n  labels: [a]\n"), "specs/job.yaml:5: metadata.labels:", "mapping"),
+    ("infinite-budget", job_text(extra="  budget: {max_usd: .inf}\n"), "specs/job.yaml:8: spec.budget.max_usd:", "must be a finite number"),
+    ("nan-budget", job_text(extra="  budget: {max_usd: .nan}\n"), "specs/job.yaml:8: spec.budget.max_usd:", "must be a finite number"),
+    ("huge-deadline", job_text(extra="  schedule: '0 2 * * *'\n  starting_deadline: 100000000000000000000000\n"), "specs/job.yaml:9: spec.starting_deadline:", "at most 366d"),
+    ("long-deadline", job_text(extra="  schedule: '0 2 * * *'\n  starting_deadline: 367d\n"), "specs/job.yaml:9: spec.starting_deadline:", "at most 366d"),
 ]  # fmt: skip
 
 
@@ -154,6 +158,10 @@ BAD_PROVIDERS = [
     ("variable-in-url", provider_text(base_url="https://${HOST}/v1"), "specs/portkey.yaml:6: spec.base_url:", "only expanded in headers"),
     ("reserved-name", provider_text(name="sandbox"), "specs/portkey.yaml:4: metadata.name:", "built-in sandbox"),
     ("misspelt-key", provider_text().replace("base_url", "baseurl"), "specs/portkey.yaml:6: spec.baseurl:", "did you mean 'base_url'"),
+    ("infinite-price", provider_text() + "  pricing:\n    gpt-4o-mini: {input: .inf, output: 1}\n", "specs/portkey.yaml:8: spec.pricing.gpt-4o-mini.input:", "must be a finite number"),
+    ("nan-price", provider_text() + "  pricing:\n    gpt-4o-mini: {input: 1, output: .nan}\n", "specs/portkey.yaml:8: spec.pricing.gpt-4o-mini.output:", "must be a finite number"),
+    ("overflowing-price", provider_text() + "  pricing:\n    gpt-4o-mini: {input: 1.0e+308, output: 1}\n", "specs/portkey.yaml:8: spec.pricing.gpt-4o-mini.input:", "less than or equal to 1000000"),
+    ("huge-output-cap", provider_text() + "  pricing:\n    gpt-4o-mini: {input: 1, output: 1, max_output_tokens: 100000000000}\n", "specs/portkey.yaml:8: spec.pricing.gpt-4o-mini.max_output_tokens:", "less than or equal to 10000000"),
 ]  # fmt: skip
 
 

@@ -1,4 +1,8 @@
-"""One provider's API as the engine holds it: a reader for every phase, a writer for apply."""
+"""One provider's API as the engine holds it: its transport, and a reader for every phase.
+
+The writing half is not here: apply builds it from the transport (engine/apply/effects.py),
+and no other code may import it (pyproject.toml's contract).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,18 @@ from dataclasses import dataclass
 
 from reconciler.api.reader import BatchReader
 from reconciler.api.transport import Transport
-from reconciler.api.writer import BatchWriter
 
 
 @dataclass(frozen=True)
 class ProviderApi:
+    transport: Transport
     reader: BatchReader
-    writer: BatchWriter
 
     @classmethod
     def over(cls, transport: Transport) -> ProviderApi:
-        return cls(BatchReader(transport), BatchWriter(transport))
+        return cls(transport, BatchReader(transport))
 
     @property
     def requests(self) -> Counter[str]:
         """Requests sent so far, per endpoint: what tests and benchmarks count."""
-        return self.reader.transport.requests
+        return self.transport.requests

@@ -22,6 +22,8 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -181,7 +183,7 @@ class Transport:
                 return self._attempt(shown, send(self.timeout(limits, timeout)), limits, out)
             except (ApiStatusError, httpx.TransportError) as error:
                 if limits.remaining() <= 0:
-                    raise deadline_error(shown, limits, f"before an answer came ({_kind(error)})") from None
+                    raise deadline_error(shown, limits, _unanswered(error)) from None
                 retry = idempotent or not may_have_acted(error)
                 if not retry or not self._should_retry(error, attempt, limits):
                     raise self._wrap(shown, error) from None
@@ -280,8 +282,8 @@ class Transport:
             return error  # built here, from our label and the already scrubbed server text
         if isinstance(error, httpx.ConnectError):
             where = f"cannot connect to {self.http.base_url}"
-            return ApiConnectionError(self.scrubber.text(f"{shown}: {where} (ConnectError: {error})"))
-        return ApiConnectionError(self.scrubber.text(f"{shown}: {type(error).__name__}: {error}"))
+            return ApiConnectionError(self.scrubber.text(f"{shown}: {where} ({connect_reason(error)})"))
+        return ApiConnectionError(self.scrubber.text(f"{shown}: {failure_words(error)}"))
 
     def describe(self, label: str) -> str:
         """`GET /batches` → `provider portkey: GET /v1/batches`: the request as the server saw it."""
@@ -325,8 +327,58 @@ def _duration(seconds: float | None) -> str:
     return f"{left / 60:.0f}m" if left < 3 * 3600 else f"{left / 3600:.0f}h"
 
 
-def _kind(error: Exception) -> str:
-    return f"HTTP {error.status}" if isinstance(error, ApiStatusError) else type(error).__name__
+# What a try that got no answer ran into, in words: an HTTP library's class name (`ReadTimeout`)
+# or its text means nothing to the user.  The most specific kinds first.
+_TRANSPORT_WORDS: tuple[tuple[type[Exception], str], ...] = (
+    (httpx.ConnectTimeout, "no connection within the connect timeout"),
+    (httpx.ReadTimeout, "no answer within the read timeout"),
+    (httpx.WriteTimeout, "the request was not sent within the write timeout"),
+    (httpx.PoolTimeout, "no free connection within the pool timeout"),
+    (httpx.ReadError, "the connection broke while the answer was read"),
+    (httpx.WriteError, "the connection broke while the request was sent"),
+    (httpx.RemoteProtocolError, "the server hung up or answered malformed HTTP"),
+    (httpx.LocalProtocolError, "the request could not be sent as valid HTTP"),
+    (httpx.ProxyError, "the proxy would not connect"),
+    (httpx.UnsupportedProtocol, "the URL is not http:// or https://"),
+)
+
+
+def failure_words(error: Exception) -> str:
+    """What went wrong with one try of a request, in words: `HTTP 503`, `cannot connect
+    (connection refused)`, `no answer within the read timeout`."""
+    if isinstance(error, ApiStatusError):
+        return f"HTTP {error.status}"
+    if isinstance(error, httpx.ConnectError):
+        return f"cannot connect ({connect_reason(error)})"
+    return next(
+        (words for kind, words in _TRANSPORT_WORDS if isinstance(error, kind)), "the connection failed"
+    )
+
+
+def connect_reason(error: Exception) -> str:
+    """Why a connection could not be made, from the operating system's error beneath the HTTP
+    library's: `connection refused`, `the host name does not resolve`."""
+    cause = error.__cause__ or error.__context__
+    for _ in range(8):  # httpx's error wraps httpcore's, which wraps the OSError
+        if cause is None:
+            break
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "the server's TLS certificate is not trusted"
+        if isinstance(cause, ssl.SSLError):
+            return "the TLS handshake failed"
+        if isinstance(cause, socket.gaierror):
+            return "the host name does not resolve"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:]
+        cause = cause.__cause__ or cause.__context__
+    return "no connection"
+
+
+def _unanswered(error: Exception) -> str:
+    """How a deadline's message ends: a timeout needs no more words, since the deadline is why."""
+    if isinstance(error, httpx.TimeoutException):
+        return "before an answer came"
+    return f"before an answer came (last try: {failure_words(error)})"
 
 
 def _route(label: str) -> str:

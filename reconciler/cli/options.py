@@ -146,11 +146,12 @@ class Seconds(click.ParamType[float]):
 
     name = "seconds"
 
-    def __init__(self, least: float = 0.0) -> None:
+    def __init__(self, least: float = 0.0, *, above: bool = False) -> None:
         self.least = least
+        self.above = above  # `least` itself refused: a limit of 0 s would end a command at once
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         try:
-            return parse_seconds(value, least=self.least)
+            return parse_seconds(value, least=self.least, above=self.above)
         except ValueError as error:
             self.fail(f"{value!r} {error}", param, ctx)

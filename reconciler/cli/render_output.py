@@ -57,6 +57,7 @@ def _run(run: RunRecord) -> dict[str, Any]:
         "started_at": run.started_at,
         "ended_at": run.ended_at,
         "results": Path(run.results).as_posix() if run.results else None,
+        "results_overwritten_by": run.results_overwritten_by,
         "usage": _tokens(run.usage) if run.usage else None,
         "cost": _cost(run.cost_usd, run.usage),
     }

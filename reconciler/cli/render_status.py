@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from reconciler.common.errors import UserError
-from reconciler.common.usage import TokenUsage
+from reconciler.common.usage import TokenUsage, usd
 from reconciler.daemon.passes import load
 from reconciler.engine.connect import open_clients
 from reconciler.engine.converge import observe_and_record, readers_of, utc_now
@@ -27,12 +27,11 @@ from reconciler.engine.observe import observe
 from reconciler.engine.results import recorded_location, results_problem
 from reconciler.engine.workspace import behind, load_state, read_recorded
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.cost import usd
-from reconciler.plans.jobstatus import duration, job_progress, parse_time
+from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_time
 from reconciler.plans.record import record
 from reconciler.specs import identity
 from reconciler.specs.repo import RepoPaths
-from reconciler.state.model import BatchRecord, JobState, State
+from reconciler.state.model import BatchRecord, JobState, RunRecord, State
 
 COMMAND = "reconciler status --refresh --save"
 
@@ -183,17 +182,7 @@ def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
 
 def sync(view: StatusView, name: str) -> str:
     """`in sync`, `out of sync: …` or `unknown`: the recorded generation against the spec's."""
-    job = view.state.jobs.get(name)
-    if view.desired is None:
-        return "unknown"
-    wanted = view.desired.get(name)
-    if wanted is None:
-        return "unknown: spec invalid" if view.problems else "out of sync: spec removed"
-    if job is None or job.status == "none":
-        return "out of sync: not created"
-    if job.generation != wanted.generation or job.provider != wanted.provider:
-        return "out of sync: spec changed"
-    return "in sync"
+    return job_sync(name, view.state.jobs.get(name), view.desired, bool(view.problems)).value
 
 
 def results_cell(view: StatusView, name: str, job: JobState) -> str:
@@ -317,8 +306,8 @@ def history_table(job: JobState) -> list[str]:
             _when(record.started_at),
             _when(record.ended_at),
             str(len(record.batches)),
-            record.results or "-",
-            f"${record.cost_usd:.6g}" if record.cost_usd is not None else "-",
+            _run_results(record),
+            usd(record.cost_usd) if record.cost_usd is not None else "-",
         )
         for record in job.history
     ]
@@ -327,6 +316,12 @@ def history_table(job: JobState) -> list[str]:
     for row in [HISTORY_COLUMNS, *rows]:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return lines
+
+
+def _run_results(record: RunRecord) -> str:
+    if record.results_overwritten_by is not None:
+        return f"overwritten by run {record.results_overwritten_by}"
+    return record.results or "-"
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -1,9 +1,20 @@
-"""What a run used and what it cost: tokens metered from output lines, and the prices it ran at.
+"""What a run used and what it cost: tokens metered from output lines, the prices it ran at, and
+the one way an amount of money is written (`usd`, `usd_each`).
 
 Plain data shared by specs (prices), state (what a run used) and plans (estimates).
+
+Money is written one way in every output (plan, apply, status, output, log lines, budget
+messages; JSON keeps the raw numbers): dollars and cents from ten cents up (`$1,234.56`), two
+significant digits below (`$0.072`, `$0.000072`), never in e-notation, and zero as `$0.00`.
+Amounts shown together (one sentence: a budget refusal, an estimate) take the fewest extra
+digits that make any two different amounts read differently: `up to $0.000198 does not fit in
+... $0.0002` rather than `$0.0002` twice.  Amounts that agree to 12 significant digits are one
+amount (a sum's float rounding is not a difference).
 """
 
 from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -60,3 +71,36 @@ def total_usage(usages: dict[str, TokenUsage]) -> TokenUsage:
     for usage in usages.values():
         total = total.plus(usage)
     return total
+
+
+SAME_AMOUNT_DIGITS = 12  # significant digits past which two amounts are the same amount
+_CENTS_FROM = Decimal("0.1")
+
+
+def usd(amount: float) -> str:
+    """`$1,234.56`, `$0.072`, `$0.000072`: see the module's docstring."""
+    return usd_each(amount)[0]
+
+
+def usd_each(*amounts: float) -> tuple[str, ...]:
+    """Amounts shown together, each as `usd` writes it, with more digits where two different
+    amounts would otherwise read the same."""
+    same = [float(f"{a:.{SAME_AMOUNT_DIGITS}g}") for a in amounts]
+    for extra in range(SAME_AMOUNT_DIGITS + 1):
+        shown = tuple(_usd(a, extra) for a in amounts)
+        pairs = set(zip(same, shown, strict=True))
+        if len(pairs) == len(set(same)) == len(set(shown)):  # one text per amount, one amount per text
+            return shown
+    return shown
+
+
+def _usd(amount: float, extra: int) -> str:
+    value = abs(Decimal(repr(float(amount))))
+    if value == 0:
+        return "$0.00"
+    significant = 2 - 1 - value.adjusted()  # places for two significant digits
+    places = (2 if value >= _CENTS_FROM else max(significant, 2)) + extra
+    rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    whole, _, fraction = f"{rounded:,f}".partition(".")
+    sign = "-" if amount < 0 else ""
+    return f"{sign}${whole}.{fraction.rstrip('0').ljust(2, '0')}"

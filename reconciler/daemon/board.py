@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
-from reconciler.plans.changes import Slot
+from reconciler.plans.changes import DesiredJob, Slot
+from reconciler.specs.identity import RepoName
 from reconciler.state.model import State
 
 
@@ -38,6 +39,10 @@ class Snapshot:
     webhooks: tuple[str, ...] = ()  # providers whose webhooks are taken
     notifications: tuple[str, ...] = ()
     schedules: Mapping[str, Slot] = field(default_factory=dict)  # job → its schedule, as specced
+    # The jobs whose specs validate, for SYNC (held ones, broken now, are not); None: none read yet.
+    specced: Mapping[str, DesiredJob] | None = None
+    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # job → its spec's labels
+    repo: RepoName | None = None  # what the dashboard calls the repo
     started: float = field(default_factory=time.time)
 
     def batch_ids(self) -> frozenset[str]:
@@ -167,7 +172,7 @@ class Metrics:
                 if job.prices is not None:
                     self.cost.labels(job=name).inc(job.prices.cost(usage))
 
-    def set_over_budget(self, jobs: Mapping[str, str]) -> None:
+    def set_over_budget(self, jobs: Iterable[str]) -> None:
         self.over_budget.clear()  # a job back within its budget must not stay marked
         for job in jobs:
             self.over_budget.labels(job=job).set(1)

@@ -40,6 +40,7 @@ from reconciler.engine.converge import utc_now
 from reconciler.engine.events import EventLog, report_transitions
 from reconciler.engine.notify.courier import Courier, OpenState, enqueue, source_of
 from reconciler.plans.changes import SYMBOLS, Action, Change
+from reconciler.plans.wording import budget_warning, words
 from reconciler.specs.loader import LoadedNotification
 from reconciler.specs.models import NotificationSpec
 from reconciler.state.model import State
@@ -51,11 +52,12 @@ def report_pass(result: PassResult, log: EventLog, metrics: Metrics) -> None:
             _report_change(change, result.outcome, log, metrics)
     for failure in result.outcome.failures:
         _report_failure(failure, log, metrics)
-    for warning in result.plan.warnings:
-        log.warning("over_budget", warning, job=warning.split(":", 1)[0])
+    for passed in result.plan.warnings:
+        figures = {"spent_usd": passed.spent_usd, "budget_usd": passed.budget_usd}
+        log.warning("over_budget", budget_warning(passed), job=passed.job, **figures)
     report_transitions(result.before, result.after, log)
     metrics.set_jobs(Counter(job.status for job in result.after.jobs.values()))
-    metrics.set_over_budget(result.outcome.over_budget)
+    metrics.set_over_budget(result.outcome.over_budget.keys())
     metrics.count_usage(result.after)
 
 
@@ -96,10 +98,11 @@ def _report_change(change: Change, outcome: Outcome, log: EventLog, metrics: Met
     log.emit(
         "error" if failed else "info",
         "action",
-        f"{change.job}: {symbol} {change.action.value}{ids} ({change.reason})",
+        f"{change.job}: {symbol} {change.action.value}{ids} ({words(change.reason)})",
         job=change.job,
         action=change.action.value,
-        reason=change.reason,
+        reason=words(change.reason),
+        reason_code=change.reason.code.value,
         created=created,
         cancelled=cancelled,
     )
@@ -197,6 +200,8 @@ class Hooks:
             webhooks=self.covered,
             notifications=tuple(sorted(repo.notifications)),
             schedules={name: job.schedule for name, job in loaded.ws.desired.items() if job.schedule},
+            specced={name: job for name, job in loaded.ws.desired.items() if name not in loaded.held},
+            labels={name: job.job.metadata.labels for name, job in repo.jobs.items()},
         )
 
     def poll(self, state: State, skip: Iterable[str], cadence: Cadence) -> float | None:

@@ -51,13 +51,15 @@ from reconciler.daemon.passes import (
     reload_changed,
 )
 from reconciler.daemon.timing import Cadence, Wake, Waker, earliest, restart_wait, retry_delay
-from reconciler.daemon.watch import SETTLE_SECONDS, FileWatcher, WatchTargets, targets_for
+from reconciler.daemon.watch import SETTLE_SECONDS, FileWatcher, WatchTargets, targets_for, watched_files
 from reconciler.daemon.web import Liveness
 from reconciler.engine import clock
 from reconciler.engine.apply.failures import server_wait
 from reconciler.engine.clock import seconds_until_next
 from reconciler.engine.events import EventLog
 from reconciler.engine.workspace import load_state, open_backend
+from reconciler.plans.reasons import OverBudget
+from reconciler.plans.wording import over_budget_words, words
 from reconciler.specs import identity
 from reconciler.specs.checkout import head
 from reconciler.specs.repo import SETTINGS_FILE, RepoPaths, resolve_paths
@@ -163,6 +165,7 @@ class Daemon:
         self.owed = Owed()
         self.held: frozenset[str] = frozenset()  # jobs whose cancel waits for the files to settle
         self.state: State | None = None  # as the last pass left it
+        self.refused: dict[str, OverBudget] = {}  # job → why the last pass refused its change
         self.poll_at: float | None = 0.0  # time.monotonic() of the next poll; 0: at once
         self.settle_at: float | None = None
         self.compact_at: float | None = None
@@ -257,7 +260,8 @@ class Daemon:
         for _ in range(3):  # a restarted watch may have missed a write: look once more
             paths = self.settings.paths()
             self.loaded = load(paths, self.settings.owner, self.loaded)
-            self.targets = targets_for(paths.specs, self.loaded.inputs, self.settings.links())
+            files = watched_files(paths, self.loaded.inputs)
+            self.targets = targets_for(paths.specs, files, self.settings.links())
             self.watch_broken = False
             if not self.watcher.follow(self.targets):
                 break
@@ -335,7 +339,7 @@ class Daemon:
         self.compact_at = _at(result.settle_in)
         if not result.whole:  # the jobs it did not plan are as over budget as they were
             planned = {change.job for change in result.plan.changes}
-            kept = {job: why for job, why in self.liveness.over_budget.items() if job not in planned}
+            kept = {job: over for job, over in self.refused.items() if job not in planned}
             result.outcome.over_budget = kept | result.outcome.over_budget
         if result.held:
             self.settle_at = self.settle_at or self.waker.last_file_event + SETTLE_SECONDS
@@ -417,17 +421,24 @@ class Daemon:
         if result.held_back and result.held_back not in self.said:
             self.said.add(result.held_back)
             self.log.warning("held_back", result.held_back)
-        over_budget = result.outcome.over_budget
+        refused = result.outcome.over_budget
+        over_budget = {job: over_budget_words(over) for job, over in refused.items()}
         for job, reason in sorted(over_budget.items()):
             line = f"{job}: over budget, not sent: {reason}"
             if line not in self.said:  # once until the specs change: it holds on every pass
                 self.said.add(line)
-                self.log.warning("over_budget", line, job=job, reason=reason)
-        self.liveness.over_budget = dict(over_budget)
+                over = refused[job]
+                figures = {"budget": over.budget, "limit_usd": over.limit_usd, "upper_usd": over.upper_usd}
+                self.log.warning("over_budget", line, job=job, reason=reason, **figures)
+        self.liveness.over_budget = over_budget
+        self.refused = dict(refused)
         for change in result.plan.changes:  # e.g. a job left to a newer checkout: said once
-            if change.attention and change.reason not in self.said:
-                self.said.add(change.reason)
-                self.log.warning("noted", f"{change.job}: {change.reason}", job=change.job)
+            said = words(change.reason)
+            if change.attention and said not in self.said:
+                self.said.add(said)
+                self.log.warning(
+                    "noted", f"{change.job}: {said}", job=change.job, reason_code=change.reason.code.value
+                )
         degraded = bool(self.loaded and self.loaded.problems) or bool(
             result.held_back or result.outcome.failures or over_budget
         )

@@ -24,7 +24,7 @@ from reconciler.daemon.board import Board, Metrics
 from reconciler.daemon.hooks import Announcer, Hooks
 from reconciler.daemon.loop import Daemon, Role, Settings
 from reconciler.daemon.timing import Cadence, Waker
-from reconciler.daemon.web import Routes, serve_health
+from reconciler.daemon.web import Caps, Site, serve_health
 from reconciler.daemon.webhooks import WebhookInbox
 from reconciler.engine.events import EventLog, warnings_to
 from reconciler.engine.workspace import Workspace, load_state, open_backend, open_state
@@ -77,7 +77,7 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
         # The announcer writes the outbox beside the passes: the state file's journal stays theirs.
         states = functools.partial(open_backend, paths.state, paths.state_url, tag, keep_journal=True)
         board, announcer = Board(), Announcer(states, tag, log, metrics)
-        board.publish(state=recorded)
+        board.publish(state=recorded, repo=identity.repo_name(paths.repo, owner))
         inbox = WebhookInbox(board, waker.refresh, log, metrics) if options.health else None
         role = Role(leadership, log, metrics)
         daemon = Daemon(settings, log, metrics, waker, Hooks(board, announcer, inbox), role)
@@ -85,9 +85,9 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
         stack.callback(announcer.stop)
         stack.callback(board.close)
         if options.health:
-            routes = Routes(board, inbox)
-            health = serve_health(*options.health, metrics, daemon.liveness.report, routes)
-            host, port = stack.enter_context(health)
+            caps = Caps.for_this_process()
+            site = Site(board, metrics, daemon.liveness.report, inbox, caps.streams)
+            host, port = stack.enter_context(serve_health(*options.health, site, caps))
             shown = f"[{host}]" if ":" in host else host
             log.info(
                 "health",

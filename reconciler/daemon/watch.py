@@ -1,12 +1,13 @@
 """Which files wake the daemon, and the thread that watches them with watchfiles.
 
-The specs directory and the folder of every input are watched; the set is re-derived
-after each load, since a spec may name a new input.  Bursts are gathered by watchfiles: a
-`git pull` touching fifty files arrives as one change, naming the files that changed.  A burst
-ends after QUIET_MS without a write, so a new spec's create goes out at once; what a change
-would cancel (a spec removed, renamed, edited while its batch runs) waits until the files have
-been quiet for SETTLE_SECONDS (daemon/loop.py), so a rename, a checkout or an editor's
-delete-then-write never cancels anything.
+The specs directory, the folder of every input and reconciler.yaml's, the repo root, are
+watched (recursively, as watchfiles watches every root; changes to other files are filtered
+out); the set is re-derived after each load, since a spec may name a new input.  Bursts are
+gathered by watchfiles: a `git pull` touching fifty files arrives as one change, naming the
+files that changed.  A burst ends after QUIET_MS without a write, so a new spec's create goes
+out at once; what a change would cancel (a spec removed, renamed, edited while its batch runs)
+waits until the files have been quiet for SETTLE_SECONDS (daemon/loop.py), so a rename, a
+checkout or an editor's delete-then-write never cancels anything.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchfiles import Change, DefaultFilter, watch
+
+from reconciler.specs.repo import SETTINGS_FILE, RepoPaths
 
 DEBOUNCE_MS = 1000  # the longest a burst of writes is gathered into one wake-up
 QUIET_MS = 50  # a burst ends after this long without another write
@@ -37,6 +40,12 @@ def targets_for(specs: Path, inputs: Iterable[Path], links: Iterable[Path] = ())
     files = {Path(p) for p in inputs} | {Path(p) for p in links}
     wanted = {_existing(specs)} | {_existing(p.parent) for p in files}
     return WatchTargets(frozenset(_outermost(wanted)), frozenset({specs}), frozenset(files))
+
+
+def watched_files(paths: RepoPaths, inputs: Iterable[Path]) -> list[Path]:
+    """The files whose change reloads the specs: every input, and reconciler.yaml, which each
+    load reads again (an edit of it alone must not wait for a change under specs/)."""
+    return [*inputs, paths.repo / SETTINGS_FILE]
 
 
 def _existing(path: Path) -> Path:

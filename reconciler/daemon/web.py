@@ -1,15 +1,32 @@
-"""The health port (`--health-port`): its server, its routes, and its connections, bounded.
+"""The health port (`--health-port`): its server, its one route table, its one response
+writer, and its connections, bounded.
 
-`GET /healthz` (alias `/readyz`), `GET /livez`, `GET /metrics`, and, when given `routes`, the
-dashboard, its event stream and `POST /webhooks/openai`.  `/livez` answers 200 whenever the
-process does: a restart cures a stuck process, never a provider outage, so liveness must not
-depend on the provider.  `/healthz` and `/readyz` turn 503 when passes keep failing (a
-provider unreachable): for readiness and alerts.  A query value a route cannot use is a 400,
-never a traceback.
+The routes (`Site.table`; HEAD is answered for every GET route, with the headers alone):
+
+| method | path                  | handler                                                   |
+|--------|-----------------------|-----------------------------------------------------------|
+| GET    | `/livez`              | `alive`: 200 whenever the process answers                 |
+| GET    | `/healthz`, `/readyz` | `ready`: 200, or 503 while passes keep failing            |
+| GET    | `/metrics`            | `metrics`: Prometheus text                                |
+| GET    | `/`                   | `overview`: the dashboard                                 |
+| GET    | `/jobs/{name}`        | `job`: one job (404 when the state has none of that name) |
+| GET    | `/events`             | `overview_events`: the dashboard's Server-Sent Events     |
+| GET    | `/jobs/{name}/events` | `job_events`: one job's                                   |
+| POST   | `/webhooks/openai`    | `webhook` (daemon/webhooks.py)                            |
+
+A path no route has is a 404; a path some route has, asked with another method, a 405 naming
+the methods it takes.  `/livez` answers 200 whenever the process does: a restart cures a stuck
+process, never a provider outage, so liveness must not depend on the provider.  `/healthz` and
+`/readyz` turn 503 when passes keep failing (a provider unreachable): for readiness and alerts.
+A query value a route cannot use is a 400, never a traceback.
+
+Every answer — a route's, a 404 or 405, a malformed request's (http.server's own errors), the
+503 of a full server, an event stream's head — is written by `respond` (or, for the full
+server's 503, from the same `head_fields`), so each carries the same security headers.
 
 The server runs on daemon threads and never touches the state file or a provider: it only
-reads what the loop recorded.  A flood of connections must never take the descriptors the
-passes need, nor stop `/healthz` from answering:
+reads what the loop published (board.Snapshot).  A flood of connections must never take the
+descriptors the passes need, nor stop `/healthz` from answering:
 - At most `Caps.connections` are open at once, a thread each. A new one beyond that takes the
   place of the oldest still sending its request (an idle or slow client); when every open one
   is being answered, the new one gets a 503 at once and is closed.
@@ -26,33 +43,124 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import re
 import resource
 import secrets
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.common.errors import UserError
-from reconciler.daemon.board import Board, Metrics
-from reconciler.daemon.dashboard import job_page, overview, page
+from reconciler.daemon.board import Board, Metrics, Snapshot
+from reconciler.daemon.dashboard import GONE, job_page, overview
 from reconciler.daemon.webhooks import MAX_BODY_BYTES, WebhookInbox
 
 READ_SECONDS = 10.0  # to send one whole request: a probe or a webhook takes milliseconds
 MIN_CONNECTIONS, MAX_CONNECTIONS = 8, 128
-_BUSY_TEXT = b"too many connections; try again\n"
-_BUSY = (
-    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_TEXT), _BUSY_TEXT)
-)
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+TEXT, JSON, HTML = "text/plain; charset=utf-8", "application/json", "text/html; charset=utf-8"
+
+# On every answer, whatever it is.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+# On every answer but the dashboard's pages, which allow their own script (`_page`).
+NOTHING_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = TEXT
+    headers: Mapping[str, str] = field(default_factory=dict)  # beside the security headers
+
+
+@dataclass(frozen=True)
+class EventStream:
+    """Server-Sent Events: a 200 whose body is `events`, written as they come; `done` is called
+    once the stream ends (the client left, or the board closed)."""
+
+    events: Iterator[bytes]
+    done: Callable[[], None]
+
+
+Reply = Response | EventStream
+
+
+def text(status: int, message: str, **headers: str) -> Response:
+    """A plain-text answer; `Retry_After="5"` is the header `Retry-After: 5`."""
+    named = {name.replace("_", "-"): value for name, value in headers.items()}
+    return Response(status, f"{message}\n".encode(), TEXT, named)
+
+
+def head_fields(content_type: str, extra: Mapping[str, str], length: int | None) -> list[tuple[str, str]]:
+    """Every header of an answer: the security headers always, whatever `extra` says."""
+    fields = {"Content-Security-Policy": NOTHING_POLICY, **extra, **SECURITY_HEADERS}
+    fields["Content-Type"] = content_type
+    if length is not None:
+        fields["Content-Length"] = str(length)
+    return list(fields.items())
+
+
+def respond(request: BaseHTTPRequestHandler, reply: Reply) -> None:
+    """The one writer of an answer (a HEAD gets the head alone)."""
+    if isinstance(reply, EventStream):
+        _stream(request, reply)
+        return
+    _head(request, reply.status, reply.content_type, reply.headers, len(reply.body))
+    if request.command != "HEAD":
+        request.wfile.write(reply.body)
+
+
+def _head(
+    request: BaseHTTPRequestHandler,
+    status: int,
+    content_type: str,
+    extra: Mapping[str, str],
+    length: int | None,
+) -> None:
+    request.send_response(status)
+    for name, value in head_fields(content_type, extra, length):
+        request.send_header(name, value)
+    request.end_headers()
+
+
+def _stream(request: BaseHTTPRequestHandler, stream: EventStream) -> None:
+    try:
+        _head(request, 200, "text/event-stream", {}, None)
+        if request.command == "HEAD":
+            return
+        for event in stream.events:
+            request.wfile.write(event)
+            request.wfile.flush()
+    except OSError:  # the page was closed
+        return
+    finally:
+        stream.done()
+
+
+def _busy_answer() -> bytes:
+    """The 503 of a full server, written without a thread: built once, from `head_fields`."""
+    body = b"too many connections; try again\n"
+    extra = {"Retry-After": "1", "Connection": "close"}
+    lines = [f"{name}: {value}" for name, value in head_fields(TEXT, extra, len(body))]
+    return "\r\n".join(["HTTP/1.0 503 Service Unavailable", *lines, "", ""]).encode("latin-1") + body
+
+
+_BUSY = _busy_answer()
 
 
 @dataclass(frozen=True)
@@ -158,123 +266,155 @@ def _answer_busy(request: socket.socket) -> None:
     request.close()
 
 
+@dataclass(frozen=True)
+class Request:
+    params: Mapping[str, str]  # what the route's pattern took from the path, percent-decoded
+    query: str
+    headers: Mapping[str, str]
+    body: bytes | None = None  # a route that takes one: None when it had no length, or too much
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str  # `/jobs/{name}`: a `{…}` takes one path segment
+    handler: Callable[[Request], Reply]
+    takes_body: bool = False
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        pieces = re.split(r"\{(\w+)\}", self.pattern)  # literal, name, literal, …
+        parts = [re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(pieces)]
+        return re.compile("".join(parts))
+
+
+class RouteTable:
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes = tuple(routes)
+        self._compiled = [(route, route.regex) for route in self.routes]
+
+    def find(self, method: str, path: str) -> tuple[Route, dict[str, str]] | Response:
+        """The route for `method` and `path` (a trailing slash ignored) and what its pattern
+        took; else the 404 or 405 to answer."""
+        path = path.rstrip("/") or "/"
+        wanted = "GET" if method == "HEAD" else method
+        allowed: set[str] = set()
+        for route, regex in self._compiled:
+            found = regex.fullmatch(path)
+            if found is None:
+                continue
+            if route.method == wanted:
+                return route, {name: unquote(value) for name, value in found.groupdict().items()}
+            allowed |= {route.method, "HEAD"} if route.method == "GET" else {route.method}
+        if allowed:
+            methods = ", ".join(sorted(allowed))
+            return text(405, f"{method} is not allowed here; this path takes {methods}", Allow=methods)
+        return text(404, "not found; try /, /healthz, /livez or /metrics")
+
+
 WEBHOOK_PATH = "/webhooks/openai"
 KEEPALIVE_SECONDS = 15.0
 MAX_VERSION_DIGITS = 18  # `since` is a snapshot version: a counter, far below 10**18
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
 
 
 class BadQuery(ValueError):
     pass
 
 
-class Routes:
-    def __init__(self, board: Board, inbox: WebhookInbox | None, max_streams: int | None = None) -> None:
-        self.board, self.inbox = board, inbox
-        streams = Caps.for_this_process().streams if max_streams is None else max_streams
-        self._streams = threading.BoundedSemaphore(streams)
+class Site:
+    """What the health port serves: the handlers of the route table."""
 
-    def get(self, request: BaseHTTPRequestHandler) -> bool:
-        """Serves the request and returns True, or returns False: not a route of ours."""
-        split = urlsplit(request.path)
-        path = split.path.rstrip("/") or "/"
-        if path.endswith("/events") and (path == "/events" or path.startswith("/jobs/")):
-            try:
-                since = _since(split.query)
-            except BadQuery as problem:
-                _send(request, 400, "text/plain; charset=utf-8", f"{problem}\n".encode())
-                return True
-            self._stream_if_room(request, path.removesuffix("/events") or "/", since)
-            return True
-        html = self._render(path)
-        if html is None and path.startswith("/jobs/"):
-            _send(request, 404, "text/plain; charset=utf-8", b"no such job in the state\n")
-            return True
-        if html is None:
-            return False
+    def __init__(
+        self,
+        board: Board,
+        metrics: Metrics,
+        health: Callable[[], Health],
+        inbox: WebhookInbox | None,
+        max_streams: int,
+    ) -> None:
+        self.board, self.metrics, self.health, self.inbox = board, metrics, health, inbox
+        self._streams = threading.BoundedSemaphore(max_streams)
+
+    def table(self) -> RouteTable:
+        routes = [
+            Route("GET", "/livez", self.alive),
+            Route("GET", "/healthz", self.ready),
+            Route("GET", "/readyz", self.ready),
+            Route("GET", "/metrics", self.metrics_text),
+            Route("GET", "/", self.overview),
+            Route("GET", "/jobs/{name}", self.job),
+            Route("GET", "/events", self.overview_events),
+            Route("GET", "/jobs/{name}/events", self.job_events),
+        ]
+        if self.inbox is not None:
+            routes.append(Route("POST", WEBHOOK_PATH, self.webhook, takes_body=True))
+        return RouteTable(routes)
+
+    def alive(self, request: Request) -> Reply:
+        return Response(200, b'{"status": "alive"}\n', JSON)
+
+    def ready(self, request: Request) -> Reply:
+        report = self.health()
+        body = json.dumps(report.detail, sort_keys=True).encode() + b"\n"
+        return Response(200 if report.healthy else 503, body, JSON)
+
+    def metrics_text(self, request: Request) -> Reply:
+        return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
+
+    def overview(self, request: Request) -> Reply:
         nonce = secrets.token_urlsafe(16)
-        document = page("reconciler", html, self.board.snapshot().version, nonce).encode()
-        policy = (
-            f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
-            "connect-src 'self'; base-uri 'none'; form-action 'none'"
-        )
-        _send(request, 200, "text/html; charset=utf-8", document, {"Content-Security-Policy": policy})
-        return True
+        return _page(overview(self.board.snapshot(), nonce), nonce)
 
-    def takes_post(self, target: str) -> bool:
-        return urlsplit(target).path == WEBHOOK_PATH and self.inbox is not None
+    def job(self, request: Request) -> Reply:
+        nonce = secrets.token_urlsafe(16)
+        document = job_page(self.board.snapshot(), request.params["name"], nonce)
+        return text(404, "no such job in the state") if document is None else _page(document, nonce)
 
-    def post(self, request: BaseHTTPRequestHandler, body: bytes | None) -> None:
-        """A webhook delivery; `body` None: it announced no length, or more than MAX_BODY_BYTES."""
+    def overview_events(self, request: Request) -> Reply:
+        return self._events(request, overview)
+
+    def job_events(self, request: Request) -> Reply:
+        name = request.params["name"]
+        return self._events(request, lambda snap: job_page(snap, name) or GONE)
+
+    def webhook(self, request: Request) -> Reply:
         assert self.inbox is not None
-        if body is None:
-            answer = self.inbox.refused(
-                "too_large", 413, f"a body of at most {MAX_BODY_BYTES} bytes, with a length"
-            )
+        if request.body is None:
+            why = f"a body of at most {MAX_BODY_BYTES} bytes, with a length"
+            answer = self.inbox.refused("too_large", 413, why)
         else:
-            answer = self.inbox.receive(dict(request.headers.items()), body)
-        _send(request, answer.status, "application/json", json.dumps(answer.body).encode() + b"\n")
+            answer = self.inbox.receive(request.headers, request.body)
+        return Response(answer.status, json.dumps(answer.body).encode() + b"\n", JSON)
 
-    def _render(self, path: str) -> str | None:
-        snap = self.board.snapshot()
-        if path == "/":
-            return overview(snap)
-        if path.startswith("/jobs/"):
-            return job_page(snap, unquote(path.removeprefix("/jobs/")))
-        return None
-
-    def _stream_if_room(self, request: BaseHTTPRequestHandler, path: str, since: int) -> None:
+    def _events(self, request: Request, render: Callable[[Snapshot], str]) -> Reply:
+        try:
+            since = _since(request.query)
+        except BadQuery as problem:
+            return text(400, str(problem))
         if not self._streams.acquire(blocking=False):
-            request.close_connection = True
-            busy = b"too many event streams open\n"
-            _send(request, 503, "text/plain; charset=utf-8", busy, {"Retry-After": "5"})
-            return
-        try:
-            self._stream(request, path, since)
-        finally:
-            self._streams.release()
+            return text(503, "too many event streams open", Retry_After="5")
+        return EventStream(self._updates(render, since), self._streams.release)
 
-    def _stream(self, request: BaseHTTPRequestHandler, path: str, since: int) -> None:
-        """Server-Sent Events: the page's new content each time the loop publishes."""
-        request.send_response(200)
-        for name, value in {**_HEADERS, "Content-Type": "text/event-stream"}.items():
-            request.send_header(name, value)
-        request.end_headers()
+    def _updates(self, render: Callable[[Snapshot], str], since: int) -> Iterator[bytes]:
+        """The page's new content each time the loop publishes; a comment now and then."""
+        yield b"retry: 2000\n\n"
         version = since
-        try:
-            request.wfile.write(b"retry: 2000\n\n")
-            while not self.board.closed:
-                snap = self.board.wait_newer(version, KEEPALIVE_SECONDS)
-                if snap.version == version:
-                    request.wfile.write(b": keep-alive\n\n")
-                else:
-                    version = snap.version
-                    fragment = self._render(path) or "<p>This job is no longer in the state.</p>"
-                    lines = "".join(f"data: {line}\n" for line in fragment.splitlines() or [""])
-                    request.wfile.write(f"id: {version}\n{lines}\n".encode())
-                request.wfile.flush()
-        except OSError:  # the page was closed
-            return
+        while not self.board.closed:
+            snap = self.board.wait_newer(version, KEEPALIVE_SECONDS)
+            if snap.version == version:
+                yield b": keep-alive\n\n"
+                continue
+            version = snap.version
+            lines = "".join(f"data: {line}\n" for line in render(snap).splitlines() or [""])
+            yield f"id: {version}\n{lines}\n".encode()
 
 
-def _send(
-    request: BaseHTTPRequestHandler,
-    status: int,
-    content_type: str,
-    body: bytes,
-    extra: dict[str, str] | None = None,
-) -> None:
-    request.send_response(status)
-    for name, value in {**_HEADERS, **(extra or {}), "Content-Type": content_type}.items():
-        request.send_header(name, value)
-    request.send_header("Content-Length", str(len(body)))
-    request.end_headers()
-    request.wfile.write(body)
+def _page(document: str, nonce: str) -> Response:
+    policy = (
+        f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return Response(200, document.encode(), HTML, {"Content-Security-Policy": policy})
 
 
 def _since(query: str) -> int:
@@ -352,27 +492,34 @@ def healthy(
     return now - (last_success if last_success is not None else started) <= 3 * interval
 
 
-def _handler(
-    metrics: Metrics, health: Callable[[], Health], routes: Routes | None
-) -> type[BaseHTTPRequestHandler]:
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+
+
+def _handler(table: RouteTable) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = 30  # no single read or write of a connection waits longer
         server: CappedServer
 
-        def parse_request(self) -> bool:
-            parsed = super().parse_request()
-            if parsed and self.command != "POST":  # a GET has no body: it has all arrived
-                self.server.request_read(self.connection)
-            return parsed
+        # A request line it cannot read is answered as HTTP/1.0, with headers (http.server's
+        # default, HTTP/0.9, has none); so is an HTTP/0.9 request.
+        default_request_version = "HTTP/1.0"
 
-        def do_POST(self) -> None:
-            if routes is None or not routes.takes_post(self.path):
+        def version_string(self) -> str:
+            return "reconciler"  # the `Server:` header, without Python's version
+
+        def serve(self) -> None:
+            """Every method goes through the route table (one another server does not know
+            is http.server's 501, which `send_error` writes as any answer)."""
+            path, _, query = self.path.partition("?")
+            found = table.find(self.command, path)
+            if isinstance(found, Response):
                 self.server.request_read(self.connection)
-                self._send(404, "text/plain; charset=utf-8", b"not found\n")
+                respond(self, found)
                 return
-            body = self._body()
+            route, params = found
+            body = self._body() if route.takes_body else None
             self.server.request_read(self.connection)
-            routes.post(self, body)
+            respond(self, route.handler(Request(params, query, dict(self.headers.items()), body)))
 
         def _body(self) -> bytes | None:
             """The body, or None (unread) when it announces no length or more than we take."""
@@ -382,39 +529,25 @@ def _handler(
                 return None
             return self.rfile.read(int(length))
 
-        def do_GET(self) -> None:
-            route = self.path.split("?", 1)[0]
-            if route == "/livez":
-                self._send(200, "application/json", b'{"status": "alive"}\n')
-            elif route in ("/healthz", "/readyz"):
-                report = health()
-                body = json.dumps(report.detail, sort_keys=True).encode() + b"\n"
-                self._send(200 if report.healthy else 503, "application/json", body)
-            elif route == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
-            elif routes is None or not routes.get(self):
-                self._send(404, "text/plain; charset=utf-8", b"not found; try /healthz, /livez or /metrics\n")
-
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own errors (a malformed request, a method no route knows) through
+            the one writer: with the security headers, as text."""
+            self.close_connection = True
+            respond(self, text(code, message or HTTPStatus(code).phrase))
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # probes every few seconds would drown the daemon's own log
 
+    for method in METHODS:
+        setattr(Handler, f"do_{method}", Handler.serve)
     return Handler
 
 
 @contextlib.contextmanager
-def serve_health(
-    host: str, port: int, metrics: Metrics, health: Callable[[], Health], routes: Routes | None = None
-) -> Iterator[tuple[str, int]]:
+def serve_health(host: str, port: int, site: Site, caps: Caps) -> Iterator[tuple[str, int]]:
     """Serves until the block ends; yields the bound (host, port) — port 0 picks a free one."""
     try:
-        server = CappedServer((host, port), _handler(metrics, health, routes), Caps.for_this_process())
+        server = CappedServer((host, port), _handler(site.table()), caps)
     except OSError as error:  # in use, or not an address of this machine: the user's to fix
         raise UserError(f"--health-port {host}:{port}: {error.strerror or error}") from None
     thread = threading.Thread(target=server.serve_forever, name="health", daemon=True)

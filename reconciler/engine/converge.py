@@ -27,11 +27,11 @@ from reconciler.common.errors import UserError
 from reconciler.engine import clock
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.failures import Failure
+from reconciler.engine.apply.intents import in_flight, quarantine_seconds
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.clock import at_time
 from reconciler.engine.desired import with_input_changes
 from reconciler.engine.finish import finish_jobs
-from reconciler.engine.inflight import in_flight, quarantine_seconds
 from reconciler.engine.observe import observe
 from reconciler.engine.results import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
@@ -41,7 +41,7 @@ from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
-from reconciler.plans.runs import choose_run, duration
+from reconciler.plans.runs import choose_runs, duration
 from reconciler.specs.inputs.cache import input_indexes
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import JobState, State
@@ -87,12 +87,20 @@ def _planned(
     allow_empty: bool,
     ctx: PlanContext,
 ) -> Refreshed:
-    runs = _current_runs(desired, live, state, ctx)
+    choices = choose_runs(desired, live_by_job(live), state, ctx)  # once per pass
+    runs = {name: choice.run for name, choice in choices.items()}
     retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
     counts = {key: retry.count for key, retry in retries.items()}
     waiting = in_flight(state, live, time.time(), quarantine_seconds())
     plan = make_plan(
-        desired, state, live, retryable=counts, allow_empty=allow_empty, context=ctx, in_flight=waiting
+        desired,
+        state,
+        live,
+        retryable=counts,
+        allow_empty=allow_empty,
+        context=ctx,
+        in_flight=waiting,
+        runs=choices,
     )
     newer = behind(ws, state, (c.job for c in plan.pending))
     plan = left_to_newer(plan, newer)
@@ -101,19 +109,6 @@ def _planned(
     plan = with_table_prices(plan, desired, now.date())
     plan = replace(plan, notes=results_notes(desired, state, ws.paths.repo))
     return Refreshed(live, retries, plan, desired, frozenset(newer))
-
-
-def _current_runs(
-    desired: Mapping[str, DesiredJob], live: list[LiveBatch], state: State, ctx: PlanContext
-) -> dict[str, str | None]:
-    """The run the plan will converge for each job: where retries and resumes are looked for."""
-    runs: dict[str, str | None] = {}
-    by_job = live_by_job(live)
-    for name, job in desired.items():
-        mine = by_job.get(name, [])
-        recorded = state.jobs.get(name)
-        runs[name] = choose_run(job, mine, recorded.pending if recorded else (), ctx).run
-    return runs
 
 
 def converge(
@@ -225,6 +220,11 @@ def utc_now() -> str:
 
 
 WAIT_POLL_SECONDS = 1.0
+# `--wait` looks every second at first, then less often the longer it has waited: every tenth of
+# the time waited so far, at most every 30 s.  A batch that takes T is seen done at most T/10
+# late (30 s for a long one); a 24-hour wait lists some 2,900 times instead of 86,000.
+WAIT_POLL_GROWTH = 0.1
+WAIT_POLL_MAX_SECONDS = 30.0
 COMMAND = "reconciler reconcile"
 # `--timeout` unless given: a batch may take its whole completion window, then results are
 # collected; an hour on top covers finalizing, downloads and notifications.
@@ -264,6 +264,7 @@ def converge_until_done(
     deadline = options.ends_at if options.ends_at is not None else time.monotonic() + options.timeout
     total = Outcome()
     waiting: list[str] = []
+    started, holds = time.monotonic(), ServerWaits()
     for attempt in itertools.count():
         try:
             plan, state, outcome = converge(
@@ -273,11 +274,13 @@ def converge_until_done(
                 allow_empty=options.allow_empty,
                 rebuild=options.rebuild and attempt == 0,
                 parallelism=options.parallelism,
-                scope=options.scope,
+                scope=holds.narrowed(options.scope, ws, time.monotonic()),
                 allow_over_budget=options.allow_over_budget,
             )
         except CommandTimeoutError as error:
-            raise UserError(timed_out(options.timeout, waiting, during=str(error))) from None
+            shown_waiting = holds.named(waiting, time.monotonic())
+            raise UserError(timed_out(options.timeout, shown_waiting, during=str(error))) from None
+        holds.heard(outcome.failures, time.monotonic())
         shown(plan, state)
         total.created += outcome.created
         total.cancelled += outcome.cancelled
@@ -288,10 +291,52 @@ def converge_until_done(
             if options.wait:
                 total.failures = ended_badly(ws, state, options.scope.targets) + total.failures
             return plan, total
-        if time.monotonic() + WAIT_POLL_SECONDS >= deadline:  # no pass starts only to be cut off
-            raise UserError(timed_out(options.timeout, waiting))
-        time.sleep(WAIT_POLL_SECONDS)
+        now = time.monotonic()
+        if now + WAIT_POLL_SECONDS >= deadline:  # no pass starts only to be cut off
+            raise UserError(timed_out(options.timeout, holds.named(waiting, now)))
+        time.sleep(min(wait_poll_seconds(now - started), deadline - now - WAIT_POLL_SECONDS))
     raise AssertionError("unreachable")
+
+
+def wait_poll_seconds(waited: float) -> float:
+    """Seconds until `--wait` looks again, `waited` seconds into the wait."""
+    return min(WAIT_POLL_MAX_SECONDS, max(WAIT_POLL_SECONDS, waited * WAIT_POLL_GROWTH))
+
+
+@dataclass
+class ServerWaits:
+    """Jobs a server told to wait (its Retry-After, past what a request sleeps through): `--wait`
+    leaves each alone until its wait is over, instead of sending it again on every pass."""
+
+    until: dict[str, float] = field(default_factory=dict)  # job -> monotonic end of its wait
+    asked: dict[str, float] = field(default_factory=dict)  # job -> the seconds the server named
+
+    def heard(self, failures: list[Failure], now: float) -> None:
+        for failure in failures:
+            if failure.job is not None and failure.retry_after is not None and failure.retry_after > 0:
+                end = now + failure.retry_after
+                if end > self.until.get(failure.job, 0.0):
+                    self.until[failure.job], self.asked[failure.job] = end, failure.retry_after
+
+    def narrowed(self, scope: Scope, ws: Workspace, now: float) -> Scope:
+        """`scope` without the jobs still waiting: a pass leaves them as recorded.  Without
+        --target, the specs' jobs are the targets: a job whose spec is gone waits too (the first
+        pass, before any wait, already acted on it)."""
+        held = self.held(now)
+        if not held:
+            return scope
+        targets = (scope.targets if scope.targets is not None else frozenset(ws.desired)) - held
+        return replace(scope, targets=targets, replace=scope.replace - held)
+
+    def held(self, now: float) -> frozenset[str]:
+        return frozenset(job for job, end in self.until.items() if end > now)
+
+    def named(self, jobs: list[str], now: float) -> list[str]:
+        """`nightly-eval (its provider asked to wait 5m)` for a job still held by a server's wait."""
+        held = self.held(now)
+        return [
+            f"{j} (its provider asked to wait {duration(self.asked[j])})" if j in held else j for j in jobs
+        ]
 
 
 def timed_out(timeout: float, waiting: list[str], during: str = "") -> str:

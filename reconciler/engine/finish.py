@@ -60,7 +60,7 @@ def finish_jobs(
             elif job.results_path and recorded.results and is_terminal(recorded.status):
                 recorded = _keep_results(job, recorded, apis[job.provider], work_root, repo_root)
             if job.cleanup_inputs or job.cleanup_outputs:
-                recorded = clean_up(apis[job.provider].writer, job, recorded)
+                recorded = clean_up(apis[job.provider], job, recorded)
         except (ReconcilerError, OSError) as error:
             outcome.failures.append(Failure.of(error, job=name, step="results", provider=job.provider))
         if recorded is not jobs[name]:  # the run's entry in the history says what the job now says

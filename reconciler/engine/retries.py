@@ -21,8 +21,7 @@ from reconciler.api.batch import LiveBatch, is_terminal
 from reconciler.api.reader import BatchReader
 from reconciler.engine.outcomes import WorkDir, part_outcomes, unanswered_reason
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.decide import live_by_job
-from reconciler.plans.duplicates import split_duplicates
+from reconciler.plans.decide import live_by_job, split_duplicates
 from reconciler.plans.jobstatus import (
     attempts_by_part,
     attempts_used,

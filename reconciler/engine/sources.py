@@ -11,10 +11,11 @@ from pathlib import Path
 
 from reconciler.api.uploads import UploadSource
 from reconciler.common import fileops
-from reconciler.engine.apply.leftovers import run_tag, upload_name
+from reconciler.engine.apply.leftovers import upload_name
 from reconciler.engine.outcomes import WorkDir
 from reconciler.engine.retries import PartRetry, write_retry_input
 from reconciler.plans.changes import DesiredJob, Unit
+from reconciler.state.model import IntentKey
 
 
 class UploadSources:
@@ -24,17 +25,14 @@ class UploadSources:
         self._retries = retries
 
     def __call__(self, job: DesiredJob, unit: Unit) -> UploadSource:
-        tag = run_tag(unit.run)
-        stem = f"{job.name}-{job.generation}" + (f"-n{tag}" if tag else "")
+        key = IntentKey.of(job.name, job.generation, unit.run, unit.part, unit.retry)
+        name = upload_name(key, len(job.part_specs) > 1, self._owner_tag)
         expiry = job.input_expires_after
         if unit.retry > 1:
-            name = upload_name(f"{stem}-p{unit.part}-r{unit.retry}", self._owner_tag)
             return UploadSource(self._retry_input(job, unit), name, expires_after=expiry)
         if len(job.part_specs) == 1:
-            name = upload_name(stem, self._owner_tag)
             return UploadSource(Path(job.input_path), name, expires_after=expiry)
         part = job.part_specs[unit.part]
-        name = upload_name(f"{stem}-p{unit.part}", self._owner_tag)
         return UploadSource(Path(job.input_path), name, part.start, part.end, expires_after=expiry)
 
     def _retry_input(self, job: DesiredJob, unit: Unit) -> Path:

@@ -32,6 +32,7 @@ from reconciler.engine import clock
 from reconciler.engine.connect import resolve_provider_headers
 from reconciler.engine.desired import desired_job
 from reconciler.plans.changes import DesiredJob, PlanContext
+from reconciler.plans.reasons import LeftToNewer
 from reconciler.plans.runs import stamp
 from reconciler.specs import identity
 from reconciler.specs.checkout import Commit, Relation, head, relation
@@ -192,14 +193,14 @@ def applied_from(ws: Workspace) -> AppliedFrom | None:
     return AppliedFrom(commit=here.sha, committed_at=here.committed_at) if here else None
 
 
-def behind(ws: Workspace, state: State, jobs: Iterable[str]) -> dict[str, str]:
-    """Of `jobs`, those this checkout must leave alone, each with why: `checkout at abc1234 is
-    behind def5678, which last applied nightly-eval`.  One question to git per recorded commit."""
+def behind(ws: Workspace, state: State, jobs: Iterable[str]) -> dict[str, LeftToNewer]:
+    """Of `jobs`, those this checkout must leave alone, each with why (`checkout at abc1234 is
+    behind def5678, which last applied nightly-eval`).  One question to git per recorded commit."""
     here = ws.checkout
     if here is None:
         return {}
     verdicts: dict[str, str | None] = {}
-    reasons: dict[str, str] = {}
+    reasons: dict[str, LeftToNewer] = {}
     for name in jobs:
         recorded = state.jobs.get(name)
         last = recorded.applied_from if recorded is not None else state.forgotten.get(name)
@@ -209,18 +210,18 @@ def behind(ws: Workspace, state: State, jobs: Iterable[str]) -> dict[str, str]:
             verdicts[last.commit] = _why_not(ws, here, last)
         why = verdicts[last.commit]
         if why is not None:
-            reasons[name] = f"{why}, which last applied {name}"
+            reasons[name] = LeftToNewer(name, here.sha, last.commit, why)
     return reasons
 
 
 def _why_not(ws: Workspace, here: Commit, last: AppliedFrom) -> str | None:
+    """How this checkout stands to a newer commit that last applied a job (`behind`,
+    `diverged`, `missing`: not in this clone); None when this checkout goes first."""
     found = relation(ws.paths.repo, here.sha, last.commit)
     if found is Relation.BEHIND:
-        return f"checkout at {here.short} is behind {last.short}"
+        return "behind"
     if found in (Relation.SAME, Relation.AHEAD):
         return None
     if (here.committed_at, here.sha) >= (last.committed_at, last.commit):
         return None  # this commit is the newer one: it goes first
-    if found is Relation.DIVERGED:
-        return f"checkout at {here.short} has diverged from {last.short}, a newer commit"
-    return f"checkout at {here.short} does not have {last.short}, a newer commit (fetch or pull it)"
+    return "diverged" if found is Relation.DIVERGED else "missing"

@@ -10,7 +10,9 @@ from typing import Any
 
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.common.usage import UnitPrices
+from reconciler.plans.reasons import BudgetPassed, OverBudget, Reason, Upcoming
 from reconciler.specs.slices import PartSpec
+from reconciler.state.model import IntentKey
 
 BYTES_PER_TOKEN = 4
 
@@ -121,7 +123,7 @@ class Unit:
 class Change:
     job: str
     action: Action
-    reason: str
+    reason: Reason
     provider: str
     generation: str | None = None
     cancel: tuple[str, ...] = ()  # batch ids to cancel
@@ -132,10 +134,10 @@ class Change:
     launch_requests: int = 0  # requests the creates/retries send
     launch_tokens: int = 0  # their estimated input tokens
     estimate: CostEstimate | None = None  # what they cost; None when nothing is launched
-    over_budget: str | None = None  # why this change passes its job's budget
+    over_budget: OverBudget | None = None  # why this change passes a budget
     run: str | None = None  # the run the creates belong to
     attention: bool = False  # a noop the user should see anyway (e.g. a batch left running)
-    next_run: str | None = None  # a scheduled job's next slot, as the user reads it
+    next_run: Upcoming | None = None  # a scheduled job's next slot
     missed_slot: str | None = None  # a slot skipped for its starting_deadline (announced once)
 
     @property
@@ -146,8 +148,7 @@ class Change:
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...] = field(default_factory=tuple)
-    over_budget: tuple[str, ...] = ()  # every budget the plan passes, with the figures
-    warnings: tuple[str, ...] = ()  # runs whose actual cost passed their budget while running
+    warnings: tuple[BudgetPassed, ...] = ()  # runs whose actual cost passed their budget while running
     # Said alongside the changes, never a change themselves: e.g. a results file to write again.
     notes: tuple[str, ...] = ()
     table_prices: tuple[TablePrices, ...] = ()  # the shipped price table's figures this plan used
@@ -203,6 +204,6 @@ class PlanContext:
 # (job, part) → how many of that part's requests still need another batch
 Retryable = Mapping[tuple[str, int], int]
 
-# (job, generation, part, retry) → seconds left in the quarantine of a create sent without an
-# answer: it may still be in flight, so it is not sent again yet (engine/inflight.py)
-InFlight = Mapping[tuple[str, str, str, int, int], float]  # job, generation, run, part, retry
+# The unit of a create sent without an answer → seconds left in its quarantine: it may still be
+# in flight, so it is not sent again yet (engine/apply/intents.py)
+InFlight = Mapping[IntentKey, float]

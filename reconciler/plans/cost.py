@@ -25,6 +25,7 @@ from reconciler.api.batch import LiveBatch
 from reconciler.common.usage import TOKENS_PER_PRICE_UNIT
 from reconciler.plans.changes import Action, Change, CostEstimate, DesiredJob, Plan, TablePrices
 from reconciler.plans.decide import live_by_job
+from reconciler.plans.reasons import BudgetPassed, CostUnknown, OverBudget
 from reconciler.specs.price_table import unpriced_reason
 from reconciler.state.model import State
 
@@ -94,38 +95,11 @@ def _sum_or_none(values: list[_Number | None]) -> _Number | None:
     return sum(known[1:], known[0]) if len(known) == len(values) and known else None
 
 
-def unknown_reason(job: DesiredJob) -> str:
+def cost_unknown(job: DesiredJob) -> CostUnknown:
     """Why a job's cost cannot be told."""
     if job.prices is None:
-        why = unpriced_reason(job.model)
-        left_out = f" (the shipped price table leaves it out: {why})" if why else ""
-        return f"no price for {job.model or 'its model'}{left_out}; add it to the Provider's pricing"
-    return (
-        f"{job.unbounded:,} requests set no max_tokens and {job.model}'s output cap is unknown; "
-        "set max_tokens, or max_output_tokens in the Provider's pricing"
-    )
-
-
-def usd(amount: float) -> str:
-    """$1.84; an amount under ten cents keeps two significant digits, to be told from zero."""
-    if amount >= 0.1 or amount == 0:
-        return f"${amount:,.2f}"
-    if amount < 1e-6:
-        return "<$0.000001"
-    return f"${float(f'{amount:.2g}'):.7f}".rstrip("0")
-
-
-def cost_text(estimate: CostEstimate) -> str:
-    """`~$1.84 (input) + up to $3.10 (output)`, or why a part of it cannot be told."""
-    if estimate.input_usd is None:
-        return "no price"
-    text = f"~{usd(estimate.input_usd)} (input)"
-    if estimate.output_usd is None:
-        return f"{text} + output unbounded"
-    return f"{text} + up to {usd(estimate.output_usd)} (output)" if estimate.output_tokens else text
-
-
-PLAN_BUDGET = "budget.max_usd_per_plan"
+        return CostUnknown(job.model, left_out=unpriced_reason(job.model))
+    return CostUnknown(job.model, unbounded=job.unbounded)
 
 
 def check_budgets(
@@ -138,7 +112,7 @@ def check_budgets(
     """The plan with each change over a budget marked (`over_budget`), and runs past their
     budget reported or cancelled."""
     changes: list[Change] = []
-    warnings: list[str] = []
+    warnings: list[BudgetPassed] = []
     by_job = live_by_job(live)
     for change in plan.changes:
         job = desired.get(change.job)
@@ -147,41 +121,33 @@ def check_budgets(
         changes.append(change)
     if max_usd_per_plan is not None:
         changes = _plan_budget(changes, desired, max_usd_per_plan)
-    over = tuple(f"{c.job}: {c.over_budget}" for c in changes if c.mutates and c.over_budget)
-    return dataclasses.replace(plan, changes=tuple(changes), warnings=tuple(warnings), over_budget=over)
+    return dataclasses.replace(plan, changes=tuple(changes), warnings=tuple(warnings))
 
 
 def _job_budget(
-    change: Change, job: DesiredJob, state: State, live: Sequence[LiveBatch], warnings: list[str]
+    change: Change, job: DesiredJob, state: State, live: Sequence[LiveBatch], warnings: list[BudgetPassed]
 ) -> Change:
     """`live`: this job's batches."""
     assert job.budget_usd is not None
-    budget = usd(job.budget_usd)
+    budget = job.budget_usd
     recorded = state.jobs.get(job.name)
     spent = recorded.cost_usd if recorded and recorded.generation == job.generation else None
     running = [b.id for b in live if b.generation == job.generation and not b.terminal]
-    if spent is not None and spent > job.budget_usd and running and change.action is not Action.CANCEL:
-        warnings.append(
-            f"{job.name}: run cost {usd(spent)} passed spec.budget.max_usd {budget} while running"
-        )
+    if spent is not None and spent > budget and running and change.action is not Action.CANCEL:
+        passed = BudgetPassed(job.name, spent, budget, job.budget_cancels)
+        warnings.append(passed)
         if job.budget_cancels:
-            reason = f"run cost {usd(spent)} passed spec.budget.max_usd {budget}; on_exceed: cancel"
             return Change(
-                job.name, Action.CANCEL, reason, job.provider, job.generation, cancel=tuple(running)
+                job.name, Action.CANCEL, passed, job.provider, job.generation, cancel=tuple(running)
             )
     if change.estimate is None:
         return change
     upper = change.estimate.upper_usd
     if upper is None:
-        return dataclasses.replace(
-            change, over_budget=f"spec.budget.max_usd {budget} cannot be checked: {unknown_reason(job)}"
-        )
+        return dataclasses.replace(change, over_budget=OverBudget("job", budget, unknown=cost_unknown(job)))
     so_far = spent if spent is not None and change.action is Action.RETRY else 0.0
-    if so_far + upper > job.budget_usd:
-        spent_text = f"{usd(so_far)} spent + " if so_far else ""
-        return dataclasses.replace(
-            change, over_budget=f"{spent_text}up to {usd(upper)} exceeds spec.budget.max_usd {budget}"
-        )
+    if so_far + upper > budget:
+        return dataclasses.replace(change, over_budget=OverBudget("job", budget, upper, spent_usd=so_far))
     return change
 
 
@@ -194,20 +160,19 @@ def _plan_budget(changes: list[Change], desired: Mapping[str, DesiredJob], limit
             checked.append(change)
             continue
         upper = change.estimate.upper_usd
-        where = f"{PLAN_BUDGET} {usd(limit)} (reconciler.yaml)"
         if upper is None:
-            reason = f"{where} cannot be checked: {unknown_reason(desired[change.job])}"
+            over = OverBudget("plan", limit, unknown=cost_unknown(desired[change.job]))
         elif admitted + upper > limit:
-            reason = f"up to {usd(upper)} does not fit in {where}: {usd(admitted)} of it already planned"
+            over = OverBudget("plan", limit, upper, planned_usd=admitted)
         else:
             admitted += upper
             checked.append(change)
             continue
-        checked.append(dataclasses.replace(change, over_budget=reason))
+        checked.append(dataclasses.replace(change, over_budget=over))
     return checked
 
 
-def refused(plan: Plan) -> dict[str, str]:
+def refused(plan: Plan) -> dict[str, OverBudget]:
     """Job → why its change is over a budget: what apply leaves out unless --allow-over-budget."""
     return {c.job: c.over_budget for c in plan.pending if c.over_budget}
 

@@ -5,10 +5,19 @@ Pure: no I/O here, so every decision can be read and tested as data.  Observed f
 generation is finished work, not drift.
 
 The decision for one job (`plan_job`): which batches to create, cancel, adopt, retry or
-resume, and why.  Only the batches of the job's current run (runs.py) and generation are its
-current work; running batches of other runs or generations are superseded, unless a
-schedule's `concurrency_policy: allow` lets an earlier run go on.  What changed between two
-definitions of a job is named field by field, for a reviewer to read (`changed_fields`).
+resume, and why (a reason code with its data, plans/reasons.py; plans/wording.py says it in
+words, never this module).  Only the batches of the job's current run (runs.py) and
+generation are its current work; running batches of other runs or generations are
+superseded, unless a schedule's `concurrency_policy: allow` lets an earlier run go on.
+What changed between two definitions of a job is named field by field, for a reviewer to
+read (`spec_diff`).
+
+The duplicate guard (`split_duplicates`): two live batches of ours for one unit (a job's
+generation, run, part and retry) are one too many.  A writer without the shared lock, an older
+reconciler or a create still in flight when its intent was sent again can each leave a second
+batch for a unit.  The oldest (by creation time, then id) is the one kept and counted; the
+younger ones are cancelled while they run (`! dedupe`) and never counted, in the plan, the
+state (plans/record.py) or status.
 
 A job whose spec is gone (`plan_removed`): its running batches are cancelled or left running,
 each as the deletion policy written into its own metadata says, so an orphan stays orphaned
@@ -20,71 +29,79 @@ silently.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler.api.batch import START_FAILURES, LiveBatch
 from reconciler.common.errors import PlanRefusedError
-from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, Plan, PlanContext, Retryable, Unit
-from reconciler.plans.duplicates import dedupe_reason, split_duplicates
 from reconciler.plans.jobstatus import (
     attempts_by_part,
     attempts_used,
     job_status,
-    restart_note,
     restart_owed,
     restart_reason,
+    restart_waits,
 )
-from reconciler.plans.runs import RunChoice, choose_run, run_base, shown_run, slot_run, successor
-from reconciler.state.model import BatchRecord, JobState, State
+from reconciler.plans.reasons import (
+    Adopt,
+    CreateInFlight,
+    Dedupe,
+    FieldChange,
+    InputChange,
+    InSync,
+    IntentLost,
+    LeftToNewer,
+    NoBatchYet,
+    NoDeletionPolicy,
+    NotLive,
+    Orphaned,
+    PartsMissing,
+    Reason,
+    ReplaceRequested,
+    Replacing,
+    Resume,
+    Retry,
+    RunChanged,
+    ScheduledRun,
+    SpecChanged,
+    SpecDiff,
+    SpecRemoved,
+    Superseded,
+    Suspended,
+    Upcoming,
+)
+from reconciler.plans.runs import RunChoice, choose_runs, run_base, slot_run
+from reconciler.state.model import BatchRecord, IntentKey, JobState, State
 
-MAX_SHOWN_CHARS = 40
 
-
-def changed_fields(
+def spec_diff(
     old: Mapping[str, Any] | None, new: Mapping[str, Any], by_custom_id: Mapping[str, Any] | None = None
-) -> list[str]:
-    """`endpoint: /v1/completions → /v1/chat/completions`, one per changed leaf; the input as
-    request counts and a short digest, and with `by_custom_id` (specs/inputs/cache.compare)
-    the requests added, removed and changed."""
+) -> SpecDiff:
+    """Each changed leaf of a job's definition; the input as request counts and digests, and
+    with `by_custom_id` (specs/inputs/cache.compare) the requests added, removed and changed."""
     if not old:
-        return []
+        return SpecDiff()
     flat_old, flat_new = _flatten(old), _flatten(new)
-    lines = []
-    for key in sorted(set(flat_old) | set(flat_new)):
-        if key.startswith("input.") or flat_old.get(key) == flat_new.get(key):
-            continue
-        lines.append(f"{key}: {_show(flat_old.get(key))} → {_show(flat_new.get(key))}")
-    lines += _input_change(old.get("input"), new.get("input"), by_custom_id)
-    return lines
+    fields = tuple(
+        FieldChange(key, flat_old.get(key), flat_new.get(key))
+        for key in sorted(set(flat_old) | set(flat_new))
+        if not key.startswith("input.") and flat_old.get(key) != flat_new.get(key)
+    )
+    return SpecDiff(fields, _input_change(old.get("input"), new.get("input"), by_custom_id))
 
 
-def _input_change(old: Any, new: Any, by_custom_id: Mapping[str, Any] | None) -> list[str]:
+def _input_change(old: Any, new: Any, by_custom_id: Mapping[str, Any] | None) -> InputChange | None:
     if not isinstance(old, dict) or not isinstance(new, dict) or old.get("sha256") == new.get("sha256"):
-        return []
-    before, after = _count(old.get("requests")), _count(new.get("requests"))
-    counts = f"{after} requests" if before == after else f"{before} → {after} requests"
-    digests = f"sha256 {str(old.get('sha256'))[:8]}… → {str(new.get('sha256'))[:8]}…"
-    return [f"input: {counts}, {digests}" + _by_custom_id(by_custom_id)]
-
-
-def _by_custom_id(summary: Mapping[str, Any] | None) -> str:
-    """` (1 added: req-41; 2 changed: req-3, req-7 … by custom_id)`."""
-    if not summary:
-        return ""
-    examples = summary.get("examples") or {}
-    parts = []
-    for kind in ("added", "removed", "changed"):
-        if summary.get(kind):
-            ids = ", ".join(_show(i) for i in examples.get(kind, []))
-            more = " …" if summary[kind] > len(examples.get(kind, [])) else ""
-            parts.append(f"{summary[kind]:,} {kind}" + (f": {ids}{more}" if ids else ""))
-    return f" ({'; '.join(parts)} by custom_id)" if parts else " (the same requests, by custom_id)"
-
-
-def _count(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) else "?"
+        return None
+    before, after = old.get("requests"), new.get("requests")
+    return InputChange(
+        before if isinstance(before, int) else None,
+        after if isinstance(after, int) else None,
+        str(old.get("sha256")),
+        str(new.get("sha256")),
+        by_custom_id,
+    )
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -98,30 +115,25 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _show(value: Any) -> str:
-    if value is None:
-        return "(none)"
-    text = str(value)
-    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 1] + "…"
-
-
 def plan_job(
     name: str,
     desired: DesiredJob | None,
     recorded: JobState | None,
     live: list[LiveBatch],
     retryable: Retryable,
-    ctx: PlanContext | None = None,
+    choice: RunChoice | None = None,
     in_flight: InFlight | None = None,
 ) -> Change | None:
+    """`choice`: the run the pass converges for a desired job (plans/runs.choose_runs)."""
     running = [b for b in live if not b.terminal]
     if desired is None:
         return plan_removed(name, recorded, running)
     if desired.suspend:
         if running:
-            return _change(desired, Action.CANCEL, "suspended; cancelling what runs", cancel=running)
-        return _change(desired, Action.NOOP, "suspended")
-    choice = choose_run(desired, live, recorded.pending if recorded else (), ctx or PlanContext())
+            return _change(desired, Action.CANCEL, Suspended(tuple(b.id for b in running)), cancel=running)
+        return _change(desired, Action.NOOP, Suspended())
+    if choice is None:
+        raise ValueError(f"{name}: planned without its run choice")
     run = choice.run
     current, extra = split_duplicates(b for b in live if b.run == run and b.generation == desired.generation)
     doubled = [b for b in extra if not b.terminal]  # a finished duplicate is only never counted
@@ -135,10 +147,7 @@ def plan_job(
     action, reason = _label(desired, recorded, choice, current, stale, adopt, creates)
     if waiting and action is Action.NOOP:
         unit, left = next(iter(waiting.items()))
-        reason = (
-            f"the create of part {unit.part} attempt {unit.retry} got no answer and may still be "
-            f"in flight: looking for it in the live list, sending it again in {left:.0f}s at most"
-        )
+        reason = CreateInFlight(unit.part, unit.retry, left)
     if doubled and action in (Action.ADOPT, Action.CANCEL, Action.NOOP):
         action, reason = Action.DEDUPE, dedupe_reason(current, doubled)
     change = _change(desired, action, reason, cancel=stale + doubled, adopt=adopt, creates=creates, run=run)
@@ -163,7 +172,7 @@ def _known(recorded: JobState | None, desired: DesiredJob, run: str | None) -> f
 
 
 def _left(in_flight: InFlight | None, desired: DesiredJob, run: str | None, unit: Unit) -> float:
-    key = (desired.name, desired.generation, run or DEFAULT_RUN, unit.part, unit.retry)
+    key = IntentKey.of(desired.name, desired.generation, run, unit.part, unit.retry)
     return (in_flight or {}).get(key, 0.0)
 
 
@@ -204,10 +213,10 @@ def _label(
     stale: list[LiveBatch],
     adopt: list[LiveBatch],
     creates: list[Unit],
-) -> tuple[Action, str]:
+) -> tuple[Action, Reason]:
     first = [u for u in creates if u.retry == 1]
     if first and stale:
-        return Action.REPLACE, _replace_reason(desired, recorded, choice, stale)
+        return Action.REPLACE, _replace_reason(desired, recorded, choice, first, stale[0])
     if first:
         return Action.CREATE, _create_reason(desired, recorded, choice, first, bool(current))
     if creates:
@@ -217,99 +226,103 @@ def _label(
             unit = creates[0]
             return Action.RETRY, restart_reason(_attempts(current)[unit.part], unit.part, total)
         if all(latest[u.part].status == "cancelled" for u in creates):
-            return Action.RESUME, f"{total:,} requests without a final answer are sent again"
-        return Action.RETRY, f"attempt {creates[0].retry}, {total:,} requests did not succeed"
+            return Action.RESUME, Resume(total)
+        return Action.RETRY, Retry(total, creates[0].retry)
     if adopt:
-        also = f"; cancelling {stale[0].id}, superseded" if stale else ""  # the same change cancels it
-        return (
-            Action.ADOPT,
-            f"{adopt[0].id} of generation {desired.generation} is live but not in the state{also}",
-        )
+        also = stale[0].id if stale else None  # the same change cancels it
+        return Action.ADOPT, Adopt(adopt[0].id, desired.generation, also)
     if stale:
-        return (
-            Action.CANCEL,
-            f"superseded by {successor(desired, choice, stale[0])}; cancelling {stale[0].id}",
-        )
-    return Action.NOOP, _in_sync(desired, choice, current)
+        return Action.CANCEL, _superseded_by(desired, choice, stale[0])
+    return Action.NOOP, _in_sync(choice, current)
 
 
-def _in_sync(desired: DesiredJob, choice: RunChoice, current: list[LiveBatch]) -> str:
-    if choice.note and not choice.fresh:
-        return choice.note
-    waiting = restart_note(_attempts(current))  # a failed start, restarted when its wait is over
+def _superseded_by(desired: DesiredJob, choice: RunChoice, cancelled: LiveBatch) -> Superseded:
+    """What takes a cancelled batch's place: a new generation, or a later run of its own."""
+    if cancelled.generation != desired.generation or choice.run is None:
+        return Superseded(cancelled.id, generation=desired.generation)
+    timezone = desired.schedule.timezone if desired.schedule else "UTC"
+    return Superseded(cancelled.id, run=choice.run, timezone=timezone)
+
+
+def _in_sync(choice: RunChoice, current: list[LiveBatch]) -> Reason:
+    if choice.waits is not None and not choice.fresh:
+        return choice.waits
+    waiting = restart_waits(_attempts(current))  # a failed start, restarted when its wait is over
     if waiting:
         return waiting
     records = tuple(BatchRecord.from_batch(b.batch) for b in current)
-    return f"in sync ({job_status(records, ())})" if current else "in sync"
-
-
-def _new_run(desired: DesiredJob, choice: RunChoice) -> str:
-    """`run 2026-12-01T02:00:00+01:00 (schedule 0 2 * * *)`, or `run x (--replace)`; else ''."""
-    slot = desired.schedule
-    shown = shown_run(choice.run or "", slot.timezone if slot else "UTC")
-    if choice.started_by == "schedule" and slot is not None:
-        extra = f"; {choice.note}" if choice.note else ""
-        return f"run {shown} (schedule {slot.expression}{extra})"
-    if choice.started_by == "replace":
-        return f"run {shown} (--replace)"
-    return ""
+    return InSync(job_status(records, ()) if current else None)
 
 
 def _create_reason(
     desired: DesiredJob, recorded: JobState | None, choice: RunChoice, units: list[Unit], partial: bool
-) -> str:
-    size = f"{len(units)} parts, " if len(units) > 1 else ""
-    size += f"{sum(u.requests for u in units):,} requests"
-    new_run = _new_run(desired, choice)
-    if new_run:
-        return f"{new_run}: {size}"
+) -> Reason:
+    requests, parts = sum(u.requests for u in units), len(units)
+    started = _started(desired, choice, units)
+    if started is not None:
+        return started
     if partial:
-        return f"{size}: parts {', '.join(str(u.part) for u in units)} have no batch yet"
+        return PartsMissing(requests, tuple(u.part for u in units))
     if recorded is None:
-        return f"{size}: no batch yet"
+        return NoBatchYet(requests, parts)
     if any(p.generation == desired.generation for p in recorded.pending):
-        attempts = ", ".join(p.attempt for p in recorded.pending)
-        return f"{size}: attempt {attempts} left no batch in the live list; creating it"
+        return IntentLost(requests, parts, tuple(p.attempt for p in recorded.pending))
     if recorded.generation != desired.generation:
-        return f"{size}: spec changed ({_what_changed(desired, recorded)})"
+        return SpecChanged(requests, parts, _what_changed(desired, recorded, recorded.generation))
     if recorded.run and choice.run and run_base(recorded.run) != run_base(choice.run):
-        return (
-            f"{size}: new run {choice.run} ({_what_changed(desired, recorded, f'last run {recorded.run}')})"
-        )
-    return f"{size}: no batch of generation {desired.generation} is live"
+        diff = _what_changed(desired, recorded)
+        return RunChanged(requests, parts, choice.run, recorded.run, diff)
+    return NotLive(requests, parts, desired.generation)
 
 
 def _replace_reason(
-    desired: DesiredJob, recorded: JobState | None, choice: RunChoice, stale: list[LiveBatch]
-) -> str:
-    old = stale[0]
+    desired: DesiredJob, recorded: JobState | None, choice: RunChoice, units: list[Unit], old: LiveBatch
+) -> Reason:
+    requests, parts = sum(u.requests for u in units), len(units)
     counts = old.batch.request_counts
-    progress = f" at {counts.completed:,}/{counts.total:,}" if counts and counts.total else ""
-    thrown = f"{old.id} is {old.status}{progress}"
-    new_run = _new_run(desired, choice)
-    if new_run:
-        return f"{new_run}: cancelling {thrown}"
+    progress = (counts.completed, counts.total) if counts and counts.total else (None, None)
+    replacing = Replacing(old.id, old.status, *progress)
+    started = _started(desired, choice, units, replacing)
+    if started is not None:
+        return started
     if old.generation != desired.generation:
-        return f"spec changed ({_what_changed(desired, recorded, old.generation)}) while {thrown}"
-    return f"new run {choice.run} ({_what_changed(desired, recorded, f'last run {old.run}')}) while {thrown}"
+        diff = _what_changed(desired, recorded, old.generation)
+        return SpecChanged(requests, parts, diff, replacing)
+    diff = _what_changed(desired, recorded)
+    return RunChanged(requests, parts, choice.run or "", old.run, diff, replacing)
 
 
-def _what_changed(desired: DesiredJob, recorded: JobState | None, otherwise: str | None = None) -> str:
+def _started(
+    desired: DesiredJob, choice: RunChoice, units: list[Unit], replacing: Replacing | None = None
+) -> Reason | None:
+    """A run this pass starts for a schedule's slot or for --replace; None for any other."""
+    requests, parts = sum(u.requests for u in units), len(units)
+    slot, run = desired.schedule, choice.run or ""
+    if choice.started_by == "schedule" and slot is not None:
+        policy = slot.concurrency_policy
+        return ScheduledRun(
+            requests, parts, run, slot.expression, slot.timezone, choice.alongside, policy, replacing
+        )
+    if choice.started_by == "replace":
+        return ReplaceRequested(requests, parts, run, slot.timezone if slot else "UTC", replacing)
+    return None
+
+
+def _what_changed(
+    desired: DesiredJob, recorded: JobState | None, old_generation: str | None = None
+) -> SpecDiff:
     """The changed fields; without a recorded definition (an older state), the generations."""
     definition = recorded.definition if recorded else None
-    fields = changed_fields(definition, desired.definition, desired.input_changes)
-    if fields:
-        return "; ".join(fields)
-    if otherwise and otherwise.startswith("last run"):
-        return otherwise
-    old = otherwise or (recorded.generation if recorded else "?")
-    return f"{old} → {desired.generation}"
+    diff = spec_diff(definition, desired.definition, desired.input_changes)
+    if diff.named:
+        return diff
+    return SpecDiff(generation_before=old_generation, generation_after=desired.generation)
 
 
 def _change(
     desired: DesiredJob,
     action: Action,
-    reason: str,
+    reason: Reason,
     *,
     cancel: Sequence[LiveBatch] = (),
     adopt: Sequence[LiveBatch] = (),
@@ -320,7 +333,7 @@ def _change(
     slot = desired.schedule
     upcoming = None
     if slot is not None and slot.next is not None:
-        upcoming = f"{shown_run(slot_run(slot.next), slot.timezone)} (schedule {slot.expression})"
+        upcoming = Upcoming(slot_run(slot.next), slot.timezone, slot.expression)
     return Change(
         job=desired.name,
         action=action,
@@ -349,30 +362,49 @@ def plan_removed(name: str, recorded: JobState | None, running: list[LiveBatch])
     orphans = [b.id for b in running if policies[b.id] == "orphan"]
     unknown = [b.id for b in running if policies[b.id] is None]
     if cancel:
-        reason = f"spec removed; deletion_policy cancel stops {_ids(list(cancel))}"
-        if orphans:
-            reason += f"; deletion_policy orphan leaves {_ids(orphans)} running"
+        reason: Reason = SpecRemoved(stopped=cancel, left_running=tuple(orphans))
         return Change(name, Action.CANCEL, reason, provider, generation, cancel=cancel)
     if recorded is not None:
-        reason = (
-            f"spec removed; deletion_policy orphan leaves {_ids(orphans + unknown)} running"
-            if running
-            else "spec removed; its batches are finished"
-        )
+        reason = SpecRemoved(left_running=tuple(orphans + unknown))
         return Change(name, Action.FORGET, reason, provider, generation)
     if unknown:
-        reason = (
-            f"no spec, no state record and no deletion policy in its metadata: {_ids(unknown)} "
-            "left running; cancel it by hand if it should stop"
-        )
+        reason = NoDeletionPolicy(tuple(unknown))
         return Change(name, Action.NOOP, reason, provider, generation, attention=True)
     if orphans:
-        return Change(name, Action.NOOP, f"orphaned: {_ids(orphans)} left running", provider, generation)
+        return Change(name, Action.NOOP, Orphaned(tuple(orphans)), provider, generation)
     return None
 
 
-def _ids(ids: list[str]) -> str:
-    return ids[0] if len(ids) == 1 else f"{ids[0]} and {len(ids) - 1} more"
+def unit_of(batch: LiveBatch) -> IntentKey:
+    """A batch's unit: the `IntentKey` of the one create meant for it."""
+    return IntentKey.of_batch(batch.batch)
+
+
+def split_duplicates(batches: Iterable[LiveBatch]) -> tuple[list[LiveBatch], list[LiveBatch]]:
+    """(the batch kept for each unit, the younger duplicates), each in the order given."""
+    live = list(batches)
+    oldest: dict[IntentKey, LiveBatch] = {}
+    for batch in live:
+        unit = unit_of(batch)
+        if unit not in oldest or _age_key(batch) < _age_key(oldest[unit]):
+            oldest[unit] = batch
+    kept_ids = {b.id for b in oldest.values()}
+    kept: list[LiveBatch] = []
+    extra: list[LiveBatch] = []
+    for batch in live:
+        (kept if batch.id in kept_ids else extra).append(batch)
+    return kept, extra
+
+
+def _age_key(batch: LiveBatch) -> tuple[int, str]:
+    created = batch.batch.created_at
+    return (created if created is not None else 2**62, batch.id)
+
+
+def dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> Dedupe:
+    kept = {unit_of(b): b for b in current}[unit_of(doubled[0])]
+    younger = tuple(b.id for b in doubled if unit_of(b) == unit_of(kept))
+    return Dedupe(kept.batch.part, kept.batch.retry, kept.id, younger, len(doubled) - len(younger))
 
 
 def live_by_job(live: Sequence[LiveBatch]) -> dict[str, list[LiveBatch]]:
@@ -393,12 +425,17 @@ def make_plan(
     allow_empty: bool = False,
     context: PlanContext | None = None,
     in_flight: InFlight | None = None,
+    runs: Mapping[str, RunChoice] | None = None,
 ) -> Plan:
+    """`runs`: each desired job's run choice, as the pass made it once (plans/runs.choose_runs);
+    made here when not given."""
     ctx = context or PlanContext()
     by_job = live_by_job(live)
     names = sorted(set(desired) | set(state.jobs) | set(by_job) - {""})
     if ctx.targets is not None:
         names = [name for name in names if name in ctx.targets]
+    if runs is None:
+        runs = choose_runs({n: desired[n] for n in names if n in desired}, by_job, state, ctx)
     changes = [
         change
         for name in names
@@ -409,7 +446,7 @@ def make_plan(
                 state.jobs.get(name),
                 by_job.get(name, []),
                 retryable or {},
-                ctx,
+                runs.get(name),
                 in_flight or {},
             )
         )
@@ -422,7 +459,7 @@ def make_plan(
     return Plan(tuple(changes))
 
 
-def left_to_newer(plan: Plan, reasons: Mapping[str, str]) -> Plan:
+def left_to_newer(plan: Plan, reasons: Mapping[str, LeftToNewer]) -> Plan:
     """The plan with the changes to each job in `reasons` taken back: a writer whose checkout
     is behind the commit that last changed the job (engine/workspace.py) shows why, and does
     nothing to it."""

@@ -29,18 +29,22 @@ may still send it again then, as an ordinary retry that counts.  While a restart
 job's status is `pending`.
 
 A job's runs are kept newest first and bounded: what `status JOB` shows and a lost state
-regains (`updated_history`).  Progress figures (`job_progress`: how far, how fast, when done)
+regains (`updated_history`).  Whether a job is in sync with its spec (`job_sync`) is one
+answer for `status` and the dashboard.  Progress figures (`job_progress`: how far, how fast, when done)
 come from what the state recorded (request counts as of `observed_at`, each batch's
 `in_progress_at`), never from a clock of our own, so they can be read as data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from enum import StrEnum
 
 from reconciler.api.batch import START_FAILURES, LiveBatch, is_terminal
+from reconciler.plans.changes import DesiredJob
+from reconciler.plans.reasons import Restart, RestartWaits
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, RunRecord
 
 RESTART_DELAYS = (60.0, 300.0)  # seconds after the Nth failed start before restart N
@@ -77,23 +81,17 @@ def is_restart(ordered: Sequence[BatchRecord], index: int) -> bool:
     return restart_owed(ordered[:index])
 
 
-def restart_note(by_part: dict[int, list[BatchRecord]]) -> str | None:
-    """`batch_start_failed (nothing ran): part 0 is sent again from 03:10:00Z, restart 1 of 2`."""
+def restart_waits(by_part: dict[int, list[BatchRecord]]) -> RestartWaits | None:
+    """The first part whose failed start is restarted once its wait is over."""
     for part, attempts in sorted(by_part.items()):
         if restart_owed(attempts):
-            when = datetime.fromtimestamp(restart_at(attempts), UTC).isoformat(timespec="seconds")
-            return (
-                f"{attempts[-1].status} (nothing ran): part {part} is sent again from "
-                f"{when.replace('+00:00', 'Z')}, restart {failed_starts(attempts)} of {len(RESTART_DELAYS)}"
-            )
+            status, restart = attempts[-1].status, failed_starts(attempts)
+            return RestartWaits(part, status, restart_at(attempts), restart, len(RESTART_DELAYS))
     return None
 
 
-def restart_reason(attempts: Sequence[BatchRecord], part: int, requests: int) -> str:
-    return (
-        f"{attempts[-1].status} (nothing ran): part {part}'s {requests:,} requests sent again, "
-        f"restart {failed_starts(attempts)} of {len(RESTART_DELAYS)}"
-    )
+def restart_reason(attempts: Sequence[BatchRecord], part: int, requests: int) -> Restart:
+    return Restart(requests, part, attempts[-1].status, failed_starts(attempts), len(RESTART_DELAYS))
 
 
 RUNNING_ORDER = ("in_progress", "finalizing", "validating", "cancelling")
@@ -189,7 +187,20 @@ def updated_history(job: JobState, live: Sequence[LiveBatch], limit: int) -> tup
     ordered = sorted(
         runs.values(), key=lambda r: (r.started_at is None, r.started_at or 0, r.run), reverse=True
     )
-    return tuple(ordered[:limit])
+    return tuple(_overwritten(ordered[:limit], job))
+
+
+def _overwritten(runs: list[RunRecord], job: JobState) -> list[RunRecord]:
+    """Runs whose results file the current run has written since (a `results:` path without
+    {run}): the file holds the current run's results now, so their records no longer claim it."""
+    if job.run is None or job.results is None:
+        return runs
+    mine, path = (job.run, job.generation), job.results.path
+    update = {"results": None, "results_overwritten_by": job.run}
+    return [
+        r.model_copy(update=update) if r.results == path and (r.run, r.generation) != mine else r
+        for r in runs
+    ]
 
 
 def _run_record(
@@ -206,6 +217,7 @@ def _run_record(
         ended_at=_ended(records) if is_terminal(status) else None,
         # What only the state knows of a run (read from its files while it was current) stays.
         results=before.results if before else None,
+        results_overwritten_by=before.results_overwritten_by if before else None,
         usage=before.usage if before else None,
         cost_usd=before.cost_usd if before else None,
     )
@@ -222,6 +234,7 @@ def _current_record(job: JobState, before: RunRecord | None) -> RunRecord:
         started_at=_started(job.batches) or (before.started_at if before else None),
         ended_at=_ended(job.batches) if is_terminal(job.status) else None,
         results=job.results.path if job.results else (before.results if before else None),
+        results_overwritten_by=None if job.results or not before else before.results_overwritten_by,
         usage=job.total_usage if job.usage else (before.usage if before else None),
         cost_usd=job.cost_usd if job.usage else (before.cost_usd if before else None),
     )
@@ -285,3 +298,32 @@ def duration(seconds: float) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{max(int(seconds), 0)}s"
+
+
+class Sync(StrEnum):
+    """A job's recorded generation against its spec's; the value is what `status` and the
+    dashboard show in their SYNC column."""
+
+    IN_SYNC = "in sync"
+    NOT_CREATED = "out of sync: not created"
+    SPEC_CHANGED = "out of sync: spec changed"
+    SPEC_REMOVED = "out of sync: spec removed"
+    SPEC_INVALID = "unknown: spec invalid"
+    UNKNOWN = "unknown"  # no specs to compare with
+
+
+def job_sync(
+    name: str, job: JobState | None, desired: Mapping[str, DesiredJob] | None, specs_invalid: bool
+) -> Sync:
+    """`desired`: the jobs whose specs validate (None: no specs read); `specs_invalid`: some
+    do not, so a job missing from `desired` may be one of them."""
+    if desired is None:
+        return Sync.UNKNOWN
+    wanted = desired.get(name)
+    if wanted is None:
+        return Sync.SPEC_INVALID if specs_invalid else Sync.SPEC_REMOVED
+    if job is None or job.status == "none":
+        return Sync.NOT_CREATED
+    if job.generation != wanted.generation or job.provider != wanted.provider:
+        return Sync.SPEC_CHANGED
+    return Sync.IN_SYNC

@@ -1,15 +1,29 @@
 """The plan document: what `plan --json` prints and `plan --out` saves, and the check that a
 saved plan still holds before `apply FILE` carries it out.  Plain data in, plain data out.
+
+Each change carries its reason three ways: `reason` in words (plans/wording.py),
+`reason_code` and `reason_data` (the code's fields, as plans/reasons.py names them) for a
+program to branch on; a change over a budget has `over_budget` in words and
+`over_budget_data`.  Both are additive: the format stays version 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from typing import Any
 
 from reconciler.common.errors import PlanRefusedError, UserError
 from reconciler.plans.changes import Action, Change, CostEstimate, Plan
 from reconciler.plans.cost import plan_total
+from reconciler.plans.wording import (
+    budget_warning,
+    over_budget_lines,
+    over_budget_words,
+    upcoming_words,
+    words,
+)
 
 PLAN_FORMAT_VERSION = 1
 _STAMP = re.compile(r"^\d{8}T\d{6}(\.\d{3})?Z$")
@@ -36,8 +50,8 @@ def plan_document(
         "changes": [change_dict(c) for c in plan.changes],
         "summary": {a.value: sum(1 for c in plan.changes if c.action is a) for a in Action},
         "cost": estimate_dict(plan_total(plan)),
-        "over_budget": list(plan.over_budget),
-        "warnings": list(plan.warnings),
+        "over_budget": over_budget_lines(plan.changes),
+        "warnings": [budget_warning(w) for w in plan.warnings],
         "notes": list(plan.notes),
         "price_table": [
             {"taken": u.taken.isoformat(), "age_days": u.age_days, "stale": u.stale, "models": list(u.models)}
@@ -66,7 +80,9 @@ def change_dict(change: Change) -> dict[str, Any]:
     return {
         "job": change.job,
         "action": change.action.value,
-        "reason": change.reason,
+        "reason": words(change.reason),
+        "reason_code": change.reason.code.value,
+        "reason_data": _data(change.reason),
         "provider": change.provider,
         "generation": change.generation,
         "cancel": list(change.cancel),
@@ -74,11 +90,18 @@ def change_dict(change: Change) -> dict[str, Any]:
         "requests": change.requests,
         "model": change.model,
         "run": change.run,
-        "next_run": change.next_run,
+        "next_run": upcoming_words(change.next_run) if change.next_run else None,
         "launch": {"requests": change.launch_requests, "estimated_input_tokens": change.launch_tokens},
         "cost": estimate_dict(change.estimate),
-        "over_budget": change.over_budget,
+        "over_budget": over_budget_words(change.over_budget) if change.over_budget else None,
+        "over_budget_data": _data(change.over_budget) if change.over_budget else None,
     }
+
+
+def _data(value: Any) -> dict[str, Any]:
+    """A dataclass's fields as JSON data (tuples as lists)."""
+    data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(value), default=str))
+    return data
 
 
 def estimate_dict(estimate: CostEstimate | None) -> dict[str, Any] | None:

@@ -7,10 +7,18 @@ from typing import Literal
 
 from reconciler.api.batch import LiveBatch, is_terminal
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.duplicates import split_duplicates
+from reconciler.plans.decide import split_duplicates
 from reconciler.plans.jobstatus import job_status, request_counts, updated_history
 from reconciler.plans.runs import newest
-from reconciler.state.model import MAX_FORGOTTEN, AppliedFrom, BatchRecord, JobState, PendingCreate, State
+from reconciler.state.model import (
+    MAX_FORGOTTEN,
+    AppliedFrom,
+    BatchRecord,
+    JobState,
+    PendingCreate,
+    State,
+    unresolved,
+)
 
 
 def record(
@@ -70,13 +78,12 @@ def observed_job(
     # A duplicate of a unit is never recorded, so it is never counted: the oldest speaks for it.
     mine, _ = split_duplicates(b for b in ours if b.generation == base.generation and b.run == base.run)
     mine.sort(key=lambda b: (b.batch.part, b.batch.retry, b.batch.created_at or 0, b.id))
-    attempts = {b.batch.attempt for b in mine}
-    # An intent is resolved once its batch is live.
-    pending = tuple(
-        p
-        for p in base.pending
-        if p.generation == base.generation and (p.run or base.run) == base.run and p.attempt not in attempts
+    attempts = {b.batch.attempt for b in mine if b.batch.attempt}
+    # An intent is resolved once its batch is live; one of a superseded generation or run is dropped.
+    this_run = (
+        p for p in base.pending if p.generation == base.generation and (p.run or base.run) == base.run
     )
+    pending = unresolved(this_run, attempts)
     batches = tuple(BatchRecord.from_batch(b.batch) for b in mine)
     results = base.results if base.results and set(base.results.batches) == _ids(batches) else None
     # Results join the batches' lines to the spec's input: only a run of this generation has them.
@@ -130,18 +137,19 @@ def with_applied_from(
     return state.with_jobs(jobs).model_copy(update={"forgotten": dict(sorted(newest[:MAX_FORGOTTEN]))})
 
 
-def with_pending(
+def with_intents(
     state: State,
     desired: Mapping[str, DesiredJob],
     intents: Mapping[str, tuple[PendingCreate, ...]],
     now: str,
 ) -> State:
-    """The state with create intents recorded, before any create is sent."""
+    """The state with create intents recorded as far as they got (engine/apply/intents.py): each
+    replaces the job's intent for its part and attempt, and a resolved one leaves `pending`."""
     jobs = dict(state.jobs)
     for name, pending in intents.items():
         base = _as_desired(desired[name], jobs.get(name), pending[0].run if pending else None)
         keep = tuple(p for p in base.pending if (p.part, p.retry) not in {(i.part, i.retry) for i in pending})
-        all_pending = keep + pending
+        all_pending = unresolved(keep + pending, ())
         status = job_status(base.batches, all_pending, restarts=True)
         jobs[name] = base.model_copy(update={"pending": all_pending, "status": status, "observed_at": now})
     return state.with_jobs(jobs)

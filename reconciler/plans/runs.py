@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo
 from reconciler.api.batch import LiveBatch
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.plans.changes import DesiredJob, PlanContext, Slot
-from reconciler.state.model import PendingCreate
+from reconciler.plans.reasons import EditWaits, NextRun, Reason, SlotMissed, SlotWaits
+from reconciler.state.model import PendingCreate, State
 
 _SIMPLE_LABEL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SLOT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -34,7 +35,8 @@ class RunChoice:
     fresh: bool = True  # whether first attempts may be created in it (not in a run left behind)
     cancel_other_runs: bool = True  # running batches of other runs are superseded
     started_by: str = ""  # "schedule" or "replace" when this pass starts the run
-    note: str = ""  # why no run starts now, or what the new run runs alongside
+    waits: Reason | None = None  # why no run starts now (the job's noop reason)
+    alongside: tuple[str, ...] = ()  # earlier runs still running when a new run starts
     missed: str | None = None  # the slot skipped for its starting_deadline (a run id)
     supersedes: frozenset[str] = frozenset()  # other runs whose running batches are cancelled
     edit_waits: bool = False  # the spec changed after the slot's run ended: it waits for the next slot
@@ -104,6 +106,22 @@ def generations_of(live: Sequence[LiveBatch], pending: Iterable[PendingCreate]) 
     return found
 
 
+def choose_runs(
+    desired: Mapping[str, DesiredJob],
+    by_job: Mapping[str, Sequence[LiveBatch]],
+    state: State,
+    ctx: PlanContext,
+) -> dict[str, RunChoice]:
+    """Each job's run choice, made once per pass: retries are looked for in that run
+    (engine/retries.py) and the plan converges it (plans/decide.py).  `by_job`: live batches
+    grouped by job."""
+    choices = {}
+    for name, job in desired.items():
+        recorded = state.jobs.get(name)
+        choices[name] = choose_run(job, by_job.get(name, ()), recorded.pending if recorded else (), ctx)
+    return choices
+
+
 def choose_run(
     desired: DesiredJob, live: Sequence[LiveBatch], pending: Iterable[PendingCreate], ctx: PlanContext
 ) -> RunChoice:
@@ -158,12 +176,8 @@ def _edited_slot(
             run, cancel_other_runs=slot.concurrency_policy == "replace", supersedes=frozenset(earlier)
         )
     last = _last_begun(earlier, live)
-    upcoming = f"the next slot, {_local(slot.next, slot)}" if slot.next else "no later slot"
-    note = (
-        f"spec changed after run {shown_run(last, slot.timezone)} ended: the new spec runs at "
-        f"{upcoming} (--replace {desired.name} runs it now)"
-    )
-    return RunChoice(last, fresh=False, note=note, edit_waits=True)
+    waits = EditWaits(desired.name, last, _slot_id(slot.next), slot.timezone)
+    return RunChoice(last, fresh=False, waits=waits, edit_waits=True)
 
 
 def _last_begun(runs: set[str], live: Sequence[LiveBatch]) -> str:
@@ -173,37 +187,24 @@ def _last_begun(runs: set[str], live: Sequence[LiveBatch]) -> str:
 
 
 def _new_slot(slot: Slot, due: str | None, live: Sequence[LiveBatch], last: str | None) -> RunChoice:
-    upcoming = f"next run {_local(slot.next, slot)}" if slot.next else "no later slot"
+    upcoming = _slot_id(slot.next)
     if due is None or slot.due is None or slot.now is None:
-        return RunChoice(last, fresh=False, note=upcoming)
+        return RunChoice(last, fresh=False, waits=NextRun(upcoming, slot.timezone))
     late = (slot.now - slot.due).total_seconds()
     if slot.starting_deadline is not None and late > slot.starting_deadline:
-        note = (
-            f"slot {_local(slot.due, slot)} skipped: missed by {duration(late)} "
-            f"(starting_deadline {duration(slot.starting_deadline)}); {upcoming}"
-        )
-        return RunChoice(last, fresh=False, note=note, missed=due)
-    still = sorted({b.run for b in live if not b.terminal})
+        missed = SlotMissed(due, late, slot.starting_deadline, upcoming, slot.timezone)
+        return RunChoice(last, fresh=False, waits=missed, missed=due)
+    still = tuple(sorted({b.run for b in live if not b.terminal}))
     if not still:
         return RunChoice(due, cancel_other_runs=False, started_by="schedule")
-    others = ", ".join(shown_run(r, slot.timezone) for r in still)
     policy = slot.concurrency_policy
     if policy == "forbid":
-        note = f"slot {_local(slot.due, slot)} waits: run {others} still runs (concurrency_policy forbid)"
-        return RunChoice(last, fresh=False, note=note)
-    note = f"run {others} still runs (concurrency_policy {policy})"
-    return RunChoice(due, cancel_other_runs=policy == "replace", started_by="schedule", note=note)
+        return RunChoice(last, fresh=False, waits=SlotWaits(due, still, slot.timezone))
+    return RunChoice(due, cancel_other_runs=policy == "replace", started_by="schedule", alongside=still)
 
 
-def successor(desired: DesiredJob, choice: RunChoice, cancelled: LiveBatch) -> str:
-    """What takes a cancelled batch's place: a new generation, or a later run of its own."""
-    if cancelled.generation != desired.generation or choice.run is None:
-        return f"generation {desired.generation}"
-    return f"run {shown_run(choice.run, desired.schedule.timezone if desired.schedule else 'UTC')}"
-
-
-def _local(instant: datetime | None, slot: Slot) -> str:
-    return instant.astimezone(ZoneInfo(slot.timezone)).isoformat() if instant else "-"
+def _slot_id(instant: datetime | None) -> str | None:
+    return slot_run(instant) if instant else None
 
 
 def duration(seconds: float) -> str:

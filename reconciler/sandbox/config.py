@@ -28,29 +28,48 @@ TIMELINE_KNOBS = (
 # The terminal statuses Portkey adds when its upload to the provider, or the provider's batch
 # start, fails: the batch never runs.
 START_FAILURES = ("file_upload_failed", "batch_start_failed")
+# Every knob has an upper bound: a knob of 1e300 seconds would overflow the sleeps and timers it
+# reaches (every answer a 500), and one of 1e300 requests a second the timeline's arithmetic.
+YEAR_SECONDS = 366 * 24 * 3600.0
+MAX_REQUESTS_PER_SECOND = 1e9  # 50,000 requests in 50 µs: "at once", for tests that want it
+MAX_WEBHOOK_ATTEMPTS = 1_000
 
 
 class SandboxConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    validation_seconds: float = Field(1.0, ge=0, description="Time a batch spends in `validating`.")
-    requests_per_second: float = Field(
-        20.0, gt=0, description="Requests one batch completes per second while in_progress."
+    validation_seconds: float = Field(
+        1.0, ge=0, le=YEAR_SECONDS, description="Time a batch spends in `validating`."
     )
-    finalizing_seconds: float = Field(1.0, ge=0, description="Time a batch spends in `finalizing`.")
-    cancel_seconds: float = Field(1.0, ge=0, description="Time from `cancelling` to `cancelled`.")
+    requests_per_second: float = Field(
+        20.0,
+        gt=0,
+        le=MAX_REQUESTS_PER_SECOND,
+        description="Requests one batch completes per second while in_progress.",
+    )
+    finalizing_seconds: float = Field(
+        1.0, ge=0, le=YEAR_SECONDS, description="Time a batch spends in `finalizing`."
+    )
+    cancel_seconds: float = Field(
+        1.0, ge=0, le=YEAR_SECONDS, description="Time from `cancelling` to `cancelled`."
+    )
     expiry_seconds: float = Field(
-        86400.0, gt=0, description="Completion window: still in_progress this long after creation → expired."
+        86400.0,
+        gt=0,
+        le=YEAR_SECONDS,
+        description="Completion window: still in_progress this long after creation → expired.",
     )
     api_key: str | None = Field(
         None, min_length=1, description="When set, every /v1 request needs `Authorization: Bearer <key>`."
     )
-    latency_seconds: float = Field(0.0, ge=0, description="Delay added to every /v1 response.")
+    latency_seconds: float = Field(
+        0.0, ge=0, le=YEAR_SECONDS, description="Delay added to every /v1 response."
+    )
     fault_rate: float = Field(
         0.0, ge=0, le=1, description="Fraction of /v1 requests answered 429/500/503 before acting."
     )
     retry_after_seconds: float = Field(
-        0.05, ge=0, description="Retry-After value on injected 429 and 503 answers."
+        0.05, ge=0, le=YEAR_SECONDS, description="Retry-After value on injected 429 and 503 answers."
     )
     lost_response_rate: float = Field(
         0.0, ge=0, le=1, description="Fraction of batch creations that succeed but answer 500."
@@ -67,14 +86,21 @@ class SandboxConfig(BaseModel):
     )
     webhook_secret: str | None = Field(None, description="The whsec_ secret webhooks are signed with.")
     webhook_attempts: int | None = Field(
-        None, ge=1, description="Tries per webhook at most; unset: as many as the retry window holds."
+        None,
+        ge=1,
+        le=MAX_WEBHOOK_ATTEMPTS,
+        description="Tries per webhook at most; unset: as many as the retry window holds.",
     )
     webhook_retry_seconds: float = Field(
-        5.0, gt=0, description="Wait before the second try of a webhook; doubled for each next one."
+        5.0,
+        gt=0,
+        le=YEAR_SECONDS,
+        description="Wait before the second try of a webhook; doubled for each next one.",
     )
     webhook_retry_window_seconds: float = Field(
         72 * 3600.0,
         ge=0,
+        le=YEAR_SECONDS,
         description="No webhook is tried again later than this after its first try (OpenAI: 72 hours).",
     )
     file_lifetime_scale: float = Field(

@@ -303,8 +303,11 @@ def _timezone(value: str) -> str:
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION_SECONDS = int(limits.LONGEST)  # no wait of this tool is meant to be longer
+
+
 def _duration(value: int | str) -> int:
-    """`2h`, `30m`, `1d`, `90s`, or seconds; at least one second."""
+    """`2h`, `30m`, `1d`, `90s`, or seconds; at least one second, at most a year (366d)."""
     if isinstance(value, int) and not isinstance(value, bool):
         seconds = value
     else:
@@ -314,6 +317,8 @@ def _duration(value: int | str) -> int:
         seconds = int(match.group(1)) * DURATION_UNITS[match.group(2)]
     if seconds < 1:
         raise _invalid("must be at least one second")
+    if seconds > MAX_DURATION_SECONDS:
+        raise _invalid("must be at most 366d (a year)")
     return seconds
 
 
@@ -326,7 +331,9 @@ def _file_expiry(seconds: int) -> int:
 Cron = Annotated[str, AfterValidator(_cron)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 Duration = Annotated[
-    int, BeforeValidator(_duration), _schema(type=["integer", "string"], pattern=r"^\d+[smhd]$")
+    int,
+    BeforeValidator(_duration),
+    _schema(type=["integer", "string"], pattern=r"^\d+[smhd]$", maximum=MAX_DURATION_SECONDS),
 ]
 FileExpiry = Annotated[Duration, AfterValidator(_file_expiry)]
 RunLabel = Annotated[str, Field(min_length=1, max_length=200)]

@@ -1,4 +1,5 @@
-"""Who owns a repo's batches (the owner id), and which generation of a job a batch belongs to.
+"""Who owns a repo's batches (the owner id), and which generation of a job a batch belongs to;
+and what to call the repo where people read it (`repo_name`).
 
 Both go into every batch's metadata (common/ownership.py names the keys): the owner as a
 hash, so the repo's remote URL is never sent to the provider.
@@ -12,6 +13,7 @@ import os
 import re
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,29 @@ def resolve_owner(repo: Path, flag: str | None = None, settings: RepoSettings | 
 
 def _owner_from_settings(repo: Path, settings: RepoSettings | None) -> str | None:
     return (settings if settings is not None else read_settings(repo)).owner
+
+
+@dataclass(frozen=True)
+class RepoName:
+    name: str
+    source: str  # what gave it, in words: "the owner id", "the git remote origin", "the folder"
+
+
+def repo_name(repo: Path, owner: str | None) -> RepoName:
+    """The repo as the dashboard names it, instead of the owner tag (a hash):
+
+    1. the owner id when it was set (--owner, $RECONCILER_OWNER, `owner:` in reconciler.yaml)
+       and is not the git remote's: whoever set it named the repo so, and it is what tells two
+       deployments of one repo apart;
+    2. the git remote `origin`, without its host: `acme/evals` of `git@github.com:acme/evals.git`;
+    3. the folder's name.
+    """
+    remote = git_remote_owner(repo)
+    if owner and owner != remote:
+        return RepoName(owner, "the owner id")
+    if remote:
+        return RepoName(remote.partition("/")[2], "the git remote origin")
+    return RepoName(repo.resolve().name, "the folder")
 
 
 def git_remote_owner(repo: Path) -> str | None:

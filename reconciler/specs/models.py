@@ -42,9 +42,15 @@ API_VERSION = "reconciler/v1"
 
 
 class _Document(BaseModel):
-    # attribute docstrings become JSON Schema descriptions: editors show them on hover
+    # attribute docstrings become JSON Schema descriptions: editors show them on hover; `.inf` and
+    # `.nan` are YAML floats, and no number of a spec may be either (a nan passes every bound)
     model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, populate_by_name=True, use_attribute_docstrings=True
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,
     )
 
 
@@ -78,7 +84,8 @@ class CleanupSpec(_Document):
 
 class BudgetSpec(_Document):
     max_usd: Annotated[float, Field(gt=0)]
-    """A run's cost at most, in USD: a plan estimating more is refused unless --allow-over-budget."""
+    """A run's cost at most, in USD: when its estimate is more, this job's change alone is refused
+    (the other jobs' go ahead) unless --allow-over-budget."""
     on_exceed: Literal["report", "cancel"] = "report"
     """When a running run's actual cost passes max_usd: report it, or also cancel what still runs."""
 
@@ -152,14 +159,20 @@ class BatchJob(_Document):
         return self.metadata.name
 
 
+# Far above any model's, and low enough that no estimate of up to 50,000 requests overflows.
+MAX_USD_PER_MILLION = 1_000_000
+MAX_OUTPUT_TOKENS = 10_000_000
+Price = Annotated[float, Field(ge=0, le=MAX_USD_PER_MILLION)]
+
+
 class ModelPrice(_Document):
-    input: Annotated[float, Field(ge=0)]
+    input: Price
     """USD per million input tokens, at batch prices."""
-    output: Annotated[float, Field(ge=0)]
+    output: Price
     """USD per million output tokens (reasoning included), at batch prices."""
-    cached_input: Annotated[float, Field(ge=0)] | None = None
+    cached_input: Price | None = None
     """USD per million cached input tokens; omitted: charged as input."""
-    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_output_tokens: Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS)] | None = None
     """The model's own output cap: the bound of a request that sets no max_tokens."""
 
 

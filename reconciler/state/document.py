@@ -5,8 +5,11 @@ The file's JSON and the database's jsonb hold the same document; both are read h
 older format is upgraded and a newer or damaged one refused in the same words, wherever the
 state is kept.  Older formats are read and upgraded to the current one, never misread:
 version 1 had no runs, so every batch and intent it records belongs to the one run a job had,
-`default`, which is also how a batch without a run in its metadata is read.  Version 2 lacks
-only what version 3 added beside it (the commits jobs were applied from): it reads as it is.
+`default`, which is also how a batch without a run in its metadata is read.  Versions 2 and 3
+lack only what later versions added beside them (the commits jobs were applied from; which run
+wrote a results file over): they read as they are.  An intent written before intents had a
+`state` (every version before 4, and 3 as written by a development build) gets the state its
+fields imply (`state/model.intent_state`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pydantic import ValidationError
 
 from reconciler.common.errors import StateError
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.state.model import FORMAT_VERSION, JobState, State
+from reconciler.state.model import FORMAT_VERSION, JobState, State, intent_state
 
 REBUILD_HINT = "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
 
@@ -49,9 +52,33 @@ def upgraded(data: dict[str, Any]) -> dict[str, Any]:
     (the caller reports it as damage)."""
     if data.get("format_version") == 1:
         data = _from_v1(data)
-    if data.get("format_version") == 2:
+    if data.get("format_version") in (2, 3):
         data = {**data, "format_version": FORMAT_VERSION}
-    return data
+    return _with_intent_states(data)
+
+
+def _with_intent_states(data: dict[str, Any]) -> dict[str, Any]:
+    jobs = data.get("jobs")
+    if not isinstance(jobs, dict) or not any(_stateless(job) for job in jobs.values()):
+        return data  # today's document (or a shape validation names): nothing to copy
+    return {**data, "jobs": {name: job_record(job) for name, job in jobs.items()}}
+
+
+def job_record(job: Any) -> Any:
+    """One job's record as today's format says it: a journal entry or a database row written
+    before intents had a state gets the state its fields imply."""
+    return {**job, "pending": [_stated(p) for p in job["pending"]]} if _stateless(job) else job
+
+
+def _stateless(job: Any) -> bool:
+    pending = job.get("pending") if isinstance(job, dict) else None
+    return isinstance(pending, list) and any(isinstance(p, dict) and "state" not in p for p in pending)
+
+
+def _stated(intent: Any) -> Any:
+    if not isinstance(intent, dict) or "state" in intent:
+        return intent
+    return {**intent, "state": intent_state(intent)}
 
 
 def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +188,7 @@ def with_changes(state: State, changes: Iterable[Any], serial: int, where: str) 
                 if record is None:
                     jobs.pop(name, None)
                 else:
-                    jobs[name] = JobState.model_validate(record)
+                    jobs[name] = JobState.model_validate(job_record(record))
             fields |= {k: v for k, v in (change.get("set") or {}).items() if k in TOP_FIELDS}
         top = State.model_validate({"lineage": state.lineage, **fields}) if fields else state
     except (ValidationError, AttributeError, TypeError):

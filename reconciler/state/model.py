@@ -5,18 +5,25 @@ Pure data; reading, writing and locking live in the backends (`file.py`, `postgr
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reconciler.api.batch import Batch
+from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.common.usage import TokenUsage, UnitPrices, total_usage
 
 # 2: runs (a run id on batches and intents, the current run and a bounded run history per job,
 # the definition a generation was made from). A version-1 file is upgraded on read (document.py).
 # 3: the git commit each job was last applied from (`applied_from`), and of jobs forgotten
 # (`forgotten`); additive, so a version-2 document reads as it is.
-FORMAT_VERSION = 3
+# 4: a run whose results file a later run wrote over says so (`results_overwritten_by`), and each
+# intent's `state` is stored; additive, so a version-2 or -3 document reads as it is (an intent
+# without a state has it derived from its fields, document.py).
+FORMAT_VERSION = 4
 MAX_FORGOTTEN = 1000  # the newest commits jobs were forgotten at, kept; older ones are dropped
 
 
@@ -69,19 +76,141 @@ class BatchRecord(_Frozen):
         )
 
 
-class PendingCreate(_Frozen):
-    """A create we meant to make: written before POST /batches, resolved from the live list."""
+@dataclass(frozen=True)
+class IntentKey:
+    """The unit one create is for, and the one batch it may make: a job's generation, run, part
+    and retry.  An intent, the batch it made and the plan's unit all have the same key; build it
+    with `of` (or `of_intent`, `of_batch`), which is where a missing run reads as the default one."""
 
-    attempt: str
+    job: str
+    generation: str
+    run: str
+    part: int
+    retry: int
+
+    @classmethod
+    def of(cls, job: str, generation: str, run: str | None, part: int, retry: int) -> IntentKey:
+        return cls(job, generation, run or DEFAULT_RUN, part, retry)
+
+    @classmethod
+    def of_intent(cls, job: str, intent: PendingCreate) -> IntentKey:
+        return cls.of(job, intent.generation, intent.run, intent.part, intent.retry)
+
+    @classmethod
+    def of_batch(cls, batch: Batch) -> IntentKey:
+        return cls.of(batch.job or "", batch.generation or "", batch.run, batch.part, batch.retry)
+
+
+class IntentState(StrEnum):
+    """Where a create is in the exactly-once protocol (engine/apply/intents.py; the table is in
+    ARCHITECTURE.md).  Each state is written to the state before the effect that leaves it."""
+
+    PLANNED = "planned"  # its attempt id is written; nothing uploaded yet
+    UPLOADED = "uploaded"  # its input file id is written; no POST out (or one answered "not made")
+    SENT = "sent"  # its send time is written before the POST: the POST may be under way
+    QUARANTINED = "quarantined"  # its POST got no answer: it may still become a batch
+    RESOLVED = "resolved"  # its batch is live: it leaves `pending`, the batch is recorded instead
+
+
+_UNRESOLVED = frozenset(IntentState) - {IntentState.RESOLVED}
+# The protocol's steps: each PendingCreate method of that name, the states it moves an intent
+# from, and the state it moves it to.  Any intent may resolve: the live list is the truth.
+TRANSITIONS: dict[str, tuple[frozenset[IntentState], IntentState]] = {
+    "uploaded": (frozenset({IntentState.PLANNED}), IntentState.UPLOADED),
+    # Again from sent or quarantined: once the quarantine is over, with the same attempt id.
+    "sent": (frozenset({IntentState.UPLOADED, IntentState.SENT, IntentState.QUARANTINED}), IntentState.SENT),
+    "quarantined": (frozenset({IntentState.SENT}), IntentState.QUARANTINED),
+    "refused": (frozenset({IntentState.SENT}), IntentState.UPLOADED),
+    "resolved": (_UNRESOLVED, IntentState.RESOLVED),
+}
+# What a pending intent's fields say in each state: its input file from upload on, its send
+# time while its POST may be under way.
+_WITH_FILE = frozenset({IntentState.UPLOADED, IntentState.SENT, IntentState.QUARANTINED})
+_WITH_SEND_TIME = frozenset({IntentState.SENT, IntentState.QUARANTINED})
+
+
+class PendingCreate(_Frozen):
+    """A create we mean to make, from before its upload until its batch is in the live list.
+
+    Its `state` says how far it got (IntentState); one method per step moves it on, and each
+    refuses a move the protocol does not make.  The fields each state needs are checked when a
+    document is read: a state that contradicts them is damage."""
+
+    attempt: str  # in the batch's metadata: the live list tells whether this create made a batch
     generation: str
     run: str | None = None
     part: int = 0
     retry: int = 1
     requests: int = 0
     input_file_id: str | None = None
-    # Unix time its POST went out with no answer yet: the create may still be in flight, so
-    # it is not sent again before the quarantine has passed (engine/inflight.py).
+    # Unix time its POST went out, without an answer yet: the create may still be in flight, so
+    # it is not sent again before the quarantine has passed (engine/apply/intents.py).
     sent_at: int | None = None
+    state: IntentState
+
+    @model_validator(mode="after")
+    def _fields_fit_the_state(self) -> Self:
+        if self.state is IntentState.RESOLVED:
+            raise ValueError("a resolved intent is not pending")
+        if (self.input_file_id is not None) != (self.state in _WITH_FILE):
+            raise ValueError(f"input_file_id does not fit state {self.state}")
+        if (self.sent_at is not None) != (self.state in _WITH_SEND_TIME):
+            raise ValueError(f"sent_at does not fit state {self.state}")
+        return self
+
+    @classmethod
+    def planned(cls, attempt: str, key: IntentKey, requests: int) -> PendingCreate:
+        """A new intent, written before anything is uploaded for it."""
+        return cls(
+            attempt=attempt,
+            generation=key.generation,
+            run=key.run,
+            part=key.part,
+            retry=key.retry,
+            requests=requests,
+            state=IntentState.PLANNED,
+        )
+
+    def uploaded(self, file_id: str) -> PendingCreate:
+        """Its input is on the provider as `file_id`."""
+        return self._move("uploaded", input_file_id=file_id)
+
+    def sent(self, at: int) -> PendingCreate:
+        """Its POST goes out at `at` (unix seconds): written before the POST, so a pass that finds
+        it without its batch waits the quarantine before sending it again."""
+        return self._move("sent", sent_at=at)
+
+    def quarantined(self) -> PendingCreate:
+        """Its POST got no answer: the server may still make the batch."""
+        return self._move("quarantined")
+
+    def refused(self) -> PendingCreate:
+        """Its POST was answered with an error: nothing is in flight.  A batch the server made
+        anyway (an answer lost after acting) is in the next live list; else it is sent again,
+        with its upload, when next planned."""
+        return self._move("refused", sent_at=None)
+
+    def resolved(self) -> PendingCreate:
+        """Its batch is live."""
+        return self._move("resolved")
+
+    def _move(self, step: str, **fields: Any) -> PendingCreate:
+        origins, to = TRANSITIONS[step]
+        if self.state not in origins:
+            raise ValueError(f"intent {self.attempt} is {self.state}: it cannot be {step}")
+        return self.model_copy(update={"state": to, **fields})
+
+
+def unresolved(intents: Iterable[PendingCreate], live_attempts: Collection[str]) -> tuple[PendingCreate, ...]:
+    """The intents still pending: an intent whose attempt is in the live list made its batch."""
+    return tuple(i for i in intents if i.state is not IntentState.RESOLVED and i.attempt not in live_attempts)
+
+
+def intent_state(fields: dict[str, Any]) -> IntentState:
+    """The state an intent's fields imply, for a document written before intents had a state."""
+    if fields.get("sent_at") is not None:
+        return IntentState.SENT
+    return IntentState.UPLOADED if fields.get("input_file_id") is not None else IntentState.PLANNED
 
 
 class ResultsRecord(_Frozen):
@@ -108,7 +237,8 @@ class RunRecord(_Frozen):
     batches: tuple[str, ...] = ()
     started_at: int | None = None
     ended_at: int | None = None
-    results: str | None = None  # the merged results file, once written
+    results: str | None = None  # the merged results file, once written (None again once overwritten)
+    results_overwritten_by: str | None = None  # the later run that wrote its results file over
     usage: TokenUsage | None = None  # tokens its finished batches' output lines used
     cost_usd: float | None = None  # at the prices in force when it started; None: no price
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ from reconciler.state.document import (
     changed_jobs,
     encode_changes,
     encode_state,
+    job_record,
     parse_state,
     with_changes,
 )
@@ -142,7 +144,7 @@ class PostgresBackend:
         jobs = {}
         for name, record in records:
             try:
-                jobs[str(name)] = JobState.model_validate_json(record)
+                jobs[str(name)] = _job(record)
             except ValidationError as error:
                 deep = "recursion limit" in str(error.errors()[0].get("msg", ""))
                 what = (
@@ -345,3 +347,17 @@ def _guarded(backend: PostgresBackend, read: Callable[[], str]) -> str:
         return read()
     except Exception:  # naming the holder is a courtesy: never let it hide the refusal
         return "another session"
+
+
+def _job(record: str) -> JobState:
+    """A job's row; one written before intents had a state (format 3) read as today's."""
+    try:
+        return JobState.model_validate_json(record)
+    except ValidationError as error:
+        try:
+            data = json.loads(record)
+        except (ValueError, RecursionError):
+            raise error from None
+        if not isinstance(data, dict):
+            raise
+        return JobState.model_validate(job_record(data))

@@ -12,6 +12,8 @@ from reconciler.engine.connect import open_clients
 from reconciler.engine.converge import readers_of, refresh_and_plan
 from reconciler.engine.workspace import Scope, load_state, prepare
 from reconciler.plans.cost import refused
+from reconciler.plans.reasons import OverBudget
+from reconciler.plans.wording import over_budget_words
 from reconciler.specs.repo import RepoPaths
 
 
@@ -84,11 +86,11 @@ def command(
     return 0
 
 
-def _detailed_exit(over_budget: dict[str, str], changes: bool) -> int:
+def _detailed_exit(over_budget: dict[str, OverBudget], changes: bool) -> int:
     """2 means "changes, all of which apply carries out": a plan apply would partly refuse is a
     failed check (1), not a green one."""
-    for job, reason in sorted(over_budget.items()):
-        click.echo(f"error: {job}: over budget, apply would refuse it: {reason}", err=True)
+    for job, over in sorted(over_budget.items()):
+        click.echo(f"error: {job}: over budget, apply would refuse it: {over_budget_words(over)}", err=True)
     if over_budget:
         return 1
     return 2 if changes else 0

@@ -11,8 +11,7 @@ import click
 from reconciler.api.client import ProviderApi
 from reconciler.cli import render
 from reconciler.cli.options import Seconds, allow_over_budget_option, planning_options, repo_options
-from reconciler.cli.render import report_outcome
-from reconciler.cli.wait_progress import WaitProgress
+from reconciler.cli.render import WaitProgress, report_outcome
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
 from reconciler.engine.connect import open_clients
@@ -21,6 +20,7 @@ from reconciler.engine.events import EventLog, report_transitions
 from reconciler.engine.notify.courier import NotifyBudget, announce
 from reconciler.engine.workspace import Scope, Workspace, load_state, prepare
 from reconciler.plans.changes import Plan
+from reconciler.plans.wording import budget_warning
 from reconciler.specs.repo import RepoPaths
 from reconciler.state.file import new_state
 from reconciler.state.model import State
@@ -45,7 +45,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--wait", is_flag=True, help="Keep reconciling until every job's batches are finished.")
 @click.option(
     "--timeout",
-    type=Seconds(),
+    type=Seconds(above=True),
     metavar="SECONDS",
     help="Seconds the whole command may take (with --wait, the waiting included).  "
     "[default: the longest completion_window of the jobs plus 1h: 25h]",
@@ -121,7 +121,7 @@ def _converge(ws: Workspace, apis: Mapping[str, ProviderApi], before: State, opt
                 click.echo(render.plan_text(plan, colour=render.use_colour()))
             else:
                 for warning in plan.warnings:  # a run past its budget, only reported
-                    click.echo(f"! {warning}")
+                    click.echo(f"! {budget_warning(warning)}")
             report_transitions(previous[0], state, log)
             if options.wait:
                 progress.update(state, ws.desired)

@@ -1,4 +1,8 @@
-"""What apply is handed (the writers and how to persist the state) and what it hands back."""
+"""What apply is handed (each provider's API, how to persist the state) and what it hands back.
+
+The API's writing half (api/writer.py) is built here, from a provider's transport, and only
+code under apply/ asks for it: a `ProviderApi` holds no writer (pyproject.toml's contract).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,21 @@ from dataclasses import dataclass, field
 from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
+from reconciler.api.writer import BatchWriter
 from reconciler.engine.apply.failures import Failure, failed_jobs
 from reconciler.plans.changes import DesiredJob, Unit
+from reconciler.plans.reasons import OverBudget
 from reconciler.state.model import State
 
 DEFAULT_PARALLELISM = 16
 
 # What to upload for one unit of a job (engine/sources.py).
 SourceFor = Callable[[DesiredJob, Unit], UploadSource]
+
+
+def writer_of(api: ProviderApi) -> BatchWriter:
+    """The writing half of one provider's API, over the transport its reader uses."""
+    return BatchWriter(api.transport)
 
 
 @dataclass
@@ -27,7 +38,7 @@ class Outcome:
     touched: list[LiveBatch] = field(default_factory=list)
     created: int = 0
     cancelled: int = 0
-    over_budget: dict[str, str] = field(default_factory=dict)  # job → why its change was not sent
+    over_budget: dict[str, OverBudget] = field(default_factory=dict)  # job → why its change was not sent
 
     @property
     def failed_jobs(self) -> set[str]:
@@ -36,9 +47,12 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Effects:
-    apis: Mapping[str, ProviderApi]  # apply writes through `.writer`; nothing else holds one
+    apis: Mapping[str, ProviderApi]  # apply builds each one's writer (`writer`); nothing else does
     owner_tag: str
     write: Callable[[State], State]  # persists a state; the caller holds the lock
     now: Callable[[], str]
     source_for: SourceFor
     parallelism: int = DEFAULT_PARALLELISM
+
+    def writer(self, provider: str) -> BatchWriter:
+        return writer_of(self.apis[provider])

@@ -1,12 +1,12 @@
 """Uploads a killed or failed pass left behind: found by name, then reused or deleted.
 
-A create's intent reaches the state before its upload, but the upload's file id only after
-the create was sent; a process killed in between leaves a file no batch reads and no state
-names, and an intent dropped because its spec changed leaves its upload too.  Upload names
-are deterministic and carry the owner,
+A create's intent reaches the state before its upload (planned), but the upload's file id
+only once the pass's uploads are done (uploaded, with the send time, before the POSTs,
+intents.py); a process killed in between leaves a file no batch reads and no state names, and
+an intent dropped because its spec changed leaves its upload too.  Upload names are
+deterministic and carry the owner (`upload_name`),
 `<job>-<generation>[-n<run hash>][-p<part>][-r<retry>]-<owner>.jsonl` (no run hash for the
-default run),
-so a pass that follows such trouble lists the files once, reuses the upload a create still
+default run), so a pass that follows such trouble lists the files once, reuses the upload a create still
 needs, and deletes ours that no batch will read: those of a unit that already has its batch,
 and those of a generation or job no longer desired.  Uploads of a current unit that has no
 batch yet are left alone, for the create that will want them.  Passes with no trouble behind
@@ -32,9 +32,10 @@ from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.common.ownership import DEFAULT_RUN
+from reconciler.engine.apply.effects import writer_of
 from reconciler.engine.apply.failures import Failure
 from reconciler.plans.changes import DesiredJob
-from reconciler.state.model import State
+from reconciler.state.model import IntentKey, State
 
 OWNER_CHARS = 8
 _NAME = re.compile(
@@ -43,6 +44,7 @@ _NAME = re.compile(
     r"-(?P<owner>[0-9a-f]{8})\.jsonl$"
 )
 
+# An IntentKey as an upload's name carries it: the run as its tag (`run_tag`).
 UploadKey = tuple[str, str, str, int, int]  # job, generation, run tag, part, retry
 RUN_CHARS = 8
 
@@ -54,8 +56,20 @@ def run_tag(run: str | None) -> str:
     return hashlib.sha256(run.encode()).hexdigest()[:RUN_CHARS]
 
 
-def upload_name(stem: str, owner_tag: str) -> str:
-    """`<stem>-<owner>.jsonl`: the owner keeps two repos with the same job and input apart."""
+def upload_key(key: IntentKey) -> UploadKey:
+    return (key.job, key.generation, run_tag(key.run), key.part, key.retry)
+
+
+def upload_name(key: IntentKey, split: bool, owner_tag: str) -> str:
+    """The name the upload for `key` is made under (engine/sources.py) and found again by: a
+    retry names its part and attempt, a part of a split input its part, a whole input neither;
+    the owner keeps two repos with the same job and input apart."""
+    tag = run_tag(key.run)
+    stem = f"{key.job}-{key.generation}" + (f"-n{tag}" if tag else "")
+    if key.retry > 1:
+        stem += f"-p{key.part}-r{key.retry}"
+    elif split:
+        stem += f"-p{key.part}"
     return f"{stem}-{owner_tag[:OWNER_CHARS]}.jsonl"
 
 
@@ -153,7 +167,7 @@ class Leftovers:
             return []
         batches = [b.batch for b in live if b.provider == provider]
         read = {b.input_file_id for b in batches} | set(claimed) | self._taken
-        settled = {(b.job or "", b.generation or "", run_tag(b.run), b.part, b.retry) for b in batches}
+        settled = {upload_key(IntentKey.of_batch(b)) for b in batches}
         deleted = []
         for upload in self._uploads(provider):
             job, generation = upload.unit[:2]
@@ -171,7 +185,7 @@ class Leftovers:
 
     def _delete(self, provider: str, file_id: str) -> None:
         try:
-            self._apis[provider].writer.delete_file(file_id)
+            writer_of(self._apis[provider]).delete_file(file_id)
         except ApiStatusError as error:
             if error.status != 404:  # already gone is what we wanted
                 raise

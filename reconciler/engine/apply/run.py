@@ -1,5 +1,5 @@
 """Carries out a plan: cancels, then creates, then records; apply/ is the only code that
-changes anything at a provider (create.py, cleanup.py and leftovers.py are the rest of it).
+changes anything at a provider (intents.py, cleanup.py and leftovers.py are the rest of it).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import ApiError, ApiStatusError
-from reconciler.engine.apply.create import create_all
 from reconciler.engine.apply.effects import Effects, Outcome
 from reconciler.engine.apply.failures import Failure
+from reconciler.engine.apply.intents import create_all
 from reconciler.engine.apply.leftovers import Leftovers
 from reconciler.plans.changes import Action, DesiredJob, Plan
 from reconciler.plans.record import record, with_applied_from
@@ -69,7 +69,7 @@ def _cancel_all(
     def cancel(target: tuple[str, LiveBatch]) -> tuple[str, LiveBatch | Failure]:
         job, live = target
         try:
-            batch = fx.apis[live.provider].writer.cancel_batch(live.id)
+            batch = fx.writer(live.provider).cancel_batch(live.id)
         except ApiError as error:
             if isinstance(error, ApiStatusError) and error.status == 409:
                 return job, live  # finished meanwhile: nothing left to stop

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
-from reconciler.api.batch import is_terminal
+from reconciler.api.batch import START_FAILURES, is_terminal
 from reconciler.specs.models import NotificationSpec
 from reconciler.state.model import JobState, Notice, Notices, Seen, State
 
@@ -51,6 +51,10 @@ def events_of(old: Seen | None, job: JobState) -> list[str]:
     changed = old is None or (old.status, old.generation, old.run) != (job.status, job.generation, job.run)
     if job.status in ANNOUNCED_STATUSES and changed:
         events.append(job.status)
+    elif job.status in START_FAILURES and changed:
+        # Portkey could not start its batch (the job is `pending` while a restart is owed); once
+        # the restarts are spent it ends in that status: a failure, with its status as it came.
+        events.append("failed")
     if job.missed_slot is not None and (old is None or old.missed_slot != job.missed_slot):
         events.append("schedule_missed")
     return events

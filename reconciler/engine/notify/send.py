@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from reconciler.api.transport import failure_words
 from reconciler.common.errors import MissingVariableError, UserError
 from reconciler.specs.fields import url_problem
 from reconciler.specs.models import NotificationSpec
@@ -43,6 +44,8 @@ def summary(notice: Notice) -> str:
             f"{notice.job} missed its scheduled run {notice.slot} (starting_deadline passed): no run started"
         )
     verb = "was replaced by a new spec" if notice.event == "replaced" else notice.event
+    if notice.event != notice.status and notice.event == "failed":  # e.g. Portkey's batch_start_failed
+        verb += f" ({notice.status})"
     return f"{notice.job} {verb}: {done}{failed}{batches}"
 
 
@@ -138,7 +141,7 @@ def deliver(
         except httpx.HTTPError as error:
             if cutoff.fired:
                 return f"no answer {deadline}"
-            return _scrubbed(f"cannot connect ({type(error).__name__})", target)
+            return _scrubbed(failure_words(error), target)
     if 200 <= status < 300:
         return None
     return f"HTTP {status}"
