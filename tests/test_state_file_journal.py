@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 from reconciler.state.file import FileBackend, journal_path, read_state, write_state
-from reconciler.state.model import JobState, State
+from reconciler.state.model import IntentKey, IntentState, JobState, PendingCreate, State
 
 READER = """
 import json, sys
@@ -136,3 +137,25 @@ def test_the_daemons_journal_is_folded_in_when_due_and_not_before(tmp_path: Path
     assert not journal_path(path).exists()
     assert json.loads(path.read_text())["jobs"]["job-001"]["status"] == "failed"
     assert read_state(path) == written
+
+
+def _with_intent(state: State, name: str) -> State:
+    intent = PendingCreate.planned("a-1", IntentKey.of(name, "g1", None, 0, 1), 5).uploaded("file-1")
+    job = state.jobs[name].model_copy(update={"pending": (intent,)})
+    return state.with_jobs({**state.jobs, name: job})
+
+
+def test_a_journal_line_written_before_intents_had_a_state_reads_as_todays(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    _seed(path)
+    backend = FileBackend(path, "tag", keep_journal=True)
+    with backend.writer_lock("test"):
+        backend.write(_with_intent(backend.read(), "job-007"))
+    header, line = journal_path(path).read_bytes().splitlines()
+    entry = json.loads(line[9:])
+    del entry["changes"]["jobs"]["job-007"]["pending"][0]["state"]  # as format 3 wrote it
+    payload = json.dumps(entry, separators=(",", ":")).encode()
+    journal_path(path).write_bytes(header + b"\n" + b"%08x %s\n" % (zlib.crc32(payload), payload))
+
+    (intent,) = read_state(path).jobs["job-007"].pending
+    assert intent.state is IntentState.UPLOADED and intent.input_file_id == "file-1"

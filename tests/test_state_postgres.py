@@ -21,7 +21,7 @@ from reconciler.engine.workspace import open_backend
 from reconciler.sandbox import Sandbox
 from reconciler.specs.identity import owner_tag
 from reconciler.state.database import MIGRATIONS
-from reconciler.state.model import JobState, State
+from reconciler.state.model import IntentKey, IntentState, JobState, PendingCreate, State
 from tests.fixtures.postgres import StateDb
 from tests.fixtures.repo import RunCli, UserRepo
 from tests.fixtures.sandbox import cli_env
@@ -325,3 +325,22 @@ def test_a_database_of_the_first_schema_is_read_then_written_as_rows(
     assert _read_elsewhere(state_db, "tag-a")["serial"] == 5
     with open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as backend:
         assert backend.version(4).jobs == state.jobs  # the old versions stay readable
+
+
+def test_a_job_row_written_before_intents_had_a_state_reads_as_todays(
+    state_db: StateDb, tmp_path: Path
+) -> None:
+    intent = PendingCreate.planned("a-1", IntentKey.of("job-000", "g1", None, 0, 1), 5).uploaded("file-1")
+    with (
+        open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as backend,
+        backend.writer_lock("test"),
+    ):
+        job = JobState(generation="g1", provider="sandbox", status="pending", pending=(intent,))
+        backend.write(backend.read().with_jobs({"job-000": job}))
+    state_db.query(  # as format 3 wrote it
+        "UPDATE reconciler_state_jobs SET record = record #- '{pending,0,state}' RETURNING name"
+    )
+
+    read = _read_elsewhere(state_db, "tag-a")  # a new process: the rows read, none remembered
+    (stored,) = read["jobs"]["job-000"]["pending"]  # type: ignore[index]
+    assert (stored["state"], stored["input_file_id"]) == (IntentState.UPLOADED, "file-1")
