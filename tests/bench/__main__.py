@@ -32,6 +32,8 @@ ITEMS = {
     "10": ("plans", "measure_with_foreign"),
     "11": ("watch_scale", "measure"),
     "12": ("embeddings", "measure"),
+    # issue 24
+    "14": ("daemon_scale", "measure"),
 }
 
 
