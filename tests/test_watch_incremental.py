@@ -23,6 +23,7 @@ from reconciler.common.ownership import KEY_ATTEMPT, KEY_GENERATION, KEY_JOB, KE
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.record import record
 from reconciler.sandbox import Sandbox
+from reconciler.state.file import read_state
 from reconciler.state.model import State
 from tests.events_helpers import WEBHOOK_SECRET, Daemon
 from tests.fixtures.postgres import StateDb
@@ -202,3 +203,30 @@ def test_a_pass_that_finds_settled_jobs_as_recorded_hands_back_the_very_same_rec
     assert again.jobs["done"] is first.jobs["done"]  # settled, and as recorded: the same object
     assert again.jobs["busy"] is not first.jobs["busy"] and again.jobs["busy"].observed_at == "t2"
     assert first.jobs["done"].status == "completed" and first.jobs["busy"].status == "in_progress"
+
+
+def test_a_lost_create_answer_is_a_doubt_the_whole_list_settles_without_sending_again(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox = sandbox_factory(validation_seconds=600.0)
+    repo = _hooked_repo(make_repo, sandbox, 3)
+    _foreign(sandbox, 150)  # with ours, two list pages: a whole list is told from the newest page
+    daemon = events_daemon(repo, sandbox, interval=INTERVAL, env=dict(HOOKED_ENV))
+    settled(sandbox.request_counts, quiet=0.5)
+    sandbox.configure(lost_response_rate=1.0)  # the create is made, and answered 500
+    sandbox.reset_counts()
+
+    repo.write_job("added", provider="hooked", requests=2)
+
+    def recorded() -> bool:
+        job = read_state(repo.state).jobs.get("added")
+        return job is not None and bool(job.batches) and not job.pending
+
+    daemon.eventually(recorded)  # nothing else would look again before the resync, minutes away
+    counts = settled(sandbox.request_counts, quiet=0.5)
+    assert counts["POST /v1/batches"] == 1 and len(batches(sandbox, "added")) == 1
+    assert counts["GET /v1/batches"] >= 1 + 2  # the newest page, then the whole list's two
+    (made,) = batches(sandbox, "added")
+    assert [b.batch_id for b in read_state(repo.state).jobs["added"].batches] == [made.id]
