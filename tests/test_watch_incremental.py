@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reconciler.api.batch import Batch, LiveBatch
@@ -28,7 +29,7 @@ from reconciler.state.model import State
 from tests.events_helpers import WEBHOOK_SECRET, Daemon
 from tests.fixtures.postgres import StateDb
 from tests.fixtures.repo import UserRepo
-from tests.reconcile_helpers import batches, sdk, settled, stays
+from tests.reconcile_helpers import batches, mutating, sdk, settled, stays
 
 HOOKED_ENV = {"OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET}
 INTERVAL = "300"  # with webhooks, running batches are polled only every ten intervals
@@ -230,3 +231,22 @@ def test_a_lost_create_answer_is_a_doubt_the_whole_list_settles_without_sending_
     assert counts["GET /v1/batches"] >= 1 + 2  # the newest page, then the whole list's two
     (made,) = batches(sandbox, "added")
     assert [b.batch_id for b in read_state(repo.state).jobs["added"].batches] == [made.id]
+
+
+def test_a_label_edit_plans_nothing_and_the_dashboard_shows_it(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox = sandbox_factory(validation_seconds=600.0)
+    repo = make_repo()
+    spec = repo.write_job("nightly-eval", labels={"team": "before"})
+    daemon = events_daemon(repo, sandbox, interval=INTERVAL)
+    settled(sandbox.request_counts, quiet=0.5)
+    sandbox.reset_counts()
+
+    spec.write_text(spec.read_text().replace("before", "after"))  # the job's batch is the same
+    page = f"{daemon.url}/jobs/nightly-eval"
+    assert "team=before" in httpx.get(page, timeout=10).text
+    daemon.eventually(lambda: "team=after" in httpx.get(page, timeout=10).text)
+    assert mutating(settled(sandbox.request_counts, quiet=0.5)) == {}

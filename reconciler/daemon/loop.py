@@ -215,8 +215,8 @@ class Daemon:
         self.loaded, touched = reloaded
         if not self._watch_inputs(touched):
             return False
+        self.hooks.loaded(self.loaded)  # a label edit touches no job, but the dashboard shows it
         if touched:
-            self.hooks.loaded(self.loaded)
             self.owed.jobs |= touched
             self.owed.settled -= touched
             self.settle_at = self.waker.last_file_event + SETTLE_SECONDS
@@ -302,7 +302,7 @@ class Daemon:
                 self.owed.settled |= self.held
                 self.owed.jobs |= self.held
                 self.settle_at = None
-        if self.owed or self.leader.view is None:
+        if self.owed:  # a doubt alone waits for the next look: a server's wait holds
             self.poll_at = _at(self.one_pass())
         if self.compact_at is not None and time.monotonic() >= self.compact_at:
             self._fold_journal(force=False)
