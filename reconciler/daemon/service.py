@@ -27,7 +27,7 @@ from reconciler.daemon.timing import Cadence, Waker
 from reconciler.daemon.web import Caps, Site, serve_health
 from reconciler.daemon.webhooks import WebhookInbox
 from reconciler.engine.events import EventLog, warnings_to
-from reconciler.engine.workspace import Workspace, load_state, open_backend, open_state
+from reconciler.engine.workspace import Workspace, load_state, open_state
 from reconciler.specs import identity
 from reconciler.specs.loader import LoadedRepo
 from reconciler.specs.repo import RepoPaths
@@ -74,8 +74,9 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
         stack.enter_context(_stop_signals(waker, log))
         stack.enter_context(warnings_to(log))
         tag = identity.owner_tag(owner)
-        # The announcer writes the outbox beside the passes: the state file's journal stays theirs.
-        states = functools.partial(open_backend, paths.state, paths.state_url, tag, keep_journal=True)
+        # The announcer writes the outbox as a command would: its writes are folded into the state
+        # file as it lets go, since no pass may follow to fold them (everything finished).
+        states = functools.partial(open_state, ws)
         board, announcer = Board(), Announcer(states, tag, log, metrics)
         board.publish(state=recorded, repo=identity.repo_name(paths.repo, owner))
         inbox = WebhookInbox(board, waker.refresh, log, metrics) if options.health else None
