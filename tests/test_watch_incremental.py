@@ -250,3 +250,23 @@ def test_a_label_edit_plans_nothing_and_the_dashboard_shows_it(
     assert "team=before" in httpx.get(page, timeout=10).text
     daemon.eventually(lambda: "team=after" in httpx.get(page, timeout=10).text)
     assert mutating(settled(sandbox.request_counts, quiet=0.5)) == {}
+
+
+def test_a_pass_that_only_observes_is_folded_into_the_state_file_too(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox = sandbox_factory(validation_seconds=600.0)
+    repo = make_repo()
+    repo.write_job("a")
+    spec = repo.write_job("b")
+    assert events_daemon(repo, sandbox, interval=INTERVAL).stop(signal.SIGTERM) == 0
+    serial = json.loads(repo.state.read_text())["serial"]
+    spec.write_text("apiVersion: reconciler/v1\nkind: BatchJob\nmetadata: {name: b\n")  # broken
+
+    daemon = events_daemon(repo, sandbox, interval=INTERVAL)  # b would be cancelled: it only observes
+    daemon.eventually(lambda: "only observing" in daemon.log())
+    journal = repo.state.with_name("state.json.journal")
+    daemon.eventually(lambda: not journal.exists() and json.loads(repo.state.read_text())["serial"] > serial)
+    assert "POST /v1/batches/{id}/cancel" not in sandbox.request_counts()

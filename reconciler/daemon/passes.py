@@ -326,7 +326,9 @@ class Leader:
                 settle_in = backend.settle()
         except PlanRefusedError as refusal:
             observed = observe_and_record(ws, readers_of(clients), COMMAND, backend)
-            return PassResult(observed, observed, held_back=str(refusal))
+            with backend.writer_lock(COMMAND):  # its write is folded into the file in time too
+                settle_in = backend.settle()
+            return PassResult(observed, observed, held_back=str(refusal), settle_in=settle_in)
         self.view = LiveView.listed(found.live, newest, made=outcome.touched)
         self.written, self.whole_at = (after.serial, after.lineage), time.monotonic()
         return PassResult(before, after, found.plan, outcome, settle_in=settle_in)
