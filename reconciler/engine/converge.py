@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -40,12 +40,13 @@ from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.reuse import AnswerStore, open_store, with_reuse
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
-from reconciler.plans.changes import DesiredJob, Plan
+from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
 from reconciler.plans.runs import choose_runs, duration
 from reconciler.specs.inputs.cache import input_indexes
+from reconciler.state.backend import StateBackend
 from reconciler.state.model import JobState, State
 
 
@@ -68,20 +69,49 @@ def refresh_and_plan(
     allow_empty: bool = False,
     scope: Scope | None = None,
     answers: AnswerStore | None = None,
+    newest: dict[str, set[str]] | None = None,
 ) -> Refreshed:
-    """`answers`: the answer store of jobs with spec.reuse (opened here when not given)."""
+    """`answers`: the answer store of jobs with spec.reuse (opened here when not given).
+    `newest`: filled with the ids at the top of each list (engine/observe.LiveView)."""
     scope = scope or Scope()
     scope.check(ws, state)
     now = clock.now()
-    ctx = scope.context()
     desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
-    live = observe(readers, ws.owner_tag, desired, state)
+    live = observe(readers, ws.owner_tag, desired, state, newest)
+    ctx = scope.context()
+    return _planned(
+        ws,
+        readers,
+        desired,
+        state,
+        live,
+        now,
+        allow_empty=allow_empty,
+        ctx=ctx,
+        answers=answers,
+        no_reuse=scope.no_reuse,
+    )
+
+
+def _planned(
+    ws: Workspace,
+    readers: Mapping[str, BatchReader],
+    desired: Mapping[str, DesiredJob],
+    state: State,
+    live: list[LiveBatch],
+    now: datetime,
+    *,
+    allow_empty: bool,
+    ctx: PlanContext,
+    answers: AnswerStore | None = None,
+    no_reuse: bool = False,
+) -> Refreshed:
     choices = choose_runs(desired, live_by_job(live), state, ctx)  # once per pass
     if reusing(desired):
         with contextlib.nullcontext(answers) if answers else answer_store(ws) as store:
             at = int(now.timestamp())
             desired = with_reuse(
-                desired, state, live, choices, readers, store, ws.work_dir, at, no_reuse=scope.no_reuse
+                desired, state, live, choices, readers, store, ws.work_dir, at, no_reuse=no_reuse
             )
     runs = {name: choice.run for name, choice in choices.items()}
     retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
@@ -162,14 +192,69 @@ def answer_store(ws: Workspace) -> contextlib.AbstractContextManager[AnswerStore
     return open_store(ws.paths.state, ws.paths.state_url, ws.owner_tag)
 
 
-def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], command: str) -> State:
+def observe_and_record(
+    ws: Workspace, readers: Mapping[str, BatchReader], command: str, backend: StateBackend | None = None
+) -> State:
     """Refreshes observed status only: no change is planned or made."""
-    with open_state(ws) as backend, backend.writer_lock(command):
+    if backend is None:
+        with open_state(ws) as opened:
+            return observe_and_record(ws, readers, command, opened)
+    with backend.writer_lock(command):
         state = load_state(ws, backend=backend)
         desired = at_time(ws.desired, clock.now())
         live = observe(readers, ws.owner_tag, desired, state)
         newer = behind(ws, state, desired)  # a generation a newer checkout applied stays recorded
         return backend.write(record(desired, state, live, now=utc_now(), observed_only=newer))
+
+
+def plan_jobs(
+    ws: Workspace,
+    readers: Mapping[str, BatchReader],
+    state: State,
+    live: list[LiveBatch],
+    names: Collection[str],
+) -> Refreshed:
+    """The daemon's plan for `names` only, from their batches as already observed (its live view,
+    engine/observe.LiveView): no list is read, no other job is planned.  The "no specs at all"
+    refusal is the whole-repo pass's: a subset is allowed to be empty."""
+    now = clock.now()
+    wanted = {name: ws.desired[name] for name in names if name in ws.desired}
+    recorded = {name: state.jobs[name] for name in names if name in state.jobs}
+    some = state.model_copy(update={"jobs": recorded})
+    desired = with_input_changes(at_time(wanted, now), some, input_indexes(ws.paths))
+    return _planned(ws, readers, desired, some, live, now, allow_empty=True, ctx=PlanContext())
+
+
+def converge_jobs(
+    ws: Workspace,
+    apis: Mapping[str, ProviderApi],
+    backend: StateBackend,
+    state: State,
+    live: list[LiveBatch],
+    found: Refreshed,
+    *,
+    parallelism: int,
+) -> tuple[State, Outcome]:
+    """Carries out `found` (plan_jobs' plan, or a whole pass's) and records the jobs it planned;
+    every other job stays as it was, the very same objects, so the write holds only what
+    changed.  `live`: every batch observed (uploads no batch reads are told by it).  The caller
+    holds the writer lock."""
+    over_budget = refused(found.plan)
+    sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
+    fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
+    planned = {change.job for change in found.plan.changes} | set(found.desired)
+    untouched = (state.jobs.keys() | ws.desired.keys()) - planned
+    carried_out = without_refused(found.plan) if over_budget else found.plan
+    desired = {**ws.desired, **found.desired}
+    state, outcome = apply_plan(
+        carried_out, desired, live, state, fx, untouched, found.behind, applied_from(ws)
+    )
+    outcome.over_budget = over_budget
+    mine = {name: job for name, job in found.desired.items() if name not in found.behind}
+    with contextlib.ExitStack() as stack:
+        answers = stack.enter_context(answer_store(ws)) if reusing(mine) else None
+        finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo, answers)
+    return backend.write(finished), outcome
 
 
 def readers_of(apis: Mapping[str, ProviderApi]) -> dict[str, BatchReader]:

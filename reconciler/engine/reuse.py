@@ -123,9 +123,9 @@ class AnswerStore:
 
     @classmethod
     def in_database(cls, url: str, owner: str) -> AnswerStore:
-        from reconciler.state import postgres  # psycopg only when a database is used
+        from reconciler.state import database  # psycopg only when a database is used
 
-        store = cls(postgres.connect(url), owner, postgres=True)
+        store = cls(database.connect(url), owner, postgres=True)
         with _making:
             if url not in _made:
                 store._make_tables("BYTEA")
