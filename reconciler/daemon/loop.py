@@ -114,6 +114,11 @@ class Role:
         with self._asking:
             return self._ask()
 
+    @property
+    def elected(self) -> bool:
+        """Leads by holding a lock others may take when it is lost (a database's), not alone."""
+        return self.lock is not None and not self.lock.always_leads and self.name == "leader"
+
     @contextlib.contextmanager
     def checked_meanwhile(self) -> Iterator[None]:
         """Looks at the leader lock every few seconds while the block runs (a pass), so losing it
@@ -203,6 +208,7 @@ class Daemon:
         self.poll_at: float | None = 0.0  # time.monotonic() of the next poll; 0: at once
         self.settle_at: float | None = None
         self.compact_at: float | None = None
+        self.lock_check_at = 0.0  # time.monotonic() when an idle elected leader next looks at its lock
         self._backend: contextlib.ExitStack | None = None
         self.backend: StateBackend | None = None
 
@@ -340,7 +346,29 @@ class Daemon:
             self.poll_at = _at(self.one_pass())
         if self.compact_at is not None and time.monotonic() >= self.compact_at:
             self._fold_journal(force=False)
-        return earliest(*(_until(at) for at in (self.poll_at, self.settle_at, self.compact_at)))
+        lock_check_at = self._idle_lock_check()
+        return earliest(
+            *(_until(at) for at in (self.poll_at, self.settle_at, self.compact_at, lock_check_at))
+        )
+
+    def _idle_lock_check(self) -> float | None:
+        """An elected leader with nothing to do still looks at its lock every few seconds: cut
+        off, it must find out and say it no longer leads (and its gauge stop saying it does),
+        not learn it at the next file event.  Returns when it looks next."""
+        if not self.role.elected:
+            return None
+        now = time.monotonic()
+        if now >= self.lock_check_at:
+            self.lock_check_at = now + LEADERSHIP_CHECK_SECONDS
+            try:
+                still = self.role.leads()
+            except ReconcilerError:
+                still = False  # said by leads(); the next pass reports the database's trouble
+            if not still:
+                self.leader.doubt()
+                self.poll_at = now  # the next step stands by, or fails, as a pass does
+                return now
+        return self.lock_check_at
 
     def one_pass(self) -> float | None:
         """Runs a pass; returns seconds until the next poll is due (None: wait for an event)."""
