@@ -37,6 +37,7 @@ from reconciler.engine.results import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
+from reconciler.plans.admission import admit, with_admitted, with_queue
 from reconciler.plans.changes import DesiredJob, Plan
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
@@ -88,6 +89,7 @@ def refresh_and_plan(
     )
     newer = behind(ws, state, (c.job for c in plan.pending))
     plan = left_to_newer(plan, newer)
+    plan = admit(plan, desired, live, state, time.time())  # what waits for room in its queue
     budget = ws.budget.max_usd_per_plan if ws.budget else None
     plan = check_budgets(with_estimates(plan, desired), desired, state, live, budget)
     plan = with_table_prices(plan, desired, now.date())
@@ -121,9 +123,11 @@ def converge(
         fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
         untouched = scope.untouched(ws, state)
         carried_out = without_refused(found.plan) if over_budget else found.plan
+        state = with_admitted(state, carried_out, found.desired, time.time())
         state, outcome = apply_plan(
             carried_out, found.desired, found.live, state, fx, untouched, found.behind, applied_from(ws)
         )
+        state = with_queue(state, carried_out, [*found.live, *outcome.touched])
         outcome.over_budget = over_budget
         left = untouched | found.behind  # results and usage of a job left to a newer checkout are its
         mine = {name: job for name, job in found.desired.items() if name not in left}

@@ -10,9 +10,9 @@ from typing import Any
 
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.common.usage import UnitPrices
-from reconciler.plans.reasons import BudgetPassed, OverBudget, Reason, Upcoming
+from reconciler.plans.reasons import BudgetPassed, OverBudget, Queued, Reason, Upcoming
 from reconciler.specs.slices import PartSpec
-from reconciler.state.model import IntentKey
+from reconciler.state.model import IntentKey, QueueBook
 
 BYTES_PER_TOKEN = 4
 
@@ -58,6 +58,14 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class QueueLimit:
+    """A model's batch queue at its provider: what the unfinished batches may hold at once."""
+
+    tokens: int | None = None  # enqueued prompt tokens
+    requests: int | None = None  # enqueued requests
+
+
+@dataclass(frozen=True)
 class DesiredJob:
     """What a spec asks for: the planner reads the first fields, apply the rest."""
 
@@ -94,6 +102,8 @@ class DesiredJob:
     legacy_generation: str | None = None  # the same spec's generation before runs (format 1)
     definition: Mapping[str, Any] = field(default_factory=dict)  # shown field by field in diffs
     input_changes: Mapping[str, Any] | None = None  # requests added/removed/changed since the state's input
+    priority: int = 0  # spec.priority: higher goes first in its model's queue
+    queue_limit: QueueLimit | None = None  # declared by its Provider for its model; None: none declared
 
     def estimated_tokens(self, requests: int) -> int:
         """Input tokens for `requests` of this job's requests, in proportion to the whole input's
@@ -103,6 +113,14 @@ class DesiredJob:
         if self.input_tokens:
             return self.input_tokens * requests // self.requests
         return self.input_bytes * requests // self.requests // BYTES_PER_TOKEN
+
+    def unit_tokens(self, part: int, requests: int) -> int:
+        """Input tokens of `requests` of one part's requests: the part's own count when it was cut
+        to fit a queue (in proportion, for a retry of some of them), else the job's share."""
+        found = next((p for p in self.parts if p.index == part), None)
+        if found is not None and found.tokens and found.requests:
+            return found.tokens * min(requests, found.requests) // found.requests
+        return self.estimated_tokens(requests)
 
     @property
     def part_specs(self) -> tuple[PartSpec, ...]:
@@ -139,6 +157,7 @@ class Change:
     attention: bool = False  # a noop the user should see anyway (e.g. a batch left running)
     next_run: Upcoming | None = None  # a scheduled job's next slot
     missed_slot: str | None = None  # a slot skipped for its starting_deadline (announced once)
+    queued: Queued | None = None  # parts admission held back for room in their model's queue
 
     @property
     def mutates(self) -> bool:
@@ -152,6 +171,7 @@ class Plan:
     # Said alongside the changes, never a change themselves: e.g. a results file to write again.
     notes: tuple[str, ...] = ()
     table_prices: tuple[TablePrices, ...] = ()  # the shipped price table's figures this plan used
+    queue_book: QueueBook | None = None  # what admission records (plans/admission.py); None: not run
 
     @property
     def pending(self) -> tuple[Change, ...]:

@@ -95,6 +95,7 @@ def change_dict(change: Change) -> dict[str, Any]:
         "cost": estimate_dict(change.estimate),
         "over_budget": over_budget_words(change.over_budget) if change.over_budget else None,
         "over_budget_data": _data(change.over_budget) if change.over_budget else None,
+        "queued": _data(change.queued) if change.queued else None,
     }
 
 

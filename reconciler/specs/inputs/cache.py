@@ -26,7 +26,8 @@ from reconciler.specs.loader import LoadedRepo
 from reconciler.specs.repo import RepoPaths, display
 
 CACHE_NAME = "input-cache.json"
-CACHE_FORMAT = 3  # 2: digests carry token estimates; 3: keys carry the inode and ctime too
+# 2: digests carry token estimates; 3: keys carry the inode and ctime too; 4: the largest request
+CACHE_FORMAT = 4
 
 
 def cache_key(path: Path, endpoint: str, limits: InputLimits) -> str:
@@ -111,6 +112,21 @@ def input_indexes(paths: RepoPaths) -> Path:
     return paths.state.parent / "inputs"
 
 
+def too_large_to_queue(repo: LoadedRepo, name: str, digest: InputDigest, shown: str) -> Problem | None:
+    """A request larger than its model's declared queue limit could never be enqueued, split
+    or not: the line that says so."""
+    found = repo.providers.get(repo.jobs[name].job.spec.provider or "")
+    limit = found.provider.spec.limit_for(digest.model) if found else None
+    if limit is None or limit.enqueued_tokens is None or digest.largest_tokens <= limit.enqueued_tokens:
+        return None
+    message = (
+        f"this request alone is ~{digest.largest_tokens:,} prompt tokens, more than the "
+        f"{limit.enqueued_tokens:,} enqueued tokens Provider {found.name if found else ''} allows "
+        f"{digest.model}: it could never be enqueued; shorten it, or raise the limit if yours is higher"
+    )
+    return Problem(shown, digest.largest_line, "body", message)
+
+
 def digest_repo(
     repo: LoadedRepo, paths: RepoPaths, *, cache: bool = True, limits: InputLimits = API_LIMITS
 ) -> dict[str, InputDigest]:
@@ -143,6 +159,9 @@ def digest_repo(
         except SpecError as error:
             problems += error.problems
             continue
+        problem = too_large_to_queue(repo, name, digest, shown)
+        if problem is not None:
+            problems.append(problem)
         digests[name] = digest
         if unchanged:  # a file written to while we read it is hashed again next time
             fresh[key] = digest
