@@ -36,7 +36,12 @@ def queue_provider(repo: UserRepo, sandbox: Sandbox, limits: dict[str, Any] | No
     spec: dict[str, Any] = {"base_url": sandbox.base_url}
     if limits is not None:
         spec["limits"] = limits
-    document = {"apiVersion": "reconciler/v1", "kind": "Provider", "metadata": {"name": PROVIDER}, "spec": spec}
+    document = {
+        "apiVersion": "reconciler/v1",
+        "kind": "Provider",
+        "metadata": {"name": PROVIDER},
+        "spec": spec,
+    }
     repo.write_spec(f"specs/{PROVIDER}.yaml", json.dumps(document))
 
 
@@ -49,7 +54,11 @@ def queue_jobs(repo: UserRepo, count: int, requests: int = 3, **fields: Any) -> 
 
 
 def refused(sandbox: Sandbox) -> list[Any]:
-    return [b for b in batches(sandbox) if b.errors and b.errors.data and b.errors.data[0].code.endswith("_limit_exceeded")]
+    return [
+        b
+        for b in batches(sandbox)
+        if b.errors and b.errors.data and b.errors.data[0].code.endswith("_limit_exceeded")
+    ]
 
 
 def wait_done(run_cli: RunCli, repo: UserRepo, *extra: str) -> Any:
@@ -86,3 +95,107 @@ def test_twelve_jobs_over_a_declared_limit_wait_their_turn_and_all_complete(
     assert set(statuses(sandbox_repo).values()) == {"completed"}
     assert len(batches(sandbox)) == 12 and refused(sandbox) == []
     assert {n: statuses(sandbox_repo)[n] for n in names} == dict.fromkeys(names, "completed")
+
+
+def test_without_a_declared_limit_the_refusals_teach_it_and_no_attempt_is_spent(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, fits_three: int
+) -> None:
+    queue_provider(sandbox_repo, sandbox, None)
+    queue_jobs(sandbox_repo, 12)
+    wait_done(run_cli, sandbox_repo)
+    assert set(statuses(sandbox_repo).values()) == {"completed"}
+    first = refused(sandbox)
+    assert first, "the sandbox refused nothing: the test did not pass its limit"
+    learnt = state_of(sandbox_repo.root)["queue"]["learnt"][PROVIDER][MODEL]
+    assert learnt["tokens"] == fits_three and learnt["floor"] == 1.0  # learnt, not lowered
+    # Every refusal was followed by one batch sending the same requests: no retry attempt spent
+    # (retry.max_attempts is 1), and after the lesson nothing more was refused.
+    jobs = state_of(sandbox_repo.root)["jobs"]
+    for name, job in jobs.items():
+        assert job["request_counts"] == {"total": 3, "completed": 3, "failed": 0}, name
+    assert len(batches(sandbox)) == 12 + len(first)
+    assert len(refused(sandbox)) == len(first) <= 9
+    shown = run_cli("status", *sandbox_repo.args()).stdout
+    assert f"Queue limit {PROVIDER} {MODEL}: {fits_three / 1000:.1f}k enqueued tokens (learnt" in shown
+
+
+def test_a_job_larger_than_its_queue_is_split_to_fit_and_completes_without_a_refusal(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    limit = 5_000
+    sandbox.configure(limits={MODEL: {"enqueued_tokens": limit}})
+    queue_provider(sandbox_repo, sandbox, {MODEL: {"enqueued_tokens": limit}})
+    chars = (500 - 7) * 4  # 500 prompt tokens a request: 14 of them are 7,000
+    sandbox_repo.write_input("data/big.jsonl", lines=long_lines("big", 14, chars))
+    sandbox_repo.write_job("big", provider=PROVIDER, input="data/big.jsonl")
+    planned = json.loads(run_cli("plan", "--json", *sandbox_repo.args()).stdout)["changes"][0]
+    assert planned["action"] == "create" and planned["launch"]["estimated_input_tokens"] == 5_000
+    assert planned["queued"]["parts"] == 1 and planned["queued"]["tokens"] == 2_000
+    wait_done(run_cli, sandbox_repo)
+    made = batches(sandbox, "big")
+    assert len(made) == 2 and refused(sandbox) == []
+    assert sorted(b.request_counts.total for b in made) == [4, 10]
+    assert statuses(sandbox_repo) == {"big": "completed"}
+
+
+def test_a_single_request_larger_than_the_declared_limit_is_a_validate_error_naming_its_line(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    queue_provider(sandbox_repo, sandbox, {"*": {"enqueued_tokens": 1_000}})
+    lines = long_lines("odd", 3) + long_lines("huge", 1, chars=8_000) + long_lines("end", 1)
+    sandbox_repo.write_input("data/odd.jsonl", lines=lines)
+    sandbox_repo.write_job("odd", provider=PROVIDER, input="data/odd.jsonl")
+    result = run_cli("validate", *sandbox_repo.args())
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    (line,) = [text for text in result.stderr.splitlines() if "could never be enqueued" in text]
+    assert "data/odd.jsonl:4" in line and "1,000 enqueued tokens" in line, line
+    assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 1
+    assert batches(sandbox) == []
+
+
+def test_a_priority_job_goes_first_when_the_queue_fits_one(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    limit = 3 * REQUEST_TOKENS + 10
+    sandbox.configure(limits={MODEL: {"enqueued_tokens": limit}})
+    queue_provider(sandbox_repo, sandbox, {MODEL: {"enqueued_tokens": limit}})
+    queue_jobs(sandbox_repo, 3)  # job-00 .. job-02, priority 0, named before the urgent one
+    sandbox_repo.write_input("data/urgent.jsonl", lines=long_lines("urgent", 3))
+    sandbox_repo.write_job("urgent", provider=PROVIDER, input="data/urgent.jsonl", priority=10)
+    plan = json.loads(run_cli("plan", "--json", *sandbox_repo.args()).stdout)["changes"]
+    by_job = {c["job"]: c for c in plan}
+    assert by_job["urgent"]["action"] == "create"
+    assert [by_job[n]["reason_data"]["position"] for n in ("job-00", "job-01", "job-02")] == [1, 2, 3]
+    wait_done(run_cli, sandbox_repo)
+    made = sorted(batches(sandbox), key=lambda b: b.created_at)
+    assert made[0].metadata["reconciler_job"] == "urgent"
+    assert [b.metadata["reconciler_job"] for b in made] == ["urgent", "job-00", "job-01", "job-02"]
+    assert refused(sandbox) == [] and set(statuses(sandbox_repo).values()) == {"completed"}
+
+
+@pytest.mark.slow
+def test_the_daemon_admits_the_next_queued_job_when_a_batch_of_its_model_finishes(
+    make_repo: Any, sandbox: Sandbox, start_daemon: Any
+) -> None:
+    """The poll interval is ten minutes: only the queue's own wake (the running batch's
+    estimated end) can bring the second job in within the test's time."""
+    repo = make_repo()
+    limit = 8 * REQUEST_TOKENS + 10
+    sandbox.configure(
+        limits={MODEL: {"enqueued_tokens": limit}}, requests_per_second=4, validation_seconds=0.5
+    )
+    queue_provider(repo, sandbox, {MODEL: {"enqueued_tokens": limit}})
+    queue_jobs(repo, 2, requests=8)
+    daemon = start_daemon(repo, sandbox, interval="600")
+    first = daemon.eventually(lambda: batches(sandbox, "job-00"))[0]
+    assert batches(sandbox, "job-01") == []
+    second = daemon.eventually(lambda: batches(sandbox, "job-01"), timeout=60)[0]
+    ended = sdk_batch(sandbox, first.id)
+    assert ended.status == "completed" and ended.completed_at <= second.created_at
+    assert refused(sandbox) == []
+
+
+def sdk_batch(sandbox: Sandbox, batch_id: str) -> Any:
+    from tests.reconcile_helpers import sdk
+
+    return sdk(sandbox).batches.retrieve(batch_id)

@@ -20,6 +20,7 @@ file there is one daemon per file (state/file.DaemonLock), always leading.
 from __future__ import annotations
 
 import random
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from reconciler.common.errors import ApiError, ApiStatusError, ReadProblem, Reco
 from reconciler.daemon.board import Metrics
 from reconciler.daemon.hooks import Hooks, count_api_error, report_pass
 from reconciler.daemon.passes import ClientPool, Loaded, PassResult, load, run_pass
-from reconciler.daemon.timing import Cadence, Waker, earliest, restart_wait, retry_delay
+from reconciler.daemon.timing import Cadence, Waker, earliest, queue_wait, restart_wait, retry_delay
 from reconciler.daemon.watch import FileWatcher, targets_for, watched_files
 from reconciler.daemon.web import Liveness
 from reconciler.engine import clock
@@ -230,7 +231,8 @@ class Daemon:
             return self._failed(error, "; ".join(error.lines()))
         except Exception as error:  # a bug: say so in one line, and keep the loop alive
             return self._failed(error, _one_line(error))
-        return earliest(self._succeeded(result), self._next_slot(), self._next_restart(result))
+        queued = queue_wait(result.after, time.time())  # a batch of a queued model should be done
+        return earliest(self._succeeded(result), self._next_slot(), self._next_restart(result), queued)
 
     def _next_slot(self) -> float | None:
         """A scheduled job's next slot wakes the daemon, even when nothing else would."""

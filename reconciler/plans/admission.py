@@ -360,10 +360,10 @@ def _estimated_start(
 ) -> float | None:
     """When `needed` tokens will have left the queue: as the running batches finish, then a
     round of the same length for each further queue-full."""
-    if needed <= 0:
-        return now
     if not drains:
         return None
+    if needed <= 0:  # the tokens fit: what holds it is ahead of it, or the request count
+        return drains[0][0]
     freed = 0
     for end, tokens, _ in drains:
         freed += tokens
@@ -382,7 +382,10 @@ def _held_back(change: Change, held: list[Candidate], reason: Queued | None) -> 
     launched = sum(u.requests for u in creates)
     queued = reason or _later(change, held)
     if creates or change.cancel or change.adopt:
-        return dataclasses.replace(change, creates=creates, launch_requests=launched, queued=queued)
+        tokens = max(change.launch_tokens - sum(c.tokens for c in held), 0)
+        return dataclasses.replace(
+            change, creates=creates, launch_requests=launched, launch_tokens=tokens, queued=queued
+        )
     return dataclasses.replace(
         change,
         action=Action.NOOP,

@@ -191,8 +191,11 @@ def request_counts(batches: tuple[BatchRecord, ...]) -> dict[str, int]:
         units.add((record.part, record.retry))
         got = record.request_counts or {}
         counts["completed"] += got.get("completed", 0)
-        if record.retry == 1:
-            counts["total"] += got.get("total", 0)
+    for attempts in attempts_by_part(batches).values():
+        # the part's first attempt that ran holds all of it: one the queue refused or that failed
+        # to start never did, and the attempt after it sent the whole part again
+        ran = next((a for a in attempts if not (refused(a) or a.status in START_FAILURES)), attempts[0])
+        counts["total"] += (ran.request_counts or {}).get("total", 0)
     for record in latest_per_part(batches):
         counts["failed"] += (record.request_counts or {}).get("failed", 0)
     return counts
