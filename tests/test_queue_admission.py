@@ -79,6 +79,7 @@ def fits_three(sandbox: Sandbox) -> int:
     return limit
 
 
+@pytest.mark.slow
 def test_twelve_jobs_over_a_declared_limit_wait_their_turn_and_all_complete(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, fits_three: int
 ) -> None:
@@ -97,6 +98,7 @@ def test_twelve_jobs_over_a_declared_limit_wait_their_turn_and_all_complete(
     assert {n: statuses(sandbox_repo)[n] for n in names} == dict.fromkeys(names, "completed")
 
 
+@pytest.mark.slow
 def test_without_a_declared_limit_the_refusals_teach_it_and_no_attempt_is_spent(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, fits_three: int
 ) -> None:
@@ -115,10 +117,17 @@ def test_without_a_declared_limit_the_refusals_teach_it_and_no_attempt_is_spent(
         assert job["request_counts"] == {"total": 3, "completed": 3, "failed": 0}, name
     assert len(batches(sandbox)) == 12 + len(first)
     assert len(refused(sandbox)) == len(first) <= 9
+    runs = [run["status"] for job in jobs.values() for run in job["history"]]
+    assert set(runs) == {"completed"}  # no run ever read failed: nothing to announce as a failure
     shown = run_cli("status", *sandbox_repo.args()).stdout
     assert f"Queue limit {PROVIDER} {MODEL}: {fits_three / 1000:.1f}k enqueued tokens (learnt" in shown
+    forgot = run_cli("state", "forget-limit", PROVIDER, MODEL, *sandbox_repo.args())
+    assert forgot.exit_code == 0 and state_of(sandbox_repo.root)["queue"]["learnt"] == {}
+    again = run_cli("state", "forget-limit", PROVIDER, MODEL, *sandbox_repo.args())
+    assert again.exit_code == 1 and "no queue limit learnt for" in again.stderr
 
 
+@pytest.mark.slow
 def test_a_job_larger_than_its_queue_is_split_to_fit_and_completes_without_a_refusal(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -153,6 +162,7 @@ def test_a_single_request_larger_than_the_declared_limit_is_a_validate_error_nam
     assert batches(sandbox) == []
 
 
+@pytest.mark.slow
 def test_a_priority_job_goes_first_when_the_queue_fits_one(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
@@ -199,3 +209,61 @@ def sdk_batch(sandbox: Sandbox, batch_id: str) -> Any:
     from tests.reconcile_helpers import sdk
 
     return sdk(sandbox).batches.retrieve(batch_id)
+
+
+@pytest.mark.slow
+def test_sigkill_between_admissions_admits_nothing_twice_and_loses_nothing_from_the_queue(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, fits_three: int
+) -> None:
+    import random
+    import signal
+    import subprocess
+    import time
+
+    from tests.fixtures.daemon import reconciler_command, reconciler_env
+
+    sandbox.configure(latency_seconds=0.01, requests_per_second=15)
+    queue_provider(sandbox_repo, sandbox, {MODEL: {"enqueued_tokens": fits_three}})
+    names = queue_jobs(sandbox_repo, 9)
+    env = reconciler_env(sandbox, "tests/reconciler", RECONCILER_CREATE_QUARANTINE="1")
+    rng = random.Random(22)
+    for _ in range(8):
+        command = reconciler_command("reconcile", "--wait", "--timeout", "60", *sandbox_repo.args())
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.4, 2.5))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        made = batches(sandbox)
+        units = [
+            tuple(b.metadata[k] for k in ("reconciler_job", "reconciler_part", "reconciler_retry"))
+            for b in made
+        ]
+        assert len(units) == len(set(units)), "a unit was admitted twice"
+        assert refused(sandbox) == [], "more was admitted than the queue holds"
+        if sandbox_repo.state.exists():  # a kill before the first write leaves none
+            json.loads(sandbox_repo.state.read_text())  # the state still parses
+    wait_done(run_cli, sandbox_repo)
+    assert statuses(sandbox_repo) == dict.fromkeys(names, "completed")
+    assert len(batches(sandbox)) == 9 and refused(sandbox) == []
+
+
+@pytest.mark.slow
+def test_a_refusal_despite_our_count_lowers_the_usable_limit_instead_of_retrying_in_a_loop(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, fits_three: int
+) -> None:
+    """Another tool of the organisation holds half the queue: the declared limit (room for six
+    jobs) is more than what is left (room for three), so the first round is partly refused."""
+    declared = 2 * fits_three
+    queue_provider(sandbox_repo, sandbox, {MODEL: {"enqueued_tokens": declared}})
+    queue_jobs(sandbox_repo, 12)
+    assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
+    assert len(batches(sandbox)) == 6
+    wait_done(run_cli, sandbox_repo)
+    assert set(statuses(sandbox_repo).values()) == {"completed"}
+    learning = state_of(sandbox_repo.root)["queue"]["learnt"][PROVIDER][MODEL]
+    assert learning["floor"] == 0.5 and learning["lowered_at"] is not None
+    # Halved once, for the one round that went past it: every later round fitted what was left.
+    assert len(refused(sandbox)) == 3 and len(batches(sandbox)) == 15
+    assert (
+        "50% of it in use after a refusal despite our count" in run_cli("status", *sandbox_repo.args()).stdout
+    )

@@ -14,8 +14,9 @@ batches finish.
 The limit is the Provider's `limits` for the model (or `"*"`), else the one a refusal's message
 named (`learn`).  A refusal of a batch we admitted under a known limit means someone else uses
 the same queue (another tool of the organisation): like TCP's congestion control, the usable
-limit is halved (multiplicative decrease, down to an eighth) and grows back linearly to all of
-it over RECOVERY_SECONDS, instead of sending into a full queue again and again.
+limit is halved (multiplicative decrease, down to an eighth; once per round: refusals of
+batches sent before the last lowering are the same congestion) and grows back linearly to all
+of it over RECOVERY_SECONDS, instead of sending into a full queue again and again.
 
 Queue order: `spec.priority`, higher first; then turns, part by part (a job's k-th unit in the
 queue, counting its batches already enqueued, goes before any job's k+1-th), so a long backfill
@@ -186,7 +187,11 @@ def learn(
             if getattr(learning, field) != refusal.limit:
                 stamp = datetime.fromtimestamp(now).astimezone().isoformat(timespec="seconds")
                 learning = learning.model_copy(update={field: refusal.limit, "learnt_at": stamp})
-        if entry is not None and entry.limited:  # our count said it fitted: someone else is in the queue
+        # Our count said it fitted: someone else uses the queue.  Once per round, as TCP halves
+        # once per window: a batch sent before the last lowering is the same congestion.
+        made = batch.batch.created_at or now
+        earlier = learning.lowered_at is not None and made <= learning.lowered_at
+        if entry is not None and entry.limited and not earlier:
             share = congestion_share(learning, now) / 2
             learning = learning.model_copy(update={"floor": max(share, LOWEST_FLOOR), "lowered_at": now})
         if learning != before:
