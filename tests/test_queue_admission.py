@@ -267,3 +267,44 @@ def test_a_refusal_despite_our_count_lowers_the_usable_limit_instead_of_retrying
     assert (
         "50% of it in use after a refusal despite our count" in run_cli("status", *sandbox_repo.args()).stdout
     )
+
+
+def test_the_sandbox_refuses_a_batch_past_its_model_queue_with_openais_error_body(sandbox: Sandbox) -> None:
+    from tests.fixtures.sandbox import upload, wait_for
+    from tests.reconcile_helpers import sdk
+
+    sandbox.configure(limits={"*": {"enqueued_requests": 3}}, requests_per_second=1)
+    client = sdk(sandbox)
+    lines = long_lines("sb", 2, chars=40)
+    first, second = (
+        client.batches.create(input_file_id=upload(client, lines).id, endpoint=CHAT, completion_window="24h")
+        for _ in range(2)
+    )
+    assert first.status == second.status == "validating"  # accepted, both
+    refused_batch = wait_for(client, second.id, ("failed",))
+    (error,) = refused_batch.errors.data
+    assert error.code == "request_limit_exceeded" and error.line is None and error.param is None
+    assert error.message == (
+        f"Enqueued request limit reached for {MODEL} in organization org-sandbox. Limit: 3 enqueued "
+        "requests. Please try again once some in_progress batches have been completed."
+    )
+    assert refused_batch.request_counts.total == 0 and refused_batch.output_file_id is None
+    assert client.batches.retrieve(first.id).status in ("validating", "in_progress")
+
+
+def test_jobs_of_equal_priority_take_turns_part_by_part(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    queue_provider(sandbox_repo, sandbox, {MODEL: {"enqueued_requests": 2}})
+    sandbox_repo.write_job("backfill", provider=PROVIDER, requests=6, split={"max_requests": 1})
+    sandbox_repo.write_job("nightly", provider=PROVIDER, requests=2, split={"max_requests": 1})
+    plan = {
+        c["job"]: c for c in json.loads(run_cli("plan", "--json", *sandbox_repo.args()).stdout)["changes"]
+    }
+    assert plan["backfill"]["launch"]["requests"] == 1 and plan["nightly"]["launch"]["requests"] == 1
+    assert plan["backfill"]["queued"]["parts"] == 5 and plan["nightly"]["queued"]["parts"] == 1
+    # Second turns: the backfill's part 1, then the nightly's part 1 (not after all six backfill
+    # parts): both go in the next round the queue holds two.
+    assert plan["backfill"]["queued"]["position"] == 1 and plan["nightly"]["queued"]["position"] == 2
+    text = run_cli("plan", *sandbox_repo.args()).stdout
+    assert "queued (5 parts): 1st for gpt-4o-mini" in text, text
