@@ -5,7 +5,6 @@ knob) with OpenAI's error body, and the official SDK reads what it made."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -277,18 +276,22 @@ def test_the_sandbox_refuses_a_batch_past_its_model_queue_with_openais_error_bod
     client = sdk(sandbox)
     lines = long_lines("sb", 2, chars=40)
     first, second = (
-        client.batches.create(input_file_id=upload(client, lines).id, endpoint=CHAT, completion_window="24h")
+        client.batches.create(
+            input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
         for _ in range(2)
     )
     assert first.status == second.status == "validating"  # accepted, both
     refused_batch = wait_for(client, second.id, ("failed",))
+    assert refused_batch.errors is not None and refused_batch.errors.data is not None
     (error,) = refused_batch.errors.data
     assert error.code == "request_limit_exceeded" and error.line is None and error.param is None
     assert error.message == (
         f"Enqueued request limit reached for {MODEL} in organization org-sandbox. Limit: 3 enqueued "
         "requests. Please try again once some in_progress batches have been completed."
     )
-    assert refused_batch.request_counts.total == 0 and refused_batch.output_file_id is None
+    counts = refused_batch.request_counts
+    assert counts is not None and counts.total == 0 and refused_batch.output_file_id is None
     assert client.batches.retrieve(first.id).status in ("validating", "in_progress")
 
 

@@ -38,6 +38,7 @@ from reconciler.engine.apply.failures import server_wait
 from reconciler.engine.clock import seconds_until_next
 from reconciler.engine.events import EventLog
 from reconciler.engine.workspace import load_state
+from reconciler.plans.reasons import ReasonCode
 from reconciler.plans.wording import over_budget_words, words
 from reconciler.specs.checkout import head
 from reconciler.specs.repo import RepoPaths, resolve_paths
@@ -263,7 +264,8 @@ class Daemon:
         self.liveness.over_budget = over_budget
         for change in result.plan.changes:  # e.g. a job left to a newer checkout: said once
             said = words(change.reason)
-            if change.attention and said not in self.said:
+            queued = change.reason.code is ReasonCode.QUEUED  # the normal wait: status and the board show it
+            if change.attention and not queued and said not in self.said:
                 self.said.add(said)
                 self.log.warning(
                     "noted", f"{change.job}: {said}", job=change.job, reason_code=change.reason.code.value

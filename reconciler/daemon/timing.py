@@ -33,7 +33,7 @@ FAILURE_BACKOFF = Backoff(initial=1.0, factor=2.0, cap=300.0)
 # request, answered with the wait that is left).
 REQUEST_BACKOFF = Backoff(max_retry_after=5.0)
 MAX_SCHEDULED_WAIT = 3600.0
-QUEUE_WAIT_LEAST = 1.0  # a start estimated as past is looked at again no sooner than this
+QUEUE_WAIT_LEAST = 0.5  # a start estimated as past is looked at again no sooner than this
 
 
 @dataclass(frozen=True)

@@ -351,10 +351,15 @@ def _drains(
             continue
         counts, began = batch.batch.request_counts, batch.batch.in_progress_at
         done = (counts.completed + counts.failed) if counts else 0
-        if not counts or not counts.total or not began or not done or now <= began:
+        if not counts or not counts.total or not began or not done:
             continue
-        rate = done / (now - began)
-        end = now + (counts.total - done) / rate
+        # Whole seconds and whole requests, both rounded down: their midpoints are the unbiased
+        # reading (an early `in_progress_at` and a low count would each put the end too late).
+        elapsed = now - began - 0.5
+        rate = (done + 0.5) / elapsed if elapsed > 0 else 0.0
+        if rate <= 0:
+            continue
+        end = now + max(counts.total - done - 0.5, 0.0) / rate
         tokens, _ = _batch_load(batch, job, None)
         found.append((end, tokens, end - (batch.batch.created_at or began)))
     return sorted(found)
