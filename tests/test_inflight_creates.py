@@ -40,6 +40,10 @@ class SlowCreates:
         self.creates: list[dict[str, Any]] = []  # bodies of every POST /v1/batches, in order of arrival
         self.forwarding = threading.Event()  # the held create is on its way to the sandbox
         self.landed = threading.Event()  # the sandbox answered it
+        # Set: the delay alone holds a create. A test that must look at it while held clears it,
+        # so a loaded machine's slow passes cannot outlast the hold.
+        self.release = threading.Event()
+        self.release.set()
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -65,6 +69,7 @@ class SlowCreates:
                         held = len(proxy.creates) <= proxy.hold
                 if held:
                     time.sleep(proxy.delay)  # the server is "still making it"
+                    proxy.release.wait(timeout=120)
                     proxy.forwarding.set()
                 self._forward(body)
                 if held:
@@ -125,6 +130,7 @@ def attempts(proxy: SlowCreates) -> Counter[str]:
 def test_a_create_slower_than_the_client_timeout_becomes_one_batch(
     user_repo: UserRepo, sandbox: Sandbox, slow: SlowCreates, run_cli: RunCli
 ) -> None:
+    slow.release.clear()
     first = run_cli("reconcile", *user_repo.args())
     assert first.exit_code == 1 and "outcome unknown" in first.stderr and first.stderr.count("\n") == 1
     (intent,) = state_of(user_repo.root)["jobs"]["nightly-eval"]["pending"]
@@ -142,6 +148,8 @@ def test_a_create_slower_than_the_client_timeout_becomes_one_batch(
         assert (change["action"], change["reason_code"]) == ("noop", "in_flight")
         assert (change["reason_data"]["part"], change["reason_data"]["attempt"]) == (0, 1)
         assert change["reason_data"]["seconds_left"] > 0
+        if looked == 2:
+            slow.release.set()
         time.sleep(0.5)
     assert looked >= 2 and len(slow.creates) == 1
 
