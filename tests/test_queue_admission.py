@@ -311,3 +311,19 @@ def test_jobs_of_equal_priority_take_turns_part_by_part(
     assert plan["backfill"]["queued"]["position"] == 1 and plan["nightly"]["queued"]["position"] == 2
     text = run_cli("plan", *sandbox_repo.args()).stdout
     assert "queued (5 parts): 1st for gpt-4o-mini" in text, text
+
+
+def test_a_version_4_state_reads_as_it_is_with_an_empty_queue_book(
+    sandbox_repo: UserRepo, run_cli: RunCli
+) -> None:
+    sandbox_repo.write_job("nightly-eval", requests=2)
+    assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
+    document = state_of(sandbox_repo.root)
+    del document["queue"]
+    document["format_version"] = 4
+    sandbox_repo.state.write_text(json.dumps(document), encoding="utf-8")
+    read = json.loads(run_cli("status", "--json", *sandbox_repo.args()).stdout)
+    assert read["format_version"] == 4 and read["jobs"] == document["jobs"]  # read as it is
+    assert read["queue"] == {"admitted": {}, "learnt": {}, "order": {}, "places": {}}
+    assert run_cli("reconcile", *sandbox_repo.args()).exit_code == 0
+    assert state_of(sandbox_repo.root)["format_version"] == 5  # written back as today's
