@@ -351,7 +351,12 @@ def _drains(
             continue
         counts, began = batch.batch.request_counts, batch.batch.in_progress_at
         done = (counts.completed + counts.failed) if counts else 0
-        if not counts or not counts.total or not began or not done:
+        if not counts or not counts.total or not began:
+            continue
+        tokens, _ = _batch_load(batch, job, None)
+        if not done:  # no pace yet: look again once it has run twice as long (a bound, not an end)
+            look = now + max(now - began, 1.0)
+            found.append((look, 0, look - (batch.batch.created_at or began)))
             continue
         # Whole seconds and whole requests, both rounded down: their midpoints are the unbiased
         # reading (an early `in_progress_at` and a low count would each put the end too late).
@@ -360,7 +365,6 @@ def _drains(
         if rate <= 0:
             continue
         end = now + max(counts.total - done - 0.5, 0.0) / rate
-        tokens, _ = _batch_load(batch, job, None)
         found.append((end, tokens, end - (batch.batch.created_at or began)))
     return sorted(found)
 
@@ -376,6 +380,8 @@ def _estimated_start(
         return drains[0][0]
     freed = 0
     for end, tokens, _ in drains:
+        if not tokens:  # a batch with no pace yet: nothing later can be told before then
+            return end
         freed += tokens
         if freed >= needed:
             return end
