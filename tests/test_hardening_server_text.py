@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from reconciler.api.transport import Transport
 from reconciler.common import ownership
 from reconciler.engine.workspace import prepare
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
@@ -21,6 +23,10 @@ from tests.hostile_server import BATCH, HostileServer, hostile_server
 from tests.test_reliability_secrets import HEADERS, KEY, PORTKEY, files_with_secrets, leaks
 
 OWNER = "tests/hardening"
+CHAT = "/v1/chat/completions"
+LINE = json.dumps(
+    {"custom_id": "r1", "method": "POST", "url": CHAT, "body": {"model": "gpt-4o-mini", "messages": []}}
+).encode()
 ECHOES = (f"Bearer {KEY}", f"{KEY[:-4]}****", KEY.upper(), f"…{KEY[5:-3]}…")
 
 
@@ -140,3 +146,38 @@ def test_a_malformed_batch_of_ours_is_still_an_error_naming_its_id(
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()
     assert line == "error: malformed batch object from the server (request_counts.total) batch_ours"
+
+
+RAW_BODIES = {
+    # no escape at all (ensure_ascii=False): each must still be found in the raw bytes
+    "bidi override": ("done \u202egnp.exe", "done \\u202egnp.exe"),
+    "C1 control": ("a\x85b", "a\\x85b"),
+    "key upper-cased": (f"echo {KEY.upper()}", "echo ***"),
+    "key with a KELVIN SIGN": ("echo s\u212a" + KEY[2:], "echo ***"),  # lowers to the key itself
+    "escaped line break": ("in_progress\n+ create", "in_progress\\n+ create"),
+}
+
+
+@pytest.mark.parametrize("sent, shown", RAW_BODIES.values(), ids=list(RAW_BODIES))
+def test_a_body_is_walked_string_by_string_only_when_its_raw_bytes_hold_something_to_clean(
+    hostile: HostileServer, sandbox: Any, sent: str, shown: str
+) -> None:
+    with httpx.Client(base_url=sandbox.base_url) as http:
+        clean = Transport(http, secrets=[KEY, PORTKEY])
+        for index in range(3):
+            upload_id = clean.call(
+                "POST", "/files", data={"purpose": "batch"}, files={"file": ("a.jsonl", LINE)}
+            )
+            body = {"input_file_id": upload_id["id"], "endpoint": CHAT, "completion_window": "24h"}
+            clean.call("POST", "/batches", json=body | {"metadata": {"note": f"plain text {index}"}})
+        listed = clean.call("GET", "/batches", params={"limit": 100})
+        assert [b["metadata"]["note"] for b in listed["data"]] == [f"plain text {i}" for i in (2, 1, 0)]
+        assert clean.scrubber.walked == 0  # six bodies, none walked
+
+    odd = BATCH | {"id": "batch_odd", "status": sent}
+    hostile.script("/batches", json.dumps(listing(odd), ensure_ascii=False).encode())
+    with httpx.Client(base_url=hostile.base_url("scripted")) as http:
+        transport = Transport(http, secrets=[KEY, PORTKEY])
+        found = transport.call("GET", "/batches")
+    assert found["data"][0]["status"] == shown
+    assert transport.scrubber.walked == 1

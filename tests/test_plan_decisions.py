@@ -305,3 +305,10 @@ def test_a_run_cancelled_for_a_later_run_of_its_own_generation_is_said_to_be_sup
     change = only(make_plan(scheduled("replace"), state(eval=recorded("g2", "b2")), [older, current]).changes)
     assert (change.action, change.cancel) == (Action.CANCEL, ("b1",))
     assert change.reason == Superseded("b1", run="2026-12-01T02:00:00Z", timezone="UTC")
+
+
+def test_a_superseded_batch_already_cancelling_is_not_cancelled_again() -> None:
+    older = run_batch("b1", "2026-12-01T01:00:00Z", "cancelling")
+    current = run_batch("b2", "2026-12-01T02:00:00Z", "in_progress")
+    change = only(make_plan(scheduled("replace"), state(eval=recorded("g2", "b2")), [older, current]).changes)
+    assert (change.action, change.cancel) == (Action.NOOP, ())

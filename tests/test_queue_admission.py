@@ -313,17 +313,56 @@ def test_jobs_of_equal_priority_take_turns_part_by_part(
     assert "queued (5 parts): 1st for gpt-4o-mini" in text, text
 
 
-def test_a_version_4_state_reads_as_it_is_with_an_empty_queue_book(
-    sandbox_repo: UserRepo, run_cli: RunCli
+@pytest.mark.parametrize("version", [4, 5])
+def test_an_older_state_reads_as_it_is_with_an_empty_queue_book(
+    sandbox_repo: UserRepo, run_cli: RunCli, version: int
 ) -> None:
     sandbox_repo.write_job("nightly-eval", requests=2)
     assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
     document = state_of(sandbox_repo.root)
-    del document["queue"]
-    document["format_version"] = 4
+    jobs = json.loads(json.dumps(document["jobs"]))
+    del document["queue"]  # version 6's
+    if version == 4:
+        for job in document["jobs"].values():
+            del job["reuse"]  # version 5's
+            for run in job["history"]:
+                del run["reused"]
+    document["format_version"] = version
     sandbox_repo.state.write_text(json.dumps(document), encoding="utf-8")
-    read = json.loads(run_cli("status", "--json", *sandbox_repo.args()).stdout)
-    assert read["format_version"] == 4 and read["jobs"] == document["jobs"]  # read as it is
+    read = json.loads(run_cli("status", "--json", "--offline", *sandbox_repo.args()).stdout)  # as recorded
+    assert read["format_version"] == version and read["jobs"] == jobs  # read as it is: nothing lost
     assert read["queue"] == {"admitted": {}, "learnt": {}, "order": {}, "places": {}}
     assert run_cli("reconcile", *sandbox_repo.args()).exit_code == 0
-    assert state_of(sandbox_repo.root)["format_version"] == 5  # written back as today's
+    assert state_of(sandbox_repo.root)["format_version"] == 6  # written back as today's
+
+
+@pytest.mark.slow
+def test_a_reusing_run_takes_room_in_the_queue_only_for_the_requests_it_sends(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    limit = 3 * REQUEST_TOKENS + REQUEST_TOKENS // 2  # three requests at a time
+    sandbox.configure(limits={MODEL: {"enqueued_tokens": limit}}, requests_per_second=30)
+    queue_provider(sandbox_repo, sandbox, {MODEL: {"enqueued_tokens": limit}})
+    lines = long_lines("big", 6)
+    sandbox_repo.write_input("data/big.jsonl", lines=lines)
+    sandbox_repo.write_job("big", provider=PROVIDER, reuse={"max_age": "30d"})
+    wait_done(run_cli, sandbox_repo)  # six requests, cut to fit: two parts of three
+    assert len(batches(sandbox, "big")) == 2
+
+    # One request edited: the new run sends one and reuses five, so it takes one request's room
+    # and a 2-request job fits beside it (counting all six, neither would be admitted at once).
+    edited = {**long_lines("new", 1)[0], "custom_id": "big-0"}
+    sandbox_repo.write_input("data/big.jsonl", lines=[edited, *lines[1:]])
+    sandbox_repo.write_input("data/other.jsonl", lines=long_lines("other", 2))
+    sandbox_repo.write_job("other", provider=PROVIDER)
+    changes = json.loads(run_cli("plan", "--json", *sandbox_repo.args()).stdout)["changes"]
+    plan = {change["job"]: change for change in changes}
+    assert plan["big"]["launch"]["requests"] == 1 and plan["other"]["launch"]["requests"] == 2
+    assert plan["big"]["queued"] is None and plan["other"]["queued"] is None, plan
+    assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
+    assert len(batches(sandbox, "big")) == 3 and len(batches(sandbox, "other")) == 1
+    admitted = state_of(sandbox_repo.root)["queue"]["admitted"]
+    assert sum(entry["requests"] for entry in admitted.values()) == 3
+    assert sum(entry["tokens"] for entry in admitted.values()) <= limit
+    wait_done(run_cli, sandbox_repo)
+    assert statuses(sandbox_repo) == {"big": "completed", "other": "completed"} and refused(sandbox) == []

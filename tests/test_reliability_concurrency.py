@@ -55,7 +55,9 @@ def owned_units(sandbox: Sandbox, owner_tag: str) -> list[tuple[str, str]]:
 def test_a_second_apply_that_may_not_wait_refuses_naming_the_holder_and_sends_nothing(
     make_repo: MakeRepo, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    sandbox.configure(latency_seconds=0.25)  # the first apply holds the lock for seconds
+    # Each of the first apply's eight requests takes 2 s while the second starts: the lock is held
+    # for far longer than a loaded machine needs to start a process; then it may finish quickly.
+    sandbox.configure(latency_seconds=2)
     repo = make_repo()
     for name in ("a", "b", "c", "d"):
         repo.write_job(name)
@@ -64,6 +66,7 @@ def test_a_second_apply_that_may_not_wait_refuses_naming_the_holder_and_sends_no
     second = start(repo, sandbox, "tests/one", "apply", "--auto-approve", lock_timeout="0")
     code, _, err = finish(second)
     assert first.poll() is None, "the first apply was meant to still hold the lock"
+    sandbox.configure(latency_seconds=0)
     assert code == 1
     (line,) = err.strip().splitlines()
     assert line.startswith(f"error: state is locked by pid {first.pid} on ") and "reconciler apply" in line

@@ -9,6 +9,7 @@ trouble reuses the upload a create still needs and deletes ours that no batch wi
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import httpx
@@ -16,7 +17,8 @@ import pytest
 
 from reconciler.sandbox import Sandbox
 from reconciler.specs.identity import owner_tag
-from tests.fixtures.repo import RunCli, UserRepo
+from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.hostile_server import BATCH, hostile_server
 from tests.reconcile_helpers import batches, mutating, sdk
 
 OWNER = "tests/reliability-leftovers"
@@ -115,3 +117,47 @@ def test_a_pass_with_nothing_pending_lists_no_files(
     sandbox.reset_counts()
     assert run_cli("reconcile", *sandbox_repo.args()).exit_code == 0
     assert "GET /v1/files" not in sandbox.request_counts()
+
+
+def test_a_fresh_state_lists_its_files_beside_the_list_of_batches_not_after_it(
+    make_repo: MakeRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no state, the uploads a lost one left are looked for: that listing goes out while
+    the list of batches is still unanswered, not one round trip after it."""
+    files_listed = threading.Event()
+    held: list[bool] = []
+
+    def hold_the_batches_until_files_are_listed(method: str, route: str) -> None:
+        if (method, route) == ("GET", "/files"):
+            files_listed.set()
+        elif (method, route) == ("GET", "/batches"):
+            held.append(files_listed.wait(timeout=10))  # a safety net: serial listings wait it out
+
+    with hostile_server() as hostile:
+        hostile.script("/batches", {"object": "list", "data": [], "has_more": False})
+        hostile.script("/files", {"object": "list", "data": [], "has_more": False})
+        upload = {"id": "file-1", "object": "file", "bytes": 1, "filename": "x.jsonl", "purpose": "batch"}
+        hostile.script("POST /files", upload)
+        hostile.script("POST /batches", BATCH | {"id": "batch_1"})
+        hostile.on_request(hold_the_batches_until_files_are_listed)
+        monkeypatch.setenv("RECONCILER_OWNER", OWNER)
+        repo = make_repo()
+        repo.write_provider("odd", base_url=hostile.base_url("scripted"))
+        repo.write_job("a", provider="odd")
+        result = run_cli("apply", "--auto-approve", *repo.args())
+        assert result.exit_code == 0, result.stderr
+        assert held == [True]
+        assert (hostile.calls["GET /batches"], hostile.calls["GET /files"]) == (1, 1)
+
+
+def test_an_apply_that_asks_and_is_refused_lists_no_files(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    """Off a terminal, apply without --auto-approve refuses a plan with changes: the uploads a
+    lost state may have left are not looked for early then (nothing is applied)."""
+    sandbox_repo.write_job("a", requests=3)
+    sandbox.reset_counts()
+    result = run_cli("apply", *sandbox_repo.args())
+    assert result.exit_code == 1
+    assert "--auto-approve" in result.stderr
+    assert sandbox.request_counts() == {"GET /v1/batches": 1}

@@ -405,6 +405,49 @@ def test_an_edit_of_an_unscheduled_job_starts_a_run_of_its_own_and_keeps_the_las
     assert lines == {"default.jsonl": 3, f"default-g{edited}.jsonl": 4}
 
 
+@pytest.mark.parametrize(
+    ("macro", "due", "upcoming"),
+    [
+        ("@yearly", "2026-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00"),
+        ("@annually", "2026-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00"),
+        ("@monthly", "2026-03-01T00:00:00+00:00", "2026-04-01T00:00:00+00:00"),
+        ("@weekly", "2026-03-15T00:00:00+00:00", "2026-03-22T00:00:00+00:00"),  # Sundays
+        ("@daily", "2026-03-15T00:00:00+00:00", "2026-03-16T00:00:00+00:00"),
+        ("@midnight", "2026-03-15T00:00:00+00:00", "2026-03-16T00:00:00+00:00"),
+        ("@hourly", "2026-03-15T10:00:00+00:00", "2026-03-15T11:00:00+00:00"),
+    ],
+)
+def test_a_schedule_macro_runs_the_slots_kubernetes_gives_it_and_the_plan_shows_it_as_written(
+    repo: UserRepo,
+    sandbox: Sandbox,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+    macro: str,
+    due: str,
+    upcoming: str,
+) -> None:
+    repo.write_job("nightly-eval", schedule=macro)
+    at(monkeypatch, "2026-03-15T10:20:00Z")
+    assert run_cli("validate", *repo.args()).exit_code == 0
+    plan = run_cli("plan", *repo.args())
+    assert plan.exit_code == 0, plan.stderr
+    assert f"run {due} (schedule {macro}): 3 requests" in plan.stdout
+    assert f"Next run of nightly-eval: {upcoming} (schedule {macro})" in plan.stdout
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    slot = due.replace("+00:00", "Z")
+    assert runs(sandbox) == [slot]
+
+
+def test_a_daily_macro_is_midnight_in_the_schedules_time_zone(
+    repo: UserRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo.write_job("nightly-eval", schedule="@daily", timezone="Europe/Berlin")
+    at(monkeypatch, "2026-12-01T23:30:00Z")  # 00:30 on 2 December in Berlin
+    plan = run_cli("plan", *repo.args())
+    assert "run 2026-12-02T00:00:00+01:00 (schedule @daily)" in plan.stdout
+    assert "Next run of nightly-eval: 2026-12-03T00:00:00+01:00 (schedule @daily)" in plan.stdout
+
+
 @pytest.mark.slow
 def test_a_run_whose_results_file_a_later_run_wrote_over_no_longer_claims_it(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch

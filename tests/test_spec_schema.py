@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import jsonschema
+
 from reconciler.cli.commands.schema import render
 from reconciler.specs.fields import ALLOWED_ENDPOINTS
 from tests.fixtures.repo import RunCli
@@ -51,3 +53,17 @@ def test_every_sample_spec_points_editors_at_the_schema() -> None:
         match = re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", first_line)
         assert match, f"{spec} lacks the yaml-language-server header"
         assert (spec.parent / match.group(1)).resolve() == ROOT / "schema" / "reconciler-v1.schema.json"
+
+
+def test_the_schema_takes_a_schedule_macro_and_five_fields_and_flags_a_misspelt_macro() -> None:
+    schema = json.loads(render())
+    validator = jsonschema.Draft202012Validator(schema)
+
+    def job(schedule: str) -> dict[str, object]:
+        spec = {"endpoint": "/v1/chat/completions", "input": "../data/n.jsonl", "schedule": schedule}
+        return {"apiVersion": "reconciler/v1", "kind": "BatchJob", "metadata": {"name": "n"}, "spec": spec}
+
+    for good in ("@daily", "@hourly", "@annually", "0 2 * * *", "*/15 9-17 * * MON-FRI"):
+        assert not list(validator.iter_errors(job(good))), good
+    for bad in ("@dayly", "@every 1h", "0 2 * *"):
+        assert list(validator.iter_errors(job(bad))), bad

@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import socket
 
 import pytest
 
+from reconciler.cli.render_status import LIVE_SECONDS
 from reconciler.plans.jobstatus import job_progress
 from reconciler.sandbox import Sandbox
 from reconciler.state.model import BatchRecord, JobState
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
-from tests.reconcile_helpers import batches, state_of, use_sandbox, wait_until
+from tests.reconcile_helpers import batches, sdk, state_of, use_sandbox, wait_until
 
 
 @pytest.fixture
@@ -25,7 +27,7 @@ def row(status_stdout: str, job: str) -> str:
     return next(line for line in status_stdout.splitlines() if line.startswith(job + " "))
 
 
-def test_status_refresh_sees_a_finished_batch_the_state_has_not_recorded_and_writes_nothing(
+def test_status_right_after_apply_shows_the_live_figures_and_writes_nothing(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
     repo.write_job("nightly-eval", requests=3)
@@ -35,15 +37,103 @@ def test_status_refresh_sees_a_finished_batch_the_state_has_not_recorded_and_wri
     recorded = repo.state.read_bytes()
     sandbox.reset_counts()
 
-    stale = run_cli("status", *repo.args())
-    fresh = run_cli("status", "--refresh", *repo.args())
-    assert "validating" in row(stale.stdout, "nightly-eval")
-    assert "completed" in row(fresh.stdout, "nightly-eval") and "3/0/3" in row(fresh.stdout, "nightly-eval")
+    live = run_cli("status", *repo.args())
+    assert live.exit_code == 0 and live.stderr == ""
+    assert "completed" in row(live.stdout, "nightly-eval") and "3/0/3" in row(live.stdout, "nightly-eval")
     assert repo.state.read_bytes() == recorded
     assert set(sandbox.request_counts()) == {"GET /v1/batches"}
+    waited = run_cli("status", "--refresh", *repo.args())  # as before: live, however long it takes
+    assert "completed" in row(waited.stdout, "nightly-eval") and repo.state.read_bytes() == recorded
 
-    saved = run_cli("status", "--refresh", "--save", *repo.args())
+    saved = run_cli("status", "--save", *repo.args())
     assert saved.exit_code == 0 and state_of(repo.root)["jobs"]["nightly-eval"]["status"] == "completed"
+    assert run_cli("status", "--refresh", "--save", *repo.args()).exit_code == 0
+
+
+def test_status_before_anything_is_applied_asks_no_one_and_says_what_to_do(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    sandbox.reset_counts()
+    result = run_cli("status", *repo.args())
+    assert result.exit_code == 0 and result.stderr == ""
+    assert "No jobs in the state yet: run `reconciler plan`, then `reconciler apply`." in result.stdout
+    assert sandbox.request_counts() == {}
+
+
+def test_a_job_not_created_yet_looks_the_same_live_and_offline(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    repo.write_job("ab-test", requests=2)
+    sandbox.reset_counts()
+    live = row(run_cli("status", *repo.args()).stdout, "ab-test")
+    assert sandbox.request_counts() == {"GET /v1/batches": 1}
+    offline = row(run_cli("status", "--offline", *repo.args()).stdout, "ab-test")
+    assert re.split(r"\s{2,}", live) == re.split(r"\s{2,}", offline)  # cells; widths follow other rows
+    assert re.match(r"ab-test\s+none\s+out of sync: not created\s+-\s+-\s+-\s+0\s+-\s", live), live
+
+
+def test_status_offline_shows_the_recorded_figures_and_asks_nothing(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    wait_until(lambda: batches(sandbox, "nightly-eval")[0].status == "completed")
+    sandbox.reset_counts()
+    offline = run_cli("status", "--offline", *repo.args())
+    assert offline.exit_code == 0 and offline.stderr == ""
+    assert "validating" in row(offline.stdout, "nightly-eval") and "0/0/0" in row(
+        offline.stdout, "nightly-eval"
+    )
+    assert sandbox.request_counts() == {}
+    both = run_cli("status", "--offline", "--refresh", *repo.args())
+    assert both.exit_code == 1 and both.stderr.count("\n") == 1 and "--offline" in both.stderr
+
+
+@pytest.mark.slow
+def test_status_with_the_provider_down_shows_the_recorded_figures_and_says_so(
+    repo: UserRepo, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    observed = state_of(repo.root)["jobs"]["nightly-eval"]["observed_at"]
+    recorded = repo.state.read_bytes()
+    monkeypatch.setenv("RECONCILER_SANDBOX_URL", f"http://127.0.0.1:{closed_port()}/v1")
+
+    result = run_cli("status", *repo.args())
+    assert result.exit_code == 0, result.stderr
+    assert "validating" in row(result.stdout, "nightly-eval")
+    (note,) = result.stderr.splitlines()
+    assert note.startswith(f"note: figures as recorded at {observed}: no live list (")
+    assert "cannot connect" in note and note.endswith(
+        "`status --refresh` waits for it, `--offline` does not ask"
+    )
+    assert repo.state.read_bytes() == recorded
+    waited = run_cli("status", "--refresh", *repo.args())  # asked to wait for it: an error
+    assert waited.exit_code == 1 and "cannot connect" in waited.stderr
+
+
+@pytest.mark.slow
+def test_status_with_a_provider_slower_than_a_glance_shows_the_recorded_figures(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    repo.write_job("nightly-eval", requests=3)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    sandbox.configure(latency_seconds=LIVE_SECONDS * 3)
+    sandbox.reset_counts()
+    result = run_cli("status", *repo.args())
+    assert result.exit_code == 0 and "validating" in row(result.stdout, "nightly-eval")
+    assert f"the provider did not answer within {LIVE_SECONDS:.0f}s" in result.stderr
+    assert sandbox.request_counts() == {"GET /v1/batches": 1}  # no retry of a request that timed out
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_status_sync_turns_out_of_sync_when_the_input_is_edited(repo: UserRepo, run_cli: RunCli) -> None:
@@ -146,3 +236,74 @@ def test_reconcile_wait_off_a_terminal_prints_progress_lines_at_a_tenth_of_the_j
     done = [int(line.split("nightly-eval: ")[1].split("/")[0].replace(",", "")) for line in progress]
     assert done == sorted(done) and all(b - a >= 24 for a, b in itertools.pairwise(done))
     assert json.loads(repo.state.read_text())["jobs"]["nightly-eval"]["status"] == "completed"
+
+
+def answered(sandbox: Sandbox, job: str = "nightly-eval") -> int:
+    counts = batches(sandbox, job)[0].request_counts
+    return counts.completed if counts else 0
+
+
+@pytest.mark.slow
+def test_a_job_suspended_mid_run_shows_what_it_answered_and_its_partial_results(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    sandbox.configure(requests_per_second=100)
+    repo.write_job("nightly-eval", requests=300, results="../results/{job}.jsonl")
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    wait_until(lambda: answered(sandbox) >= 170)
+    repo.write_spec("specs/nightly-eval.yaml", "")
+    repo.write_job("nightly-eval", requests=300, results="../results/{job}.jsonl", suspend=True)
+    suspended = run_cli("apply", "--auto-approve", *repo.args())
+    assert "- cancel  nightly-eval  suspended; cancelling what runs" in suspended.stdout
+    wait_until(lambda: batches(sandbox, "nightly-eval")[0].status == "cancelled")
+    done = answered(sandbox)
+    assert run_cli("reconcile", *repo.args()).exit_code == 0  # the next pass writes what it answered
+
+    line = row(run_cli("status", *repo.args()).stdout, "nightly-eval")
+    assert re.match(rf"nightly-eval\s+suspended \(cancelled\)\s+in sync\s+{done}/0/300\s", line), line
+    assert "results/nightly-eval.jsonl" in line and "MISSING" not in line.upper()
+    detail = run_cli("status", "nightly-eval", *repo.args()).stdout
+    assert detail.startswith("nightly-eval: suspended (cancelled), in sync")
+    assert f"requests     {done} done, 0 failed, 300 total" in detail
+    assert re.search(rf"default \(current\)\s+cancelled\s+{done}/0/300", detail)
+    shown = run_cli("output", *repo.args()).stdout
+    assert shown.startswith(f"nightly-eval  suspended (cancelled)  {done}/0/300")
+    lines = [json.loads(text) for text in (repo.root / "results/nightly-eval.jsonl").read_text().splitlines()]
+    assert len(lines) == 300 and sum(1 for r in lines if r["response"]) == done
+    assert {r["error"]["code"] for r in lines if not r["response"]} == {"batch_cancelled"}
+
+    repo.write_spec("specs/nightly-eval.yaml", "")
+    repo.write_job("nightly-eval", requests=300, results="../results/{job}.jsonl")
+    resumed = run_cli("reconcile", "--wait", "--timeout", "60", *repo.args())
+    assert f"+ resume  nightly-eval  {300 - done} requests without a final answer" in resumed.stdout
+    assert "completed  in sync  300/0/300" in row(run_cli("status", *repo.args()).stdout, "nightly-eval")
+    lines = [json.loads(text) for text in (repo.root / "results/nightly-eval.jsonl").read_text().splitlines()]
+    assert all(r["response"] for r in lines)
+
+
+def test_a_job_suspended_before_it_ran_is_suspended_and_in_sync(repo: UserRepo, run_cli: RunCli) -> None:
+    repo.write_job("nightly-eval", suspend=True)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    line = row(run_cli("status", *repo.args()).stdout, "nightly-eval")
+    assert re.match(r"nightly-eval\s+suspended\s+in sync\s", line), line
+
+
+@pytest.mark.slow
+def test_a_run_a_replace_cancelled_shows_how_it_ended_in_the_history(
+    repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    sandbox.configure(requests_per_second=100)
+    repo.write_job("nightly-eval", requests=300)
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+    first = batches(sandbox, "nightly-eval")[0].id
+    wait_until(lambda: answered(sandbox) >= 100)
+    repo.write_input("data/nightly-eval.jsonl", requests=250)
+    assert "~ replace nightly-eval" in run_cli("apply", "--auto-approve", *repo.args()).stdout
+    wait_until(lambda: sdk(sandbox).batches.retrieve(first).status == "cancelled")
+    counts = sdk(sandbox).batches.retrieve(first).request_counts
+    assert counts is not None
+    assert run_cli("reconcile", *repo.args()).exit_code == 0
+    for command in (("status", "--offline"), ("status",)):
+        detail = run_cli(*command, "nightly-eval", *repo.args()).stdout
+        old = next(line for line in detail.splitlines() if line.strip().startswith("default "))
+        assert re.match(rf"\s+default\s+cancelled\s+{counts.completed}/0/300\s+\S+\s+\d{{4}}-", old), old

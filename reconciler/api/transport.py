@@ -198,9 +198,8 @@ class Transport:
             if response.status_code >= 300:
                 raise self._status_error(shown, response, limits)
             if out is None:
-                body: dict[str, Any] = self.scrubber.clean(
-                    parse_json(shown, read_body(shown, response, limits))
-                )
+                raw = read_body(shown, response, limits)
+                body: dict[str, Any] = self.scrubber.clean_body(raw, parse_json(shown, raw))
                 return body
             out.seek(0)
             out.truncate()

@@ -1,17 +1,23 @@
-"""Options every command shares: where the repo, its specs and its state file are, and who owns them."""
+"""Options every command shares: where the repo, its specs and its state file are, and who owns them;
+the jobs they name, and the shell's completion of those names."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 
+from reconciler.common.errors import ReconcilerError
 from reconciler.common.limits import parse_seconds
 from reconciler.specs.inputs.cache import drop_cache
+from reconciler.specs.loader import job_names
 from reconciler.specs.repo import read_settings, resolve_paths, resolve_state_url
+from reconciler.state.file import read_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -110,6 +116,34 @@ def allow_over_budget_option(func: F) -> F:
     )(func)
 
 
+def complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The shell's completion of a JOB: the jobs of the specs (as named, nothing checked) and
+    of the state file.  No network, no lock, no input read: it answers while a pass runs."""
+    return _completions(ctx, param, incomplete, with_state=True)
+
+
+def complete_spec_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Like complete_jobs, from the specs alone (`--replace` starts a run of a spec)."""
+    return _completions(ctx, param, incomplete, with_state=False)
+
+
+def _completions(
+    ctx: click.Context, param: click.Parameter, incomplete: str, *, with_state: bool
+) -> list[CompletionItem]:
+    given = ctx.params.get(param.name or "") or ()
+    paths = resolve_paths(ctx.params.get("repo") or ".", ctx.params.get("specs"), ctx.params.get("state"))
+    names: set[str] = set()
+    # A shell's completion has nowhere to say why a file could not be read: it offers the rest.
+    with contextlib.suppress(OSError):
+        names |= job_names(paths.specs)
+    if with_state:
+        with contextlib.suppress(OSError, ReconcilerError):
+            names |= set(read_state(paths.state).jobs)
+    return [
+        CompletionItem(name) for name in sorted(names) if name.startswith(incomplete) and name not in given
+    ]
+
+
 def target_options(func: F) -> F:
     """Adds --target JOB (repeatable); passed as `targets: tuple[str, ...]`."""
     return click.option(
@@ -117,6 +151,7 @@ def target_options(func: F) -> F:
         "targets",
         metavar="JOB",
         multiple=True,
+        shell_complete=complete_jobs,
         help="Plan, change or show only this job (repeatable); the others are left as they are.",
     )(func)
 
@@ -128,14 +163,24 @@ def replace_option(func: F) -> F:
         "replace",
         metavar="JOB",
         multiple=True,
+        shell_complete=complete_spec_jobs,
         help="Start a new run of this job now, cancelling what its current run still runs (repeatable).",
     )(func)
 
 
+def no_reuse_option(func: F) -> F:
+    return click.option(
+        "--no-reuse",
+        is_flag=True,
+        help="Send every request of a run that starts now, even where spec.reuse has an earlier answer.",
+    )(func)
+
+
 def planning_options(func: F) -> F:
-    """What every command that plans takes: the owner, --allow-empty, --target, --replace and
-    --refresh-inputs (in that order in --help)."""
-    for option in (replace_option, target_options, allow_empty_option, owner_option, refresh_inputs_option):
+    """What every command that plans takes: the owner, --allow-empty, --target, --replace,
+    --no-reuse and --refresh-inputs (in that order in --help)."""
+    options = (no_reuse_option, replace_option, target_options, allow_empty_option, owner_option)
+    for option in (*options, refresh_inputs_option):
         func = option(func)
     return func
 

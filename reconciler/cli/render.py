@@ -36,13 +36,14 @@ from reconciler.plans.jobstatus import duration, job_progress
 from reconciler.plans.plan_document import checked_document, plan_document
 from reconciler.plans.wording import (
     budget_warning,
+    change_words,
     cost_text,
     out_of_sync,
     over_budget_lines,
     over_budget_words,
     queued_words,
+    saved_text,
     upcoming_words,
-    words,
 )
 from reconciler.state.model import State
 
@@ -146,10 +147,13 @@ def _change_line(change: Change, width: int, colour: bool) -> str:
     if colour and fg:
         head = click.style(head, fg=fg)
     cost = f", {cost_text(change.estimate)}" if change.estimate else ""
+    saved = f"; {saved_text(change.saved)}" if change.saved else ""
     size = (
-        f"  [{change.model}, ~{change.launch_tokens:,} input tokens{cost}]" if change.launch_requests else ""
+        f"  [{change.model}, ~{change.launch_tokens:,} input tokens{cost}{saved}]"
+        if change.launch_requests
+        else (f"  [{saved[2:]}]" if saved else "")
     )
-    return f"{head}  {words(change.reason)}{size}"
+    return f"{head}  {change_words(change)}{size}"
 
 
 def summary_line(plan: Plan) -> str:
@@ -198,7 +202,7 @@ def plan_markdown(plan: Plan) -> str:
         ]
         for change in plan.pending:
             symbol = SYMBOLS[change.action]
-            reason = words(change.reason).replace("|", "\\|")
+            reason = change_words(change).replace("|", "\\|")
             cost = cost_text(change.estimate) if change.estimate else "-"
             if change.over_budget:
                 cost += " **! over budget**"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli.render_status import StatusView, file_cell, results_cell, usage_cells
+from reconciler.cli.render_status import StatusView, file_cell, results_cell, status_cell, usage_cells
 from reconciler.common.usage import TokenUsage
 from reconciler.engine.results import results_problem
 from reconciler.plans.changes import DesiredJob
@@ -35,6 +35,7 @@ def _job(name: str, job: JobState, desired: Mapping[str, DesiredJob], repo_root:
         "provider": job.provider,
         "observed_at": job.observed_at,
         "request_counts": job.request_counts,
+        "reused": job.reused,
         "usage": job_usage(job),
         "cost": _cost(job.cost_usd if job.usage else None, job.total_usage),
         "run": job.run,
@@ -53,6 +54,7 @@ def _run(run: RunRecord) -> dict[str, Any]:
         "generation": run.generation,
         "status": run.status,
         "request_counts": run.request_counts,
+        "reused": run.reused,
         "batches": list(run.batches),
         "started_at": run.started_at,
         "ended_at": run.ended_at,
@@ -137,7 +139,7 @@ def output_text(view: StatusView, names: list[str]) -> str:
         job = view.state.jobs[name]
         counts = job.request_counts
         lines = [
-            f"{name}  {job.status}  {counts.get('completed', 0)}/{counts.get('failed', 0)}/"
+            f"{name}  {status_cell(view, name)}  {counts.get('completed', 0)}/{counts.get('failed', 0)}/"
             f"{counts.get('total', 0)} done/failed/total"
         ]
         if job.results is not None:

@@ -1,9 +1,11 @@
 """`reconciler status`: what it shows, and how.
 
-What it shows (`StatusView`): the state file, the specs beside it (for sync), and with
-`--refresh` the live list observed first — read-only unless `--save` asks for the state to be
-written.  How: every job as a table, or as JSON; one job in detail (`status JOB`), a line per
-batch with its files; and what runs used and cost, a job's cells and a line per provider.
+What it shows (`StatusView`): the state, the specs beside it (for sync), and the live list
+observed over it, read-only: by default when the provider answers within `LIVE_SECONDS`, else
+the state as recorded with a note saying so (`--refresh` waits for it, and fails without it;
+`--save` writes what it observed; `--offline` asks no one).  How: every job as a table, or as
+JSON; one job in detail (`status JOB`), a line per batch with its files; and what runs used and
+cost, a job's cells and a line per provider.
 """
 
 from __future__ import annotations
@@ -14,28 +16,40 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
-from reconciler.common.errors import UserError
+from reconciler.api.responses import CommandTimeoutError
+from reconciler.api.transport import DEFAULT_BACKOFF, Backoff
+from reconciler.common.errors import ApiError, StateError, UserError
 from reconciler.common.usage import TokenUsage, short_count, usd
-from reconciler.daemon.passes import load
+from reconciler.daemon.passes import Loaded, load
+from reconciler.engine import clock
+from reconciler.engine.clock import at_time
 from reconciler.engine.connect import open_clients
 from reconciler.engine.converge import observe_and_record, readers_of, utc_now
 from reconciler.engine.observe import observe
 from reconciler.engine.results import recorded_location, results_problem
-from reconciler.engine.workspace import behind, load_state, read_recorded
+from reconciler.engine.workspace import SEE_STATUS, behind, load_state, read_recorded
 from reconciler.plans.admission import congestion_share
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_time
 from reconciler.plans.record import record
 from reconciler.plans.wording import learnt_limit_words, queue_place_words
 from reconciler.specs import identity
+from reconciler.specs.fields import closest
 from reconciler.specs.repo import RepoPaths
 from reconciler.state.model import BatchRecord, JobState, RunRecord, State
 
-COMMAND = "reconciler status --refresh --save"
+COMMAND = "reconciler status --save"
+# How `status` reads: the live list if it comes quickly (the default), the live list however long
+# it takes (--refresh), that and written down (--save), or the state alone (--offline).
+Reading = Literal["live", "refresh", "save", "offline"]
+# Plain `status` is a glance: a provider slower than this (or down) gets the recorded figures
+# shown, with a note; one quick retry, since a provider that is down is not waited out.
+LIVE_SECONDS = 5.0
+LIVE_BACKOFF = Backoff(attempts=2)
 
 
 @dataclass(frozen=True)
@@ -44,37 +58,90 @@ class StatusView:
     desired: Mapping[str, DesiredJob] | None  # None: no specs folder to compare with
     problems: tuple[str, ...]  # invalid specs, one line each
     repo_root: Path
+    note: str | None = None  # why the figures are as recorded, when the live list was not read
 
 
-def status_view(paths: RepoPaths, *, refresh: bool, save: bool, owner_flag: str | None) -> StatusView:
-    if not refresh:
-        state = read_recorded(paths, owner_flag)
-        if not paths.specs.is_dir():
-            return StatusView(state, None, (), paths.repo)
-        loaded = load(paths, "", None)  # the owner matters only to a refresh
-        return StatusView(state, loaded.ws.desired, tuple(map(str, loaded.problems)), paths.repo)
-    loaded = load(paths, identity.resolve_owner(paths.repo, owner_flag, paths.repo_settings()), None)
-    ws = loaded.ws
+def status_view(
+    paths: RepoPaths,
+    *,
+    reading: Reading = "live",
+    owner_flag: str | None = None,
+    named: tuple[str, ...] = (),
+    targets: tuple[str, ...] = (),
+) -> StatusView:
+    """The state, with the live list observed over it unless `reading` is offline.  Never
+    written, but with --save; no lock taken but --save's.  A job `named` (or a --target) that
+    names no job is an error before anything is asked."""
+    recorded = read_recorded(paths, owner_flag)  # read without a lock: a pass is never held up
+    loaded = load(paths, "", None)  # the owner matters only to the live list
+    found = paths.specs.is_dir()
+    view = StatusView(
+        recorded,
+        loaded.ws.desired if found else None,
+        tuple(map(str, loaded.problems)) if found else (),
+        paths.repo,
+    )
+    check_names(view, named, targets)
+    if reading == "offline" or not loaded.ws.providers(recorded):
+        return view
+    if reading == "live" and not recorded.jobs:
+        return view  # nothing applied yet: nothing to look up (--refresh looks for lost batches)
+    try:
+        return dataclasses.replace(view, state=_observed(paths, loaded, owner_flag, reading))
+    except (ApiError, UserError, StateError) as error:
+        if reading != "live":
+            raise
+        return dataclasses.replace(view, note=recorded_note(recorded, error))
+
+
+def _observed(paths: RepoPaths, loaded: Loaded, owner_flag: str | None, reading: Reading) -> State:
+    """The state with the live list observed over it: recorded (under the state lock) with
+    --save, else only in memory."""
+    owner = identity.resolve_owner(paths.repo, owner_flag, paths.repo_settings())
+    ws = dataclasses.replace(loaded.ws, owner=owner)
     state = load_state(ws)  # refuses a state of another owner
-    with open_clients(ws.repo, ws.providers(state), paths) as apis:
-        if save:
-            state = observe_and_record(ws, readers_of(apis), COMMAND)
-        else:
-            live = observe(readers_of(apis), ws.owner_tag, ws.desired, state)
-            newer = behind(ws, state, ws.desired)  # shown as the newer checkout left them
-            state = record(ws.desired, state, live, now=utc_now(), observed_only=newer)
-    return StatusView(state, ws.desired, tuple(map(str, loaded.problems)), paths.repo)
+    quick = reading == "live"
+    ends_at = time.monotonic() + LIVE_SECONDS if quick else None
+    backoff = LIVE_BACKOFF if quick else DEFAULT_BACKOFF
+    with open_clients(ws.repo, ws.providers(state), paths, ends_at=ends_at, backoff=backoff) as apis:
+        if reading == "save":
+            return observe_and_record(ws, readers_of(apis), COMMAND)
+        desired = at_time(ws.desired, clock.now())
+        live = observe(readers_of(apis), ws.owner_tag, desired, state)
+    newer = behind(ws, state, desired)  # shown as the newer checkout left them
+    observed = record(desired, state, live, now=utc_now(), observed_only=newer)
+    # A job the live list shows nothing of is shown as the state has it: not created yet.
+    return observed.with_jobs(
+        {name: job for name, job in observed.jobs.items() if name in state.jobs or job.batches or job.pending}
+    )
+
+
+def recorded_note(state: State, error: Exception) -> str:
+    """One line: the figures are the state's, as of when, and why the live list was not read."""
+    observed = max((job.observed_at for job in state.jobs.values() if job.observed_at), default=None)
+    when = f"as recorded at {observed}" if observed else "as recorded"
+    if isinstance(error, CommandTimeoutError):
+        why = f"the provider did not answer within {LIVE_SECONDS:.0f}s"
+    else:
+        why = f"no live list ({str(error).splitlines()[0]})"
+    return f"figures {when}: {why}; `status --refresh` waits for it, `--offline` does not ask"
+
+
+def check_names(view: StatusView, named: tuple[str, ...], targets: tuple[str, ...] = ()) -> None:
+    """Each name the user gave is a job of the state or the specs, or one line says which
+    one is not, and the job probably meant."""
+    known = set(view.state.jobs) | set(view.desired or {})
+    for name in sorted(set(targets) - known):
+        hint = closest(name, known) or SEE_STATUS
+        raise UserError(f"--target {name}: no job of that name in the state or the specs{hint}")
+    for name in (name for name in named if name not in known):
+        raise UserError(f"no job {name!r} in the state or the specs{closest(name, known) or SEE_STATUS}")
 
 
 def only(view: StatusView, targets: tuple[str, ...]) -> StatusView:
-    """The view narrowed to `targets` (all jobs when none); an unknown target is an error."""
+    """The view narrowed to `targets` (all jobs when none; check_names has checked them)."""
     if not targets:
         return view
-    known = set(view.state.jobs) | set(view.desired or {})
-    for name in sorted(set(targets) - known):
-        raise UserError(
-            f"{name}: no job of that name in the state or the specs; `reconciler status` lists them"
-        )
     jobs = {name: job for name, job in view.state.jobs.items() if name in targets}
     desired = {n: j for n, j in view.desired.items() if n in targets} if view.desired is not None else None
     return dataclasses.replace(view, state=view.state.with_jobs(jobs), desired=desired)
@@ -120,6 +187,7 @@ STATUS_COLOURS = {
     "expired": "red",
     "cancelled": "yellow",
     "cancelling": "yellow",
+    "suspended": "yellow",
 }
 COLUMNS = (
     "JOB",
@@ -147,8 +215,9 @@ def status_table(view: StatusView, *, colour: bool, now: float | None = None) ->
     lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip()]
     for name, row in zip(names, rows, strict=True):
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
-        if colour and row[1] in STATUS_COLOURS:
-            cells[1] = click.style(cells[1], fg=STATUS_COLOURS[row[1]])
+        shade = STATUS_COLOURS.get(row[1].split(" ")[0])  # `suspended (cancelled)` as suspended
+        if colour and shade:
+            cells[1] = click.style(cells[1], fg=shade)
         lines.append("  ".join(cells).rstrip())
         job = view.state.jobs.get(name)
         lines.extend(f"    {line}" for line in queue_lines(view.state, name, now))
@@ -162,15 +231,16 @@ def status_table(view: StatusView, *, colour: bool, now: float | None = None) ->
 def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
     job = view.state.jobs.get(name)
     if job is None:
-        return (name, "none", sync(view, name), "-", "-", "-", "0", "-", "-", "-", "-")
+        return (name, status_cell(view, name), sync(view, name), "-", "-", "-", "0", "-", "-", "-", "-")
     figures = job_progress(job, now)
     observed = parse_time(job.observed_at)
     batches = str(len(job.batches)) + (f" +{len(job.pending)} pending" if job.pending else "")
     return (
         name,
-        job.status,
+        status_cell(view, name),
         sync(view, name),
-        f"{figures.done - figures.failed}/{figures.failed}/{figures.total}",
+        f"{figures.done - figures.failed}/{figures.failed}/{figures.total}"
+        + (f" +{job.reused:,} reused" if job.reused else ""),
         f"{figures.per_minute:,.0f}/min" if figures.per_minute is not None else "-",
         duration(figures.eta_seconds) if figures.eta_seconds is not None else "-",
         batches,
@@ -196,6 +266,17 @@ def learnt_lines(state: State, now: float) -> list[str]:
         for provider, models in sorted(state.queue.learnt.items())
         for model, learning in sorted(models.items())
     ]
+
+
+def status_cell(view: StatusView, name: str) -> str:
+    """The job's status; a suspended job says so, with where its batches got to (`suspended
+    (cancelled)`: the figures beside it are what its run did before it was stopped)."""
+    job = view.state.jobs.get(name)
+    status = job.status if job is not None else "none"
+    wanted = (view.desired or {}).get(name)
+    if wanted is None or not wanted.suspend:
+        return status
+    return "suspended" if status == "none" else f"suspended ({status})"
 
 
 def sync(view: StatusView, name: str) -> str:
@@ -254,18 +335,21 @@ BATCH_COLUMNS = ("BATCH", "PART", "ATTEMPT", "STATUS", "DONE/FAILED/TOTAL", "OUT
 def status_detail(view: StatusView, name: str, now: float) -> str:
     job = view.state.jobs.get(name)
     if job is None:
-        known = sorted(set(view.state.jobs) | set(view.desired or {}))
-        if name in known:
-            return f"{name}: no batch yet ({sync(view, name)})"
-        raise UserError(f"no job {name!r} in the state or the specs; known: {', '.join(known) or 'none'}")
+        check_names(view, (name,))  # outside --target, or unknown
+        return f"{name}: {status_cell(view, name)}, no batch yet ({sync(view, name)})"
     figures = job_progress(job, now)
     lines = [
-        f"{name}: {job.status}, {sync(view, name)}",
+        f"{name}: {status_cell(view, name)}, {sync(view, name)}",
         f"  provider     {job.provider}, generation {job.generation}",
         f"  observed     {job.observed_at or '-'}",
         f"  requests     {figures.done - figures.failed} done, {figures.failed} failed, "
         f"{figures.total} total",
     ]
+    if job.reused and job.reuse is not None:
+        source = f", most from run {job.reuse.from_run}" if job.reuse.from_run else ""
+        lines.append(
+            f"  reused       {job.reused:,} of {job.reuse.requests:,} answered by earlier runs{source}"
+        )
     if figures.per_minute is not None:
         eta = duration(figures.eta_seconds) if figures.eta_seconds is not None else "-"
         lines.append(f"  rate         {figures.per_minute:,.0f} requests/min, about {eta} to go")

@@ -60,6 +60,7 @@ class Bar:
     done: int
     total: int
     failed: int
+    reused: int = 0  # answered by earlier runs (spec.reuse): not in done or total, which count what was sent
 
     @property
     def share(self) -> str:
@@ -243,7 +244,7 @@ def _sync_class(sync: Sync) -> str:
 def progress(job: JobState) -> Bar:
     counts = job.request_counts
     done, total = counts.get("completed", 0), counts.get("total", 0)
-    return Bar(job.status, done, total, counts.get("failed", 0))
+    return Bar(job.status, done, total, counts.get("failed", 0), job.reused)
 
 
 def cost(job: JobState) -> str:
@@ -323,7 +324,8 @@ def _run_row(record: RunRecord) -> RunRow:
     return RunRow(
         run=record.run,
         status=record.status,
-        counts=f"{counts.get('completed', 0)}/{counts.get('total', 0)}",
+        counts=f"{counts.get('completed', 0)}/{counts.get('total', 0)}"
+        + (f" +{record.reused:,} reused" if record.reused else ""),
         started=_stamp(record.started_at),
         ended=_stamp(record.ended_at),
         cost=usd(record.cost_usd) if record.cost_usd is not None else NONE,

@@ -40,7 +40,7 @@ from reconciler.engine.converge import utc_now
 from reconciler.engine.events import EventLog, report_transitions
 from reconciler.engine.notify.courier import Courier, OpenState, enqueue, source_of
 from reconciler.plans.changes import SYMBOLS, Action, Change
-from reconciler.plans.wording import budget_warning, words
+from reconciler.plans.wording import budget_warning, change_words
 from reconciler.specs.loader import LoadedNotification
 from reconciler.specs.models import NotificationSpec
 from reconciler.state.model import State
@@ -98,10 +98,10 @@ def _report_change(change: Change, outcome: Outcome, log: EventLog, metrics: Met
     log.emit(
         "error" if failed else "info",
         "action",
-        f"{change.job}: {symbol} {change.action.value}{ids} ({words(change.reason)})",
+        f"{change.job}: {symbol} {change.action.value}{ids} ({change_words(change)})",
         job=change.job,
         action=change.action.value,
-        reason=words(change.reason),
+        reason=change_words(change),
         reason_code=change.reason.code.value,
         created=created,
         cancelled=cancelled,

@@ -39,7 +39,7 @@ from reconciler.engine.clock import seconds_until_next
 from reconciler.engine.events import EventLog
 from reconciler.engine.workspace import load_state
 from reconciler.plans.reasons import ReasonCode
-from reconciler.plans.wording import over_budget_words, words
+from reconciler.plans.wording import change_words, over_budget_words
 from reconciler.specs.checkout import head
 from reconciler.specs.repo import RepoPaths, resolve_paths
 from reconciler.state.backend import Leadership
@@ -263,7 +263,7 @@ class Daemon:
                 self.log.warning("over_budget", line, job=job, reason=reason, **figures)
         self.liveness.over_budget = over_budget
         for change in result.plan.changes:  # e.g. a job left to a newer checkout: said once
-            said = words(change.reason)
+            said = change_words(change)
             queued = change.reason.code is ReasonCode.QUEUED  # the normal wait: status and the board show it
             if change.attention and not queued and said not in self.said:
                 self.said.add(said)

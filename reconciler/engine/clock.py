@@ -7,7 +7,8 @@ of a schedule, reaches a cron slot (or a restart's time) without waiting for the
 Read here and nowhere else.
 
 Each scheduled job's slots as of one instant: the latest due and the next.  cronsim reads the
-five-field expression in the job's time zone the way Debian's cron does when the clock
+five-field expression (a macro such as `@daily` as the five fields it stands for,
+`specs/fields.cron_fields`) in the job's time zone the way Debian's cron does when the clock
 changes: an expression naming a fixed minute and hour runs a wall time that occurs twice
 (autumn) at its first occurrence only, and one that does not occur (spring) at the first
 instant after the gap; an expression with `*` in its minute or hour follows the clock, so
@@ -29,6 +30,7 @@ from cronsim import CronSim
 
 from reconciler.common.errors import UserError
 from reconciler.plans.changes import DesiredJob, Slot
+from reconciler.specs.fields import cron_fields
 
 NOW_ENV = "RECONCILER_NOW"
 _started: dict[str, tuple[float, datetime]] = {}  # env value → (monotonic, the instant it named)
@@ -79,7 +81,7 @@ def slots_at(slot: Slot, now: datetime) -> Slot:
     # Forward from there, instant by instant: in a repeated hour a slot whose wall time is
     # still ahead of the clock may already be past (its first occurrence), and is the latest.
     start = due.astimezone(zone) if due is not None else now.astimezone(zone)
-    for found in itertools.islice(CronSim(slot.expression, start), _MAX_CATCH_UP):
+    for found in itertools.islice(CronSim(cron_fields(slot.expression), start), _MAX_CATCH_UP):
         instant = found.astimezone(UTC)
         if instant > now:
             upcoming = instant
@@ -92,7 +94,8 @@ def slots_at(slot: Slot, now: datetime) -> Slot:
 def _latest_by_wall_clock(expression: str, local: datetime) -> datetime | None:
     """The slot with the latest wall time at or before `local`'s: reverse iteration starts one
     tick before its start.  Not always the latest instant (see slots_at)."""
-    found = next(CronSim(expression, local.replace(microsecond=0) + timedelta(seconds=1), reverse=True), None)
+    start = local.replace(microsecond=0) + timedelta(seconds=1)
+    found = next(CronSim(cron_fields(expression), start, reverse=True), None)
     return found.astimezone(UTC) if found is not None else None
 
 

@@ -17,6 +17,7 @@ from reconciler.api.client import ProviderApi
 from reconciler.api.transport import DEFAULT_BACKOFF, Backoff, Transport
 from reconciler.common.errors import UserError
 from reconciler.common.limits import SANDBOX, parse_seconds
+from reconciler.specs.fields import close_match
 from reconciler.specs.loader import LoadedRepo
 from reconciler.specs.repo import RepoPaths
 from reconciler.specs.secrets import expand_headers, variables_in
@@ -36,9 +37,11 @@ def resolve_provider_headers(
         if name == SANDBOX:
             continue
         if name not in repo.providers:
+            renamed = close_match(name, repo.providers)
+            hint = f" (was it renamed {renamed!r}?)" if renamed else ""
             raise UserError(
                 f"the state records jobs on provider {name!r}, but no Provider document has that "
-                "name; restore it so those batches can be cancelled or forgotten"
+                f"name{hint}; restore it so those batches can be cancelled or forgotten"
             )
         spec = repo.providers[name].provider.spec
         resolved[name] = (spec.base_url, expand_headers(name, spec.headers, env))

@@ -13,6 +13,7 @@ failure of the wait: one line each, and a non-zero exit.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ from reconciler.engine import clock
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.intents import in_flight, quarantine_seconds
+from reconciler.engine.apply.leftovers import Leftovers
 from reconciler.engine.apply.run import apply_plan
 from reconciler.engine.clock import at_time
 from reconciler.engine.desired import with_input_changes
@@ -35,6 +37,7 @@ from reconciler.engine.finish import finish_jobs
 from reconciler.engine.observe import observe
 from reconciler.engine.results import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
+from reconciler.engine.reuse import AnswerStore, open_store, with_reuse
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
 from reconciler.plans.admission import admit, with_admitted, with_queue
@@ -65,7 +68,9 @@ def refresh_and_plan(
     *,
     allow_empty: bool = False,
     scope: Scope | None = None,
+    answers: AnswerStore | None = None,
 ) -> Refreshed:
+    """`answers`: the answer store of jobs with spec.reuse (opened here when not given)."""
     scope = scope or Scope()
     scope.check(ws, state)
     now = clock.now()
@@ -73,6 +78,12 @@ def refresh_and_plan(
     desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
     live = observe(readers, ws.owner_tag, desired, state)
     choices = choose_runs(desired, live_by_job(live), state, ctx)  # once per pass
+    if reusing(desired):
+        with contextlib.nullcontext(answers) if answers else answer_store(ws) as store:
+            at = int(now.timestamp())
+            desired = with_reuse(
+                desired, state, live, choices, readers, store, ws.work_dir, at, no_reuse=scope.no_reuse
+            )
     runs = {name: choice.run for name, choice in choices.items()}
     retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
     counts = {key: retry.count for key, retry in retries.items()}
@@ -108,19 +119,29 @@ def converge(
     confirm: Callable[[Plan], None] | None = None,
     scope: Scope | None = None,
     allow_over_budget: bool = False,
+    early_leftovers: bool = True,
 ) -> tuple[Plan, State, Outcome]:
     """Under the owner's writer lock, for the whole pass: refresh, plan, let `confirm` veto
     (raise), apply all but the changes over a budget, record.  No other writer of this owner
-    plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`."""
+    plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`.
+    `early_leftovers`: list the uploads a lost state may have left while observing (False when
+    `confirm` is likely to refuse: nothing but the list of batches is read then)."""
     scope = scope or Scope()
-    with open_state(ws) as backend, backend.writer_lock(command):
+    with contextlib.ExitStack() as stack:
+        backend = stack.enter_context(open_state(ws))
+        stack.enter_context(backend.writer_lock(command))
+        answers = stack.enter_context(answer_store(ws)) if reusing(ws.desired) else None
         state = load_state(ws, rebuild=rebuild, backend=backend)
-        found = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope)
+        scope.check(ws, state)  # a misspelt --target sends nothing, not even the early listing
+        leftovers = Leftovers.listing(state, apis, ws.owner_tag) if early_leftovers else None
+        found = refresh_and_plan(
+            ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope, answers=answers
+        )
         if confirm is not None:
             confirm(found.plan)
         over_budget = {} if allow_over_budget else refused(found.plan)
         sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
-        fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
+        fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism, leftovers)
         untouched = scope.untouched(ws, state)
         carried_out = without_refused(found.plan) if over_budget else found.plan
         state = with_admitted(state, carried_out, found.desired, time.time())
@@ -131,9 +152,18 @@ def converge(
         outcome.over_budget = over_budget
         left = untouched | found.behind  # results and usage of a job left to a newer checkout are its
         mine = {name: job for name, job in found.desired.items() if name not in left}
-        finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo)
+        finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo, answers)
         state = backend.write(finished)  # once per pass, results before their status
     return found.plan, state, outcome
+
+
+def reusing(desired: Mapping[str, DesiredJob]) -> bool:
+    return any(job.reuse_max_age is not None for job in desired.values())
+
+
+def answer_store(ws: Workspace) -> contextlib.AbstractContextManager[AnswerStore]:
+    """The answer store of this workspace's owner: beside its state file, or in its database."""
+    return open_store(ws.paths.state, ws.paths.state_url, ws.owner_tag)
 
 
 def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], command: str) -> State:

@@ -3,7 +3,7 @@ requests changed since the state's record.
 
 The generation is a hash of the fields that decide what a batch's requests come back with,
 plus the input's sha256: any change to them means new batches.  Labels, the batch metadata,
-retry, results, cleanup, the files' expiry, the schedule and the deletion policy shape how a
+retry, results, cleanup, the files' expiry, the schedule, reuse and the deletion policy shape how a
 job is run and kept, not what its requests answer, so they change no generation.
 
 The requests changed are compared through the request indexes kept where inputs are read
@@ -76,6 +76,7 @@ def desired_job(
         model=digest.model,
         input_bytes=digest.size,
         parts=parts,
+        split=split,
         max_attempts=spec.retry.max_attempts if spec.retry else 1,
         retry_on=tuple(spec.retry.on if spec.retry else DEFAULT_RETRY_ON),
         endpoint=spec.endpoint,
@@ -102,6 +103,8 @@ def desired_job(
         definition=_definition(spec, outcome, digest),
         priority=spec.priority,
         queue_limit=limit,
+        reuse_max_age=spec.reuse.max_age if spec.reuse else None,
+        reuse_scope=spec.reuse.scope if spec.reuse else "job",
     )
 
 

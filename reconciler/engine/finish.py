@@ -20,12 +20,14 @@ from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.metering import meter_usage
 from reconciler.engine.results import (
+    ReusedLines,
     collect_results,
     results_file,
     results_problem,
     rewrite_results,
     stored_path,
 )
+from reconciler.engine.reuse import AnswerStore, reused_lines
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import updated_history
 from reconciler.state.model import JobState, State
@@ -38,8 +40,10 @@ def finish_jobs(
     outcome: Outcome,
     work_root: Path,
     repo_root: Path,
+    answers: AnswerStore | None = None,
 ) -> State:
-    """The state with results and cleanup recorded; unchanged (the same object) when nothing was due."""
+    """The state with results and cleanup recorded; unchanged (the same object) when nothing was due.
+    `answers`: the answer store, whose lines a run that reuses answers (spec.reuse) writes."""
     jobs = dict(state.jobs)
     for name, job in desired.items():
         recorded = jobs.get(name)
@@ -49,17 +53,21 @@ def finish_jobs(
             recorded = meter_usage(job, recorded, apis[job.provider].reader, work_root)
         except (ReconcilerError, OSError) as error:
             outcome.failures.append(Failure.of(error, job=name, step="usage", provider=job.provider))
-        if job.suspend or recorded.generation != job.generation:
+        if recorded.generation != job.generation:
             # A run of an earlier spec (kept until a schedule's next slot) has results that only
             # its own input could join; what it recorded stays as it was.
             jobs[name] = recorded
             continue
         try:
+            # A suspended job's cancelled run gets its results too: what it answered, and why
+            # the rest has no answer.  Its files stay: the run resumes when it is unsuspended.
+            reused = reused_lines(answers, job, recorded.run) if answers and job.reuse else None
             if job.results_path and recorded.status == "collecting":
-                recorded = collect_results(job, recorded, apis[job.provider].reader, work_root, repo_root)
+                reader = apis[job.provider].reader
+                recorded = collect_results(job, recorded, reader, work_root, repo_root, reused)
             elif job.results_path and recorded.results and is_terminal(recorded.status):
-                recorded = _keep_results(job, recorded, apis[job.provider], work_root, repo_root)
-            if job.cleanup_inputs or job.cleanup_outputs:
+                recorded = _keep_results(job, recorded, apis[job.provider], work_root, repo_root, reused)
+            if (job.cleanup_inputs or job.cleanup_outputs) and not job.suspend:
                 recorded = clean_up(apis[job.provider], job, recorded)
         except (ReconcilerError, OSError) as error:
             outcome.failures.append(Failure.of(error, job=name, step="results", provider=job.provider))
@@ -72,7 +80,12 @@ def finish_jobs(
 
 
 def _keep_results(
-    job: DesiredJob, recorded: JobState, api: ProviderApi, work_root: Path, repo_root: Path
+    job: DesiredJob,
+    recorded: JobState,
+    api: ProviderApi,
+    work_root: Path,
+    repo_root: Path,
+    reused: ReusedLines | None,
 ) -> JobState:
     results = recorded.results
     assert results is not None and job.results_path is not None
@@ -84,4 +97,4 @@ def _keep_results(
         return recorded if tidy == results else recorded.model_copy(update={"results": tidy})
     if results.lost:
         return recorded
-    return rewrite_results(job, recorded, api.reader, work_root, repo_root)
+    return rewrite_results(job, recorded, api.reader, work_root, repo_root, reused)

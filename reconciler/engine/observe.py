@@ -10,14 +10,16 @@ would start the twin again, while the batch the guard kept lies further down.
 
 A list may leave out batches that exist (an eventually consistent list lags behind a create):
 a recorded batch the whole list did not show is retrieved by id, so the plan never takes
-"not listed" for "gone" and creates its unit again.  Only a 404 says it is gone.
+"not listed" for "gone" and creates its unit again.  Only a 404 says it is gone.  The batches
+of an earlier run last seen running (a replace cancelled them) count as recorded until seen
+ended, so the run's history shows how it ended and what it had answered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch, LiveBatch, is_terminal
 from reconciler.api.reader import BatchReader
 from reconciler.common import ownership
 from reconciler.common.errors import ApiStatusError
@@ -99,9 +101,14 @@ def _cut_short(batch: Batch) -> bool:
 
 
 def _known_ids(provider: str, state: State) -> set[str]:
-    return {
-        record.batch_id for job in state.jobs.values() if job.provider == provider for record in job.batches
-    }
+    """The recorded batches, and those of earlier runs last seen still running (a run a
+    replace cut short, still cancelling): seen again until they end, so their runs show how."""
+    known: set[str] = set()
+    for job in state.jobs.values():
+        if job.provider == provider:
+            known.update(record.batch_id for record in job.batches)
+            known.update(i for run in job.history if not is_terminal(run.status) for i in run.batches)
+    return known
 
 
 def _latest_attempts(provider: str, state: State) -> set[str]:

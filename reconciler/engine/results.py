@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import json
 import tempfile
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -31,11 +31,20 @@ from reconciler.api.reader import BatchReader
 from reconciler.common import fileops
 from reconciler.common.errors import ApiStatusError, ResultsGoneError, UserError
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.engine.outcomes import WorkDir, classify, read_line_at, result_lines, unanswered_reason
+from reconciler.engine.outcomes import (
+    WorkDir,
+    classify,
+    custom_id_in,
+    read_line_at,
+    result_lines,
+    unanswered_reason,
+)
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import attempts_by_part, job_status, latest_per_part
 from reconciler.plans.runs import file_part
+from reconciler.specs.inputs.digest import line_identity
+from reconciler.specs.slices import PartSpec
 from reconciler.state.model import BatchRecord, JobState, ResultsRecord, State
 
 CHUNK = 1 << 20
@@ -116,24 +125,36 @@ Index = dict[str, Found]  # custom_id → its answer
 
 
 def collect_results(
-    job: DesiredJob, recorded: JobState, reader: BatchReader, work_root: Path, repo_root: Path
+    job: DesiredJob,
+    recorded: JobState,
+    reader: BatchReader,
+    work_root: Path,
+    repo_root: Path,
+    reused: ReusedLines | None = None,
 ) -> JobState:
     """Downloads every attempt's files once, writes the merged results, and records them."""
     attempts = attempts_by_part(recorded.batches)
     work = WorkDir(work_root, job.name, job.generation, recorded.run)
     fetch_all(work, reader, recorded.batches, recorded.deleted_files)
-    results = write_results(job, attempts, work, results_file(job, recorded.run), repo_root)
+    results = write_results(job, attempts, work, results_file(job, recorded.run), repo_root, reused)
     status = job_status(recorded.batches, recorded.pending)
+    if status == "none" and recorded.all_reused:  # answered by earlier runs alone, now written
+        status = "completed"
     return recorded.model_copy(update={"results": results, "status": status})
 
 
 def rewrite_results(
-    job: DesiredJob, recorded: JobState, reader: BatchReader, work_root: Path, repo_root: Path
+    job: DesiredJob,
+    recorded: JobState,
+    reader: BatchReader,
+    work_root: Path,
+    repo_root: Path,
+    reused: ReusedLines | None = None,
 ) -> JobState:
     """Writes a missing or altered results file again; records, once, when it no longer can."""
     assert recorded.results is not None
     try:
-        return collect_results(job, recorded, reader, work_root, repo_root)
+        return collect_results(job, recorded, reader, work_root, repo_root, reused)
     except ResultsGoneError as gone:
         lost = recorded.results.model_copy(update={"lost": str(gone)})
         return recorded.model_copy(update={"results": lost})
@@ -160,33 +181,34 @@ def fetch_all(
                 ) from None
 
 
+# identities → the stored results line answering each (engine/reuse.py), for a run that reuses
+ReusedLines = Callable[[Sequence[str]], Mapping[str, bytes]]
+SPLICE_CHUNK = 1000  # requests whose reused answers are looked up at once
+
+
 def write_results(
-    job: DesiredJob, attempts: dict[int, list[BatchRecord]], work: WorkDir, target: Path, repo_root: Path
+    job: DesiredJob,
+    attempts: dict[int, list[BatchRecord]],
+    work: WorkDir,
+    target: Path,
+    repo_root: Path,
+    reused: ReusedLines | None = None,
 ) -> ResultsRecord:
-    """Writes the results atomically and returns what the state records of them."""
+    """Writes the results atomically and returns what the state records of them.  A run that
+    reuses answers (`job.reuse`) gets every request of the full input, in its order: a sent one
+    answered by its batches, a reused one by its earlier line (`reused`)."""
     digest = hashlib.sha256()
     written = 0
+    lines = _merged_lines(job, attempts, work)
+    if job.reuse is not None:
+        if reused is None:
+            raise AssertionError(f"{job.name}: results of a run that reuses answers need the answer store")
+        lines = _spliced(job, lines, reused)
     with fileops.replacing(target, durable=True) as out:
-        for part in job.part_specs:
-            part_attempts = attempts.get(part.index, [])
-            sent = {custom_id for custom_id, _ in part_lines(Path(job.input_path), part)}
-            index = _index(part_attempts, work, sent)
-            last = part_attempts[-1] if part_attempts else None
-            missing = (
-                (unanswered_reason(last), last.batch_id, last.retry)
-                if last
-                else ("not_submitted", None, None)
-            )
-            with contextlib.ExitStack() as stack:
-                handles: dict[Path, BinaryIO] = {}
-                for custom_id, _ in part_lines(Path(job.input_path), part):
-                    where = index.get(custom_id)
-                    if where and where.line is None and where.path not in handles:
-                        handles[where.path] = stack.enter_context(where.path.open("rb"))
-                    line = _result_line(custom_id, where, handles, missing)
-                    digest.update(line)
-                    out.write(line)
-                    written += 1
+        for line in lines:
+            digest.update(line)
+            out.write(line)
+            written += 1
     batch_ids = tuple(sorted(a.batch_id for records in attempts.values() for a in records))
     return ResultsRecord(
         path=stored_path(target, repo_root),
@@ -194,6 +216,76 @@ def write_results(
         requests=written,
         batches=batch_ids,
     )
+
+
+def _merged_lines(job: DesiredJob, attempts: dict[int, list[BatchRecord]], work: WorkDir) -> Iterator[bytes]:
+    """Each sent request's final line, in the order of what was sent."""
+    for part in job.part_specs:
+        part_attempts = attempts.get(part.index, [])
+        sent = {custom_id for custom_id, _ in part_lines(Path(job.input_path), part)}
+        index = _index(part_attempts, work, sent)
+        last = part_attempts[-1] if part_attempts else None
+        missing = (
+            (unanswered_reason(last), last.batch_id, last.retry) if last else ("not_submitted", None, None)
+        )
+        with contextlib.ExitStack() as stack:
+            handles: dict[Path, BinaryIO] = {}
+            for custom_id, _ in part_lines(Path(job.input_path), part):
+                where = index.get(custom_id)
+                if where and where.line is None and where.path not in handles:
+                    handles[where.path] = stack.enter_context(where.path.open("rb"))
+                yield _result_line(custom_id, where, handles, missing)
+
+
+def _spliced(job: DesiredJob, sent: Iterator[bytes], reused: ReusedLines) -> Iterator[bytes]:
+    """The full input's requests in order: what was sent is an ordered subsequence of it (the
+    same custom_ids), the rest is answered by the lines it reuses."""
+    assert job.reuse is not None
+    following = next(sent, None)
+    chunk: list[tuple[str, str | None, bytes | None]] = []  # (custom_id, identity to look up, line)
+    for custom_id, raw in part_lines(Path(job.reuse.full_input), PartSpec(index=0, requests=job.requests)):
+        if following is not None and custom_id_in(following) == custom_id:
+            chunk.append((custom_id, None, following))
+            following = next(sent, None)
+        else:
+            chunk.append((custom_id, line_identity(job.endpoint, raw)[1], None))
+        if len(chunk) >= SPLICE_CHUNK:
+            yield from _filled(chunk, reused)
+            chunk = []
+    yield from _filled(chunk, reused)
+
+
+def _filled(chunk: list[tuple[str, str | None, bytes | None]], reused: ReusedLines) -> Iterator[bytes]:
+    found = reused([identity for _, identity, line in chunk if line is None and identity is not None])
+    for custom_id, identity, line in chunk:
+        if line is not None:
+            yield line
+            continue
+        earlier = found.get(identity or "")
+        yield _relabelled(earlier, custom_id) if earlier is not None else _gone_line(custom_id)
+
+
+def _relabelled(line: bytes, custom_id: str) -> bytes:
+    """An earlier answer's line as it was written, under this request's custom_id when it differs."""
+    parsed = json.loads(line)
+    if parsed.get("custom_id") == custom_id:
+        return line
+    parsed["custom_id"] = custom_id
+    return (json.dumps(parsed, separators=(",", ":")) + "\n").encode()
+
+
+def _gone_line(custom_id: str) -> bytes:
+    line = {
+        "custom_id": custom_id,
+        "response": None,
+        "error": {
+            "code": "reused_answer_gone",
+            "message": "the answer store no longer holds the reused answer",
+        },
+        "batch_id": None,
+        "attempt": None,
+    }
+    return (json.dumps(line, separators=(",", ":")) + "\n").encode()
 
 
 def _index(attempts: list[BatchRecord], work: WorkDir, sent: Container[str]) -> Index:
@@ -222,25 +314,26 @@ def _result_line(
     """An unanswered request names the last batch it was sent in too (None if never sent)."""
     if where is None:
         reason, batch_id, attempt = missing
-        line: dict[str, object] = {
-            "custom_id": custom_id,
-            "response": None,
-            "error": {"code": reason, "message": "no batch answered this request"},
-            "batch_id": batch_id,
-            "attempt": attempt,
-        }
-    else:
-        found = where.line
-        if found is None:
-            assert where.offset is not None
-            found = json.loads(read_line_at(handles[where.path], where.offset))
-        line = {
-            "custom_id": custom_id,
-            "response": found.get("response"),
-            "error": found.get("error"),
-            "batch_id": where.batch_id,
-            "attempt": where.attempt,
-        }
+        error: object = {"code": reason, "message": "no batch answered this request"}
+        return answer_line(custom_id, None, error, batch_id, attempt)
+    found = where.line
+    if found is None:
+        assert where.offset is not None
+        found = json.loads(read_line_at(handles[where.path], where.offset))
+    return answer_line(custom_id, found.get("response"), found.get("error"), where.batch_id, where.attempt)
+
+
+def answer_line(
+    custom_id: str, response: object, error: object, batch_id: str | None, attempt: int | None
+) -> bytes:
+    """One line of a merged results file, byte for byte as every writer of one writes it."""
+    line = {
+        "custom_id": custom_id,
+        "response": response,
+        "error": error,
+        "batch_id": batch_id,
+        "attempt": attempt,
+    }
     return (json.dumps(line, separators=(",", ":")) + "\n").encode()
 
 
@@ -258,6 +351,11 @@ def _check_ready(job: DesiredJob, recorded: JobState) -> None:
             f"{job.name}: the spec or its input changed since its batches ran "
             f"(generation {recorded.generation} → {job.generation}); results are joined to the input "
             "they were made from, so restore it, or reconcile and download the new run's results"
+        )
+    if recorded.reused:
+        raise UserError(
+            f"{job.name}: its run reuses {recorded.reused:,} earlier answers (spec.reuse), which only the "
+            "answer store holds; set results: in the spec and reconcile writes every answer there"
         )
     running = [b.batch_id for b in latest_per_part(recorded.batches) if not is_terminal(b.status)]
     if running or recorded.pending or not recorded.batches:

@@ -36,6 +36,7 @@ from reconciler.plans.reasons import LeftToNewer
 from reconciler.plans.runs import stamp
 from reconciler.specs import identity
 from reconciler.specs.checkout import Commit, Relation, head, relation
+from reconciler.specs.fields import closest
 from reconciler.specs.inputs.cache import digest_repo
 from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.loader import LoadedJob, LoadedRepo, load_repo
@@ -131,6 +132,10 @@ def open_recorded(
     return open_backend(paths.state, paths.state_url, tag)
 
 
+# What a job name naming no job says when no name is close to it: a list of 10,000 would not help.
+SEE_STATUS = "; `reconciler status` lists them"
+
+
 @dataclass(frozen=True)
 class Scope:
     """Which jobs a pass may change (`--target`), and which to start a new run of (`--replace`).
@@ -141,10 +146,13 @@ class Scope:
     targets: frozenset[str] | None = None
     replace: frozenset[str] = frozenset()
     stamp: str = field(default_factory=lambda: stamp(clock.now()))
+    no_reuse: bool = False  # --no-reuse: a run that starts now sends every request (spec.reuse)
 
     @classmethod
-    def of(cls, targets: tuple[str, ...] = (), replace: tuple[str, ...] = ()) -> Scope:
-        return cls(frozenset(targets) if targets else None, frozenset(replace))
+    def of(
+        cls, targets: tuple[str, ...] = (), replace: tuple[str, ...] = (), *, no_reuse: bool = False
+    ) -> Scope:
+        return cls(frozenset(targets) if targets else None, frozenset(replace), no_reuse=no_reuse)
 
     def context(self) -> PlanContext:
         return PlanContext(stamp=self.stamp, replace=self.replace, targets=self.targets)
@@ -156,12 +164,15 @@ class Scope:
 
     def check(self, ws: Workspace, state: State) -> None:
         """A target or replace naming no job is a mistake, not an empty plan."""
-        unknown = sorted((self.targets or frozenset()) - set(ws.desired) - set(state.jobs))
+        known = set(ws.desired) | set(state.jobs)
+        unknown = sorted((self.targets or frozenset()) - known)
         if unknown:
-            raise UserError(f"--target {unknown[0]}: no job of that name in the specs or the state")
+            hint = closest(unknown[0], known) or SEE_STATUS
+            raise UserError(f"--target {unknown[0]}: no job of that name in the specs or the state{hint}")
         unknown = sorted(self.replace - set(ws.desired))
         if unknown:
-            raise UserError(f"--replace {unknown[0]}: no job of that name in the specs")
+            hint = closest(unknown[0], ws.desired) or SEE_STATUS
+            raise UserError(f"--replace {unknown[0]}: no job of that name in the specs{hint}")
         outside = sorted(self.replace - (self.targets or self.replace))
         if outside:
             raise UserError(f"--replace {outside[0]} is not among the --target jobs")

@@ -8,9 +8,10 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
+from reconciler.common.limits import InputLimits
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.common.usage import UnitPrices
-from reconciler.plans.reasons import BudgetPassed, OverBudget, Queued, Reason, Upcoming
+from reconciler.plans.reasons import BudgetPassed, OverBudget, Queued, Reason, Reused, Upcoming
 from reconciler.specs.slices import PartSpec
 from reconciler.state.model import IntentKey, QueueBook
 
@@ -78,6 +79,7 @@ class DesiredJob:
     model: str = ""
     input_bytes: int = 0
     parts: tuple[PartSpec, ...] = ()
+    split: InputLimits | None = None  # spec.split: where parts are cut
     max_attempts: int = 1
     retry_on: tuple[str, ...] = ()
     endpoint: str = ""
@@ -104,6 +106,9 @@ class DesiredJob:
     input_changes: Mapping[str, Any] | None = None  # requests added/removed/changed since the state's input
     priority: int = 0  # spec.priority: higher goes first in its model's queue
     queue_limit: QueueLimit | None = None  # declared by its Provider for its model; None: none declared
+    reuse_max_age: int | None = None  # spec.reuse.max_age in seconds; None: reuse is off
+    reuse_scope: str = "job"  # spec.reuse.scope: job | owner
+    reuse: Reuse | None = None  # what this run reuses (engine/reuse.py): input_path is then what is sent
 
     def estimated_tokens(self, requests: int) -> int:
         """Input tokens for `requests` of this job's requests, in proportion to the whole input's
@@ -124,7 +129,22 @@ class DesiredJob:
 
     @property
     def part_specs(self) -> tuple[PartSpec, ...]:
+        if self.reuse is not None:  # the parts of what is sent: none when every answer is reused
+            return self.parts
         return self.parts or (PartSpec(index=0, requests=self.requests),)
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """What a job's run reuses: `reused` of its `requests` are answered by earlier runs, so only
+    the rest go out (`DesiredJob.input_path` is then a file of those, in input order, and `parts`
+    its parts).  Chosen once per run (engine/reuse.py) and recorded with it."""
+
+    full_input: str  # the spec's input
+    reused: int
+    from_run: str | None  # the run most of the reused answers come from
+    sent_sha256: str  # names the set of requests sent (their custom_ids)
+    since: int  # unix seconds: the oldest answer it may reuse (its start less max_age)
 
 
 @dataclass(frozen=True)
@@ -158,6 +178,8 @@ class Change:
     next_run: Upcoming | None = None  # a scheduled job's next slot
     missed_slot: str | None = None  # a slot skipped for its starting_deadline (announced once)
     queued: Queued | None = None  # parts admission held back for room in their model's queue
+    reused: Reused | None = None  # a create of a run that reuses earlier answers
+    saved: CostEstimate | None = None  # what the reused requests would have cost
 
     @property
     def mutates(self) -> bool:

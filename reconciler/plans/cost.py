@@ -52,13 +52,17 @@ def estimate(job: DesiredJob, requests: int) -> CostEstimate:
 
 def with_estimates(plan: Plan, desired: Mapping[str, DesiredJob]) -> Plan:
     """The plan with each launching change's estimate filled in."""
-    changes = tuple(
-        dataclasses.replace(c, estimate=estimate(desired[c.job], c.launch_requests))
-        if c.launch_requests and c.job in desired
-        else c
-        for c in plan.changes
-    )
+    changes = tuple(_estimated(c, desired[c.job]) if c.job in desired else c for c in plan.changes)
     return dataclasses.replace(plan, changes=changes)
+
+
+def _estimated(change: Change, job: DesiredJob) -> Change:
+    """Only what is sent is estimated (and budgeted); what the reused answers saved is said apart."""
+    if change.launch_requests:
+        change = dataclasses.replace(change, estimate=estimate(job, change.launch_requests))
+    if change.reused is not None and change.reused.requests:
+        change = dataclasses.replace(change, saved=estimate(job, change.reused.requests))
+    return change
 
 
 def with_table_prices(plan: Plan, desired: Mapping[str, DesiredJob], today: date) -> Plan:

@@ -64,6 +64,7 @@ from reconciler.plans.reasons import (
     Requeue,
     Resume,
     Retry,
+    Reused,
     RunChanged,
     ScheduledRun,
     SpecChanged,
@@ -73,7 +74,7 @@ from reconciler.plans.reasons import (
     Suspended,
     Upcoming,
 )
-from reconciler.plans.runs import RunChoice, choose_runs, run_base, slot_run
+from reconciler.plans.runs import RunChoice, choose_runs, newest, run_base, slot_run
 from reconciler.state.model import BatchRecord, IntentKey, JobState, State
 
 
@@ -131,15 +132,22 @@ def plan_job(
     if desired is None:
         return plan_removed(name, recorded, running)
     if desired.suspend:
+        # The run it was on stays its run: what it did (counts, results) is still what it shows.
+        run = recorded.run if recorded and recorded.run else newest(b.run for b in live)
         if running:
-            return _change(desired, Action.CANCEL, Suspended(tuple(b.id for b in running)), cancel=running)
-        return _change(desired, Action.NOOP, Suspended())
+            return _change(
+                desired, Action.CANCEL, Suspended(tuple(b.id for b in running)), cancel=running, run=run
+            )
+        return _change(desired, Action.NOOP, Suspended(), run=run)
     if choice is None:
         raise ValueError(f"{name}: planned without its run choice")
     run = choice.run
     current, extra = split_duplicates(b for b in live if b.run == run and b.generation == desired.generation)
     doubled = [b for b in extra if not b.terminal]  # a finished duplicate is only never counted
-    stale = [b for b in running if _superseded(b, run, desired.generation, choice)]
+    # A superseded batch already cancelling is left to end: its cancel is not sent again.
+    stale = [
+        b for b in running if b.status != "cancelling" and _superseded(b, run, desired.generation, choice)
+    ]
     known = _known(recorded, desired, run)
     adopt = [b for b in current if b.id not in known]
     firsts = _missing_parts(desired, current) if run is not None and choice.fresh else []
@@ -147,6 +155,8 @@ def plan_job(
     waiting = {u: _left(in_flight, desired, run, u) for u in creates if _left(in_flight, desired, run, u)}
     creates = [u for u in creates if u not in waiting]
     action, reason = _label(desired, recorded, choice, current, stale, adopt, creates)
+    if action is Action.NOOP and _answered_by_reuse(desired, recorded, choice, current):
+        action, reason = Action.CREATE, _create_reason(desired, recorded, choice, [], False)
     if waiting and action is Action.NOOP:
         unit, left = next(iter(waiting.items()))
         reason = CreateInFlight(unit.part, unit.retry, left)
@@ -156,6 +166,19 @@ def plan_job(
     if choice.edit_waits and action is Action.NOOP:  # an edit that does nothing yet is still news
         change = dataclasses.replace(change, attention=True)
     return dataclasses.replace(change, missed_slot=choice.missed) if choice.missed else change
+
+
+def _answered_by_reuse(
+    desired: DesiredJob, recorded: JobState | None, choice: RunChoice, current: list[LiveBatch]
+) -> bool:
+    """A new run whose every request is answered by earlier runs (spec.reuse): it starts, and
+    completes, without a batch."""
+    reuse = desired.reuse
+    if reuse is None or reuse.reused < desired.requests or current or not choice.fresh:
+        return False
+    if recorded is None or recorded.run != choice.run or recorded.generation != desired.generation:
+        return True
+    return not recorded.all_reused
 
 
 def _superseded(batch: LiveBatch, run: str | None, generation: str, choice: RunChoice) -> bool:
@@ -336,6 +359,8 @@ def _change(
     run: str | None = None,
 ) -> Change:
     launched = sum(u.requests for u in creates)
+    reuse, starts = desired.reuse, action in (Action.CREATE, Action.REPLACE)
+    reused = Reused(reuse.reused, desired.requests, reuse.from_run) if reuse and starts else None
     slot = desired.schedule
     upcoming = None
     if slot is not None and slot.next is not None:
@@ -355,6 +380,7 @@ def _change(
         launch_tokens=desired.estimated_tokens(launched),
         run=run,
         next_run=upcoming,
+        reused=reused,
     )
 
 

@@ -214,7 +214,7 @@ def updated_history(job: JobState, live: Sequence[LiveBatch], limit: int) -> tup
     runs = {(r.run, r.generation): r for r in job.history}
     for (run, generation), records in groups.items():
         runs[(run, generation)] = _run_record(run, generation, tuple(records), runs.get((run, generation)))
-    if job.run is not None and (job.batches or job.pending):
+    if job.run is not None and (job.batches or job.pending or job.all_reused):
         key = (job.run, job.generation)
         runs[key] = _current_record(job, runs.get(key))
     ordered = sorted(
@@ -253,6 +253,7 @@ def _run_record(
         results_overwritten_by=before.results_overwritten_by if before else None,
         usage=before.usage if before else None,
         cost_usd=before.cost_usd if before else None,
+        reused=before.reused if before else 0,
     )
 
 
@@ -270,6 +271,7 @@ def _current_record(job: JobState, before: RunRecord | None) -> RunRecord:
         results_overwritten_by=None if job.results or not before else before.results_overwritten_by,
         usage=job.total_usage if job.usage else (before.usage if before else None),
         cost_usd=job.cost_usd if job.usage else (before.cost_usd if before else None),
+        reused=job.reused,
     )
 
 
@@ -356,7 +358,7 @@ def job_sync(
     if wanted is None:
         return Sync.SPEC_INVALID if specs_invalid else Sync.SPEC_REMOVED
     if job is None or job.status == "none":
-        return Sync.NOT_CREATED
+        return Sync.IN_SYNC if wanted.suspend else Sync.NOT_CREATED  # suspended: none is wanted
     if job.generation != wanted.generation or job.provider != wanted.provider:
         return Sync.SPEC_CHANGED
     return Sync.IN_SYNC

@@ -19,10 +19,10 @@ from reconciler.plans.changes import Action, Change, CostEstimate, Plan
 from reconciler.plans.cost import plan_total
 from reconciler.plans.wording import (
     budget_warning,
+    change_words,
     over_budget_lines,
     over_budget_words,
     upcoming_words,
-    words,
 )
 
 PLAN_FORMAT_VERSION = 1
@@ -80,7 +80,7 @@ def change_dict(change: Change) -> dict[str, Any]:
     return {
         "job": change.job,
         "action": change.action.value,
-        "reason": words(change.reason),
+        "reason": change_words(change),
         "reason_code": change.reason.code.value,
         "reason_data": _data(change.reason),
         "provider": change.provider,
@@ -93,6 +93,8 @@ def change_dict(change: Change) -> dict[str, Any]:
         "next_run": upcoming_words(change.next_run) if change.next_run else None,
         "launch": {"requests": change.launch_requests, "estimated_input_tokens": change.launch_tokens},
         "cost": estimate_dict(change.estimate),
+        "reused": _data(change.reused) if change.reused else None,
+        "saved_by_reuse": estimate_dict(change.saved),
         "over_budget": over_budget_words(change.over_budget) if change.over_budget else None,
         "over_budget_data": _data(change.over_budget) if change.over_budget else None,
         "queued": _data(change.queued) if change.queued else None,

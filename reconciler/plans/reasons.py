@@ -405,6 +405,16 @@ class Upcoming:
 
 
 @dataclass(frozen=True)
+class Reused:
+    """A create that sends only part of its run: `requests` of `total` are answered by earlier
+    runs (spec.reuse), most of them by `from_run`."""
+
+    requests: int
+    total: int
+    from_run: str | None = None
+
+
+@dataclass(frozen=True)
 class CostUnknown:
     """Why a launch's cost cannot be told: its model has no price, or some requests set no
     output limit and the model's cap is unknown."""

@@ -16,6 +16,7 @@ from reconciler.state.model import (
     BatchRecord,
     JobState,
     PendingCreate,
+    ReuseRecord,
     State,
     unresolved,
 )
@@ -81,6 +82,8 @@ def observed_job(
     results_due = results_due and results is None
     restarts = desired is not None and not desired.suspend
     status = job_status(batches, pending, results_due=results_due, restarts=restarts)
+    if status == "none" and base.all_reused:  # a run answered from earlier runs alone: nothing to wait for
+        status = "collecting" if results_due else "completed"
     current = base.model_copy(
         update={
             "status": status,
@@ -159,6 +162,7 @@ def _as_desired(
             "generation": job.generation,
             "definition": definition,
             "run": run,
+            "reuse": _reuse_record(job, run) or previous.reuse,
         }
         return previous.model_copy(update=update)
     return JobState(
@@ -170,6 +174,23 @@ def _as_desired(
         history=previous.history if previous is not None else (),
         definition=definition,
         applied_from=previous.applied_from if previous is not None else None,
+        reuse=_reuse_record(job, run),
+    )
+
+
+def _reuse_record(job: DesiredJob, run: str | None) -> ReuseRecord | None:
+    """What the run reuses, as the pass chose it (engine/reuse.py); None when it reuses nothing."""
+    reuse = job.reuse
+    if reuse is None or run is None:
+        return None
+    return ReuseRecord(
+        run=run,
+        generation=job.generation,
+        requests=job.requests,
+        reused=reuse.reused,
+        from_run=reuse.from_run,
+        sent_sha256=reuse.sent_sha256,
+        since=reuse.since,
     )
 
 

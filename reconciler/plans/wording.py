@@ -49,6 +49,7 @@ from reconciler.plans.reasons import (
     RestartWaits,
     Resume,
     Retry,
+    Reused,
     RunChanged,
     ScheduledRun,
     SlotMissed,
@@ -68,13 +69,18 @@ PLAN_BUDGET = "budget.max_usd_per_plan"
 JOB_BUDGET = "spec.budget.max_usd"
 
 
-def words(reason: Reason) -> str:
-    """The reason of a change as one line."""
+def change_words(change: Change) -> str:
+    """A change's reason as one line, with what it reuses (spec.reuse) in its size."""
+    return words(change.reason, change.reused)
+
+
+def words(reason: Reason, reused: Reused | None = None) -> str:
+    """The reason of a change as one line; `reused`: the earlier answers its run reuses."""
     match reason:
         case NoBatchYet() | PartsMissing() | IntentLost() | NotLive():
-            return _create(reason)
+            return _create(reason, reused)
         case SpecChanged() | RunChanged() | ScheduledRun() | ReplaceRequested():
-            return _new_work(reason)
+            return _new_work(reason, reused)
         case Restart():
             return (
                 f"{reason.status} (nothing ran): part {reason.part}'s {reason.requests:,} requests sent "
@@ -93,24 +99,26 @@ def words(reason: Reason) -> str:
             return _kept(reason)
 
 
-def _create(reason: NoBatchYet | PartsMissing | IntentLost | NotLive) -> str:
+def _create(reason: NoBatchYet | PartsMissing | IntentLost | NotLive, reused: Reused | None) -> str:
     match reason:
         case NoBatchYet():
-            return f"{_size(reason.requests, reason.parts)}: no batch yet"
+            return f"{_size(reason.requests, reason.parts, reused)}: no batch yet"
         case PartsMissing():
             parts = ", ".join(str(p) for p in reason.missing)
-            return f"{_size(reason.requests, len(reason.missing))}: parts {parts} have no batch yet"
+            return f"{_size(reason.requests, len(reason.missing), reused)}: parts {parts} have no batch yet"
         case IntentLost():
-            size = _size(reason.requests, reason.parts)
+            size = _size(reason.requests, reason.parts, reused)
             return f"{size}: attempt {', '.join(reason.attempts)} left no batch in the live list; creating it"
         case NotLive():
-            size = _size(reason.requests, reason.parts)
+            size = _size(reason.requests, reason.parts, reused)
             return f"{size}: no batch of generation {reason.generation} is live"
 
 
-def _new_work(reason: SpecChanged | RunChanged | ScheduledRun | ReplaceRequested) -> str:
+def _new_work(
+    reason: SpecChanged | RunChanged | ScheduledRun | ReplaceRequested, reused: Reused | None
+) -> str:
     """A create says its size; a replace, what its cancel throws away."""
-    size, replacing = _size(reason.requests, reason.parts), reason.replacing
+    size, replacing = _size(reason.requests, reason.parts, reused), reason.replacing
     match reason:
         case SpecChanged():
             what = f"spec changed ({_what_changed(reason.diff)})"
@@ -286,8 +294,24 @@ def _removed(reason: SpecRemoved) -> str:
     return f"spec removed; {left or 'its batches are finished'}"
 
 
-def _size(requests: int, parts: int) -> str:
-    return (f"{parts} parts, " if parts > 1 else "") + f"{requests:,} requests"
+def _size(requests: int, parts: int, reused: Reused | None = None) -> str:
+    """`2 parts, 300 requests`; a run that reuses answers: `15 of 210 requests (195 reused from run X)`."""
+    split = f"{parts} parts, " if parts > 1 else ""
+    if reused is None or not reused.requests:
+        return f"{split}{requests:,} requests"
+    source = f" from run {reused.from_run}" if reused.from_run else ""
+    return f"{split}{requests:,} of {reused.total:,} requests ({reused.requests:,} reused{source})"
+
+
+def saved_text(saved: CostEstimate) -> str:
+    """What the reused answers would have cost: `~$0.42 saved by reuse`."""
+    if saved.input_usd is None:
+        return "no price for what reuse saved"
+    upper = saved.upper_usd
+    if upper is None or not saved.output_tokens:
+        return f"~{usd(saved.input_usd)} saved by reuse"
+    least, most = usd_each(saved.input_usd, upper)
+    return f"~{least} to {most} saved by reuse"
 
 
 def _thrown(replacing: Replacing | None) -> str:

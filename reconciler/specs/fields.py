@@ -5,13 +5,15 @@ paths, metadata, provider URLs and headers, sizes; a job's time fields (cron exp
 zone, durations, run label, the expiry of its uploads); the fields of a `Notification` and a
 Provider's `webhook_secret`.  A notification URL is usually itself the secret (a Slack webhook
 URL grants posting), so no message about one ever shows a URL or a secret's value: only which
-rule it broke.  pydantic's own errors are worded for YAML here too (`error_message`).
+rule it broke.  pydantic's own errors are worded for YAML here too (`error_message`), and the
+"did you mean" of every name a user types is found here (`close_match`, `closest`).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal, get_args
@@ -27,10 +29,18 @@ from reconciler.common.ownership import RESERVED_KEYS, RESERVED_PREFIX
 from reconciler.specs import secrets
 
 
-def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+def close_match(word: str, choices: Iterable[str]) -> str | None:
+    """The choice `word` was most likely meant to be, or None when none is close (difflib's
+    ratio under 0.6).  Every name a user types that names nothing is looked up here: a key, a
+    kind, an endpoint, a schedule macro, a Provider, a job (`--target`, `status JOB`, …)."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def closest(word: str, choices: Iterable[str]) -> str:
     """`; did you mean 'x'?` when a choice is close, else ''."""
-    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    match = close_match(word, choices)
+    return f"; did you mean {match!r}?" if match else ""
 
 
 def error_message(error: ErrorDetails, model: type[BaseModel]) -> str:
@@ -48,6 +58,9 @@ def error_message(error: ErrorDetails, model: type[BaseModel]) -> str:
         return "must be a mapping of key: value"
     if kind == "bool_type":
         return "must be true or false"
+    if kind == "literal_error" and isinstance(error.get("input"), str):
+        choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        return error["msg"].replace("Input should be", "must be") + closest(error["input"], choices)
     return error["msg"].replace("Input should be", "must be")
 
 
@@ -281,10 +294,39 @@ BaseUrl = Annotated[str, AfterValidator(_base_url), _schema(format="uri")]
 Headers = Annotated[dict[HeaderName, HeaderValue], AfterValidator(_headers)]
 
 
+# The shorthands Kubernetes CronJob accepts for a schedule (its cron parser's descriptors, which
+# Vixie cron has too), as the five fields each stands for.  cronsim reads none of them.
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_CRON_SCHEMA_PATTERN = rf"^\s*({'|'.join(CRON_MACROS)}|\S+(\s+\S+){{4}})\s*$"
+
+
+def cron_fields(expression: str) -> str:
+    """A schedule as cronsim reads it: the five fields a macro stands for, else the expression."""
+    return CRON_MACROS.get(expression.strip(), expression)
+
+
 def _cron(value: str) -> str:
+    macro = value.strip()
+    if macro.startswith("@"):
+        if macro not in CRON_MACROS:
+            known = ", ".join(CRON_MACROS)
+            hint = closest(macro, list(CRON_MACROS)) or f"; use one of {known}, or five cron fields"
+            raise _invalid(f"{_show(value)} is not a schedule macro{hint}")
+        return value
     fields = value.split()
     if len(fields) != 5:
-        raise _invalid(f"{_show(value)} has {len(fields)} fields; write five: minute hour day month weekday")
+        raise _invalid(
+            f"{_show(value)} has {len(fields)} fields; write five (minute hour day month weekday) "
+            "or a macro such as @daily"
+        )
     try:
         CronSim(value, datetime.now(UTC))
     except (CronSimError, ValueError) as error:
@@ -328,7 +370,7 @@ def _file_expiry(seconds: int) -> int:
     return seconds
 
 
-Cron = Annotated[str, AfterValidator(_cron)]
+Cron = Annotated[str, AfterValidator(_cron), _schema(pattern=_CRON_SCHEMA_PATTERN)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 Duration = Annotated[
     int,

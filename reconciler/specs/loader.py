@@ -10,67 +10,126 @@ cache keys it: every write moves the ctime, which no one can set back. A file ch
 last `RECENT_SECONDS` is parsed again each time: two writes within one tick of the
 filesystem's clock could leave the same identity behind. Parsed documents are frozen models
 and YAML nodes nobody changes, so handing the same ones out again is safe.
+
+One-shot commands keep what YAML gave for each valid file on disk, beside the input cache
+(`DiskCache`: `spec-cache.jsonl`, one line per file, keyed by the same identity), and
+validate it again into models on the next run: parsing YAML was two thirds of loading a spec.
+Only plain data is kept (strings, numbers, booleans, lists, mappings with string keys), and a
+file whose documents no longer validate from it is parsed again, so its problems read as
+always.  A cache that cannot be read or written is only a slower run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
+import math
 import os
 import stat
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
-from reconciler.common.errors import Problem, ReadProblem, SpecError
+from reconciler.common import fileops
+from reconciler.common.errors import Problem, ReadProblem, SpecError, WriteError
 from reconciler.common.limits import SANDBOX
 from reconciler.specs import results_template
 from reconciler.specs.fields import closest, error_message
 from reconciler.specs.models import KINDS, BatchJob, Notification, Provider
 from reconciler.specs.repo import RealRoots, RepoPaths, display, resolve_input, resolve_results
-from reconciler.specs.yamlsource import Loc, locate, parse_yaml
-
-# The fields a problem found after validation points at (a name used twice, a provider or an
-# input that is not there, results that clash): their places are kept, the YAML nodes are not
-# (they were most of the memory: 12 KB a spec, 120 MB at 10,000 specs).
-PLACES: tuple[Loc, ...] = (("metadata", "name"), ("spec", "provider"), ("spec", "input"), ("spec", "results"))
+from reconciler.specs.yamlsource import Loc, locate, locate_in, parse_yaml, parse_yaml_text, read_regular_file
 
 
 @dataclass(frozen=True)
 class Document:
+    """One valid document of a spec file. Where its fields are written is worked out only when
+    a problem found after validation points at one (a name used twice, a provider or an input
+    that is not there, results that clash): placing every field of every spec up front was 15%
+    of a plan of 10,000 specs, for lines almost never shown. Keeping the YAML nodes instead
+    was most of the memory (12 KB a spec); the file's text is kept, and parsed again."""
+
     source: Path
     display: str
     line: int  # where the document starts
-    places: Mapping[Loc, tuple[int, str]]  # PLACES → (line, field as written)
+    index: int  # which document of its file: 0 for the first
+    text: str | None = field(repr=False)  # the whole file as parsed; None: read it when needed
     model: BatchJob | Provider | Notification
 
     @property
     def name_line(self) -> int:
-        return self.places[("metadata", "name")][0]
+        return self.place(("metadata", "name"))[0]
+
+    def place(self, loc: Loc) -> tuple[int, str]:
+        """(line, field as written) of `loc`; the document's own line when it cannot be found."""
+        text = self.text if self.text is not None else _text_of(self.source)
+        found = locate_in(text, self.index, loc) if text else None
+        return found or (self.line, ".".join(str(part) for part in loc))
 
     def problem(self, loc: Loc, message: str) -> Problem:
-        line, label = self.places.get(loc, (self.line, ".".join(str(part) for part in loc)))
-        return Problem(self.display, line, label, message)
+        return Problem(self.display, *self.place(loc), message)
+
+
+def _text_of(path: Path) -> str | None:
+    """A spec file read again, to place a problem in a document that came from the cache."""
+    try:
+        return read_regular_file(path).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def read_documents(path: Path, shown: str) -> tuple[list[Document], list[Problem]]:
     """The valid documents of one file (empty ones skipped) and the problems found."""
+    documents, problems, _ = _read_file(path, shown)
+    return documents, problems
+
+
+Cached = list[tuple[int, int, object]]  # (index, line, data) of each document YAML gave
+
+
+def _read_file(path: Path, shown: str) -> tuple[list[Document], list[Problem], Cached]:
+    """`read_documents`, and what YAML gave for each document, to keep on disk."""
     documents: list[Document] = []
-    parsed, problems = parse_yaml(path, shown)
-    for node, data in parsed:
+    cached: Cached = []
+    parsed, problems, text = parse_yaml_text(path, shown)
+    for index, (node, data) in enumerate(parsed):
         if data is None:
             continue
+        line = node.start_mark.line + 1
+        cached.append((index, line, data))
         model, trouble = _validate(data, node, shown)
         problems += trouble
         if model is not None:
-            places = {loc: locate(node, loc) for loc in PLACES}
-            documents.append(Document(path, shown, node.start_mark.line + 1, places, model))
-    return documents, problems
+            documents.append(Document(path, shown, line, index, text, model))
+    return documents, problems, cached
+
+
+def _from_cache(path: Path, shown: str, cached: Cached) -> list[Document] | None:
+    """The documents validated from the kept data; None when any of them no longer validates
+    (the rules changed since), so that the file is parsed and its problems placed."""
+    documents: list[Document] = []
+    for index, line, data in cached:
+        model = _model_of(data)
+        if model is None:
+            return None
+        documents.append(Document(path, shown, line, index, None, model))
+    return documents
+
+
+def _model_of(data: object) -> BatchJob | Provider | Notification | None:
+    kind = data.get("kind") if isinstance(data, dict) else None
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
 
 
 def _validate(
@@ -111,15 +170,16 @@ _by_folder: dict[Path, dict[Path, Entry]] = {}
 
 class ParsedFiles:
     """The parsed files of one specs folder during one scan; `close` forgets files not seen,
-    and all of them unless `remember`."""
+    and all of them unless `remember`.  `disk`: the files' YAML data kept between one-shot
+    commands (`DiskCache`)."""
 
-    def __init__(self, specs: Path, remember: bool = True) -> None:
-        self._specs, self._remember = specs, remember
+    def __init__(self, specs: Path, remember: bool = True, disk: DiskCache | None = None) -> None:
+        self._specs, self._remember, self._disk = specs, remember, disk
         self._before = _by_folder.pop(specs, {}) if remember else _by_folder.get(specs, {})
         self._now: dict[Path, Entry] = {}
 
     def read(self, path: Path, shown: str) -> tuple[list[Document], list[Problem]]:
-        if not self._remember and not self._before:
+        if not self._remember and not self._before and self._disk is None:
             return read_documents(path, shown)
         try:
             identity = _identity(os.stat(path))
@@ -129,18 +189,108 @@ class ParsedFiles:
         if known is not None and known[0] == identity and known[1] == shown:
             self._now[path] = known
             return list(known[2]), list(known[3])
-        documents, problems = read_documents(path, shown)
+        settled = time.time_ns() - identity[4] > RECENT_SECONDS * 1e9
+        kept = self._disk.documents(path, shown, identity) if self._disk and settled else None
+        if kept is not None:
+            return kept, []
+        documents, problems, cached = _read_file(path, shown)
         unread = any(isinstance(problem, ReadProblem) for problem in problems)  # try again next time
-        if time.time_ns() - identity[4] > RECENT_SECONDS * 1e9 and not unread:
+        if settled and not unread and self._remember:
             self._now[path] = (identity, shown, documents, problems)
+        if settled and not problems and self._disk is not None:
+            self._disk.keep(path, identity, cached)
         return list(documents), list(problems)
 
-    def close(self) -> None:
+    def close(self, valid: bool = True) -> None:
+        """`valid`: the scan found no problem, so the disk cache may be written."""
+        if self._disk is not None and valid:
+            self._disk.save()
         if not self._remember:
             return
         _by_folder[self._specs] = self._now
         while len(_by_folder) > REPOS_KEPT:
             del _by_folder[next(iter(_by_folder))]
+
+
+DISK_CACHE_NAME = "spec-cache.jsonl"
+DISK_CACHE_FORMAT = 1
+
+
+class DiskCache:
+    """What YAML gave for each valid spec file, by file identity, between one-shot commands.
+
+    The file is a header line, then a line per spec file: its path and identity as JSON, a
+    tab, and its documents as JSON.  A line is decoded only when its file is asked for; the
+    cache is rewritten (atomically) only when a file was parsed, or one is gone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lines = self._read(path)
+        self._kept: dict[str, bytes] = {}  # this scan's lines, by path
+        self._changed = False
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, tuple[Identity, bytes]]:
+        try:
+            header, *lines = path.read_bytes().split(b"\n")
+            if json.loads(header) != {"format": DISK_CACHE_FORMAT}:
+                return {}
+            found: dict[str, tuple[Identity, bytes]] = {}
+            for line in lines:
+                key, _, _ = line.partition(b"\t")
+                if key:
+                    name, identity = json.loads(key)
+                    found[name] = (tuple(identity), line)
+            return found
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def documents(self, path: Path, shown: str, identity: Identity) -> list[Document] | None:
+        """The file's documents from its kept data, when it is kept with this very identity."""
+        known = self._lines.get(str(path))
+        if known is None or known[0] != identity:
+            return None
+        try:
+            cached = [(int(i), int(line), data) for i, line, data in json.loads(known[1].partition(b"\t")[2])]
+        except (ValueError, TypeError):
+            return None
+        documents = _from_cache(path, shown, cached)
+        if documents is not None:
+            self._kept[str(path)] = known[1]
+        return documents
+
+    def keep(self, path: Path, identity: Identity, cached: Cached) -> None:
+        """A file just parsed; kept only when all of its data is plain (dates, sets and the
+        like do not come back the same from JSON)."""
+        if not all(_plain(data) for _, _, data in cached):
+            return
+        key = json.dumps([str(path), list(identity)]).encode()
+        try:
+            self._kept[str(path)] = key + b"\t" + json.dumps(cached, allow_nan=False).encode()
+        except (ValueError, TypeError):
+            return
+        self._changed = True
+
+    def save(self) -> None:
+        if not self._changed and self._kept.keys() == self._lines.keys():
+            return  # nothing parsed, nothing gone: the file on disk says the same
+        header = json.dumps({"format": DISK_CACHE_FORMAT}).encode()
+        with contextlib.suppress(OSError, WriteError):
+            fileops.write_bytes(self.path, b"\n".join([header, *self._kept.values()]))
+
+
+def _plain(value: object) -> bool:
+    """Exactly what JSON gives back: a YAML date, set, binary or non-string key is not."""
+    if value is None or type(value) in (str, int, bool):
+        return True
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) is list:
+        return all(_plain(item) for item in value)
+    if type(value) is dict:
+        items = value.items()
+        return all(type(key) is str and _plain(item) for key, item in items)
+    return False
 
 
 def _identity(stat: os.stat_result) -> Identity:
@@ -240,14 +390,23 @@ def _scan(paths: RepoPaths, remember: bool) -> RepoScan:
         ReadProblem(display(folder, paths), None, "", f"cannot read this folder: {error.strerror or error}")
         for folder, error in unlisted
     ]
-    parsed = ParsedFiles(specs, remember)
+    disk = None if remember else DiskCache(paths.state.parent / DISK_CACHE_NAME)
+    parsed = ParsedFiles(specs, remember, disk)
+    valid = False
     try:
         for path in files:
             found, trouble = parsed.read(path, display(path, paths))
             documents += found
             problems += trouble
+        scan = _checked(documents, problems, paths)
+        valid = not scan.problems
     finally:
-        parsed.close()
+        parsed.close(valid)
+    return scan
+
+
+def _checked(documents: list[Document], problems: list[Problem], paths: RepoPaths) -> RepoScan:
+    """The checks across documents and files: names, providers, inputs, results."""
     problems += _duplicate_names(documents)
     providers: dict[str, LoadedProvider] = {}
     for document in documents:
@@ -270,6 +429,8 @@ def _scan(paths: RepoPaths, remember: bool) -> RepoScan:
         elif isinstance(document.model, Notification):
             told = LoadedNotification(document.model, document.source, document.line)
             notifications.setdefault(told.name, told)
+    if not problems:  # a job whose document is broken would make its selectors look wrong
+        problems += _selectors_naming_no_job(documents)
     clashes = _results_clashes(checked, paths)
     for name in {name for name, _ in clashes}:
         jobs.pop(name, None)
@@ -329,6 +490,22 @@ def _duplicate_names(documents: list[Document]) -> list[Problem]:
             elsewhere = ", ".join(f"{o.display}:{o.name_line}" for o in copies if o is not copy)
             message = f"duplicate {kind} name {name!r}; also at {elsewhere}"
             problems.append(copy.problem(("metadata", "name"), message))
+    return problems
+
+
+def _selectors_naming_no_job(documents: list[Document]) -> list[Problem]:
+    """A Notification's job selector without a wildcard is a job's name: one naming no
+    BatchJob is a typo (a pattern such as nightly-* may wait for jobs to come)."""
+    jobs = {d.model.name for d in documents if isinstance(d.model, BatchJob)}
+    problems: list[Problem] = []
+    for document in documents:
+        if not isinstance(document.model, Notification):
+            continue
+        for selector in document.model.spec.jobs:
+            if selector not in jobs and not any(char in selector for char in "*?["):
+                hint = closest(selector, jobs) or "; write a job's name, or a pattern such as nightly-*"
+                message = f"{selector!r} names no BatchJob in the specs{hint}"
+                problems.append(document.problem(("spec", "jobs"), message))
     return problems
 
 
@@ -399,3 +576,20 @@ def _links_to_folder(entry: os.DirEntry[str]) -> bool:
         return entry.is_dir()
     except OSError:
         return False
+
+
+def job_names(specs: Path) -> set[str]:
+    """The names of the BatchJob documents under `specs` as written, nothing else checked: no
+    model validated, no input read.  For shell completion, which must answer at once."""
+    names: set[str] = set()
+    files, _ = spec_files(specs)
+    for path in files:
+        parsed, _ = parse_yaml(path, path.name)
+        for _, data in parsed:
+            if not isinstance(data, dict) or data.get("kind") != "BatchJob":
+                continue
+            metadata = data.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            if isinstance(name, str):
+                names.add(name)
+    return names

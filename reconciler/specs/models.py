@@ -90,6 +90,13 @@ class BudgetSpec(_Document):
     """When a running run's actual cost passes max_usd: report it, or also cancel what still runs."""
 
 
+class ReuseSpec(_Document):
+    max_age: Duration = 30 * 86400
+    """An earlier answer is reused while it is at most this old (e.g. 30d), from when it was answered."""
+    scope: Literal["job", "owner"] = "job"
+    """job: answers of this job's earlier runs; owner: also those of the owner's other jobs."""
+
+
 class BatchJobSpec(_Document):
     provider: Name | None = None
     """A Provider document's name; omitted: the built-in sandbox."""
@@ -123,7 +130,9 @@ class BatchJobSpec(_Document):
     budget: BudgetSpec | None = None
     """The most one run of this job may cost; checked against the plan's estimate."""
     schedule: Cron | None = None
-    """Five-field cron expression: each slot starts one run, e.g. "0 2 * * *" (02:00 daily)."""
+    """Five-field cron expression, or a macro as Kubernetes CronJob takes (@yearly, @annually,
+    @monthly, @weekly, @daily, @midnight, @hourly): each slot starts one run, e.g. "0 2 * * *"
+    (02:00 daily)."""
     timezone: TimeZone = "UTC"
     """The IANA time zone the schedule is read in, e.g. Europe/Berlin."""
     concurrency_policy: Literal["forbid", "replace", "allow"] = "forbid"
@@ -135,6 +144,9 @@ class BatchJobSpec(_Document):
     """Any string; changing it starts a new run of an otherwise unchanged spec."""
     history_limit: Annotated[int, Field(ge=1, le=100)] = 10
     """How many runs the state keeps per job."""
+    reuse: ReuseSpec | None = None
+    """Send only requests without a recent answer: a request (its endpoint and body, not its
+    custom_id) answered with status 200 by an earlier run is not sent again; its answer is reused."""
     priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
     """Where the job's parts stand in its model's queue: higher first; equal priorities take
     turns part by part, in the order of their schedule slots or of the specs' first appearance."""

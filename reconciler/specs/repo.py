@@ -17,10 +17,9 @@ and reconciler.yaml is committed, so a password in either is refused before anyt
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qsl, urlsplit
@@ -29,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconciler.common.errors import Problem, SpecError, UserError
-from reconciler.specs.fields import error_message, known_keys
+from reconciler.specs.fields import close_match, error_message, known_keys
 from reconciler.specs.yamlsource import locate, parse_yaml
 
 SETTINGS_FILE = "reconciler.yaml"
@@ -90,14 +89,10 @@ def _worth_saying(errors: list[ErrorDetails]) -> list[ErrorDetails]:
     """Without `required` for a key that a misspelt one beside it is said to mean: the "did you
     mean" line already tells the user what to write."""
     meant = {
-        (*e["loc"][:-1], match[0])
+        (*e["loc"][:-1], match)
         for e in errors
         if e["type"] == "extra_forbidden"
-        and (
-            match := difflib.get_close_matches(
-                str(e["loc"][-1]), known_keys(RepoSettings, e["loc"][:-1]), 1, 0.6
-            )
-        )
+        and (match := close_match(str(e["loc"][-1]), known_keys(RepoSettings, e["loc"][:-1])))
     }
     return [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in meant)]
 
@@ -179,11 +174,13 @@ def checked_url(url: str, source: str, *, password_allowed: bool) -> str:
 
 @dataclass(frozen=True)
 class RealRoots:
-    """The repo's folders with symlinks resolved: once per scan, not once per spec."""
+    """The repo's folders with symlinks resolved: once per scan, not once per spec; and each
+    input path found so far (10,000 specs often share a handful of inputs)."""
 
     repo: Path
     specs: Path
     state: Path
+    inputs: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, paths: RepoPaths) -> RealRoots:
@@ -202,10 +199,13 @@ def resolve_input(
     source: Path, relative: str, paths: RepoPaths, roots: RealRoots | None = None
 ) -> tuple[Path | None, str]:
     """The input's real location; '..' and symlinks may move it, but never out of the repo."""
-    root = (roots or RealRoots.of(paths)).repo
-    found = _existing_file_inside(os.path.join(source.parent, relative), root)
+    roots = roots or RealRoots.of(paths)
+    joined = os.path.join(source.parent, relative)
+    found = roots.inputs.get(joined) or _existing_file_inside(joined, roots.repo)
     if found is not None:
+        roots.inputs[joined] = found
         return found, ""
+    root = roots.repo
     try:
         resolved = (source.parent / relative).resolve()
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop, on Python 3.11/3.12

@@ -2,14 +2,19 @@
 
 PyYAML's composed node tree keeps line marks that the constructed Python data loses; we keep
 both, so a pydantic error location like ('spec', 'metadata', 'team') maps back to a line.
+Lines are looked up only on the way to a problem: a valid document's nodes are dropped, and a
+problem found later (`locate_in`) parses its file's text again. `work` counts files parsed
+and look-ups, so a test can tell that a load parsed or placed nothing.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import stat
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +61,35 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_FAST_LOADER or SafeLoader12)
 
 
+# "parsed": files parsed; "located": nodes placed (a line and a field name looked up)
+work: Counter[str] = Counter()
+
+
 def parse_yaml(path: Path, shown: str) -> tuple[list[Parsed], list[Problem]]:
     """Each document's root node and data; a syntax error ends the file, keeping what came before."""
+    parsed, problems, _ = parse_yaml_text(path, shown)
+    return parsed, problems
+
+
+def parse_yaml_text(path: Path, shown: str) -> tuple[list[Parsed], list[Problem], str]:
+    """`parse_yaml`, and the text it parsed ('' when the file could not be read as text)."""
+    work["parsed"] += 1
     try:
         text = read_regular_file(path).decode("utf-8")
     except OSError as error:
-        return [], [ReadProblem(shown, None, "", f"cannot read: {error.strerror or error}")]
+        return [], [ReadProblem(shown, None, "", f"cannot read: {error.strerror or error}")], ""
     except UnicodeDecodeError as error:
         line = error.object[: error.start].count(b"\n") + 1
-        return [], [Problem(shown, line, "", "not UTF-8 text; save the file as UTF-8")]
+        return [], [Problem(shown, line, "", "not UTF-8 text; save the file as UTF-8")], ""
     fast = _parse_with_libyaml(text, shown)
     if fast is not None:
-        return fast, []
+        return fast, [], text
+    documents, problems = _parse_with_python(text, shown)
+    return documents, problems, text
+
+
+def _parse_with_python(text: str, shown: str) -> tuple[list[Parsed], list[Problem]]:
+    """The pure-Python loader: slower, and the one whose errors the messages are worded from."""
     try:
         loader = SafeLoader12(text)  # checks every character up front
     except yaml.reader.ReaderError as error:
@@ -171,11 +193,39 @@ def duplicate_keys(root: yaml.Node, shown: str) -> list[Problem]:
     return sorted(problems, key=lambda problem: problem.line or 0)
 
 
+def locate_in(text: str, index: int, loc: Loc) -> tuple[int, str] | None:
+    """`locate` in document number `index` of `text`, parsed again; None if it is not there."""
+    root = _document_node(text, index)
+    return locate(root, loc) if root is not None else None
+
+
+@functools.lru_cache(maxsize=16)  # one file's problems are usually reported together
+def _document_node(text: str, index: int) -> yaml.Node | None:
+    """The root node of document number `index`, as `parse_yaml` numbered them (parsing stops
+    at a syntax error further on, as it did there)."""
+    try:
+        loader = SafeLoader12(text)
+    except yaml.reader.ReaderError:
+        return None
+    node: yaml.Node | None = None
+    try:
+        for _ in range(index + 1):
+            node = loader.get_node() if loader.check_node() else None
+            if node is None:
+                return None
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError):
+        return None
+    finally:
+        loader.dispose()
+    return node
+
+
 def locate(root: yaml.Node, loc: Loc) -> tuple[int, str]:
     """The line and dotted field name of the node at `loc` (keys as written in the file).
 
     A mapping entry's line is its key's; a missing key's is that of the mapping holding it.
     """
+    work["located"] += 1
     line, label = _line(root) or 1, ""
     node: yaml.Node | None = root
     for part in loc:

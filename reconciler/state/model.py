@@ -23,9 +23,11 @@ from reconciler.common.usage import TokenUsage, UnitPrices, total_usage
 # 4: a run whose results file a later run wrote over says so (`results_overwritten_by`), and each
 # intent's `state` is stored; additive, so a version-2 or -3 document reads as it is (an intent
 # without a state has it derived from its fields, document.py).
-# 5: the queue book (`queue`: limits learnt from refusals, each admitted batch's estimate, where
-# queued jobs stand); additive, so a version-2, -3 or -4 document reads as it is.
-FORMAT_VERSION = 5
+# 5: a run that reuses earlier answers (spec.reuse) records what it reused (`reuse`, and `reused`
+# in its history entry); additive, so a version-2, -3 or -4 document reads as it is.
+# 6: the queue book (`queue`: limits learnt from refusals, each admitted batch's estimate, where
+# queued jobs stand); additive, so a version-2 to -5 document reads as it is.
+FORMAT_VERSION = 6
 MAX_FORGOTTEN = 1000  # the newest commits jobs were forgotten at, kept; older ones are dropped
 
 
@@ -229,6 +231,19 @@ class ResultsRecord(_Frozen):
     lost: str | None = None
 
 
+class ReuseRecord(_Frozen):
+    """What a run reuses (spec.reuse): chosen once, when the run starts, and kept for it, so every
+    pass sends the same requests (engine/reuse.py)."""
+
+    run: str
+    generation: str
+    requests: int  # of the input
+    reused: int  # answered by earlier runs, not sent
+    from_run: str | None = None  # the run most reused answers come from
+    sent_sha256: str  # names the set of custom_ids sent
+    since: int = 0  # unix seconds: the oldest answer it may reuse (its start less max_age)
+
+
 class RunRecord(_Frozen):
     """One execution of a job: its batches (parts and retries), counts, start and end."""
 
@@ -243,6 +258,7 @@ class RunRecord(_Frozen):
     results_overwritten_by: str | None = None  # the later run that wrote its results file over
     usage: TokenUsage | None = None  # tokens its finished batches' output lines used
     cost_usd: float | None = None  # at the prices in force when it started; None: no price
+    reused: int = 0  # requests answered by earlier runs (spec.reuse), not sent
 
 
 class AppliedFrom(_Frozen):
@@ -284,6 +300,19 @@ class JobState(_Frozen):
     definition: dict[str, Any] | None = None  # what the generation was made from, for plan diffs
     missed_slot: str | None = None  # the latest slot skipped for its starting_deadline
     applied_from: AppliedFrom | None = None  # None: last changed from outside git, or never
+    reuse: ReuseRecord | None = None  # what the current run reuses; None: it sends every request
+
+    @property
+    def reused(self) -> int:
+        """Requests of the current run answered by earlier runs."""
+        reuse = self.reuse
+        return reuse.reused if reuse and reuse.run == self.run and reuse.generation == self.generation else 0
+
+    @property
+    def all_reused(self) -> bool:
+        """The current run sends nothing: every answer is reused, and it has no batch."""
+        reuse = self.reuse
+        return bool(self.reused and reuse and reuse.reused == reuse.requests)
 
     @property
     def batch_ids(self) -> frozenset[str]:

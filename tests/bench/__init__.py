@@ -11,6 +11,8 @@ batches), daemon (the watch daemon as a subprocess), context (sizes, work folder
 (rows and rendering), and one module per item: validation (1), apply (2), plans (3),
 alternatives and rivals (4), watch (5 and 7), memory (6), estimate (8); issue 19's: startup (9),
 plans (10: against an SDK listing script, and with foreign batches), watch_scale (11), and
-apply's row against a 16-thread SDK script.
+apply's row against a 16-thread SDK script; issue 24's: apply's first request against the
+scripts' (first_request), plan's memory and state per job (10), and 100,000 jobs on the file
+and PostgreSQL backends (huge, 13).
 `tests/test_bench_ratios.py` asserts the count- and ratio-based parts at small scale in CI.
 """

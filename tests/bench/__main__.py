@@ -32,8 +32,12 @@ ITEMS = {
     "10": ("plans", "measure_with_foreign"),
     "11": ("watch_scale", "measure"),
     "12": ("embeddings", "measure"),
+    # issue 23
+    "13": ("reuse", "measure"),
+    # issue 24
+    "14": ("huge", "measure"),
     # issue 22
-    "13": ("queue", "measure"),
+    "15": ("queue", "measure"),
 }
 
 

@@ -28,6 +28,7 @@ class Scale:
     repeats: int  # timed runs per figure; the best is kept
     lookup_jobs: int  # item 10 (plan) and 11 (watch): converged jobs…
     lookup_foreign: int  # …and foreign batches newer than theirs
+    huge_jobs: int  # item 13: converged jobs, file and PostgreSQL
 
 
 FULL = Scale(
@@ -46,6 +47,7 @@ FULL = Scale(
     repeats=2,
     lookup_jobs=1_000,
     lookup_foreign=450,
+    huge_jobs=100_000,
 )
 QUICK = Scale(
     name="quick",
@@ -63,6 +65,7 @@ QUICK = Scale(
     repeats=1,
     lookup_jobs=200,
     lookup_foreign=90,
+    huge_jobs=2_000,
 )
 
 

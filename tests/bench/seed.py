@@ -53,7 +53,7 @@ def seed_owned(sandbox: ExternalSandbox, repo: BenchRepo, owner: str = OWNER) ->
     ]
     create_batches(sandbox, metadata)
     env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url, identity.OWNER_ENV: owner})
-    run(reconciler_argv("reconcile", *repo.args()), env=env)
+    run(reconciler_argv("reconcile", *repo.args()), env=env, timeout=4 * 3600.0)  # 100,000 jobs: long
     return len(metadata)
 
 

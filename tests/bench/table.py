@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,3 +76,9 @@ def ratio(value: float) -> str:
 
 def mib(value: float) -> str:
     return f"{value:.0f} MiB"
+
+
+def load() -> str:
+    """The machine's load average now (1, 5, 15 minutes): a ratio measured on a busy machine
+    says how busy it was."""
+    return "load " + "/".join(f"{figure:.1f}" for figure in os.getloadavg())

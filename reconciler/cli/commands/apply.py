@@ -28,7 +28,13 @@ from reconciler.specs.repo import RepoPaths
 @allow_over_budget_option
 @click.argument("planfile", required=False)
 @click.option("--auto-approve", is_flag=True, help="Do not ask before applying.")
-@click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--parallelism",
+    default=DEFAULT_PARALLELISM,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="At most this many requests at once: one per batch to create or cancel, up to this.",
+)
 def command(
     paths: RepoPaths,
     owner: str | None,
@@ -36,20 +42,21 @@ def command(
     allow_over_budget: bool,
     targets: tuple[str, ...],
     replace: tuple[str, ...],
+    no_reuse: bool,
     planfile: str | None,
     auto_approve: bool,
     parallelism: int,
 ) -> int:
     """Create and cancel batches so the provider matches the specs."""
     saved = load_plan(planfile) if planfile else None
-    scope = Scope.of(targets, replace)
+    scope = Scope.of(targets, replace, no_reuse=no_reuse)
     if saved is not None:
         if targets or replace:
             raise UserError("a saved plan brings its own --target and --replace; give them to `plan --out`")
         targets_then, replace_then, stamp = saved_scope(saved)
-        scope = Scope(targets_then, replace_then)
+        scope = Scope(targets_then, replace_then, no_reuse=no_reuse)
         if stamp is not None:  # the runs the saved plan showed, whenever it is applied
-            scope = Scope(targets_then, replace_then, stamp)
+            scope = Scope(targets_then, replace_then, stamp, no_reuse=no_reuse)
     ws = prepare(paths, owner)
     confirm: Callable[[Plan], None]
     if saved is not None and planfile is not None:
@@ -69,6 +76,7 @@ def command(
             confirm=confirm,
             allow_over_budget=allow_over_budget,
             scope=scope,
+            early_leftovers=auto_approve or saved is not None,  # not when it may well be refused
         )
     announce(ws, EventLog("text", sys.stdout), "reconciler apply", NotifyBudget())
     return report_outcome(plan, outcome)

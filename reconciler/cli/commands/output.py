@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.options import repo_options
+from reconciler.cli.options import complete_jobs, repo_options
 from reconciler.cli.render_output import output_document, output_json, output_text
-from reconciler.cli.render_status import StatusView, status_view
+from reconciler.cli.render_status import StatusView, check_names, status_view
 from reconciler.common.errors import UserError
 from reconciler.daemon.passes import load
 from reconciler.engine.connect import open_clients
@@ -22,7 +22,7 @@ from reconciler.specs.repo import RepoPaths
 
 @click.command()
 @repo_options
-@click.argument("jobs", nargs=-1, metavar="[JOB]...")
+@click.argument("jobs", nargs=-1, metavar="[JOB]...", shell_complete=complete_jobs)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document (schema/output-v1.schema.json)."
 )
@@ -34,7 +34,7 @@ from reconciler.specs.repo import RepoPaths
 )
 def command(paths: RepoPaths, jobs: tuple[str, ...], as_json: bool, download: str | None) -> int:
     """What each job produced: status, counts, batch ids, output and error files, results, usage."""
-    view = status_view(paths, refresh=False, save=False, owner_flag=None)
+    view = status_view(paths, reading="offline")
     names = _names(view, jobs)
     if download is not None:
         if not jobs:
@@ -50,12 +50,9 @@ def command(paths: RepoPaths, jobs: tuple[str, ...], as_json: bool, download: st
 
 
 def _names(view: StatusView, jobs: tuple[str, ...]) -> list[str]:
-    unknown = [name for name in jobs if name not in view.state.jobs]
-    if unknown:
-        known = ", ".join(sorted(view.state.jobs)) or "none"
-        raise UserError(
-            f"no job {unknown[0]!r} in the state (known: {known}); run `reconciler reconcile` first?"
-        )
+    check_names(view, jobs)
+    for name in (name for name in jobs if name not in view.state.jobs):
+        raise UserError(f"{name}: no batch yet, so no output; `reconciler apply` creates it")
     return list(dict.fromkeys(jobs)) if jobs else sorted(view.state.jobs)
 
 

@@ -42,6 +42,7 @@ def command(
     allow_empty: bool,
     targets: tuple[str, ...],
     replace: tuple[str, ...],
+    no_reuse: bool,
     as_json: bool,
     output_format: str,
     out: str | None,
@@ -53,7 +54,7 @@ def command(
         raise UserError(f"--json and --format {output_format} ask for two formats; pass one of them")
     ws = prepare(paths, owner)
     state = load_state(ws)
-    scope = Scope.of(targets, replace)
+    scope = Scope.of(targets, replace, no_reuse=no_reuse)
     with open_clients(ws.repo, ws.providers(state), paths) as apis:
         plan = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope).plan
     if as_json or output_format == "json":

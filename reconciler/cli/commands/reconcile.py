@@ -50,7 +50,13 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
     help="Seconds the whole command may take (with --wait, the waiting included).  "
     "[default: the longest completion_window of the jobs plus 1h: 25h]",
 )
-@click.option("--parallelism", default=DEFAULT_PARALLELISM, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--parallelism",
+    default=DEFAULT_PARALLELISM,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="At most this many requests at once: one per batch to create or cancel, up to this.",
+)
 @click.option("--watch", is_flag=True, help="Keep running: converge on every file change, poll live status.")
 @click.option(
     "--interval",
@@ -80,6 +86,7 @@ def command(
     allow_over_budget: bool,
     targets: tuple[str, ...],
     replace: tuple[str, ...],
+    no_reuse: bool,
     rebuild_state: bool,
     wait: bool,
     timeout: float | None,
@@ -101,7 +108,7 @@ def command(
     ends_at = started + timeout
     before = new_state() if rebuild_state else load_state(ws)
     with open_clients(ws.repo, ws.providers(before), paths, ends_at=ends_at) as clients:
-        scope = Scope.of(targets, replace)
+        scope = Scope.of(targets, replace, no_reuse=no_reuse)
         options = WaitOptions(
             wait, timeout, allow_empty, rebuild_state, parallelism, scope, allow_over_budget, ends_at
         )
@@ -142,7 +149,7 @@ def _watch(paths: RepoPaths, owner: str | None) -> int:
     params = click.get_current_context().params  # --repo/--specs as typed: re-resolved on each load
     if not params["watch"]:
         raise UserError("--interval, --log-format and --health-port apply only with --watch")
-    for flag in ("wait", "rebuild_state", "targets", "replace", "allow_over_budget"):
+    for flag in ("wait", "rebuild_state", "targets", "replace", "no_reuse", "allow_over_budget"):
         if params[flag]:
             option = {"targets": "--target"}.get(flag, "--" + flag.replace("_", "-"))
             raise UserError(

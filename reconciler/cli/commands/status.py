@@ -8,8 +8,16 @@ import time
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import owner_option, repo_options, target_options
-from reconciler.cli.render_status import only, status_detail, status_json, status_table, status_view
+from reconciler.cli.options import complete_jobs, owner_option, repo_options, target_options
+from reconciler.cli.render_status import (
+    LIVE_SECONDS,
+    Reading,
+    only,
+    status_detail,
+    status_json,
+    status_table,
+    status_view,
+)
 from reconciler.common.errors import UserError
 from reconciler.specs.repo import RepoPaths
 
@@ -18,30 +26,41 @@ from reconciler.specs.repo import RepoPaths
 @repo_options
 @owner_option
 @target_options
-@click.argument("jobs", nargs=-1, metavar="[JOB]...")
+@click.argument("jobs", nargs=-1, metavar="[JOB]...", shell_complete=complete_jobs)
 @click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Show the state as recorded, asking the provider nothing.",
+)
 @click.option(
     "--refresh",
     is_flag=True,
-    help="Observe the live batch list first (read-only; the state file is not written).",
+    help="Wait for the live batch list however long the provider takes, and fail without it "
+    f"(by default status waits {LIVE_SECONDS:.0f}s, then shows the recorded figures with a note).",
 )
-@click.option("--save", is_flag=True, help="With --refresh: also record what was observed in the state file.")
+@click.option("--save", is_flag=True, help="Also record what was observed in the state file.")
 def command(
     paths: RepoPaths,
     owner: str | None,
     targets: tuple[str, ...],
     jobs: tuple[str, ...],
     as_json: bool,
+    offline: bool,
     refresh: bool,
     save: bool,
 ) -> int:
     """Show each job's status, sync with its spec, progress and results; JOB for the detail.
 
-    JOB shows its batches and its runs; --target limits the table to some jobs.  Reads the
-    state file and the specs; with --refresh, the provider's live list too."""
-    if save and not refresh:
-        raise UserError("--save applies only with --refresh")
-    view = only(status_view(paths, refresh=refresh, save=save, owner_flag=owner), targets)
+    Live: the state with the provider's batch list observed over it, read-only (nothing is
+    written but with --save).  JOB shows its batches and its runs; --target limits the table to
+    some jobs."""
+    if offline and (refresh or save):
+        raise UserError(
+            f"--offline asks the provider nothing; drop it or {'--save' if save else '--refresh'}"
+        )
+    reading: Reading = "offline" if offline else "save" if save else "refresh" if refresh else "live"
+    view = only(status_view(paths, reading=reading, owner_flag=owner, named=jobs, targets=targets), targets)
     if as_json:
         click.echo(status_json(view.state, jobs))
     elif jobs:
@@ -49,4 +68,6 @@ def command(
         click.echo("\n\n".join(status_detail(view, name, now) for name in jobs))
     else:
         click.echo(status_table(view, colour=render.use_colour()))
+    if view.note:
+        click.echo(f"note: {view.note}", err=True)
     return 0

@@ -17,14 +17,20 @@ have stored the file (a 500 answered after storing, a lost answer) leaves a copy
 read.  Such a retry makes its provider *suspect* for this pass: after recording, the pass lists
 that provider's files again and sweeps it the same way, so the copy goes once its unit has its
 batch (this pass, or the one that creates it).
+
+The listing a pass needs is known as soon as its state is read: `Leftovers.listing` sends it
+then, in the background, beside the pass's list of batches instead of after it (the first
+upload waits for it).  A listing that failed there is sent again when it is needed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import threading
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from reconciler.api.batch import LiveBatch
@@ -113,6 +119,7 @@ class Leftovers:
         self._troubled = set(troubled)
         self._suspect: set[str] = set()  # a retried upload may have left a copy there
         self._listed: dict[str, list[Upload]] = {}
+        self._listing: dict[str, Future[list[Upload]]] = {}  # sent early, not yet needed
         self._taken: set[str] = set()
         self._lock = threading.Lock()
 
@@ -123,6 +130,15 @@ class Leftovers:
         if state.serial == 0:
             return cls(apis, owner_tag, apis.keys())
         return cls(apis, owner_tag, {job.provider for job in state.jobs.values() if job.pending})
+
+    @classmethod
+    def listing(cls, state: State, apis: Mapping[str, ProviderApi], owner_tag: str) -> Leftovers:
+        """`after`, with each troubled provider's files listed from now on, in the background;
+        nothing is sent when no provider is troubled (a recorded state with nothing pending)."""
+        leftovers = cls.after(state, apis, owner_tag)
+        for provider in sorted(leftovers._troubled):
+            leftovers._listing[provider] = _in_background(functools.partial(leftovers._list, provider))
+        return leftovers
 
     def reuse(self, provider: str, source: UploadSource) -> str | None:
         """The id of an earlier upload of these very bytes under this name, if one is left."""
@@ -143,6 +159,7 @@ class Leftovers:
         with self._lock:
             self._suspect.add(provider)
             self._listed.pop(provider, None)
+            self._listing.pop(provider, None)
 
     def sweep_all(
         self, desired: Mapping[str, DesiredJob], live: Sequence[LiveBatch], state: State
@@ -179,9 +196,13 @@ class Leftovers:
 
     def _uploads(self, provider: str) -> list[Upload]:
         if provider not in self._listed:
-            files = self._apis[provider].reader.iter_files("batch")
-            self._listed[provider] = _ours(files, self._owner_tag)
+            early = self._listing.pop(provider, None)
+            listed = _result_or_none(early) if early is not None else None
+            self._listed[provider] = self._list(provider) if listed is None else listed
         return self._listed[provider]
+
+    def _list(self, provider: str) -> list[Upload]:
+        return _ours(self._apis[provider].reader.iter_files("batch"), self._owner_tag)
 
     def _delete(self, provider: str, file_id: str) -> None:
         try:
@@ -189,3 +210,24 @@ class Leftovers:
         except ApiStatusError as error:
             if error.status != 404:  # already gone is what we wanted
                 raise
+
+
+def _in_background(work: Callable[[], list[Upload]]) -> Future[list[Upload]]:
+    """`work` on a thread of its own: a pass that ends before it needs the answer does not wait."""
+    future: Future[list[Upload]] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as error:  # kept for whoever needs the answer
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="leftovers", daemon=True).start()
+    return future
+
+
+def _result_or_none(future: Future[list[Upload]]) -> list[Upload] | None:
+    try:
+        return future.result()
+    except ApiError:
+        return None  # listed again by whoever needs it: the error becomes theirs

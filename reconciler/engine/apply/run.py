@@ -33,8 +33,9 @@ def apply_plan(
     POST).  `untouched`: jobs outside --target, recorded as they were; `behind`: jobs left to a
     newer checkout, only observed; `commit`: where the changes made here are recorded as from."""
     outcome = Outcome()
-    leftovers = Leftovers.after(state, fx.apis, fx.owner_tag)
-    with ThreadPoolExecutor(max_workers=fx.parallelism, thread_name_prefix="apply") as pool:
+    leftovers = fx.leftovers or Leftovers.after(state, fx.apis, fx.owner_tag)
+    workers = workers_for(plan, fx.parallelism)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply") as pool:
         cancel_failed = _cancel_all(plan, {b.id: b for b in live}, fx, pool, outcome)
         creates = [c for c in plan.pending if c.creates and c.job not in cancel_failed]
         state = create_all(creates, desired, state, fx, pool, outcome, leftovers)
@@ -59,6 +60,12 @@ def apply_plan(
     state = with_applied_from(state, changed, forgotten, commit)
     outcome.failures += leftovers.sweep_all(desired, observed, state)
     return state, outcome
+
+
+def workers_for(plan: Plan, parallelism: int) -> int:
+    """Threads for the pool: one per cancel or create to send, up to `parallelism`."""
+    requests = sum(len(change.cancel) + len(change.creates) for change in plan.pending)
+    return max(1, min(parallelism, requests))
 
 
 def _cancel_all(

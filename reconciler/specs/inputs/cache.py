@@ -70,12 +70,16 @@ KEPT = 50  # indexes kept per repo, newest first
 MAX_SHOWN_IDS = 3
 
 
-def write_index(folder: Path, sha256: str, fingerprints: dict[str, bytes]) -> None:
-    """Best effort: an index that cannot be written only makes a later diff say less."""
-    text = "".join(f"{json.dumps(custom_id)} {print_.hex()}\n" for custom_id, print_ in fingerprints.items())
-    with contextlib.suppress(OSError, WriteError):
-        fileops.write_bytes(folder / f"{sha256}{SUFFIX}", text.encode())
-        _prune(folder)
+def write_indexes(folder: Path, indexes: dict[str, dict[str, bytes]]) -> None:
+    """Best effort: an index that cannot be written only makes a later diff say less.  The
+    folder is pruned once, after all of them (per index, 100 new inputs cost 100 listings)."""
+    for sha256, fingerprints in indexes.items():
+        text = "".join(f"{json.dumps(key)} {print_.hex()}\n" for key, print_ in fingerprints.items())
+        with contextlib.suppress(OSError, WriteError):
+            fileops.write_bytes(folder / f"{sha256}{SUFFIX}", text.encode())
+    if indexes:
+        with contextlib.suppress(OSError):
+            _prune(folder)
 
 
 def read_index(folder: Path, sha256: str) -> dict[str, str] | None:
@@ -112,19 +116,19 @@ def input_indexes(paths: RepoPaths) -> Path:
     return paths.state.parent / "inputs"
 
 
-def too_large_to_queue(repo: LoadedRepo, name: str, digest: InputDigest, shown: str) -> Problem | None:
+def too_large_to_queue(repo: LoadedRepo, name: str, digest: InputDigest, shown: str) -> list[Problem]:
     """A request larger than its model's declared queue limit could never be enqueued, split
-    or not: the line that says so."""
+    or not: the line that says so (checked per job: jobs sharing an input may use other Providers)."""
     found = repo.providers.get(repo.jobs[name].job.spec.provider or "")
     limit = found.provider.spec.limit_for(digest.model) if found else None
     if limit is None or limit.enqueued_tokens is None or digest.largest_tokens <= limit.enqueued_tokens:
-        return None
+        return []
     message = (
         f"this request alone is ~{digest.largest_tokens:,} prompt tokens, more than the "
         f"{limit.enqueued_tokens:,} enqueued tokens Provider {found.name if found else ''} allows "
         f"{digest.model}: it could never be enqueued; shorten it, or raise the limit if yours is higher"
     )
-    return Problem(shown, digest.largest_line, "body", message)
+    return [Problem(shown, digest.largest_line, "body", message)]
 
 
 def digest_repo(
@@ -140,9 +144,15 @@ def digest_repo(
     fresh: dict[str, InputDigest] = {}
     digests: dict[str, InputDigest] = {}
     problems: list[Problem] = []
+    done: dict[tuple[Path, str, InputLimits], InputDigest] = {}  # inputs that jobs share: once
     for name, job in sorted(repo.jobs.items()):
         endpoint, shown = job.job.spec.endpoint, display(job.input_path, paths)
         job_limits = NO_LIMITS if job.job.spec.split else limits
+        shared = done.get((job.input_path, endpoint, job_limits))
+        if shared is not None:
+            digests[name] = shared
+            problems += too_large_to_queue(repo, name, shared, shown)
+            continue
         try:
             key = cache_key(job.input_path, endpoint, job_limits)
             digest = fresh.get(key) or cached.get(key)
@@ -159,16 +169,14 @@ def digest_repo(
         except SpecError as error:
             problems += error.problems
             continue
-        problem = too_large_to_queue(repo, name, digest, shown)
-        if problem is not None:
-            problems.append(problem)
-        digests[name] = digest
+        problems += too_large_to_queue(repo, name, digest, shown)
+        digests[name] = done[(job.input_path, endpoint, job_limits)] = digest
         if unchanged:  # a file written to while we read it is hashed again next time
             fresh[key] = digest
     if problems:
         raise SpecError(problems)
     if cache and fresh != cached:
         write_cache(cache_path, fresh)
-    for sha256, fingerprints in indexes.items() if cache else ():
-        write_index(input_indexes(paths), sha256, fingerprints)
+    if cache:
+        write_indexes(input_indexes(paths), indexes)
     return digests

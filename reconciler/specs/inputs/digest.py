@@ -166,6 +166,25 @@ def _decode(line: bytes) -> Any:
 CHUNK_BYTES = 1 << 20
 
 
+def request_identity(endpoint: str, body: object) -> str:
+    """What a request asks, whatever its custom_id: its endpoint and its body in canonical JSON
+    (keys sorted, no whitespace, text as UTF-8), hashed.  Two lines that differ only in the
+    custom_id, the order of keys or spacing are one request; any other difference (a model, a
+    prompt, a parameter, 1 against 1.0) is another (spec.reuse, engine/reuse.py)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()
+
+
+def line_identity(endpoint: str, line: bytes) -> tuple[str, str]:
+    """(custom_id, identity) of one request line of a checked input; its own url is its endpoint
+    (a checked input's lines all name the job's), `endpoint` where it names none."""
+    request = _decode(line)
+    url = request.get("url")
+    return str(request["custom_id"]), request_identity(
+        url if isinstance(url, str) else endpoint, request.get("body")
+    )
+
+
 @dataclass(frozen=True)
 class InputDigest:
     sha256: str
