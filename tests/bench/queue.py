@@ -1,8 +1,11 @@
 """Item 15 (issue 22): 100 jobs through a batch queue that holds 10 at a time.
 
-The daemon (`reconcile --watch`, its poll interval ten minutes: only the queue's own wake brings
-the next jobs in) runs 100 equal jobs against an external sandbox enforcing a queue limit of ten
-jobs' prompt tokens.  A sampler lists the sandbox's batches every 0.1 s:
+The daemon (`reconcile --watch`, its poll interval ten minutes) runs 100 equal jobs against an
+external sandbox enforcing a queue limit of ten jobs' prompt tokens.  The sandbox sends its
+`batch.completed` webhooks to the daemon's `POST /webhooks/openai`, as OpenAI would, so a batch
+that finishes wakes the daemon at once (without them, only the queue's own estimate of when a
+batch ends brings the next jobs in, a second or two late each round).  A sampler lists the
+sandbox's batches every 0.1 s:
 
 - queue utilisation: the prompt tokens of the unfinished batches over the limit, averaged over
   the samples from the first batch seen to the last one finished (target ≥ 90%);
@@ -15,6 +18,7 @@ jobs' prompt tokens.  A sampler lists the sandbox's batches every 0.1 s:
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -37,6 +41,10 @@ VALIDATION, FINALIZING = 0.2, 0.0
 UTILISATION_TARGET, MAKESPAN_TARGET = 0.90, 1.10
 RUNNING = frozenset({"validating", "in_progress", "finalizing"})
 SAMPLE_SECONDS = 0.1
+# A fixed test secret (Standard Webhooks' whsec_ + base64), not a credential: the sandbox signs
+# with it and the daemon's Provider verifies with it.
+WEBHOOK_SECRET = "whsec_" + "cXVldWUtYmVuY2gtd2ViaG9vay1zZWNyZXQ="
+SECRET_VARIABLE = "QUEUE_BENCH_WEBHOOK_SECRET"
 
 
 def measure(ctx: Context) -> list[Row]:
@@ -49,12 +57,17 @@ def measure(ctx: Context) -> list[Row]:
         "requests_per_second": rate,
         "limits": json.dumps({"gpt-4o-mini": {"enqueued_tokens": LIMIT}}),
     }
+    port = _free_port()
     with external_sandbox(ctx.folder("queue-sandbox"), **knobs) as sandbox:
+        sandbox.configure(
+            webhook_url=f"http://127.0.0.1:{port}/webhooks/openai", webhook_secret=WEBHOOK_SECRET
+        )
         (repo / "specs" / "provider.yaml").write_text(_provider(sandbox.base_url), encoding="utf-8")
         sampler = Sampler(sandbox.base_url)
+        watch = ("reconcile", "--watch", "--interval", "600", "--health-port", str(port))
         daemon = subprocess.Popen(
-            reconciler_argv("reconcile", "--watch", "--interval", "600", "--repo", str(repo)),
-            env=bench_env(),
+            reconciler_argv(*watch, "--repo", str(repo)),
+            env=bench_env({SECRET_VARIABLE: WEBHOOK_SECRET}),
             stdout=subprocess.DEVNULL,
             stderr=(repo / "daemon.log").open("wb"),
         )
@@ -152,8 +165,15 @@ def _repo(root: Path) -> Path:
     return root
 
 
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port: int = server.getsockname()[1]
+        return port
+
+
 def _provider(base_url: str) -> str:
     return (
         "apiVersion: reconciler/v1\nkind: Provider\nmetadata: {name: queue}\nspec:\n"
-        f"  base_url: {base_url}\n  limits:\n    gpt-4o-mini: {{enqueued_tokens: {LIMIT}}}\n"
+        f"  base_url: {base_url}\n  webhook_secret: ${{{SECRET_VARIABLE}}}\n"
+        f"  limits:\n    gpt-4o-mini: {{enqueued_tokens: {LIMIT}}}\n"
     )
