@@ -207,7 +207,7 @@ def test_the_postgresql_state_carries_the_commit_a_job_was_applied_from(
         "SELECT h.top, j.record FROM reconciler_state_heads h JOIN reconciler_state_jobs j "
         "ON j.owner = h.owner WHERE j.name = 'nightly-eval'"
     )
-    assert top["format_version"] == 5  # type: ignore[index]
+    assert top["format_version"] == 6  # type: ignore[index]
     assert record["applied_from"]["commit"] == second  # type: ignore[index]
     sandbox.reset_counts()
     left = planned(run_cli, daemon.repo)["nightly-eval"]
@@ -283,7 +283,7 @@ def test_a_job_deleted_at_a_newer_commit_is_not_created_again_from_a_checkout_be
 
 
 @pytest.mark.parametrize("version", [2, 3])
-def test_an_older_state_reads_as_it_is_and_is_written_back_as_version_4(
+def test_an_older_state_reads_as_it_is_and_is_written_back_in_today_s_format(
     clone: Callable[[str], Clone], sandbox: Sandbox, run_cli: RunCli, version: int
 ) -> None:
     ci = clone("ci")
@@ -304,6 +304,6 @@ def test_an_older_state_reads_as_it_is_and_is_written_back_as_version_4(
     assert run_cli("reconcile", *ci.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {}
     again = json.loads(ci.state.read_text())
-    assert again["format_version"] == 5 and again["lineage"] == document["lineage"]
+    assert again["format_version"] == 6 and again["lineage"] == document["lineage"]
     # version 2 had no commits: nothing changed, so nothing is claimed; version 3's is kept
     assert again["jobs"]["nightly-eval"]["applied_from"] == (None if version == 2 else applied)

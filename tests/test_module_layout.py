@@ -9,6 +9,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "reconciler"
 MOST_LINES = 600
+# The package's size budget, counted as `find reconciler -name '*.py' | wc -l` counts it.  126, not
+# 125: queue-aware admission (plans/admission.py) is a topic of its own and no small module fits
+# cleanly into another; folding state/open.py into engine/workspace.py brings it back to 125.
+MOST_MODULES = 126
 
 
 def _modules() -> list[Path]:
@@ -29,3 +33,8 @@ def test_no_two_modules_share_a_file_name() -> None:
         folders[module.name].append(module.parent.relative_to(PACKAGE).as_posix())
     assert len(folders) > 50
     assert {name: where for name, where in folders.items() if len(where) > 1} == {}
+
+
+def test_the_package_keeps_to_its_module_budget() -> None:
+    count = len(list(PACKAGE.rglob("*.py")))
+    assert 50 < count <= MOST_MODULES

@@ -34,10 +34,12 @@ from reconciler.plans.reasons import (
     Orphaned,
     OverBudget,
     PartsMissing,
+    Queued,
     Reason,
     ReasonCode,
     ReplaceRequested,
     Replacing,
+    Requeue,
     Restart,
     RestartWaits,
     Resume,
@@ -102,6 +104,25 @@ WORDS: list[tuple[Reason, str]] = [
     ),
     (Resume(1500), "1,500 requests without a final answer are sent again"),
     (Retry(7, 2), "attempt 2, 7 requests did not succeed"),
+    (
+        Requeue(3, 1, "token"),
+        "part 1's 3 requests were refused by the provider's queue (enqueued token limit): sent again, "
+        "no attempt spent",
+    ),
+    (
+        Queued("openai", "gpt-4o-mini", 3, 1, 12, 4_884, 4_200_000, 2_000_000, None),
+        "12 requests: queued: 3rd for gpt-4o-mini, 4.2M tokens ahead (limit 2.0M tokens)",
+    ),
+    (
+        Queued("openai", "gpt-4o-mini", 1, 2, 900, 80_000, 0, 90_000, None, learnt=True),
+        "2 parts, 900 requests: queued (2 parts): 1st for gpt-4o-mini, 0 tokens ahead (limit 90.0k tokens, learnt)",
+    ),
+    (
+        Queued("openai", "gpt-4o", 1, 1, 50, 120_000, 0, 90_000, None, learnt=True, never_fits=True),
+        "50 requests: never sent: a part of ~120.0k prompt tokens is more than gpt-4o's whole queue "
+        "(90.0k tokens, learnt from a refusal); declare the limit in the Provider's limits, so the job is "
+        "split to fit",
+    ),
     (Adopt("b9", "g2"), "b9 of generation g2 is live but not in the state"),
     (Adopt("b9", "g2", "b1"), "b9 of generation g2 is live but not in the state; cancelling b1, superseded"),
     (Superseded("b1", generation="g2"), "superseded by generation g2; cancelling b1"),

@@ -162,7 +162,7 @@ def test_the_state_file_keeps_its_lineage_bumps_its_serial_and_keeps_a_backup(
     run_cli("reconcile", *sandbox_repo.args())
     second = state_of(sandbox_repo.root)
     assert second["lineage"] == first["lineage"] and second["serial"] > first["serial"]
-    assert first["format_version"] == 5
+    assert first["format_version"] == 6
     text = sandbox_repo.state.read_text()
     document = json.loads(text)
     # Sorted keys, one a line at the top; one line per job, in name order (state/file.py).

@@ -307,7 +307,7 @@ def test_a_version_4_state_reads_as_it_is_with_no_reuse_recorded() -> None:
     state = parse_state(
         {"format_version": 4, "serial": 3, "lineage": "l", "jobs": {"emb": job}}, "x", "state"
     )
-    assert state.format_version == 5 and state.jobs["emb"].reuse is None and state.jobs["emb"].reused == 0
+    assert state.format_version == 6 and state.jobs["emb"].reuse is None and state.jobs["emb"].reused == 0
 
 
 def test_identity_ignores_the_custom_id_key_order_and_spacing_but_not_a_number_type() -> None:

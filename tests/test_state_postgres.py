@@ -47,7 +47,7 @@ def test_apply_keeps_the_state_in_the_database_with_every_serial_as_a_version(
     assert not pg_repo.state.exists()  # no state file: the database is the state
 
     document = json.loads(run_cli("status", "--json", "--offline", *pg_repo.args()).stdout)  # as recorded
-    assert document["owner"] == owner_tag(OWNER) and document["format_version"] == 5
+    assert document["owner"] == owner_tag(OWNER) and document["format_version"] == 6
     recorded = [b["batch_id"] for b in document["jobs"]["nightly-eval"]["batches"]]
     assert recorded == [b.id for b in batches(sandbox)]
 

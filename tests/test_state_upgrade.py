@@ -125,7 +125,7 @@ def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_b
     write_state(v1)
 
     read = json.loads(run_cli("status", "--json", *repo.args()).stdout)
-    assert read["format_version"] == 5 and read["jobs"]["nightly-eval"]["run"] == "default"
+    assert read["format_version"] == 6 and read["jobs"]["nightly-eval"]["run"] == "default"
     assert [b["run"] for b in read["jobs"]["nightly-eval"]["batches"]] == ["default"]
     sandbox.reset_counts()
     plan = run_cli("plan", "--detailed-exitcode", *repo.args())
@@ -133,7 +133,7 @@ def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_b
     assert run_cli("reconcile", *repo.args()).exit_code == 0
     assert mutating(sandbox.request_counts()) == {}
     state = json.loads(run_cli("status", "--json", *repo.args()).stdout)
-    assert (state["format_version"], state["lineage"], state["serial"]) == (5, "lineage-1", 8)
+    assert (state["format_version"], state["lineage"], state["serial"]) == (6, "lineage-1", 8)
     upgraded = state["jobs"]["nightly-eval"]
     assert upgraded["run"] == "default" and [b["batch_id"] for b in upgraded["batches"]] == [old.id]
     assert upgraded["history"][0]["run"] == "default"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -29,6 +31,37 @@ TIMESTAMP_FIELDS = (
     "cancelling_at",
     "cancelled_at",
 )
+
+
+# A batch past its model's queue limit is accepted, then ends `failed` with one of these codes
+# (the request-count cap is known by its wording); the message names the limit.
+QUEUE_CODES = frozenset({"token_limit_exceeded", "request_limit_exceeded"})
+_QUEUE_WORDING = re.compile(r"\bEnqueued (token|request) limit reached\b", re.IGNORECASE)
+_LIMIT = re.compile(r"\bLimit:\s*([0-9][0-9,]{0,24})\s+enqueued (token|request)s?\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class QueueRefusal:
+    """A batch the provider's queue turned away: nothing ran; `limit` as its message says it."""
+
+    kind: str  # token | request
+    limit: int | None  # None: the message did not say
+
+
+def queue_refusal(errors: dict[str, Any] | None) -> QueueRefusal | None:
+    """The queue refusal a failed batch's `errors` carry; None for any other failure."""
+    items = (errors or {}).get("data")
+    first = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+    code, message = first.get("code"), first.get("message")
+    message = message if isinstance(message, str) else ""
+    wording = _QUEUE_WORDING.search(message)
+    if code not in QUEUE_CODES and wording is None:
+        return None
+    by_code = "request" if code == "request_limit_exceeded" else "token"
+    kind = wording.group(1).lower() if wording else by_code
+    stated = _LIMIT.search(message)
+    limit = int(stated.group(1).replace(",", "")) if stated and stated.group(2).lower() == kind else None
+    return QueueRefusal(kind, limit)
 
 
 def is_terminal(status: str) -> bool:
@@ -140,6 +173,11 @@ class Batch(BaseModel):
     @property
     def terminal(self) -> bool:
         return is_terminal(self.status)
+
+    @property
+    def refusal(self) -> QueueRefusal | None:
+        """Why the provider's queue turned it away; None unless it did."""
+        return queue_refusal(self.errors) if self.status == "failed" else None
 
 
 def _whole(value: Any) -> Any:

@@ -41,6 +41,7 @@ from reconciler.plans.wording import (
     out_of_sync,
     over_budget_lines,
     over_budget_words,
+    queued_words,
     saved_text,
     upcoming_words,
 )
@@ -74,6 +75,8 @@ def plan_text(plan: Plan, *, colour: bool, verbose: bool = False) -> str:
         lines.append(_change_line(change, width, colour))
         if change.over_budget:
             lines.append(_warn(f"  ! over budget: {over_budget_words(change.over_budget)}", colour))
+        if change.queued and change.action is not Action.NOOP:  # some parts go now, the rest wait
+            lines.append(f"  {queued_words(change.queued)}")
     lines += [f"! {note}" for note in plan.notes]
     lines.append(summary_line(plan))
     lines += [f"Launches {line}" for line in launch_lines(plan)]

@@ -23,7 +23,7 @@ import click
 from reconciler.api.responses import CommandTimeoutError
 from reconciler.api.transport import DEFAULT_BACKOFF, Backoff
 from reconciler.common.errors import ApiError, StateError, UserError
-from reconciler.common.usage import TokenUsage, usd
+from reconciler.common.usage import TokenUsage, short_count, usd
 from reconciler.daemon.passes import Loaded, load
 from reconciler.engine import clock
 from reconciler.engine.clock import at_time
@@ -32,9 +32,11 @@ from reconciler.engine.converge import observe_and_record, readers_of, utc_now
 from reconciler.engine.observe import observe
 from reconciler.engine.results import recorded_location, results_problem
 from reconciler.engine.workspace import SEE_STATUS, behind, load_state, read_recorded
+from reconciler.plans.admission import congestion_share
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_time
 from reconciler.plans.record import record
+from reconciler.plans.wording import learnt_limit_words, queue_place_words
 from reconciler.specs import identity
 from reconciler.specs.fields import closest
 from reconciler.specs.repo import RepoPaths
@@ -176,10 +178,7 @@ def _cost(cost: float | None, usage: TokenUsage) -> str:
 
 
 def _short(count: int) -> str:
-    for suffix, size in (("M", 1_000_000), ("k", 1_000)):
-        if count >= size:
-            return f"{count / size:.1f}{suffix}"
-    return str(count)
+    return short_count(count)
 
 
 STATUS_COLOURS = {
@@ -221,11 +220,12 @@ def status_table(view: StatusView, *, colour: bool, now: float | None = None) ->
             cells[1] = click.style(cells[1], fg=shade)
         lines.append("  ".join(cells).rstrip())
         job = view.state.jobs.get(name)
+        lines.extend(f"    {line}" for line in queue_lines(view.state, name, now))
         lines.extend(f"    {line}" for line in (first_errors(job) if job else []))
     lines += invalid_lines(view)
     if not view.state.jobs:
         lines += ["", "No jobs in the state yet: run `reconciler plan`, then `reconciler apply`."]
-    return "\n".join(lines + usage_lines(view.state))
+    return "\n".join(lines + usage_lines(view.state) + learnt_lines(view.state, now))
 
 
 def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
@@ -248,6 +248,24 @@ def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
         results_cell(view, name, job),
         *usage_cells(job),
     )
+
+
+def queue_lines(state: State, name: str, now: float) -> list[str]:
+    """`queued: 2nd for gpt-4o-mini, 1.6k tokens ahead, estimated start in 2m`, for a job with
+    parts waiting for room in its model's queue; and each limit learnt for it."""
+    place = state.queue.places.get(name)
+    if place is None:
+        return []
+    return [f"queued: {queue_place_words(place, now)}"]
+
+
+def learnt_lines(state: State, now: float) -> list[str]:
+    """The queue limits refusals taught, per provider and model (`reconciler state forget-limit`)."""
+    return [
+        "Queue limit " + learnt_limit_words(provider, model, learning, congestion_share(learning, now))
+        for provider, models in sorted(state.queue.learnt.items())
+        for model, learning in sorted(models.items())
+    ]
 
 
 def status_cell(view: StatusView, name: str) -> str:
@@ -340,6 +358,7 @@ def status_detail(view: StatusView, name: str, now: float) -> str:
         if job.results.lost:
             lines.append(f"  results lost {job.results.lost}")
     lines += [f"  pending      create {p.attempt} (part {p.part}, attempt {p.retry})" for p in job.pending]
+    lines += [f"  {line}" for line in queue_lines(view.state, name, now)]
     lines += ["", *_batch_table(job)] if job.batches else []
     lines += [f"  {line}" for line in first_errors(job)]
     lines += ["", *history_table(job)]

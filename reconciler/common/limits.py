@@ -42,6 +42,7 @@ class InputLimits:
     max_requests: int = MAX_INPUT_REQUESTS
     max_bytes: int = MAX_INPUT_BYTES
     max_inputs: int = MAX_EMBEDDING_INPUTS  # embedding inputs; only embeddings jobs count them
+    max_tokens: int | None = None  # estimated prompt tokens: a queue limit to fit (split-to-fit)
 
 
 # A job with `split` is cut into parts that each fit the limits, so its whole input may exceed them.

@@ -104,3 +104,11 @@ def _usd(amount: float, extra: int) -> str:
     whole, _, fraction = f"{rounded:,f}".partition(".")
     sign = "-" if amount < 0 else ""
     return f"{sign}${whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def short_count(count: int) -> str:
+    """`4.2M`, `12.0k`, `950`: a count of tokens where a table or a sentence has little room."""
+    for suffix, size in (("M", 1_000_000), ("k", 1_000)):
+        if count >= size:
+            return f"{count / size:.1f}{suffix}"
+    return str(count)

@@ -30,7 +30,8 @@ from reconciler.engine.events import describe
 from reconciler.plans.changes import Slot
 from reconciler.plans.jobstatus import Sync, job_sync
 from reconciler.plans.runs import shown_run, slot_run
-from reconciler.state.model import BatchRecord, JobState, RunRecord
+from reconciler.plans.wording import ordinal
+from reconciler.state.model import BatchRecord, JobState, QueuePlace, RunRecord
 
 TEMPLATES = Environment(
     loader=PackageLoader("reconciler.daemon", "templates"),
@@ -203,20 +204,35 @@ def job_row(snap: Snapshot, name: str, job: JobState | None, now: float) -> JobR
     sync = job_sync(name, job, snap.specced, bool(snap.problems))
     schedule = snap.schedules.get(name)
     shown = job or JobState(generation="", provider="", status="none")
+    place = snap.state.queue.places.get(name) if snap.state is not None else None
     return JobRow(
         name=name,
         link=f"/jobs/{quote(name, safe='')}" if job else None,
-        status=shown.status,
+        status=queued_status(shown.status, place),
         sync=sync.value,
         sync_class=_sync_class(sync),
         bar=progress(shown),
-        eta=eta(shown, now),
+        eta=queued_start(place, now) if place is not None and shown.status == "queued" else eta(shown, now),
         run=run_shown(shown, schedule),
         next_run=next_run(schedule),
         batches=len(shown.batches),
         observed=shown.observed_at or NONE,
         cost=cost(shown),
     )
+
+
+def queued_status(status: str, place: QueuePlace | None) -> str:
+    """`queued (2nd)`: a queued job with its place in its model's queue (plans/admission.py)."""
+    if status != "queued" or place is None:
+        return status
+    return f"queued ({ordinal(place.position)})" if not place.never_fits else "queued (never fits)"
+
+
+def queued_start(place: QueuePlace, now: float) -> str:
+    """A queued job's estimated start: `starts ~3m`; `—` until a running batch shows progress."""
+    if place.estimated_start is None:
+        return NONE
+    return "starts ~" + duration(place.estimated_start - now)
 
 
 def _sync_class(sync: Sync) -> str:

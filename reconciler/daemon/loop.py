@@ -52,7 +52,7 @@ from reconciler.daemon.passes import (
     load,
     reload_changed,
 )
-from reconciler.daemon.timing import Cadence, Wake, Waker, earliest, restart_wait, retry_delay
+from reconciler.daemon.timing import Cadence, Wake, Waker, earliest, queue_wait, restart_wait, retry_delay
 from reconciler.daemon.watch import SETTLE_SECONDS, FileWatcher, WatchTargets, targets_for, watched_files
 from reconciler.daemon.web import Liveness
 from reconciler.engine import clock
@@ -60,7 +60,7 @@ from reconciler.engine.apply.failures import server_wait
 from reconciler.engine.clock import seconds_until_next
 from reconciler.engine.events import EventLog
 from reconciler.engine.workspace import load_state, open_backend
-from reconciler.plans.reasons import OverBudget
+from reconciler.plans.reasons import OverBudget, ReasonCode
 from reconciler.plans.wording import change_words, over_budget_words
 from reconciler.specs import identity
 from reconciler.specs.checkout import head
@@ -414,7 +414,8 @@ class Daemon:
             # cyclic collector would walk it again and again (a sixth of an idle 10,000-job
             # daemon's time): it is set aside; what it drops is freed by reference counts.
             gc.freeze()
-        return earliest(self._succeeded(result), self._next_slot(), self._next_restart(result))
+        queued = queue_wait(result.after, time.time())  # a batch of a queued model should be done
+        return earliest(self._succeeded(result), self._next_slot(), self._next_restart(result), queued)
 
     def _pass(self, owed: Owed) -> PassResult:
         assert self.loaded is not None
@@ -497,7 +498,8 @@ class Daemon:
         self.refused = dict(refused)
         for change in result.plan.changes:  # e.g. a job left to a newer checkout: said once
             said = change_words(change)
-            if change.attention and said not in self.said:
+            queued = change.reason.code is ReasonCode.QUEUED  # the normal wait: status and the board show it
+            if change.attention and not queued and said not in self.said:
                 self.said.add(said)
                 self.log.warning(
                     "noted", f"{change.job}: {said}", job=change.job, reason_code=change.reason.code.value

@@ -366,13 +366,13 @@ class Leader:
             names.discard("")
             if not names:  # looked, and found nothing new: a pass all the same
                 return PassResult(state, state, whole=False, settle_in=backend.settle())
-            found = plan_jobs(ws, readers, state, view.of_jobs(names), names)
+            found = plan_jobs(ws, readers, state, view.of_jobs(names), names, view.all())
             if not newest_read and any(c.creates for c in found.plan.pending):
                 # Another writer of this owner may have made it just now: the newest page says.
                 changed, _ = read_newest(view, readers, ws.owner_tag, ws.desired, _providers(found))
                 if changed - {""}:
                     names |= changed - {""}
-                    found = plan_jobs(ws, readers, state, view.of_jobs(names), names)
+                    found = plan_jobs(ws, readers, state, view.of_jobs(names), names, view.all())
             if any(c.action in WHOLE_LIST for c in found.plan.pending):
                 raise NeedsWholePass
             held = frozenset(

@@ -34,6 +34,7 @@ FAILURE_BACKOFF = Backoff(initial=1.0, factor=2.0, cap=300.0)
 # request, answered with the wait that is left).
 REQUEST_BACKOFF = Backoff(max_retry_after=5.0)
 MAX_SCHEDULED_WAIT = 3600.0
+QUEUE_WAIT_LEAST = 0.5  # a start estimated as past is looked at again no sooner than this
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,14 @@ def restart_wait(state: State, now: float) -> float | None:
         if restart_owed(attempts)
     ]
     return max(min(due) - now, 0.0) if due else None
+
+
+def queue_wait(state: State, now: float) -> float | None:
+    """Seconds until the first queued job's estimated start: when the running batches of its
+    model should have finished enough to make room (plans/admission.py), the daemon looks, and
+    the pass admits it; None when nothing waits in a queue or no start can be told yet."""
+    starts = [p.estimated_start for p in state.queue.places.values() if p.estimated_start is not None]
+    return max(min(starts) - now, QUEUE_WAIT_LEAST) if starts else None
 
 
 def retry_delay(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -40,6 +40,7 @@ from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.reuse import AnswerStore, open_store, with_reuse
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
+from reconciler.plans.admission import admit, with_admitted, with_queue
 from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
@@ -105,7 +106,10 @@ def _planned(
     ctx: PlanContext,
     answers: AnswerStore | None = None,
     no_reuse: bool = False,
+    queues: tuple[Mapping[str, DesiredJob], Sequence[LiveBatch], State] | None = None,
 ) -> Refreshed:
+    """`queues`: the jobs, batches and state admission counts the queues from, when the plan is
+    of some jobs only (the daemon's partial pass): a queue holds every job's batches."""
     choices = choose_runs(desired, live_by_job(live), state, ctx)  # once per pass
     if reusing(desired):
         with contextlib.nullcontext(answers) if answers else answer_store(ws) as store:
@@ -129,6 +133,8 @@ def _planned(
     )
     newer = behind(ws, state, (c.job for c in plan.pending))
     plan = left_to_newer(plan, newer)
+    everyone, every_batch, whole_state = queues or (desired, live, state)
+    plan = admit(plan, {**everyone, **desired}, every_batch, whole_state, time.time())  # what waits for room
     budget = ws.budget.max_usd_per_plan if ws.budget else None
     plan = check_budgets(with_estimates(plan, desired), desired, state, live, budget)
     plan = with_table_prices(plan, desired, now.date())
@@ -172,9 +178,11 @@ def converge(
         fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism, leftovers)
         untouched = scope.untouched(ws, state)
         carried_out = without_refused(found.plan) if over_budget else found.plan
+        state = with_admitted(state, carried_out, found.desired, time.time())
         state, outcome = apply_plan(
             carried_out, found.desired, found.live, state, fx, untouched, found.behind, applied_from(ws)
         )
+        state = with_queue(state, carried_out, [*found.live, *outcome.touched])
         outcome.over_budget = over_budget
         left = untouched | found.behind  # results and usage of a job left to a newer checkout are its
         mine = {name: job for name, job in found.desired.items() if name not in left}
@@ -213,16 +221,19 @@ def plan_jobs(
     state: State,
     live: list[LiveBatch],
     names: Collection[str],
+    every_batch: Sequence[LiveBatch] = (),
 ) -> Refreshed:
     """The daemon's plan for `names` only, from their batches as already observed (its live view,
     engine/observe.LiveView): no list is read, no other job is planned.  The "no specs at all"
-    refusal is the whole-repo pass's: a subset is allowed to be empty."""
+    refusal is the whole-repo pass's: a subset is allowed to be empty.  `every_batch`: all the
+    batches observed, which admission counts the queues from."""
     now = clock.now()
     wanted = {name: ws.desired[name] for name in names if name in ws.desired}
     recorded = {name: state.jobs[name] for name in names if name in state.jobs}
     some = state.model_copy(update={"jobs": recorded})
     desired = with_input_changes(at_time(wanted, now), some, input_indexes(ws.paths))
-    return _planned(ws, readers, desired, some, live, now, allow_empty=True, ctx=PlanContext())
+    queues = (ws.desired, every_batch or live, state)
+    return _planned(ws, readers, desired, some, live, now, allow_empty=True, ctx=PlanContext(), queues=queues)
 
 
 def converge_jobs(
@@ -246,9 +257,11 @@ def converge_jobs(
     untouched = (state.jobs.keys() | ws.desired.keys()) - planned
     carried_out = without_refused(found.plan) if over_budget else found.plan
     desired = {**ws.desired, **found.desired}
+    state = with_admitted(state, carried_out, found.desired, time.time())
     state, outcome = apply_plan(
         carried_out, desired, live, state, fx, untouched, found.behind, applied_from(ws)
     )
+    state = with_queue(state, carried_out, [*live, *outcome.touched])
     outcome.over_budget = over_budget
     mine = {name: job for name, job in found.desired.items() if name not in found.behind}
     with contextlib.ExitStack() as stack:

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.common.limits import SANDBOX, InputLimits
-from reconciler.plans.changes import DesiredJob, Slot
+from reconciler.common.limits import MAX_INPUT_BYTES, MAX_INPUT_REQUESTS, SANDBOX, InputLimits
+from reconciler.plans.changes import DesiredJob, QueueLimit, Slot
 from reconciler.plans.runs import label_run
 from reconciler.specs import identity
 from reconciler.specs.fields import DEFAULT_RETRY_ON
@@ -42,6 +42,10 @@ def desired_job(
     # The embedding inputs limit cuts parts too, but is not hashed: it changes no partition
     # the API would have accepted (a part over 50,000 inputs failed there).
     split = InputLimits(spec.split.max_requests, spec.split.max_bytes) if spec.split else None
+    limit = queue_limit(document, digest.model)
+    fit = _fit(limit, digest)
+    if fit is not None:  # larger than its queue: cut to fit, on top of `split:`
+        split = _fitted(split, fit)
     parts = (
         split_input(
             loaded.input_path,
@@ -54,12 +58,14 @@ def desired_job(
         else ()
     )
     price = find_price(digest.model, document)
-    outcome = {
+    outcome: dict[str, Any] = {
         "endpoint": spec.endpoint,
         "completion_window": spec.completion_window,
         "provider": provider,
         "split": [split.max_requests, split.max_bytes] if split else None,
     }
+    if fit is not None:  # hashed only when it cuts: a limit a job fits in changes none of its batches
+        outcome["fit"] = [fit.tokens, fit.requests]
     return DesiredJob(
         name=loaded.name,
         generation=identity.generation(outcome, digest.sha256),
@@ -95,9 +101,32 @@ def desired_job(
         # Batches made before runs existed carry a generation that also hashed the metadata.
         legacy_generation=identity.generation({**outcome, "metadata": dict(spec.metadata)}, digest.sha256),
         definition=_definition(spec, outcome, digest),
+        priority=spec.priority,
+        queue_limit=limit,
         reuse_max_age=spec.reuse.max_age if spec.reuse else None,
         reuse_scope=spec.reuse.scope if spec.reuse else "job",
     )
+
+
+def queue_limit(document: Provider | None, model: str) -> QueueLimit | None:
+    """The queue limit a job's Provider declares for its model (or for "*")."""
+    declared = document.spec.limit_for(model) if document else None
+    return QueueLimit(declared.enqueued_tokens, declared.enqueued_requests) if declared else None
+
+
+def _fit(limit: QueueLimit | None, digest: InputDigest) -> QueueLimit | None:
+    """The limit a job must be cut to fit, when its whole input is more than its queue holds."""
+    if limit is None:
+        return None
+    tokens = limit.tokens is not None and digest.input_tokens > limit.tokens
+    requests = limit.requests is not None and digest.requests > limit.requests
+    return limit if tokens or requests else None
+
+
+def _fitted(split: InputLimits | None, fit: QueueLimit) -> InputLimits:
+    given = split or InputLimits(MAX_INPUT_REQUESTS, MAX_INPUT_BYTES)
+    requests = min(given.max_requests, fit.requests or MAX_INPUT_REQUESTS)
+    return InputLimits(requests, given.max_bytes, max_tokens=fit.tokens)
 
 
 def _schedule(spec: BatchJobSpec) -> Slot | None:

@@ -26,6 +26,8 @@ from reconciler.plans.jobstatus import (
     attempts_by_part,
     attempts_used,
     before_failed_starts,
+    before_refusals,
+    requeue_owed,
     restart_at,
     restart_owed,
 )
@@ -130,6 +132,11 @@ def _next_attempt(
     job: DesiredJob, part: PartSpec, attempts: list[BatchRecord], fetch: Fetch, now: float
 ) -> PartRetry | None:
     number = attempts[-1].retry + 1
+    if requeue_owed(attempts):  # refused by the queue: what it was to send goes again
+        ran = before_refusals(attempts)
+        if not ran:
+            return PartRetry(part, number, {}, NOT_STARTED, (NOT_STARTED,))
+        return _after(job, part, ran, fetch, number)
     if not restart_owed(attempts):
         return _after(job, part, attempts, fetch, number)
     if now < restart_at(attempts):

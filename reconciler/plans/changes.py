@@ -11,9 +11,9 @@ from typing import Any
 from reconciler.common.limits import InputLimits
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.common.usage import UnitPrices
-from reconciler.plans.reasons import BudgetPassed, OverBudget, Reason, Reused, Upcoming
+from reconciler.plans.reasons import BudgetPassed, OverBudget, Queued, Reason, Reused, Upcoming
 from reconciler.specs.slices import PartSpec
-from reconciler.state.model import IntentKey
+from reconciler.state.model import IntentKey, QueueBook
 
 BYTES_PER_TOKEN = 4
 
@@ -59,6 +59,14 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class QueueLimit:
+    """A model's batch queue at its provider: what the unfinished batches may hold at once."""
+
+    tokens: int | None = None  # enqueued prompt tokens
+    requests: int | None = None  # enqueued requests
+
+
+@dataclass(frozen=True)
 class DesiredJob:
     """What a spec asks for: the planner reads the first fields, apply the rest."""
 
@@ -96,6 +104,8 @@ class DesiredJob:
     legacy_generation: str | None = None  # the same spec's generation before runs (format 1)
     definition: Mapping[str, Any] = field(default_factory=dict)  # shown field by field in diffs
     input_changes: Mapping[str, Any] | None = None  # requests added/removed/changed since the state's input
+    priority: int = 0  # spec.priority: higher goes first in its model's queue
+    queue_limit: QueueLimit | None = None  # declared by its Provider for its model; None: none declared
     reuse_max_age: int | None = None  # spec.reuse.max_age in seconds; None: reuse is off
     reuse_scope: str = "job"  # spec.reuse.scope: job | owner
     reuse: Reuse | None = None  # what this run reuses (engine/reuse.py): input_path is then what is sent
@@ -108,6 +118,14 @@ class DesiredJob:
         if self.input_tokens:
             return self.input_tokens * requests // self.requests
         return self.input_bytes * requests // self.requests // BYTES_PER_TOKEN
+
+    def unit_tokens(self, part: int, requests: int) -> int:
+        """Input tokens of `requests` of one part's requests: the part's own count when it was cut
+        to fit a queue (in proportion, for a retry of some of them), else the job's share."""
+        found = next((p for p in self.parts if p.index == part), None)
+        if found is not None and found.tokens and found.requests:
+            return found.tokens * min(requests, found.requests) // found.requests
+        return self.estimated_tokens(requests)
 
     @property
     def part_specs(self) -> tuple[PartSpec, ...]:
@@ -159,6 +177,7 @@ class Change:
     attention: bool = False  # a noop the user should see anyway (e.g. a batch left running)
     next_run: Upcoming | None = None  # a scheduled job's next slot
     missed_slot: str | None = None  # a slot skipped for its starting_deadline (announced once)
+    queued: Queued | None = None  # parts admission held back for room in their model's queue
     reused: Reused | None = None  # a create of a run that reuses earlier answers
     saved: CostEstimate | None = None  # what the reused requests would have cost
 
@@ -174,6 +193,7 @@ class Plan:
     # Said alongside the changes, never a change themselves: e.g. a results file to write again.
     notes: tuple[str, ...] = ()
     table_prices: tuple[TablePrices, ...] = ()  # the shipped price table's figures this plan used
+    queue_book: QueueBook | None = None  # what admission records (plans/admission.py); None: not run
 
     @property
     def pending(self) -> tuple[Change, ...]:

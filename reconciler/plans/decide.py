@@ -39,6 +39,7 @@ from reconciler.plans.jobstatus import (
     attempts_by_part,
     attempts_used,
     job_status,
+    requeue_owed,
     restart_owed,
     restart_reason,
     restart_waits,
@@ -60,6 +61,7 @@ from reconciler.plans.reasons import (
     Reason,
     ReplaceRequested,
     Replacing,
+    Requeue,
     Resume,
     Retry,
     Reused,
@@ -218,7 +220,8 @@ def _retries(desired: DesiredJob, current: list[LiveBatch], retryable: Retryable
     attempts = _attempts(current)
     for part, batch in sorted(_latest(current).items()):
         count = retryable.get((desired.name, part), 0)
-        free = batch.status == "cancelled" or restart_owed(attempts[part])  # a resume, a restart
+        # a resume, a restart, a requeue: none spends an attempt
+        free = batch.status == "cancelled" or restart_owed(attempts[part]) or requeue_owed(attempts[part])
         if batch.terminal and count and (free or attempts_used(attempts[part]) < desired.max_attempts):
             units.append(Unit(part, batch.batch.retry + 1, count))
     return units
@@ -250,6 +253,9 @@ def _label(
             return Action.RETRY, restart_reason(_attempts(current)[unit.part], unit.part, total)
         if all(latest[u.part].status == "cancelled" for u in creates):
             return Action.RESUME, Resume(total)
+        refusal = latest[creates[0].part].batch.refusal
+        if refusal is not None:
+            return Action.RETRY, Requeue(total, creates[0].part, refusal.kind)
         return Action.RETRY, Retry(total, creates[0].retry)
     if adopt:
         also = stale[0].id if stale else None  # the same change cancels it
@@ -286,7 +292,7 @@ def _create_reason(
         return started
     if partial:
         return PartsMissing(requests, tuple(u.part for u in units))
-    if recorded is None:
+    if recorded is None or (recorded.status == "queued" and not recorded.batches):  # waited in a queue
         return NoBatchYet(requests, parts)
     if any(p.generation == desired.generation for p in recorded.pending):
         return IntentLost(requests, parts, tuple(p.attempt for p in recorded.pending))

@@ -10,6 +10,8 @@ Only the latest attempt of each part speaks for that part; earlier attempts are 
 |                                           | `validating`, `cancelling`, else as it came  |
 | some parts still to create (pending), or  | `pending`                                    |
 | a failed start to restart                 |                                              |
+| parts refused by the queue, or held back  | `queued`                                     |
+| by admission (plans/record.py)            |                                              |
 | all finished, results still to write      | `collecting`                                 |
 | all `completed`                           | `completed`                                  |
 | otherwise                                 | the first of `failed`, `expired`,            |
@@ -28,6 +30,12 @@ part whose batch fails to start three times in a row stays failed; `retry.on: [b
 may still send it again then, as an ordinary retry that counts.  While a restart is owed, the
 job's status is `pending`.
 
+Queue refusals.  A batch the provider's queue turned away (`token_limit_exceeded`: accepted,
+then failed before anything ran) is queue feedback, not a failure: the part goes back to the
+queue (`queued`), and its next batch, sent when admission finds room (plans/admission.py),
+sends again what the refused one was to send.  Like a restart it spends no attempt; unlike one
+it waits for room in the queue, not for a delay, and is never given up.
+
 A job's runs are kept newest first and bounded: what `status JOB` shows and a lost state
 regains (`updated_history`).  Whether a job is in sync with its spec (`job_sync`) is one
 answer for `status` and the dashboard.  Progress figures (`job_progress`: how far, how fast, when done)
@@ -42,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from reconciler.api.batch import START_FAILURES, LiveBatch, is_terminal
+from reconciler.api.batch import START_FAILURES, LiveBatch, is_terminal, queue_refusal
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.reasons import Restart, RestartWaits
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, RunRecord
@@ -58,6 +66,24 @@ def failed_starts(attempts: Sequence[BatchRecord]) -> int:
             break
         count += 1
     return count
+
+
+def refused(record: BatchRecord) -> bool:
+    """The provider's queue turned this batch away (nothing ran)."""
+    return record.status == "failed" and queue_refusal(record.errors) is not None
+
+
+def requeue_owed(attempts: Sequence[BatchRecord]) -> bool:
+    """A part's latest attempt was refused by the queue: the part waits for room, then goes again."""
+    return bool(attempts) and refused(attempts[-1])
+
+
+def before_refusals(attempts: Sequence[BatchRecord]) -> list[BatchRecord]:
+    """The attempts before the refused and unstarted ones at the end: what a requeue follows."""
+    ran = list(attempts)
+    while ran and (refused(ran[-1]) or ran[-1].status in START_FAILURES):
+        ran.pop()
+    return ran
 
 
 def restart_owed(attempts: Sequence[BatchRecord]) -> bool:
@@ -95,6 +121,7 @@ def restart_reason(attempts: Sequence[BatchRecord], part: int, requests: int) ->
 
 
 RUNNING_ORDER = ("in_progress", "finalizing", "validating", "cancelling")
+QUEUED = "queued"  # a job whose parts wait for room in their model's queue (plans/admission.py)
 FINISHED_ORDER = ("failed", "expired", "cancelled")
 
 
@@ -116,13 +143,14 @@ def attempts_by_part(batches: Iterable[BatchRecord]) -> dict[int, list[BatchReco
 
 def attempts_used(attempts: Iterable[BatchRecord]) -> int:
     """A part's attempts that count toward `retry.max_attempts`: a resume (the attempt after a
-    cancelled one) sends again what the cancel cut short, and a restart what a
-    failed start never ran; neither is a retry."""
+    cancelled one) sends again what the cancel cut short, a restart what a failed start never
+    ran, and a requeue what the queue refused; none is a retry."""
     ordered = sorted(attempts, key=lambda b: b.retry)
     return sum(
         1
         for i, b in enumerate(ordered)
-        if i == 0 or not (ordered[i - 1].status == "cancelled" or is_restart(ordered, i))
+        if i == 0
+        or not (ordered[i - 1].status == "cancelled" or is_restart(ordered, i) or refused(ordered[i - 1]))
     )
 
 
@@ -142,6 +170,8 @@ def job_status(
         return "pending" if pending else "none"
     if restarts and any(restart_owed(a) for a in attempts_by_part(batches).values()):
         return "pending"
+    if restarts and any(requeue_owed(a) for a in attempts_by_part(batches).values()):
+        return QUEUED
     if results_due:
         return "collecting"
     if all(s == "completed" for s in latest):
@@ -161,8 +191,11 @@ def request_counts(batches: tuple[BatchRecord, ...]) -> dict[str, int]:
         units.add((record.part, record.retry))
         got = record.request_counts or {}
         counts["completed"] += got.get("completed", 0)
-        if record.retry == 1:
-            counts["total"] += got.get("total", 0)
+    for attempts in attempts_by_part(batches).values():
+        # the part's first attempt that ran holds all of it: one the queue refused or that failed
+        # to start never did, and the attempt after it sent the whole part again
+        ran = next((a for a in attempts if not (refused(a) or a.status in START_FAILURES)), attempts[0])
+        counts["total"] += (ran.request_counts or {}).get("total", 0)
     for record in latest_per_part(batches):
         counts["failed"] += (record.request_counts or {}).get("failed", 0)
     return counts

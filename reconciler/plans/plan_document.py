@@ -97,6 +97,7 @@ def change_dict(change: Change) -> dict[str, Any]:
         "saved_by_reuse": estimate_dict(change.saved),
         "over_budget": over_budget_words(change.over_budget) if change.over_budget else None,
         "over_budget_data": _data(change.over_budget) if change.over_budget else None,
+        "queued": _data(change.queued) if change.queued else None,
     }
 
 

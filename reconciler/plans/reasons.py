@@ -23,6 +23,8 @@ class ReasonCode(StrEnum):
     RESTART = "restart"  # retry: a failed start is sent again (no attempt spent)
     RESUME = "resume"  # resume: what a cancel cut short is sent again
     RETRY = "retry"  # retry: requests that did not succeed are sent again
+    REQUEUE = "requeue"  # retry: what the provider's queue refused is sent again (no attempt spent)
+    QUEUED = "queued"  # noop: every part to create waits for room in its model's queue
     ADOPT = "adopt"  # adopt: a live batch of ours is missing from the state
     SUPERSEDED = "superseded"  # cancel: a newer generation or run takes the batch's place
     SUSPENDED = "suspended"  # cancel, noop: spec.suspend
@@ -201,6 +203,34 @@ class Retry(_Reason):
 
 
 @dataclass(frozen=True)
+class Requeue(_Reason):
+    code = ReasonCode.REQUEUE
+    requests: int
+    part: int
+    kind: str  # the limit it passed: token | request
+
+
+@dataclass(frozen=True)
+class Queued(_Reason):
+    """Parts of a job held back by admission (plans/admission.py): where the first of them
+    stands in its model's queue at its provider, and what is ahead of it."""
+
+    code = ReasonCode.QUEUED
+    provider: str
+    model: str
+    position: int  # 1: the next job admitted for this model
+    parts: int  # this job's parts held back
+    requests: int
+    tokens: int  # their estimated prompt tokens
+    tokens_ahead: int  # enqueued now, plus the held parts before this job's first
+    limit_tokens: int | None  # the usable limit (lowered after a refusal despite our count)
+    limit_requests: int | None
+    learnt: bool = False  # the limit was learnt from a refusal, not declared
+    never_fits: bool = False  # one part is larger than the whole limit: it is never sent
+    estimated_start: float | None = None  # unix seconds; None: nothing to tell it from
+
+
+@dataclass(frozen=True)
 class Adopt(_Reason):
     code = ReasonCode.ADOPT
     batch: str
@@ -344,6 +374,8 @@ Reason = (
     | Restart
     | Resume
     | Retry
+    | Requeue
+    | Queued
     | Adopt
     | Superseded
     | Suspended

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.common.usage import usd, usd_each
+from reconciler.common.usage import short_count, usd, usd_each
 from reconciler.plans.changes import Action, Change, CostEstimate
 from reconciler.plans.reasons import (
     IN_SYNC_CODES,
@@ -39,10 +39,12 @@ from reconciler.plans.reasons import (
     Orphaned,
     OverBudget,
     PartsMissing,
+    Queued,
     Reason,
     ReasonCode,
     ReplaceRequested,
     Replacing,
+    Requeue,
     Restart,
     RestartWaits,
     Resume,
@@ -60,6 +62,7 @@ from reconciler.plans.reasons import (
     Upcoming,
 )
 from reconciler.plans.runs import duration, shown_run
+from reconciler.state.model import QueueLearning, QueuePlace
 
 MAX_SHOWN_CHARS = 40
 PLAN_BUDGET = "budget.max_usd_per_plan"
@@ -87,6 +90,11 @@ def words(reason: Reason, reused: Reused | None = None) -> str:
             return f"{reason.requests:,} requests without a final answer are sent again"
         case Retry():
             return f"attempt {reason.attempt}, {reason.requests:,} requests did not succeed"
+        case Requeue():
+            return (
+                f"part {reason.part}'s {reason.requests:,} requests were refused by the provider's queue "
+                f"(enqueued {reason.kind} limit): sent again, no attempt spent"
+            )
         case _:
             return _kept(reason)
 
@@ -176,6 +184,8 @@ def _waiting(reason: Reason) -> str:
                 f"in flight: looking for it in the live list, sending it again in {reason.seconds_left:.0f}s "
                 "at most"
             )
+        case Queued():
+            return f"{_size(reason.requests, reason.parts)}: {queued_words(reason)}"
         case InSync():
             return f"in sync ({reason.status})" if reason.status else "in sync"
         case RestartWaits():
@@ -187,6 +197,61 @@ def _waiting(reason: Reason) -> str:
         case LeftToNewer():
             return f"{_checkout(reason)}, which last applied {reason.job}"
     raise AssertionError(f"no words for {reason!r}")  # a new code must be given its words
+
+
+def queued_words(queued: Queued) -> str:
+    """`queued: 3rd for gpt-4o-mini, 4.2M tokens ahead`: where held parts wait (plans/admission.py)."""
+    limit = queued.limit_tokens
+    if queued.never_fits:
+        return (
+            f"never sent: a part of ~{short_count(queued.tokens)} prompt tokens is more than "
+            f"{queued.model}'s whole queue ({short_count(limit or 0)} tokens, learnt from a refusal); "
+            "declare the limit in the Provider's limits, so the job is split to fit"
+        )
+    parts = f" ({queued.parts} parts)" if queued.parts > 1 else ""
+    learnt = ", learnt" if queued.learnt else ""
+    size = (
+        f"limit {short_count(limit)} tokens{learnt}"
+        if limit is not None
+        else f"limit {queued.limit_requests:,} requests"
+    )
+    return (
+        f"queued{parts}: {ordinal(queued.position)} for {queued.model}, "
+        f"{short_count(queued.tokens_ahead)} tokens ahead ({size})"
+    )
+
+
+def queue_place_words(place: QueuePlace, now: float) -> str:
+    """Where a queued job stands, as `status` and the dashboard show it."""
+    if place.never_fits:
+        tokens = short_count(place.tokens)
+        return f"never sent: a part of ~{tokens} prompt tokens is more than {place.model}'s whole queue"
+    parts = f"{place.parts} parts, " if place.parts > 1 else ""
+    if place.estimated_start is None:
+        start = "start unknown until a running batch shows progress"
+    else:
+        start = f"estimated start in {duration(max(place.estimated_start - now, 0.0))}"
+    size, ahead = short_count(place.tokens), short_count(place.tokens_ahead)
+    where = f"{ordinal(place.position)} for {place.model} at {place.provider}"
+    return f"{where} ({parts}~{size} tokens), {ahead} tokens ahead, {start}"
+
+
+def learnt_limit_words(provider: str, model: str, learning: QueueLearning, share: float) -> str:
+    """`openai gpt-4o-mini: 2.0M enqueued tokens, learnt 2026-…; 50% in use after a refusal`."""
+    sizes = [
+        f"{short_count(n)} enqueued {what}"
+        for n, what in ((learning.tokens, "tokens"), (learning.requests, "requests"))
+        if n
+    ]
+    learnt = f"{', '.join(sizes)} (learnt {learning.learnt_at or '-'})" if sizes else "declared limit"
+    lowered = f"; {share:.0%} of it in use after a refusal despite our count" if share < 1 else ""
+    return f"{provider} {model}: {learnt}{lowered}"
+
+
+def ordinal(number: int) -> str:
+    """`1st`, `2nd`, `3rd`, `11th`, `22nd`."""
+    tail = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{tail}"
 
 
 def _schedule(reason: EditWaits | NextRun | SlotMissed | SlotWaits) -> str:
@@ -375,6 +440,7 @@ OUT_OF_SYNC = {
     ReasonCode.EDIT_WAITS: "spec change waiting for its next slot",
     ReasonCode.LEFT_TO_NEWER: "left to a newer checkout",
     ReasonCode.IN_FLIGHT: "create in flight",
+    ReasonCode.QUEUED: "queued",
     ReasonCode.RESTART_WAITS: "restart waiting",
     ReasonCode.NO_DELETION_POLICY: "batch of no spec left running",
     ReasonCode.ORPHANED: "orphan left running",

@@ -5,11 +5,17 @@ the input, writing result files, recording a cancel) happens under `locks/<id>.l
 re-reading the record, so when two processes advance the same batch the second finds the work
 done. The input is hard-linked to `inputs/<id>.jsonl` at validation, so deleting the input
 file later does not take the batch's requests with it.
+
+Queue limits (the `limits` knob): like OpenAI's, per model, over the prompt tokens (and
+requests) of every unfinished batch.  A create that would pass one is accepted all the same,
+and the batch fails when its validation ends, with the real error code and message (the limit
+is in it).  Decided at create, under `locks/queue.lock`, from the records on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -18,12 +24,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reconciler.sandbox.config import TIMELINE_KNOBS, SandboxConfig
+from reconciler.sandbox import responder
+from reconciler.sandbox.config import START_FAILURES, TIMELINE_KNOBS, QueueLimit, SandboxConfig
 from reconciler.sandbox.disk import (
     BatchErrorItem,
     BatchRecord,
     CancelRequest,
     Listing,
+    QueueEntry,
     StatCache,
     Timeline,
     Validation,
@@ -39,6 +47,8 @@ from reconciler.sandbox.validation import validate_input
 from reconciler.sandbox.wire import ApiProblem
 
 _BATCH_ID = re.compile(r"^batch_[A-Za-z0-9]{1,64}$")
+ORGANIZATION = "org-sandbox"
+FINISHED = frozenset({"completed", "failed", "expired", "cancelled", *START_FAILURES})
 
 
 class BatchStore:
@@ -56,8 +66,51 @@ class BatchStore:
         record = BatchRecord(
             id=sortable_id("batch_", at_ns), created=at_ns / 1e9, timeline=timeline, **fields
         )
-        self._save(record)
+        if not config.limits:
+            self._save(record)
+            return record
+        with locked(self.locks / "queue.lock"):  # two creates never both take the last room
+            record = self._queued(record, config)
+            self._save(record)
         return record
+
+    def _queued(self, record: BatchRecord, config: SandboxConfig) -> BatchRecord:
+        """The record with what it holds of its model's queue, refused when that passes a limit."""
+        entry = self._queue_entry(record)
+        limit = config.queue_limit(entry.model) if entry else None
+        if entry is None or limit is None:
+            return record.model_copy(update={"queue": entry})
+        tokens, requests = self._enqueued(entry.model, record.created)
+        refusal = _refusal(entry, limit, tokens, requests)
+        return record.model_copy(update={"queue": entry, "refused": refusal})
+
+    def _queue_entry(self, record: BatchRecord) -> QueueEntry | None:
+        """The input's model, prompt tokens (as the answers will count them) and requests;
+        None for an input validation will fail anyway."""
+        model, tokens, requests = None, 0, 0
+        try:
+            with open(self.files.data_path(record.input_file_id), "rb") as lines:
+                for raw in lines:
+                    line = json.loads(raw) if raw.strip() else None
+                    body = line.get("body") if isinstance(line, dict) else None
+                    if isinstance(body, dict) and isinstance(body.get("model"), str):
+                        model = model or body["model"]
+                        tokens += responder.answer(record.endpoint, body).usage.input_tokens
+                        requests += 1
+        except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+            return None
+        return QueueEntry(model=model, tokens=tokens, requests=requests) if model else None
+
+    def _enqueued(self, model: str, now: float) -> tuple[int, int]:
+        """Prompt tokens and requests of `model`'s unfinished, unrefused batches at `now`."""
+        tokens = requests = 0
+        for batch_id in self._listing.ids():
+            other = self._cache.read(self._path(batch_id))
+            if other is None or other.queue is None or other.refused is not None:
+                continue
+            if other.queue.model == model and moment(other, now).status not in FINISHED:
+                tokens, requests = tokens + other.queue.tokens, requests + other.queue.requests
+        return tokens, requests
 
     def ids(self) -> list[str]:
         """Every batch's id, oldest first."""
@@ -115,7 +168,7 @@ class BatchStore:
         copy = self._input_copy(record.id)
         kept = found is not None and self._keep_input(record.input_file_id, copy)
         validation = validate_input(copy if kept else None, record.endpoint, record.input_file_id)
-        if validation.errors:
+        if validation.errors or record.refused is not None:  # no results will ever read it
             copy.unlink(missing_ok=True)
         return validation
 
@@ -146,6 +199,22 @@ class BatchStore:
     def _locked(self, batch_id: str) -> Iterator[None]:
         with locked(self.locks / f"{batch_id}.lock"):
             yield
+
+
+def _refusal(entry: QueueEntry, limit: QueueLimit, tokens: int, requests: int) -> BatchErrorItem | None:
+    """OpenAI's error for a batch that passes its model's queue limit; None when it fits."""
+    if limit.enqueued_tokens is not None and tokens + entry.tokens > limit.enqueued_tokens:
+        kind, most = "token", limit.enqueued_tokens
+    elif limit.enqueued_requests is not None and requests + entry.requests > limit.enqueued_requests:
+        kind, most = "request", limit.enqueued_requests
+    else:
+        return None
+    message = (
+        f"Enqueued {kind} limit reached for {entry.model} in organization {ORGANIZATION}. "
+        f"Limit: {most:,} enqueued {kind}s. "
+        "Please try again once some in_progress batches have been completed."
+    )
+    return BatchErrorItem(code=f"{kind}_limit_exceeded", message=message)
 
 
 def _needs_results(record: BatchRecord, now_at: Moment) -> bool:

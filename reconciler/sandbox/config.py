@@ -33,6 +33,16 @@ START_FAILURES = ("file_upload_failed", "batch_start_failed")
 YEAR_SECONDS = 366 * 24 * 3600.0
 MAX_REQUESTS_PER_SECOND = 1e9  # 50,000 requests in 50 µs: "at once", for tests that want it
 MAX_WEBHOOK_ATTEMPTS = 1_000
+ANY_MODEL = "*"
+
+
+class QueueLimit(BaseModel):
+    """One model's batch queue: what the unfinished batches of one organisation may hold."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enqueued_tokens: int | None = Field(None, ge=1, description="Prompt tokens of unfinished batches.")
+    enqueued_requests: int | None = Field(None, ge=1, description="Requests of unfinished batches.")
 
 
 class SandboxConfig(BaseModel):
@@ -110,6 +120,16 @@ class SandboxConfig(BaseModel):
         description="Multiplies every file's lifetime (expires_after, output_expires_after, the "
         "30-day defaults), so a test can watch files expire; expires_at shows the result.",
     )
+
+    limits: dict[str, QueueLimit] = Field(
+        default_factory=dict,
+        description="Batch queue limits per model ('*': every other model), e.g. "
+        '{"gpt-4o-mini": {"enqueued_tokens": 5000}}: a batch that would pass one is accepted, then '
+        "fails with token_limit_exceeded, as OpenAI's does.",
+    )
+
+    def queue_limit(self, model: str) -> QueueLimit | None:
+        return self.limits.get(model) or self.limits.get(ANY_MODEL)
 
     @field_validator("webhook_secret")
     @classmethod

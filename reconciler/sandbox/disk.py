@@ -99,6 +99,14 @@ class Outcome(Frozen):
     usage: Usage = Usage()
 
 
+class QueueEntry(Frozen):
+    """What a batch holds of its model's queue while unfinished (config.QueueLimit)."""
+
+    model: str
+    tokens: int
+    requests: int
+
+
 class BatchRecord(Frozen):
     id: str
     endpoint: str
@@ -111,6 +119,8 @@ class BatchRecord(Frozen):
     validation: Validation | None = None
     cancel: CancelRequest | None = None
     outcome: Outcome | None = None
+    queue: QueueEntry | None = None  # counted against the queue limits (only when limits are set)
+    refused: BatchErrorItem | None = None  # passed a queue limit: fails when validation ends
 
 
 T = TypeVar("T")

@@ -72,7 +72,7 @@ def _uncancelled(record: BatchRecord, now: float) -> Moment:
     validation = record.validation
     if now < start or validation is None:
         return Moment("validating", 0)
-    if validation.errors:
+    if validation.errors or record.refused is not None:
         return Moment("failed", 0, {"failed": start})
     if record.timeline.start_failure:
         return Moment(record.timeline.start_failure, 0, {"failed": start})
@@ -100,7 +100,7 @@ def _answered_by(record: BatchRecord, when: float) -> int:
 
 def request_counts(record: BatchRecord, now_at: Moment) -> dict[str, int]:
     validation = record.validation
-    if validation is None or validation.errors:
+    if validation is None or validation.errors or record.refused is not None:
         return {"total": 0, "completed": 0, "failed": 0}
     answered = now_at.processed
     errored = bisect_left(validation.failing, answered)
@@ -153,4 +153,6 @@ def batch_json(record: BatchRecord, now_at: Moment) -> dict[str, Any]:
 
 def _errors(record: BatchRecord) -> dict[str, Any]:
     items = record.validation.errors if record.validation else ()
+    if not items and record.refused is not None:
+        items = (record.refused,)
     return {"object": "list", "data": [item.model_dump() for item in items]}

@@ -147,6 +147,9 @@ class BatchJobSpec(_Document):
     reuse: ReuseSpec | None = None
     """Send only requests without a recent answer: a request (its endpoint and body, not its
     custom_id) answered with status 200 by an earlier run is not sent again; its answer is reused."""
+    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    """Where the job's parts stand in its model's queue: higher first; equal priorities take
+    turns part by part, in the order of their schedule slots or of the specs' first appearance."""
 
     @model_validator(mode="after")
     def _schedule_fields_need_a_schedule(self) -> BatchJobSpec:
@@ -188,6 +191,25 @@ class ModelPrice(_Document):
     """The model's own output cap: the bound of a request that sets no max_tokens."""
 
 
+# The largest queue a provider publishes is in the billions of tokens (OpenAI tier 5: 15e9).
+MAX_QUEUE = 10**15
+QueueSize = Annotated[int, Field(ge=1, le=MAX_QUEUE)]
+ANY_MODEL = "*"
+
+
+class QueueLimitSpec(_Document):
+    enqueued_tokens: QueueSize | None = None
+    """Prompt tokens the model's unfinished batches may hold at once (OpenAI's batch queue limit)."""
+    enqueued_requests: QueueSize | None = None
+    """Requests the model's unfinished batches may hold at once, where the provider caps them."""
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> QueueLimitSpec:
+        if self.enqueued_tokens is None and self.enqueued_requests is None:
+            raise PydanticCustomError("reconciler", "give enqueued_tokens, enqueued_requests or both")
+        return self
+
+
 class ProviderSpec(_Document):
     base_url: BaseUrl
     """The OpenAI-compatible API's base URL, e.g. https://api.openai.com/v1; no credentials in it."""
@@ -197,6 +219,12 @@ class ProviderSpec(_Document):
     """Per model: batch prices in USD per million tokens, over the shipped default table."""
     webhook_secret: WebhookSecret | None = None
     """The whsec_ secret webhooks from this provider are signed with, as ${VAR} only."""
+    limits: dict[ModelName, QueueLimitSpec] = {}
+    """Per model ("*": every other model): the batch queue limits of your organisation, e.g.
+    gpt-4o-mini: {enqueued_tokens: 2000000}; jobs wait for room instead of failing against them."""
+
+    def limit_for(self, model: str) -> QueueLimitSpec | None:
+        return self.limits.get(model) or self.limits.get(ANY_MODEL)
 
 
 class Provider(_Document):

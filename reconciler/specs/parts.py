@@ -1,7 +1,8 @@
 """Splitting a large input into parts that each fit the API's limits.
 
 Deterministic: parts are consecutive runs of lines, cut greedily where the next line would
-exceed `max_requests` or `max_bytes` (or, for embeddings, `max_inputs` embedding inputs), so
+exceed `max_requests` or `max_bytes` (or, for embeddings, `max_inputs` embedding inputs; or,
+to fit a model's queue limit, `max_tokens` estimated prompt tokens), so
 the same input always splits the same way. Parts
 are byte ranges of the original file; nothing is copied.  Cached like input digests, by
 (path, size, mtime), so a 200 MB input is not re-read on every plan.
@@ -16,7 +17,7 @@ from pathlib import Path
 from reconciler.common import fileops
 from reconciler.common.errors import Problem, SpecError
 from reconciler.common.limits import InputLimits
-from reconciler.specs.inputs.tokens import EMBEDDINGS, line_inputs
+from reconciler.specs.inputs.tokens import EMBEDDINGS, line_inputs, request_tokens
 from reconciler.specs.slices import PartSpec
 
 CACHE_NAME = "parts-cache.json"
@@ -29,15 +30,16 @@ def split_input(
     cached = _read_cache(cache_dir, key)
     if cached is not None:
         return cached
-    parts = _split(path, limits, display, counts_inputs=endpoint == EMBEDDINGS)
+    parts = _split(path, limits, display, endpoint)
     _write_cache(cache_dir, key, parts)
     return parts
 
 
-def _split(path: Path, limits: InputLimits, display: str, *, counts_inputs: bool) -> tuple[PartSpec, ...]:
+def _split(path: Path, limits: InputLimits, display: str, endpoint: str) -> tuple[PartSpec, ...]:
+    counts_inputs = endpoint == EMBEDDINGS
     parts: list[PartSpec] = []
     start = offset = 0
-    count = inputs = 0
+    count = inputs = tokens = 0
     first_line = 1
     with path.open("rb") as stream:
         for line_number, line in enumerate(stream, start=1):
@@ -57,19 +59,31 @@ def _split(path: Path, limits: InputLimits, display: str, *, counts_inputs: bool
                 )
             # Only embeddings lines are parsed: a request there may hold up to 2,048 inputs.
             line_count = line_inputs(line) if counts_inputs else 0
+            line_tokens = _tokens(line, endpoint) if limits.max_tokens is not None else 0
             if count and (
                 count >= limits.max_requests
                 or offset + len(line) - start > limits.max_bytes
                 or inputs + line_count > limits.max_inputs
+                or (limits.max_tokens is not None and tokens + line_tokens > limits.max_tokens)
             ):
-                parts.append(PartSpec(len(parts), count, start, offset, first_line))
-                start, count, inputs, first_line = offset, 0, 0, line_number
+                parts.append(PartSpec(len(parts), count, start, offset, first_line, tokens))
+                start, count, inputs, tokens, first_line = offset, 0, 0, 0, line_number
             count += 1
             inputs += line_count
+            tokens += line_tokens
             offset += len(line)
     if count:
-        parts.append(PartSpec(len(parts), count, start, offset, first_line))
+        parts.append(PartSpec(len(parts), count, start, offset, first_line, tokens))
     return tuple(parts)
+
+
+def _tokens(line: bytes, endpoint: str) -> int:
+    """A line's estimated prompt tokens (validated already: anything odd counts none)."""
+    try:
+        body = json.loads(line).get("body")
+    except (ValueError, AttributeError):
+        return 0
+    return request_tokens(endpoint, body)[0] if type(body) is dict else 0
 
 
 def _cache_key(path: Path, limits: InputLimits, endpoint: str) -> tuple[str, str]:

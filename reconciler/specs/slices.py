@@ -14,3 +14,4 @@ class PartSpec:
     start: int = 0
     end: int = 0
     first_line: int = 1
+    tokens: int = 0  # estimated prompt tokens, counted when cut to fit a queue limit; 0: not counted

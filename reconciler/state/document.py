@@ -5,11 +5,11 @@ The file's JSON and the database's jsonb hold the same document; both are read h
 older format is upgraded and a newer or damaged one refused in the same words, wherever the
 state is kept.  Older formats are read and upgraded to the current one, never misread:
 version 1 had no runs, so every batch and intent it records belongs to the one run a job had,
-`default`, which is also how a batch without a run in its metadata is read.  Versions 2 and 3
+`default`, which is also how a batch without a run in its metadata is read.  Versions 2 to 5
 lack only what later versions added beside them (the commits jobs were applied from; which run
-wrote a results file over): they read as they are.  An intent written before intents had a
-`state` (every version before 4, and 3 as written by a development build) gets the state its
-fields imply (`state/model.intent_state`).
+wrote a results file over; what a run reused; the queue book of version 6): they read as they
+are.  An intent written before intents had a `state` (every version before 4, and 3 as written
+by a development build) gets the state its fields imply (`state/model.intent_state`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def upgraded(data: dict[str, Any]) -> dict[str, Any]:
     (the caller reports it as damage)."""
     if data.get("format_version") == 1:
         data = _from_v1(data)
-    if data.get("format_version") in (2, 3, 4):
+    if data.get("format_version") in (2, 3, 4, 5):
         data = {**data, "format_version": FORMAT_VERSION}
     return _with_intent_states(data)
 

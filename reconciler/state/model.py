@@ -25,7 +25,9 @@ from reconciler.common.usage import TokenUsage, UnitPrices, total_usage
 # without a state has it derived from its fields, document.py).
 # 5: a run that reuses earlier answers (spec.reuse) records what it reused (`reuse`, and `reused`
 # in its history entry); additive, so a version-2, -3 or -4 document reads as it is.
-FORMAT_VERSION = 5
+# 6: the queue book (`queue`: limits learnt from refusals, each admitted batch's estimate, where
+# queued jobs stand); additive, so a version-2 to -5 document reads as it is.
+FORMAT_VERSION = 6
 MAX_FORGOTTEN = 1000  # the newest commits jobs were forgotten at, kept; older ones are dropped
 
 
@@ -348,6 +350,50 @@ class Notices(_Frozen):
     outbox: tuple[Notice, ...] = ()
 
 
+class QueueLearning(_Frozen):
+    """What refusals taught about one model's queue at one provider (plans/admission.py)."""
+
+    tokens: int | None = None  # the limit a refusal's message named; None: not learnt
+    requests: int | None = None
+    learnt_at: str | None = None
+    # After a refusal despite our count, only `floor` of the limit is used at first, growing
+    # back to all of it over admission.RECOVERY_SECONDS from `lowered_at` (unix seconds).
+    floor: float = Field(default=1.0, gt=0, le=1)
+    lowered_at: float | None = None
+
+
+class Admitted(_Frozen):
+    """An admitted create's share of its model's queue, estimated when it was planned."""
+
+    provider: str
+    model: str
+    tokens: int
+    requests: int
+    limited: bool = False  # admitted under a known limit: a refusal of it is congestion
+
+
+class QueuePlace(_Frozen):
+    """Where a job with parts held back stands in its model's queue, as the last pass saw it."""
+
+    provider: str
+    model: str
+    position: int
+    parts: int
+    tokens: int
+    tokens_ahead: int
+    estimated_start: float | None = None  # unix seconds
+    never_fits: bool = False
+
+
+class QueueBook(_Frozen):
+    """Admission's memory between passes (plans/admission.py)."""
+
+    learnt: dict[str, dict[str, QueueLearning]] = Field(default_factory=dict)  # provider → model →
+    admitted: dict[str, Admitted] = Field(default_factory=dict)  # unit (admission.unit_key) →
+    order: dict[str, float] = Field(default_factory=dict)  # job → when its spec first appeared
+    places: dict[str, QueuePlace] = Field(default_factory=dict)  # job → where it waits
+
+
 class State(_Frozen):
     format_version: int = FORMAT_VERSION
     serial: int = 0
@@ -358,6 +404,7 @@ class State(_Frozen):
     # Jobs dropped from `jobs` (their spec gone) by a writer in a git checkout, with its commit:
     # a checkout behind it, where the spec is still there, does not create the job again.
     forgotten: dict[str, AppliedFrom] = Field(default_factory=dict)
+    queue: QueueBook = Field(default_factory=QueueBook)
 
     def with_jobs(self, jobs: dict[str, JobState]) -> State:
         """This state with `jobs`, in name order (the same names: in this state's order, no sort)."""

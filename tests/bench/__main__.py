@@ -37,6 +37,8 @@ ITEMS = {
     # issue 24
     "14": ("huge", "measure"),
     "15": ("daemon_scale", "measure"),
+    # issue 22
+    "16": ("queue", "measure"),
 }
 
 
@@ -81,7 +83,7 @@ def _machine() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="Smaller sizes: a smoke run of every item.")
-    parser.add_argument("--only", nargs="+", choices=list(ITEMS), metavar="ITEM", help="Items to run (1-13).")
+    parser.add_argument("--only", nargs="+", choices=list(ITEMS), metavar="ITEM", help="Items to run (1-15).")
     parser.add_argument("--markdown", metavar="FILE", help="Also write the table as Markdown.")
     parser.add_argument("--work-dir", metavar="DIR", help="Where the temporary work folder goes.")
     parser.add_argument("--keep", action="store_true", help="Keep the work folder (inputs, repos, logs).")

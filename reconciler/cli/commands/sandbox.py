@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Callable
@@ -28,13 +29,29 @@ _TYPES: dict[str, Any] = {
     "webhook_attempts": int,
     "start_failure": click.Choice(START_FAILURES),
 }
+
+
+class JsonObject(click.ParamType[dict[str, Any]]):
+    name = "JSON"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            found = json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            self.fail('is not JSON; write an object, e.g. \'{"gpt-4o-mini": {"enqueued_tokens": 5000}}\'')
+        if not isinstance(found, dict):
+            self.fail("must be a JSON object")
+        return found
+
+
+_TYPES["limits"] = JsonObject()
 _ENV = {"api_key": API_KEY_ENV, "webhook_secret": WEBHOOK_SECRET_ENV}
 
 
 def _knob_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """One flag per SandboxConfig knob, documented from the model itself."""
     for name, field in reversed(SandboxConfig.model_fields.items()):
-        default = "unset" if field.default is None else field.default
+        default = "unset" if field.default is None or field.default_factory else field.default
         help_text = f"{field.description} [default: {default}]"
         extra: dict[str, Any] = {}
         if name in _ENV:

@@ -26,7 +26,8 @@ from reconciler.specs.loader import LoadedRepo
 from reconciler.specs.repo import RepoPaths, display
 
 CACHE_NAME = "input-cache.json"
-CACHE_FORMAT = 3  # 2: digests carry token estimates; 3: keys carry the inode and ctime too
+# 2: digests carry token estimates; 3: keys carry the inode and ctime too; 4: the largest request
+CACHE_FORMAT = 4
 
 
 def cache_key(path: Path, endpoint: str, limits: InputLimits) -> str:
@@ -115,6 +116,21 @@ def input_indexes(paths: RepoPaths) -> Path:
     return paths.state.parent / "inputs"
 
 
+def too_large_to_queue(repo: LoadedRepo, name: str, digest: InputDigest, shown: str) -> list[Problem]:
+    """A request larger than its model's declared queue limit could never be enqueued, split
+    or not: the line that says so (checked per job: jobs sharing an input may use other Providers)."""
+    found = repo.providers.get(repo.jobs[name].job.spec.provider or "")
+    limit = found.provider.spec.limit_for(digest.model) if found else None
+    if limit is None or limit.enqueued_tokens is None or digest.largest_tokens <= limit.enqueued_tokens:
+        return []
+    message = (
+        f"this request alone is ~{digest.largest_tokens:,} prompt tokens, more than the "
+        f"{limit.enqueued_tokens:,} enqueued tokens Provider {found.name if found else ''} allows "
+        f"{digest.model}: it could never be enqueued; shorten it, or raise the limit if yours is higher"
+    )
+    return [Problem(shown, digest.largest_line, "body", message)]
+
+
 def digest_repo(
     repo: LoadedRepo, paths: RepoPaths, *, cache: bool = True, limits: InputLimits = API_LIMITS
 ) -> dict[str, InputDigest]:
@@ -135,6 +151,7 @@ def digest_repo(
         shared = done.get((job.input_path, endpoint, job_limits))
         if shared is not None:
             digests[name] = shared
+            problems += too_large_to_queue(repo, name, shared, shown)
             continue
         try:
             key = cache_key(job.input_path, endpoint, job_limits)
@@ -152,6 +169,7 @@ def digest_repo(
         except SpecError as error:
             problems += error.problems
             continue
+        problems += too_large_to_queue(repo, name, digest, shown)
         digests[name] = done[(job.input_path, endpoint, job_limits)] = digest
         if unchanged:  # a file written to while we read it is hashed again next time
             fresh[key] = digest

@@ -38,6 +38,7 @@ class RequestChecker:
         self.listed: list[Problem] = []
         self.unlisted = 0
         self.input_tokens = 0  # estimated, over every request (see tokens.py)
+        self.largest = (0, 0)  # the most input tokens of one request, and its line
         self.output_tokens = 0  # the requests' own output limits, added up
         self.unbounded = 0  # requests that set no output limit
         self.fingerprints: dict[str, bytes] = {}  # custom_id → its line's (inputs/cache.py)
@@ -126,6 +127,8 @@ class RequestChecker:
             self._count_inputs(number, body.get("input"))
         read, limit = request_tokens(self.endpoint, body)
         self.input_tokens += read
+        if read > self.largest[0]:
+            self.largest = (read, number)
         if limit == UNBOUNDED:
             self.unbounded += 1
         else:
@@ -191,6 +194,8 @@ class InputDigest:
     input_tokens: int = 0  # estimated (inputs/tokens.py)
     output_tokens: int = 0  # the output limits the requests set, added up
     unbounded: int = 0  # requests without an output limit
+    largest_tokens: int = 0  # the most input tokens of one request: it must fit a queue limit
+    largest_line: int = 0  # that request's line
 
 
 def digest_input(
@@ -232,6 +237,7 @@ def digest_input(
         checker.input_tokens,
         checker.output_tokens,
         checker.unbounded,
+        *checker.largest,
     )
 
 
