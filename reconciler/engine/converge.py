@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from reconciler.api.batch import LiveBatch, is_terminal
 from reconciler.api.client import ProviderApi
@@ -37,14 +39,21 @@ from reconciler.engine.finish import finish_jobs
 from reconciler.engine.observe import observe
 from reconciler.engine.results import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
-from reconciler.engine.reuse import AnswerStore, open_store, with_reuse
+from reconciler.engine.reuse import (
+    Answers,
+    AnswerStore,
+    ReuseFolders,
+    open_store,
+    planned_answers,
+    with_reuse,
+)
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
 from reconciler.plans.changes import DesiredJob, Plan
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
-from reconciler.plans.runs import choose_runs, duration
+from reconciler.plans.runs import RunChoice, choose_runs, duration
 from reconciler.specs.inputs.cache import input_indexes
 from reconciler.state.model import JobState, State
 
@@ -77,12 +86,36 @@ def refresh_and_plan(
     desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
     live = observe(readers, ws.owner_tag, desired, state)
     choices = choose_runs(desired, live_by_job(live), state, ctx)  # once per pass
-    if reusing(desired):
-        with contextlib.nullcontext(answers) if answers else answer_store(ws) as store:
+    if reusing(desired, state):
+        # Without the store a pass writes (`plan`), the store is only read, and a new choice's
+        # file goes to a scratch folder that lasts as long as the plan is made.
+        with contextlib.ExitStack() as stack:
+            if answers is None:
+                store: Answers = stack.enter_context(planned_answers(*_store_of(ws)))
+                scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reconciler-plan-")))
+            else:
+                store, scratch = answers, None
+            work = ReuseFolders(ws.work_dir, input_indexes(ws.paths), scratch)
             at = int(now.timestamp())
             desired = with_reuse(
-                desired, state, live, choices, readers, store, ws.work_dir, at, no_reuse=scope.no_reuse
+                desired, state, live, choices, readers, store, work, at, no_reuse=scope.no_reuse
             )
+            return _planned(ws, readers, state, desired, live, choices, scope, now, allow_empty)
+    return _planned(ws, readers, state, desired, live, choices, scope, now, allow_empty)
+
+
+def _planned(
+    ws: Workspace,
+    readers: Mapping[str, BatchReader],
+    state: State,
+    desired: Mapping[str, DesiredJob],
+    live: list[LiveBatch],
+    choices: Mapping[str, RunChoice],
+    scope: Scope,
+    now: datetime,
+    allow_empty: bool,
+) -> Refreshed:
+    ctx = scope.context()
     runs = {name: choice.run for name, choice in choices.items()}
     retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
     counts = {key: retry.count for key, retry in retries.items()}
@@ -128,8 +161,8 @@ def converge(
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(open_state(ws))
         stack.enter_context(backend.writer_lock(command))
-        answers = stack.enter_context(answer_store(ws)) if reusing(ws.desired) else None
         state = load_state(ws, rebuild=rebuild, backend=backend)
+        answers = stack.enter_context(answer_store(ws)) if reusing(ws.desired, state) else None
         scope.check(ws, state)  # a misspelt --target sends nothing, not even the early listing
         leftovers = Leftovers.listing(state, apis, ws.owner_tag) if early_leftovers else None
         found = refresh_and_plan(
@@ -153,13 +186,22 @@ def converge(
     return found.plan, state, outcome
 
 
-def reusing(desired: Mapping[str, DesiredJob]) -> bool:
-    return any(job.reuse_max_age is not None for job in desired.values())
+def reusing(desired: Mapping[str, DesiredJob], state: State) -> bool:
+    """Whether a job asks for reuse, or a job's run recorded a choice it keeps (its spec may no
+    longer ask: a run decides once)."""
+    return any(
+        job.reuse_max_age is not None or (name in state.jobs and state.jobs[name].reuse is not None)
+        for name, job in desired.items()
+    )
 
 
 def answer_store(ws: Workspace) -> contextlib.AbstractContextManager[AnswerStore]:
     """The answer store of this workspace's owner: beside its state file, or in its database."""
-    return open_store(ws.paths.state, ws.paths.state_url, ws.owner_tag)
+    return open_store(*_store_of(ws))
+
+
+def _store_of(ws: Workspace) -> tuple[Path, str | None, str]:
+    return ws.paths.state, ws.paths.state_url, ws.owner_tag
 
 
 def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], command: str) -> State:

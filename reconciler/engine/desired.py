@@ -97,6 +97,7 @@ def desired_job(
         definition=_definition(spec, outcome, digest),
         reuse_max_age=spec.reuse.max_age if spec.reuse else None,
         reuse_scope=spec.reuse.scope if spec.reuse else "job",
+        input_sha256=digest.sha256,
     )
 
 

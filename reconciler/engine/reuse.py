@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from reconciler.api.batch import LiveBatch
 from reconciler.api.reader import BatchReader
@@ -55,6 +55,7 @@ from reconciler.engine.results import ReusedLines, answer_line
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob, Reuse
 from reconciler.plans.runs import RunChoice
+from reconciler.specs.inputs.cache import read_identities, write_identities
 from reconciler.specs.inputs.digest import line_identity
 from reconciler.specs.parts import split_input
 from reconciler.specs.slices import PartSpec
@@ -122,15 +123,26 @@ class AnswerStore:
         return store
 
     @classmethod
-    def in_database(cls, url: str, owner: str) -> AnswerStore:
+    def in_database(cls, url: str, owner: str, *, create: bool = True) -> AnswerStore | None:
+        """The store in the state's database; without `create`, None when its tables are not
+        there (nothing is created: `plan` may run as a role that only reads)."""
         from reconciler.state import postgres  # psycopg only when a database is used
 
         store = cls(postgres.connect(url), owner, postgres=True)
+        if not create:
+            if url in _made or store._has_tables():
+                return store
+            store.close()
+            return None
         with _making:
             if url not in _made:
                 store._make_tables("BYTEA")
                 _made.add(url)
         return store
+
+    def _has_tables(self) -> bool:
+        names = ", ".join(f"to_regclass('{name}')" for name in _TABLES)
+        return all(found is not None for found in self._execute(f"SELECT {names}")[0])
 
     def close(self) -> None:
         self._conn.close()
@@ -343,6 +355,90 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + CHUNK]
 
 
+class Answers(Protocol):
+    """What a pass asks of the answers: the store itself, or `PlannedAnswers` for a plan."""
+
+    def unread(self, batch_ids: Collection[str]) -> set[str]: ...
+    def add(self, batch_id: str, answers: Iterable[tuple[str, Source, int, bytes]], now: int) -> int: ...
+    def find(
+        self, identities: Sequence[str], *, job: str | None, since: int, excluded: Source
+    ) -> dict[str, Stored]: ...
+    def remember_choice(self, sha256: str, custom_ids: Sequence[str], now: int) -> None: ...
+    def choice(self, sha256: str) -> list[str] | None: ...
+    def prune(self, older_than: int, max_bytes: int) -> None: ...
+
+
+class PlannedAnswers:
+    """The store as `plan` sees it, writing nothing: the store read as it is (None when there is
+    none yet: no file, no tables), and in memory what the pass would add to it (the answers of
+    finished batches it has not read, the choices of runs that would start)."""
+
+    def __init__(self, stored: AnswerStore | None) -> None:
+        self._stored = stored
+        self._memory = AnswerStore(sqlite3.connect(":memory:", isolation_level=None), "", postgres=False)
+        self._memory._make_tables("BLOB")
+
+    def close(self) -> None:
+        self._memory.close()
+        if self._stored is not None:
+            self._stored.close()
+
+    def unread(self, batch_ids: Collection[str]) -> set[str]:
+        unread = self._memory.unread(batch_ids)
+        return self._stored.unread(unread) if self._stored is not None else unread
+
+    def add(self, batch_id: str, answers: Iterable[tuple[str, Source, int, bytes]], now: int) -> int:
+        return self._memory.add(batch_id, answers, now)
+
+    def find(
+        self, identities: Sequence[str], *, job: str | None, since: int, excluded: Source
+    ) -> dict[str, Stored]:
+        found = self._memory.find(identities, job=job, since=since, excluded=excluded)
+        if self._stored is not None:
+            for identity, stored in self._stored.find(
+                identities, job=job, since=since, excluded=excluded
+            ).items():
+                if _better(stored, found.get(identity), excluded.job):
+                    found[identity] = stored
+        return found
+
+    def remember_choice(self, sha256: str, custom_ids: Sequence[str], now: int) -> None:
+        self._memory.remember_choice(sha256, custom_ids, now)
+
+    def choice(self, sha256: str) -> list[str] | None:
+        remembered = self._memory.choice(sha256)
+        if remembered is None and self._stored is not None:
+            return self._stored.choice(sha256)
+        return remembered
+
+    def prune(self, older_than: int, max_bytes: int) -> None:
+        """Nothing: only a pass that writes prunes."""
+
+
+@contextlib.contextmanager
+def planned_answers(state_path: Path, state_url: str | None, owner: str) -> Iterator[PlannedAnswers]:
+    """The answer store for `plan`: opened read-only, never created."""
+    answers = PlannedAnswers(_stored_read_only(state_path, state_url, owner))
+    try:
+        yield answers
+    finally:
+        answers.close()
+
+
+def _stored_read_only(state_path: Path, state_url: str | None, owner: str) -> AnswerStore | None:
+    if state_url is not None:
+        return AnswerStore.in_database(state_url, owner, create=False)
+    path = state_path.parent / STORE_FILE
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+        conn.execute("SELECT 1 FROM reconciler_answers LIMIT 1").fetchall()
+    except sqlite3.Error as error:
+        raise StateError(f"{path}: cannot read the answer store: {error}") from None
+    return AnswerStore(conn, owner, postgres=False)
+
+
 @contextlib.contextmanager
 def open_store(state_path: Path, state_url: str | None, owner: str) -> Iterator[AnswerStore]:
     """The answer store beside a state file, or in the state's database."""
@@ -354,7 +450,9 @@ def open_store(state_path: Path, state_url: str | None, owner: str) -> Iterator[
                 f"{state_path.parent / STORE_FILE}: cannot open the answer store: {error}"
             ) from None
     else:
-        store = AnswerStore.in_database(state_url, owner)
+        made = AnswerStore.in_database(state_url, owner)
+        assert made is not None  # created when missing
+        store = made
     try:
         yield store
     finally:
@@ -365,7 +463,7 @@ def open_store(state_path: Path, state_url: str | None, owner: str) -> Iterator[
 
 
 def read_finished(
-    store: AnswerStore,
+    store: Answers,
     live: Sequence[LiveBatch],
     readers: Mapping[str, BatchReader],
     jobs: Collection[str] | None,
@@ -439,11 +537,23 @@ def _download(reader: BatchReader, file_id: str, target: Path) -> None:
 
 
 @dataclass(frozen=True)
+class ReuseFolders:
+    """Where a pass keeps what reuse works with: `root` the work folder (the files of what runs
+    send), `inputs` the input cache's folder (each input's request identities), and `scratch`,
+    for a read-only pass (`plan`), where a new choice's file goes instead of the work folder."""
+
+    root: Path
+    inputs: Path
+    scratch: Path | None = None
+
+
+@dataclass(frozen=True)
 class _Choice:
     sent: list[str]  # custom_ids, in input order
     reused: int
     from_run: str | None
     since: int
+    from_several: bool = False  # the reused answers come from more than one run
 
     @property
     def sha256(self) -> str:
@@ -456,76 +566,101 @@ def with_reuse(
     live: Sequence[LiveBatch],
     choices: Mapping[str, RunChoice],
     readers: Mapping[str, BatchReader],
-    store: AnswerStore,
-    work_root: Path,
+    store: Answers,
+    work: ReuseFolders,
     now: int,
     *,
     no_reuse: bool = False,
 ) -> dict[str, DesiredJob]:
-    """The desired jobs with each reusing job's run choice applied: its input_path what is sent."""
-    jobs = {n: j for n, j in desired.items() if j.reuse_max_age is not None and not j.suspend}
-    if not jobs:
+    """The desired jobs with each reusing run's choice applied: its input_path what is sent.  A run
+    that recorded a choice keeps it whatever the spec's `reuse` now says (removed, added, another
+    max_age): only a run that starts now chooses."""
+    kept = {name: record for name, job in desired.items() if (record := kept_record(job, state, choices))}
+    fresh = {
+        n: j for n, j in desired.items() if j.reuse_max_age is not None and not j.suspend and n not in kept
+    }
+    if not kept and not fresh:
         return dict(desired)
-    longest = max(j.reuse_max_age or 0 for j in jobs.values())
-    names = None if any(j.reuse_scope == "owner" for j in jobs.values()) else set(jobs)
-    read_finished(store, live, readers, names, now - longest, now)
-    store.prune(now - longest - PRUNE_MARGIN, max_store_bytes())
+    oldest = min([now - (j.reuse_max_age or 0) for j in fresh.values()] + [r.since for r in kept.values()])
+    owner_wide = bool(kept) or any(j.reuse_scope == "owner" for j in fresh.values())
+    read_finished(store, live, readers, None if owner_wide else set(fresh), oldest, now)
+    store.prune(oldest - PRUNE_MARGIN, max_store_bytes())
     found = dict(desired)
-    for name, job in jobs.items():
-        choice = choices.get(name)
-        if choice is not None and choice.run is not None:
-            found[name] = _for_run(job, state, choice.run, store, work_root, now, no_reuse)
+    for name, record in kept.items():
+        found[name] = _applied(desired[name], _kept_choice(desired[name], record, store, work), work)
+    for name, job in fresh.items():
+        run = choices[name].run if name in choices else None
+        if run is not None and not no_reuse and not _started_without_reuse(job, state, run):
+            choice = _choose(job, run, store, work, now - (job.reuse_max_age or 0))
+            store.remember_choice(choice.sha256, choice.sent, now)
+            found[name] = _applied(job, choice, work)
     return found
 
 
-def _for_run(
-    job: DesiredJob, state: State, run: str, store: AnswerStore, work_root: Path, now: int, no_reuse: bool
-) -> DesiredJob:
+def kept_record(job: DesiredJob, state: State, choices: Mapping[str, RunChoice]) -> ReuseRecord | None:
+    """The choice the job's current run recorded when it started, if it recorded one."""
     recorded = state.jobs.get(job.name)
-    this_run = recorded is not None and recorded.run == run and recorded.generation == job.generation
-    kept = recorded.reuse if recorded is not None and this_run else None
-    if kept is not None and kept.run == run and kept.generation == job.generation:
-        return _applied(job, _kept_choice(job, kept, run, store, work_root), work_root)
-    if no_reuse or (this_run and recorded is not None and (recorded.batches or recorded.pending)):
-        return job  # a run started without reuse sends everything, as it began
-    choice = _choose(job, run, store, now - (job.reuse_max_age or 0))
-    store.remember_choice(choice.sha256, choice.sent, now)
-    return _applied(job, choice, work_root)
+    choice = choices.get(job.name)
+    if recorded is None or recorded.reuse is None or choice is None or choice.run is None:
+        return None
+    record, run = recorded.reuse, choice.run
+    if (recorded.run, recorded.generation) != (run, job.generation):
+        return None
+    return record if (record.run, record.generation) == (run, job.generation) else None
 
 
-def _choose(job: DesiredJob, run: str, store: AnswerStore, since: int) -> _Choice:
-    requests = [line_identity(job.endpoint, raw) for _, raw in _input_lines(job.input_path)]
+def _started_without_reuse(job: DesiredJob, state: State, run: str) -> bool:
+    """A run that began without reuse sends everything, as it began."""
+    recorded = state.jobs.get(job.name)
+    if recorded is None or (recorded.run, recorded.generation) != (run, job.generation):
+        return False
+    return bool(recorded.batches or recorded.pending)
+
+
+def _choose(job: DesiredJob, run: str, store: Answers, work: ReuseFolders, since: int) -> _Choice:
+    requests = request_identities(job, work.inputs)
     scope = job.name if job.reuse_scope == "job" else None
     excluded = Source(job.name, job.generation, run)
     found = store.find([identity for _, identity in requests], job=scope, since=since, excluded=excluded)
     sent = [custom_id for custom_id, identity in requests if identity not in found]
-    runs = Counter(found[identity].source.run for _, identity in requests if identity in found)
-    from_run = runs.most_common(1)[0][0] if runs else None
-    return _Choice(sent, len(requests) - len(sent), from_run, since)
+    runs = Counter(found[identity].source.run for _, identity in requests if identity in found).most_common()
+    from_run = runs[0][0] if runs else None
+    return _Choice(sent, len(requests) - len(sent), from_run, since, len(runs) > 1)
 
 
-def _kept_choice(
-    job: DesiredJob, kept: ReuseRecord, run: str, store: AnswerStore, work_root: Path
-) -> _Choice:
+def _kept_choice(job: DesiredJob, kept: ReuseRecord, store: Answers, work: ReuseFolders) -> _Choice:
     """The choice the run started with: from its file, the store, or made again the same way."""
-    path = _sent_file(work_root, job, kept.sent_sha256)
+    path = _sent_file(work.root, job, kept.sent_sha256)
     if path.exists():
         sent = [custom_id for custom_id, _ in _input_lines(str(path))]
     else:
         remembered = store.choice(kept.sent_sha256)
-        sent = remembered if remembered is not None else _choose(job, run, store, kept.since).sent
-    choice = _Choice(sent, kept.reused, kept.from_run, kept.since)
+        sent = remembered if remembered is not None else _choose(job, kept.run, store, work, kept.since).sent
+    choice = _Choice(sent, kept.reused, kept.from_run, kept.since, kept.from_several)
     if choice.sha256 != kept.sent_sha256:
         raise StateError(
-            f"{job.name}: which requests run {run} sent is no longer known here (the answer store "
+            f"{job.name}: which requests run {kept.run} sent is no longer known here (the answer store "
             f"changed); `reconcile --replace {job.name}` starts a new run"
         )
     return choice
 
 
-def _applied(job: DesiredJob, choice: _Choice, work_root: Path) -> DesiredJob:
-    path = _sent_file(work_root, job, choice.sha256)
+def request_identities(job: DesiredJob, inputs: Path) -> list[tuple[str, str]]:
+    """(custom_id, identity) of each request of the job's input, in input order: kept beside the
+    input cache by the input's digest, so an unchanged input is hashed once."""
+    kept = read_identities(inputs, job.input_sha256, job.endpoint) if job.input_sha256 else None
+    if kept is not None and len(kept) == job.requests:
+        return kept
+    identities = [line_identity(job.endpoint, raw) for _, raw in _input_lines(job.input_path)]
+    if job.input_sha256:
+        write_identities(inputs, job.input_sha256, job.endpoint, identities)
+    return identities
+
+
+def _applied(job: DesiredJob, choice: _Choice, work: ReuseFolders) -> DesiredJob:
+    path = _sent_file(work.root, job, choice.sha256)
     if not path.exists():
+        path = _sent_file(work.scratch, job, choice.sha256) if work.scratch else path
         wanted = set(choice.sent)
         with fileops.replacing(path) as out:
             for custom_id, raw in _input_lines(job.input_path):
@@ -538,7 +673,9 @@ def _applied(job: DesiredJob, choice: _Choice, work_root: Path) -> DesiredJob:
         parts = split_input(path, job.split, display=str(path), endpoint=job.endpoint)
     else:
         parts = (PartSpec(index=0, requests=count),)
-    reuse = Reuse(job.input_path, choice.reused, choice.from_run, choice.sha256, choice.since)
+    reuse = Reuse(
+        job.input_path, choice.reused, choice.from_run, choice.sha256, choice.since, choice.from_several
+    )
     return replace(job, input_path=str(path), parts=parts, input_bytes=path.stat().st_size, reuse=reuse)
 
 
@@ -556,10 +693,12 @@ def _input_lines(path: str) -> Iterator[tuple[str, bytes]]:
 def reused_lines(store: AnswerStore, job: DesiredJob, run: str | None) -> ReusedLines:
     """The lookup engine/results.py splices a reusing run's results with."""
     reuse = job.reuse
-    scope = job.name if job.reuse_scope == "job" else None
     excluded = Source(job.name, job.generation, run or "")
 
+    # The run chose what to reuse when it started; whatever the spec's `reuse` says now (scope
+    # narrowed, reuse removed), its answers are looked up owner-wide, this job's own first: the
+    # same answers as its choice found.
     def lookup(identities: Sequence[str]) -> Mapping[str, bytes]:
-        return store.lines(identities, job=scope, since=reuse.since if reuse else 0, excluded=excluded)
+        return store.lines(identities, job=None, since=reuse.since if reuse else 0, excluded=excluded)
 
     return lookup
