@@ -102,3 +102,26 @@ def test_plan_on_postgresql_creates_no_table_and_runs_as_a_role_that_only_reads(
     reconciled(run_cli, repo)
     assert len(batches(sandbox, "emb")) == 2
     assert len(sent_lines(sandbox, newest_batch(sandbox))) == 3
+
+
+def test_an_unchanged_inputs_request_identities_are_computed_once_across_plans(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    first = request_lines(20)
+    write_emb(sandbox_repo, first, **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    write_emb(sandbox_repo, first + request_lines(23)[20:], **REUSE)
+    assert planned(run_cli, sandbox_repo)["emb"]["launch"]["requests"] == 3
+    kept = list((sandbox_repo.root / ".reconciler" / "inputs").glob("*.ids"))
+    assert len(kept) == 2  # the first run's input, and this one
+    newest = max(kept, key=lambda p: p.stat().st_mtime_ns)
+    written = newest.stat()
+
+    assert planned(run_cli, sandbox_repo)["emb"]["launch"]["requests"] == 3
+    again = newest.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # not written again
+    # ... and what the second plan used is the kept identities, not the input hashed anew: one
+    # identity changed in the kept file is one more request sent.
+    head, second, *rest = newest.read_text().splitlines(keepends=True)
+    newest.write_text(head + second.rpartition(" ")[0] + " " + "0" * 64 + "\n" + "".join(rest))
+    assert planned(run_cli, sandbox_repo)["emb"]["launch"]["requests"] == 4
