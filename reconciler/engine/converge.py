@@ -28,6 +28,7 @@ from reconciler.api.reader import BatchReader
 from reconciler.api.responses import CommandTimeoutError
 from reconciler.common.errors import UserError
 from reconciler.engine import clock
+from reconciler.engine.answers import Answers, AnswerStore, open_store, planned_answers
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.intents import in_flight, quarantine_seconds
@@ -39,14 +40,7 @@ from reconciler.engine.finish import finish_jobs
 from reconciler.engine.observe import observe
 from reconciler.engine.results import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
-from reconciler.engine.reuse import (
-    Answers,
-    AnswerStore,
-    ReuseFolders,
-    open_store,
-    planned_answers,
-    with_reuse,
-)
+from reconciler.engine.reuse import ReuseFolders, with_reuse
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
 from reconciler.plans.changes import DesiredJob, Plan
