@@ -10,7 +10,7 @@ test) is the easy case: the server sees the connection close at once.
 Before, the server kept the cut-off leader's session, and with it the leader lock, until its
 own keepalive gave up (two hours by the kernel's default), and the old leader waited in a
 database call for the retransmissions to end (about 15 minutes). Now every connection asks
-the server for keepalives and a TCP user timeout of its own (state/postgres.py), so the
+the server for keepalives and a TCP user timeout of its own (state/database.py), so the
 server drops the dead session within seconds; the test bounds the handover by a few times
 that, far below the two hours, and prints what it measured.
 
@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.sandbox import Sandbox, SandboxConfig, start_sandbox
-from reconciler.state.postgres import UNANSWERED_SECONDS
+from reconciler.state.database import UNANSWERED_SECONDS
 from tests.fixtures.postgres import StateDb, new_database, running_server
 from tests.fixtures.repo import MakeRepo
 from tests.fixtures.sandbox import FAST_KNOBS, cli_env

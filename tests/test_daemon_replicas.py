@@ -157,13 +157,6 @@ def test_three_replicas_one_leads_and_a_killed_leader_is_replaced_within_5_secon
 
 
 def converged(state_db: StateDb) -> bool:
-    rows = state_db.query(
-        "SELECT v.document FROM reconciler_state_heads h JOIN reconciler_state_versions v "
-        "ON v.owner = h.owner AND v.serial = h.serial"
-    )
-    if not rows:
-        return False
-    raw = rows[0][0]
-    document = raw if isinstance(raw, dict) else json.loads(str(raw))
-    jobs = document["jobs"]
-    return len(jobs) == JOBS and all(j["status"] == "completed" and not j["pending"] for j in jobs.values())
+    rows = state_db.query("SELECT record FROM reconciler_state_jobs")  # a row per job
+    jobs = [raw if isinstance(raw, dict) else json.loads(str(raw)) for (raw,) in rows]
+    return len(jobs) == JOBS and all(j["status"] == "completed" and not j["pending"] for j in jobs)

@@ -188,13 +188,18 @@ def test_a_full_disk_while_writing_the_state_is_one_line_and_leaves_the_state_as
     assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
     before = repo.state.read_bytes()
     repo.write_job("second", provider="local")
-    temp = repo.state.with_name(f".{repo.state.name}.{os.getpid()}.tmp")
-    temp.symlink_to("/dev/full")  # every write to the state's temp file now fails with ENOSPC
+    # A write appends to the journal beside the state (state/file.py); the first one of a command
+    # starts it through a temp file, and every write to that now fails with ENOSPC.
+    temp = repo.state.with_name(f".{repo.state.name}.journal.{os.getpid()}.tmp")
+    temp.symlink_to("/dev/full")
     sandbox.reset_counts()
     result = run_cli("apply", "--auto-approve", *repo.args())
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()
-    assert line == f"error: cannot write {repo.state}: No space left on device; nothing was changed there"
+    assert (
+        line
+        == f"error: cannot write {repo.state}.journal: No space left on device; nothing was changed there"
+    )
     assert repo.state.read_bytes() == before
     assert not [p for p in repo.state.parent.iterdir() if p.name.endswith(".tmp")]
     assert sandbox.request_counts().get("POST /v1/batches", 0) == 0  # no create without its intent

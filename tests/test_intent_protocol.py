@@ -15,15 +15,17 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from reconciler.sandbox import Sandbox
+from reconciler.state.file import read_state
 from tests.fixtures.daemon import reconciler_command, reconciler_env
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
-from tests.reconcile_helpers import batches, mutating, sdk, state_of, wait_until
+from tests.reconcile_helpers import batches, mutating, sdk, wait_until
 
 OWNER = "tests/intent-protocol"
 JOB = "split"
@@ -169,6 +171,12 @@ def killed_at_the_gate(repo: UserRepo, gate: Gate) -> dict[str, Any]:
             assert b"Traceback" not in process.stderr.read()
             process.stderr.close()
     return job
+
+
+def state_of(repo_root: Path) -> dict[str, Any]:
+    """The state as any command reads it: the file, and the journal a killed pass left beside it
+    (a write appends the changed jobs there; state/file.py)."""
+    return read_state(repo_root / ".reconciler" / "state.json").model_dump(mode="json")
 
 
 def by_part(job: dict[str, Any]) -> dict[int, dict[str, Any]]:

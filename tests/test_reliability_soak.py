@@ -162,6 +162,8 @@ def test_passes_over_an_unchanging_world_under_faults_leave_no_memory_behind(
         spec = repo.specs / f"{rng.choice(names)}.yaml"
         document = yaml.safe_load(spec.read_text())
         document["metadata"]["labels"] = {"edit": str(rng.getrandbits(32))}
+        # A pass plans only the jobs a change touched: a label alone touches none (daemon/passes.py).
+        document["spec"]["history_limit"] = rng.randint(5, 50)
         spec.write_text(yaml.safe_dump(document))
 
     with daemon(start_daemon, repo, sandbox) as (process, metrics):

@@ -1,5 +1,6 @@
-"""The state file's layout: sorted keys, two-space indent, one trailing newline (what
-`json.dumps(sort_keys=True, indent=2)` writes), whichever encoder wrote it."""
+"""The state file's layout: sorted keys, one job per line (a diff shows one line per job that
+changed), one trailing newline, the same document `json.dumps` would write, whichever encoder
+wrote it."""
 
 from __future__ import annotations
 
@@ -23,12 +24,19 @@ def _state(counts: dict[str, int], description: str = "nightly") -> State:
     return new_state("owner-tag").with_jobs({"zz": job, "aa": job})
 
 
-def test_the_state_file_is_sorted_and_indented_as_json_dumps_writes_it(tmp_path: Path) -> None:
+def test_the_state_file_is_sorted_with_one_line_per_job(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     written = write_state(path, _state({"total": 3, "completed": 3}))
-    expected = json.dumps(written.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
-    assert path.read_text() == expected
-    assert read_state(path) == written
+    document = written.model_dump(mode="json")
+    lines = path.read_text().splitlines()
+    assert lines[lines.index('  "jobs": {') + 1 :][:2] == [
+        f'    "aa": {json.dumps(document["jobs"]["aa"], separators=(",", ":"), sort_keys=True)},',
+        f'    "zz": {json.dumps(document["jobs"]["zz"], separators=(",", ":"), sort_keys=True)}',
+    ]
+    assert json.loads(path.read_text()) == document
+    keys = [line.split('"')[1] for line in lines if line.startswith('  "')]
+    assert keys == sorted(document)
+    assert path.read_text().endswith("}\n") and read_state(path) == written
 
 
 def test_non_ascii_text_is_written_as_utf8_and_read_back(tmp_path: Path) -> None:

@@ -8,16 +8,20 @@ through the environment and go nowhere else.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from reconciler.common.errors import StateError
+from reconciler.engine.workspace import open_backend
 from reconciler.sandbox import Sandbox
 from reconciler.specs.identity import owner_tag
-from reconciler.state.open import open_backend
+from reconciler.state.database import MIGRATIONS
+from reconciler.state.model import IntentKey, IntentState, JobState, PendingCreate, State
 from tests.fixtures.postgres import StateDb
 from tests.fixtures.repo import RunCli, UserRepo
 from tests.fixtures.sandbox import cli_env
@@ -175,10 +179,11 @@ def test_a_state_file_lists_its_latest_serial_and_backup_and_refuses_older_ones(
     assert run_cli("apply", "--auto-approve", *user_repo.args()).exit_code == 0
     history = json.loads(run_cli("state", "history", "--json", *user_repo.args()).stdout)
     latest = json.loads(user_repo.state.read_text())["serial"]
-    assert [v["serial"] for v in history["versions"]] == [latest, latest - 1]
-    shown = json.loads(run_cli("state", "show", str(latest - 1), *user_repo.args()).stdout)
-    assert shown["serial"] == latest - 1
-    gone = run_cli("state", "show", "1", *user_repo.args())
+    (newest, backup) = [v["serial"] for v in history["versions"]]
+    assert newest == latest and backup < latest - 1  # the file before the command: its writes in between
+    shown = json.loads(run_cli("state", "show", str(backup), *user_repo.args()).stdout)
+    assert shown["serial"] == backup
+    gone = run_cli("state", "show", str(latest - 1), *user_repo.args())  # journaled, then folded in
     assert (
         gone.exit_code == 1 and gone.stderr.count("\n") == 1 and "keeps only its latest serial" in gone.stderr
     )
@@ -188,14 +193,24 @@ def test_a_document_nested_too_deeply_is_damage_in_one_line_not_a_traceback(
     pg_repo: UserRepo, state_db: StateDb, run_cli: RunCli
 ) -> None:
     assert run_cli("apply", "--auto-approve", *pg_repo.args()).exit_code == 0
-    state_db.query(  # deeper than JSON decoding follows, shallower than the server refuses
+    deep = "[" * 5000 + "]" * 5000  # deeper than JSON decoding follows, shallower than the server refuses
+    state_db.query(  # serial 1's whole document, and the job's row the current state is read from
         "UPDATE reconciler_state_versions SET document = jsonb_set(document, '{jobs}', %s::jsonb) "
-        "RETURNING serial",
-        "[" * 5000 + "]" * 5000,
+        "WHERE document IS NOT NULL RETURNING serial",
+        deep,
     )
-    for command in (["status"], ["plan"], ["state", "show", "1"]):
-        result = run_cli(*command, *pg_repo.args())
-        assert result.exit_code == 1, (command, result.stdout)
+    state_db.query("UPDATE reconciler_state_jobs SET record = %s::jsonb RETURNING name", deep)
+    env = cli_env() | {"RECONCILER_STATE_URL": state_db.url, "RECONCILER_OWNER": OWNER}
+    for command in (["status"], ["plan"], ["state", "show", "1"]):  # a process that never read it
+        result = subprocess.run(
+            [sys.executable, "-m", "reconciler", *command, *pg_repo.args()],
+            env=env | {"RECONCILER_SANDBOX_URL": os.environ["RECONCILER_SANDBOX_URL"]},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 1, (command, result.stdout)
         (line,) = result.stderr.strip().splitlines()
         assert line == (
             f"error: {state_db.bare_url}: state is damaged (nested too deeply); kept as is; "
@@ -229,3 +244,107 @@ def test_a_state_row_locked_by_someone_else_fails_apply_in_bounded_time_not_fore
         "(another session held a state row past 10s); run again"
     )
     assert sandbox.request_counts().get("POST /v1/batches", 0) == 0  # the intent comes first
+
+
+READ_ELSEWHERE = """
+import json, sys
+from pathlib import Path
+from reconciler.engine.workspace import open_backend
+with open_backend(Path("unused.json"), sys.argv[1], sys.argv[2]) as backend:
+    state = backend.read()
+print(json.dumps(state.model_dump(mode="json"), sort_keys=True))
+"""
+
+
+def _jobs(count: int) -> dict[str, JobState]:
+    return {
+        f"job-{i:03d}": JobState(generation="g1", provider="sandbox", status="completed")
+        for i in range(count)
+    }
+
+
+def _read_elsewhere(state_db: StateDb, tag: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", READ_ELSEWHERE, state_db.url, tag],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    read: dict[str, object] = json.loads(done.stdout)
+    return read
+
+
+def test_a_write_stores_only_the_rows_of_the_jobs_it_changed(state_db: StateDb, tmp_path: Path) -> None:
+    with (
+        open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as backend,
+        backend.writer_lock("test"),
+    ):
+        first = backend.write(backend.read().with_jobs(_jobs(50)))
+        state = backend.read()
+        assert state is first  # the head did not move: no row of jobs read again
+        changed = state.jobs["job-007"].model_copy(update={"status": "cancelled"})
+        second = backend.write(state.with_jobs({**state.jobs, "job-007": changed}))
+        third = backend.write(second.with_jobs({k: v for k, v in second.jobs.items() if k != "job-010"}))
+
+    rows = state_db.query("SELECT name, serial FROM reconciler_state_jobs WHERE owner = 'tag-a'")
+    assert len(rows) == 49 and {name for name, serial in rows if serial != first.serial} == {"job-007"}
+    log = state_db.query(
+        "SELECT serial, document IS NOT NULL, changes FROM reconciler_state_versions WHERE owner = 'tag-a' "
+        "ORDER BY serial"
+    )
+    assert [(serial, whole) for serial, whole, _ in log] == [(1, True), (2, False), (3, False)]
+    assert log[1][2] == {"jobs": {"job-007": changed.model_dump(mode="json")}, "set": {}}
+    assert log[2][2] == {"jobs": {"job-010": None}, "set": {}}
+    assert _read_elsewhere(state_db, "tag-a") == third.model_dump(mode="json")
+    with open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as backend:
+        assert backend.version(2) == second and backend.version(1) == first  # rebuilt from the log
+        assert [v.jobs for v in backend.history(5)] == [49, 50, 50]
+
+
+def test_a_database_of_the_first_schema_is_read_then_written_as_rows(
+    state_db: StateDb, tmp_path: Path
+) -> None:
+    with psycopg.connect(state_db.url, autocommit=True) as conn:  # what reconciler 0.x left behind
+        conn.execute(MIGRATIONS[0])
+        conn.execute("CREATE TABLE reconciler_schema (id integer PRIMARY KEY, version integer NOT NULL)")
+        conn.execute("INSERT INTO reconciler_schema VALUES (1, 1)")
+        document = State(serial=4, lineage="old", owner="tag-a").with_jobs(_jobs(3)).model_dump(mode="json")
+        conn.execute(
+            "INSERT INTO reconciler_state_versions (owner, serial, lineage, document) VALUES (%s, 4, 'old', %s)",
+            ("tag-a", json.dumps(document)),
+        )
+        conn.execute("INSERT INTO reconciler_state_heads VALUES ('tag-a', 4, 'old')")
+
+    with (
+        open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as backend,
+        backend.writer_lock("test"),
+    ):
+        state = backend.read()
+        assert state.serial == 4 and sorted(state.jobs) == ["job-000", "job-001", "job-002"]
+        backend.write(state)
+    assert state_db.query("SELECT version FROM reconciler_schema") == [(len(MIGRATIONS),)]
+    assert state_db.query("SELECT count(*) FROM reconciler_state_jobs") == [(3,)]
+    assert _read_elsewhere(state_db, "tag-a")["serial"] == 5
+    with open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as backend:
+        assert backend.version(4).jobs == state.jobs  # the old versions stay readable
+
+
+def test_a_job_row_written_before_intents_had_a_state_reads_as_todays(
+    state_db: StateDb, tmp_path: Path
+) -> None:
+    intent = PendingCreate.planned("a-1", IntentKey.of("job-000", "g1", None, 0, 1), 5).uploaded("file-1")
+    with (
+        open_backend(tmp_path / "unused.json", state_db.url, "tag-a") as backend,
+        backend.writer_lock("test"),
+    ):
+        job = JobState(generation="g1", provider="sandbox", status="pending", pending=(intent,))
+        backend.write(backend.read().with_jobs({"job-000": job}))
+    state_db.query(  # as format 3 wrote it
+        "UPDATE reconciler_state_jobs SET record = record #- '{pending,0,state}' RETURNING name"
+    )
+
+    read = _read_elsewhere(state_db, "tag-a")  # a new process: the rows read, none remembered
+    (stored,) = read["jobs"]["job-000"]["pending"]  # type: ignore[index]
+    assert (stored["state"], stored["input_file_id"]) == (IntentState.UPLOADED, "file-1")

@@ -1,4 +1,5 @@
-"""The daemon's loop: wait for a file change, a due resync or a stop; load; pass; repeat.
+"""The daemon's loop: wait for a file change, a webhook, a due poll or resync, or a stop; load what
+changed; pass over what it touched; repeat.
 
 Nothing a pass raises ends the loop: a failed pass is logged in one line and retried
 with a capped, jittered backoff (a server's Retry-After wins), and the state file keeps
@@ -8,39 +9,62 @@ with; where the repo is is worked out again on every load.
 Only the replica that leads runs a pass (`Role`): the one the state backend's leadership guard
 lets lead.  The daemon asks its backend for the guard (`StateBackend.leadership`) and never
 looks at where the state is.  `reconcile --watch` against a database may run as several
-replicas.  Before each pass a replica makes sure it leads (state/postgres.LeaderLock); a
+replicas.  Before each pass a replica makes sure it leads (state/database.LeaderLock); a
 standby checks again every half second.  A killed leader's lock goes when the server sees its
 connection close, so a standby leads within a second; a leader whose host loses its network
-is dropped by the server after about postgres.UNANSWERED_SECONDS of silence (keepalives and a
+is dropped by the server after about database.UNANSWERED_SECONDS of silence (keepalives and a
 TCP user timeout the session asks for), so a standby leads some 10 to 15 seconds after the
 cut, and the old leader, its calls failing after as long, steps down by itself.  On a state
 file there is one daemon per file (state/file.DaemonLock), always leading.
+
+What each wake costs is what changed (daemon/passes.Leader): a file event reloads the files it
+names and passes over the jobs they touch, a webhook over its batch's job, a poll over the
+active batches; a whole pass runs first, every resync interval while anything runs, and after
+any doubt (a failed pass or action, a leadership change, a whole reload).  What a file change
+would cancel waits until the files have been quiet for watch.SETTLE_SECONDS.  The state backend
+is opened once and kept (reopened after a failed pass); a state file's journal is folded in
+when due, between passes, and when the daemon stops.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import random
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.api.batch import is_terminal
-from reconciler.common.errors import ApiError, ApiStatusError, ReadProblem, ReconcilerError
+from reconciler.common.errors import ApiError, ApiStatusError, LockHeldError, ReadProblem, ReconcilerError
 from reconciler.daemon.board import Metrics
 from reconciler.daemon.hooks import Hooks, count_api_error, report_pass
-from reconciler.daemon.passes import ClientPool, Loaded, PassResult, load, run_pass
-from reconciler.daemon.timing import Cadence, Waker, earliest, restart_wait, retry_delay
-from reconciler.daemon.watch import FileWatcher, targets_for, watched_files
+from reconciler.daemon.passes import (
+    ClientPool,
+    Leader,
+    Loaded,
+    NeedsWholePass,
+    Owed,
+    PassResult,
+    load,
+    reload_changed,
+)
+from reconciler.daemon.timing import Cadence, Wake, Waker, earliest, restart_wait, retry_delay
+from reconciler.daemon.watch import SETTLE_SECONDS, FileWatcher, WatchTargets, targets_for, watched_files
 from reconciler.daemon.web import Liveness
 from reconciler.engine import clock
 from reconciler.engine.apply.failures import server_wait
 from reconciler.engine.clock import seconds_until_next
 from reconciler.engine.events import EventLog
-from reconciler.engine.workspace import load_state
+from reconciler.engine.workspace import load_state, open_backend
+from reconciler.plans.reasons import OverBudget
 from reconciler.plans.wording import change_words, over_budget_words
+from reconciler.specs import identity
 from reconciler.specs.checkout import head
-from reconciler.specs.repo import RepoPaths, resolve_paths
-from reconciler.state.backend import Leadership
+from reconciler.specs.repo import SETTINGS_FILE, RepoPaths, resolve_paths
+from reconciler.state.backend import Leadership, StateBackend
+from reconciler.state.model import State
 
 
 @dataclass(frozen=True)
@@ -130,26 +154,87 @@ class Daemon:
         self.watcher = FileWatcher(waker.files_changed, self._watch_failed)
         self.watch_broken = False
         self.watch_error: str | None = None
+        self.targets: WatchTargets | None = None
         self.liveness = Liveness(settings.cadence.interval, metrics)
         self.liveness.role = self.role.name
         self.failing_jobs = 0  # passes in a row where some job's action failed
         self.rng = random.Random()
         self.said: set[str] = set()  # warnings already given since the specs last changed
         self.passes = 0
+        self.leader = Leader()
+        self.owed = Owed()
+        self.held: frozenset[str] = frozenset()  # jobs whose cancel waits for the files to settle
+        self.state: State | None = None  # as the last pass left it
+        self.refused: dict[str, OverBudget] = {}  # job → why the last pass refused its change
+        self.poll_at: float | None = 0.0  # time.monotonic() of the next poll; 0: at once
+        self.settle_at: float | None = None
+        self.compact_at: float | None = None
+        self._backend: contextlib.ExitStack | None = None
+        self.backend: StateBackend | None = None
 
     def run(self) -> None:
         try:
             load_retry = self.reload()
             while self.waker.stop_reason is None:
-                next_pass = self.one_pass() if self.loaded is not None else None
-                wake = self.waker.wait(earliest(next_pass, load_retry))
+                wait = self.step() if self.loaded is not None else None
+                wake = self.waker.wait(earliest(wait, load_retry))
                 if wake.stopped:
                     return
-                if wake.files or self.watch_broken or load_retry is not None or self._checkout_moved():
-                    load_retry = self.reload(changed=wake.files)
+                load_retry = self._take(wake, load_retry)
         finally:
+            self._fold_journal()
             self.watcher.close()
             self.pool.close()
+            self._close_backend()
+
+    def _take(self, wake: Wake, load_retry: float | None) -> float | None:
+        """What woke the loop, loaded and turned into what the next pass owes."""
+        self.owed.batches |= wake.batches
+        self.owed.poll |= wake.refresh and not wake.batches
+        again = self.watch_broken or load_retry is not None
+        if not (wake.files or again or self._checkout_moved()):
+            return None
+        if wake.files and not again and wake.paths is not None and self._reload_changed(wake.paths):
+            return None
+        self.leader.doubt()  # a whole load: a whole pass follows
+        return self.reload(changed=wake.files)
+
+    def _reload_changed(self, changed: frozenset[Path]) -> bool:
+        """Loads only what the changed files say; False when only a whole load can tell."""
+        assert self.loaded is not None
+        paths = self.settings.paths()
+        whole = {paths.repo / SETTINGS_FILE, *self.settings.links()}
+        if any(path in whole for path in changed):
+            return False
+        try:
+            reloaded = reload_changed(paths, self.loaded, changed)
+        except Exception:  # a file vanishing mid-read: the whole load words it
+            return False
+        if reloaded is None:
+            return False
+        self.loaded, touched = reloaded
+        if not self._watch_inputs(touched):
+            return False
+        self.hooks.loaded(self.loaded)  # a label edit touches no job, but the dashboard shows it
+        if touched:
+            self.owed.jobs |= touched
+            self.owed.settled -= touched
+            self.settle_at = self.waker.last_file_event + SETTLE_SECONDS
+        return True
+
+    def _watch_inputs(self, touched: set[str]) -> bool:
+        """The inputs of `touched` jobs watched too; False when the watch must be set up again."""
+        assert self.loaded is not None
+        targets = self.targets
+        inputs = {
+            Path(job.input_path) for n in touched if (job := self.loaded.ws.desired.get(n)) and job.input_path
+        }
+        if targets is None or not inputs - targets.files:
+            return targets is not None
+        if not all(any(p.is_relative_to(root) for root in targets.roots) for p in inputs):
+            return False
+        self.targets = WatchTargets(targets.roots, targets.trees, targets.files | inputs)
+        return not self.watcher.follow(self.targets)
 
     def reload(self, changed: bool = True) -> float | None:
         """Loads the specs; on an unexpected error keeps the last load and says when to try again.
@@ -176,12 +261,13 @@ class Daemon:
             paths = self.settings.paths()
             self.loaded = load(paths, self.settings.owner, self.loaded)
             files = watched_files(paths, self.loaded.inputs)
-            targets = targets_for(paths.specs, files, self.settings.links())
+            self.targets = targets_for(paths.specs, files, self.settings.links())
             self.watch_broken = False
-            if not self.watcher.follow(targets):
+            if not self.watcher.follow(self.targets):
                 break
         assert self.loaded is not None
         self.hooks.loaded(self.loaded)
+        self.owed.poll = True  # a pass follows every whole load
         if (self.watch_broken or not changed) and previous and previous.problems == self.loaded.problems:
             return  # reloading on every pass, or trying again: say only what changed
         self.said.clear()
@@ -202,35 +288,121 @@ class Daemon:
         was = self.loaded.ws.checkout
         return (now.sha if now else None) != (was.sha if was else None)
 
+    def step(self) -> float | None:
+        """Runs the pass owed, if any, and folds the state's journal in when due; returns the
+        seconds until something is due (None: wait for an event)."""
+        now = time.monotonic()
+        if self.poll_at is not None and now >= self.poll_at:
+            self.owed.poll, self.poll_at = True, None
+        if self.settle_at is not None and now >= self.settle_at:
+            quiet_at = self.waker.last_file_event + SETTLE_SECONDS  # any write, changed or not
+            if quiet_at > now:
+                self.settle_at = quiet_at
+            else:
+                self.owed.settled |= self.held
+                self.owed.jobs |= self.held
+                self.settle_at = None
+        if self.owed:  # a doubt alone waits for the next look: a server's wait holds
+            self.poll_at = _at(self.one_pass())
+        if self.compact_at is not None and time.monotonic() >= self.compact_at:
+            self._fold_journal(force=False)
+        return earliest(*(_until(at) for at in (self.poll_at, self.settle_at, self.compact_at)))
+
     def one_pass(self) -> float | None:
-        """Runs a pass; returns seconds until the next one is due (None: wait for files)."""
+        """Runs a pass; returns seconds until the next poll is due (None: wait for an event)."""
         assert self.loaded is not None
         try:
+            leading = self.role.name == "leader"
             leads = self.role.leads()
         except ReconcilerError as error:
             self.liveness.role = self.role.name
+            self.leader.doubt()
             return self._failed(error, "; ".join(error.lines()))
         self.liveness.role = self.role.name
         if not leads:
+            self.leader.doubt()
             self.liveness.standing_by()
             return STANDBY_POLL_SECONDS
+        if not leading:
+            self.leader.doubt()  # another replica may have led meanwhile
+        owed, self.owed = self.owed, Owed(settled=self.owed.settled)
         self.passes += 1
         self.log.context = {"pass": self.passes}  # replaced whole: other threads read it
         try:
-            before = load_state(self.loaded.ws)
-            clients = self.pool.clients_for(self.loaded, before)
-            result = run_pass(
-                self.loaded,
-                clients,
-                before,
-                allow_empty=self.settings.allow_empty,
-                parallelism=self.settings.parallelism,
-            )
+            result = self._pass(owed)
         except ReconcilerError as error:
-            return self._failed(error, "; ".join(error.lines()))
+            return self._failed(error, "; ".join(error.lines()), owed)
         except Exception as error:  # a bug: say so in one line, and keep the loop alive
-            return self._failed(error, _one_line(error))
+            return self._failed(error, _one_line(error), owed)
+        self.state = result.after
+        self.held = result.held
+        self.compact_at = _at(result.settle_in)
+        if not result.whole:  # the jobs it did not plan are as over budget as they were
+            planned = {change.job for change in result.plan.changes}
+            kept = {job: over for job, over in self.refused.items() if job not in planned}
+            result.outcome.over_budget = kept | result.outcome.over_budget
+        if result.held:
+            self.settle_at = self.settle_at or self.waker.last_file_event + SETTLE_SECONDS
+        self.owed.settled -= owed.settled - result.held
+        if result.outcome.failures or result.held_back:
+            self.leader.doubt()  # a lost answer, a refusal: the whole list says what happened
+        if result.whole:
+            # What a whole pass leaves (the state, the live view, the specs) lives on, and the
+            # cyclic collector would walk it again and again (a sixth of an idle 10,000-job
+            # daemon's time): it is set aside; what it drops is freed by reference counts.
+            gc.freeze()
         return earliest(self._succeeded(result), self._next_slot(), self._next_restart(result))
+
+    def _pass(self, owed: Owed) -> PassResult:
+        assert self.loaded is not None
+        backend = self._state_backend()
+        state = self.state or load_state(self.loaded.ws, backend=backend)  # its jobs name providers too
+        clients = self.pool.clients_for(self.loaded, state)
+        options = {"parallelism": self.settings.parallelism}
+        if self.leader.view is not None and not self._resync_due(owed):
+            try:
+                return self.leader.some_pass(self.loaded, clients, backend, owed, **options)
+            except NeedsWholePass:
+                self.leader.doubt()
+        return self.leader.whole_pass(
+            self.loaded, clients, backend, allow_empty=self.settings.allow_empty, **options
+        )
+
+    def _resync_due(self, owed: Owed) -> bool:
+        """A poll after a resync interval is a whole pass: what catches drift and foreign changes."""
+        last = self.leader.whole_at
+        return owed.poll and (last is None or time.monotonic() - last >= self.settings.cadence.interval)
+
+    def _state_backend(self) -> StateBackend:
+        """The daemon's state backend, opened once (again after a failed pass)."""
+        if self.backend is None:
+            stack = contextlib.ExitStack()
+            paths, tag = self.settings.paths(), identity.owner_tag(self.settings.owner)
+            self.backend = stack.enter_context(
+                open_backend(paths.state, paths.state_url, tag, keep_journal=True)
+            )
+            self._backend = stack
+        return self.backend
+
+    def _close_backend(self) -> None:
+        if self._backend is not None:
+            with contextlib.suppress(Exception):
+                self._backend.close()
+        self._backend, self.backend = None, None
+
+    def _fold_journal(self, force: bool = True) -> None:
+        """Folds a state file's journal into the file: when due, and as the daemon stops."""
+        self.compact_at = None
+        if self.backend is None:
+            return
+        try:
+            with self.backend.writer_lock(COMMAND, timeout=0):
+                self.compact_at = _at(self.backend.settle(force=force))
+        except LockHeldError:
+            pass  # a command holds it: it folds the journal in as it lets go
+        except ReconcilerError as error:
+            message = f"the state file's journal stays: {'; '.join(error.lines())}"
+            self.log.warning("state_fold_failed", message)
 
     def _next_slot(self) -> float | None:
         """A scheduled job's next slot wakes the daemon, even when nothing else would."""
@@ -259,6 +431,7 @@ class Daemon:
                 figures = {"budget": over.budget, "limit_usd": over.limit_usd, "upper_usd": over.upper_usd}
                 self.log.warning("over_budget", line, job=job, reason=reason, **figures)
         self.liveness.over_budget = over_budget
+        self.refused = dict(refused)
         for change in result.plan.changes:  # e.g. a job left to a newer checkout: said once
             said = change_words(change)
             if change.attention and said not in self.said:
@@ -291,7 +464,12 @@ class Daemon:
         self.hooks.passed(self.passes, result, degraded, delay)
         return delay
 
-    def _failed(self, error: Exception, message: str) -> float:
+    def _failed(self, error: Exception, message: str, owed: Owed | None = None) -> float:
+        if owed is not None:  # tried again by the whole pass that follows
+            self.owed.jobs |= owed.jobs
+            self.owed.batches |= owed.batches
+        self.leader.doubt()
+        self._close_backend()
         in_a_row = self.liveness.failed()
         if isinstance(error, ApiError):
             count_api_error(error, self.metrics)
@@ -306,6 +484,14 @@ class Daemon:
         if reason != self.watch_error:  # tried again on every reload: say it once
             self.watch_error = reason
             self.log.warning("watch_failed", f"cannot watch files ({reason}); reloading the specs every pass")
+
+
+def _at(delay: float | None) -> float | None:
+    return None if delay is None else time.monotonic() + delay
+
+
+def _until(at: float | None) -> float | None:
+    return None if at is None else max(at - time.monotonic(), 0.0)
 
 
 def _one_line(error: Exception) -> str:

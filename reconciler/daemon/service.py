@@ -4,7 +4,8 @@ The main thread holds the state backend's leadership guard (state/backend.Leader
 the health endpoint and waits for SIGTERM or SIGINT (SIGHUP reloads the specs); the loop
 (loop.py) runs on its own thread. On a stop signal the pass in flight gets a few seconds to
 finish; if it does not, it is abandoned — safe by construction, since every create's intent is
-in the state before its request goes out, and the state file is only ever replaced whole.
+in the state before its request goes out, and the state is only ever written atomically (a
+state file's journal line is whole or ignored).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def run_watch(paths: RepoPaths, options: WatchOptions) -> int:
         stack.enter_context(_stop_signals(waker, log))
         stack.enter_context(warnings_to(log))
         tag = identity.owner_tag(owner)
+        # The announcer writes the outbox as a command would: its writes are folded into the state
+        # file as it lets go, since no pass may follow to fold them (everything finished).
         states = functools.partial(open_state, ws)
         board, announcer = Board(), Announcer(states, tag, log, metrics)
         board.publish(state=recorded, repo=identity.repo_name(paths.repo, owner))

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from reconciler.api.batch import is_terminal
 from reconciler.api.transport import Backoff
@@ -109,25 +110,39 @@ class Wake:
     files: bool
     stopped: bool
     refresh: bool = False  # a webhook said a batch of ours changed
+    paths: frozenset[Path] | None = frozenset()  # the files that changed; None: any may have
+    batches: frozenset[str] = frozenset()  # the batches webhooks named
 
 
 class Waker:
-    """Any number of file changes between two waits make one wake-up; a stop ends every wait."""
+    """Any number of file changes between two waits make one wake-up; a stop ends every wait.
+    It keeps which files changed, which batches webhooks named, and when a file last changed."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._files = False
+        self._paths: set[Path] | None = set()
         self._refresh = False
+        self._batches: set[str] = set()
+        self.last_file_event = 0.0  # time.monotonic() of the latest file change
         self.stop_reason: str | None = None
 
-    def files_changed(self) -> None:
+    def files_changed(self, paths: Iterable[Path] | None = None) -> None:
+        """`paths`: the files that changed; None when any may have (a reload asked for)."""
         with self._cond:
             self._files = True
+            if paths is None or self._paths is None:
+                self._paths = None
+            else:
+                self._paths.update(paths)
+            self.last_file_event = time.monotonic()
             self._cond.notify_all()
 
-    def refresh(self) -> None:
+    def refresh(self, batch: str | None = None) -> None:
         with self._cond:
             self._refresh = True
+            if batch is not None:
+                self._batches.add(batch)
             self._cond.notify_all()
 
     def stop(self, reason: str) -> None:
@@ -143,5 +158,9 @@ class Waker:
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            files, refresh, self._files, self._refresh = self._files, self._refresh, False, False
-            return Wake(files, self.stop_reason is not None, refresh)
+            paths = None if self._paths is None else frozenset(self._paths)
+            wake = Wake(
+                self._files, self.stop_reason is not None, self._refresh, paths, frozenset(self._batches)
+            )
+            self._files, self._refresh, self._paths, self._batches = False, False, set(), set()
+            return wake

@@ -3,7 +3,11 @@
 The specs directory, the folder of every input and reconciler.yaml's, the repo root, are
 watched (recursively, as watchfiles watches every root; changes to other files are filtered
 out); the set is re-derived after each load, since a spec may name a new input.  Bursts are
-debounced by watchfiles: a `git pull` touching fifty files arrives as one change.
+gathered by watchfiles: a `git pull` touching fifty files arrives as one change, naming the
+files that changed.  A burst ends after QUIET_MS without a write, so a new spec's create goes
+out at once; what a change would cancel (a spec removed, renamed, edited while its batch runs)
+waits until the files have been quiet for SETTLE_SECONDS (daemon/loop.py), so a rename, a
+checkout or an editor's delete-then-write never cancels anything.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from watchfiles import Change, DefaultFilter, watch
 from reconciler.specs.repo import SETTINGS_FILE, RepoPaths
 
 DEBOUNCE_MS = 1000  # the longest a burst of writes is gathered into one wake-up
-QUIET_MS = 200  # a burst ends after this long without another write
+QUIET_MS = 50  # a burst ends after this long without another write
+SETTLE_SECONDS = 1.0  # what a change would cancel waits for this long without a write
 IDLE_TICK_MS = 200  # how often the watch thread looks up when nothing happens
 READY_WAIT_SECONDS = 3.0
 
@@ -69,9 +74,9 @@ class RelevantChanges(DefaultFilter):
 
 
 class FileWatcher:
-    """Runs watchfiles on a thread and calls `on_change` after each debounced burst."""
+    """Runs watchfiles on a thread and calls `on_change` with the files of each burst."""
 
-    def __init__(self, on_change: Callable[[], None], on_error: Callable[[str], None]) -> None:
+    def __init__(self, on_change: Callable[[set[Path]], None], on_error: Callable[[str], None]) -> None:
         self._on_change = on_change
         self._on_error = on_error
         self._filter: RelevantChanges | None = None
@@ -122,7 +127,7 @@ class FileWatcher:
             ):
                 ready.set()
                 if changes:
-                    self._on_change()
+                    self._on_change({Path(path) for _, path in changes})
         except Exception as error:  # e.g. out of inotify watches: the resync still runs
             self._on_error(f"{type(error).__name__}: {error}")
         finally:

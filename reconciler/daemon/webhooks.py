@@ -3,7 +3,7 @@
 Verified by the `standardwebhooks` library (HMAC over `id.timestamp.body`, five minutes of
 timestamp tolerance) against every Provider's `webhook_secret`. A verified event is taken at
 its word for one thing only, the batch id: it must be a batch of ours, and then the loop runs
-a pass that reads that batch (and everything else) from the API again. A replayed
+a pass that reads that batch from the API again (and plans its job). A replayed
 `webhook-id` is acknowledged and not acted on twice.
 """
 
@@ -36,7 +36,7 @@ class Answer:
 
 
 class WebhookInbox:
-    def __init__(self, board: Board, refresh: Callable[[], None], log: EventLog, metrics: Metrics) -> None:
+    def __init__(self, board: Board, refresh: Callable[[str], None], log: EventLog, metrics: Metrics) -> None:
         self.board, self.refresh, self.log, self.metrics = board, refresh, log, metrics
         self._verifiers: tuple[Webhook, ...] = ()
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -96,7 +96,7 @@ class WebhookInbox:
             return Answer(200, {"status": "ignored"})
         self.metrics.webhooks_received.labels(result="refresh").inc()
         self.log.info("webhook", f"{kind} for {batch_id}: refreshing now", batch=batch_id, type=kind)
-        self.refresh()
+        self.refresh(str(batch_id))
         return Answer(200, {"status": "refreshing"})
 
     def _verified(self, verifier: Webhook, headers: Mapping[str, str], body: bytes) -> bool:

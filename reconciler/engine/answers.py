@@ -95,9 +95,9 @@ class AnswerStore:
     def in_database(cls, url: str, owner: str, *, create: bool = True) -> AnswerStore | None:
         """The store in the state's database; without `create`, None when its tables are not
         there (nothing is created: `plan` may run as a role that only reads)."""
-        from reconciler.state import postgres  # psycopg only when a database is used
+        from reconciler.state import database  # psycopg only when a database is used
 
-        store = cls(postgres.connect(url), owner, postgres=True)
+        store = cls(database.connect(url), owner, postgres=True)
         if not create:
             if url in _made or store._has_tables():
                 return store

@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,12 +43,13 @@ from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.reuse import ReuseFolders, with_reuse
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
-from reconciler.plans.changes import DesiredJob, Plan
+from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
 from reconciler.plans.runs import RunChoice, choose_runs, duration
 from reconciler.specs.inputs.cache import input_indexes
+from reconciler.state.backend import StateBackend
 from reconciler.state.model import JobState, State
 
 
@@ -71,45 +72,81 @@ def refresh_and_plan(
     allow_empty: bool = False,
     scope: Scope | None = None,
     answers: AnswerStore | None = None,
+    newest: dict[str, set[str]] | None = None,
+    read_only: bool = False,
 ) -> Refreshed:
-    """`answers`: the answer store of jobs with spec.reuse (opened here when not given)."""
+    """`answers`: the answer store of jobs with spec.reuse (opened here when not given).
+    `newest`: filled with the ids at the top of each list (engine/observe.LiveView).
+    `read_only` (`plan`): the answer store is only read, and nothing of reuse is written."""
     scope = scope or Scope()
     scope.check(ws, state)
     now = clock.now()
-    ctx = scope.context()
     desired = with_input_changes(at_time(ws.desired, now), state, input_indexes(ws.paths))
-    live = observe(readers, ws.owner_tag, desired, state)
-    choices = choose_runs(desired, live_by_job(live), state, ctx)  # once per pass
-    if reusing(desired, state):
-        # Without the store a pass writes (`plan`), the store is only read, and a new choice's
-        # file goes to a scratch folder that lasts as long as the plan is made.
-        with contextlib.ExitStack() as stack:
-            if answers is None:
-                store: Answers = stack.enter_context(planned_answers(*_store_of(ws)))
-                scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reconciler-plan-")))
-            else:
-                store, scratch = answers, None
-            work = ReuseFolders(ws.work_dir, input_indexes(ws.paths), scratch)
-            at = int(now.timestamp())
-            desired = with_reuse(
-                desired, state, live, choices, readers, store, work, at, no_reuse=scope.no_reuse
-            )
-            return _planned(ws, readers, state, desired, live, choices, scope, now, allow_empty)
-    return _planned(ws, readers, state, desired, live, choices, scope, now, allow_empty)
+    live = observe(readers, ws.owner_tag, desired, state, newest)
+    ctx = scope.context()
+    return _planned(
+        ws,
+        readers,
+        desired,
+        state,
+        live,
+        now,
+        allow_empty=allow_empty,
+        ctx=ctx,
+        answers=answers,
+        no_reuse=scope.no_reuse,
+        read_only=read_only,
+    )
 
 
 def _planned(
     ws: Workspace,
     readers: Mapping[str, BatchReader],
-    state: State,
     desired: Mapping[str, DesiredJob],
+    state: State,
     live: list[LiveBatch],
-    choices: Mapping[str, RunChoice],
-    scope: Scope,
     now: datetime,
+    *,
     allow_empty: bool,
+    ctx: PlanContext,
+    answers: AnswerStore | None = None,
+    no_reuse: bool = False,
+    read_only: bool = False,
 ) -> Refreshed:
-    ctx = scope.context()
+    choices = choose_runs(desired, live_by_job(live), state, ctx)  # once per pass
+    with contextlib.ExitStack() as stack:  # the reuse files last as long as the plan is made
+        if reusing(desired, state):
+            store, work = _reuse_of(ws, stack, answers, read_only)
+            at = int(now.timestamp())
+            desired = with_reuse(desired, state, live, choices, readers, store, work, at, no_reuse=no_reuse)
+        return _plan_of(ws, readers, desired, state, live, now, choices, allow_empty=allow_empty, ctx=ctx)
+
+
+def _reuse_of(
+    ws: Workspace, stack: contextlib.ExitStack, answers: AnswerStore | None, read_only: bool
+) -> tuple[Answers, ReuseFolders]:
+    """The answer store a pass reuses from and its folders.  Read-only (`plan`): the store only
+    read, and a starting run's file of what it sends in a scratch folder, gone after the plan."""
+    inputs = input_indexes(ws.paths)
+    if read_only:
+        store = stack.enter_context(planned_answers(*_store_of(ws)))
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reconciler-plan-")))
+        return store, ReuseFolders(ws.work_dir, inputs, scratch)
+    return answers or stack.enter_context(answer_store(ws)), ReuseFolders(ws.work_dir, inputs)
+
+
+def _plan_of(
+    ws: Workspace,
+    readers: Mapping[str, BatchReader],
+    desired: Mapping[str, DesiredJob],
+    state: State,
+    live: list[LiveBatch],
+    now: datetime,
+    choices: Mapping[str, RunChoice],
+    *,
+    allow_empty: bool,
+    ctx: PlanContext,
+) -> Refreshed:
     runs = {name: choice.run for name, choice in choices.items()}
     retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
     counts = {key: retry.count for key, retry in retries.items()}
@@ -198,14 +235,69 @@ def _store_of(ws: Workspace) -> tuple[Path, str | None, str]:
     return ws.paths.state, ws.paths.state_url, ws.owner_tag
 
 
-def observe_and_record(ws: Workspace, readers: Mapping[str, BatchReader], command: str) -> State:
+def observe_and_record(
+    ws: Workspace, readers: Mapping[str, BatchReader], command: str, backend: StateBackend | None = None
+) -> State:
     """Refreshes observed status only: no change is planned or made."""
-    with open_state(ws) as backend, backend.writer_lock(command):
+    if backend is None:
+        with open_state(ws) as opened:
+            return observe_and_record(ws, readers, command, opened)
+    with backend.writer_lock(command):
         state = load_state(ws, backend=backend)
         desired = at_time(ws.desired, clock.now())
         live = observe(readers, ws.owner_tag, desired, state)
         newer = behind(ws, state, desired)  # a generation a newer checkout applied stays recorded
         return backend.write(record(desired, state, live, now=utc_now(), observed_only=newer))
+
+
+def plan_jobs(
+    ws: Workspace,
+    readers: Mapping[str, BatchReader],
+    state: State,
+    live: list[LiveBatch],
+    names: Collection[str],
+) -> Refreshed:
+    """The daemon's plan for `names` only, from their batches as already observed (its live view,
+    engine/observe.LiveView): no list is read, no other job is planned.  The "no specs at all"
+    refusal is the whole-repo pass's: a subset is allowed to be empty."""
+    now = clock.now()
+    wanted = {name: ws.desired[name] for name in names if name in ws.desired}
+    recorded = {name: state.jobs[name] for name in names if name in state.jobs}
+    some = state.model_copy(update={"jobs": recorded})
+    desired = with_input_changes(at_time(wanted, now), some, input_indexes(ws.paths))
+    return _planned(ws, readers, desired, some, live, now, allow_empty=True, ctx=PlanContext())
+
+
+def converge_jobs(
+    ws: Workspace,
+    apis: Mapping[str, ProviderApi],
+    backend: StateBackend,
+    state: State,
+    live: list[LiveBatch],
+    found: Refreshed,
+    *,
+    parallelism: int,
+) -> tuple[State, Outcome]:
+    """Carries out `found` (plan_jobs' plan, or a whole pass's) and records the jobs it planned;
+    every other job stays as it was, the very same objects, so the write holds only what
+    changed.  `live`: every batch observed (uploads no batch reads are told by it).  The caller
+    holds the writer lock."""
+    over_budget = refused(found.plan)
+    sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
+    fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
+    planned = {change.job for change in found.plan.changes} | set(found.desired)
+    untouched = (state.jobs.keys() | ws.desired.keys()) - planned
+    carried_out = without_refused(found.plan) if over_budget else found.plan
+    desired = {**ws.desired, **found.desired}
+    state, outcome = apply_plan(
+        carried_out, desired, live, state, fx, untouched, found.behind, applied_from(ws)
+    )
+    outcome.over_budget = over_budget
+    mine = {name: job for name, job in found.desired.items() if name not in found.behind}
+    with contextlib.ExitStack() as stack:
+        answers = stack.enter_context(answer_store(ws)) if reusing(mine, state) else None
+        finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo, answers)
+    return backend.write(finished), outcome
 
 
 def readers_of(apis: Mapping[str, ProviderApi]) -> dict[str, BatchReader]:

@@ -86,6 +86,8 @@ def warnings_to(log: EventLog) -> Iterator[None]:
 def report_transitions(before: State, after: State, log: EventLog) -> None:
     for name, job in after.jobs.items():
         old = before.jobs.get(name)
+        if old is job:  # the very record: nothing to tell
+            continue
         _report_results_lost(name, old, job, log)
         was = old.status if old else "none"
         if job.status == was:

@@ -1,4 +1,5 @@
-"""One paged pass over each provider's live batch list, keeping only batches we own.
+"""One paged pass over each provider's live batch list, keeping only batches we own; and the daemon
+leader's live view, kept up to date between such passes without reading the whole list.
 
 A plan costs about one request per hundred live batches, not one per job.  Paging stops
 early only when it is safe: every desired job already has a recorded batch of its current
@@ -13,11 +14,20 @@ a recorded batch the whole list did not show is retrieved by id, so the plan nev
 "not listed" for "gone" and creates its unit again.  Only a 404 says it is gone.  The batches
 of an earlier run last seen running (a replace cancelled them) count as recorded until seen
 ended, so the run's history shows how it ended and what it had answered.
+
+The daemon's leader holds the owner's writer lock for each pass, so between two full lists the
+only writer of its batches is itself (another writer of the same owner, say CI on another
+machine, shows at the top of the list).  `LiveView` is what the last full list said, brought up
+to date by the leader's own creates and cancels as it makes them, by batches retrieved by id
+(a webhook's, an active one polled), and by the newest list pages: read from the top until a
+batch seen before, so an added spec costs one page, not the list.  A full list (the resync)
+replaces it, and is what catches everything else: a batch the list left out, a foreign cancel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from reconciler.api.batch import Batch, LiveBatch, is_terminal
 from reconciler.api.reader import BatchReader
@@ -34,13 +44,17 @@ def observe(
     owner_tag: str,
     desired: Mapping[str, DesiredJob],
     state: State,
+    newest: dict[str, set[str]] | None = None,
 ) -> list[LiveBatch]:
+    """`newest`: filled with the ids at the top of each provider's list (anyone's), where a
+    `LiveView` stops reading the newest pages."""
     live: list[LiveBatch] = []
     for provider, reader in sorted(readers.items()):
         known = _known_ids(provider, state)
         stop_early = _safe_to_stop_early(provider, desired, state)
+        top = newest.setdefault(provider, set()) if newest is not None else set()
         listed, unseen = _observe_provider(
-            provider, reader, owner_tag, known, _latest_attempts(provider, state), stop_early
+            provider, reader, owner_tag, known, _latest_attempts(provider, state), stop_early, top
         )
         live.extend(listed)
         live.extend(_retrieve(provider, reader, owner_tag, unseen))
@@ -59,12 +73,20 @@ def _as_current_format(live: LiveBatch, desired: Mapping[str, DesiredJob]) -> Li
 
 
 def _observe_provider(
-    provider: str, reader: BatchReader, owner_tag: str, known: set[str], latest: set[str], stop_early: bool
+    provider: str,
+    reader: BatchReader,
+    owner_tag: str,
+    known: set[str],
+    latest: set[str],
+    stop_early: bool,
+    top: set[str],
 ) -> tuple[list[LiveBatch], set[str]]:
-    """(our batches in the list, the recorded ids it did not show)."""
+    """(our batches in the list, the recorded ids it did not show); the first page's ids into `top`."""
     owned: list[LiveBatch] = []
     unseen = set(known)
     for batch in reader.iter_batches(owner_tag=owner_tag):
+        if len(top) < TOP_IDS:
+            top.add(batch.id)
         if batch.owned_by(owner_tag):
             owned.append(LiveBatch(provider=provider, batch=batch))
         unseen.discard(batch.id)
@@ -144,3 +166,117 @@ def _on_wanted_run(job: DesiredJob, run: str | None) -> bool:
     if slot is None:
         return run_base(run) == job.run_label
     return slot.due is not None and run_base(run) == slot_run(slot.due)
+
+
+TOP_IDS = 100  # ids kept from the top of a full list: where reading the newest pages stops
+NEWEST_PAGE = 20  # the newest pages are read this many at a time: usually one page holds what is new
+
+
+@dataclass
+class LiveView:
+    """The daemon leader's owned batches between full lists (see the module's docstring)."""
+
+    batches: dict[str, LiveBatch] = field(default_factory=dict)  # by id
+    newest: dict[str, set[str]] = field(default_factory=dict)  # provider → ids seen at its list's top
+    _by_job: dict[str, dict[str, LiveBatch]] = field(default_factory=dict)
+
+    @classmethod
+    def listed(
+        cls, live: Iterable[LiveBatch], newest: dict[str, set[str]], made: Iterable[LiveBatch] = ()
+    ) -> LiveView:
+        view = cls(newest=newest)
+        view.take(live)
+        view.made(made)
+        return view
+
+    def made(self, batches: Iterable[LiveBatch]) -> None:
+        """Records batches this daemon just created or cancelled: a created one tops its list."""
+        batches = list(batches)
+        self.take(batches)
+        for batch in batches:
+            self.newest.setdefault(batch.provider, set()).add(batch.id)
+
+    def all(self) -> list[LiveBatch]:
+        return list(self.batches.values())
+
+    def of_jobs(self, names: Iterable[str]) -> list[LiveBatch]:
+        return [batch for name in names for batch in self._by_job.get(name, {}).values()]
+
+    def active(self) -> list[LiveBatch]:
+        return [batch for batch in self.batches.values() if not batch.terminal]
+
+    def take(self, batches: Iterable[LiveBatch]) -> set[str]:
+        """Records these as they are now; the jobs whose batches are new or changed."""
+        changed: set[str] = set()
+        for batch in batches:
+            before = self.batches.get(batch.id)
+            if before is not None and before.batch == batch.batch:
+                continue
+            job = batch.batch.job or ""
+            self.batches[batch.id] = batch
+            self._by_job.setdefault(job, {})[batch.id] = batch
+            changed.add(job)
+        return changed
+
+    def drop(self, batch_id: str) -> set[str]:
+        gone = self.batches.pop(batch_id, None)
+        if gone is None:
+            return set()
+        job = gone.batch.job or ""
+        self._by_job.get(job, {}).pop(batch_id, None)
+        return {job}
+
+
+def read_newest(
+    view: LiveView,
+    readers: Mapping[str, BatchReader],
+    owner_tag: str,
+    desired: Mapping[str, DesiredJob],
+    providers: Collection[str],
+) -> tuple[set[str], set[str]]:
+    """Reads each provider's list from the top: the whole first page, and on until a batch seen
+    before.  (The jobs whose batches are new or changed, the ids those pages showed.)"""
+    changed: set[str] = set()
+    shown: set[str] = set()
+    for provider in sorted(providers):
+        top = view.newest.setdefault(provider, set())
+        read: list[Batch] = []
+        met = False
+        batches = readers[provider].iter_batches(page_size=NEWEST_PAGE, owner_tag=owner_tag)
+        for index, batch in enumerate(batches):
+            known = batch.id in top
+            if known and index >= NEWEST_PAGE:
+                break  # a later page reached what was seen before
+            read.append(batch)
+            met = met or known
+            if met and index == NEWEST_PAGE - 1:
+                break  # the first page held what was seen before: no next page is asked for
+        top.update(batch.id for batch in read)
+        shown.update(batch.id for batch in read)
+        ours = (LiveBatch(provider=provider, batch=b) for b in read if b.owned_by(owner_tag))
+        changed |= view.take(_as_current_format(batch, desired) for batch in ours)
+    return changed, shown
+
+
+def read_by_id(
+    view: LiveView,
+    readers: Mapping[str, BatchReader],
+    owner_tag: str,
+    desired: Mapping[str, DesiredJob],
+    batches: Sequence[LiveBatch],
+) -> set[str]:
+    """Retrieves these batches of the view: the jobs whose batches changed (a 404: gone)."""
+    changed: set[str] = set()
+    for live in batches:
+        try:
+            batch = readers[live.provider].retrieve_batch(live.id)
+        except ApiStatusError as error:
+            if error.status != 404:
+                raise
+            changed |= view.drop(live.id)
+            continue
+        if batch.owned_by(owner_tag):
+            changed |= view.take(
+                [_as_current_format(LiveBatch(provider=live.provider, batch=batch), desired)]
+            )
+    return changed

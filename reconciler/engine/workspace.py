@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +43,9 @@ from reconciler.specs.loader import LoadedJob, LoadedRepo, load_repo
 from reconciler.specs.models import Provider
 from reconciler.specs.repo import PlanBudget, RepoPaths
 from reconciler.state.backend import StateBackend
+from reconciler.state.file import FileBackend
 from reconciler.state.model import AppliedFrom, State
-from reconciler.state.open import open_backend
+from reconciler.state.postgres import PostgresBackend
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,25 @@ def provider_of(repo: LoadedRepo, job: LoadedJob) -> Provider | None:
 def open_state(ws: Workspace) -> contextlib.AbstractContextManager[StateBackend]:
     """The state backend of this workspace: its file, or its database (--state-url)."""
     return open_backend(ws.paths.state, ws.paths.state_url, ws.owner_tag)
+
+
+@contextlib.contextmanager
+def open_backend(
+    path: Path, url: str | None, owner_tag: str | None, *, keep_journal: bool = False
+) -> Iterator[StateBackend]:
+    """The backend for a state file `path`, or for the database at `url` (owner_tag keys it);
+    `keep_journal`: the daemon's, whose state file folds its journal in when due (state/file.py).
+    psycopg itself is imported only when a database is used (in state/database.py)."""
+    if url is None:
+        yield FileBackend(path, owner_tag, keep_journal=keep_journal)
+        return
+    if owner_tag is None:
+        raise AssertionError("a PostgreSQL state is keyed by its owner")
+    backend = PostgresBackend.connect(url, owner_tag)
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def load_state(ws: Workspace, *, rebuild: bool = False, backend: StateBackend | None = None) -> State:

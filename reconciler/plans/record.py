@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Literal
 
-from reconciler.api.batch import LiveBatch
+from reconciler.api.batch import LiveBatch, is_terminal
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.decide import split_duplicates
 from reconciler.plans.jobstatus import job_status, request_counts, updated_history
@@ -49,22 +49,32 @@ def record(
         if name in untouched:
             jobs[name] = previous
         elif name not in desired and name not in gone:
-            jobs[name] = observed_job(name, previous, by_job.get(name, []), now)
+            jobs[name] = observed_job(name, previous, by_job.get(name, []), now, previous=previous)
     for name, job in desired.items():
         if name in untouched:
             continue
         mine = by_job.get(name, [])
-        run = _run_of(name, runs or {}, state.jobs.get(name), mine)
-        base = _as_desired(job, state.jobs.get(name), run, mine)
-        jobs[name] = observed_job(name, base, mine, now, job)
+        recorded = state.jobs.get(name)
+        run = _run_of(name, runs or {}, recorded, mine)
+        base = _as_desired(job, recorded, run, mine)
+        jobs[name] = observed_job(name, base, mine, now, job, previous=recorded)
         if name in (missed or {}):
             jobs[name] = jobs[name].model_copy(update={"missed_slot": (missed or {})[name]})
     return state.with_jobs(jobs)
 
 
 def observed_job(
-    name: str, base: JobState, live: Sequence[LiveBatch], now: str, desired: DesiredJob | None = None
+    name: str,
+    base: JobState,
+    live: Sequence[LiveBatch],
+    now: str,
+    desired: DesiredJob | None = None,
+    *,
+    previous: JobState | None = None,
 ) -> JobState:
+    """`base` with its batches and status as `live` says.  A settled job that `live` shows as
+    `previous` recorded it is `previous` itself, `observed_at` and all: a pass hands back the
+    very objects it did not change, so a write can tell by identity what to write."""
     ours = [b for b in live if b.batch.job == name and b.provider == base.provider]
     # A duplicate of a unit is never recorded, so it is never counted: the oldest speaks for it.
     mine, _ = split_duplicates(b for b in ours if b.generation == base.generation and b.run == base.run)
@@ -95,7 +105,19 @@ def observed_job(
         }
     )
     limit = desired.history_limit if desired else max(len(base.history), 1)
+    if previous is not None and _as_recorded(previous, current, len(ours) == len(mine), limit):
+        return previous
     return current.model_copy(update={"history": updated_history(current, ours, limit)})
+
+
+def _as_recorded(previous: JobState, current: JobState, only_current_run: bool, limit: int) -> bool:
+    """Whether `current` is `previous` but for when it was observed: a settled job whose live
+    batches are all its current run's (so its history has nothing new either)."""
+    settled = current.status == "none" or is_terminal(current.status)
+    if not (settled and only_current_run and len(previous.history) <= limit):
+        return False
+    kept = {"observed_at": previous.observed_at, "history": previous.history}
+    return current.model_copy(update=kept) == previous
 
 
 def with_applied_from(

@@ -29,7 +29,7 @@ import os
 import stat
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -532,6 +532,24 @@ def _check_job(
 
 
 _NAMED_SANDBOX = f"omit provider to use the built-in {SANDBOX}; no Provider may be named that"
+
+
+def read_spec_file(
+    path: Path, paths: RepoPaths, providers: Collection[str]
+) -> tuple[list[Document], dict[str, LoadedJob], list[Problem]]:
+    """One spec file as a whole load reads it, for a daemon that was told only this file changed:
+    its documents, its jobs checked (provider, input, results), and the problems.  What only the
+    other files can tell (a name used twice, results that clash) is the caller's to check."""
+    documents, problems = read_documents(path, display(path, paths)) if path.exists() else ([], [])
+    jobs: dict[str, LoadedJob] = {}
+    roots, names = RealRoots.of(paths), sorted(providers)
+    for document in documents:
+        if isinstance(document.model, BatchJob):
+            job, trouble = _check_job(document, document.model, names, paths, roots)
+            problems += trouble
+            if job is not None:
+                jobs.setdefault(job.name, job)
+    return documents, jobs, problems
 
 
 def _missing_folder(specs: Path, shown: str) -> Problem | None:

@@ -3,7 +3,8 @@
 `file` (file.py): the local state file, the default.  `postgresql` (postgres.py): one
 database shared by every machine that reconciles an owner, keeping every serial as a version.
 Both give a pass the owner's writer lock (one writer per owner, whatever the state file or
-machine), reads, and writes that bump the serial; passes reach the state through nothing else.
+machine), reads, and writes that bump the serial and store only the jobs a pass changed;
+passes reach the state through nothing else.
 Both give the daemon its leadership guard: which replica runs the passes.
 """
 
@@ -67,6 +68,11 @@ class StateBackend(Protocol):
     ) -> contextlib.AbstractContextManager[None]:
         """The owner's writer lock for a whole pass; LockHeldError naming the holder when it
         stays taken past `timeout` (default $RECONCILER_LOCK_TIMEOUT, else 5 s)."""
+
+    def settle(self, force: bool = False) -> float | None:
+        """Brings what the writes of a pass left aside into the state's whole copy (a state file's
+        journal) when due, or at once with `force`; else the seconds until it is due; None when
+        nothing is owed.  The caller holds the writer lock."""
 
     def history(self, limit: int) -> list[Version]:
         """The newest `limit` kept versions, newest first."""

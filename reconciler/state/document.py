@@ -1,4 +1,5 @@
-"""A decoded state document to the model: one parser for every backend, older formats upgraded.
+"""The state document for every backend: parsed (older formats upgraded), encoded (one line per
+job), and a write's changes (the jobs it changed, by identity) encoded and applied again.
 
 The file's JSON and the database's jsonb hold the same document; both are read here, so an
 older format is upgraded and a newer or damaged one refused in the same words, wherever the
@@ -13,13 +14,16 @@ fields imply (`state/model.intent_state`).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection, Iterable
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from reconciler.common.errors import StateError
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.state.model import FORMAT_VERSION, State, intent_state
+from reconciler.state.model import FORMAT_VERSION, JobState, State, intent_state
 
 REBUILD_HINT = "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
 
@@ -57,11 +61,13 @@ def _with_intent_states(data: dict[str, Any]) -> dict[str, Any]:
     jobs = data.get("jobs")
     if not isinstance(jobs, dict) or not any(_stateless(job) for job in jobs.values()):
         return data  # today's document (or a shape validation names): nothing to copy
-    stated = {
-        name: {**job, "pending": [_stated(p) for p in job["pending"]]} if _stateless(job) else job
-        for name, job in jobs.items()
-    }
-    return {**data, "jobs": stated}
+    return {**data, "jobs": {name: job_record(job) for name, job in jobs.items()}}
+
+
+def job_record(job: Any) -> Any:
+    """One job's record as today's format says it: a journal entry or a database row written
+    before intents had a state gets the state its fields imply."""
+    return {**job, "pending": [_stated(p) for p in job["pending"]]} if _stateless(job) else job
 
 
 def _stateless(job: Any) -> bool:
@@ -94,3 +100,100 @@ def _job_from_v1(job: Any) -> Any:
 
 def _with_run(item: Any) -> Any:
     return {**item, "run": DEFAULT_RUN} if isinstance(item, dict) else item
+
+
+# --- the document's bytes, and a write's changes: what both backends store of a job
+TOP_FIELDS = ("owner", "notices", "forgotten")  # beside `jobs`, what a write may change
+
+
+def encoded(value: Any) -> bytes:
+    """Compact JSON with sorted keys; a server's integer beyond 64 bits the slow way."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class JobLines:
+    """Each job's record encoded once, kept with the object it was encoded from: a pass hands
+    back the very JobState objects it did not change, so identity says which to encode again."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[JobState, bytes, bytes]] = {}  # job, its record, its file line
+
+    def of(self, name: str, job: JobState) -> bytes:
+        return self._entry(name, job)[1]
+
+    def line(self, name: str, job: JobState) -> bytes:
+        """`    "name": {…}`: the job as the state file's line holds it."""
+        return self._entry(name, job)[2]
+
+    def _entry(self, name: str, job: JobState) -> tuple[JobState, bytes, bytes]:
+        kept = self._kept.get(name)
+        if kept is not None and kept[0] is job:
+            return kept
+        record = encoded(job.model_dump(mode="json"))
+        kept = self._kept[name] = (job, record, b"    %s: %s" % (encoded(name), record))
+        return kept
+
+    def keep_only(self, names: Collection[str]) -> None:
+        if len(self._kept) == len(names):  # every one of `names` has its entry: no other is left
+            return
+        for gone in [name for name in self._kept if name not in names]:
+            del self._kept[gone]
+
+
+def encode_state(state: State, lines: JobLines | None = None) -> bytes:
+    """The document as the state file holds it: top-level keys sorted, one job per line."""
+    lines = lines or JobLines()
+    jobs = b",\n".join([lines.line(name, job) for name, job in sorted(state.jobs.items())])
+    lines.keep_only(state.jobs)
+    top: dict[str, Any] = state.model_dump(mode="json", exclude={"jobs"})
+    top["jobs"] = b"{\n" + jobs + b"\n  }" if jobs else b"{}"
+    body = [
+        b"  %s: %s" % (encoded(key), value if isinstance(value, bytes) else encoded(value))
+        for key, value in sorted(top.items())
+    ]
+    return b"{\n" + b",\n".join(body) + b"\n}\n"
+
+
+def changed_jobs(before: State, after: State) -> dict[str, JobState | None]:
+    """The jobs `after` does not hold as the very objects `before` does (None: dropped)."""
+    changed: dict[str, JobState | None] = {
+        name: job for name, job in after.jobs.items() if before.jobs.get(name) is not job
+    }
+    changed |= dict.fromkeys((name for name in before.jobs if name not in after.jobs), None)
+    return changed
+
+
+def encode_changes(before: State, after: State, lines: JobLines | None = None) -> bytes:
+    """`{"jobs": {name: record or null}, "set": {field: value}}`: what a write changed."""
+    lines = lines or JobLines()
+    jobs = b",".join(
+        b"%s:%s" % (encoded(name), b"null" if job is None else lines.of(name, job))
+        for name, job in changed_jobs(before, after).items()
+    )
+    fields = {name for name in TOP_FIELDS if getattr(after, name) != getattr(before, name)}
+    shown = after.model_dump(mode="json", include=fields) if fields else {}
+    return b'{"jobs":{%s},"set":%s}' % (jobs, encoded(shown))
+
+
+def with_changes(state: State, changes: Iterable[Any], serial: int, where: str) -> State:
+    """`state` with decoded `encode_changes` documents applied in order, at `serial`."""
+    jobs = dict(state.jobs)
+    fields: dict[str, Any] = {}
+    try:
+        for change in changes:
+            for name, record in (change.get("jobs") or {}).items():
+                if record is None:
+                    jobs.pop(name, None)
+                else:
+                    jobs[name] = JobState.model_validate(job_record(record))
+            fields |= {k: v for k, v in (change.get("set") or {}).items() if k in TOP_FIELDS}
+        top = State.model_validate({"lineage": state.lineage, **fields}) if fields else state
+    except (ValidationError, AttributeError, TypeError):
+        raise StateError(
+            f"{where}: a write recorded in the state is damaged; kept as is; {REBUILD_HINT}"
+        ) from None
+    update = {name: getattr(top, name) for name in fields}
+    return state.model_copy(update={**update, "serial": serial, "jobs": dict(sorted(jobs.items()))})

@@ -1,9 +1,28 @@
 """The state file as a backend: the default, for one machine.  Reading and writing the file, its
-locks, and the daemon's guard on it.
+journal, its locks, and the daemon's guard on it.
 
-Written atomically (common/fileops.py, fsynced) with sorted keys, two-space indented; the
-previous good copy is kept beside it as `<name>.backup`.  The file keeps its latest serial and
-that backup, not every version.
+The file (`state.json`) is the whole document, one line per job: sorted keys, each job's record
+compact on a line of its own (a diff shows one line per job that changed), readable by any JSON
+parser.  It is replaced atomically (common/fileops.py, fsynced); the previous good copy is kept
+beside it as `<name>.backup`.
+
+A pass writes only what changed.  Each write appends the records of the jobs it changed (told
+by identity: a pass hands back the very JobState objects it did not change) to the journal
+beside the file (`<name>.journal`): one line per write, checksummed and fsynced, so a create's
+intent is durable before its request without rewriting every job.  The journal's first line
+names the file it continues (serial, lineage, size and checksum of its bytes): a file replaced
+by anyone else (another tool, a restore) makes the journal stale, and it is ignored.  A line cut
+short by a crash fails its checksum and is ignored with whatever follows it, as if that write
+never happened.  Reading is the file and then the journal's lines in order.
+
+The journal is folded into the file (compaction: the file rewritten whole, the journal removed)
+when the owner's writer lock is let go, so after every command the file alone is complete.  The
+daemon keeps its journal (`keep_journal`) and folds it in within `compaction_lag` of its first
+line, a little later the larger the file (at most a few seconds at 10,000 jobs), and when it
+stops.  Rewriting costs little: each job's line is kept, encoded, with the job object it was
+encoded from, and only the jobs changed since are encoded again.
+
+The file keeps its latest serial (with its journal) and the backup, not every version.
 
 A pass holds the owner's lock and then the state file's own lock (`state_lock`: one writer at
 a time for a state file, and a refusal that names the holder), always in that order, so no two
@@ -28,18 +47,29 @@ import os
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from reconciler.common import fileops
-from reconciler.common.errors import LockHeldError, StateError
+from reconciler.common.errors import LockHeldError, ReconcilerError, StateError
 from reconciler.common.limits import parse_seconds
 from reconciler.state.backend import Version
-from reconciler.state.document import REBUILD_HINT, parse_state
+from reconciler.state.document import (
+    REBUILD_HINT,
+    JobLines,
+    encode_changes,
+    encode_state,
+    encoded,
+    parse_state,
+    with_changes,
+)
 from reconciler.state.model import FORMAT_VERSION, State
 
 
@@ -47,17 +77,53 @@ def new_state(owner: str | None = None) -> State:
     return State(lineage=str(uuid.uuid4()), owner=owner)
 
 
-# The last state written (or read) per path, with the file's identity then. Our writes go to a
-# new inode (an atomic replace, the old one kept as the backup) under the state lock, so an
-# unchanged identity means unchanged bytes: a daemon pass reads the file three times, and at
-# 10,000 jobs each parse is a second. A file someone else wrote in the last two seconds is not
-# remembered: an edit in place within one tick of the filesystem's clock keeps its identity.
-_known: dict[Path, tuple[tuple[int, ...], State]] = {}
+def journal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".journal")
+
+
+@dataclass(frozen=True)
+class Journal:
+    """The journal beside a state file as last read or written: the base it continues, and how
+    far its whole lines go."""
+
+    base_serial: int
+    base_lineage: str
+    base_size: int
+    base_crc: int
+    end: int = 0  # bytes of whole, good lines (a torn tail beyond is cut off before the next append)
+    entries: int = 0  # writes after the header
+    first_at: float | None = None  # unix time of the first write in it
+
+    def continues(self, state: State) -> bool:
+        return (self.base_serial, self.base_lineage) == (state.serial, state.lineage)
+
+
+# The last state written (or read) per path, with the identity of the file and the journal then.
+# Our writes go to a new inode (an atomic replace) or append to the journal, under the state
+# lock, so an unchanged identity means unchanged bytes: a daemon pass reads the state several
+# times, and at 10,000 jobs each parse is a second. A file someone else wrote in the last two
+# seconds is not remembered: an edit in place within one tick of the filesystem's clock keeps
+# its identity.
+Identity = tuple[tuple[int, ...] | None, tuple[int, ...] | None]
+
+
+@dataclass(frozen=True)
+class _Seen:
+    identity: Identity
+    state: State
+    journal: Journal | None  # None: no journal continues this file
+    base: Journal  # the file itself: serial, lineage, size, checksum (a journal's header if started)
+
+
+_known: dict[Path, _Seen] = {}
 _KNOWN_PATHS = 8
 _SETTLED_NS = 2_000_000_000
+# Each job's encoded line, with the object it was encoded from: compaction encodes only the
+# jobs that changed since (an identity check).
+_lines: dict[Path, JobLines] = {}
 
 
-def _identity(path: Path) -> tuple[int, ...] | None:
+def _stat(path: Path) -> tuple[int, ...] | None:
     try:
         found = os.stat(path)
     except OSError:
@@ -65,36 +131,53 @@ def _identity(path: Path) -> tuple[int, ...] | None:
     return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
-def _remember(path: Path, identity: tuple[int, ...] | None, state: State) -> None:
+def _identity(path: Path) -> Identity:
+    return _stat(path), _stat(journal_path(path))
+
+
+def _remember(path: Path, seen: _Seen | None) -> None:
     _known.pop(path, None)
-    if identity is not None:
-        _known[path] = (identity, state)
+    if seen is not None and seen.identity[0] is not None:
+        _known[path] = seen
         while len(_known) > _KNOWN_PATHS:
-            del _known[next(iter(_known))]
+            forgotten = next(iter(_known))
+            del _known[forgotten]
+            _lines.pop(forgotten, None)
 
 
 def read_state(path: Path) -> State:
-    """The state on disk; a missing file is an empty state, a damaged one an error."""
+    """The state on disk (the file, then its journal); a missing file is an empty state, a
+    damaged one an error."""
+    return _seen(path).state
+
+
+def _seen(path: Path) -> _Seen:
     identity = _identity(path)
     known = _known.get(path)
-    if identity is not None and known is not None and known[0] == identity:
-        return known[1]
-    state = _read_state(path)
-    settled = identity is not None and time.time_ns() - identity[4] > _SETTLED_NS
-    _remember(path, identity if settled else None, state)  # stat before read: a later write only misses
-    return state
+    if known is not None and known.identity == identity:
+        return known
+    raw, state = _read_state(path)
+    base = Journal(state.serial, state.lineage, len(raw), zlib.crc32(raw))
+    state, journal = _replay(path, base, state) if raw else (state, None)
+    seen = _Seen(identity, state, journal, base)
+    # The journal is only ever appended to (its size moves with every write): the file's own
+    # age is what an edit in place could hide behind, unless it is the very file known already.
+    same_file = known is not None and known.identity[0] == identity[0]
+    settled = identity[0] is not None and (same_file or time.time_ns() - identity[0][4] > _SETTLED_NS)
+    _remember(path, seen if settled else None)  # stat before read: a later write only misses
+    return seen
 
 
-def _read_state(path: Path) -> State:
+def _read_state(path: Path) -> tuple[bytes, State]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return new_state()
+        return b"", new_state()
     except OSError as error:
         raise StateError(f"{path}: cannot read the state file ({error.strerror})") from None
     fast = _current_format(raw)
     if fast is not None:
-        return fast
+        return raw, fast
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -102,7 +185,7 @@ def _read_state(path: Path) -> State:
     except RecursionError:  # `[[[[…` a thousand deep: no state of ours nests like that
         message = f"{path}: state file is damaged (nested too deeply); kept as is; {_recovery(path)}"
         raise StateError(message) from None
-    return parse_state(data, str(path), "state file", _recovery(path))
+    return raw, parse_state(data, str(path), "state file", _recovery(path))
 
 
 def _current_format(raw: bytes) -> State | None:
@@ -121,35 +204,170 @@ def _recovery(path: Path) -> str:
     return f"{REBUILD_HINT} (the previous good copy is {backup.name})" if backup.exists() else REBUILD_HINT
 
 
+# --- the journal: `<crc32 hex> <json>` per line, the first a header naming the file it continues
+JOURNAL_VERSION = 1
+
+
+def _line(payload: bytes) -> bytes:
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def _good_lines(raw: bytes) -> Iterator[tuple[dict[str, Any], int]]:
+    """(entry, end offset) of each whole line whose checksum holds, up to the first that does not."""
+    start = 0
+    while (stop := raw.find(b"\n", start)) >= 0:
+        line = raw[start:stop]
+        try:
+            good = line[8:9] == b" " and int(line[:8], 16) == zlib.crc32(line[9:])
+            entry = orjson.loads(line[9:]) if good else None
+        except (ValueError, orjson.JSONDecodeError):
+            return
+        if not isinstance(entry, dict):
+            return
+        yield entry, stop + 1
+        start = stop + 1
+
+
+def _replay(path: Path, base: Journal, state: State) -> tuple[State, Journal | None]:
+    """The state `path`'s journal brings the file's `state` to; the journal as found, or None when
+    there is none, or it continues another file."""
+    where = journal_path(path)
+    try:
+        raw = where.read_bytes()
+    except FileNotFoundError:
+        return state, None
+    except OSError as error:
+        raise StateError(f"{where}: cannot read the state's journal ({error.strerror})") from None
+    lines = _good_lines(raw)
+    header, end = next(lines, ({}, 0))
+    if _header_journal(header, where) != base:
+        return state, None
+    changes: list[dict[str, Any]] = []
+    serial, first_at = state.serial, None
+    for entry, stop in lines:
+        if entry.get("serial") != serial + 1 or entry.get("lineage") != state.lineage:
+            break
+        changes.append(entry.get("changes") or {})
+        serial, end = serial + 1, stop
+        first_at = entry.get("at") if first_at is None else first_at
+    if changes:
+        state = with_changes(state, changes, serial, str(where))
+    stamp = float(first_at) if isinstance(first_at, (int, float)) else None
+    return state, replace(base, end=end, entries=len(changes), first_at=stamp)
+
+
+def _header_journal(header: dict[str, Any], where: Path) -> Journal | None:
+    version = header.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise StateError(
+            f"{where}: state format_version {version} is newer than this reconciler understands "
+            f"({FORMAT_VERSION}); upgrade reconciler"
+        )
+    base = header.get("base")
+    if header.get("journal") != JOURNAL_VERSION or not isinstance(base, dict):
+        return None
+    try:
+        return Journal(int(base["serial"]), str(base["lineage"]), int(base["size"]), int(base["crc32"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def write_state(path: Path, state: State) -> State:
-    """Writes `state` with the serial bumped and returns what was written."""
+    """Writes `state` whole with the serial bumped and returns what was written."""
     written = state.model_copy(update={"serial": state.serial + 1, "format_version": FORMAT_VERSION})
-    encoded = encode_state(written)
+    return _write_whole(path, written)
+
+
+def _write_whole(path: Path, state: State) -> State:
+    """The file replaced by `state` as it is (the backup kept), its journal removed."""
+    encoded = encode_state(state, _lines.setdefault(path, JobLines()))
     _known.pop(path, None)
     with fileops.replacing(path, durable=True, before_replace=lambda: _keep_backup(path)) as out:
         out.write(encoded)
-    _remember(path, _identity(path), written)  # still under the state lock: no one else wrote
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(journal_path(path))  # stale now: its header names the file replaced
+    base = Journal(state.serial, state.lineage, len(encoded), zlib.crc32(encoded))
+    _remember(path, _Seen(_identity(path), state, None, base))  # still under the state lock
+    return state
+
+
+def append_state(path: Path, state: State) -> State | None:
+    """Writes `state` (serial bumped) as a journal line holding only what changed since the state
+    last read or written here; None when that is not what is on disk (write it whole)."""
+    known = _known.get(path)
+    if known is None or known.identity != _identity(path) or known.identity[0] is None:
+        return None
+    previous = known.state
+    if (state.serial, state.lineage) != (previous.serial, previous.lineage):
+        return None
+    written = state.model_copy(update={"serial": state.serial + 1, "format_version": FORMAT_VERSION})
+    changes = encode_changes(previous, written, _lines.setdefault(path, JobLines()))
+    entry = b'{"at":%s,"changes":%s,"lineage":%s,"serial":%d}' % (
+        encoded(round(time.time(), 3)),
+        changes,
+        encoded(written.lineage),
+        written.serial,
+    )
+    _known.pop(path, None)
+    journal = _appended(path, known, _line(entry))
+    _remember(path, _Seen(_identity(path), written, journal, known.base))
     return written
 
 
-_LAYOUT = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
-
-
-def encode_state(state: State) -> bytes:
-    """The file's bytes: what `json.dumps(sort_keys=True, indent=2)` writes (non-ASCII text as
-    UTF-8 rather than escaped), five times faster. `indent` makes json.dumps use its
-    pure-Python encoder: 0.3 s of every write at 1,000 jobs, 3 s at 10,000."""
-    data = state.model_dump(mode="json")
+def _appended(path: Path, known: _Seen, line: bytes) -> Journal:
+    where = journal_path(path)
+    journal = known.journal
+    if journal is None:  # a new journal, its header naming the file it continues
+        base = known.base
+        named = {"serial": base.base_serial, "lineage": base.base_lineage, "size": base.base_size}
+        header = {
+            "journal": JOURNAL_VERSION,
+            "format_version": FORMAT_VERSION,
+            "base": named | {"crc32": base.base_crc},
+        }
+        first = _line(encoded(header))
+        fileops.write_bytes(where, first + line, durable=True)
+        return replace(base, end=len(first) + len(line), entries=1, first_at=time.time())
     try:
-        return orjson.dumps(data, option=_LAYOUT)
-    except orjson.JSONEncodeError:  # a server's integer beyond 64 bits, say: the slow way still writes it
-        return (json.dumps(data, sort_keys=True, indent=2) + "\n").encode()
+        with where.open("r+b") as out:
+            out.truncate(journal.end)  # a torn line a crash left is cut off, not continued
+            out.seek(journal.end)
+            out.write(line)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as error:
+        raise StateError(f"{where}: cannot write the state's journal ({error.strerror})") from None
+    return replace(journal, end=journal.end + len(line), entries=journal.entries + 1)
+
+
+COMPACTION_SECONDS = 0.25  # a small state file is brought up to date this soon after a write…
+COMPACTION_BYTES_PER_SECOND = 10_000_000  # …a larger one later: rewriting it is a share of the time
+
+
+def compaction_lag(base_size: int) -> float:
+    """How long the daemon lets its journal grow before folding it into a file of this size."""
+    return COMPACTION_SECONDS + base_size / COMPACTION_BYTES_PER_SECOND
+
+
+def compact(path: Path, force: bool = False) -> float | None:
+    """Folds the journal into the file when it is due (or `force`); else the seconds until it is
+    due; None when there is nothing to fold.  The caller holds the state lock."""
+    seen = _seen(path)
+    journal = seen.journal
+    if journal is None or journal.entries == 0:
+        return None
+    began = journal.first_at or 0.0
+    left = began + compaction_lag(journal.base_size) - time.time()
+    if not force and left > 0 and journal.end < max(journal.base_size // 4, 1 << 20):
+        return left
+    _write_whole(path, seen.state)
+    return None
 
 
 def remove_stale_temps(path: Path) -> None:
-    """A writer killed mid-write leaves `.<name>.<pid>.tmp` behind; the pid says whose it was."""
+    """A writer killed mid-write leaves `.<name>[.journal].<pid>.tmp` behind; the pid says whose."""
     for temp in path.parent.glob(f".{path.name}.*tmp"):
-        pid = temp.name[len(path.name) + 2 :].split(".", 1)[0]
+        pid = temp.name.rsplit(".", 2)[-2]
         if pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
@@ -183,6 +401,9 @@ def set_aside_damaged(path: Path) -> Path | None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     kept = path.with_name(f"{path.name}.damaged-{stamp}")
     os.replace(path, kept)
+    with contextlib.suppress(FileNotFoundError):  # it continued the file set aside: kept with it
+        os.replace(journal_path(path), journal_path(kept))
+    _known.pop(path, None)
     return kept
 
 
@@ -236,8 +457,12 @@ def runtime_dir() -> Path:
 
 
 class FileBackend:
-    def __init__(self, path: Path, owner_tag: str | None) -> None:
-        self.path, self.owner_tag = path, owner_tag
+    """`keep_journal`: the daemon's; a write only appends to the journal, which `settle` folds in
+    when due.  Otherwise the journal is folded in as the writer lock is let go."""
+
+    def __init__(self, path: Path, owner_tag: str | None, *, keep_journal: bool = False) -> None:
+        self.path, self.owner_tag, self.keep_journal = path, owner_tag, keep_journal
+        self._locked = False
 
     @property
     def where(self) -> str:
@@ -247,7 +472,8 @@ class FileBackend:
         return read_state(self.path)
 
     def write(self, state: State) -> State:
-        return write_state(self.path, state)
+        written = append_state(self.path, state) if self._locked else None
+        return written if written is not None else write_state(self.path, state)
 
     def fresh(self) -> State:
         set_aside_damaged(self.path)
@@ -260,13 +486,30 @@ class FileBackend:
             if self.owner_tag is not None:
                 stack.enter_context(_owner_lock(self.owner_tag, command, wait))
             stack.enter_context(state_lock(self.path, command, wait))
-            yield
+            self._locked = True
+            try:
+                yield
+            except BaseException:
+                if not self.keep_journal:  # what was written stays; the error is what is told
+                    with contextlib.suppress(ReconcilerError, OSError):
+                        compact(self.path, force=True)
+                raise
+            else:
+                if not self.keep_journal:
+                    compact(self.path, force=True)
+            finally:
+                self._locked = False
+
+    def settle(self, force: bool = False) -> float | None:
+        """Folds the journal into the file when due (or `force`); else seconds until it is due,
+        None when nothing is owed.  The caller holds the writer lock."""
+        return compact(self.path, force)
 
     def leadership(self) -> DaemonLock:
         return DaemonLock(self.path)
 
     def history(self, limit: int) -> list[Version]:
-        """The file keeps two versions at most: itself and its backup."""
+        """The file keeps two versions at most: its latest (with its journal) and its backup."""
         kept = []
         for candidate in (self.path, self.path.with_name(self.path.name + ".backup")):
             if candidate.exists():
@@ -278,20 +521,12 @@ class FileBackend:
 
     def version(self, serial: int) -> State:
         for candidate in (self.path, self.path.with_name(self.path.name + ".backup")):
-            if candidate.exists() and _serial_of(candidate) == serial:
+            if candidate.exists() and read_state(candidate).serial == serial:
                 return read_state(candidate)
         raise StateError(
             f"{self.path}: serial {serial} is not kept; a state file keeps only its latest serial "
             "and one backup (a PostgreSQL state keeps every serial)"
         )
-
-
-def _serial_of(path: Path) -> int | None:
-    try:
-        serial = json.loads(path.read_bytes()).get("serial")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    return serial if isinstance(serial, int) else None
 
 
 @contextlib.contextmanager

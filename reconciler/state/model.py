@@ -361,4 +361,7 @@ class State(_Frozen):
     forgotten: dict[str, AppliedFrom] = Field(default_factory=dict)
 
     def with_jobs(self, jobs: dict[str, JobState]) -> State:
+        """This state with `jobs`, in name order (the same names: in this state's order, no sort)."""
+        if jobs.keys() == self.jobs.keys():
+            return self.model_copy(update={"jobs": {name: jobs[name] for name in self.jobs}})
         return self.model_copy(update={"jobs": dict(sorted(jobs.items()))})

@@ -1,305 +1,53 @@
-"""The state in PostgreSQL: one database for every machine and replica reconciling an owner.
+"""The state in PostgreSQL: one database for every machine and replica reconciling an owner
+(the connections, tables and locks are database.py's).
 
-The same document as the state file (format version, serial, lineage, owner), one row per
-serial, so every version is kept (`reconciler state history`, `state show SERIAL`).  A write
-is a transaction that moves the owner's head from the serial it read to the next one and adds
-that version: a writer whose read went stale is refused instead of losing an update.  The URL
-never holds a password unless it came from the environment; whatever is shown of it
-(messages, logs, `where`) has the password removed (`display_url`, `scrubbed`).
-
-Connections.  A replica whose host loses its network must lose its locks within seconds, and
-must not wait long for an answer that will not come. Both ends of every connection are told so:
-- the client (libpq): TCP keepalives while idle, and a TCP user timeout on data sent and not
-  acknowledged, so a call over a dead network fails after about UNANSWERED_SECONDS instead of
-  the kernel's ~15 minutes of retransmissions;
-- the server, through session settings any role may set (PostgreSQL's tcp_keepalives_idle,
-  _interval, _count and tcp_user_timeout have context `user`): it drops a silent client's
-  session, and with it the session's advisory locks (the leader lock), after about
-  UNANSWERED_SECONDS instead of its kernel's two hours;
-- statement_timeout, lock_timeout and idle_in_transaction_session_timeout bound what the
-  server may spend on one of our calls, and how long a stalled client may hold row locks.
-Over a unix socket the TCP settings do not apply (nor are they needed).
-
-Tables, created and migrated by the reconciler itself on the first connection of each process:
-
-    reconciler_schema           one row: the schema version these tables are at
-    reconciler_state_versions   every serial ever written, per owner: the document as written
-    reconciler_state_heads      per owner, the current serial: the row a write compares and sets
-    reconciler_lock_holders     who holds an advisory lock (pid, host, command, since), so the
-                                refused can be told; keyed by the lock and the holder's session
-
-Migrations run under a transaction-scoped advisory lock, so replicas starting together do not
-race to create the same table.  A schema newer than this reconciler knows is refused.
-
-Locks are session advisory locks keyed by the owner.  The server releases one when the
-holder's connection ends, however it ends: a killed process, a lost network (noticed by the
-keepalives and TCP user timeout above) or a clean exit.  Two locks per owner: the *writer*
-lock, held by every pass that may mutate for the whole pass, and the *leader* lock
-(`LeaderLock`), held by the daemon replica that runs passes for as long as it leads.  Holders
-record pid, host, command and since in reconciler_lock_holders, keyed by the lock and their
-server session, so a refused writer can name the one it waited for.
-
-The leader lock is held on a connection of its own for as long as the replica leads, apart
-from the writer lock each pass takes, so a manual `apply` still gets its turn between the
-leader's passes.  The server drops it when the leader's session ends: at once for a kill, and
-for a lost network after UNANSWERED_SECONDS of silence; a standby trying every half second
-then takes over.
+The same document as the state file (format version, serial, lineage, owner), kept as a row per
+job and a pass log: a write stores only the jobs it changed (told by identity: a pass hands back
+the very JobState objects it did not change), and the log keeps every serial as a version
+(`reconciler state history`, `state show SERIAL`: the newest whole document at or before it,
+and the changes since).  A write is a transaction that moves the owner's head from the serial it
+read to the next one, upserts the changed jobs' rows and logs the change: a writer whose read
+went stale is refused instead of losing an update.  The state last read or written is kept in
+memory per database and owner; a read whose head has not moved since returns it without reading
+a row of jobs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 
-from reconciler import DISTRIBUTION
+from pydantic import ValidationError
+
 from reconciler.common.errors import LockHeldError, StateError
 from reconciler.state.backend import Version
-from reconciler.state.document import REBUILD_HINT, parse_state
-from reconciler.state.file import lock_timeout, new_state
-from reconciler.state.model import FORMAT_VERSION, State
-
-if TYPE_CHECKING:
-    import psycopg
-
-
-CONNECT_SECONDS = 10
-UNANSWERED_SECONDS = 10  # a peer silent this long is gone, to us and to the server
-KEEPALIVE_IDLE_SECONDS, KEEPALIVE_INTERVAL_SECONDS, KEEPALIVE_COUNT = 5, 2, 2
-CLIENT: dict[str, Any] = {
-    "keepalives": 1,
-    "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
-    "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
-    "keepalives_count": KEEPALIVE_COUNT,
-    "tcp_user_timeout": UNANSWERED_SECONDS * 1000,
-}
-SESSION: dict[str, str] = {
-    "tcp_keepalives_idle": str(KEEPALIVE_IDLE_SECONDS),
-    "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_SECONDS),
-    "tcp_keepalives_count": str(KEEPALIVE_COUNT),
-    "tcp_user_timeout": str(UNANSWERED_SECONDS * 1000),
-    "statement_timeout": "60s",  # the largest statement writes a whole state document
-    "lock_timeout": "10s",
-    "idle_in_transaction_session_timeout": "60s",
-}
-_migrated: set[str] = set()
-_migrating = threading.Lock()
-
-
-def connect(url: str) -> Any:
-    """An autocommit connection with our tables in place; StateError when it cannot be had."""
-    try:
-        import psycopg
-    except ImportError:
-        hint = f"pip install '{DISTRIBUTION}[postgresql]' (or 'psycopg[binary]' beside it)"
-        raise StateError(f"a postgresql:// state needs psycopg: {hint}") from None
-    try:
-        conn = psycopg.connect(
-            url, autocommit=True, connect_timeout=CONNECT_SECONDS, application_name="reconciler", **CLIENT
-        )
-    except psycopg.Error as error:
-        raise StateError(f"{display_url(url)}: cannot connect: {scrubbed(error, url)}") from None
-    doing = "set the session's timeouts"
-    try:
-        _bound_session(conn)
-        doing = "set up the state tables"
-        with _migrating:
-            if url not in _migrated:
-                migrate(conn, display_url(url))
-                _migrated.add(url)
-    except psycopg.Error as error:
-        conn.close()
-        raise StateError(f"{display_url(url)}: cannot {doing}: {scrubbed(error, url)}") from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _bound_session(conn: Any) -> None:
-    """The session's half of the bounds above, in one round trip (set_config takes parameters)."""
-    calls = ", ".join("set_config(%s, %s, false)" for _ in SESSION)
-    conn.execute(f"SELECT {calls}", [item for pair in SESSION.items() for item in pair])
-
-
-def display_url(url: str) -> str:
-    """The URL as shown anywhere: no password, in the user part or the query."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc.rpartition("@")
-        user = netloc[0].partition(":")[0]
-        shown_netloc = f"{user}@{netloc[2]}" if netloc[1] else netloc[2]
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
-        return urlunsplit((parts.scheme, shown_netloc, parts.path, query, ""))
-    except ValueError:
-        return "the state database"
-
-
-def scrubbed(error: Exception, url: str) -> str:
-    """The first line of a database error, with any password of `url` taken out."""
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    for secret in _passwords(url):
-        text = text.replace(secret, "***")
-    return text
-
-
-def _passwords(url: str) -> list[str]:
-    try:
-        parts = urlsplit(url)
-        found = [parts.password, unquote(parts.password)] if parts.password else []
-        return found + [v for k, v in parse_qsl(parts.query) if k == "password" and v]
-    except ValueError:
-        return []
-
-
-MIGRATE_LOCK = (0x5245_4331, 0)  # classid 'REC1', objid 0: the migration lock
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE reconciler_state_versions (
-        owner text NOT NULL,
-        serial bigint NOT NULL,
-        lineage text NOT NULL,
-        document jsonb NOT NULL,
-        written_at timestamptz NOT NULL DEFAULT now(),
-        written_by text,
-        PRIMARY KEY (owner, serial)
-    );
-    CREATE TABLE reconciler_state_heads (
-        owner text PRIMARY KEY,
-        serial bigint NOT NULL,
-        lineage text NOT NULL
-    );
-    CREATE TABLE reconciler_lock_holders (
-        lock_key bigint NOT NULL,
-        backend_pid integer NOT NULL,
-        holder jsonb NOT NULL,
-        PRIMARY KEY (lock_key, backend_pid)
-    );
-    """,
+from reconciler.state.database import (
+    SESSION,
+    WRITER,
+    AdvisoryLock,
+    LeaderLock,
+    connect,
+    display_url,
+    scrubbed,
 )
-
-
-def migrate(conn: psycopg.Connection[tuple[object, ...]], where: str) -> None:
-    """Brings the tables to the latest version; a no-op when they are there already, which only
-    reads (a role that may only read, e.g. a pull request's `plan`, gets past it)."""
-    if _schema_version(conn) == len(MIGRATIONS):
-        return
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MIGRATE_LOCK)
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS reconciler_schema (id integer PRIMARY KEY CHECK (id = 1), "
-            "version integer NOT NULL)"
-        )
-        row = conn.execute("SELECT version FROM reconciler_schema").fetchone()
-        current = int(str(row[0])) if row else 0
-        if current > len(MIGRATIONS):
-            raise StateError(
-                f"{where}: the state tables are at schema version {current}, newer than this "
-                f"reconciler understands ({len(MIGRATIONS)}); upgrade reconciler"
-            )
-        for sql in MIGRATIONS[current:]:
-            conn.execute(sql)
-        conn.execute(
-            "INSERT INTO reconciler_schema (id, version) VALUES (1, %s) "
-            "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version",
-            (len(MIGRATIONS),),
-        )
-
-
-def _schema_version(conn: psycopg.Connection[tuple[object, ...]]) -> int | None:
-    """The tables' version, read without writing; None when there are none yet."""
-    found = conn.execute("SELECT to_regclass('reconciler_schema') IS NOT NULL").fetchone()
-    if not (found and found[0]):
-        return None
-    row = conn.execute("SELECT version FROM reconciler_schema").fetchone()
-    return int(str(row[0])) if row else None
-
-
-NAMESPACE = 0x5245_4331  # 'REC1': the classid of every advisory lock of ours
-POLL_SECONDS = 0.1
-WRITER, LEADER = "writer", "leader"
-
-
-def lock_key(owner_tag: str, purpose: str) -> int:
-    digest = hashlib.sha256(f"{purpose}:{owner_tag}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF  # an int4 that is also a valid oid
-
-
-class AdvisoryLock:
-    """One owner's lock of one purpose, on one connection (autocommit)."""
-
-    def __init__(self, conn: psycopg.Connection[Any], owner_tag: str, purpose: str) -> None:
-        self.conn, self.key = conn, lock_key(owner_tag, purpose)
-
-    def try_acquire(self, command: str) -> bool:
-        row = self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, self.key)).fetchone()
-        if not (row and row[0]):
-            return False
-        with self.conn.transaction():
-            self.conn.execute("DELETE FROM reconciler_lock_holders WHERE lock_key = %s", (self.key,))
-            self.conn.execute(
-                "INSERT INTO reconciler_lock_holders (lock_key, backend_pid, holder) "
-                "VALUES (%s, pg_backend_pid(), %s)",
-                (self.key, json.dumps(_holder_record(command))),
-            )
-        return True
-
-    def acquire(self, command: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self.try_acquire(command):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(POLL_SECONDS)
-        return True
-
-    def held(self) -> bool:
-        """Whether this session still holds it: False once the connection is lost."""
-        row = self.conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND pid = pg_backend_pid() AND classid = %s::oid AND objid = %s::oid AND objsubid = 2",
-            (NAMESPACE, self.key),
-        ).fetchone()
-        return bool(row and row[0])
-
-    def release(self) -> None:
-        self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (NAMESPACE, self.key))
-        self.conn.execute(
-            "DELETE FROM reconciler_lock_holders WHERE lock_key = %s AND backend_pid = pg_backend_pid()",
-            (self.key,),
-        )
-
-    def holder(self) -> str:
-        """`pid 12 on host (reconciler apply, since …)` of the session holding it now."""
-        row = self.conn.execute(
-            "SELECT h.holder FROM pg_locks l JOIN reconciler_lock_holders h "
-            "ON h.backend_pid = l.pid AND h.lock_key = %s "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
-            "AND l.objid = %s::oid AND l.objsubid = 2",
-            (self.key, NAMESPACE, self.key),
-        ).fetchone()
-        if not row:
-            return "another session (it holds the lock but has not said who it is yet)"
-        record = row[0] if isinstance(row[0], dict) else json.loads(row[0])
-        return f"pid {record['pid']} on {record['host']} ({record['command']}, since {record['since']})"
-
-
-def _holder_record(command: str) -> dict[str, Any]:
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "command": command,
-        "since": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-    }
-
+from reconciler.state.document import (
+    REBUILD_HINT,
+    JobLines,
+    changed_jobs,
+    encode_changes,
+    encode_state,
+    job_record,
+    parse_state,
+    with_changes,
+)
+from reconciler.state.file import lock_timeout, new_state
+from reconciler.state.model import FORMAT_VERSION, JobState, State
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -328,10 +76,24 @@ def _database_errors(method: Callable[P, R]) -> Callable[P, R]:
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
 
 
+# The state last read or written per (database, owner): its serial and lineage say whether the
+# head moved since, and its job objects are what the next write is compared with, by identity.
+# `rows`: the job rows hold it (not an older schema's whole document).
+@dataclass(frozen=True)
+class _Known:
+    state: State
+    rows: bool
+
+
+_known: dict[tuple[str, str], _Known] = {}
+_TOP_EXCLUDED = {"jobs", "serial", "lineage"}
+
+
 class PostgresBackend:
     def __init__(self, url: str, owner_tag: str, conn: Any) -> None:
         self.url, self.owner_tag, self.conn = url, owner_tag, conn
         self.writer = f"(pid {os.getpid()} on {socket.gethostname()})"
+        self.lines = JobLines()
 
     @classmethod
     def connect(cls, url: str, owner_tag: str) -> PostgresBackend:
@@ -346,50 +108,152 @@ class PostgresBackend:
 
     @_database_errors
     def read(self) -> State:
-        row = self._document_row(
-            "SELECT v.serial, v.document FROM reconciler_state_heads h JOIN reconciler_state_versions v "
-            "ON v.owner = h.owner AND v.serial = h.serial WHERE h.owner = %s",
+        head = self.conn.execute(
+            "SELECT serial, lineage, rows_serial FROM reconciler_state_heads WHERE owner = %s",
             (self.owner_tag,),
-        )
-        return self._parsed(row[1], row[0]) if row else new_state(self.owner_tag)
+        ).fetchone()
+        if head is None:
+            return new_state(self.owner_tag)
+        serial, lineage, rows_serial = int(head[0]), str(head[1]), head[2]
+        known = _known.get(self._key)
+        if known is not None and (known.state.serial, known.state.lineage) == (serial, lineage):
+            return known.state
+        if rows_serial == serial:
+            state, rows = self._from_rows(serial, lineage), True
+        else:  # an older schema's whole document: its rows are written by the next write
+            row = self._document_row(
+                "SELECT document FROM reconciler_state_versions WHERE owner = %s AND serial = %s",
+                (self.owner_tag, serial),
+            )
+            state, rows = self._parsed(row[0] if row else None, serial), False
+        _known[self._key] = _Known(state, rows)
+        return state
+
+    def _from_rows(self, serial: int, lineage: str) -> State:
+        top = self._document_row("SELECT top FROM reconciler_state_heads WHERE owner = %s", (self.owner_tag,))
+        fields = {
+            **(top[0] if top and isinstance(top[0], dict) else {}),
+            "serial": serial,
+            "lineage": lineage,
+        }
+        header = self._parsed({**fields, "jobs": {}}, serial)
+        records = self.conn.execute(
+            "SELECT name, record::text FROM reconciler_state_jobs WHERE owner = %s ORDER BY name",
+            (self.owner_tag,),
+        ).fetchall()
+        jobs = {}
+        for name, record in records:
+            try:
+                jobs[str(name)] = _job(record)
+            except ValidationError as error:
+                deep = "recursion limit" in str(error.errors()[0].get("msg", ""))
+                what = (
+                    "state is damaged (nested too deeply)"
+                    if deep
+                    else f"state serial {serial} is damaged (at jobs.{name})"
+                )
+                raise StateError(f"{self.where}: {what}; kept as is; {REBUILD_HINT}") from None
+        return header.model_copy(update={"jobs": jobs})
 
     @_database_errors
     def write(self, state: State) -> State:
-        from psycopg.types.json import Jsonb
-
         update = {"serial": state.serial + 1, "owner": self.owner_tag, "format_version": FORMAT_VERSION}
         written = state.model_copy(update=update)
-        with self.conn.transaction():
-            if state.serial == 0:
-                moved = self.conn.execute(
-                    "INSERT INTO reconciler_state_heads (owner, serial, lineage) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (owner) DO NOTHING",
-                    (self.owner_tag, written.serial, written.lineage),
-                )
-            else:
-                moved = self.conn.execute(
-                    "UPDATE reconciler_state_heads SET serial = %s, lineage = %s "
-                    "WHERE owner = %s AND serial = %s",
-                    (written.serial, written.lineage, self.owner_tag, state.serial),
-                )
-            if moved.rowcount != 1:
-                raise StateError(
-                    f"{self.where}: the state moved on to serial {self._head()} while this pass "
-                    f"worked from serial {state.serial} (a writer without the lock?); nothing "
-                    "written; run again"
-                )
-            self.conn.execute(
-                "INSERT INTO reconciler_state_versions (owner, serial, lineage, document, written_by) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (
-                    self.owner_tag,
-                    written.serial,
-                    written.lineage,
-                    Jsonb(written.model_dump(mode="json")),
-                    self.writer,
-                ),
+        known = _known.pop(self._key, None)
+        on_top = (
+            known is not None
+            and known.rows
+            and (known.state.serial, known.state.lineage)
+            == (
+                state.serial,
+                state.lineage,
             )
+        )
+        with self.conn.transaction():
+            self._move_head(state, written)
+            if on_top and known is not None:
+                changes, count = self._write_changes(known.state, written), len(written.jobs)
+                self._log(written, None, changes, count)
+            else:
+                self._write_rows(written)
+                self._log(written, encode_state(written, self.lines), None, len(written.jobs))
+        _known[self._key] = _Known(written, True)
         return written
+
+    def _move_head(self, state: State, written: State) -> None:
+        from psycopg.types.json import Jsonb
+
+        top = Jsonb(written.model_dump(mode="json", exclude=_TOP_EXCLUDED))
+        values = (written.serial, written.lineage, top, written.serial)
+        if state.serial == 0:
+            moved = self.conn.execute(
+                "INSERT INTO reconciler_state_heads (owner, serial, lineage, top, rows_serial) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (owner) DO NOTHING",
+                (self.owner_tag, *values),
+            )
+        else:
+            moved = self.conn.execute(
+                "UPDATE reconciler_state_heads SET serial = %s, lineage = %s, top = %s, rows_serial = %s "
+                "WHERE owner = %s AND serial = %s",
+                (*values, self.owner_tag, state.serial),
+            )
+        if moved.rowcount != 1:
+            raise StateError(
+                f"{self.where}: the state moved on to serial {self._head()} while this pass "
+                f"worked from serial {state.serial} (a writer without the lock?); nothing "
+                "written; run again"
+            )
+
+    def _write_changes(self, before: State, after: State) -> bytes:
+        """Upserts the rows of the jobs `after` changed (by identity), deletes those it dropped."""
+        changed = changed_jobs(before, after)
+        kept = [
+            (self.owner_tag, name, after.serial, self.lines.of(name, job).decode())
+            for name, job in changed.items()
+            if job is not None
+        ]
+        gone = [(self.owner_tag, name) for name, job in changed.items() if job is None]
+        with self.conn.cursor() as cursor:
+            if kept:
+                cursor.executemany(
+                    "INSERT INTO reconciler_state_jobs (owner, name, serial, record) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (owner, name) "
+                    "DO UPDATE SET serial = EXCLUDED.serial, record = EXCLUDED.record",
+                    kept,
+                )
+            if gone:
+                cursor.executemany("DELETE FROM reconciler_state_jobs WHERE owner = %s AND name = %s", gone)
+        return encode_changes(before, after, self.lines)
+
+    def _write_rows(self, state: State) -> None:
+        """Every job's row, written anew."""
+        self.conn.execute("DELETE FROM reconciler_state_jobs WHERE owner = %s", (self.owner_tag,))
+        with (
+            self.conn.cursor() as cursor,
+            cursor.copy("COPY reconciler_state_jobs (owner, name, serial, record) FROM STDIN") as copy,
+        ):
+            for name, job in state.jobs.items():
+                copy.write_row((self.owner_tag, name, state.serial, self.lines.of(name, job).decode()))
+
+    def _log(self, written: State, document: bytes | None, changes: bytes | None, jobs: int) -> None:
+        self.conn.execute(
+            "INSERT INTO reconciler_state_versions "
+            "(owner, serial, lineage, document, changes, jobs, written_by) "
+            "VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)",
+            (
+                self.owner_tag,
+                written.serial,
+                written.lineage,
+                document.decode() if document is not None else None,
+                changes.decode() if changes is not None else None,
+                jobs,
+                self.writer,
+            ),
+        )
+
+    @property
+    def _key(self) -> tuple[str, str]:
+        return (self.url, self.owner_tag)
 
     @_database_errors
     def fresh(self) -> State:
@@ -412,6 +276,10 @@ class PostgresBackend:
             with contextlib.suppress(Exception):  # a lost connection released it already
                 lock.release()
 
+    def settle(self, force: bool = False) -> float | None:
+        """Nothing to fold: every write is already in its rows."""
+        return None
+
     @_database_errors
     def _acquire(self, lock: AdvisoryLock, command: str, timeout: float) -> bool:
         return lock.acquire(command, timeout)
@@ -424,7 +292,7 @@ class PostgresBackend:
         rows = self.conn.execute(
             "SELECT serial, lineage, to_char(written_at AT TIME ZONE 'UTC', "
             '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\'), written_by, '
-            "(SELECT count(*) FROM jsonb_object_keys(document -> 'jobs')) "
+            "COALESCE(jobs, (SELECT count(*) FROM jsonb_object_keys(document -> 'jobs'))) "
             "FROM reconciler_state_versions WHERE owner = %s ORDER BY serial DESC LIMIT %s",
             (self.owner_tag, limit),
         ).fetchall()
@@ -432,15 +300,23 @@ class PostgresBackend:
 
     @_database_errors
     def version(self, serial: int) -> State:
-        row = self._document_row(
-            "SELECT document FROM reconciler_state_versions WHERE owner = %s AND serial = %s",
-            (self.owner_tag, serial),
+        """The newest whole document at or before `serial`, and the changes logged since."""
+        rows = self._document_rows(
+            "SELECT serial, document, changes FROM reconciler_state_versions WHERE owner = %s "
+            "AND serial <= %s AND serial >= (SELECT max(serial) FROM reconciler_state_versions "
+            "WHERE owner = %s AND serial <= %s AND document IS NOT NULL) ORDER BY serial",
+            (self.owner_tag, serial, self.owner_tag, serial),
         )
-        if row is None:
+        if not rows or int(rows[-1][0]) != serial:
             raise StateError(
                 f"{self.where}: no serial {serial} for owner {self.owner_tag}; see `state history`"
             )
-        return self._parsed(row[0], serial)
+        base = self._parsed(rows[0][1], int(rows[0][0]))
+        if len(rows) == 1:
+            return base
+        return with_changes(
+            base, (row[2] or {} for row in rows[1:]), serial, f"{self.where}: state serial {serial}"
+        )
 
     def _head(self) -> int:
         row = self.conn.execute(
@@ -451,8 +327,12 @@ class PostgresBackend:
     def _document_row(self, sql: str, params: tuple[object, ...]) -> Any:
         """The row holding a document; jsonb nested deeper than JSON decoding follows (the
         server stores a few thousand levels) is damage, not a crash."""
+        rows = self._document_rows(sql, params)
+        return rows[0] if rows else None
+
+    def _document_rows(self, sql: str, params: tuple[object, ...]) -> list[Any]:
         try:
-            return self.conn.execute(sql, params).fetchone()
+            return list(self.conn.execute(sql, params).fetchall())
         except RecursionError:
             raise StateError(
                 f"{self.where}: state is damaged (nested too deeply); kept as is; {REBUILD_HINT}"
@@ -469,56 +349,15 @@ def _guarded(backend: PostgresBackend, read: Callable[[], str]) -> str:
         return "another session"
 
 
-class LeaderLock:
-    """The daemon's guard on a database: replicas elect one leader, the others stand by."""
-
-    always_leads = False
-
-    def __init__(self, url: str, owner_tag: str) -> None:
-        self.url, self.owner_tag = url, owner_tag
-        self._conn: Any = None
-        self._lock: AdvisoryLock | None = None
-        self.leading = False
-
-    def __enter__(self) -> LeaderLock:
-        return self  # nothing held yet: each `try_lead` tries
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def try_lead(self, command: str) -> bool:
-        """Leads if it did or can now; False while another replica leads.  StateError when the
-        database cannot be reached (the connection is dropped, to be made again next time)."""
-        import psycopg
-
+def _job(record: str) -> JobState:
+    """A job's row; one written before intents had a state (format 3) read as today's."""
+    try:
+        return JobState.model_validate_json(record)
+    except ValidationError as error:
         try:
-            if self.leading:
-                assert self._lock is not None
-                self.leading = self._lock.held()
-                if not self.leading:
-                    self._drop()
-                return self.leading
-            if self._lock is None:
-                self._conn = connect(self.url)
-                self._lock = AdvisoryLock(self._conn, self.owner_tag, LEADER)
-            self.leading = self._lock.try_acquire(command)
-            return self.leading
-        except psycopg.Error as error:
-            self._drop()
-            raise StateError(f"{display_url(self.url)}: {scrubbed(error, self.url)}") from None
-
-    def holder(self) -> str:
-        try:
-            return self._lock.holder() if self._lock else "another replica"
-        except Exception:  # only a courtesy for the log line
-            return "another replica"
-
-    def close(self) -> None:
-        self._drop()
-
-    def _drop(self) -> None:
-        self.leading = False
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-        self._conn, self._lock = None, None
+            data = json.loads(record)
+        except (ValueError, RecursionError):
+            raise error from None
+        if not isinstance(data, dict):
+            raise
+        return JobState.model_validate(job_record(data))

@@ -36,6 +36,7 @@ ITEMS = {
     "13": ("reuse", "measure"),
     # issue 24
     "14": ("huge", "measure"),
+    "15": ("daemon_scale", "measure"),
 }
 
 

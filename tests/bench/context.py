@@ -28,7 +28,7 @@ class Scale:
     repeats: int  # timed runs per figure; the best is kept
     lookup_jobs: int  # item 10 (plan) and 11 (watch): converged jobs…
     lookup_foreign: int  # …and foreign batches newer than theirs
-    huge_jobs: int  # item 13: converged jobs, file and PostgreSQL
+    huge_jobs: int  # item 14: converged jobs, file and PostgreSQL
 
 
 FULL = Scale(

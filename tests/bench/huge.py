@@ -1,4 +1,4 @@
-"""Item 13: 100,000 jobs, measured rather than projected.  `plan` over 100,000 converged jobs
+"""Item 14: 100,000 jobs, measured rather than projected.  `plan` over 100,000 converged jobs
 (their batches created over HTTP and adopted by one `reconcile`, as item 3 does), with the
 state in a file and in PostgreSQL: wall time, CPU and peak RSS against an `openai` SDK script
 listing the same batches, and what the state takes per job in each backend.
@@ -43,29 +43,29 @@ def measure(ctx: Context) -> list[Row]:
             in_postgres = run(plan_argv(repo, []), env=pg_env, timeout=LONG)
     shown = f"{count:,} converged jobs"
     return [
-        info("13", f"{shown}: batches created and adopted (set-up)", seconds(seeded)),
+        info("14", f"{shown}: batches created and adopted (set-up)", seconds(seeded)),
         info(
-            "13",
+            "14",
             f"openai SDK script listing the same {count:,} batches",
             seconds(listing.seconds),
             f"CPU {seconds(listing.cpu_seconds)}",
         ),
         *_plan_rows(f"plan, {shown}, state file", on_file, listing),
         info(
-            "13",
+            "14",
             "state file per job",
             f"{state_bytes / count / 1024:.2f} KiB",
             f"{state_bytes / 2**20:.0f} MiB",
         ),
         info(
-            "13",
+            "14",
             f"reconcile adopting {count:,} jobs into PostgreSQL",
             seconds(adopted.seconds),
             f"CPU {seconds(adopted.cpu_seconds)}, peak RSS {mib(adopted.peak_rss_mb)}",
         ),
         *_plan_rows(f"plan, {shown}, state in PostgreSQL", in_postgres, listing),
         info(
-            "13",
+            "14",
             "PostgreSQL: database growth per job",
             f"{database_bytes / count / 1024:.2f} KiB",
             f"{database_bytes / 2**20:.0f} MiB over the adopting reconcile",
@@ -77,14 +77,14 @@ def _plan_rows(figure: str, plan: Run, listing: Run) -> list[Row]:
     times = plan.seconds / listing.seconds
     return [
         Row(
-            "13",
+            "14",
             f"{figure}, over that script",
             "≤ 1.2x",
             f"{ratio(times)} ({seconds(plan.seconds)})",
             times <= 1.2,
             f"CPU {seconds(plan.cpu_seconds)}; one run each; {load()}",
         ),
-        info("13", f"{figure}: peak RSS", mib(plan.peak_rss_mb)),
+        info("14", f"{figure}: peak RSS", mib(plan.peak_rss_mb)),
     ]
 
 

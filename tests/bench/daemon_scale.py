@@ -1,0 +1,155 @@
+"""Item 15 (issue 24): the daemon's reaction to a new spec while it holds 1,000 converged jobs
+(and 450 foreign batches newer than theirs) and 10,000: spec written → its batch created, p50
+and p95, beside the floor in the same run: a script that watches the specs folder with
+watchfiles and, for each spec written, parses it, uploads its input and creates its batch with
+httpx — what any watcher must at least do.  Both are seen the same way, by polling the
+newest batch every 10 ms (an upper bound by that much), one trial at a time.  The daemon's CPU
+per added spec is read from /proc over the trials."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+from tests.bench.context import Context
+from tests.bench.daemon import running_daemon, wait_for
+from tests.bench.data import BenchRepo, make_repo, write_chat_input
+from tests.bench.procs import bench_env, cpu_seconds_of, peak_rss_mb_of, warm_bytecode
+from tests.bench.sandbox import FAST_TIMELINE, ExternalSandbox, external_sandbox
+from tests.bench.seed import seed_foreign
+from tests.bench.table import Row, info, mib
+from tests.bench.watch import finished_jobs, percentile, serial_of, wait_for_batch
+
+# Jobs held, and foreign batches beside them, per scale: the issue's two daemon rows.
+SIZES = {"full": ((1_000, 450), (10_000, 0)), "quick": ((200, 90), (1_000, 0))}
+TARGET_P50 = 0.3
+
+# The floor: watchfiles' defaults (a burst ends after 50 ms without a change), one httpx client.
+FLOOR_SCRIPT = """
+import pathlib, sys, httpx, yaml
+from watchfiles import Change, watch
+specs = pathlib.Path(sys.argv[1])
+client = httpx.Client(base_url=sys.argv[2], headers={"Authorization": "Bearer sk-bench"})
+print("ready", flush=True)
+for changes in watch(specs):
+    for path in sorted({pathlib.Path(p) for change, p in changes if change != Change.deleted}):
+        if path.suffix != ".yaml":
+            continue
+        spec = yaml.safe_load(path.read_text())
+        name = spec["metadata"]["name"]
+        data = (path.parent / spec["spec"]["input"]).read_bytes()
+        upload = client.post("/files", files={"file": (name + ".jsonl", data)}, data={"purpose": "batch"})
+        client.post("/batches", json={
+            "input_file_id": upload.json()["id"], "endpoint": spec["spec"]["endpoint"],
+            "completion_window": "24h", "metadata": {"reconciler_job": name},
+        }).raise_for_status()
+"""
+
+
+def measure(ctx: Context) -> list[Row]:
+    warm_bytecode()
+    rows: list[Row] = []
+    for jobs, foreign in SIZES[ctx.scale.name]:
+        rows += _measure_size(ctx, jobs, foreign)
+    return rows
+
+
+def _measure_size(ctx: Context, jobs: int, foreign: int) -> list[Row]:
+    folder = ctx.folder(f"daemon-scale-{jobs}")
+    with external_sandbox(folder / "sandbox", **FAST_TIMELINE) as sandbox:
+        repo = finished_jobs(sandbox, folder / "repo", jobs)
+        if foreign:
+            seed_foreign(sandbox, foreign)
+        with running_daemon(sandbox, repo) as daemon, httpx.Client(base_url=sandbox.base_url) as client:
+            serial = serial_of(repo)
+            wait_for(lambda: serial_of(repo) > serial, 600, "the daemon's first pass")
+            time.sleep(1.0)
+            cpu_before = cpu_seconds_of(daemon.process.pid)
+            latencies = _trials(ctx, repo, client, "trial", lambda name: daemon.logged("action", name))
+            cpu = (cpu_seconds_of(daemon.process.pid) - cpu_before) / len(latencies)
+            rss = peak_rss_mb_of(daemon.process.pid)
+        floor = _floor_latencies(ctx, sandbox, folder / "floor", client_url=sandbox.base_url)
+    return _rows(jobs, foreign, latencies, floor, cpu, rss)
+
+
+def _trials(
+    ctx: Context, repo: BenchRepo, client: httpx.Client, prefix: str, done: Callable[[str], bool]
+) -> list[float]:
+    """Seconds from each trial spec written to its batch at the sandbox, one trial at a time;
+    `done(name)`: the watcher has finished with that trial (its pass logged)."""
+    latencies: list[float] = []
+    for trial in range(ctx.scale.watch_trials):
+        name = f"{prefix}-{trial:02d}"
+        write_chat_input(repo.data / f"{name}.jsonl", 5, 1024)
+        time.sleep(0.3)  # an input no spec names yet wakes nobody; make sure of it
+        started = time.perf_counter()
+        repo.write_job(name, f"{name}.jsonl")
+        wait_for_batch(client, name, started + 120)
+        latencies.append(time.perf_counter() - started)
+        wait_for(functools.partial(done, name), 120, f"the pass that created {name}")
+        time.sleep(0.3)
+    return latencies
+
+
+def _floor_latencies(ctx: Context, sandbox: ExternalSandbox, root: Path, *, client_url: str) -> list[float]:
+    repo = make_repo(root)
+    with _floor(repo, sandbox) as started, httpx.Client(base_url=client_url) as client:
+        time.sleep(1.0)  # the watch is set up by now
+        return _trials(ctx, repo, client, "floor", lambda name: started.poll() is None)
+
+
+@contextlib.contextmanager
+def _floor(repo: BenchRepo, sandbox: ExternalSandbox) -> Iterator[subprocess.Popen[str]]:
+    argv = [sys.executable, "-c", FLOOR_SCRIPT, str(repo.specs), sandbox.base_url]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=bench_env())
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the watchfiles + httpx floor did not start")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _rows(
+    jobs: int, foreign: int, latencies: list[float], floor: list[float], cpu: float, rss: float
+) -> list[Row]:
+    p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
+    floor50, floor95 = statistics.median(floor), percentile(floor, 0.95)
+    held = f"{jobs:,} jobs" + (f" + {foreign:,} foreign" if foreign else "")
+    return [
+        Row(
+            "15",
+            f"daemon: spec written → batch created, p50 ({held})",
+            f"≤ {TARGET_P50} s",
+            _seconds(p50),
+            p50 <= TARGET_P50,
+            f"{len(latencies)} trials; load {_load()}",
+        ),
+        info("15", f"daemon, {held}: p95", _seconds(p95), f"best {_seconds(min(latencies))}"),
+        info(
+            "15",
+            "watchfiles + httpx floor, same run: p50 / p95",
+            f"{_seconds(floor50)} / {_seconds(floor95)}",
+        ),
+        info("15", f"daemon, {held}: CPU per added spec", _seconds(cpu), f"peak RSS {mib(rss)}"),
+    ]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f} s"
+
+
+def _load() -> str:
+    """The load average (1, 5, 15 minutes): how busy the shared machine was."""
+    return "/".join(f"{figure:.1f}" for figure in os.getloadavg())

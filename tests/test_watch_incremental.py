@@ -1,0 +1,272 @@
+"""The daemon's pass costs what changed, not what exists (issue 24).
+
+A new spec is one upload, one create and the newest list page, whatever else the account holds;
+the pass records only that job (the other jobs' records are the very same, in the state file and
+in PostgreSQL's rows); a webhook reads its one batch (tests/test_events_webhooks.py).  What a
+change would cancel waits until the files are quiet, so a rename cancels nothing and a new spec
+is not held up by it; a whole pass still catches what happened behind the daemon's back.
+Work is counted at the sandbox and in the state, never timed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reconciler.api.batch import Batch, LiveBatch
+from reconciler.common.ownership import KEY_ATTEMPT, KEY_GENERATION, KEY_JOB, KEY_OWNER, KEY_RUN
+from reconciler.plans.changes import DesiredJob
+from reconciler.plans.record import record
+from reconciler.sandbox import Sandbox
+from reconciler.state.file import read_state
+from reconciler.state.model import State
+from tests.events_helpers import WEBHOOK_SECRET, Daemon
+from tests.fixtures.postgres import StateDb
+from tests.fixtures.repo import UserRepo
+from tests.reconcile_helpers import batches, mutating, sdk, settled, stays
+
+HOOKED_ENV = {"OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET}
+INTERVAL = "300"  # with webhooks, running batches are polled only every ten intervals
+
+
+def _hooked_repo(make_repo: Callable[..., UserRepo], sandbox: Sandbox, jobs: int) -> UserRepo:
+    """`jobs` jobs on a provider whose webhooks are taken: nothing polls their running batches."""
+    repo = make_repo()
+    repo.write_spec(
+        "specs/hooked.yaml",
+        f"""
+        apiVersion: reconciler/v1
+        kind: Provider
+        metadata: {{name: hooked}}
+        spec:
+          base_url: {sandbox.base_url}
+          webhook_secret: ${{OPENAI_WEBHOOK_SECRET}}
+        """,
+    )
+    for index in range(jobs):
+        repo.write_job(f"job-{index:02d}", provider="hooked", requests=2)
+    return repo
+
+
+def _foreign(sandbox: Sandbox, count: int) -> None:
+    """Batches of nobody's."""
+    client = sdk(sandbox)
+    upload = client.files.create(file=("x.jsonl", b'{"custom_id": "x"}\n'), purpose="batch")
+    for _ in range(count):
+        client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+
+
+def _job_lines(state_file: Path) -> dict[str, str]:
+    """Each job's line of the state file, as written."""
+    return {
+        line.split('"')[1]: line.rstrip(",")
+        for line in state_file.read_text().splitlines()
+        if line.startswith('    "')
+    }
+
+
+@pytest.mark.parametrize("backend", ["file", "postgresql"])
+def test_an_added_spec_costs_one_upload_one_create_and_the_newest_list_page_and_records_only_it(
+    backend: str,
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+    request: pytest.FixtureRequest,
+) -> None:
+    sandbox = sandbox_factory(validation_seconds=600.0)  # every batch stays running
+    repo = _hooked_repo(make_repo, sandbox, 30)
+    _foreign(sandbox, 150)  # batches of nobody's: 150 of them newer than ours, on the list's first pages
+    env = dict(HOOKED_ENV)
+    if backend == "postgresql":
+        state_db: StateDb = request.getfixturevalue("state_db")
+        env["RECONCILER_STATE_URL"] = state_db.url
+    daemon = events_daemon(repo, sandbox, interval=INTERVAL, env=env)
+    assert "first pass done: 30 jobs" in daemon.log()
+    settled(sandbox.request_counts, quiet=0.5)
+    if backend == "file":
+        daemon.eventually(lambda: not repo.state.with_name("state.json.journal").exists())
+        before = _job_lines(repo.state)
+    else:
+        first_serial = int(str(state_db.query("SELECT serial FROM reconciler_state_heads")[0][0]))
+    sandbox.reset_counts()
+
+    repo.write_job("added", provider="hooked", requests=2)
+    daemon.eventually(lambda: "added: + create" in daemon.log())
+
+    assert settled(sandbox.request_counts, quiet=0.5) == {
+        "POST /v1/files": 1,
+        "POST /v1/batches": 1,
+        "GET /v1/batches": 1,  # the newest page: nothing of anyone's is new but the batch it made
+    }
+    if backend == "file":
+        daemon.eventually(lambda: "added" in _job_lines(repo.state))
+        after = _job_lines(repo.state)
+        assert {name: line for name, line in after.items() if name != "added"} == before
+    else:
+        rows = state_db.query("SELECT name FROM reconciler_state_jobs WHERE serial > %s", first_serial)
+        assert rows == [("added",)]
+        changes = state_db.query(
+            "SELECT changes FROM reconciler_state_versions WHERE serial > %s ORDER BY serial", first_serial
+        )
+        assert changes and all(list(c["jobs"]) == ["added"] for (c,) in changes)  # type: ignore[index]
+
+
+def test_a_renamed_spec_is_neither_cancelled_nor_created_again(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox = sandbox_factory(validation_seconds=600.0)
+    repo = make_repo()
+    spec = repo.write_job("nightly-eval")
+    daemon = events_daemon(repo, sandbox, interval=INTERVAL)
+    sandbox.reset_counts()
+
+    text = spec.read_text()
+    spec.unlink()  # a tool that deletes, then writes the new name a moment later
+    time.sleep(0.4)  # longer than a burst's quiet: the removal alone reaches the daemon
+    (spec.parent / "renamed.yaml").write_text(text)
+    daemon.eventually(lambda: daemon.metric("reconciler_passes_total", result="ok") >= 3)
+
+    stays(lambda: "POST /v1/batches/{id}/cancel" not in sandbox.request_counts(), seconds=2.0)
+    assert "POST /v1/batches" not in sandbox.request_counts()
+    assert [b.status for b in batches(sandbox, "nightly-eval")] == ["validating"]
+
+
+def test_a_new_spec_goes_out_while_a_removal_waits_for_the_files_to_settle(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox = sandbox_factory(validation_seconds=600.0)
+    repo = make_repo()
+    removed = repo.write_job("removed")
+    busy = repo.write_job("busy")
+    daemon = events_daemon(repo, sandbox, interval=INTERVAL)
+
+    removed.unlink()
+    repo.write_job("added")
+    text = busy.read_text()
+    while not batches(sandbox, "added"):  # a checkout still writing: the files never settle
+        busy.write_text(text)
+        time.sleep(0.2)
+    assert "POST /v1/batches/{id}/cancel" not in sandbox.request_counts()
+    assert [b.status for b in batches(sandbox, "removed")] == ["validating"]
+
+    daemon.eventually(lambda: batches(sandbox, "removed")[0].status in ("cancelling", "cancelled"))
+    assert sandbox.request_counts()["POST /v1/batches/{id}/cancel"] == 1
+
+
+def test_a_batch_cancelled_behind_the_daemons_back_is_seen_and_resumed(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox = sandbox_factory(validation_seconds=600.0)
+    repo = make_repo()
+    repo.write_job("nightly-eval", requests=4)
+    daemon = events_daemon(repo, sandbox, interval="0.5")
+    (batch,) = batches(sandbox, "nightly-eval")
+
+    sdk(sandbox).batches.cancel(batch.id)  # someone else, with the provider's own tools
+    resumed = daemon.eventually(lambda: [b for b in batches(sandbox, "nightly-eval") if b.id != batch.id])
+    assert len(resumed) == 1
+    daemon.eventually(lambda: "nightly-eval: + resume" in daemon.log())
+    assert daemon.stop(signal.SIGTERM) == 0
+    state = json.loads(repo.state.read_text())  # folded into the file as it stopped
+    assert not repo.state.with_name("state.json.journal").exists()
+    assert [b["batch_id"] for b in state["jobs"]["nightly-eval"]["batches"]][-1] == resumed[0].id
+
+
+def _live(job: str, status: str) -> LiveBatch:
+    metadata = {KEY_JOB: job, KEY_GENERATION: "g1", KEY_OWNER: "tag", KEY_RUN: "r", KEY_ATTEMPT: job}
+    counts = {"total": 2, "completed": 2 if status == "completed" else 0, "failed": 0}
+    batch = Batch(id=f"batch_{job}", status=status, metadata=metadata, request_counts=counts, created_at=1)
+    return LiveBatch(provider="sandbox", batch=batch)
+
+
+def test_a_pass_that_finds_settled_jobs_as_recorded_hands_back_the_very_same_records() -> None:
+    desired = {
+        n: DesiredJob(name=n, generation="g1", provider="sandbox", run_label="r") for n in ("done", "busy")
+    }
+    live = [_live("done", "completed"), _live("busy", "in_progress"), _live("gone", "cancelled")]
+    first = record(desired, State(lineage="l"), live, now="t1", runs=dict.fromkeys(desired, "r"))
+    again = record(desired, first, live, now="t2", runs=dict.fromkeys(desired, "r"))
+
+    assert again.jobs["done"] is first.jobs["done"]  # settled, and as recorded: the same object
+    assert again.jobs["busy"] is not first.jobs["busy"] and again.jobs["busy"].observed_at == "t2"
+    assert first.jobs["done"].status == "completed" and first.jobs["busy"].status == "in_progress"
+
+
+def test_a_lost_create_answer_is_a_doubt_the_whole_list_settles_without_sending_again(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox = sandbox_factory(validation_seconds=600.0)
+    repo = _hooked_repo(make_repo, sandbox, 3)
+    _foreign(sandbox, 150)  # with ours, two list pages: a whole list is told from the newest page
+    daemon = events_daemon(repo, sandbox, interval=INTERVAL, env=dict(HOOKED_ENV))
+    settled(sandbox.request_counts, quiet=0.5)
+    sandbox.configure(lost_response_rate=1.0)  # the create is made, and answered 500
+    sandbox.reset_counts()
+
+    repo.write_job("added", provider="hooked", requests=2)
+
+    def recorded() -> bool:
+        job = read_state(repo.state).jobs.get("added")
+        return job is not None and bool(job.batches) and not job.pending
+
+    daemon.eventually(recorded)  # nothing else would look again before the resync, minutes away
+    counts = settled(sandbox.request_counts, quiet=0.5)
+    assert counts["POST /v1/batches"] == 1 and len(batches(sandbox, "added")) == 1
+    assert counts["GET /v1/batches"] >= 1 + 2  # the newest page, then the whole list's two
+    (made,) = batches(sandbox, "added")
+    assert [b.batch_id for b in read_state(repo.state).jobs["added"].batches] == [made.id]
+
+
+def test_a_label_edit_plans_nothing_and_the_dashboard_shows_it(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox = sandbox_factory(validation_seconds=600.0)
+    repo = make_repo()
+    spec = repo.write_job("nightly-eval", labels={"team": "before"})
+    daemon = events_daemon(repo, sandbox, interval=INTERVAL)
+    settled(sandbox.request_counts, quiet=0.5)
+    sandbox.reset_counts()
+
+    spec.write_text(spec.read_text().replace("before", "after"))  # the job's batch is the same
+    page = f"{daemon.url}/jobs/nightly-eval"
+    assert "team=before" in httpx.get(page, timeout=10).text
+    daemon.eventually(lambda: "team=after" in httpx.get(page, timeout=10).text)
+    assert mutating(settled(sandbox.request_counts, quiet=0.5)) == {}
+
+
+def test_a_pass_that_only_observes_is_folded_into_the_state_file_too(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    events_daemon: Callable[..., Daemon],
+) -> None:
+    sandbox = sandbox_factory(validation_seconds=600.0)
+    repo = make_repo()
+    repo.write_job("a")
+    spec = repo.write_job("b")
+    assert events_daemon(repo, sandbox, interval=INTERVAL).stop(signal.SIGTERM) == 0
+    serial = json.loads(repo.state.read_text())["serial"]
+    spec.write_text("apiVersion: reconciler/v1\nkind: BatchJob\nmetadata: {name: b\n")  # broken
+
+    daemon = events_daemon(repo, sandbox, interval=INTERVAL)  # b would be cancelled: it only observes
+    daemon.eventually(lambda: "only observing" in daemon.log())
+    journal = repo.state.with_name("state.json.journal")
+    daemon.eventually(lambda: not journal.exists() and json.loads(repo.state.read_text())["serial"] > serial)
+    assert "POST /v1/batches/{id}/cancel" not in sandbox.request_counts()
