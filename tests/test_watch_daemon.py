@@ -7,7 +7,6 @@ bounds the issue itself sets: a new spec is a batch in under 2 s, SIGTERM exits 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
@@ -31,11 +30,8 @@ SLOW_VALIDATION = {"validation_seconds": 30.0}  # batches stay running, so a wro
 
 
 def _statuses(repo: UserRepo) -> dict[str, str]:
-    try:
-        state = json.loads(repo.state.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    return {name: job["status"] for name, job in state["jobs"].items()}
+    """Each job's status as recorded: the state file and the journal the daemon appends to it."""
+    return {name: job.status for name, job in read_state(repo.state).jobs.items()}
 
 
 def _rewrite_job(spec: Path, **spec_fields: Any) -> None:

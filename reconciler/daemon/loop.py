@@ -31,8 +31,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import random
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,17 +94,49 @@ STANDBY_POLL_SECONDS = 0.5
 COMMAND = "reconciler reconcile --watch"
 
 
+# While a pass runs, the leader looks at its lock this often: a pass may wait long on a provider
+# cut off with it, and the replica must still find out, and say, that it no longer leads.
+LEADERSHIP_CHECK_SECONDS = 2.0
+
+
 class Role:
     def __init__(self, lock: Leadership | None, log: EventLog, metrics: Metrics) -> None:
         self.lock, self.log, self.metrics = lock, log, metrics
         self.name = "leader" if lock is None or lock.always_leads else "starting"
         self._named_leader = False  # "standing by: X leads" said since the role last changed
+        self._asking = threading.Lock()  # the lock's one connection: one question at a time
         self._set_gauge()
 
     def leads(self) -> bool:
         """Whether this replica may run a pass now; says so when that changes."""
         if self.lock is None or self.lock.always_leads:
             return True
+        with self._asking:
+            return self._ask()
+
+    @contextlib.contextmanager
+    def checked_meanwhile(self) -> Iterator[None]:
+        """Looks at the leader lock every few seconds while the block runs (a pass), so losing it
+        is noticed and said while the pass still waits on something else."""
+        if self.lock is None or self.lock.always_leads:
+            yield
+            return
+        done = threading.Event()
+
+        def check() -> None:
+            while not done.wait(LEADERSHIP_CHECK_SECONDS) and self.name == "leader":
+                with contextlib.suppress(Exception):  # said by leads(); the pass ends on its own
+                    self.leads()
+
+        watcher = threading.Thread(target=check, name="leadership-check", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+
+    def _ask(self) -> bool:
+        assert self.lock is not None
         was = self.name
         try:
             leading = self.lock.try_lead(COMMAND)
@@ -329,7 +363,8 @@ class Daemon:
         self.passes += 1
         self.log.context = {"pass": self.passes}  # replaced whole: other threads read it
         try:
-            result = self._pass(owed)
+            with self.role.checked_meanwhile():
+                result = self._pass(owed)
         except ReconcilerError as error:
             return self._failed(error, "; ".join(error.lines()), owed)
         except Exception as error:  # a bug: say so in one line, and keep the loop alive

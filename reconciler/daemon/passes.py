@@ -54,7 +54,6 @@ from reconciler.specs.checkout import head
 from reconciler.specs.inputs.cache import digest_repo
 from reconciler.specs.inputs.digest import InputDigest
 from reconciler.specs.loader import (
-    SPEC_SUFFIXES,
     LoadedJob,
     LoadedProvider,
     LoadedRepo,
@@ -62,7 +61,7 @@ from reconciler.specs.loader import (
     scan_repo,
 )
 from reconciler.specs.models import BatchJob
-from reconciler.specs.repo import RepoPaths, display
+from reconciler.specs.repo import SPEC_SUFFIXES, RepoPaths, display
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import State
 

@@ -42,7 +42,7 @@ from reconciler.common.limits import SANDBOX
 from reconciler.specs import results_template
 from reconciler.specs.fields import closest, error_message
 from reconciler.specs.models import KINDS, BatchJob, Notification, Provider
-from reconciler.specs.repo import RealRoots, RepoPaths, display, resolve_input, resolve_results
+from reconciler.specs.repo import RealRoots, RepoPaths, display, resolve_input, resolve_results, spec_files
 from reconciler.specs.yamlsource import Loc, locate, locate_in, parse_yaml, parse_yaml_text, read_regular_file
 
 
@@ -295,9 +295,6 @@ def _plain(value: object) -> bool:
 
 def _identity(stat: os.stat_result) -> Identity:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
-SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -563,37 +560,6 @@ def _missing_folder(specs: Path, shown: str) -> Problem | None:
     if found is not None and stat.S_ISDIR(found.st_mode):
         return None
     return Problem(shown, None, "", "specs directory not found; create it or pass --specs DIR")
-
-
-def spec_files(specs: Path) -> tuple[list[Path], list[tuple[Path, OSError]]]:
-    """`*.yaml` and `*.yml` under `specs`, recursively (symlinked folders not followed), sorted;
-    and the folders that could not be listed, with why: a folder skipped without a word would
-    make its jobs look deleted, and their batches be cancelled."""
-    found: list[Path] = []
-    unlisted: list[tuple[Path, OSError]] = []
-    folders = [specs]
-    while folders:
-        folder = folders.pop()
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        folders.append(Path(entry.path))
-                    elif entry.name.endswith(SPEC_SUFFIXES) and not _links_to_folder(entry):
-                        found.append(Path(entry.path))
-        except OSError as error:
-            unlisted.append((folder, error))
-    start = len(str(specs).rstrip("/")) + 1  # every path found starts with `specs` and a "/"
-    return sorted(found, key=lambda path: path.as_posix()[start:]), sorted(unlisted, key=lambda u: u[0])
-
-
-def _links_to_folder(entry: os.DirEntry[str]) -> bool:
-    """A symlinked folder is not followed; a link that cannot be followed is read as a file,
-    which words the problem."""
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
 
 
 def job_names(specs: Path) -> set[str]:

@@ -274,3 +274,37 @@ def _reserved(resolved: Path, roots: RealRoots, paths: RepoPaths) -> str:
     if resolved == root / SETTINGS_FILE:
         return f"is the repo's settings file {SETTINGS_FILE}; name a new .jsonl file"
     return ""
+
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def spec_files(specs: Path) -> tuple[list[Path], list[tuple[Path, OSError]]]:
+    """`*.yaml` and `*.yml` under `specs`, recursively (symlinked folders not followed), sorted;
+    and the folders that could not be listed, with why: a folder skipped without a word would
+    make its jobs look deleted, and their batches be cancelled."""
+    found: list[Path] = []
+    unlisted: list[tuple[Path, OSError]] = []
+    folders = [specs]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(Path(entry.path))
+                    elif entry.name.endswith(SPEC_SUFFIXES) and not _links_to_folder(entry):
+                        found.append(Path(entry.path))
+        except OSError as error:
+            unlisted.append((folder, error))
+    start = len(str(specs).rstrip("/")) + 1  # every path found starts with `specs` and a "/"
+    return sorted(found, key=lambda path: path.as_posix()[start:]), sorted(unlisted, key=lambda u: u[0])
+
+
+def _links_to_folder(entry: os.DirEntry[str]) -> bool:
+    """A symlinked folder is not followed; a link that cannot be followed is read as a file,
+    which words the problem."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
