@@ -9,10 +9,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "reconciler"
 MOST_LINES = 600
-# The package's size budget, counted as `find reconciler -name '*.py' | wc -l` counts it.  126, not
-# 125: queue-aware admission (plans/admission.py) is a topic of its own and no small module fits
-# cleanly into another; folding state/open.py into engine/workspace.py brings it back to 125.
-MOST_MODULES = 126
+# The package's size budget, counted as `find reconciler -name '*.py' | wc -l` counts it: 125 after
+# the house was put in order, then two topics of their own arrived (queue admission,
+# plans/admission.py; the answer store, engine/answers.py, split from engine/reuse.py to keep both
+# under the line bound).  A new module needs a topic of its own; raise this only with one.
+MOST_MODULES = 127
 
 
 def _modules() -> list[Path]:

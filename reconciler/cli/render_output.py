@@ -17,6 +17,7 @@ from reconciler.cli.render_status import StatusView, file_cell, results_cell, st
 from reconciler.common.usage import TokenUsage
 from reconciler.engine.results import results_problem
 from reconciler.plans.changes import DesiredJob
+from reconciler.plans.jobstatus import reused_note
 from reconciler.state.model import BatchRecord, JobState, RunRecord
 
 OUTPUT_FORMAT_VERSION = 1
@@ -140,7 +141,7 @@ def output_text(view: StatusView, names: list[str]) -> str:
         counts = job.request_counts
         lines = [
             f"{name}  {status_cell(view, name)}  {counts.get('completed', 0)}/{counts.get('failed', 0)}/"
-            f"{counts.get('total', 0)} done/failed/total"
+            f"{counts.get('total', 0)} done/failed/total{reused_note(job.reused)}"
         ]
         if job.results is not None:
             lines.append(f"  results  {results_cell(view, name, job)}")

@@ -34,7 +34,7 @@ from reconciler.engine.results import recorded_location, results_problem
 from reconciler.engine.workspace import SEE_STATUS, behind, load_state, read_recorded
 from reconciler.plans.admission import congestion_share
 from reconciler.plans.changes import DesiredJob
-from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_time
+from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_time, reused_note
 from reconciler.plans.record import record
 from reconciler.plans.wording import learnt_limit_words, queue_place_words
 from reconciler.specs import identity
@@ -166,7 +166,8 @@ def usage_lines(state: State) -> list[str]:
             by_provider[job.provider] = (usage.plus(job.total_usage), total)
     return [
         f"Usage {provider}: {u.input:,} input tokens ({u.cached_input:,} cached), "
-        f"{u.output:,} output ({u.reasoning:,} reasoning), {u.requests:,} requests: {_cost(cost, u)}"
+        f"{u.output:,} output ({u.reasoning:,} reasoning), {u.requests:,} "
+        f"request{'' if u.requests == 1 else 's'}: {_cost(cost, u)}"
         for provider, (u, cost) in sorted(by_provider.items())
     ]
 
@@ -239,8 +240,7 @@ def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
         name,
         status_cell(view, name),
         sync(view, name),
-        f"{figures.done - figures.failed}/{figures.failed}/{figures.total}"
-        + (f" +{job.reused:,} reused" if job.reused else ""),
+        f"{figures.done - figures.failed}/{figures.failed}/{figures.total}" + reused_note(job.reused),
         f"{figures.per_minute:,.0f}/min" if figures.per_minute is not None else "-",
         duration(figures.eta_seconds) if figures.eta_seconds is not None else "-",
         batches,
@@ -405,7 +405,7 @@ def history_table(job: JobState) -> list[str]:
             record.run
             + (" (current)" if record.run == job.run and record.generation == job.generation else ""),
             record.status,
-            _counts(record.request_counts),
+            _counts(record.request_counts) + reused_note(record.reused),
             _when(record.started_at),
             _when(record.ended_at),
             str(len(record.batches)),

@@ -28,7 +28,7 @@ from reconciler.engine import clock
 from reconciler.engine.clock import slots_at
 from reconciler.engine.events import describe
 from reconciler.plans.changes import Slot
-from reconciler.plans.jobstatus import Sync, job_sync
+from reconciler.plans.jobstatus import Sync, job_sync, reused_note
 from reconciler.plans.runs import shown_run, slot_run
 from reconciler.plans.wording import ordinal
 from reconciler.state.model import BatchRecord, JobState, QueuePlace, RunRecord
@@ -61,6 +61,10 @@ class Bar:
     total: int
     failed: int
     reused: int = 0  # answered by earlier runs (spec.reuse): not in done or total, which count what was sent
+
+    @property
+    def reused_note(self) -> str:
+        return reused_note(self.reused)
 
     @property
     def share(self) -> str:
@@ -324,8 +328,7 @@ def _run_row(record: RunRecord) -> RunRow:
     return RunRow(
         run=record.run,
         status=record.status,
-        counts=f"{counts.get('completed', 0)}/{counts.get('total', 0)}"
-        + (f" +{record.reused:,} reused" if record.reused else ""),
+        counts=f"{counts.get('completed', 0)}/{counts.get('total', 0)}" + reused_note(record.reused),
         started=_stamp(record.started_at),
         ended=_stamp(record.ended_at),
         cost=usd(record.cost_usd) if record.cost_usd is not None else NONE,

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from reconciler.api.batch import LiveBatch, is_terminal
 from reconciler.api.client import ProviderApi
@@ -26,6 +28,7 @@ from reconciler.api.reader import BatchReader
 from reconciler.api.responses import CommandTimeoutError
 from reconciler.common.errors import UserError
 from reconciler.engine import clock
+from reconciler.engine.answers import Answers, AnswerStore, open_store, planned_answers
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM, Effects, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.intents import in_flight, quarantine_seconds
@@ -37,7 +40,7 @@ from reconciler.engine.finish import finish_jobs
 from reconciler.engine.observe import observe
 from reconciler.engine.results import results_notes
 from reconciler.engine.retries import PartRetry, find_retries
-from reconciler.engine.reuse import AnswerStore, open_store, with_reuse
+from reconciler.engine.reuse import ReuseFolders, with_reuse
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
 from reconciler.plans.admission import admit, with_admitted, with_queue
@@ -45,7 +48,7 @@ from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
-from reconciler.plans.runs import choose_runs, duration
+from reconciler.plans.runs import RunChoice, choose_runs, duration
 from reconciler.specs.inputs.cache import input_indexes
 from reconciler.state.backend import StateBackend
 from reconciler.state.model import JobState, State
@@ -71,9 +74,11 @@ def refresh_and_plan(
     scope: Scope | None = None,
     answers: AnswerStore | None = None,
     newest: dict[str, set[str]] | None = None,
+    read_only: bool = False,
 ) -> Refreshed:
     """`answers`: the answer store of jobs with spec.reuse (opened here when not given).
-    `newest`: filled with the ids at the top of each list (engine/observe.LiveView)."""
+    `newest`: filled with the ids at the top of each list (engine/observe.LiveView).
+    `read_only` (`plan`): the answer store is only read, and nothing of reuse is written."""
     scope = scope or Scope()
     scope.check(ws, state)
     now = clock.now()
@@ -91,6 +96,7 @@ def refresh_and_plan(
         ctx=ctx,
         answers=answers,
         no_reuse=scope.no_reuse,
+        read_only=read_only,
     )
 
 
@@ -107,16 +113,47 @@ def _planned(
     answers: AnswerStore | None = None,
     no_reuse: bool = False,
     queues: tuple[Mapping[str, DesiredJob], Sequence[LiveBatch], State] | None = None,
+    read_only: bool = False,
 ) -> Refreshed:
     """`queues`: the jobs, batches and state admission counts the queues from, when the plan is
     of some jobs only (the daemon's partial pass): a queue holds every job's batches."""
     choices = choose_runs(desired, live_by_job(live), state, ctx)  # once per pass
-    if reusing(desired):
-        with contextlib.nullcontext(answers) if answers else answer_store(ws) as store:
+    with contextlib.ExitStack() as stack:  # the reuse files last as long as the plan is made
+        if reusing(desired, state):
+            store, work = _reuse_of(ws, stack, answers, read_only)
             at = int(now.timestamp())
-            desired = with_reuse(
-                desired, state, live, choices, readers, store, ws.work_dir, at, no_reuse=no_reuse
-            )
+            desired = with_reuse(desired, state, live, choices, readers, store, work, at, no_reuse=no_reuse)
+        return _plan_of(
+            ws, readers, desired, state, live, now, choices, allow_empty=allow_empty, ctx=ctx, queues=queues
+        )
+
+
+def _reuse_of(
+    ws: Workspace, stack: contextlib.ExitStack, answers: AnswerStore | None, read_only: bool
+) -> tuple[Answers, ReuseFolders]:
+    """The answer store a pass reuses from and its folders.  Read-only (`plan`): the store only
+    read, and a starting run's file of what it sends in a scratch folder, gone after the plan."""
+    inputs = input_indexes(ws.paths)
+    if read_only:
+        store = stack.enter_context(planned_answers(*_store_of(ws)))
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reconciler-plan-")))
+        return store, ReuseFolders(ws.work_dir, inputs, scratch)
+    return answers or stack.enter_context(answer_store(ws)), ReuseFolders(ws.work_dir, inputs)
+
+
+def _plan_of(
+    ws: Workspace,
+    readers: Mapping[str, BatchReader],
+    desired: Mapping[str, DesiredJob],
+    state: State,
+    live: list[LiveBatch],
+    now: datetime,
+    choices: Mapping[str, RunChoice],
+    *,
+    allow_empty: bool,
+    ctx: PlanContext,
+    queues: tuple[Mapping[str, DesiredJob], Sequence[LiveBatch], State] | None = None,
+) -> Refreshed:
     runs = {name: choice.run for name, choice in choices.items()}
     retries = find_retries(desired, live, readers, ws.work_dir, runs, now.timestamp())
     counts = {key: retry.count for key, retry in retries.items()}
@@ -164,8 +201,8 @@ def converge(
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(open_state(ws))
         stack.enter_context(backend.writer_lock(command))
-        answers = stack.enter_context(answer_store(ws)) if reusing(ws.desired) else None
         state = load_state(ws, rebuild=rebuild, backend=backend)
+        answers = stack.enter_context(answer_store(ws)) if reusing(ws.desired, state) else None
         scope.check(ws, state)  # a misspelt --target sends nothing, not even the early listing
         leftovers = Leftovers.listing(state, apis, ws.owner_tag) if early_leftovers else None
         found = refresh_and_plan(
@@ -191,13 +228,22 @@ def converge(
     return found.plan, state, outcome
 
 
-def reusing(desired: Mapping[str, DesiredJob]) -> bool:
-    return any(job.reuse_max_age is not None for job in desired.values())
+def reusing(desired: Mapping[str, DesiredJob], state: State) -> bool:
+    """Whether a job asks for reuse, or a job's run recorded a choice it keeps (its spec may no
+    longer ask: a run decides once)."""
+    return any(
+        job.reuse_max_age is not None or (name in state.jobs and state.jobs[name].reuse is not None)
+        for name, job in desired.items()
+    )
 
 
 def answer_store(ws: Workspace) -> contextlib.AbstractContextManager[AnswerStore]:
     """The answer store of this workspace's owner: beside its state file, or in its database."""
-    return open_store(ws.paths.state, ws.paths.state_url, ws.owner_tag)
+    return open_store(*_store_of(ws))
+
+
+def _store_of(ws: Workspace) -> tuple[Path, str | None, str]:
+    return ws.paths.state, ws.paths.state_url, ws.owner_tag
 
 
 def observe_and_record(
@@ -265,7 +311,7 @@ def converge_jobs(
     outcome.over_budget = over_budget
     mine = {name: job for name, job in found.desired.items() if name not in found.behind}
     with contextlib.ExitStack() as stack:
-        answers = stack.enter_context(answer_store(ws)) if reusing(mine) else None
+        answers = stack.enter_context(answer_store(ws)) if reusing(mine, state) else None
         finished = finish_jobs(mine, apis, state, outcome, ws.work_dir, ws.paths.repo, answers)
     return backend.write(finished), outcome
 

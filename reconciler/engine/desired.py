@@ -105,6 +105,7 @@ def desired_job(
         queue_limit=limit,
         reuse_max_age=spec.reuse.max_age if spec.reuse else None,
         reuse_scope=spec.reuse.scope if spec.reuse else "job",
+        input_sha256=digest.sha256,
     )
 
 

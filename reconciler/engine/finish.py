@@ -15,6 +15,7 @@ from pathlib import Path
 from reconciler.api.batch import is_terminal
 from reconciler.api.client import ProviderApi
 from reconciler.common.errors import ReconcilerError
+from reconciler.engine.answers import AnswerStore
 from reconciler.engine.apply.cleanup import clean_up
 from reconciler.engine.apply.effects import Outcome
 from reconciler.engine.apply.failures import Failure
@@ -27,7 +28,7 @@ from reconciler.engine.results import (
     rewrite_results,
     stored_path,
 )
-from reconciler.engine.reuse import AnswerStore, reused_lines
+from reconciler.engine.reuse import reused_lines
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import updated_history
 from reconciler.state.model import JobState, State

@@ -345,6 +345,19 @@ def download_results(job: DesiredJob, recorded: JobState, reader: BatchReader, t
         return write_results(job, attempts_by_part(recorded.batches), work, target, target.parent)
 
 
+def _reused_refusal(job: DesiredJob, recorded: JobState) -> str:
+    """Why `output --download` cannot join a reusing run's results, and where they are instead."""
+    why = (
+        f"its run reuses {recorded.reused:,} earlier answers (spec.reuse), which the provider's files "
+        "do not hold"
+    )
+    if job.results_path is None:
+        return f"{why}; set results: in the spec and reconcile writes every answer there"
+    if recorded.results is not None and recorded.results.path:
+        return f"{why}; its results file {recorded.results.path} holds every answer: use that file"
+    return f"{why}; reconcile writes every answer to the spec's results: file once the run has finished"
+
+
 def _check_ready(job: DesiredJob, recorded: JobState) -> None:
     if recorded.generation != job.generation:
         raise UserError(
@@ -353,10 +366,7 @@ def _check_ready(job: DesiredJob, recorded: JobState) -> None:
             "they were made from, so restore it, or reconcile and download the new run's results"
         )
     if recorded.reused:
-        raise UserError(
-            f"{job.name}: its run reuses {recorded.reused:,} earlier answers (spec.reuse), which only the "
-            "answer store holds; set results: in the spec and reconcile writes every answer there"
-        )
+        raise UserError(f"{job.name}: {_reused_refusal(job, recorded)}")
     running = [b.batch_id for b in latest_per_part(recorded.batches) if not is_terminal(b.status)]
     if running or recorded.pending or not recorded.batches:
         what = (

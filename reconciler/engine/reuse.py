@@ -2,15 +2,8 @@
 reuses instead of sending.
 
 A request's identity is its endpoint and canonical body (specs/inputs/digest.request_identity);
-its custom_id is only a label.  The store is content-addressed by identity: each row is one
-answer with status 200, kept as the line the merged results file gave it (engine/results.py
-writes it back byte for byte, under the new custom_id when that changed), with the job, run and
-generation that got it and when (`answered_at`, the batch's end by the provider's clock).
-Errors, expired and cancelled requests are never stored, so never reused.
-
-    file state      <state dir>/answers.sqlite       (SQLite, beside the state file)
-    PostgreSQL      reconciler_answers, _answer_batches, _answer_choices in the state's database,
-                    keyed by owner: every checkout, CI runner and daemon replica shares them
+its custom_id is only a label.  Answers are kept in the answer store (engine/answers.py), by
+identity.  Errors, expired and cancelled requests are never stored, so never reused.
 
 Where answers come from: the provider's files.  Every finished batch of ours in the live list
 (the state recorded it, or a rebuilt state found it) whose answers the store has not read yet is
@@ -18,8 +11,7 @@ read once: its input file (the requests' bodies) and its output file (their answ
 fresh checkout, with no state folder, reuses too, for as long as the provider keeps the files.
 
 Bounded: answers older than the longest `max_age` of the jobs (plus `PRUNE_MARGIN`, for runs
-still collecting what they chose) are pruned, and past `$RECONCILER_ANSWERS_MAX_BYTES` (2 GiB)
-the oldest go first.
+still collecting what they chose) are pruned, and the store's size bound after that.
 
 A run's choice, once, when it starts (`with_reuse`): each request whose identity has an answer
 within `max_age` from an earlier run (of this job; with `scope: owner`, of any job of the
@@ -28,344 +20,49 @@ under the work folder named by the sha256 of their custom_ids; it becomes the De
 `input_path`, so split, upload, retry, resume and metering work on what is sent.  The choice is
 recorded with the run (`state.model.ReuseRecord`) and its custom_ids in the store, so every later
 pass, here or on a checkout sharing the store, sends the same requests.  A run already started
-keeps its choice (whatever --no-reuse says); a run started without reuse sends everything.
+keeps its choice whatever --no-reuse or the spec's `reuse` now says (removed, added, another
+max_age: its answers stay in the store from its `since`); a run started without reuse sends
+everything.  Request identities come from `specs/inputs/cache`, kept by the input's digest.
+
+`plan` writes nothing of this (`PlannedAnswers`): it reads the store as it is (none when there
+is no file or no table yet: nothing is created), holds in memory what the pass would add (the
+answers of finished batches not read yet, a starting run's choice), and writes the file of what
+a run would send to a scratch folder.  apply and reconcile make the same choice and keep it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import os
-import sqlite3
 import tempfile
-import threading
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from reconciler.api.batch import LiveBatch
 from reconciler.api.reader import BatchReader
 from reconciler.common import fileops
-from reconciler.common.errors import ApiStatusError, StateError, UserError
+from reconciler.common.errors import ApiStatusError, StateError
+from reconciler.engine.answers import Answers, AnswerStore, Source, max_store_bytes
 from reconciler.engine.outcomes import classify, result_lines
 from reconciler.engine.results import ReusedLines, answer_line
 from reconciler.engine.retries import part_lines
 from reconciler.plans.changes import DesiredJob, Reuse
 from reconciler.plans.runs import RunChoice
+from reconciler.specs.inputs.cache import read_identities, write_identities
 from reconciler.specs.inputs.digest import line_identity
 from reconciler.specs.parts import split_input
 from reconciler.specs.slices import PartSpec
 from reconciler.state.model import ReuseRecord, State
 
-STORE_FILE = "answers.sqlite"
-MAX_BYTES_ENV = "RECONCILER_ANSWERS_MAX_BYTES"
-DEFAULT_MAX_BYTES = 2 << 30
 PRUNE_MARGIN = 7 * 86400  # a run collects what it chose within days: its answers stay that long
-CHUNK = 500  # identities per query, lines per insert
-
-_TABLES = {
-    "reconciler_answers": "owner TEXT NOT NULL, identity TEXT NOT NULL, job TEXT NOT NULL, "
-    "run TEXT NOT NULL, generation TEXT NOT NULL, batch_id TEXT NOT NULL, answered_at BIGINT NOT NULL, "
-    "size BIGINT NOT NULL, line {blob} NOT NULL, PRIMARY KEY (owner, identity, job, run)",
-    "reconciler_answer_batches": "owner TEXT NOT NULL, batch_id TEXT NOT NULL, read_at BIGINT NOT NULL, "
-    "PRIMARY KEY (owner, batch_id)",
-    "reconciler_answer_choices": "owner TEXT NOT NULL, sha256 TEXT NOT NULL, custom_ids TEXT NOT NULL, "
-    "chosen_at BIGINT NOT NULL, PRIMARY KEY (owner, sha256)",
-}
-_AGE_INDEX = "CREATE INDEX IF NOT EXISTS reconciler_answers_age ON reconciler_answers (owner, answered_at)"
-_made: set[str] = set()
-_making = threading.Lock()
-
-
-def max_store_bytes() -> int:
-    raw = os.environ.get(MAX_BYTES_ENV)
-    if not raw:
-        return DEFAULT_MAX_BYTES
-    if not raw.isdigit() or int(raw) < 1:
-        raise UserError(f"${MAX_BYTES_ENV}={raw[:40]!r} must be a number of bytes, e.g. 1073741824")
-    return int(raw)
-
-
-@dataclass(frozen=True)
-class Source:
-    """Who got an answer: a job's run of one generation."""
-
-    job: str
-    generation: str
-    run: str
-
-
-@dataclass(frozen=True)
-class Stored:
-    identity: str
-    source: Source
-    answered_at: int
-
-
-class AnswerStore:
-    """The answers of one owner, in SQLite (a state file's folder) or PostgreSQL (its database)."""
-
-    def __init__(self, conn: Any, owner: str, *, postgres: bool) -> None:
-        self._conn = conn
-        self._owner = owner
-        self._postgres = postgres
-
-    @classmethod
-    def in_folder(cls, folder: Path, owner: str) -> AnswerStore:
-        folder.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(folder / STORE_FILE, timeout=30, isolation_level=None)
-        store = cls(conn, owner, postgres=False)
-        store._make_tables("BLOB")
-        return store
-
-    @classmethod
-    def in_database(cls, url: str, owner: str) -> AnswerStore:
-        from reconciler.state import database  # psycopg only when a database is used
-
-        store = cls(database.connect(url), owner, postgres=True)
-        with _making:
-            if url not in _made:
-                store._make_tables("BYTEA")
-                _made.add(url)
-        return store
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def _make_tables(self, blob: str) -> None:
-        with self._transaction():
-            if self._postgres:  # replicas starting together must not race to create one table
-                self._execute("SELECT pg_advisory_xact_lock(%s)", (hash_key("answers"),))
-            for name, columns in _TABLES.items():
-                self._execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns.format(blob=blob)})")
-            self._execute(_AGE_INDEX)
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        if self._postgres:
-            with self._conn.transaction():
-                yield
-            return
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
-
-    def _execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        cursor = self._conn.execute(sql if self._postgres else sql.replace("%s", "?"), params)
-        return list(cursor.fetchall()) if cursor.description else []
-
-    def _executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        cursor = self._conn.cursor()
-        cursor.executemany(sql if self._postgres else sql.replace("%s", "?"), rows)
-
-    # -- batches read
-
-    def unread(self, batch_ids: Collection[str]) -> set[str]:
-        """Of these batches, those whose answers the store has not read yet."""
-        read: set[str] = set()
-        for chunk in _chunks(sorted(batch_ids)):
-            marks = ", ".join("%s" for _ in chunk)
-            sql = f"SELECT batch_id FROM reconciler_answer_batches WHERE owner = %s AND batch_id IN ({marks})"
-            read |= {row[0] for row in self._execute(sql, (self._owner, *chunk))}
-        return set(batch_ids) - read
-
-    def add(self, batch_id: str, answers: Iterable[tuple[str, Source, int, bytes]], now: int) -> int:
-        """Stores a batch's answers (identity, source, answered_at, line) and marks it read."""
-        sql = (
-            "INSERT INTO reconciler_answers (owner, identity, job, run, generation, batch_id, answered_at, "
-            "size, line) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (owner, identity, job, run) DO UPDATE SET generation = excluded.generation, "
-            "batch_id = excluded.batch_id, answered_at = excluded.answered_at, size = excluded.size, "
-            "line = excluded.line WHERE excluded.answered_at > reconciler_answers.answered_at"
-        )
-        count = 0
-        with self._transaction():
-            rows: list[tuple[object, ...]] = []
-            for identity, source, at, line in answers:
-                rows.append(
-                    (
-                        self._owner,
-                        identity,
-                        source.job,
-                        source.run,
-                        source.generation,
-                        batch_id,
-                        at,
-                        len(line),
-                        line,
-                    )
-                )
-                if len(rows) >= CHUNK:
-                    self._executemany(sql, rows)
-                    count, rows = count + len(rows), []
-            if rows:
-                self._executemany(sql, rows)
-                count += len(rows)
-            self._execute(
-                "INSERT INTO reconciler_answer_batches (owner, batch_id, read_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (owner, batch_id) DO NOTHING",
-                (self._owner, batch_id, now),
-            )
-        return count
-
-    # -- answers
-
-    def find(
-        self, identities: Sequence[str], *, job: str | None, since: int, excluded: Source
-    ) -> dict[str, Stored]:
-        """Each identity's answer a run may reuse: answered at `since` or later, by `job` (None: any
-        job of the owner), never by the run `excluded` itself; this job's own first, then the newest."""
-        found: dict[str, Stored] = {}
-        for chunk in _chunks(sorted(set(identities))):
-            for identity, job_, run, generation, at in self._rows(
-                "identity, job, run, generation, answered_at", chunk, job, since, excluded
-            ):
-                stored = Stored(identity, Source(job_, generation, run), at)
-                if _better(stored, found.get(identity), excluded.job):
-                    found[identity] = stored
-        return found
-
-    def lines(
-        self, identities: Sequence[str], *, job: str | None, since: int, excluded: Source
-    ) -> dict[str, bytes]:
-        """The results line of each identity's answer, as `find` chooses it."""
-        chosen = self.find(identities, job=job, since=since, excluded=excluded)
-        lines: dict[str, bytes] = {}
-        for chunk in _chunks(sorted(chosen)):
-            for identity, job_, run, line in self._rows(
-                "identity, job, run, line", chunk, job, since, excluded
-            ):
-                source = chosen[identity].source
-                if (job_, run) == (source.job, source.run):
-                    lines[identity] = bytes(line)
-        return lines
-
-    def _rows(
-        self, columns: str, identities: Sequence[str], job: str | None, since: int, excluded: Source
-    ) -> list[tuple[Any, ...]]:
-        marks = ", ".join("%s" for _ in identities)
-        sql = (
-            f"SELECT {columns} FROM reconciler_answers WHERE owner = %s AND identity IN ({marks}) "
-            "AND answered_at >= %s AND NOT (job = %s AND generation = %s AND run = %s)"
-        )
-        params: list[object] = [
-            self._owner,
-            *identities,
-            since,
-            excluded.job,
-            excluded.generation,
-            excluded.run,
-        ]
-        if job is not None:
-            sql += " AND job = %s"
-            params.append(job)
-        return self._execute(sql, params)
-
-    # -- what runs sent
-
-    def remember_choice(self, sha256: str, custom_ids: Sequence[str], now: int) -> None:
-        self._execute(
-            "INSERT INTO reconciler_answer_choices (owner, sha256, custom_ids, chosen_at) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (owner, sha256) DO NOTHING",
-            (self._owner, sha256, json.dumps(list(custom_ids)), now),
-        )
-
-    def choice(self, sha256: str) -> list[str] | None:
-        rows = self._execute(
-            "SELECT custom_ids FROM reconciler_answer_choices WHERE owner = %s AND sha256 = %s",
-            (self._owner, sha256),
-        )
-        return [str(i) for i in json.loads(rows[0][0])] if rows else None
-
-    # -- the bound
-
-    def prune(self, older_than: int, max_bytes: int) -> None:
-        """Drops answers answered before `older_than`, then the oldest while over `max_bytes`."""
-        with self._transaction():
-            self._execute(
-                "DELETE FROM reconciler_answers WHERE owner = %s AND answered_at < %s",
-                (self._owner, older_than),
-            )
-            self._execute(
-                "DELETE FROM reconciler_answer_choices WHERE owner = %s AND chosen_at < %s",
-                (self._owner, older_than),
-            )
-            total = self._execute(
-                "SELECT COALESCE(SUM(size), 0) FROM reconciler_answers WHERE owner = %s", (self._owner,)
-            )
-            excess = int(total[0][0]) - max_bytes
-            if excess <= 0:
-                return
-            cut = 0
-            for at, size in self._execute(
-                "SELECT answered_at, SUM(size) FROM reconciler_answers WHERE owner = %s "
-                "GROUP BY answered_at ORDER BY answered_at",
-                (self._owner,),
-            ):
-                excess -= int(size)
-                cut = int(at) + 1
-                if excess <= 0:
-                    break
-            self._execute(
-                "DELETE FROM reconciler_answers WHERE owner = %s AND answered_at < %s", (self._owner, cut)
-            )
-
-    def total_bytes(self) -> int:
-        rows = self._execute(
-            "SELECT COALESCE(SUM(size), 0) FROM reconciler_answers WHERE owner = %s", (self._owner,)
-        )
-        return int(rows[0][0])
-
-
-def hash_key(purpose: str) -> int:
-    """A 63-bit advisory lock key of our own."""
-    return int.from_bytes(hashlib.sha256(f"reconciler:{purpose}".encode()).digest()[:8], "big") >> 1
-
-
-def _better(candidate: Stored, current: Stored | None, job: str) -> bool:
-    if current is None:
-        return True
-    return (candidate.source.job == job, candidate.answered_at) > (
-        current.source.job == job,
-        current.answered_at,
-    )
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
-
-
-@contextlib.contextmanager
-def open_store(state_path: Path, state_url: str | None, owner: str) -> Iterator[AnswerStore]:
-    """The answer store beside a state file, or in the state's database."""
-    if state_url is None:
-        try:
-            store = AnswerStore.in_folder(state_path.parent, owner)
-        except (sqlite3.Error, OSError) as error:
-            raise StateError(
-                f"{state_path.parent / STORE_FILE}: cannot open the answer store: {error}"
-            ) from None
-    else:
-        store = AnswerStore.in_database(state_url, owner)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 # -- reading finished batches
 
 
 def read_finished(
-    store: AnswerStore,
+    store: Answers,
     live: Sequence[LiveBatch],
     readers: Mapping[str, BatchReader],
     jobs: Collection[str] | None,
@@ -439,11 +136,23 @@ def _download(reader: BatchReader, file_id: str, target: Path) -> None:
 
 
 @dataclass(frozen=True)
+class ReuseFolders:
+    """Where a pass keeps what reuse works with: `root` the work folder (the files of what runs
+    send), `inputs` the input cache's folder (each input's request identities), and `scratch`,
+    for a read-only pass (`plan`), where a new choice's file goes instead of the work folder."""
+
+    root: Path
+    inputs: Path
+    scratch: Path | None = None
+
+
+@dataclass(frozen=True)
 class _Choice:
     sent: list[str]  # custom_ids, in input order
     reused: int
     from_run: str | None
     since: int
+    from_several: bool = False  # the reused answers come from more than one run
 
     @property
     def sha256(self) -> str:
@@ -456,76 +165,101 @@ def with_reuse(
     live: Sequence[LiveBatch],
     choices: Mapping[str, RunChoice],
     readers: Mapping[str, BatchReader],
-    store: AnswerStore,
-    work_root: Path,
+    store: Answers,
+    work: ReuseFolders,
     now: int,
     *,
     no_reuse: bool = False,
 ) -> dict[str, DesiredJob]:
-    """The desired jobs with each reusing job's run choice applied: its input_path what is sent."""
-    jobs = {n: j for n, j in desired.items() if j.reuse_max_age is not None and not j.suspend}
-    if not jobs:
+    """The desired jobs with each reusing run's choice applied: its input_path what is sent.  A run
+    that recorded a choice keeps it whatever the spec's `reuse` now says (removed, added, another
+    max_age): only a run that starts now chooses."""
+    kept = {name: record for name, job in desired.items() if (record := kept_record(job, state, choices))}
+    fresh = {
+        n: j for n, j in desired.items() if j.reuse_max_age is not None and not j.suspend and n not in kept
+    }
+    if not kept and not fresh:
         return dict(desired)
-    longest = max(j.reuse_max_age or 0 for j in jobs.values())
-    names = None if any(j.reuse_scope == "owner" for j in jobs.values()) else set(jobs)
-    read_finished(store, live, readers, names, now - longest, now)
-    store.prune(now - longest - PRUNE_MARGIN, max_store_bytes())
+    oldest = min([now - (j.reuse_max_age or 0) for j in fresh.values()] + [r.since for r in kept.values()])
+    owner_wide = bool(kept) or any(j.reuse_scope == "owner" for j in fresh.values())
+    read_finished(store, live, readers, None if owner_wide else set(fresh), oldest, now)
+    store.prune(oldest - PRUNE_MARGIN, max_store_bytes())
     found = dict(desired)
-    for name, job in jobs.items():
-        choice = choices.get(name)
-        if choice is not None and choice.run is not None:
-            found[name] = _for_run(job, state, choice.run, store, work_root, now, no_reuse)
+    for name, record in kept.items():
+        found[name] = _applied(desired[name], _kept_choice(desired[name], record, store, work), work)
+    for name, job in fresh.items():
+        run = choices[name].run if name in choices else None
+        if run is not None and not no_reuse and not _started_without_reuse(job, state, run):
+            choice = _choose(job, run, store, work, now - (job.reuse_max_age or 0))
+            store.remember_choice(choice.sha256, choice.sent, now)
+            found[name] = _applied(job, choice, work)
     return found
 
 
-def _for_run(
-    job: DesiredJob, state: State, run: str, store: AnswerStore, work_root: Path, now: int, no_reuse: bool
-) -> DesiredJob:
+def kept_record(job: DesiredJob, state: State, choices: Mapping[str, RunChoice]) -> ReuseRecord | None:
+    """The choice the job's current run recorded when it started, if it recorded one."""
     recorded = state.jobs.get(job.name)
-    this_run = recorded is not None and recorded.run == run and recorded.generation == job.generation
-    kept = recorded.reuse if recorded is not None and this_run else None
-    if kept is not None and kept.run == run and kept.generation == job.generation:
-        return _applied(job, _kept_choice(job, kept, run, store, work_root), work_root)
-    if no_reuse or (this_run and recorded is not None and (recorded.batches or recorded.pending)):
-        return job  # a run started without reuse sends everything, as it began
-    choice = _choose(job, run, store, now - (job.reuse_max_age or 0))
-    store.remember_choice(choice.sha256, choice.sent, now)
-    return _applied(job, choice, work_root)
+    choice = choices.get(job.name)
+    if recorded is None or recorded.reuse is None or choice is None or choice.run is None:
+        return None
+    record, run = recorded.reuse, choice.run
+    if (recorded.run, recorded.generation) != (run, job.generation):
+        return None
+    return record if (record.run, record.generation) == (run, job.generation) else None
 
 
-def _choose(job: DesiredJob, run: str, store: AnswerStore, since: int) -> _Choice:
-    requests = [line_identity(job.endpoint, raw) for _, raw in _input_lines(job.input_path)]
+def _started_without_reuse(job: DesiredJob, state: State, run: str) -> bool:
+    """A run that began without reuse sends everything, as it began."""
+    recorded = state.jobs.get(job.name)
+    if recorded is None or (recorded.run, recorded.generation) != (run, job.generation):
+        return False
+    return bool(recorded.batches or recorded.pending)
+
+
+def _choose(job: DesiredJob, run: str, store: Answers, work: ReuseFolders, since: int) -> _Choice:
+    requests = request_identities(job, work.inputs)
     scope = job.name if job.reuse_scope == "job" else None
     excluded = Source(job.name, job.generation, run)
     found = store.find([identity for _, identity in requests], job=scope, since=since, excluded=excluded)
     sent = [custom_id for custom_id, identity in requests if identity not in found]
-    runs = Counter(found[identity].source.run for _, identity in requests if identity in found)
-    from_run = runs.most_common(1)[0][0] if runs else None
-    return _Choice(sent, len(requests) - len(sent), from_run, since)
+    runs = Counter(found[identity].source.run for _, identity in requests if identity in found).most_common()
+    from_run = runs[0][0] if runs else None
+    return _Choice(sent, len(requests) - len(sent), from_run, since, len(runs) > 1)
 
 
-def _kept_choice(
-    job: DesiredJob, kept: ReuseRecord, run: str, store: AnswerStore, work_root: Path
-) -> _Choice:
+def _kept_choice(job: DesiredJob, kept: ReuseRecord, store: Answers, work: ReuseFolders) -> _Choice:
     """The choice the run started with: from its file, the store, or made again the same way."""
-    path = _sent_file(work_root, job, kept.sent_sha256)
+    path = _sent_file(work.root, job, kept.sent_sha256)
     if path.exists():
         sent = [custom_id for custom_id, _ in _input_lines(str(path))]
     else:
         remembered = store.choice(kept.sent_sha256)
-        sent = remembered if remembered is not None else _choose(job, run, store, kept.since).sent
-    choice = _Choice(sent, kept.reused, kept.from_run, kept.since)
+        sent = remembered if remembered is not None else _choose(job, kept.run, store, work, kept.since).sent
+    choice = _Choice(sent, kept.reused, kept.from_run, kept.since, kept.from_several)
     if choice.sha256 != kept.sent_sha256:
         raise StateError(
-            f"{job.name}: which requests run {run} sent is no longer known here (the answer store "
+            f"{job.name}: which requests run {kept.run} sent is no longer known here (the answer store "
             f"changed); `reconcile --replace {job.name}` starts a new run"
         )
     return choice
 
 
-def _applied(job: DesiredJob, choice: _Choice, work_root: Path) -> DesiredJob:
-    path = _sent_file(work_root, job, choice.sha256)
+def request_identities(job: DesiredJob, inputs: Path) -> list[tuple[str, str]]:
+    """(custom_id, identity) of each request of the job's input, in input order: kept beside the
+    input cache by the input's digest, so an unchanged input is hashed once."""
+    kept = read_identities(inputs, job.input_sha256, job.endpoint) if job.input_sha256 else None
+    if kept is not None and len(kept) == job.requests:
+        return kept
+    identities = [line_identity(job.endpoint, raw) for _, raw in _input_lines(job.input_path)]
+    if job.input_sha256:
+        write_identities(inputs, job.input_sha256, job.endpoint, identities)
+    return identities
+
+
+def _applied(job: DesiredJob, choice: _Choice, work: ReuseFolders) -> DesiredJob:
+    path = _sent_file(work.root, job, choice.sha256)
     if not path.exists():
+        path = _sent_file(work.scratch, job, choice.sha256) if work.scratch else path
         wanted = set(choice.sent)
         with fileops.replacing(path) as out:
             for custom_id, raw in _input_lines(job.input_path):
@@ -538,7 +272,9 @@ def _applied(job: DesiredJob, choice: _Choice, work_root: Path) -> DesiredJob:
         parts = split_input(path, job.split, display=str(path), endpoint=job.endpoint)
     else:
         parts = (PartSpec(index=0, requests=count),)
-    reuse = Reuse(job.input_path, choice.reused, choice.from_run, choice.sha256, choice.since)
+    reuse = Reuse(
+        job.input_path, choice.reused, choice.from_run, choice.sha256, choice.since, choice.from_several
+    )
     return replace(job, input_path=str(path), parts=parts, input_bytes=path.stat().st_size, reuse=reuse)
 
 
@@ -556,10 +292,12 @@ def _input_lines(path: str) -> Iterator[tuple[str, bytes]]:
 def reused_lines(store: AnswerStore, job: DesiredJob, run: str | None) -> ReusedLines:
     """The lookup engine/results.py splices a reusing run's results with."""
     reuse = job.reuse
-    scope = job.name if job.reuse_scope == "job" else None
     excluded = Source(job.name, job.generation, run or "")
 
+    # The run chose what to reuse when it started; whatever the spec's `reuse` says now (scope
+    # narrowed, reuse removed), its answers are looked up owner-wide, this job's own first: the
+    # same answers as its choice found.
     def lookup(identities: Sequence[str]) -> Mapping[str, bytes]:
-        return store.lines(identities, job=scope, since=reuse.since if reuse else 0, excluded=excluded)
+        return store.lines(identities, job=None, since=reuse.since if reuse else 0, excluded=excluded)
 
     return lookup

@@ -109,6 +109,7 @@ class DesiredJob:
     reuse_max_age: int | None = None  # spec.reuse.max_age in seconds; None: reuse is off
     reuse_scope: str = "job"  # spec.reuse.scope: job | owner
     reuse: Reuse | None = None  # what this run reuses (engine/reuse.py): input_path is then what is sent
+    input_sha256: str = ""  # the spec's input's digest (the key of what is kept of it beside the state)
 
     def estimated_tokens(self, requests: int) -> int:
         """Input tokens for `requests` of this job's requests, in proportion to the whole input's
@@ -145,6 +146,7 @@ class Reuse:
     from_run: str | None  # the run most of the reused answers come from
     sent_sha256: str  # names the set of requests sent (their custom_ids)
     since: int  # unix seconds: the oldest answer it may reuse (its start less max_age)
+    from_several: bool = False  # the reused answers come from more than one run
 
 
 @dataclass(frozen=True)

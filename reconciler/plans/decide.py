@@ -360,7 +360,11 @@ def _change(
 ) -> Change:
     launched = sum(u.requests for u in creates)
     reuse, starts = desired.reuse, action in (Action.CREATE, Action.REPLACE)
-    reused = Reused(reuse.reused, desired.requests, reuse.from_run) if reuse and starts else None
+    reused = (
+        Reused(reuse.reused, desired.requests, reuse.from_run, reuse.from_several)
+        if reuse and starts
+        else None
+    )
     slot = desired.schedule
     upcoming = None
     if slot is not None and slot.next is not None:

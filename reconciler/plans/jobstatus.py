@@ -317,6 +317,12 @@ def job_progress(job: JobState, now: float) -> Progress:
     return Progress(figures.done, failed, figures.total, rate * 60, eta)
 
 
+def reused_note(reused: int) -> str:
+    """` +1,234 reused` after a run's request counts (status, output, the dashboard); empty when the
+    run reused nothing."""
+    return f" +{reused:,} reused" if reused else ""
+
+
 def parse_time(stamp: str | None) -> float | None:
     """`2026-11-22T03:00:00Z` → unix seconds; None when absent or unreadable."""
     if not stamp:

@@ -407,11 +407,12 @@ class Upcoming:
 @dataclass(frozen=True)
 class Reused:
     """A create that sends only part of its run: `requests` of `total` are answered by earlier
-    runs (spec.reuse), most of them by `from_run`."""
+    runs (spec.reuse): all by `from_run`, or most of them when `from_several`."""
 
     requests: int
     total: int
     from_run: str | None = None
+    from_several: bool = False
 
 
 @dataclass(frozen=True)

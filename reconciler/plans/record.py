@@ -213,6 +213,7 @@ def _reuse_record(job: DesiredJob, run: str | None) -> ReuseRecord | None:
         from_run=reuse.from_run,
         sent_sha256=reuse.sent_sha256,
         since=reuse.since,
+        from_several=reuse.from_several,
     )
 
 

@@ -299,7 +299,8 @@ def _size(requests: int, parts: int, reused: Reused | None = None) -> str:
     split = f"{parts} parts, " if parts > 1 else ""
     if reused is None or not reused.requests:
         return f"{split}{requests:,} requests"
-    source = f" from run {reused.from_run}" if reused.from_run else ""
+    most = "most " if reused.from_several else ""
+    source = f" {most}from run {reused.from_run}" if reused.from_run else ""
     return f"{split}{requests:,} of {reused.total:,} requests ({reused.requests:,} reused{source})"
 
 

@@ -199,7 +199,10 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 def migrate(conn: psycopg.Connection[tuple[object, ...]], where: str) -> None:
-    """Brings the tables to the latest version; a no-op when they are there already."""
+    """Brings the tables to the latest version; a no-op when they are there already, which only
+    reads (a role that may only read, e.g. a pull request's `plan`, gets past it)."""
+    if _schema_version(conn) == len(MIGRATIONS):
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MIGRATE_LOCK)
         conn.execute(
@@ -220,6 +223,15 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], where: str) -> None:
             "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version",
             (len(MIGRATIONS),),
         )
+
+
+def _schema_version(conn: psycopg.Connection[tuple[object, ...]]) -> int | None:
+    """The tables' version, read without writing; None when there are none yet."""
+    found = conn.execute("SELECT to_regclass('reconciler_schema') IS NOT NULL").fetchone()
+    if not (found and found[0]):
+        return None
+    row = conn.execute("SELECT version FROM reconciler_schema").fetchone()
+    return int(str(row[0])) if row else None
 
 
 NAMESPACE = 0x5245_4331  # 'REC1': the classid of every advisory lock of ours

@@ -242,6 +242,7 @@ class ReuseRecord(_Frozen):
     from_run: str | None = None  # the run most reused answers come from
     sent_sha256: str  # names the set of custom_ids sent
     since: int = 0  # unix seconds: the oldest answer it may reuse (its start less max_age)
+    from_several: bool = False  # the reused answers come from more than one run (`from_run` has most)
 
 
 class RunRecord(_Frozen):

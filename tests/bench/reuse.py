@@ -2,8 +2,9 @@
 with `spec.reuse`, run once in full, then with 1% of its requests changed: the requests sent,
 the bytes uploaded and the plan's wall time, against a full run (`--no-reuse`).
 
-The first plan after the full run also reads that run's answers into the store (its input and
-output files, once); the next plan finds them there: both are shown.  Vectors of 64 dimensions
+`reconcile --wait` read the full run's answers into the store; the first plan after the edit
+hashes the new input's requests (their identities, kept beside the input index by its digest),
+the next plans read them from there: both are shown.  A plan writes nothing else.  Vectors of 64 dimensions
 keep the sandbox's output small: what is measured is the reconciler's work, not the model's.
 """
 
@@ -75,7 +76,7 @@ def measure(ctx: Context) -> list[Row]:
         ),
         info(
             "13",
-            "plan wall time with reuse: reading the full run's answers once, then from the store",
+            "plan wall time with reuse: hashing the edited input once, then its identities kept",
             f"{seconds(cold.seconds)}, then {seconds(warm.seconds)}",
             f"client CPU {seconds(cold.cpu_seconds)} / {seconds(warm.cpu_seconds)}",
         ),

@@ -56,7 +56,9 @@ def command(
     state = load_state(ws)
     scope = Scope.of(targets, replace, no_reuse=no_reuse)
     with open_clients(ws.repo, ws.providers(state), paths) as apis:
-        plan = refresh_and_plan(ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope).plan
+        plan = refresh_and_plan(
+            ws, readers_of(apis), state, allow_empty=allow_empty, scope=scope, read_only=True
+        ).plan
     if as_json or output_format == "json":
         click.echo(
             render.plan_json(

@@ -8,7 +8,8 @@ Each input's requests by custom_id are fingerprinted, so a plan can say which re
 changed.  The index is written beside the input cache (`<state dir>/inputs/<sha256>.idx`)
 whenever an input is read in full, one line per request: the custom_id as JSON, a space, a
 64-bit fingerprint of the line.  An input no longer on disk is compared through its index;
-only the latest few are kept.
+only the latest few are kept.  Beside it, for jobs with spec.reuse, each request's identity
+(`<sha256>.ids`), so an unchanged input is not hashed again to choose what a run reuses.
 """
 
 from __future__ import annotations
@@ -104,8 +105,33 @@ def compare(old: dict[str, str], new: dict[str, str]) -> dict[str, object]:
     return summary
 
 
-def _prune(folder: Path) -> None:
-    indexes = sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+IDENTITIES = ".ids"
+
+
+def write_identities(folder: Path, sha256: str, endpoint: str, identities: list[tuple[str, str]]) -> None:
+    """Best effort, like an index: each request's identity (spec.reuse), in input order, after a
+    first line naming the endpoint they were taken for.  An identity cannot be cheaper to compute
+    (the body's canonical JSON, hashed), so an input is hashed once per content, not per plan."""
+    text = json.dumps(endpoint) + "\n" + "".join(f"{json.dumps(c)} {i}\n" for c, i in identities)
+    with contextlib.suppress(OSError, WriteError):
+        fileops.write_bytes(folder / f"{sha256}{IDENTITIES}", text.encode())
+        _prune(folder, IDENTITIES)
+
+
+def read_identities(folder: Path, sha256: str, endpoint: str) -> list[tuple[str, str]] | None:
+    """(custom_id, identity) of each request, as `write_identities` kept them; None when not kept
+    (or kept for another endpoint, or damaged)."""
+    try:
+        head, *lines = (folder / f"{sha256}{IDENTITIES}").read_text(encoding="utf-8").splitlines()
+        if json.loads(head) != endpoint:
+            return None
+        return [(str(json.loads(key)), value) for key, _, value in (line.rpartition(" ") for line in lines)]
+    except (OSError, ValueError):
+        return None
+
+
+def _prune(folder: Path, suffix: str = SUFFIX) -> None:
+    indexes = sorted(folder.glob(f"*{suffix}"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for stale in indexes[KEPT:]:
         with contextlib.suppress(OSError):
             stale.unlink()
