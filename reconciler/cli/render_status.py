@@ -32,7 +32,7 @@ from reconciler.engine.converge import observe_and_record, readers_of, utc_now
 from reconciler.engine.observe import observe
 from reconciler.engine.results import recorded_location, results_problem
 from reconciler.engine.workspace import SEE_STATUS, behind, load_state, read_recorded
-from reconciler.plans.admission import congestion_share
+from reconciler.plans.admission import as_booked, congestion_share
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_time, reused_note
 from reconciler.plans.record import record
@@ -109,7 +109,7 @@ def _observed(paths: RepoPaths, loaded: Loaded, owner_flag: str | None, reading:
         desired = at_time(ws.desired, clock.now())
         live = observe(readers_of(apis), ws.owner_tag, desired, state)
     newer = behind(ws, state, desired)  # shown as the newer checkout left them
-    observed = record(desired, state, live, now=utc_now(), observed_only=newer)
+    observed = as_booked(record(desired, state, live, now=utc_now(), observed_only=newer), state)
     # A job the live list shows nothing of is shown as the state has it: not created yet.
     return observed.with_jobs(
         {name: job for name, job in observed.jobs.items() if name in state.jobs or job.batches or job.pending}

@@ -469,6 +469,21 @@ def with_queue(state: State, plan: Plan, live: Iterable[LiveBatch]) -> State:
     return state.with_jobs(jobs).model_copy(update={"queue": book})
 
 
+def as_booked(observed: State, recorded: State) -> State:
+    """`observed` (a read that plans nothing: live `status`, an observe-only pass) with each job
+    the book holds a place for, recorded `queued`, still `queued` while the live list shows no
+    batch of it the state has not recorded (one admitted since speaks for itself): from its
+    batches alone it would read as not started, or finished with parts still to send."""
+    jobs = dict(observed.jobs)
+    for name in recorded.queue.places:
+        before, now = recorded.jobs.get(name), observed.jobs.get(name)
+        if before is None or now is None or before.status != "queued" or now.status not in QUEUED_FROM:
+            continue
+        if {b.batch_id for b in now.batches} <= {b.batch_id for b in before.batches}:
+            jobs[name] = now.model_copy(update={"status": "queued"})
+    return observed.with_jobs(jobs)
+
+
 # A job with parts held back is `queued` while nothing of it runs: its status would otherwise
 # say it had not started, or had finished with parts still to send.
 QUEUED_FROM = frozenset(
