@@ -290,9 +290,15 @@ def test_a_refusal_despite_our_count_lowers_the_usable_limit_instead_of_retrying
     assert learning["floor"] == 0.5 and learning["lowered_at"] is not None
     # Halved once, for the one round that went past it: every later round fitted what was left.
     assert len(refused(sandbox)) == 3 and len(batches(sandbox)) == 15
-    assert (
-        "50% of it in use after a refusal despite our count" in run_cli("status", *sandbox_repo.args()).stdout
-    )
+    shown = run_cli("status", *sandbox_repo.args()).stdout
+    # The declared limit is the one admission uses, whatever a refusal named: the line says so.
+    line = next(line for line in shown.splitlines() if line.startswith("Queue limit "))
+    assert re.fullmatch(
+        rf"Queue limit {PROVIDER} {MODEL}: {declared / 1000:.1f}k enqueued tokens \(declared limit; "
+        rf"a refusal named {fits_three / 1000:.1f}k enqueued tokens, learnt \S+, which it overrides\); "
+        "50% of it in use after a refusal despite our count",
+        line,
+    ), line
 
 
 def test_the_sandbox_refuses_a_batch_past_its_model_queue_with_openais_error_body(sandbox: Sandbox) -> None:

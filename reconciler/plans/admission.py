@@ -135,10 +135,9 @@ def _fits(limit: QueueLimit, load: Load, tokens: int, requests: int) -> bool:
 def usable_limit(
     model: Model, desired: Mapping[str, DesiredJob], book: QueueBook, now: float, *, lowered: bool = True
 ) -> tuple[QueueLimit | None, bool]:
-    """(the limit admission uses for a model now, whether it was learnt); None: no limit known."""
-    declared = next(
-        (j.queue_limit for j in desired.values() if (j.provider, j.model) == model and j.queue_limit), None
-    )
+    """(the limit admission uses for a model now, whether it was learnt); None: no limit known.
+    A declared limit wins over a learnt one."""
+    declared = declared_limit(model, desired)
     learning = book.learnt.get(model[0], {}).get(model[1])
     limit = declared
     if limit is None and learning is not None and (learning.tokens or learning.requests):
@@ -149,6 +148,13 @@ def usable_limit(
     return (
         QueueLimit(_share(limit.tokens, share), _share(limit.requests, share)),
         declared is None,
+    )
+
+
+def declared_limit(model: Model, desired: Mapping[str, DesiredJob]) -> QueueLimit | None:
+    """The limit the Provider declares for the model (or its `"*"`), as its jobs carry it."""
+    return next(
+        (j.queue_limit for j in desired.values() if (j.provider, j.model) == model and j.queue_limit), None
     )
 
 
