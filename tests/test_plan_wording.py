@@ -14,7 +14,7 @@ import pytest
 
 from reconciler.cli.render import summary_line
 from reconciler.common.usage import usd, usd_each
-from reconciler.plans.changes import Action, Change, CostEstimate, Plan
+from reconciler.plans.changes import Action, Change, CostEstimate, Plan, QueueLimit
 from reconciler.plans.reasons import (
     Adopt,
     BudgetPassed,
@@ -55,7 +55,15 @@ from reconciler.plans.reasons import (
     Suspended,
     Upcoming,
 )
-from reconciler.plans.wording import budget_warning, cost_text, over_budget_words, upcoming_words, words
+from reconciler.plans.wording import (
+    budget_warning,
+    cost_text,
+    over_budget_words,
+    queue_limit_words,
+    upcoming_words,
+    words,
+)
+from reconciler.state.model import QueueLearning
 
 SHA_A, SHA_B = "a" * 40, "b" * 40
 FIELDS = SpecDiff(fields=(FieldChange("model", "gpt-4o-mini", "gpt-4o"),))
@@ -318,3 +326,15 @@ def test_different_amounts_shown_together_never_read_the_same() -> None:
     assert usd_each(0.000198, 0.0002, 0.00016) == ("$0.000198", "$0.0002", "$0.00016")
     assert usd_each(1.004, 1.0) == ("$1.004", "$1.00")
     assert usd_each(0.1 + 0.2, 0.3) == ("$0.30", "$0.30")  # a float's rounding is not a difference
+
+
+def test_a_declared_queue_limit_is_named_over_the_one_a_refusal_taught() -> None:
+    learning = QueueLearning(tokens=1_700, learnt_at="2026-05-01T10:00:00+02:00", floor=0.5, lowered_at=1.0)
+    assert queue_limit_words("openai", "gpt-4o-mini", learning, 0.5, QueueLimit(tokens=5_000)) == (
+        "openai gpt-4o-mini: 5.0k enqueued tokens (declared limit; a refusal named 1.7k enqueued "
+        "tokens, learnt 2026-05-01T10:00:00+02:00, which it overrides); 50% of it in use after a "
+        "refusal despite our count"
+    )
+    assert queue_limit_words("openai", "gpt-4o-mini", learning, 1.0) == (
+        "openai gpt-4o-mini: 1.7k enqueued tokens (learnt 2026-05-01T10:00:00+02:00)"
+    )

@@ -5,6 +5,7 @@ knob) with OpenAI's error body, and the official SDK reads what it made."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -95,6 +96,31 @@ def test_twelve_jobs_over_a_declared_limit_wait_their_turn_and_all_complete(
     assert set(statuses(sandbox_repo).values()) == {"completed"}
     assert len(batches(sandbox)) == 12 and refused(sandbox) == []
     assert {n: statuses(sandbox_repo)[n] for n in names} == dict.fromkeys(names, "completed")
+
+
+def test_a_queued_job_reads_queued_and_in_sync_in_live_status_as_offline(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    """Live status observes the list over the state: a job with no batch yet is not `none`
+    (not created) when the queue book holds its place."""
+    limit = 3 * REQUEST_TOKENS + REQUEST_TOKENS // 2  # one job of three requests at a time
+    sandbox.configure(limits={MODEL: {"enqueued_tokens": limit}}, requests_per_second=1)
+    queue_provider(sandbox_repo, sandbox, {MODEL: {"enqueued_tokens": limit}})
+    queue_jobs(sandbox_repo, 2)
+    assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
+    assert [b.metadata["reconciler_job"] for b in batches(sandbox)] == ["job-00"]
+    for reading in ("--offline", "--refresh"):
+        shown = run_cli("status", reading, *sandbox_repo.args())
+        assert shown.exit_code == 0, shown.stderr
+        row = next(line for line in shown.stdout.splitlines() if line.startswith("job-01 "))
+        assert _cells(row)[:2] == ["queued", "in sync"], (reading, shown.stdout)
+    live = json.loads(run_cli("status", "--json", *sandbox_repo.args()).stdout)
+    assert live["jobs"]["job-01"]["status"] == "queued"
+
+
+def _cells(row: str) -> list[str]:
+    """A status table row's cells after the job's name (columns are two or more spaces apart)."""
+    return re.split(r"\s{2,}", row.strip())[1:]
 
 
 @pytest.mark.slow
@@ -202,6 +228,7 @@ def test_the_daemon_admits_the_next_queued_job_when_a_batch_of_its_model_finishe
     ended = sdk_batch(sandbox, first.id)
     assert ended.status == "completed" and ended.completed_at <= second.created_at
     assert refused(sandbox) == []
+    assert len(batches(sandbox)) == 2  # one batch per job: no unit sent twice
 
 
 def sdk_batch(sandbox: Sandbox, batch_id: str) -> Any:
@@ -263,9 +290,15 @@ def test_a_refusal_despite_our_count_lowers_the_usable_limit_instead_of_retrying
     assert learning["floor"] == 0.5 and learning["lowered_at"] is not None
     # Halved once, for the one round that went past it: every later round fitted what was left.
     assert len(refused(sandbox)) == 3 and len(batches(sandbox)) == 15
-    assert (
-        "50% of it in use after a refusal despite our count" in run_cli("status", *sandbox_repo.args()).stdout
-    )
+    shown = run_cli("status", *sandbox_repo.args()).stdout
+    # The declared limit is the one admission uses, whatever a refusal named: the line says so.
+    line = next(line for line in shown.splitlines() if line.startswith("Queue limit "))
+    assert re.fullmatch(
+        rf"Queue limit {PROVIDER} {MODEL}: {declared / 1000:.1f}k enqueued tokens \(declared limit; "
+        rf"a refusal named {fits_three / 1000:.1f}k enqueued tokens, learnt \S+, which it overrides\); "
+        "50% of it in use after a refusal despite our count",
+        line,
+    ), line
 
 
 def test_the_sandbox_refuses_a_batch_past_its_model_queue_with_openais_error_body(sandbox: Sandbox) -> None:

@@ -32,11 +32,11 @@ from reconciler.engine.converge import observe_and_record, readers_of, utc_now
 from reconciler.engine.observe import observe
 from reconciler.engine.results import recorded_location, results_problem
 from reconciler.engine.workspace import SEE_STATUS, behind, load_state, read_recorded
-from reconciler.plans.admission import congestion_share
+from reconciler.plans.admission import as_booked, congestion_share, declared_limit
 from reconciler.plans.changes import DesiredJob
 from reconciler.plans.jobstatus import duration, job_progress, job_sync, parse_time, reused_note
 from reconciler.plans.record import record
-from reconciler.plans.wording import learnt_limit_words, queue_place_words
+from reconciler.plans.wording import queue_limit_words, queue_place_words
 from reconciler.specs import identity
 from reconciler.specs.fields import closest
 from reconciler.specs.repo import RepoPaths
@@ -109,7 +109,7 @@ def _observed(paths: RepoPaths, loaded: Loaded, owner_flag: str | None, reading:
         desired = at_time(ws.desired, clock.now())
         live = observe(readers_of(apis), ws.owner_tag, desired, state)
     newer = behind(ws, state, desired)  # shown as the newer checkout left them
-    observed = record(desired, state, live, now=utc_now(), observed_only=newer)
+    observed = as_booked(record(desired, state, live, now=utc_now(), observed_only=newer), state)
     # A job the live list shows nothing of is shown as the state has it: not created yet.
     return observed.with_jobs(
         {name: job for name, job in observed.jobs.items() if name in state.jobs or job.batches or job.pending}
@@ -226,7 +226,7 @@ def status_table(view: StatusView, *, colour: bool, now: float | None = None) ->
     lines += invalid_lines(view)
     if not view.state.jobs:
         lines += ["", "No jobs in the state yet: run `reconciler plan`, then `reconciler apply`."]
-    return "\n".join(lines + usage_lines(view.state) + learnt_lines(view.state, now))
+    return "\n".join(lines + usage_lines(view.state) + queue_limit_lines(view.state, view.desired, now))
 
 
 def _row(view: StatusView, name: str, now: float) -> tuple[str, ...]:
@@ -259,10 +259,18 @@ def queue_lines(state: State, name: str, now: float) -> list[str]:
     return [f"queued: {queue_place_words(place, now)}"]
 
 
-def learnt_lines(state: State, now: float) -> list[str]:
-    """The queue limits refusals taught, per provider and model (`reconciler state forget-limit`)."""
+def queue_limit_lines(state: State, desired: Mapping[str, DesiredJob] | None, now: float) -> list[str]:
+    """The queue limits refusals taught (`reconciler state forget-limit`), per provider and model;
+    where the Provider declares one, that one, which admission uses."""
     return [
-        "Queue limit " + learnt_limit_words(provider, model, learning, congestion_share(learning, now))
+        "Queue limit "
+        + queue_limit_words(
+            provider,
+            model,
+            learning,
+            congestion_share(learning, now),
+            declared_limit((provider, model), desired or {}),
+        )
         for provider, models in sorted(state.queue.learnt.items())
         for model, learning in sorted(models.items())
     ]

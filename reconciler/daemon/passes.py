@@ -364,6 +364,7 @@ class Leader:
                 names |= _owed_work(state, ws)
                 newest_read = True
             names.discard("")
+            names |= _queued_behind(state, ws, names)
             if not names:  # looked, and found nothing new: a pass all the same
                 return PassResult(state, state, whole=False, settle_in=backend.settle())
             found = plan_jobs(ws, readers, state, view.of_jobs(names), names, view.all())
@@ -392,6 +393,19 @@ def _owed_work(state: State, ws: Workspace) -> set[str]:
     failed start's restart, a schedule's slot."""
     owed = {name for name, job in state.jobs.items() if job.status in OWN_WORK}
     return owed | {name for name, job in ws.desired.items() if job.schedule is not None}
+
+
+def _queued_behind(state: State, ws: Workspace, names: Collection[str]) -> set[str]:
+    """The queued jobs a pass over `names` plans too: those waiting in the queue of a model one of
+    `names` uses, whose batch may have finished (room made) or moved on (their estimated starts
+    told again).  A model's queue is admitted into as a whole: a queued job left out would be
+    overtaken by one planned behind it."""
+    models = {(job.provider, job.model) for n in names if (job := ws.desired.get(n)) is not None}
+    return {
+        name
+        for name, place in state.queue.places.items()
+        if name in ws.desired and (place.provider, place.model) in models
+    }
 
 
 def _providers(found: Refreshed) -> set[str]:

@@ -43,7 +43,7 @@ from reconciler.engine.retries import PartRetry, find_retries
 from reconciler.engine.reuse import ReuseFolders, with_reuse
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
-from reconciler.plans.admission import admit, with_admitted, with_queue
+from reconciler.plans.admission import admit, as_booked, with_admitted, with_queue
 from reconciler.plans.changes import DesiredJob, Plan, PlanContext
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
@@ -258,7 +258,8 @@ def observe_and_record(
         desired = at_time(ws.desired, clock.now())
         live = observe(readers, ws.owner_tag, desired, state)
         newer = behind(ws, state, desired)  # a generation a newer checkout applied stays recorded
-        return backend.write(record(desired, state, live, now=utc_now(), observed_only=newer))
+        observed = record(desired, state, live, now=utc_now(), observed_only=newer)
+        return backend.write(as_booked(observed, state))
 
 
 def plan_jobs(

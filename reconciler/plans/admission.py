@@ -135,10 +135,9 @@ def _fits(limit: QueueLimit, load: Load, tokens: int, requests: int) -> bool:
 def usable_limit(
     model: Model, desired: Mapping[str, DesiredJob], book: QueueBook, now: float, *, lowered: bool = True
 ) -> tuple[QueueLimit | None, bool]:
-    """(the limit admission uses for a model now, whether it was learnt); None: no limit known."""
-    declared = next(
-        (j.queue_limit for j in desired.values() if (j.provider, j.model) == model and j.queue_limit), None
-    )
+    """(the limit admission uses for a model now, whether it was learnt); None: no limit known.
+    A declared limit wins over a learnt one."""
+    declared = declared_limit(model, desired)
     learning = book.learnt.get(model[0], {}).get(model[1])
     limit = declared
     if limit is None and learning is not None and (learning.tokens or learning.requests):
@@ -149,6 +148,13 @@ def usable_limit(
     return (
         QueueLimit(_share(limit.tokens, share), _share(limit.requests, share)),
         declared is None,
+    )
+
+
+def declared_limit(model: Model, desired: Mapping[str, DesiredJob]) -> QueueLimit | None:
+    """The limit the Provider declares for the model (or its `"*"`), as its jobs carry it."""
+    return next(
+        (j.queue_limit for j in desired.values() if (j.provider, j.model) == model and j.queue_limit), None
     )
 
 
@@ -467,6 +473,21 @@ def with_queue(state: State, plan: Plan, live: Iterable[LiveBatch]) -> State:
         if job is not None and job.status in QUEUED_FROM:
             jobs[name] = job.model_copy(update={"status": "queued"})
     return state.with_jobs(jobs).model_copy(update={"queue": book})
+
+
+def as_booked(observed: State, recorded: State) -> State:
+    """`observed` (a read that plans nothing: live `status`, an observe-only pass) with each job
+    the book holds a place for, recorded `queued`, still `queued` while the live list shows no
+    batch of it the state has not recorded (one admitted since speaks for itself): from its
+    batches alone it would read as not started, or finished with parts still to send."""
+    jobs = dict(observed.jobs)
+    for name in recorded.queue.places:
+        before, now = recorded.jobs.get(name), observed.jobs.get(name)
+        if before is None or now is None or before.status != "queued" or now.status not in QUEUED_FROM:
+            continue
+        if {b.batch_id for b in now.batches} <= {b.batch_id for b in before.batches}:
+            jobs[name] = now.model_copy(update={"status": "queued"})
+    return observed.with_jobs(jobs)
 
 
 # A job with parts held back is `queued` while nothing of it runs: its status would otherwise

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.common.usage import short_count, usd, usd_each
-from reconciler.plans.changes import Action, Change, CostEstimate
+from reconciler.plans.changes import Action, Change, CostEstimate, QueueLimit
 from reconciler.plans.reasons import (
     IN_SYNC_CODES,
     Adopt,
@@ -236,16 +236,27 @@ def queue_place_words(place: QueuePlace, now: float) -> str:
     return f"{where} ({parts}~{size} tokens), {ahead} tokens ahead, {start}"
 
 
-def learnt_limit_words(provider: str, model: str, learning: QueueLearning, share: float) -> str:
-    """`openai gpt-4o-mini: 2.0M enqueued tokens, learnt 2026-…; 50% in use after a refusal`."""
-    sizes = [
-        f"{short_count(n)} enqueued {what}"
-        for n, what in ((learning.tokens, "tokens"), (learning.requests, "requests"))
-        if n
-    ]
-    learnt = f"{', '.join(sizes)} (learnt {learning.learnt_at or '-'})" if sizes else "declared limit"
+def queue_limit_words(
+    provider: str, model: str, learning: QueueLearning, share: float, declared: QueueLimit | None = None
+) -> str:
+    """`openai gpt-4o-mini: 2.0M enqueued tokens (learnt 2026-…); 50% of it in use after a
+    refusal …`.  A declared limit always wins over a learnt one: it is the one named, and a
+    size a refusal named beside it is said to be overridden."""
+    learnt = _limit_sizes(learning.tokens, learning.requests)
+    when = f"learnt {learning.learnt_at or '-'}"
+    if declared is not None:
+        named = f"; a refusal named {learnt}, {when}, which it overrides" if learnt else ""
+        limit = f"{_limit_sizes(declared.tokens, declared.requests)} (declared limit{named})"
+    else:
+        limit = f"{learnt} ({when})" if learnt else "no size known"
     lowered = f"; {share:.0%} of it in use after a refusal despite our count" if share < 1 else ""
-    return f"{provider} {model}: {learnt}{lowered}"
+    return f"{provider} {model}: {limit}{lowered}"
+
+
+def _limit_sizes(tokens: int | None, requests: int | None) -> str:
+    return ", ".join(
+        f"{short_count(n)} enqueued {what}" for n, what in ((tokens, "tokens"), (requests, "requests")) if n
+    )
 
 
 def ordinal(number: int) -> str:
