@@ -116,6 +116,18 @@ def allow_over_budget_option(func: F) -> F:
     )(func)
 
 
+def parallelism_option(default: int) -> Callable[[F], F]:
+    """`--parallelism` of the commands that create and cancel (apply, reconcile).  The default is
+    passed in so that this module does not load the API's writer for every command."""
+    return click.option(
+        "--parallelism",
+        default=default,
+        show_default=True,
+        type=click.IntRange(1, 256),
+        help="At most this many requests at once: one per batch to create or cancel, up to this.",
+    )
+
+
 def complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """The shell's completion of a JOB: the jobs of the specs (as named, nothing checked) and
     of the state file.  No network, no lock, no input read: it answers while a pass runs."""

@@ -255,10 +255,10 @@ def save_plan(
     replace: frozenset[str] = frozenset(),
     stamp: str | None = None,
 ) -> None:
-    document = plan_document(
+    text = plan_json(
         plan, owner_tag=owner_tag, lineage=lineage, targets=targets, replace=replace, stamp=stamp
     )
-    fileops.write_bytes(Path(path), (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+    fileops.write_bytes(Path(path), (text + "\n").encode())
 
 
 def load_plan(path: str) -> dict[str, Any]:

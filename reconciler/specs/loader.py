@@ -412,18 +412,14 @@ def _checked(documents: list[Document], problems: list[Problem], paths: RepoPath
                 problems.append(document.problem(("metadata", "name"), _RESERVED_SANDBOX))
             loaded = LoadedProvider(document.model, document.source, document.line)
             providers.setdefault(loaded.name, loaded)
+    checked, trouble = _checked_jobs(documents, providers, paths)
+    problems += trouble
     jobs: dict[str, LoadedJob] = {}
+    for _, job in checked:
+        jobs.setdefault(job.name, job)
     notifications: dict[str, LoadedNotification] = {}
-    checked: list[tuple[Document, LoadedJob]] = []
-    roots, names = RealRoots.of(paths), sorted(providers)
     for document in documents:
-        if isinstance(document.model, BatchJob):
-            job, trouble = _check_job(document, document.model, names, paths, roots)
-            problems += trouble
-            if job is not None:
-                jobs.setdefault(job.name, job)
-                checked.append((document, job))
-        elif isinstance(document.model, Notification):
+        if isinstance(document.model, Notification):
             told = LoadedNotification(document.model, document.source, document.line)
             notifications.setdefault(told.name, told)
     if not problems:  # a job whose document is broken would make its selectors look wrong
@@ -538,15 +534,28 @@ def read_spec_file(
     its documents, its jobs checked (provider, input, results), and the problems.  What only the
     other files can tell (a name used twice, results that clash) is the caller's to check."""
     documents, problems = read_documents(path, display(path, paths)) if path.exists() else ([], [])
+    checked, trouble = _checked_jobs(documents, providers, paths)
     jobs: dict[str, LoadedJob] = {}
+    for _, job in checked:
+        jobs.setdefault(job.name, job)
+    return documents, jobs, problems + trouble
+
+
+def _checked_jobs(
+    documents: list[Document], providers: Collection[str], paths: RepoPaths
+) -> tuple[list[tuple[Document, LoadedJob]], list[Problem]]:
+    """Each BatchJob document checked against the providers, its input and its results: the
+    jobs that pass with their documents, in order, and the problems of those that do not."""
+    checked: list[tuple[Document, LoadedJob]] = []
+    problems: list[Problem] = []
     roots, names = RealRoots.of(paths), sorted(providers)
     for document in documents:
         if isinstance(document.model, BatchJob):
             job, trouble = _check_job(document, document.model, names, paths, roots)
             problems += trouble
             if job is not None:
-                jobs.setdefault(job.name, job)
-    return documents, jobs, problems
+                checked.append((document, job))
+    return checked, problems
 
 
 def _missing_folder(specs: Path, shown: str) -> Problem | None:

@@ -8,7 +8,12 @@ from collections.abc import Callable
 import click
 
 from reconciler.cli import render
-from reconciler.cli.options import allow_over_budget_option, planning_options, repo_options
+from reconciler.cli.options import (
+    allow_over_budget_option,
+    parallelism_option,
+    planning_options,
+    repo_options,
+)
 from reconciler.cli.render import load_plan, report_outcome
 from reconciler.common.errors import PlanRefusedError, UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
@@ -28,13 +33,7 @@ from reconciler.specs.repo import RepoPaths
 @allow_over_budget_option
 @click.argument("planfile", required=False)
 @click.option("--auto-approve", is_flag=True, help="Do not ask before applying.")
-@click.option(
-    "--parallelism",
-    default=DEFAULT_PARALLELISM,
-    show_default=True,
-    type=click.IntRange(1, 256),
-    help="At most this many requests at once: one per batch to create or cancel, up to this.",
-)
+@parallelism_option(DEFAULT_PARALLELISM)
 def command(
     paths: RepoPaths,
     owner: str | None,

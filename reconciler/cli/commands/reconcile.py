@@ -10,7 +10,13 @@ import click
 
 from reconciler.api.client import ProviderApi
 from reconciler.cli import render
-from reconciler.cli.options import Seconds, allow_over_budget_option, planning_options, repo_options
+from reconciler.cli.options import (
+    Seconds,
+    allow_over_budget_option,
+    parallelism_option,
+    planning_options,
+    repo_options,
+)
 from reconciler.cli.render import WaitProgress, report_outcome
 from reconciler.common.errors import UserError
 from reconciler.engine.apply.effects import DEFAULT_PARALLELISM
@@ -50,13 +56,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str | Non
     help="Seconds the whole command may take (with --wait, the waiting included).  "
     "[default: the longest completion_window of the jobs plus 1h: 25h]",
 )
-@click.option(
-    "--parallelism",
-    default=DEFAULT_PARALLELISM,
-    show_default=True,
-    type=click.IntRange(1, 256),
-    help="At most this many requests at once: one per batch to create or cancel, up to this.",
-)
+@parallelism_option(DEFAULT_PARALLELISM)
 @click.option("--watch", is_flag=True, help="Keep running: converge on every file change, poll live status.")
 @click.option(
     "--interval",
