@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import sys
 import zlib
 from pathlib import Path
@@ -159,3 +160,44 @@ def test_a_journal_line_written_before_intents_had_a_state_reads_as_todays(tmp_p
 
     (intent,) = read_state(path).jobs["job-007"].pending
     assert intent.state is IntentState.UPLOADED and intent.input_file_id == "file-1"
+
+
+def test_the_daemons_journal_is_not_folded_while_writes_keep_coming(tmp_path: Path) -> None:
+    """Folding rewrites every job: the daemon waits for its writes to pause (the wait starts
+    again with each write), so a change after another is never followed by a whole rewrite."""
+    path = tmp_path / "state.json"
+    _seed(path, 20_000)  # a file large enough that folding waits a while
+    inode = path.stat().st_ino
+    backend = FileBackend(path, "tag", keep_journal=True)
+    with backend.writer_lock("test"):
+        written = backend.write(_changed(backend.read(), "job-001", "failed"))
+        first_due = backend.settle()
+    assert first_due is not None
+    time.sleep(first_due / 2)
+    with backend.writer_lock("test"):
+        backend.write(_changed(written, "job-002", "failed"))
+        second_due = backend.settle()
+    assert second_due is not None and second_due > first_due * 0.75  # counted from the latest write
+    assert path.stat().st_ino == inode and len(_entries(path)) == 2
+
+
+def test_a_daemons_journal_that_never_pauses_is_folded_once_it_holds_a_quarter_of_the_file(
+    tmp_path: Path,
+) -> None:
+    """Writes that never pause are folded in by size: what is rewritten is bounded by what was
+    appended, not by how long the daemon has run."""
+    path = tmp_path / "state.json"
+    _seed(path, 20)
+    backend = FileBackend(path, "tag", keep_journal=True)
+    big = "x" * 100_000  # a record of ~100 KB: eleven writes pass the 1 MiB floor
+    rewritten = 0
+    with backend.writer_lock("test"):
+        state = backend.read()
+        for write in range(40):
+            job = state.jobs["job-001"].model_copy(update={"status": "failed", "generation": f"{big}{write}"})
+            state = backend.write(state.with_jobs({**state.jobs, "job-001": job}))
+            inode = path.stat().st_ino
+            backend.settle()
+            rewritten += path.stat().st_ino != inode
+    assert rewritten == 3  # after 11, 22 and 33 writes: 1.1 MB appended for each fold
+    assert read_state(path) == state

@@ -179,6 +179,10 @@ class LiveView:
     batches: dict[str, LiveBatch] = field(default_factory=dict)  # by id
     newest: dict[str, set[str]] = field(default_factory=dict)  # provider → ids seen at its list's top
     _by_job: dict[str, dict[str, LiveBatch]] = field(default_factory=dict)
+    # The batches not finished, or failed (a queue's refusal is a failure): what a poll reads again
+    # and what admission counts the queues from.  Kept as `take` and `drop` go, so a pass over a
+    # few jobs does not walk every batch held (most of an added spec's CPU at 10,000 jobs).
+    _open: dict[str, LiveBatch] = field(default_factory=dict)
 
     @classmethod
     def listed(
@@ -203,7 +207,12 @@ class LiveView:
         return [batch for name in names for batch in self._by_job.get(name, {}).values()]
 
     def active(self) -> list[LiveBatch]:
-        return [batch for batch in self.batches.values() if not batch.terminal]
+        return [batch for batch in self._open.values() if not batch.terminal]
+
+    def for_queues(self) -> list[LiveBatch]:
+        """The batches admission reads (plans/admission.py): unfinished ones hold a queue's room,
+        and only a failed one can carry a refusal; a finished batch tells it nothing."""
+        return list(self._open.values())
 
     def take(self, batches: Iterable[LiveBatch]) -> set[str]:
         """Records these as they are now; the jobs whose batches are new or changed."""
@@ -215,11 +224,16 @@ class LiveView:
             job = batch.batch.job or ""
             self.batches[batch.id] = batch
             self._by_job.setdefault(job, {})[batch.id] = batch
+            if not batch.terminal or batch.batch.status == "failed":
+                self._open[batch.id] = batch
+            else:
+                self._open.pop(batch.id, None)
             changed.add(job)
         return changed
 
     def drop(self, batch_id: str) -> set[str]:
         gone = self.batches.pop(batch_id, None)
+        self._open.pop(batch_id, None)
         if gone is None:
             return set()
         job = gone.batch.job or ""
