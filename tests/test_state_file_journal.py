@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import sys
+import time
 import zlib
 from pathlib import Path
 
 from reconciler.state.file import FileBackend, journal_path, read_state, write_state
-from reconciler.state.model import IntentKey, IntentState, JobState, PendingCreate, State
+from reconciler.state.model import (
+    IntentKey,
+    IntentState,
+    JobState,
+    PendingCreate,
+    QueueBook,
+    QueueLearning,
+    State,
+)
 
 READER = """
 import json, sys
@@ -201,3 +209,28 @@ def test_a_daemons_journal_that_never_pauses_is_folded_once_it_holds_a_quarter_o
             rewritten += path.stat().st_ino != inode
     assert rewritten == 3  # after 11, 22 and 33 writes: 1.1 MB appended for each fold
     assert read_state(path) == state
+
+
+def test_a_queue_book_written_to_the_journal_is_read_back_by_another_process(tmp_path: Path) -> None:
+    """The queue book (learnt limits, admitted estimates, places) is part of what a write
+    changes: a reader of the file and its journal sees it before any fold."""
+    path = tmp_path / "state.json"
+    _seed(path)
+    backend = FileBackend(path, "tag", keep_journal=True)
+    learnt = {"sandbox": {"gpt-4o-mini": QueueLearning(tokens=90_000)}}
+    with backend.writer_lock("test"):
+        state = backend.read()
+        written = backend.write(state.model_copy(update={"queue": QueueBook(learnt=learnt)}))
+    assert journal_path(path).exists()
+    done = subprocess.run(
+        [sys.executable, "-c", QUEUE_READER, str(path)], capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout) == written.queue.model_dump(mode="json")
+
+
+QUEUE_READER = """
+import json, sys
+from pathlib import Path
+from reconciler.state.file import read_state
+print(json.dumps(read_state(Path(sys.argv[1])).queue.model_dump(mode="json")))
+"""

@@ -103,7 +103,7 @@ def _with_run(item: Any) -> Any:
 
 
 # --- the document's bytes, and a write's changes: what both backends store of a job
-TOP_FIELDS = ("owner", "notices", "forgotten")  # beside `jobs`, what a write may change
+TOP_FIELDS = ("owner", "notices", "forgotten", "queue")  # beside `jobs`, what a write may change
 
 
 def encoded(value: Any) -> bytes:
@@ -119,21 +119,24 @@ class JobLines:
     back the very JobState objects it did not change, so identity says which to encode again."""
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[JobState, bytes, bytes]] = {}  # job, its record, its file line
+        # job, its file line, where the record starts in it: the record is not kept apart (the
+        # daemon holds every job's line, 230 MB at 100,000 jobs; twice that with the records).
+        self._kept: dict[str, tuple[JobState, bytes, int]] = {}
 
     def of(self, name: str, job: JobState) -> bytes:
-        return self._entry(name, job)[1]
+        _, line, start = self._entry(name, job)
+        return line[start:]
 
     def line(self, name: str, job: JobState) -> bytes:
         """`    "name": {…}`: the job as the state file's line holds it."""
-        return self._entry(name, job)[2]
+        return self._entry(name, job)[1]
 
-    def _entry(self, name: str, job: JobState) -> tuple[JobState, bytes, bytes]:
+    def _entry(self, name: str, job: JobState) -> tuple[JobState, bytes, int]:
         kept = self._kept.get(name)
         if kept is not None and kept[0] is job:
             return kept
-        record = encoded(job.model_dump(mode="json"))
-        kept = self._kept[name] = (job, record, b"    %s: %s" % (encoded(name), record))
+        head = b"    %s: " % encoded(name)
+        kept = self._kept[name] = (job, head + encoded(job.model_dump(mode="json")), len(head))
         return kept
 
     def keep_only(self, names: Collection[str]) -> None:

@@ -19,8 +19,9 @@ The journal is folded into the file (compaction: the file rewritten whole, the j
 when the owner's writer lock is let go, so after every command the file alone is complete.  The
 daemon keeps its journal (`keep_journal`) and folds it in once its writes pause for
 `compaction_lag` (longer the larger the file: a few seconds at 10,000 jobs), or once the journal
-holds a quarter of the file's size, and when it stops.  Rewriting costs little: each job's line is kept, encoded, with the job object it was
-encoded from, and only the jobs changed since are encoded again.
+holds a quarter of the file's size, and when it stops.  Rewriting costs little CPU: each job's
+line is kept, encoded, with the job object it was encoded from, and only the jobs changed since
+are encoded again.
 
 The file keeps its latest serial (with its journal) and the backup, not every version.
 

@@ -36,10 +36,11 @@ def apply_plan(
     leftovers = fx.leftovers or Leftovers.after(state, fx.apis, fx.owner_tag)
     workers = workers_for(plan, fx.parallelism)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply") as pool:
-        cancel_failed = _cancel_all(plan, {b.id: b for b in live}, fx, pool, outcome)
+        by_id = {b.id: b for b in live}  # once: at 100,000 batches each copy is a share of a small pass
+        cancel_failed = _cancel_all(plan, by_id, fx, pool, outcome)
         creates = [c for c in plan.pending if c.creates and c.job not in cancel_failed]
         state = create_all(creates, desired, state, fx, pool, outcome, leftovers)
-    merged = {b.id: b for b in live} | {b.id: b for b in outcome.touched}
+    merged = by_id | {b.id: b for b in outcome.touched}
     forgotten = [c.job for c in plan.pending if c.action is Action.FORGET]
     runs = {c.job: c.run for c in plan.changes}
     missed = {c.job: c.missed_slot for c in plan.changes if c.missed_slot}
