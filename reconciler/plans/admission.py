@@ -434,11 +434,14 @@ def with_admitted(state: State, plan: Plan, desired: Mapping[str, DesiredJob], n
     is (one write holds both): what it holds of its model's queue until it finishes."""
     book = plan.queue_book or state.queue
     admitted = dict(book.admitted)
+    limited: dict[Model, bool] = {}  # per model, once: its declared limit is looked for in every job
     for change in plan.pending:
         job = desired.get(change.job)
-        if job is None:
+        if job is None or not change.creates:  # an adopt or a cancel holds no new room
             continue
-        limit, _ = usable_limit((job.provider, job.model), desired, book, now)
+        model = (job.provider, job.model)
+        if model not in limited:
+            limited[model] = usable_limit(model, desired, book, now)[0] is not None
         for unit in change.creates:
             key = unit_key(IntentKey.of(job.name, job.generation, change.run, unit.part, unit.retry))
             tokens = job.unit_tokens(unit.part, unit.requests)
@@ -447,7 +450,7 @@ def with_admitted(state: State, plan: Plan, desired: Mapping[str, DesiredJob], n
                 model=job.model,
                 tokens=tokens,
                 requests=unit.requests,
-                limited=limit is not None,
+                limited=limited[model],
             )
     return state.model_copy(update={"queue": book.model_copy(update={"admitted": admitted})})
 
