@@ -15,7 +15,7 @@ by a development build) gets the state its fields imply (`state/model.intent_sta
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -169,12 +169,18 @@ def changed_jobs(before: State, after: State) -> dict[str, JobState | None]:
     return changed
 
 
-def encode_changes(before: State, after: State, lines: JobLines | None = None) -> bytes:
-    """`{"jobs": {name: record or null}, "set": {field: value}}`: what a write changed."""
+def encode_changes(
+    before: State,
+    after: State,
+    lines: JobLines | None = None,
+    changed: Mapping[str, JobState | None] | None = None,
+) -> bytes:
+    """`{"jobs": {name: record or null}, "set": {field: value}}`: what a write changed
+    (`changed`: `changed_jobs(before, after)`, when the caller has it already)."""
     lines = lines or JobLines()
     jobs = b",".join(
         b"%s:%s" % (encoded(name), b"null" if job is None else lines.of(name, job))
-        for name, job in changed_jobs(before, after).items()
+        for name, job in (changed_jobs(before, after) if changed is None else changed).items()
     )
     fields = {name for name in TOP_FIELDS if getattr(after, name) != getattr(before, name)}
     shown = after.model_dump(mode="json", include=fields) if fields else {}
