@@ -15,6 +15,7 @@ from pathlib import Path
 
 from reconciler.state.file import FileBackend, journal_path, read_state, write_state
 from reconciler.state.model import (
+    Admitted,
     IntentKey,
     IntentState,
     JobState,
@@ -211,17 +212,36 @@ def test_a_daemons_journal_that_never_pauses_is_folded_once_it_holds_a_quarter_o
     assert read_state(path) == state
 
 
-def test_a_queue_book_written_to_the_journal_is_read_back_by_another_process(tmp_path: Path) -> None:
-    """The queue book (learnt limits, admitted estimates, places) is part of what a write
-    changes: a reader of the file and its journal sees it before any fold."""
+def test_a_write_carries_the_queue_book_entries_it_changed_and_a_reader_sees_the_whole_book(
+    tmp_path: Path,
+) -> None:
+    """The queue book (learnt limits, admitted estimates, places, every job's turn) is part of what
+    a write changes: the journal line holds the entries that changed, not the whole book (its
+    order holds every job), and a reader of the file and its journal sees the whole book."""
     path = tmp_path / "state.json"
-    _seed(path)
+    seeded = _seed(path)
+    order = {name: float(i) for i, name in enumerate(seeded.jobs)}
+    with FileBackend(path, "tag").writer_lock("test"):  # a command: folded in as it lets go
+        FileBackend(path, "tag").write(read_state(path).model_copy(update={"queue": QueueBook(order=order)}))
     backend = FileBackend(path, "tag", keep_journal=True)
-    learnt = {"sandbox": {"gpt-4o-mini": QueueLearning(tokens=90_000)}}
+    admitted = Admitted(provider="sandbox", model="gpt-4o-mini", tokens=900, requests=3)
     with backend.writer_lock("test"):
         state = backend.read()
-        written = backend.write(state.model_copy(update={"queue": QueueBook(learnt=learnt)}))
-    assert journal_path(path).exists()
+        book = state.queue.model_copy(
+            update={
+                "learnt": {"sandbox": {"gpt-4o-mini": QueueLearning(tokens=90_000)}},
+                "admitted": {"job-001|g1|default|0|1": admitted},
+                "order": {k: v for k, v in state.queue.order.items() if k != "job-002"} | {"job-new": 99.0},
+            }
+        )
+        written = backend.write(state.model_copy(update={"queue": book}))
+
+    (entry,) = _entries(path)
+    assert entry["changes"]["queue"] == {  # type: ignore[index]
+        "admitted": {"job-001|g1|default|0|1": admitted.model_dump(mode="json")},
+        "order": {"job-new": 99.0, "job-002": None},
+        "learnt": {"sandbox": {"gpt-4o-mini": QueueLearning(tokens=90_000).model_dump(mode="json")}},
+    }
     done = subprocess.run(
         [sys.executable, "-c", QUEUE_READER, str(path)], capture_output=True, text=True, check=True
     )

@@ -19,11 +19,11 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from reconciler.common.errors import StateError
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.state.model import FORMAT_VERSION, JobState, State, intent_state
+from reconciler.state.model import FORMAT_VERSION, JobState, QueueBook, State, intent_state
 
 REBUILD_HINT = "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
 
@@ -103,7 +103,8 @@ def _with_run(item: Any) -> Any:
 
 
 # --- the document's bytes, and a write's changes: what both backends store of a job
-TOP_FIELDS = ("owner", "notices", "forgotten", "queue")  # beside `jobs`, what a write may change
+TOP_FIELDS = ("owner", "notices", "forgotten")  # beside `jobs` and `queue`, what a write may change
+QUEUE_ENTRIES = ("admitted", "order", "places")  # the queue book's per-job (or per-batch) entries
 
 
 def encoded(value: Any) -> bytes:
@@ -184,13 +185,51 @@ def encode_changes(
     )
     fields = {name for name in TOP_FIELDS if getattr(after, name) != getattr(before, name)}
     shown = after.model_dump(mode="json", include=fields) if fields else {}
-    return b'{"jobs":{%s},"set":%s}' % (jobs, encoded(shown))
+    queue = _queue_changes(before.queue, after.queue)
+    tail = b',"queue":%s' % encoded(queue) if queue else b""
+    return b'{"jobs":{%s},"set":%s%s}' % (jobs, encoded(shown), tail)
+
+
+def _queue_changes(before: QueueBook, after: QueueBook) -> dict[str, Any]:
+    """The queue book's entries a write changed (None: dropped), and its learnt limits whole when
+    they changed (a few per model).  Not the whole book: its `order` holds every job, and a write
+    carrying it would cost what exists, not what changed."""
+    if before == after:
+        return {}
+    changed: dict[str, Any] = {}
+    for section in QUEUE_ENTRIES:
+        was, now = getattr(before, section), getattr(after, section)
+        if was == now:
+            continue
+        entries = {key: _shown(value) for key, value in now.items() if was.get(key) != value}
+        changed[section] = entries | dict.fromkeys((key for key in was if key not in now), None)
+    if before.learnt != after.learnt:
+        changed["learnt"] = after.model_dump(mode="json", include={"learnt"})["learnt"]
+    return changed
+
+
+def _shown(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _with_queue_changes(book: QueueBook, changed: Any) -> QueueBook:
+    """`book` with a write's `_queue_changes` applied."""
+    whole: dict[str, Any] = {section: dict(getattr(book, section)) for section in QUEUE_ENTRIES}
+    whole["learnt"] = changed.get("learnt", book.learnt)
+    for section in QUEUE_ENTRIES:
+        for key, value in (changed.get(section) or {}).items():
+            if value is None:
+                whole[section].pop(key, None)
+            else:
+                whole[section][key] = value
+    return QueueBook.model_validate(whole)
 
 
 def with_changes(state: State, changes: Iterable[Any], serial: int, where: str) -> State:
     """`state` with decoded `encode_changes` documents applied in order, at `serial`."""
     jobs = dict(state.jobs)
     fields: dict[str, Any] = {}
+    queue = state.queue
     try:
         for change in changes:
             for name, record in (change.get("jobs") or {}).items():
@@ -199,10 +238,14 @@ def with_changes(state: State, changes: Iterable[Any], serial: int, where: str) 
                 else:
                     jobs[name] = JobState.model_validate(job_record(record))
             fields |= {k: v for k, v in (change.get("set") or {}).items() if k in TOP_FIELDS}
+            if change.get("queue"):
+                queue = _with_queue_changes(queue, change["queue"])
         top = State.model_validate({"lineage": state.lineage, **fields}) if fields else state
     except (ValidationError, AttributeError, TypeError):
         raise StateError(
             f"{where}: a write recorded in the state is damaged; kept as is; {REBUILD_HINT}"
         ) from None
     update = {name: getattr(top, name) for name in fields}
-    return state.model_copy(update={**update, "serial": serial, "jobs": dict(sorted(jobs.items()))})
+    return state.model_copy(
+        update={**update, "queue": queue, "serial": serial, "jobs": dict(sorted(jobs.items()))}
+    )
