@@ -12,7 +12,8 @@ from typing import Any
 import openai
 import pytest
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
+from reconciler.plans.changes import LiveBatch
 from reconciler.sandbox import Sandbox
 from reconciler.specs.identity import owner_tag
 from tests.fixtures.repo import RunCli, UserRepo

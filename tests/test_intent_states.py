@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
 from reconciler.common.errors import StateError
 from reconciler.engine.apply.intents import in_flight
-from reconciler.plans.changes import Action, DesiredJob, PlanContext
+from reconciler.plans.changes import Action, DesiredJob, LiveBatch, PlanContext
 from reconciler.plans.decide import make_plan
 from reconciler.plans.record import with_intents
 from reconciler.plans.runs import RunChoice, choose_run, choose_runs

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 import pytest
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
 from reconciler.common import ownership
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.changes import Action, Change, DesiredJob
+from reconciler.plans.changes import Action, Change, DesiredJob, LiveBatch
 from reconciler.plans.decide import make_plan
 from reconciler.plans.reasons import (
     IntentLost,

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
 from reconciler.common.ownership import KEY_ATTEMPT, KEY_GENERATION, KEY_JOB, KEY_OWNER, KEY_RUN
-from reconciler.plans.changes import DesiredJob
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.record import record
 from reconciler.sandbox import Sandbox
 from reconciler.state.file import read_state

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.api.batch import LiveBatch, is_terminal
+from reconciler.api.batch import is_terminal
 from reconciler.api.client import ProviderApi
 from reconciler.api.reader import BatchReader
 from reconciler.api.responses import CommandTimeoutError
@@ -44,7 +44,7 @@ from reconciler.engine.reuse import ReuseFolders, with_reuse
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
 from reconciler.plans.admission import admit, as_booked, with_admitted, with_queue
-from reconciler.plans.changes import DesiredJob, Plan, PlanContext
+from reconciler.plans.changes import DesiredJob, LiveBatch, Plan, PlanContext
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record

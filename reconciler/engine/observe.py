@@ -27,13 +27,13 @@ replaces it, and is what catches everything else: a batch the list left out, a f
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from reconciler.api.batch import Batch, LiveBatch, is_terminal
+from reconciler.api.batch import Batch, is_terminal
 from reconciler.api.reader import BatchReader
 from reconciler.common import ownership
 from reconciler.common.errors import ApiStatusError
-from reconciler.plans.changes import DesiredJob
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.jobstatus import latest_per_part
 from reconciler.plans.runs import run_base, slot_run
 from reconciler.state.model import State
@@ -69,7 +69,7 @@ def _as_current_format(live: LiveBatch, desired: Mapping[str, DesiredJob]) -> Li
     if job is None or batch.meta(ownership.KEY_RUN) is not None or batch.generation != job.legacy_generation:
         return live
     metadata = {**(batch.metadata or {}), ownership.KEY_GENERATION: job.generation}
-    return live.model_copy(update={"batch": batch.model_copy(update={"metadata": metadata})})
+    return replace(live, batch=batch.model_copy(update={"metadata": metadata}))
 
 
 def _observe_provider(
@@ -212,7 +212,7 @@ class LiveView:
             before = self.batches.get(batch.id)
             if before is not None and before.batch == batch.batch:
                 continue
-            job = batch.batch.job or ""
+            job = batch.job
             self.batches[batch.id] = batch
             self._by_job.setdefault(job, {})[batch.id] = batch
             changed.add(job)
@@ -222,7 +222,7 @@ class LiveView:
         gone = self.batches.pop(batch_id, None)
         if gone is None:
             return set()
-        job = gone.batch.job or ""
+        job = gone.job
         self._by_job.get(job, {}).pop(batch_id, None)
         return {job}
 

@@ -39,7 +39,6 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from reconciler.api.batch import LiveBatch
 from reconciler.api.reader import BatchReader
 from reconciler.common import fileops
 from reconciler.common.errors import ApiStatusError, StateError
@@ -47,7 +46,7 @@ from reconciler.engine.answers import Answers, AnswerStore, Source, max_store_by
 from reconciler.engine.outcomes import classify, result_lines
 from reconciler.engine.results import ReusedLines, answer_line
 from reconciler.engine.retries import part_lines
-from reconciler.plans.changes import DesiredJob, Reuse
+from reconciler.plans.changes import DesiredJob, LiveBatch, Reuse
 from reconciler.plans.runs import RunChoice
 from reconciler.specs.inputs.cache import read_identities, write_identities
 from reconciler.specs.inputs.digest import line_identity

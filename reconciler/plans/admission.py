@@ -35,8 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconciler.api.batch import LiveBatch
-from reconciler.plans.changes import Action, Change, DesiredJob, Plan, QueueLimit, Unit
+from reconciler.plans.changes import Action, Change, DesiredJob, LiveBatch, Plan, QueueLimit, Unit
 from reconciler.plans.reasons import Queued
 from reconciler.state.model import (
     Admitted,
@@ -181,7 +180,7 @@ def learn(
     admitted = dict(book.admitted)
     for batch in live:
         refusal = batch.batch.refusal
-        key = unit_key(IntentKey.of_batch(batch.batch))
+        key = unit_key(batch.unit)
         model = _model_of(batch, desired, state, admitted.get(key))
         if refusal is None or model is None:
             continue
@@ -210,10 +209,10 @@ def _model_of(
 ) -> str | None:
     if entry is not None:
         return entry.model
-    job = desired.get(batch.batch.job or "")
+    job = desired.get(batch.job)
     if job is not None:
         return job.model or None
-    recorded = state.jobs.get(batch.batch.job or "")
+    recorded = state.jobs.get(batch.job)
     given = (recorded.definition or {}).get("input") if recorded else None
     model = given.get("model") if isinstance(given, dict) else None
     return model if isinstance(model, str) else None
@@ -230,15 +229,15 @@ def _enqueued(
     for batch in live:
         if batch.terminal:
             continue
-        key = unit_key(IntentKey.of_batch(batch.batch))
-        seen.add(batch.batch.attempt or "")
+        key = unit_key(batch.unit)
+        seen.add(batch.attempt or "")
         entry = book.admitted.get(key)
         model = _model_of(batch, desired, state, entry)
         if model is None:
             continue
-        tokens, requests = _batch_load(batch, desired.get(batch.batch.job or ""), entry)
+        tokens, requests = _batch_load(batch, desired.get(batch.job), entry)
         loads[(batch.provider, model)] = loads.get((batch.provider, model), Load()).plus(tokens, requests)
-        per_job[batch.batch.job or ""] = per_job.get(batch.batch.job or "", 0) + 1
+        per_job[batch.job] = per_job.get(batch.job, 0) + 1
     for name, job in state.jobs.items():
         for intent in job.pending:
             if intent.state in MAY_BE_LIVE and intent.attempt not in seen:
@@ -261,9 +260,9 @@ def _batch_load(batch: LiveBatch, job: DesiredJob | None, entry: Admitted | None
         return entry.tokens * reported // entry.requests, reported
     if job is None or batch.generation != job.generation:
         return 0, reported or 0
-    part = next((p for p in job.part_specs if p.index == batch.batch.part), None)
+    part = next((p for p in job.part_specs if p.index == batch.part), None)
     requests = reported or (part.requests if part else 0)
-    return job.unit_tokens(batch.batch.part, requests), requests
+    return job.unit_tokens(batch.part, requests), requests
 
 
 def _candidates(
@@ -352,7 +351,7 @@ def _drains(
     the model whose progress tells, soonest first: from its request counts since in_progress_at."""
     found = []
     for batch in live:
-        job = desired.get(batch.batch.job or "")
+        job = desired.get(batch.job)
         if batch.terminal or batch.provider != model[0] or job is None or job.model != model[1]:
             continue
         counts, began = batch.batch.request_counts, batch.batch.in_progress_at
@@ -459,7 +458,7 @@ def with_queue(state: State, plan: Plan, live: Iterable[LiveBatch]) -> State:
     book = plan.queue_book
     if book is None:
         return state
-    running = {unit_key(IntentKey.of_batch(b.batch)) for b in live if not b.terminal}
+    running = {unit_key(b.unit) for b in live if not b.terminal}
     pending = {
         unit_key(IntentKey.of_intent(name, intent))
         for name, job in state.jobs.items()

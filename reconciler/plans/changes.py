@@ -8,12 +8,13 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
+from reconciler.api.batch import Batch
 from reconciler.common.limits import InputLimits
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.common.usage import UnitPrices
 from reconciler.plans.reasons import BudgetPassed, OverBudget, Queued, Reason, Reused, Upcoming
 from reconciler.specs.slices import PartSpec
-from reconciler.state.model import IntentKey, QueueBook
+from reconciler.state.model import BatchRecord, IntentKey, QueueBook
 
 BYTES_PER_TOKEN = 4
 
@@ -42,6 +43,52 @@ SYMBOLS = {
     Action.FORGET: ".",
     Action.NOOP: " ",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    """A batch of ours as observed, with the provider it lives on.
+
+    Its metadata (job, generation, run, part, retry, attempt) is read and its record made once,
+    here, when it is observed: a pass asks each batch for them many times over (the planner, the
+    duplicate guard, retries, admission, the record).  Safe to keep: the batch is frozen, and a
+    changed one is a new LiveBatch (`dataclasses.replace` makes them again)."""
+
+    provider: str
+    batch: Batch = field(repr=False)
+    job: str = field(init=False, compare=False)  # "" for none (an owned batch always names one)
+    generation: str | None = field(init=False, compare=False)
+    run: str = field(init=False, compare=False)
+    part: int = field(init=False, compare=False)
+    retry: int = field(init=False, compare=False)
+    attempt: str | None = field(init=False, compare=False)
+    unit: IntentKey = field(init=False, compare=False, repr=False)  # the one create meant for it
+    record: BatchRecord = field(init=False, compare=False, repr=False)  # as the state records it
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: each is set once, here
+        record = BatchRecord.from_batch(self.batch)  # reads run, part, retry and attempt
+        job, generation, run = self.batch.job or "", self.batch.generation, record.run or DEFAULT_RUN
+        set_(self, "record", record)
+        set_(self, "job", job)
+        set_(self, "generation", generation)
+        set_(self, "run", run)
+        set_(self, "part", record.part)
+        set_(self, "retry", record.retry)
+        set_(self, "attempt", record.attempt)
+        set_(self, "unit", IntentKey.of(job, generation or "", run, record.part, record.retry))
+
+    @property
+    def id(self) -> str:
+        return self.batch.id
+
+    @property
+    def status(self) -> str:
+        return self.batch.status
+
+    @property
+    def terminal(self) -> bool:
+        return self.batch.terminal
 
 
 @dataclass(frozen=True)

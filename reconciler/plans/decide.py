@@ -32,9 +32,19 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from reconciler.api.batch import START_FAILURES, LiveBatch
+from reconciler.api.batch import START_FAILURES
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, Plan, PlanContext, Retryable, Unit
+from reconciler.plans.changes import (
+    Action,
+    Change,
+    DesiredJob,
+    InFlight,
+    LiveBatch,
+    Plan,
+    PlanContext,
+    Retryable,
+    Unit,
+)
 from reconciler.plans.jobstatus import (
     attempts_by_part,
     attempts_used,
@@ -202,15 +212,15 @@ def _left(in_flight: InFlight | None, desired: DesiredJob, run: str | None, unit
 
 
 def _missing_parts(desired: DesiredJob, current: list[LiveBatch]) -> list[Unit]:
-    present = {b.batch.part for b in current}
+    present = {b.part for b in current}
     return [Unit(p.index, 1, p.requests) for p in desired.part_specs if p.index not in present]
 
 
 def _latest(current: list[LiveBatch]) -> dict[int, LiveBatch]:
     latest: dict[int, LiveBatch] = {}
     for batch in current:
-        part = batch.batch.part
-        if part not in latest or batch.batch.retry > latest[part].batch.retry:
+        part = batch.part
+        if part not in latest or batch.retry > latest[part].retry:
             latest[part] = batch
     return latest
 
@@ -223,12 +233,12 @@ def _retries(desired: DesiredJob, current: list[LiveBatch], retryable: Retryable
         # a resume, a restart, a requeue: none spends an attempt
         free = batch.status == "cancelled" or restart_owed(attempts[part]) or requeue_owed(attempts[part])
         if batch.terminal and count and (free or attempts_used(attempts[part]) < desired.max_attempts):
-            units.append(Unit(part, batch.batch.retry + 1, count))
+            units.append(Unit(part, batch.retry + 1, count))
     return units
 
 
 def _attempts(current: list[LiveBatch]) -> dict[int, list[BatchRecord]]:
-    return attempts_by_part(BatchRecord.from_batch(b.batch) for b in current)
+    return attempts_by_part(b.record for b in current)
 
 
 def _label(
@@ -279,7 +289,7 @@ def _in_sync(choice: RunChoice, current: list[LiveBatch]) -> Reason:
     waiting = restart_waits(_attempts(current))  # a failed start, restarted when its wait is over
     if waiting:
         return waiting
-    records = tuple(BatchRecord.from_batch(b.batch) for b in current)
+    records = tuple(b.record for b in current)
     return InSync(job_status(records, ()) if current else None)
 
 
@@ -413,7 +423,7 @@ def plan_removed(name: str, recorded: JobState | None, running: list[LiveBatch])
 
 def unit_of(batch: LiveBatch) -> IntentKey:
     """A batch's unit: the `IntentKey` of the one create meant for it."""
-    return IntentKey.of_batch(batch.batch)
+    return batch.unit
 
 
 def split_duplicates(batches: Iterable[LiveBatch]) -> tuple[list[LiveBatch], list[LiveBatch]]:
@@ -440,7 +450,7 @@ def _age_key(batch: LiveBatch) -> tuple[int, str]:
 def dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> Dedupe:
     kept = {unit_of(b): b for b in current}[unit_of(doubled[0])]
     younger = tuple(b.id for b in doubled if unit_of(b) == unit_of(kept))
-    return Dedupe(kept.batch.part, kept.batch.retry, kept.id, younger, len(doubled) - len(younger))
+    return Dedupe(kept.part, kept.retry, kept.id, younger, len(doubled) - len(younger))
 
 
 def live_by_job(live: Sequence[LiveBatch]) -> dict[str, list[LiveBatch]]:
@@ -448,7 +458,7 @@ def live_by_job(live: Sequence[LiveBatch]) -> dict[str, list[LiveBatch]]:
     job's batches must not scan every batch (10,000 jobs by 10,000 batches)."""
     by_job: dict[str, list[LiveBatch]] = {}
     for batch in live:
-        by_job.setdefault(batch.batch.job or "", []).append(batch)
+        by_job.setdefault(batch.job, []).append(batch)
     return by_job
 
 

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from reconciler.api.batch import LiveBatch
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.plans.changes import DesiredJob, PlanContext, Slot
+from reconciler.plans.changes import DesiredJob, LiveBatch, PlanContext, Slot
 from reconciler.plans.reasons import EditWaits, NextRun, Reason, SlotMissed, SlotWaits
 from reconciler.state.model import PendingCreate, State
 

@@ -10,12 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.api.writer import BatchWriter
 from reconciler.engine.apply.failures import Failure, failed_jobs
-from reconciler.plans.changes import DesiredJob, Unit
+from reconciler.plans.changes import DesiredJob, LiveBatch, Unit
 from reconciler.plans.reasons import OverBudget
 from reconciler.state.model import State
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
 from reconciler.common import ownership
 from reconciler.common.errors import OutcomeUnknownError, ReconcilerError, UserError
 from reconciler.common.limits import parse_seconds
@@ -33,7 +33,7 @@ from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.engine.apply.effects import Effects, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.leftovers import Leftovers
-from reconciler.plans.changes import Change, DesiredJob, InFlight, Unit
+from reconciler.plans.changes import Change, DesiredJob, InFlight, LiveBatch, Unit
 from reconciler.plans.record import with_intents
 from reconciler.state.model import IntentKey, IntentState, PendingCreate, State
 

@@ -33,14 +33,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.engine.apply.effects import writer_of
 from reconciler.engine.apply.failures import Failure
-from reconciler.plans.changes import DesiredJob
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.state.model import IntentKey, State
 
 OWNER_CHARS = 8

@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.engine.apply.effects import Effects, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.intents import create_all
 from reconciler.engine.apply.leftovers import Leftovers
-from reconciler.plans.changes import Action, DesiredJob, Plan
+from reconciler.plans.changes import Action, DesiredJob, LiveBatch, Plan
 from reconciler.plans.record import record, with_applied_from
 from reconciler.state.model import AppliedFrom, State
 
