@@ -65,8 +65,8 @@ def _as_current_format(live: LiveBatch, desired: Mapping[str, DesiredJob]) -> Li
     """A batch made before runs existed carries a generation that also hashed its metadata:
     read as the generation the same spec has now, so an upgrade re-creates nothing."""
     batch = live.batch
-    job = desired.get(batch.job or "")
-    if job is None or batch.meta(ownership.KEY_RUN) is not None or batch.generation != job.legacy_generation:
+    job = desired.get(live.job)
+    if job is None or live.generation != job.legacy_generation or batch.meta(ownership.KEY_RUN) is not None:
         return live
     metadata = {**(batch.metadata or {}), ownership.KEY_GENERATION: job.generation}
     return replace(live, batch=batch.model_copy(update={"metadata": metadata}))

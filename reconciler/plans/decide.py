@@ -87,6 +87,8 @@ from reconciler.plans.reasons import (
 from reconciler.plans.runs import RunChoice, choose_runs, newest, run_base, slot_run
 from reconciler.state.model import BatchRecord, IntentKey, JobState, State
 
+Attempts = dict[int, list[BatchRecord]]  # a job's attempts of its current run by part (attempts_by_part)
+
 
 def spec_diff(
     old: Mapping[str, Any] | None, new: Mapping[str, Any], by_custom_id: Mapping[str, Any] | None = None
@@ -161,10 +163,11 @@ def plan_job(
     known = _known(recorded, desired, run)
     adopt = [b for b in current if b.id not in known]
     firsts = _missing_parts(desired, current) if run is not None and choice.fresh else []
-    creates = firsts + _retries(desired, current, retryable)
+    attempts = attempts_by_part(b.record for b in current)  # once per job: read by each step below
+    creates = firsts + _retries(desired, current, attempts, retryable)
     waiting = {u: _left(in_flight, desired, run, u) for u in creates if _left(in_flight, desired, run, u)}
     creates = [u for u in creates if u not in waiting]
-    action, reason = _label(desired, recorded, choice, current, stale, adopt, creates)
+    action, reason = _label(desired, recorded, choice, current, attempts, stale, adopt, creates)
     if action is Action.NOOP and _answered_by_reuse(desired, recorded, choice, current):
         action, reason = Action.CREATE, _create_reason(desired, recorded, choice, [], False)
     if waiting and action is Action.NOOP:
@@ -225,9 +228,10 @@ def _latest(current: list[LiveBatch]) -> dict[int, LiveBatch]:
     return latest
 
 
-def _retries(desired: DesiredJob, current: list[LiveBatch], retryable: Retryable) -> list[Unit]:
+def _retries(
+    desired: DesiredJob, current: list[LiveBatch], attempts: Attempts, retryable: Retryable
+) -> list[Unit]:
     units = []
-    attempts = _attempts(current)
     for part, batch in sorted(_latest(current).items()):
         count = retryable.get((desired.name, part), 0)
         # a resume, a restart, a requeue: none spends an attempt
@@ -237,15 +241,12 @@ def _retries(desired: DesiredJob, current: list[LiveBatch], retryable: Retryable
     return units
 
 
-def _attempts(current: list[LiveBatch]) -> dict[int, list[BatchRecord]]:
-    return attempts_by_part(b.record for b in current)
-
-
 def _label(
     desired: DesiredJob,
     recorded: JobState | None,
     choice: RunChoice,
     current: list[LiveBatch],
+    attempts: Attempts,
     stale: list[LiveBatch],
     adopt: list[LiveBatch],
     creates: list[Unit],
@@ -260,7 +261,7 @@ def _label(
         latest = _latest(current)
         if all(latest[u.part].status in START_FAILURES for u in creates):
             unit = creates[0]
-            return Action.RETRY, restart_reason(_attempts(current)[unit.part], unit.part, total)
+            return Action.RETRY, restart_reason(attempts[unit.part], unit.part, total)
         if all(latest[u.part].status == "cancelled" for u in creates):
             return Action.RESUME, Resume(total)
         refusal = latest[creates[0].part].batch.refusal
@@ -272,7 +273,7 @@ def _label(
         return Action.ADOPT, Adopt(adopt[0].id, desired.generation, also)
     if stale:
         return Action.CANCEL, _superseded_by(desired, choice, stale[0])
-    return Action.NOOP, _in_sync(choice, current)
+    return Action.NOOP, _in_sync(choice, current, attempts)
 
 
 def _superseded_by(desired: DesiredJob, choice: RunChoice, cancelled: LiveBatch) -> Superseded:
@@ -283,10 +284,10 @@ def _superseded_by(desired: DesiredJob, choice: RunChoice, cancelled: LiveBatch)
     return Superseded(cancelled.id, run=choice.run, timezone=timezone)
 
 
-def _in_sync(choice: RunChoice, current: list[LiveBatch]) -> Reason:
+def _in_sync(choice: RunChoice, current: list[LiveBatch], attempts: Attempts) -> Reason:
     if choice.waits is not None and not choice.fresh:
         return choice.waits
-    waiting = restart_waits(_attempts(current))  # a failed start, restarted when its wait is over
+    waiting = restart_waits(attempts)  # a failed start, restarted when its wait is over
     if waiting:
         return waiting
     records = tuple(b.record for b in current)
@@ -429,6 +430,8 @@ def unit_of(batch: LiveBatch) -> IntentKey:
 def split_duplicates(batches: Iterable[LiveBatch]) -> tuple[list[LiveBatch], list[LiveBatch]]:
     """(the batch kept for each unit, the younger duplicates), each in the order given."""
     live = list(batches)
+    if len(live) < 2:  # most jobs: one batch, nothing to compare
+        return live, []
     oldest: dict[IntentKey, LiveBatch] = {}
     for batch in live:
         unit = unit_of(batch)

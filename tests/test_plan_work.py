@@ -1,0 +1,63 @@
+"""What a plan does for each live batch, counted through a real run against the sandbox, never
+timed (issue 24): each batch of ours is converted to its state record once and its metadata read
+once, however many steps of the pass (the planner, the duplicate guard, retries, admission) read
+them; a job's attempts are grouped by part once by the planner; a batch of someone else's is
+read and let go."""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+from collections.abc import Callable
+from types import FunctionType
+from typing import Any
+
+from reconciler.api.batch import Batch
+from reconciler.plans.jobstatus import attempts_by_part
+from reconciler.sandbox import Sandbox
+from reconciler.state.model import BatchRecord
+from tests.fixtures.repo import RunCli, UserRepo
+from tests.reconcile_helpers import sdk
+
+JOBS = 6
+FOREIGN = 3
+
+
+def _calls(stats: pstats.Stats, function: Callable[..., Any]) -> int:
+    """How many times the profiled run called `function`."""
+    code = getattr(function, "__func__", function)
+    assert isinstance(code, FunctionType)
+    key = (code.__code__.co_filename, code.__code__.co_firstlineno, code.__code__.co_name)
+    entry = stats.stats.get(key)  # type: ignore[attr-defined]
+    return 0 if entry is None else int(entry[1])
+
+
+def _foreign(sandbox: Sandbox, count: int) -> None:
+    client = sdk(sandbox)
+    upload = client.files.create(file=("x.jsonl", b'{"custom_id": "x"}\n'), purpose="batch")
+    for _ in range(count):
+        client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+
+
+def test_a_plan_converts_each_live_batch_once_and_reads_its_metadata_once(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    for index in range(JOBS):
+        sandbox_repo.write_job(f"job-{index}", requests=2)
+    assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
+    _foreign(sandbox, FOREIGN)
+
+    profile = cProfile.Profile()
+    result = profile.runcall(run_cli, "plan", *sandbox_repo.args())
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "in sync" in result.stdout or "No changes" in result.stdout, result.stdout
+    stats = pstats.Stats(profile)
+
+    assert _calls(stats, BatchRecord.from_batch) == JOBS  # was 4 per job: planner twice, retries, admission
+    # Each listed batch: whether it is ours (owner, job), then, only for ours, each ownership key once
+    # and whether it predates runs.  Was some 66 a job: every step parsed the metadata again.
+    listed = JOBS + FOREIGN
+    assert _calls(stats, Batch.meta) <= 2 * listed + 8 * JOBS
+    assert _calls(stats, attempts_by_part) <= 2 * JOBS  # the planner once per job, retries once per job
