@@ -190,7 +190,7 @@ def _live(job: str, status: str) -> LiveBatch:
     metadata = {KEY_JOB: job, KEY_GENERATION: "g1", KEY_OWNER: "tag", KEY_RUN: "r", KEY_ATTEMPT: job}
     counts = {"total": 2, "completed": 2 if status == "completed" else 0, "failed": 0}
     batch = Batch(id=f"batch_{job}", status=status, metadata=metadata, request_counts=counts, created_at=1)
-    return LiveBatch(provider="sandbox", batch=batch)
+    return LiveBatch.of("sandbox", batch)
 
 
 def test_a_pass_that_finds_settled_jobs_as_recorded_hands_back_the_very_same_records() -> None:

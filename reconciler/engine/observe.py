@@ -53,42 +53,45 @@ def observe(
         known = _known_ids(provider, state)
         stop_early = _safe_to_stop_early(provider, desired, state)
         top = newest.setdefault(provider, set()) if newest is not None else set()
+        latest = _latest_attempts(provider, state)
         listed, unseen = _observe_provider(
-            provider, reader, owner_tag, known, _latest_attempts(provider, state), stop_early, top
+            provider, reader, owner_tag, desired, known, latest, stop_early, top
         )
         live.extend(listed)
-        live.extend(_retrieve(provider, reader, owner_tag, unseen))
-    return [_as_current_format(batch, desired) for batch in live]
+        live.extend(_retrieve(provider, reader, owner_tag, unseen, desired))
+    return live
 
 
-def _as_current_format(live: LiveBatch, desired: Mapping[str, DesiredJob]) -> LiveBatch:
-    """A batch made before runs existed carries a generation that also hashed its metadata:
-    read as the generation the same spec has now, so an upgrade re-creates nothing."""
-    batch = live.batch
+def live_batch(provider: str, batch: Batch, desired: Mapping[str, DesiredJob]) -> LiveBatch:
+    """A batch of ours as the pass reads it.  One made before runs existed carries a generation
+    that also hashed its metadata: read as the generation the same spec has now, so an upgrade
+    re-creates nothing."""
+    live = LiveBatch.of(provider, batch)
     job = desired.get(live.job)
     if job is None or live.generation != job.legacy_generation or batch.meta(ownership.KEY_RUN) is not None:
         return live
-    metadata = {**(batch.metadata or {}), ownership.KEY_GENERATION: job.generation}
-    return replace(live, batch=batch.model_copy(update={"metadata": metadata}))
+    return replace(live, generation=job.generation)
 
 
 def _observe_provider(
     provider: str,
     reader: BatchReader,
     owner_tag: str,
+    desired: Mapping[str, DesiredJob],
     known: set[str],
     latest: set[str],
     stop_early: bool,
     top: set[str],
 ) -> tuple[list[LiveBatch], set[str]]:
-    """(our batches in the list, the recorded ids it did not show); the first page's ids into `top`."""
+    """(our batches in the list, the recorded ids it did not show); the first page's ids into `top`.
+    Anyone else's batch is only looked at: its id, its owner, whether it is one we recorded."""
     owned: list[LiveBatch] = []
     unseen = set(known)
     for batch in reader.iter_batches(owner_tag=owner_tag):
         if len(top) < TOP_IDS:
             top.add(batch.id)
         if batch.owned_by(owner_tag):
-            owned.append(LiveBatch(provider=provider, batch=batch))
+            owned.append(live_batch(provider, batch, desired))  # the parsed Batch is let go
         unseen.discard(batch.id)
         if batch.id in latest and _cut_short(batch):
             stop_early = False  # a resume or retry may follow: the rest of the list may hold its twin
@@ -97,7 +100,9 @@ def _observe_provider(
     return owned, unseen
 
 
-def _retrieve(provider: str, reader: BatchReader, owner_tag: str, ids: set[str]) -> list[LiveBatch]:
+def _retrieve(
+    provider: str, reader: BatchReader, owner_tag: str, ids: set[str], desired: Mapping[str, DesiredJob]
+) -> list[LiveBatch]:
     """The recorded batches the list left out, each as the provider has it now; a 404 is gone."""
     found: list[LiveBatch] = []
     for batch_id in sorted(ids):
@@ -108,7 +113,7 @@ def _retrieve(provider: str, reader: BatchReader, owner_tag: str, ids: set[str])
                 continue
             raise
         if batch.owned_by(owner_tag):
-            found.append(LiveBatch(provider=provider, batch=batch))
+            found.append(live_batch(provider, batch, desired))
     return found
 
 
@@ -210,7 +215,7 @@ class LiveView:
         changed: set[str] = set()
         for batch in batches:
             before = self.batches.get(batch.id)
-            if before is not None and before.batch == batch.batch:
+            if before == batch:
                 continue
             job = batch.job
             self.batches[batch.id] = batch
@@ -253,8 +258,7 @@ def read_newest(
                 break  # the first page held what was seen before: no next page is asked for
         top.update(batch.id for batch in read)
         shown.update(batch.id for batch in read)
-        ours = (LiveBatch(provider=provider, batch=b) for b in read if b.owned_by(owner_tag))
-        changed |= view.take(_as_current_format(batch, desired) for batch in ours)
+        changed |= view.take(live_batch(provider, b, desired) for b in read if b.owned_by(owner_tag))
     return changed, shown
 
 
@@ -276,7 +280,5 @@ def read_by_id(
             changed |= view.drop(live.id)
             continue
         if batch.owned_by(owner_tag):
-            changed |= view.take(
-                [_as_current_format(LiveBatch(provider=live.provider, batch=batch), desired)]
-            )
+            changed |= view.take([live_batch(live.provider, batch, desired)])
     return changed

@@ -74,10 +74,10 @@ def read_finished(
         b.id: b
         for b in live
         if b.terminal
-        and b.batch.output_file_id
-        and b.batch.input_file_id
-        and b.batch.job
-        and (jobs is None or b.batch.job in jobs)
+        and b.record.output_file_id
+        and b.record.input_file_id
+        and b.job
+        and (jobs is None or b.job in jobs)
         and _ended(b) >= oldest
         and b.provider in readers
     }
@@ -89,14 +89,14 @@ def read_finished(
 
 
 def _ended(live: LiveBatch) -> int:
-    b = live.batch
+    b = live.record
     return b.completed_at or b.failed_at or b.expired_at or b.cancelled_at or b.created_at or 0
 
 
 def _answers_of(live: LiveBatch, reader: BatchReader) -> Iterator[tuple[str, Source, int, bytes]]:
     """(identity, source, answered_at, results line) of each request the batch answered with 200."""
-    batch = live.batch
-    source = Source(batch.job or "", batch.generation or "", batch.run)
+    batch = live.record
+    source = Source(live.job, live.generation or "", live.run)
     with tempfile.TemporaryDirectory(prefix="reconciler-answers-") as scratch:
         sent, answered = Path(scratch) / "input.jsonl", Path(scratch) / "output.jsonl"
         try:
@@ -109,7 +109,7 @@ def _answers_of(live: LiveBatch, reader: BatchReader) -> Iterator[tuple[str, Sou
         identities = {
             custom_id: identity
             for custom_id, identity in (
-                line_identity(batch.endpoint or "", raw)
+                line_identity(live.endpoint or "", raw)
                 for _, raw in part_lines(sent, PartSpec(index=0, requests=0))
             )
         }
@@ -122,7 +122,7 @@ def _answers_of(live: LiveBatch, reader: BatchReader) -> Iterator[tuple[str, Sou
                 or response.get("status_code") != 200
             ):
                 continue
-            text = answer_line(custom_id, response, line.get("error"), batch.id, batch.retry)
+            text = answer_line(custom_id, response, line.get("error"), batch.batch_id, batch.retry)
             yield identities[custom_id], source, _ended(live), text
 
 

@@ -179,7 +179,7 @@ def learn(
     learnt = {provider: dict(models) for provider, models in book.learnt.items()}
     admitted = dict(book.admitted)
     for batch in live:
-        refusal = batch.batch.refusal
+        refusal = batch.refusal
         key = unit_key(batch.unit)
         model = _model_of(batch, desired, state, admitted.get(key))
         if refusal is None or model is None:
@@ -194,7 +194,7 @@ def learn(
                 learning = learning.model_copy(update={field: refusal.limit, "learnt_at": stamp})
         # Our count said it fitted: someone else uses the queue.  Once per round, as TCP halves
         # once per window: a batch sent before the last lowering is the same congestion.
-        made = batch.batch.created_at or now
+        made = batch.created_at or now
         earlier = learning.lowered_at is not None and made <= learning.lowered_at
         if entry is not None and entry.limited and not earlier:
             share = congestion_share(learning, now) / 2
@@ -252,8 +252,7 @@ def _enqueued(
 def _batch_load(batch: LiveBatch, job: DesiredJob | None, entry: Admitted | None) -> tuple[int, int]:
     """A live batch's tokens and requests: its recorded estimate, scaled to the request count the
     provider reports; without one, the estimate its job's spec gives."""
-    counts = batch.batch.request_counts
-    reported = counts.total if counts and counts.total else None
+    reported = (batch.record.request_counts or {}).get("total") or None
     if entry is not None:
         if reported is None or not entry.requests:
             return entry.tokens, entry.requests
@@ -354,14 +353,14 @@ def _drains(
         job = desired.get(batch.job)
         if batch.terminal or batch.provider != model[0] or job is None or job.model != model[1]:
             continue
-        counts, began = batch.batch.request_counts, batch.batch.in_progress_at
-        done = (counts.completed + counts.failed) if counts else 0
-        if not counts or not counts.total or not began:
+        counts, began = batch.record.request_counts or {}, batch.record.in_progress_at
+        done, total = counts.get("completed", 0) + counts.get("failed", 0), counts.get("total", 0)
+        if not total or not began:
             continue
         tokens, _ = _batch_load(batch, job, None)
         if not done:  # no pace yet: look again once it has run twice as long (a bound, not an end)
             look = now + max(now - began, 1.0)
-            found.append((look, 0, look - (batch.batch.created_at or began)))
+            found.append((look, 0, look - (batch.created_at or began)))
             continue
         # Whole seconds and whole requests, both rounded down: their midpoints are the unbiased
         # reading (an early `in_progress_at` and a low count would each put the end too late).
@@ -369,8 +368,8 @@ def _drains(
         rate = (done + 0.5) / elapsed if elapsed > 0 else 0.0
         if rate <= 0:
             continue
-        end = now + max(counts.total - done - 0.5, 0.0) / rate
-        found.append((end, tokens, end - (batch.batch.created_at or began)))
+        end = now + max(total - done - 0.5, 0.0) / rate
+        found.append((end, tokens, end - (batch.created_at or began)))
     return sorted(found)
 
 

@@ -1,14 +1,15 @@
-"""The planner's vocabulary: what is desired, and the changes that converge on it. Plain data."""
+"""The planner's vocabulary: what is desired, what is live, and the changes that converge. Plain data."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from reconciler.api.batch import Batch
+from reconciler.api.batch import Batch, QueueRefusal, is_terminal, queue_refusal
 from reconciler.common.limits import InputLimits
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.common.usage import UnitPrices
@@ -47,48 +48,68 @@ SYMBOLS = {
 
 @dataclass(frozen=True, slots=True)
 class LiveBatch:
-    """A batch of ours as observed, with the provider it lives on.
-
-    Its metadata (job, generation, run, part, retry, attempt) is read and its record made once,
-    here, when it is observed: a pass asks each batch for them many times over (the planner, the
-    duplicate guard, retries, admission, the record).  Safe to keep: the batch is frozen, and a
-    changed one is a new LiveBatch (`dataclasses.replace` makes them again)."""
+    """A batch of ours as observed, with the provider it lives on: what a pass reads of it, kept
+    compact.  Made once per batch when it is observed (`of`): its record (the observed fields, as
+    the state records them) and its metadata are read then, for every step of the pass that asks
+    (the planner, the duplicate guard, retries, admission, the record), and the parsed `Batch`
+    is let go.  Safe to share: everything here is frozen; a batch seen again is a new LiveBatch."""
 
     provider: str
-    batch: Batch = field(repr=False)
-    job: str = field(init=False, compare=False)  # "" for none (an owned batch always names one)
-    generation: str | None = field(init=False, compare=False)
-    run: str = field(init=False, compare=False)
-    part: int = field(init=False, compare=False)
-    retry: int = field(init=False, compare=False)
-    attempt: str | None = field(init=False, compare=False)
-    unit: IntentKey = field(init=False, compare=False, repr=False)  # the one create meant for it
-    record: BatchRecord = field(init=False, compare=False, repr=False)  # as the state records it
+    record: BatchRecord = field(repr=False)  # id, status, counts, files, times, run, part, retry
+    job: str  # "" for none (a batch of ours always names one)
+    generation: str | None
+    deletion_policy: str | None = None  # what its creator said should happen when its spec goes
+    endpoint: str | None = None
 
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__  # frozen: each is set once, here
-        record = BatchRecord.from_batch(self.batch)  # reads run, part, retry and attempt
-        job, generation, run = self.batch.job or "", self.batch.generation, record.run or DEFAULT_RUN
-        set_(self, "record", record)
-        set_(self, "job", job)
-        set_(self, "generation", generation)
-        set_(self, "run", run)
-        set_(self, "part", record.part)
-        set_(self, "retry", record.retry)
-        set_(self, "attempt", record.attempt)
-        set_(self, "unit", IntentKey.of(job, generation or "", run, record.part, record.retry))
+    @classmethod
+    def of(cls, provider: str, batch: Batch) -> LiveBatch:
+        record = BatchRecord.from_batch(batch)
+        endpoint = sys.intern(batch.endpoint) if batch.endpoint else None  # a few, shared by all
+        return cls(provider, record, batch.job or "", batch.generation, batch.deletion_policy, endpoint)
 
     @property
     def id(self) -> str:
-        return self.batch.id
+        return self.record.batch_id
 
     @property
     def status(self) -> str:
-        return self.batch.status
+        return self.record.status
 
     @property
     def terminal(self) -> bool:
-        return self.batch.terminal
+        return is_terminal(self.record.status)
+
+    @property
+    def unit(self) -> IntentKey:
+        """The one create meant for it (made when asked: kept, it would cost more than it saves)."""
+        return IntentKey.of(
+            self.job, self.generation or "", self.record.run, self.record.part, self.record.retry
+        )
+
+    @property
+    def run(self) -> str:
+        return self.record.run or DEFAULT_RUN
+
+    @property
+    def part(self) -> int:
+        return self.record.part
+
+    @property
+    def retry(self) -> int:
+        return self.record.retry
+
+    @property
+    def attempt(self) -> str | None:
+        return self.record.attempt
+
+    @property
+    def created_at(self) -> int | None:
+        return self.record.created_at
+
+    @property
+    def refusal(self) -> QueueRefusal | None:
+        """Why the provider's queue turned it away; None unless it did."""
+        return queue_refusal(self.record.errors) if self.record.status == "failed" else None
 
 
 @dataclass(frozen=True)

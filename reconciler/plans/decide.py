@@ -264,7 +264,7 @@ def _label(
             return Action.RETRY, restart_reason(attempts[unit.part], unit.part, total)
         if all(latest[u.part].status == "cancelled" for u in creates):
             return Action.RESUME, Resume(total)
-        refusal = latest[creates[0].part].batch.refusal
+        refusal = latest[creates[0].part].refusal
         if refusal is not None:
             return Action.RETRY, Requeue(total, creates[0].part, refusal.kind)
         return Action.RETRY, Retry(total, creates[0].retry)
@@ -319,8 +319,8 @@ def _replace_reason(
     desired: DesiredJob, recorded: JobState | None, choice: RunChoice, units: list[Unit], old: LiveBatch
 ) -> Reason:
     requests, parts = sum(u.requests for u in units), len(units)
-    counts = old.batch.request_counts
-    progress = (counts.completed, counts.total) if counts and counts.total else (None, None)
+    counts = old.record.request_counts or {}
+    progress = (counts.get("completed", 0), counts["total"]) if counts.get("total") else (None, None)
     replacing = Replacing(old.id, old.status, *progress)
     started = _started(desired, choice, units, replacing)
     if started is not None:
@@ -402,9 +402,7 @@ def _change(
 def plan_removed(name: str, recorded: JobState | None, running: list[LiveBatch]) -> Change | None:
     provider = recorded.provider if recorded else (running[0].provider if running else "")
     generation = recorded.generation if recorded else None
-    policies = {
-        b.id: b.batch.deletion_policy or (recorded.deletion_policy if recorded else None) for b in running
-    }
+    policies = {b.id: b.deletion_policy or (recorded.deletion_policy if recorded else None) for b in running}
     cancel = tuple(b.id for b in running if policies[b.id] == "cancel")
     orphans = [b.id for b in running if policies[b.id] == "orphan"]
     unknown = [b.id for b in running if policies[b.id] is None]
@@ -446,7 +444,7 @@ def split_duplicates(batches: Iterable[LiveBatch]) -> tuple[list[LiveBatch], lis
 
 
 def _age_key(batch: LiveBatch) -> tuple[int, str]:
-    created = batch.batch.created_at
+    created = batch.created_at
     return (created if created is not None else 2**62, batch.id)
 
 

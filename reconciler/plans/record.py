@@ -78,7 +78,7 @@ def observed_job(
     ours = [b for b in live if b.job == name and b.provider == base.provider]
     # A duplicate of a unit is never recorded, so it is never counted: the oldest speaks for it.
     mine, _ = split_duplicates(b for b in ours if b.generation == base.generation and b.run == base.run)
-    mine.sort(key=lambda b: (b.part, b.retry, b.batch.created_at or 0, b.id))
+    mine.sort(key=lambda b: (b.part, b.retry, b.created_at or 0, b.id))
     attempts = {b.attempt for b in mine if b.attempt}
     # An intent is resolved once its batch is live; one of a superseded generation or run is dropped.
     this_run = (

@@ -181,7 +181,7 @@ def _edited_slot(
 
 def _last_begun(runs: set[str], live: Sequence[LiveBatch]) -> str:
     """The run whose batches were created last (each generation's run began after the last)."""
-    begun = {r: max((b.batch.created_at or 0 for b in live if b.run == r), default=0) for r in runs}
+    begun = {r: max((b.created_at or 0 for b in live if b.run == r), default=0) for r in runs}
     return max(runs, key=lambda r: (begun[r], _age(r)))
 
 

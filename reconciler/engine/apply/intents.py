@@ -57,7 +57,7 @@ def quarantine_seconds() -> float:
 def in_flight(state: State, live: Sequence[LiveBatch], now: float, quarantine: float) -> InFlight:
     """Seconds left, for each intent still in quarantine: sent without an answer and not in the
     live list yet.  The planner creates none of these units meanwhile."""
-    seen = {b.batch.attempt for b in live}
+    seen = {b.attempt for b in live}
     waiting = {}
     for name, job in state.jobs.items():
         for intent in job.pending:
@@ -155,7 +155,7 @@ def _post_all(
         if isinstance(result, Failure):
             outcome.failures.append(result)
         else:
-            outcome.touched.append(LiveBatch(provider=job.provider, batch=result))
+            outcome.touched.append(LiveBatch.of(job.provider, result))
             outcome.created += 1
     return answered
 

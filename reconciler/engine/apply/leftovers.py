@@ -181,9 +181,9 @@ class Leftovers:
         `claimed` holds the file ids pending creates still mean to use."""
         if provider not in self._troubled | self._suspect:
             return []
-        batches = [b.batch for b in live if b.provider == provider]
-        read = {b.input_file_id for b in batches} | set(claimed) | self._taken
-        settled = {upload_key(IntentKey.of_batch(b)) for b in batches}
+        batches = [b for b in live if b.provider == provider]
+        read = {b.record.input_file_id for b in batches} | set(claimed) | self._taken
+        settled = {upload_key(b.unit) for b in batches}
         deleted = []
         for upload in self._uploads(provider):
             job, generation = upload.unit[:2]

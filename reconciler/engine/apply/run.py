@@ -83,12 +83,12 @@ def _cancel_all(
                 error,
                 job=job,
                 step="cancel",
-                part=live.batch.part,
-                attempt=live.batch.retry,
+                part=live.part,
+                attempt=live.retry,
                 batch_id=live.id,
                 provider=live.provider,
             )
-        return job, LiveBatch(provider=live.provider, batch=batch)
+        return job, LiveBatch.of(live.provider, batch)
 
     failed: set[str] = set()
     for job, result in pool.map(cancel, targets):
