@@ -7,15 +7,19 @@ read and let go."""
 from __future__ import annotations
 
 import cProfile
+import gc
 import pstats
 from collections.abc import Callable
 from types import FunctionType
 from typing import Any
 
 from reconciler.api.batch import Batch
+from reconciler.common.ownership import KEY_GENERATION, KEY_JOB, KEY_OWNER, KEY_RUN
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.jobstatus import attempts_by_part
+from reconciler.plans.record import record
 from reconciler.sandbox import Sandbox
-from reconciler.state.model import BatchRecord
+from reconciler.state.model import BatchRecord, State
 from tests.fixtures.repo import RunCli, UserRepo
 from tests.reconcile_helpers import sdk
 
@@ -61,3 +65,16 @@ def test_a_plan_converts_each_live_batch_once_and_reads_its_metadata_once(
     listed = JOBS + FOREIGN
     assert _calls(stats, Batch.meta) <= 2 * listed + 8 * JOBS
     assert _calls(stats, attempts_by_part) <= 2 * JOBS  # the planner once per job, retries once per job
+
+
+def test_a_live_batch_keeps_its_record_not_the_parsed_batch_and_the_state_shares_that_record() -> None:
+    metadata = {KEY_JOB: "eval", KEY_GENERATION: "g1", KEY_OWNER: "tag", KEY_RUN: "r"}
+    counts = {"total": 2, "completed": 2, "failed": 0}
+    batch = Batch(id="batch_1", status="completed", metadata=metadata, request_counts=counts, created_at=1)
+    live = LiveBatch.of("sandbox", batch)
+
+    assert not any(isinstance(held, Batch) for held in gc.get_referents(live))  # the model is let go
+    assert (live.job, live.generation, live.run, live.unit.job) == ("eval", "g1", "r", "eval")
+    desired = {"eval": DesiredJob(name="eval", generation="g1", provider="sandbox", run_label="r")}
+    recorded = record(desired, State(lineage="l"), [live], now="t1", runs={"eval": "r"})
+    assert recorded.jobs["eval"].batches[0] is live.record  # one record per batch, the pass's and the state's
