@@ -1,8 +1,8 @@
 """What a plan does for each live batch, counted through a real run against the sandbox, never
 timed (issue 24): each batch of ours is converted to its state record once and its metadata read
 once, however many steps of the pass (the planner, the duplicate guard, retries, admission) read
-them; a job's attempts are grouped by part once by the planner; a batch of someone else's is
-read and let go."""
+them; a job's attempts are grouped by part once by the planner; only a finished part has its
+result files looked for; a batch of someone else's is read and let go."""
 
 from __future__ import annotations
 
@@ -10,21 +10,32 @@ import cProfile
 import gc
 import pstats
 from collections.abc import Callable
+from pathlib import Path
 from types import FunctionType
 from typing import Any
 
+import pytest
+
 from reconciler.api.batch import Batch
 from reconciler.common.ownership import KEY_GENERATION, KEY_JOB, KEY_OWNER, KEY_RUN
+from reconciler.engine.outcomes import WorkDir
 from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.jobstatus import attempts_by_part
 from reconciler.plans.record import record
 from reconciler.sandbox import Sandbox
 from reconciler.state.model import BatchRecord, State
 from tests.fixtures.repo import RunCli, UserRepo
+from tests.fixtures.sandbox import SandboxFactory
 from tests.reconcile_helpers import sdk
 
 JOBS = 6
 FOREIGN = 3
+
+
+@pytest.fixture
+def sandbox(sandbox_factory: SandboxFactory, tmp_path: Path) -> Sandbox:
+    """Batches that stay running while the test looks (validating for ten minutes)."""
+    return sandbox_factory(tmp_path / "sandbox", validation_seconds=600.0)
 
 
 def _calls(stats: pstats.Stats, function: Callable[..., Any]) -> int:
@@ -65,6 +76,7 @@ def test_a_plan_converts_each_live_batch_once_and_reads_its_metadata_once(
     listed = JOBS + FOREIGN
     assert _calls(stats, Batch.meta) <= 2 * listed + 8 * JOBS
     assert _calls(stats, attempts_by_part) <= 2 * JOBS  # the planner once per job, retries once per job
+    assert _calls(stats, WorkDir.__init__) == 0  # no part has finished: no result files to look for
 
 
 def test_a_live_batch_keeps_its_record_not_the_parsed_batch_and_the_state_shares_that_record() -> None:

@@ -101,13 +101,13 @@ def find_retries(
 def _job_retries(
     job: DesiredJob, run: str, live: Sequence[LiveBatch], reader: BatchReader, work_root: Path, now: float
 ) -> dict[int, PartRetry]:
-    work = WorkDir(work_root, job.name, job.generation, run)
     parts = {p.index: p for p in job.part_specs}
     found: dict[int, PartRetry] = {}
     for index, attempts in live_attempts(job, live, run).items():
         if not is_terminal(attempts[-1].status) or index not in parts:
             continue
-        retry = _next_attempt(job, parts[index], attempts, Fetch(work, reader), now)
+        fetch = Fetch(WorkDir(work_root, job.name, job.generation, run), reader)  # a finished part's files
+        retry = _next_attempt(job, parts[index], attempts, fetch, now)
         if retry is None:
             continue
         lines = part_lines(Path(job.input_path), retry.part)
