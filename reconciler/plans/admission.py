@@ -180,9 +180,11 @@ def learn(
     admitted = dict(book.admitted)
     for batch in live:
         refusal = batch.refusal
+        if refusal is None:  # most batches: read no further
+            continue
         key = unit_key(batch.unit)
         model = _model_of(batch, desired, state, admitted.get(key))
-        if refusal is None or model is None:
+        if model is None:
             continue
         entry = admitted.pop(key, None)
         before = learnt.get(batch.provider, {}).get(model)
