@@ -141,6 +141,9 @@ def test_a_spec_still_knows_which_fields_it_was_given() -> None:
     also = BatchJobSpec.model_validate(bare | {"priority": 4})
     assert given.model_fields_set == also.model_fields_set == {"endpoint", "input", "priority"}
     assert BatchJobSpec.model_validate(bare).model_fields_set == {"endpoint", "input"}
+    copied = given.model_copy(update={"suspend": True})  # adds to a copy of the shared set
+    assert copied.model_fields_set == {"endpoint", "input", "priority", "suspend"}
+    assert given.model_fields_set == also.model_fields_set == {"endpoint", "input", "priority"}
     with pytest.raises(ValidationError, match="only apply with a schedule"):
         BatchJobSpec.model_validate(bare | {"timezone": "Europe/Berlin"})
 
