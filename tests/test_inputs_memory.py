@@ -1,10 +1,11 @@
 """What a pass reads before it plans stays small per job: the state read into records, and the
 specs loaded into documents and desired jobs.  Counted in bytes the allocator hands out for
 each added job (tracemalloc, the same on every run of one build), never timed.  Before this
-round a converged job's record took 7.2 KB here and its spec and desired job 15.5 KB."""
+round a converged job's record took 7.2 KB here and its spec and desired job 6.0 KB."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import shutil
 import tracemalloc
@@ -78,6 +79,7 @@ def _bytes_held(make: Callable[[], object]) -> int:
     tracemalloc.start()
     try:
         made = make()
+        gc.collect()  # only what is alive: loading pauses the collector
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -96,7 +98,7 @@ def _state_file(folder: Path, jobs: int) -> Path:
 def test_a_converged_jobs_record_holds_under_six_kib_once_read(tmp_path: Path) -> None:
     small, large = _state_file(tmp_path, 200), _state_file(tmp_path, 600)
     per_job = (_bytes_held(lambda: read_state(large)) - _bytes_held(lambda: read_state(small))) / 400
-    assert per_job < 6 * KIB  # 7.2 KB before records shared their set of given fields (now 4.9)
+    assert per_job < 6 * KIB  # 7.2 KB before records shared their set of given fields (now 4.8)
 
 
 def test_records_read_still_dump_every_field_and_copy_apart(tmp_path: Path) -> None:
@@ -128,11 +130,11 @@ def _prepared_bytes(make_repo: MakeRepo, jobs: int) -> int:
     return _bytes_held(lambda: prepare(repo.paths, "me"))
 
 
-def test_a_loaded_spec_with_its_desired_job_holds_under_six_kib(
+def test_a_loaded_spec_with_its_desired_job_holds_under_five_kib(
     make_repo: MakeRepo, old_enough: None
 ) -> None:
     per_job = (_prepared_bytes(make_repo, 300) - _prepared_bytes(make_repo, 100)) / 200
-    assert per_job < 6 * KIB  # 15.5 KB before: a set of given fields per model, no slots (now 4.0)
+    assert per_job < 5 * KIB  # 6.0 KB before: a set of given fields per model, no slots (now 3.6)
 
 
 def test_a_spec_still_knows_which_fields_it_was_given() -> None:
