@@ -9,8 +9,10 @@ sent ahead is read by the pass, not asked for again.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from reconciler.sandbox import Sandbox
 from reconciler.specs.identity import owner_tag
 from reconciler.state.file import owner_lock_path
 from tests.fixtures.daemon import reconciler_command, reconciler_env
-from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
+from tests.fixtures.repo import CliResult, MakeRepo, RunCli, UserRepo
 from tests.reconcile_helpers import batches, use_sandbox, wait_until
 
 OWNER = "tests/first-request"
@@ -41,15 +43,38 @@ def repo(make_repo: MakeRepo, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch)
 def test_apply_sends_the_list_of_batches_before_it_reads_the_state(
     repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
-    # A state file that cannot be read stops the pass as it is read: whatever was sent by then
-    # was sent before the state was read.
+    # The state file is a pipe: reading it waits until the test writes into it.  The list must
+    # reach the sandbox while apply waits there.
     repo.state.parent.mkdir(parents=True, exist_ok=True)
-    repo.state.write_text("{ not a state", encoding="utf-8")
+    os.mkfifo(repo.state)
     sandbox.reset_counts()
-    result = run_cli("apply", "--auto-approve", *repo.args())
-    assert result.exit_code == 1, result.stdout + result.stderr
+    results: list[CliResult] = []
+    applying = threading.Thread(
+        target=lambda: results.append(run_cli("apply", "--auto-approve", *repo.args()))
+    )
+    applying.start()
+    try:
+        wait_until(lambda: sandbox.request_counts().get(LIST) == 1, 30)
+    finally:
+        # Let the read go on once apply waits in it: the pipe moved aside (a second read finds
+        # no file), then written.
+        written = wait_until(lambda: _writer_of(repo.state), 60)
+        repo.state.rename(repo.state.with_name("state.pipe"))
+        os.write(written, b"{ not a state")
+        os.close(written)
+        applying.join(timeout=60)
+    (result,) = results
+    assert result.exit_code == 1 and "state" in result.stderr, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    assert sandbox.request_counts() == {LIST: 1}
+    assert sandbox.request_counts() == {LIST: 1}  # nothing else was sent: the state stopped it
+
+
+def _writer_of(pipe: Path) -> int | None:
+    """The pipe opened for writing, once a reader waits in it."""
+    try:
+        return os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: nobody reads it yet
+        return None
 
 
 def test_apply_asks_for_the_first_page_it_sent_ahead_only_once(
