@@ -66,7 +66,7 @@ class QueueLimit:
     requests: int | None = None  # enqueued requests
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredJob:
     """What a spec asks for: the planner reads the first fields, apply the rest."""
 
