@@ -245,9 +245,9 @@ def test_a_label_edit_plans_nothing_and_the_dashboard_shows_it(
     settled(sandbox.request_counts, quiet=0.5)
     sandbox.reset_counts()
 
-    spec.write_text(spec.read_text().replace("before", "after"))  # the job's batch is the same
     page = f"{daemon.url}/jobs/nightly-eval"
-    assert "team=before" in httpx.get(page, timeout=10).text
+    assert "team=before" in httpx.get(page, timeout=10).text  # before the edit: the daemon may be quick
+    spec.write_text(spec.read_text().replace("before", "after"))  # the job's batch is the same
     daemon.eventually(lambda: "team=after" in httpx.get(page, timeout=10).text)
     assert mutating(settled(sandbox.request_counts, quiet=0.5)) == {}
 

@@ -191,16 +191,21 @@ def converge(
     scope: Scope | None = None,
     allow_over_budget: bool = False,
     early_leftovers: bool = True,
+    held: StateBackend | None = None,
 ) -> tuple[Plan, State, Outcome]:
     """Under the owner's writer lock, for the whole pass: refresh, plan, let `confirm` veto
     (raise), apply all but the changes over a budget, record.  No other writer of this owner
     plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`.
     `early_leftovers`: list the uploads a lost state may have left while observing (False when
-    `confirm` is likely to refuse: nothing but the list of batches is read then)."""
+    `confirm` is likely to refuse: nothing but the list of batches is read then).
+    `held`: the backend, its writer lock already taken by the caller (`apply`, which sends
+    the list of batches before the state is read: engine/workspace.writer_locked)."""
     scope = scope or Scope()
     with contextlib.ExitStack() as stack:
-        backend = stack.enter_context(open_state(ws))
-        stack.enter_context(backend.writer_lock(command))
+        backend = held
+        if backend is None:
+            backend = stack.enter_context(open_state(ws))
+            stack.enter_context(backend.writer_lock(command))
         state = load_state(ws, rebuild=rebuild, backend=backend)
         answers = stack.enter_context(answer_store(ws)) if reusing(ws.desired, state) else None
         scope.check(ws, state)  # a misspelt --target sends nothing, not even the early listing
