@@ -41,10 +41,16 @@ def parse_state(data: object, where: str, what: str, recovery: str = REBUILD_HIN
     try:
         return State.model_validate(upgraded(data) if isinstance(data, dict) else data)
     except ValidationError as error:
-        at = ".".join(str(p) for p in error.errors()[0]["loc"]) or "top level"
+        at = ".".join(_shown(p) for p in error.errors()[0]["loc"]) or "top level"
     except (TypeError, AttributeError, RecursionError):  # a shape the upgrade cannot walk
         at = "top level"
     raise StateError(f"{where}: {what} is damaged (at {at}); kept as is; {recovery}")
+
+
+def _shown(key: object) -> str:
+    """A key of the damaged document as one printable piece of the error's single line."""
+    text = str(key)
+    return text if text.isprintable() else json.dumps(text)
 
 
 def upgraded(data: dict[str, Any]) -> dict[str, Any]:
