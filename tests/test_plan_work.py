@@ -2,7 +2,7 @@
 timed (issue 24): each batch of ours is converted to its state record once and its metadata read
 once, however many steps of the pass (the planner, the duplicate guard, retries, admission) read
 them; a job's attempts are grouped by part once by the planner; only a finished part has its
-result files looked for; a batch of someone else's is read and let go."""
+result files looked for; a batch of someone else's is not parsed: its id is all a plan reads of it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from reconciler.api.batch import Batch
+from reconciler.api.transport import parse_batch
 from reconciler.common.ownership import KEY_GENERATION, KEY_JOB, KEY_OWNER, KEY_RUN
 from reconciler.engine.outcomes import WorkDir
 from reconciler.plans.changes import DesiredJob, LiveBatch
@@ -71,6 +72,7 @@ def test_a_plan_converts_each_live_batch_once_and_reads_its_metadata_once(
     stats = pstats.Stats(profile)
 
     assert _calls(stats, BatchRecord.from_batch) == JOBS  # was 4 per job: planner twice, retries, admission
+    assert _calls(stats, parse_batch) == JOBS  # anyone else's batch: only its id is read (was parsed)
     # Each listed batch: whether it is ours (owner, job), then, only for ours, each ownership key once
     # and whether it predates runs.  Was some 66 a job: every step parsed the metadata again.
     listed = JOBS + FOREIGN

@@ -68,7 +68,7 @@ class BatchReader:
     def start_listing(self) -> None:
         """Asks for the first page of the batches now, on a thread of its own: `apply` sends it
         as soon as it holds the owner's lock, and builds the specs' jobs and reads the state
-        while the answer comes.  The next `iter_batches` reads that page instead of asking again
+        while the answer comes.  The next list reads that page instead of asking again
         (once: a later list asks afresh).  Safe to read ahead because the caller holds the
         owner's writer lock, so no batch of ours can be made between this page and the next;
         a batch of another owner made meanwhile only sits above it, and the next page follows
@@ -89,24 +89,36 @@ class BatchReader:
     def retrieve_batch(self, batch_id: str) -> Batch:
         return parse_batch(self.transport.call("GET", f"/batches/{segment(batch_id)}"))
 
-    def iter_batches(
-        self, page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES, *, owner_tag: str | None = None
-    ) -> Iterator[Batch]:
-        """Every batch, newest first, one page at a time; bounded against lists that never end.
+    def iter_batches(self, page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES) -> Iterator[Batch]:
+        """Every batch, newest first, one page at a time; bounded against lists that never end."""
+        for item in self._items(page_size, max_pages):
+            yield parse_batch(item)
 
-        With `owner_tag`, a malformed batch that is not this owner's is skipped with a warning
-        (one odd batch of another tool must not stop every plan); a malformed one of ours is
-        still an error, since skipping it could make us create it again."""
+    def iter_listed(
+        self, owner_tag: str, page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES
+    ) -> Iterator[tuple[str, Batch | None]]:
+        """Every batch's id, newest first, with the batch parsed only when it carries `owner_tag`:
+        a plan needs no more of anyone else's than that it is there, and parsing every foreign
+        batch of a shared account was most of the cost of reading it.
+
+        A malformed batch of ours is an error (skipping it could make us create it again); one
+        that is not ours, without even an id, is skipped with a warning (one odd batch of
+        another tool must not stop every plan)."""
+        for item in self._items(page_size, max_pages):
+            if isinstance(item, dict) and _carries(item, owner_tag):
+                batch = parse_batch(item)
+                yield batch.id, batch
+            elif isinstance(item, dict) and isinstance(item.get("id"), str):
+                yield item["id"], None
+            else:
+                shown = self.transport.describe("GET /batches")
+                log.warning("%s: skipped, not ours: malformed batch object from the server", shown)
+
+    def _items(self, page_size: int, max_pages: int) -> Iterator[Any]:
         first, self._first_page = self._first_page, None
         if page_size != PAGE_SIZE:
             first = None  # asked for with another page size: not this list's first page
-        for item in pages(self.transport, "/batches", {"limit": page_size}, max_pages, first):
-            try:
-                yield parse_batch(item)
-            except ApiConnectionError as error:
-                if owner_tag is None or not isinstance(item, dict) or _carries(item, owner_tag):
-                    raise
-                log.warning("%s: skipped, not ours: %s", self.transport.describe("GET /batches"), error)
+        return pages(self.transport, "/batches", {"limit": page_size}, max_pages, first)
 
     def download_file(self, file_id: str, out: BinaryIO) -> int:
         """Streams a file's content into `out` (a retry starts it over); returns the byte count."""

@@ -87,13 +87,13 @@ def _observe_provider(
     Anyone else's batch is only looked at: its id, its owner, whether it is one we recorded."""
     owned: list[LiveBatch] = []
     unseen = set(known)
-    for batch in reader.iter_batches(owner_tag=owner_tag):
+    for batch_id, batch in reader.iter_listed(owner_tag):
         if len(top) < TOP_IDS:
-            top.add(batch.id)
-        if batch.owned_by(owner_tag):
+            top.add(batch_id)
+        if batch is not None and batch.owned_by(owner_tag):
             owned.append(live_batch(provider, batch, desired))  # the parsed Batch is let go
-        unseen.discard(batch.id)
-        if batch.id in latest and _cut_short(batch):
+        unseen.discard(batch_id)
+        if batch is not None and batch_id in latest and _cut_short(batch):
             stop_early = False  # a resume or retry may follow: the rest of the list may hold its twin
         if stop_early and not unseen:
             return owned, set()
@@ -245,20 +245,21 @@ def read_newest(
     shown: set[str] = set()
     for provider in sorted(providers):
         top = view.newest.setdefault(provider, set())
-        read: list[Batch] = []
+        read: list[tuple[str, Batch | None]] = []
         met = False
-        batches = readers[provider].iter_batches(page_size=NEWEST_PAGE, owner_tag=owner_tag)
-        for index, batch in enumerate(batches):
-            known = batch.id in top
+        listed = readers[provider].iter_listed(owner_tag, page_size=NEWEST_PAGE)
+        for index, (batch_id, batch) in enumerate(listed):
+            known = batch_id in top
             if known and index >= NEWEST_PAGE:
                 break  # a later page reached what was seen before
-            read.append(batch)
+            read.append((batch_id, batch))
             met = met or known
             if met and index == NEWEST_PAGE - 1:
                 break  # the first page held what was seen before: no next page is asked for
-        top.update(batch.id for batch in read)
-        shown.update(batch.id for batch in read)
-        changed |= view.take(live_batch(provider, b, desired) for b in read if b.owned_by(owner_tag))
+        top.update(batch_id for batch_id, _ in read)
+        shown.update(batch_id for batch_id, _ in read)
+        ours = (b for _, b in read if b is not None and b.owned_by(owner_tag))
+        changed |= view.take(live_batch(provider, b, desired) for b in ours)
     return changed, shown
 
 
