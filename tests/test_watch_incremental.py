@@ -20,14 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
 from reconciler.common.ownership import KEY_ATTEMPT, KEY_GENERATION, KEY_JOB, KEY_OWNER, KEY_RUN
 from reconciler.daemon.board import Metrics
 from reconciler.daemon.hooks import Hooks, report_pass
 from reconciler.daemon.passes import PassResult
 from reconciler.engine.events import EventLog
 from reconciler.engine.observe import LiveView
-from reconciler.plans.changes import DesiredJob
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.record import record
 from reconciler.sandbox import Sandbox
 from reconciler.state.file import read_state
@@ -196,7 +196,7 @@ def _live(job: str, status: str) -> LiveBatch:
     metadata = {KEY_JOB: job, KEY_GENERATION: "g1", KEY_OWNER: "tag", KEY_RUN: "r", KEY_ATTEMPT: job}
     counts = {"total": 2, "completed": 2 if status == "completed" else 0, "failed": 0}
     batch = Batch(id=f"batch_{job}", status=status, metadata=metadata, request_counts=counts, created_at=1)
-    return LiveBatch(provider="sandbox", batch=batch)
+    return LiveBatch.of("sandbox", batch)
 
 
 def test_a_pass_that_finds_settled_jobs_as_recorded_hands_back_the_very_same_records() -> None:
@@ -266,9 +266,9 @@ def test_a_label_edit_plans_nothing_and_the_dashboard_shows_it(
     settled(sandbox.request_counts, quiet=0.5)
     sandbox.reset_counts()
 
-    spec.write_text(spec.read_text().replace("before", "after"))  # the job's batch is the same
     page = f"{daemon.url}/jobs/nightly-eval"
-    assert "team=before" in httpx.get(page, timeout=10).text
+    assert "team=before" in httpx.get(page, timeout=10).text  # before the edit: the daemon may be quick
+    spec.write_text(spec.read_text().replace("before", "after"))  # the job's batch is the same
     daemon.eventually(lambda: "team=after" in httpx.get(page, timeout=10).text)
     assert mutating(settled(sandbox.request_counts, quiet=0.5)) == {}
 

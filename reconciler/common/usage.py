@@ -14,7 +14,9 @@ amount (a sum's float rounding is not a difference).
 
 from __future__ import annotations
 
+import functools
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +26,16 @@ TOKEN_KINDS = ("input", "cached_input", "output", "reasoning")
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_post_init(self, context: Any, /) -> None:
+        # One set of given fields per class, not per instance: a job's prices and usages are
+        # kept in its state record (see state/model.py for why sharing it is safe).
+        object.__setattr__(self, "__pydantic_fields_set__", _all_fields(type(self)))
+
+
+@functools.cache
+def _all_fields(model: type[BaseModel]) -> set[str]:
+    return set(model.model_fields)
 
 
 class TokenUsage(_Frozen):

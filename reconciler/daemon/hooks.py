@@ -101,7 +101,7 @@ def _report_failure(failure: Failure, log: EventLog, metrics: Metrics) -> None:
 
 
 def _report_change(change: Change, outcome: Outcome, log: EventLog, metrics: Metrics) -> None:
-    touched = [b.id for b in outcome.touched if b.batch.job == change.job]
+    touched = [b.id for b in outcome.touched if b.job == change.job]
     cancelled = [i for i in touched if i in change.cancel]
     created = [i for i in touched if i not in change.cancel]
     shown = {

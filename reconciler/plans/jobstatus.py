@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from reconciler.api.batch import START_FAILURES, LiveBatch, is_terminal, queue_refusal
-from reconciler.plans.changes import DesiredJob
+from reconciler.api.batch import START_FAILURES, is_terminal, queue_refusal
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.reasons import Restart, RestartWaits
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, RunRecord
 
@@ -210,7 +210,7 @@ def updated_history(job: JobState, live: Sequence[LiveBatch], limit: int) -> tup
     groups: dict[tuple[str, str], list[BatchRecord]] = {}
     for batch in live:
         key = (batch.run, batch.generation or "")
-        groups.setdefault(key, []).append(BatchRecord.from_batch(batch.batch))
+        groups.setdefault(key, []).append(batch.record)
     runs = {(r.run, r.generation): r for r in job.history}
     for (run, generation), records in groups.items():
         runs[(run, generation)] = _run_record(run, generation, tuple(records), runs.get((run, generation)))

@@ -33,6 +33,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import yaml
 from pydantic import ValidationError
 
@@ -239,7 +240,7 @@ class DiskCache:
             for line in lines:
                 key, _, _ = line.partition(b"\t")
                 if key:
-                    name, identity = json.loads(key)
+                    name, identity = orjson.loads(key)
                     found[name] = (tuple(identity), line)
             return found
         except (OSError, ValueError, TypeError):
@@ -251,7 +252,11 @@ class DiskCache:
         if known is None or known[0] != identity:
             return None
         try:
-            cached = [(int(i), int(line), data) for i, line, data in json.loads(known[1].partition(b"\t")[2])]
+            # orjson reads what json wrote the same, but four times faster; the one difference,
+            # an integer beyond 64 bits read as a float, fails the strict models and so the
+            # file is parsed again.
+            kept = orjson.loads(known[1].partition(b"\t")[2])
+            cached = [(int(i), int(line), data) for i, line, data in kept]
         except (ValueError, TypeError):
             return None
         documents = _from_cache(path, shown, cached)
@@ -297,7 +302,7 @@ def _identity(stat: os.stat_result) -> Identity:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoadedJob:
     job: BatchJob
     source: Path  # the spec file, absolute
@@ -310,7 +315,7 @@ class LoadedJob:
         return self.job.metadata.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoadedProvider:
     provider: Provider
     source: Path
@@ -321,7 +326,7 @@ class LoadedProvider:
         return self.provider.metadata.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoadedNotification:
     notification: Notification
     source: Path

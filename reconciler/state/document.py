@@ -41,10 +41,16 @@ def parse_state(data: object, where: str, what: str, recovery: str = REBUILD_HIN
     try:
         return State.model_validate(upgraded(data) if isinstance(data, dict) else data)
     except ValidationError as error:
-        at = ".".join(str(p) for p in error.errors()[0]["loc"]) or "top level"
+        at = ".".join(_shown(p) for p in error.errors()[0]["loc"]) or "top level"
     except (TypeError, AttributeError, RecursionError):  # a shape the upgrade cannot walk
         at = "top level"
     raise StateError(f"{where}: {what} is damaged (at {at}); kept as is; {recovery}")
+
+
+def _shown(key: object) -> str:
+    """A key of the damaged document as one printable piece of the error's single line."""
+    text = str(key)
+    return text if text.isprintable() else json.dumps(text)
 
 
 def upgraded(data: dict[str, Any]) -> dict[str, Any]:
@@ -201,14 +207,14 @@ def _queue_changes(before: QueueBook, after: QueueBook) -> dict[str, Any]:
         was, now = getattr(before, section), getattr(after, section)
         if was == now:
             continue
-        entries = {key: _shown(value) for key, value in now.items() if was.get(key) != value}
+        entries = {key: _as_json(value) for key, value in now.items() if was.get(key) != value}
         changed[section] = entries | dict.fromkeys((key for key in was if key not in now), None)
     if before.learnt != after.learnt:
         changed["learnt"] = after.model_dump(mode="json", include={"learnt"})["learnt"]
     return changed
 
 
-def _shown(value: Any) -> Any:
+def _as_json(value: Any) -> Any:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 

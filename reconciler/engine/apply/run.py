@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.engine.apply.effects import Effects, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.intents import create_all
 from reconciler.engine.apply.leftovers import Leftovers
-from reconciler.plans.changes import Action, DesiredJob, Plan
+from reconciler.plans.changes import Action, DesiredJob, LiveBatch, Plan
 from reconciler.plans.record import record, with_applied_from
 from reconciler.state.model import AppliedFrom, State
 
@@ -85,12 +84,12 @@ def _cancel_all(
                 error,
                 job=job,
                 step="cancel",
-                part=live.batch.part,
-                attempt=live.batch.retry,
+                part=live.part,
+                attempt=live.retry,
                 batch_id=live.id,
                 provider=live.provider,
             )
-        return job, LiveBatch(provider=live.provider, batch=batch)
+        return job, LiveBatch.of(live.provider, batch)
 
     failed: set[str] = set()
     for job, result in pool.map(cancel, targets):
