@@ -13,8 +13,10 @@ from __future__ import annotations
 import io
 import json
 import signal
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -27,7 +29,9 @@ from reconciler.daemon.hooks import Hooks, report_pass
 from reconciler.daemon.passes import PassResult
 from reconciler.engine.events import EventLog
 from reconciler.engine.observe import LiveView
+from reconciler.plans.admission import admit
 from reconciler.plans.changes import DesiredJob, LiveBatch
+from reconciler.plans.decide import make_plan
 from reconciler.plans.record import record
 from reconciler.sandbox import Sandbox
 from reconciler.state.file import read_state
@@ -327,3 +331,36 @@ def test_a_pass_over_some_jobs_is_reported_and_counted_from_those_jobs_alone() -
     }
     assert gauge == {"completed": 50, "validating": 1}
     assert list(hooks.watched(after).jobs) == ["added"]
+
+
+def _calls_while(action: Callable[[], object]) -> int:
+    """Python function calls made while `action` runs (the real code, counted by a profile hook)."""
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(count)
+    try:
+        action()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def _admission_calls(held: int) -> int:
+    """Calls admitting one added job's create while `held` other jobs' batches run."""
+    job = DesiredJob(name="added", generation="g1", provider="sandbox", run_label="r", requests=2, model="m")
+    others = {f"busy-{i}": replace(job, name=f"busy-{i}") for i in range(held)}
+    live = [_live(name, "in_progress") for name in others]
+    state = _jobs_in(dict.fromkeys(others, "in_progress"))
+    plan = make_plan({"added": job}, state.model_copy(update={"jobs": {}}), [], allow_empty=True)
+    assert [c.job for c in plan.changes if c.creates] == ["added"]
+    return _calls_while(lambda: admit(plan, {**others, "added": job}, live, state, now=1.0))
+
+
+def test_admitting_an_added_job_reads_none_of_the_other_jobs_batches_when_no_queue_is_limited() -> None:
+    """A pass creating one job weighs its create against its model's queue: with no limit known
+    for the model, the batches held (thousands in a large repo) are not read at all."""
+    assert _admission_calls(50) == _admission_calls(500)  # before: 22 calls per batch held

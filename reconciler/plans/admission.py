@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -83,7 +83,11 @@ def admit(
     book = learn(state.queue, live, desired, state, now)
     order = {**{name: now for name in desired if name not in book.order}, **book.order}
     order = {name: when for name, when in order.items() if name in desired or name in state.jobs}
-    enqueued, per_job = _enqueued(live, desired, state, book)
+    # A declared limit is its Provider's for the model, the same in every job of the model: the
+    # jobs created tell it, without a walk of every job held (declared_limit).
+    wanted = _wanted(plan, desired)
+    limited = {model for model in _models(wanted) if usable_limit(model, wanted, book, now)[0]}
+    enqueued, per_job = _enqueued(live, desired, state, book, limited, wanted)
     candidates = _candidates(plan, desired, order, per_job)
     held: dict[int, list[Candidate]] = {}
     never: set[int] = set()
@@ -93,8 +97,8 @@ def admit(
     places: dict[str, QueuePlace] = {}
     reasons: dict[int, Queued] = {}
     for model, queue in by_model.items():
-        limit, learnt = usable_limit(model, desired, book, now)
-        whole, _ = usable_limit(model, desired, book, now, lowered=False)
+        limit, learnt = usable_limit(model, wanted, book, now)
+        whole, _ = usable_limit(model, wanted, book, now, lowered=False)
         load = enqueued.get(model, Load())
         waiting: list[Candidate] = []
         blocked = False
@@ -179,8 +183,10 @@ def learn(
     learnt = {provider: dict(models) for provider, models in book.learnt.items()}
     admitted = dict(book.admitted)
     for batch in live:
+        if batch.record.status != "failed":  # most batches: only a failed one carries a refusal
+            continue
         refusal = batch.refusal
-        if refusal is None:  # most batches: read no further
+        if refusal is None:
             continue
         key = unit_key(batch.unit)
         model = _model_of(batch, desired, state, admitted.get(key))
@@ -220,16 +226,33 @@ def _model_of(
     return model if isinstance(model, str) else None
 
 
+def _wanted(plan: Plan, desired: Mapping[str, DesiredJob]) -> dict[str, DesiredJob]:
+    """The jobs the plan creates batches of: the only ones admission ranks."""
+    return {c.job: desired[c.job] for c in plan.changes if c.creates and c.mutates and c.job in desired}
+
+
+def _models(jobs: Mapping[str, DesiredJob]) -> set[Model]:
+    return {(job.provider, job.model) for job in jobs.values()}
+
+
 def _enqueued(
-    live: Sequence[LiveBatch], desired: Mapping[str, DesiredJob], state: State, book: QueueBook
+    live: Sequence[LiveBatch],
+    desired: Mapping[str, DesiredJob],
+    state: State,
+    book: QueueBook,
+    limited: Collection[Model],
+    wanted: Collection[str],
 ) -> tuple[dict[Model, Load], dict[str, int]]:
-    """What our unfinished batches (and creates that may be in flight) hold of each model's
-    queue; and how many units each job has in a queue."""
+    """What our unfinished batches (and creates that may be in flight) hold of each queue in
+    `limited`; and how many units each job in `wanted` has in a queue.  Only those are read:
+    admission weighs only the plan's creates, against their models' limits, so a pass creating
+    one job with no limit known reads none of the thousands of batches held."""
     loads: dict[Model, Load] = {}
     per_job: dict[str, int] = {}
     seen: set[str] = set()
+    providers = {provider for provider, _ in limited}
     for batch in live:
-        if batch.terminal:
+        if (batch.provider not in providers and batch.job not in wanted) or batch.terminal:
             continue
         key = unit_key(batch.unit)
         seen.add(batch.attempt or "")
@@ -237,16 +260,23 @@ def _enqueued(
         model = _model_of(batch, desired, state, entry)
         if model is None:
             continue
-        tokens, requests = _batch_load(batch, desired.get(batch.job), entry)
-        loads[(batch.provider, model)] = loads.get((batch.provider, model), Load()).plus(tokens, requests)
-        per_job[batch.job] = per_job.get(batch.job, 0) + 1
-    for name, job in state.jobs.items():
+        if (batch.provider, model) in limited:
+            tokens, requests = _batch_load(batch, desired.get(batch.job), entry)
+            loads[(batch.provider, model)] = loads.get((batch.provider, model), Load()).plus(tokens, requests)
+        if batch.job in wanted:
+            per_job[batch.job] = per_job.get(batch.job, 0) + 1
+    # In flight: with no queue limited, only the wanted jobs' intents count (their turns).
+    intents = state.jobs.items() if limited else ((n, state.jobs[n]) for n in wanted if n in state.jobs)
+    for name, job in intents:
         for intent in job.pending:
             if intent.state in MAY_BE_LIVE and intent.attempt not in seen:
                 entry = book.admitted.get(unit_key(IntentKey.of_intent(name, intent)))
-                if entry is not None:
-                    queue = (entry.provider, entry.model)
+                if entry is None:
+                    continue
+                queue = (entry.provider, entry.model)
+                if queue in limited:
                     loads[queue] = loads.get(queue, Load()).plus(entry.tokens, entry.requests)
+                if name in wanted:
                     per_job[name] = per_job.get(name, 0) + 1
     return loads, per_job
 
