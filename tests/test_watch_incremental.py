@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import httpx
 import pytest
@@ -26,19 +28,21 @@ from reconciler.api.batch import Batch
 from reconciler.common.ownership import KEY_ATTEMPT, KEY_GENERATION, KEY_JOB, KEY_OWNER, KEY_RUN
 from reconciler.daemon.board import Metrics
 from reconciler.daemon.hooks import Hooks, report_pass
-from reconciler.daemon.passes import PassResult
+from reconciler.daemon.passes import ClientPool, Leader, Owed, PassResult, load
 from reconciler.engine.events import EventLog
 from reconciler.engine.observe import LiveView
+from reconciler.engine.workspace import open_backend
 from reconciler.plans.admission import admit
 from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.decide import make_plan
 from reconciler.plans.record import record
 from reconciler.sandbox import Sandbox
+from reconciler.specs import identity
 from reconciler.state.file import read_state
 from reconciler.state.model import JobState, State
 from tests.events_helpers import WEBHOOK_SECRET, Daemon
 from tests.fixtures.postgres import StateDb
-from tests.fixtures.repo import UserRepo
+from tests.fixtures.repo import OWNER, UserRepo
 from tests.reconcile_helpers import batches, mutating, sdk, settled, stays
 
 HOOKED_ENV = {"OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET}
@@ -364,3 +368,81 @@ def test_admitting_an_added_job_reads_none_of_the_other_jobs_batches_when_no_que
     """A pass creating one job weighs its create against its model's queue: with no limit known
     for the model, the batches held (thousands in a large repo) are not read at all."""
     assert _admission_calls(50) == _admission_calls(500)  # before: 22 calls per batch held
+
+
+# Where a pass records its jobs: plans/record.py, State.with_jobs, the apply and pass code, and
+# the queue book's upkeep in plans/admission.py.  (Admission's reading of the queues and the
+# state backend's diff of what to write are counted elsewhere, or not yet at all.)
+RECORDING_FILES = ("plans/record.py", "state/model.py", "engine/apply/run.py", "engine/converge.py")
+RECORDING_FUNCTIONS = frozenset({"with_queue", "_without_ended", "with_admitted", "some_pass"})
+
+
+def _recording_lines(action: Callable[[], object]) -> int:
+    """Lines of the recording code run on this thread while `action` runs, each turn of a loop
+    counted (the real code, counted by a trace hook): a walk of every job or batch shows here."""
+    lines = 0
+
+    def recording(frame: FrameType) -> bool:
+        code = frame.f_code
+        if code.co_filename.endswith(RECORDING_FILES):
+            return True
+        if code.co_name.startswith("<") and frame.f_back is not None:  # a comprehension: whose?
+            code = frame.f_back.f_code
+        return code.co_name in RECORDING_FUNCTIONS
+
+    def trace(frame: FrameType, event: str, arg: object) -> Any:
+        nonlocal lines
+        if event == "line" and recording(frame):
+            lines += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        action()
+    finally:
+        sys.settrace(None)
+    return lines
+
+
+def _added_spec_pass_lines(make_repo: Callable[..., UserRepo], sandbox: Sandbox, jobs: int) -> int:
+    """The daemon's leader, in this process: a whole pass over `jobs` jobs, then an added spec's
+    pass; the lines of recording code that pass runs."""
+    repo = make_repo()
+    for index in range(jobs):
+        repo.write_job(f"job-{index:03d}", requests=1)
+    leader, pool = Leader(), ClientPool()
+    owner = identity.owner_tag(OWNER)
+    with open_backend(repo.state, None, owner, keep_journal=True) as backend:
+        loaded = load(repo.paths, OWNER, None)
+        clients = pool.clients_for(loaded, None)
+        first = leader.whole_pass(loaded, clients, backend, allow_empty=False, parallelism=2)
+        assert len(first.after.jobs) == jobs
+        repo.write_job("added", requests=1)
+        loaded = load(repo.paths, OWNER, loaded)
+        clients = pool.clients_for(loaded, first.after)
+        passes: list[PassResult] = []
+        owed = Owed(jobs={"added"})
+        lines = _recording_lines(
+            lambda: passes.append(leader.some_pass(loaded, clients, backend, owed, parallelism=2))
+        )
+        pool.close()
+    assert not passes[0].whole and passes[0].outcome.created == 1
+    assert passes[0].after.jobs["added"].batches and len(passes[0].after.jobs) == jobs + 1
+    return lines
+
+
+def test_an_added_specs_pass_records_it_without_walking_the_jobs_held(
+    make_repo: Callable[..., UserRepo],
+    sandbox_factory: Callable[..., Sandbox],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The pass over an added spec records that job: recording, the queue book's upkeep and
+    State.with_jobs take its jobs alone, not a walk of every job and batch the repo holds."""
+    monkeypatch.setenv("RECONCILER_OWNER", OWNER)
+    lines = []
+    for jobs in (30, 90):
+        sandbox = sandbox_factory(tmp_path / f"sandbox-{jobs}", validation_seconds=600.0)  # all run on
+        monkeypatch.setenv("RECONCILER_SANDBOX_URL", sandbox.base_url)
+        lines.append(_added_spec_pass_lines(make_repo, sandbox, jobs))
+    assert lines[1] == lines[0]  # before: 23 more lines per job held

@@ -399,8 +399,16 @@ class Leader:
             held = frozenset(
                 c.job for c in found.plan.pending if c.action in CANCELS and c.job in owed.jobs - owed.settled
             )
+            planned = names | {c.job for c in found.plan.changes}
             after, outcome = converge_jobs(
-                ws, clients, backend, state, view.all(), _without(found, held), parallelism=parallelism
+                ws,
+                clients,
+                backend,
+                state,
+                view.of_jobs(planned),
+                _without(found, held),
+                parallelism=parallelism,
+                every_batch=view.all(),
             )
             view.made(outcome.touched)
             settle_in = backend.settle()

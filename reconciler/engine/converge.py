@@ -297,23 +297,38 @@ def converge_jobs(
     found: Refreshed,
     *,
     parallelism: int,
+    every_batch: Sequence[LiveBatch] | None = None,
 ) -> tuple[State, Outcome]:
     """Carries out `found` (plan_jobs' plan, or a whole pass's) and records the jobs it planned;
     every other job stays as it was, the very same objects, so the write holds only what
-    changed.  `live`: every batch observed (uploads no batch reads are told by it).  The caller
+    changed.  `live`: every batch observed (uploads no batch reads are told by it); or, with
+    `every_batch` (the daemon's pass over some jobs), the planned jobs' batches only: then
+    recording and the queue book look at those jobs alone, not at every job held.  The caller
     holds the writer lock."""
     over_budget = refused(found.plan)
     sources = UploadSources(ws.work_dir, ws.owner_tag, found.retries)
     fx = Effects(apis, ws.owner_tag, backend.write, utc_now, sources, parallelism)
     planned = {change.job for change in found.plan.changes} | set(found.desired)
-    untouched = (state.jobs.keys() | ws.desired.keys()) - planned
+    some = every_batch is not None
+    untouched = frozenset() if some else (state.jobs.keys() | ws.desired.keys()) - planned
     carried_out = without_refused(found.plan) if over_budget else found.plan
     desired = {**ws.desired, **found.desired}
+    before = state
     state = with_admitted(state, carried_out, found.desired, time.time())
     state, outcome = apply_plan(
-        carried_out, desired, live, state, fx, untouched, found.behind, applied_from(ws)
+        carried_out,
+        desired,
+        live,
+        state,
+        fx,
+        untouched,
+        found.behind,
+        applied_from(ws),
+        only=planned if some else None,
+        every_batch=every_batch,
     )
-    state = with_queue(state, carried_out, [*live, *outcome.touched])
+    only = (planned, before) if some else None
+    state = with_queue(state, carried_out, [*live, *outcome.touched], only=only)
     outcome.over_budget = over_budget
     mine = {name: job for name, job in found.desired.items() if name not in found.behind}
     with contextlib.ExitStack() as stack:

@@ -485,20 +485,26 @@ def with_admitted(state: State, plan: Plan, desired: Mapping[str, DesiredJob], n
     return state.model_copy(update={"queue": book.model_copy(update={"admitted": admitted})})
 
 
-def with_queue(state: State, plan: Plan, live: Iterable[LiveBatch]) -> State:
+def with_queue(
+    state: State, plan: Plan, live: Iterable[LiveBatch], *, only: tuple[Collection[str], State] | None = None
+) -> State:
     """The state after the pass: the book's places and learnt limits, the estimates of batches
     that finished (or never came) dropped, and each job with held parts and nothing running
-    `queued`."""
+    `queued`.  `only` (a pass over some jobs: those jobs, and the state before the pass): only
+    their estimates are looked at, and `live` need hold only their batches."""
     book = plan.queue_book
     if book is None:
         return state
-    running = {unit_key(b.unit) for b in live if not b.terminal}
-    pending = {
-        unit_key(IntentKey.of_intent(name, intent))
-        for name, job in state.jobs.items()
-        for intent in job.pending
-    }
-    admitted = {k: v for k, v in state.queue.admitted.items() if k in running or k in pending}
+    if only is None:
+        running = {unit_key(b.unit) for b in live if not b.terminal}
+        pending = {
+            unit_key(IntentKey.of_intent(name, intent))
+            for name, job in state.jobs.items()
+            for intent in job.pending
+        }
+        admitted = {k: v for k, v in state.queue.admitted.items() if k in running or k in pending}
+    else:
+        admitted = _without_ended(state, live, *only)
     book = book.model_copy(update={"admitted": admitted})
     jobs = dict(state.jobs)
     for name in book.places:
@@ -506,6 +512,27 @@ def with_queue(state: State, plan: Plan, live: Iterable[LiveBatch]) -> State:
         if job is not None and job.status in QUEUED_FROM:
             jobs[name] = job.model_copy(update={"status": "queued"})
     return state.with_jobs(jobs).model_copy(update={"queue": book})
+
+
+def _without_ended(
+    state: State, live: Iterable[LiveBatch], names: Collection[str], before: State
+) -> dict[str, Admitted]:
+    """The estimates, less those of `names`' batches that ended and intents that left, unless
+    another batch or intent of the same unit still holds it: an estimate is made for a create,
+    so it is one of the job's intents (before the pass or after it) until its batch is seen."""
+    batches = list(live)
+    running = {unit_key(b.unit) for b in batches if not b.terminal}
+    pending = {
+        unit_key(IntentKey.of_intent(n, i)) for n in names if n in state.jobs for i in state.jobs[n].pending
+    }
+    earlier = {
+        unit_key(IntentKey.of_intent(n, i)) for n in names if n in before.jobs for i in before.jobs[n].pending
+    }
+    ended = {unit_key(b.unit) for b in batches if b.terminal}
+    admitted = dict(state.queue.admitted)
+    for key in (ended | earlier) - running - pending:
+        admitted.pop(key, None)
+    return admitted
 
 
 def as_booked(observed: State, recorded: State) -> State:

@@ -33,23 +33,35 @@ def record(
     untouched: Collection[str] = (),
     missed: Mapping[str, str] | None = None,
     observed_only: Collection[str] = (),
+    only: Collection[str] | None = None,
 ) -> State:
     """The state with every job's batches and status taken from `live`; `runs` names each job's
     current run as the plan chose it, and jobs in `untouched` (outside --target) stay as they were;
     `missed` names the slot each job skipped for its starting_deadline.  Jobs in `observed_only`
     (left to a newer checkout) keep their recorded generation and run: only their batches' status
-    is taken from `live`, as for a job whose spec is gone."""
+    is taken from `live`, as for a job whose spec is gone.  `only` (a pass over some jobs): the
+    jobs recorded, every other one kept as it was without being looked at, and `live` need hold
+    only their batches."""
+    if only is not None:
+        desired = {name: desired[name] for name in only if name in desired}
     desired = {name: job for name, job in desired.items() if name not in observed_only}
     gone = set(forgotten)
     by_job: dict[str, list[LiveBatch]] = {}
     for batch in live:  # grouped once: scanning every live batch for each job is quadratic
         by_job.setdefault(batch.job, []).append(batch)
     jobs: dict[str, JobState] = {}
-    for name, previous in state.jobs.items():
+    if only is not None:  # every job as it was, each recorded one replaced in its place
+        jobs = dict(state.jobs)
+    recorded_ones = (
+        state.jobs.items() if only is None else [(n, state.jobs[n]) for n in only if n in state.jobs]
+    )
+    for name, previous in recorded_ones:
         if name in untouched:
             jobs[name] = previous
         elif name not in desired and name not in gone:
             jobs[name] = observed_job(name, previous, by_job.get(name, []), now, previous=previous)
+        elif name not in desired:
+            jobs.pop(name, None)  # forgotten
     for name, job in desired.items():
         if name in untouched:
             continue

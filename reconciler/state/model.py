@@ -424,5 +424,7 @@ class State(_Frozen):
     def with_jobs(self, jobs: dict[str, JobState]) -> State:
         """This state with `jobs`, in name order (the same names: in this state's order, no sort)."""
         if jobs.keys() == self.jobs.keys():
+            if list(jobs) == list(self.jobs):  # already in order (a copy of these jobs, some replaced)
+                return self.model_copy(update={"jobs": dict(jobs)})
             return self.model_copy(update={"jobs": {name: jobs[name] for name in self.jobs}})
         return self.model_copy(update={"jobs": dict(sorted(jobs.items()))})

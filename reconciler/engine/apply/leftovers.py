@@ -164,6 +164,8 @@ class Leftovers:
         self, desired: Mapping[str, DesiredJob], live: Sequence[LiveBatch], state: State
     ) -> list[Failure]:
         """Sweeps every troubled provider after a pass wrote `state`; a failure per provider."""
+        if not self._troubled | self._suspect:  # the common pass: no job or batch looked at
+            return []
         generations = {name: job.generation for name, job in desired.items()}
         claimed = {p.input_file_id for job in state.jobs.values() for p in job.pending if p.input_file_id}
         failures = []

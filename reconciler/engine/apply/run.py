@@ -26,11 +26,16 @@ def apply_plan(
     untouched: Collection[str] = (),
     behind: Collection[str] = (),
     commit: AppliedFrom | None = None,
+    *,
+    only: Collection[str] | None = None,
+    every_batch: Sequence[LiveBatch] | None = None,
 ) -> tuple[State, Outcome]:
     """The state to record after the plan, not yet written: the pass writes it once, after
     finishing (a crash before that loses nothing: create intents were written before their
     POST).  `untouched`: jobs outside --target, recorded as they were; `behind`: jobs left to a
-    newer checkout, only observed; `commit`: where the changes made here are recorded as from."""
+    newer checkout, only observed; `commit`: where the changes made here are recorded as from.
+    `only` (a pass over some jobs, plans/record.record): the jobs recorded, `live` their
+    batches; `every_batch` then all the batches observed, which say what uploads are read."""
     outcome = Outcome()
     leftovers = fx.leftovers or Leftovers.after(state, fx.apis, fx.owner_tag)
     workers = workers_for(plan, fx.parallelism)
@@ -55,9 +60,12 @@ def apply_plan(
         untouched=untouched,
         missed=missed,
         observed_only=behind,
+        only=only,
     )
     changed = [c.job for c in plan.pending if c.action is not Action.FORGET]
     state = with_applied_from(state, changed, forgotten, commit)
+    if every_batch is not None:
+        observed = [*every_batch, *outcome.touched]
     outcome.failures += leftovers.sweep_all(desired, observed, state)
     return state, outcome
 
