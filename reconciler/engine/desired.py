@@ -156,7 +156,9 @@ def with_input_changes(
     found = dict(desired)
     for name, job in desired.items():
         recorded = state.jobs.get(name)
-        old, new = _sha(recorded.definition if recorded else None), _sha(job.definition)
+        if recorded is None or recorded.generation == job.generation:  # the same input (it is hashed)
+            continue
+        old, new = _sha(recorded.definition), _sha(job.definition)
         if old is None or new is None or old == new:
             continue
         before, after = read_index(indexes, old), read_index(indexes, new)
