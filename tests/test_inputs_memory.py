@@ -19,9 +19,9 @@ from pydantic import ValidationError
 from reconciler.engine.workspace import prepare
 from reconciler.specs import loader
 from reconciler.specs.models import BatchJobSpec
-from reconciler.state.document import encode_state
+from reconciler.state.document import JobLines, encode_state, encoded
 from reconciler.state.file import new_state, read_state, write_state
-from reconciler.state.model import Definition, JobState
+from reconciler.state.model import Definition, JobState, State
 from tests.fixtures.repo import MakeRepo
 
 KIB = 1024
@@ -102,6 +102,28 @@ def test_a_converged_jobs_record_holds_under_four_and_a_half_kib_once_read(tmp_p
     # 7.2 KB before records shared their set of given fields, 4.8 KB while the definition was
     # held as three dicts (now 3.9 KB: its JSON text)
     assert per_job < 4.5 * KIB
+
+
+def _lines_kept(state_file: Path) -> int:
+    state = read_state(state_file)
+    return _bytes_held(lambda: _encoded_with_lines(state))
+
+
+def _encoded_with_lines(state: State) -> JobLines:
+    lines = JobLines()  # as a writer keeps them between writes (the daemon's, for its whole life)
+    encode_state(state, lines)
+    return lines
+
+
+def test_the_lines_a_state_writer_keeps_hold_under_two_kib_a_job_and_read_as_before(tmp_path: Path) -> None:
+    small, large = _state_file(tmp_path, 200), _state_file(tmp_path, 600)
+    per_job = (_lines_kept(large) - _lines_kept(small)) / 400
+    assert per_job < 2 * KIB  # 9.8 KB before: each record's bytes from orjson kept its 4 KB buffer
+    state = read_state(small)
+    lines = _encoded_with_lines(state)
+    job = state.jobs["job-00007"]
+    assert lines.of("job-00007", job) == encoded(job.model_dump(mode="json"))
+    assert lines.line("job-00007", job) == b'    "job-00007": ' + lines.of("job-00007", job)
 
 
 def test_a_definition_read_from_the_state_reads_compares_and_is_written_as_its_dict(tmp_path: Path) -> None:

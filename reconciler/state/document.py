@@ -119,21 +119,26 @@ class JobLines:
     back the very JobState objects it did not change, so identity says which to encode again."""
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[JobState, bytes, bytes]] = {}  # job, its record, its file line
+        # job, its file line, where its record starts in that line
+        self._kept: dict[str, tuple[JobState, bytes, int]] = {}
 
     def of(self, name: str, job: JobState) -> bytes:
-        return self._entry(name, job)[1]
+        _, line, start = self._entry(name, job)
+        return line[start:]
 
     def line(self, name: str, job: JobState) -> bytes:
         """`    "name": {…}`: the job as the state file's line holds it."""
-        return self._entry(name, job)[2]
+        return self._entry(name, job)[1]
 
-    def _entry(self, name: str, job: JobState) -> tuple[JobState, bytes, bytes]:
+    def _entry(self, name: str, job: JobState) -> tuple[JobState, bytes, int]:
         kept = self._kept.get(name)
         if kept is not None and kept[0] is job:
             return kept
         record = encoded(job.model_dump(mode="json"))
-        kept = self._kept[name] = (job, record, b"    %s: %s" % (encoded(name), record))
+        line = b"    %s: %s" % (encoded(name), record)
+        # Only the line is kept, the record read off its tail when asked: orjson's own bytes
+        # keep the 4 KB buffer they were written into, 4 KB a job for as long as lines are kept.
+        kept = self._kept[name] = (job, line, len(line) - len(record))
         return kept
 
     def keep_only(self, names: Collection[str]) -> None:
