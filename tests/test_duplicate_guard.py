@@ -12,7 +12,8 @@ from typing import Any
 import openai
 import pytest
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
+from reconciler.plans.changes import LiveBatch
 from reconciler.sandbox import Sandbox
 from reconciler.specs.identity import owner_tag
 from tests.fixtures.repo import RunCli, UserRepo
@@ -113,7 +114,7 @@ def _live(
         "reconciler_retry": retry,
     }
     batch = Batch(id=batch_id, status=status, metadata=metadata, created_at=created_at)
-    return LiveBatch(provider="sandbox", batch=batch)
+    return LiveBatch.of("sandbox", batch)
 
 
 def test_the_plan_keeps_the_oldest_of_each_unit_whatever_the_listing_order() -> None:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
 from reconciler.common.errors import StateError
 from reconciler.engine.apply.intents import in_flight
-from reconciler.plans.changes import Action, DesiredJob, PlanContext
+from reconciler.plans.changes import Action, DesiredJob, LiveBatch, PlanContext
 from reconciler.plans.decide import make_plan
 from reconciler.plans.record import with_intents
 from reconciler.plans.runs import RunChoice, choose_run, choose_runs
@@ -64,8 +64,7 @@ def live(
         "reconciler_run": run,
         "reconciler_attempt": attempt,
     }
-    batch = Batch(id=f"batch_{attempt}", status="validating", metadata=metadata)
-    return LiveBatch(provider="sandbox", batch=batch)
+    return LiveBatch.of("sandbox", Batch(id=f"batch_{attempt}", status="validating", metadata=metadata))
 
 
 def test_an_intent_goes_planned_uploaded_sent_and_each_step_adds_what_the_next_pass_needs() -> None:
@@ -162,7 +161,7 @@ def test_a_stored_state_is_read_as_written_and_one_that_contradicts_its_fields_i
 
 def test_an_intent_its_batch_and_the_plans_unit_have_one_key() -> None:
     intent = PendingCreate.planned("a1", KEY, requests=3)
-    assert IntentKey.of_intent(JOB.name, intent) == KEY == IntentKey.of_batch(live("a1").batch)
+    assert IntentKey.of_intent(JOB.name, intent) == KEY == live("a1").unit
     # A run nobody named is the default run, wherever the key is made from.
     default = PendingCreate.planned("a2", IntentKey.of("eval", "g", None, 0, 1), requests=1)
     bare = Batch(

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 import pytest
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
 from reconciler.common import ownership
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.changes import Action, Change, DesiredJob
+from reconciler.plans.changes import Action, Change, DesiredJob, LiveBatch
 from reconciler.plans.decide import make_plan
 from reconciler.plans.reasons import (
     IntentLost,
@@ -35,14 +35,17 @@ from reconciler.state.model import BatchRecord, IntentState, JobState, PendingCr
 OWNER = "owner-tag"
 
 
-def live(batch_id: str, job: str, generation: str, status: str, attempt: str = "a1") -> LiveBatch:
+def live(
+    batch_id: str, job: str, generation: str, status: str, attempt: str = "a1", **extra: str
+) -> LiveBatch:
     metadata = {
         ownership.KEY_JOB: job,
         ownership.KEY_GENERATION: generation,
         ownership.KEY_OWNER: OWNER,
         ownership.KEY_ATTEMPT: attempt,
+        **extra,
     }
-    return LiveBatch(provider="sandbox", batch=Batch(id=batch_id, status=status, metadata=metadata))
+    return LiveBatch.of("sandbox", Batch(id=batch_id, status=status, metadata=metadata))
 
 
 def recorded(
@@ -185,13 +188,8 @@ def test_an_empty_desired_set_that_would_cancel_everything_is_refused() -> None:
 
 
 def part_live(batch_id: str, part: int, retry: int, status: str) -> LiveBatch:
-    batch = live(batch_id, "eval", "g2", status)
-    metadata = {
-        **(batch.batch.metadata or {}),
-        ownership.KEY_PART: str(part),
-        ownership.KEY_RETRY: str(retry),
-    }
-    return LiveBatch(provider="sandbox", batch=batch.batch.model_copy(update={"metadata": metadata}))
+    extra = {ownership.KEY_PART: str(part), ownership.KEY_RETRY: str(retry)}
+    return live(batch_id, "eval", "g2", status, **extra)
 
 
 def split_job(max_attempts: int = 1) -> dict[str, DesiredJob]:
@@ -248,9 +246,7 @@ def scheduled(
 
 
 def run_batch(batch_id: str, run: str, status: str, **extra: str) -> LiveBatch:
-    found = live(batch_id, "eval", "g2", status)
-    metadata = {**(found.batch.metadata or {}), ownership.KEY_RUN: run, **extra}
-    return LiveBatch(provider="sandbox", batch=found.batch.model_copy(update={"metadata": metadata}))
+    return live(batch_id, "eval", "g2", status, **{ownership.KEY_RUN: run, **extra})
 
 
 @pytest.mark.parametrize(

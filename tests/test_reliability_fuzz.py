@@ -235,6 +235,9 @@ def test_any_saved_plan_is_applied_or_refused_in_one_line(
     )
     | VALUES
 )
+@example(
+    document={"format_version": 1, "serial": 1, "lineage": "l", "jobs": {"\n": None}}
+)  # found: a two-line error
 def test_any_state_document_is_shown_or_reported(
     world: tuple[Path, HostileServer, str], document: dict[str, Any]
 ) -> None:

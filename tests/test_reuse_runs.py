@@ -162,6 +162,27 @@ def test_everything_unchanged_but_the_run_id_creates_no_batch_and_completes_with
 
 
 @pytest.mark.slow
+def test_a_run_that_reused_everything_is_dated_and_listed_between_the_runs_around_it(
+    sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
+) -> None:
+    lines = request_lines(10)
+    write_emb(sandbox_repo, lines, run="first", **REUSE)
+    reconciled(run_cli, sandbox_repo)
+    write_emb(sandbox_repo, lines, run="second", **REUSE)  # every answer reused: no batch
+    reconciled(run_cli, sandbox_repo)
+    write_emb(sandbox_repo, edited(lines, range(1), range(0)), run="third", **REUSE)
+    reconciled(run_cli, sandbox_repo)
+
+    history = state_of(sandbox_repo.root)["jobs"]["emb"]["history"]
+    assert [run["run"] for run in history] == ["third", "second", "first"]  # newest first
+    reused = history[1]
+    assert reused["started_at"] and reused["ended_at"] and reused["reused"] == 10
+    shown = run_cli("status", "emb", "--offline", *sandbox_repo.args()).stdout.splitlines()
+    table = shown[next(i for i, line in enumerate(shown) if line.lstrip().startswith("RUN")) + 1 :]
+    assert [line.split()[0] for line in table[:3]] == ["third", "second", "first"], shown
+
+
+@pytest.mark.slow
 def test_a_changed_custom_id_keeps_the_answer_byte_for_byte_under_its_new_label(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:

@@ -9,11 +9,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
 from reconciler.state.file import FileBackend, journal_path, read_state, write_state
-from reconciler.state.model import IntentKey, IntentState, JobState, PendingCreate, State
+from reconciler.state.model import (
+    Admitted,
+    IntentKey,
+    IntentState,
+    JobState,
+    PendingCreate,
+    QueueBook,
+    QueueLearning,
+    State,
+)
 
 READER = """
 import json, sys
@@ -159,3 +169,88 @@ def test_a_journal_line_written_before_intents_had_a_state_reads_as_todays(tmp_p
 
     (intent,) = read_state(path).jobs["job-007"].pending
     assert intent.state is IntentState.UPLOADED and intent.input_file_id == "file-1"
+
+
+def test_the_daemons_journal_is_not_folded_while_writes_keep_coming(tmp_path: Path) -> None:
+    """Folding rewrites every job: the daemon waits for its writes to pause (the wait starts
+    again with each write), so a change after another is never followed by a whole rewrite."""
+    path = tmp_path / "state.json"
+    _seed(path, 20_000)  # a file large enough that folding waits a while
+    inode = path.stat().st_ino
+    backend = FileBackend(path, "tag", keep_journal=True)
+    with backend.writer_lock("test"):
+        written = backend.write(_changed(backend.read(), "job-001", "failed"))
+        first_due = backend.settle()
+    assert first_due is not None
+    time.sleep(first_due / 2)
+    with backend.writer_lock("test"):
+        backend.write(_changed(written, "job-002", "failed"))
+        second_due = backend.settle()
+    assert second_due is not None and second_due > first_due * 0.75  # counted from the latest write
+    assert path.stat().st_ino == inode and len(_entries(path)) == 2
+
+
+def test_a_daemons_journal_that_never_pauses_is_folded_once_it_holds_a_quarter_of_the_file(
+    tmp_path: Path,
+) -> None:
+    """Writes that never pause are folded in by size: what is rewritten is bounded by what was
+    appended, not by how long the daemon has run."""
+    path = tmp_path / "state.json"
+    _seed(path, 20)
+    backend = FileBackend(path, "tag", keep_journal=True)
+    big = "x" * 100_000  # a record of ~100 KB: eleven writes pass the 1 MiB floor
+    rewritten = 0
+    with backend.writer_lock("test"):
+        state = backend.read()
+        for write in range(40):
+            job = state.jobs["job-001"].model_copy(update={"status": "failed", "generation": f"{big}{write}"})
+            state = backend.write(state.with_jobs({**state.jobs, "job-001": job}))
+            inode = path.stat().st_ino
+            backend.settle()
+            rewritten += path.stat().st_ino != inode
+    assert rewritten == 3  # after 11, 22 and 33 writes: 1.1 MB appended for each fold
+    assert read_state(path) == state
+
+
+def test_a_write_carries_the_queue_book_entries_it_changed_and_a_reader_sees_the_whole_book(
+    tmp_path: Path,
+) -> None:
+    """The queue book (learnt limits, admitted estimates, places, every job's turn) is part of what
+    a write changes: the journal line holds the entries that changed, not the whole book (its
+    order holds every job), and a reader of the file and its journal sees the whole book."""
+    path = tmp_path / "state.json"
+    seeded = _seed(path)
+    order = {name: float(i) for i, name in enumerate(seeded.jobs)}
+    with FileBackend(path, "tag").writer_lock("test"):  # a command: folded in as it lets go
+        FileBackend(path, "tag").write(read_state(path).model_copy(update={"queue": QueueBook(order=order)}))
+    backend = FileBackend(path, "tag", keep_journal=True)
+    admitted = Admitted(provider="sandbox", model="gpt-4o-mini", tokens=900, requests=3)
+    with backend.writer_lock("test"):
+        state = backend.read()
+        book = state.queue.model_copy(
+            update={
+                "learnt": {"sandbox": {"gpt-4o-mini": QueueLearning(tokens=90_000)}},
+                "admitted": {"job-001|g1|default|0|1": admitted},
+                "order": {k: v for k, v in state.queue.order.items() if k != "job-002"} | {"job-new": 99.0},
+            }
+        )
+        written = backend.write(state.model_copy(update={"queue": book}))
+
+    (entry,) = _entries(path)
+    assert entry["changes"]["queue"] == {  # type: ignore[index]
+        "admitted": {"job-001|g1|default|0|1": admitted.model_dump(mode="json")},
+        "order": {"job-new": 99.0, "job-002": None},
+        "learnt": {"sandbox": {"gpt-4o-mini": QueueLearning(tokens=90_000).model_dump(mode="json")}},
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", QUEUE_READER, str(path)], capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout) == written.queue.model_dump(mode="json")
+
+
+QUEUE_READER = """
+import json, sys
+from pathlib import Path
+from reconciler.state.file import read_state
+print(json.dumps(read_state(Path(sys.argv[1])).queue.model_dump(mode="json")))
+"""

@@ -10,6 +10,7 @@ Work is counted at the sandbox and in the state, never timed.
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import time
@@ -19,13 +20,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
 from reconciler.common.ownership import KEY_ATTEMPT, KEY_GENERATION, KEY_JOB, KEY_OWNER, KEY_RUN
-from reconciler.plans.changes import DesiredJob
+from reconciler.daemon.board import Metrics
+from reconciler.daemon.hooks import Hooks, report_pass
+from reconciler.daemon.passes import PassResult
+from reconciler.engine.events import EventLog
+from reconciler.engine.observe import LiveView
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.record import record
 from reconciler.sandbox import Sandbox
 from reconciler.state.file import read_state
-from reconciler.state.model import State
+from reconciler.state.model import JobState, State
 from tests.events_helpers import WEBHOOK_SECRET, Daemon
 from tests.fixtures.postgres import StateDb
 from tests.fixtures.repo import UserRepo
@@ -190,7 +196,7 @@ def _live(job: str, status: str) -> LiveBatch:
     metadata = {KEY_JOB: job, KEY_GENERATION: "g1", KEY_OWNER: "tag", KEY_RUN: "r", KEY_ATTEMPT: job}
     counts = {"total": 2, "completed": 2 if status == "completed" else 0, "failed": 0}
     batch = Batch(id=f"batch_{job}", status=status, metadata=metadata, request_counts=counts, created_at=1)
-    return LiveBatch(provider="sandbox", batch=batch)
+    return LiveBatch.of("sandbox", batch)
 
 
 def test_a_pass_that_finds_settled_jobs_as_recorded_hands_back_the_very_same_records() -> None:
@@ -204,6 +210,21 @@ def test_a_pass_that_finds_settled_jobs_as_recorded_hands_back_the_very_same_rec
     assert again.jobs["done"] is first.jobs["done"]  # settled, and as recorded: the same object
     assert again.jobs["busy"] is not first.jobs["busy"] and again.jobs["busy"].observed_at == "t2"
     assert first.jobs["done"].status == "completed" and first.jobs["busy"].status == "in_progress"
+
+
+def test_the_live_view_hands_admission_only_unfinished_and_failed_batches() -> None:
+    """A pass over a few jobs counts the queues from the batches that can hold or refuse room,
+    not from every batch the daemon holds: finished ones are left out as they finish."""
+    finished = [_live(f"done-{i}", "completed") for i in range(50)]
+    view = LiveView.listed([*finished, _live("busy", "in_progress"), _live("refused", "failed")], {})
+    view.take([_live("queued", "validating"), _live("over", "expired")])
+
+    assert {b.id for b in view.for_queues()} == {"batch_busy", "batch_refused", "batch_queued"}
+    assert {b.id for b in view.active()} == {"batch_busy", "batch_queued"}
+    view.take([_live("busy", "completed")])
+    view.drop("batch_queued")
+    assert {b.id for b in view.for_queues()} == {"batch_refused"} and view.active() == []
+    assert len(view.all()) == 53
 
 
 def test_a_lost_create_answer_is_a_doubt_the_whole_list_settles_without_sending_again(
@@ -245,9 +266,9 @@ def test_a_label_edit_plans_nothing_and_the_dashboard_shows_it(
     settled(sandbox.request_counts, quiet=0.5)
     sandbox.reset_counts()
 
-    spec.write_text(spec.read_text().replace("before", "after"))  # the job's batch is the same
     page = f"{daemon.url}/jobs/nightly-eval"
-    assert "team=before" in httpx.get(page, timeout=10).text
+    assert "team=before" in httpx.get(page, timeout=10).text  # before the edit: the daemon may be quick
+    spec.write_text(spec.read_text().replace("before", "after"))  # the job's batch is the same
     daemon.eventually(lambda: "team=after" in httpx.get(page, timeout=10).text)
     assert mutating(settled(sandbox.request_counts, quiet=0.5)) == {}
 
@@ -270,3 +291,39 @@ def test_a_pass_that_only_observes_is_folded_into_the_state_file_too(
     journal = repo.state.with_name("state.json.journal")
     daemon.eventually(lambda: not journal.exists() and json.loads(repo.state.read_text())["serial"] > serial)
     assert "POST /v1/batches/{id}/cancel" not in sandbox.request_counts()
+
+
+def _jobs_in(statuses: dict[str, str]) -> State:
+    jobs = {name: JobState(generation="g1", provider="sandbox", status=s) for name, s in statuses.items()}
+    return State(lineage="l").with_jobs(jobs)
+
+
+def test_a_pass_over_some_jobs_is_reported_and_counted_from_those_jobs_alone() -> None:
+    """After a pass over one job, the log, the job gauge and what the next poll looks at come from
+    that job: the other jobs of the repo are not walked (each is the very object it was)."""
+    before = _jobs_in({f"done-{i}": "completed" for i in range(50)} | {"added": "none"})
+    hooks, metrics, out = Hooks(), Metrics(), io.StringIO()
+    log = EventLog("json", out)
+    hooks.follow(PassResult(before, before))  # a whole pass first: every job looked at once
+    report_pass(PassResult(before, before), log, metrics)
+    # A record no pass made: were every job walked, it would be logged and counted.
+    unseen = before.jobs["done-0"].model_copy(update={"status": "expired"})
+    added = before.jobs["added"].model_copy(update={"status": "validating"})
+    after = before.with_jobs({**before.jobs, "done-0": unseen, "added": added})
+    result = PassResult(before, after, whole=False, jobs=frozenset({"added"}))
+
+    hooks.follow(result)
+    report_pass(result, log, metrics)
+
+    transitions = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(t["job"], t["status"]) for t in transitions if t["event"] == "transition"] == [
+        ("added", "validating")
+    ]
+    gauge = {
+        s.labels["status"]: s.value
+        for m in metrics.registry.collect()
+        if m.name == "reconciler_jobs"
+        for s in m.samples
+    }
+    assert gauge == {"completed": 50, "validating": 1}
+    assert list(hooks.watched(after).jobs) == ["added"]

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from reconciler.common import ownership
 
@@ -191,32 +191,3 @@ def _int(value: str | None, *, default: int) -> int:
         return int(value) if value is not None else default
     except ValueError:
         return default
-
-
-class LiveBatch(BaseModel):
-    """An owned batch as observed, with the provider it lives on."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    provider: str
-    batch: Batch = Field(repr=False)
-
-    @property
-    def id(self) -> str:
-        return self.batch.id
-
-    @property
-    def status(self) -> str:
-        return self.batch.status
-
-    @property
-    def generation(self) -> str | None:
-        return self.batch.generation
-
-    @property
-    def run(self) -> str:
-        return self.batch.run
-
-    @property
-    def terminal(self) -> bool:
-        return self.batch.terminal

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import gc
 import importlib
@@ -67,6 +66,8 @@ def _without_httpx_cli() -> None:
 
 def summary(name: str, limit: int = 45) -> str:
     """A command's short help, from its `command` function's docstring, without importing it."""
+    import ast  # only `--help` reads a docstring so
+
     spec = importlib.util.find_spec(f"reconciler.cli.commands.{COMMANDS[name]}")
     source = spec.loader.get_source(spec.name) if spec and spec.loader else None  # type: ignore[attr-defined]
     tree = ast.parse(source or "")

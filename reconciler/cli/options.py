@@ -14,10 +14,10 @@ from click.shell_completion import CompletionItem
 
 from reconciler.common.errors import ReconcilerError
 from reconciler.common.limits import parse_seconds
-from reconciler.specs.inputs.cache import drop_cache
-from reconciler.specs.loader import job_names
 from reconciler.specs.repo import read_settings, resolve_paths, resolve_state_url
-from reconciler.state.file import read_state
+
+# The spec loader, the input cache and the state file are imported where an option needs them
+# (--refresh-inputs, a shell's completion): every command, `--help` too, imports this module.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,6 +79,8 @@ def refresh_inputs_option(func: F) -> F:
 
     def build(*args: Any, refresh_inputs: bool, **kwargs: Any) -> Any:
         if refresh_inputs:
+            from reconciler.specs.inputs.cache import drop_cache
+
             drop_cache(kwargs["paths"].state.parent)
         return func(*args, **kwargs)
 
@@ -142,6 +144,9 @@ def complete_spec_jobs(ctx: click.Context, param: click.Parameter, incomplete: s
 def _completions(
     ctx: click.Context, param: click.Parameter, incomplete: str, *, with_state: bool
 ) -> list[CompletionItem]:
+    from reconciler.specs.loader import job_names
+    from reconciler.state.file import read_state
+
     given = ctx.params.get(param.name or "") or ()
     paths = resolve_paths(ctx.params.get("repo") or ".", ctx.params.get("specs"), ctx.params.get("state"))
     names: set[str] = set()

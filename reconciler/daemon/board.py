@@ -8,6 +8,7 @@ The metrics live in their own registry, so only the daemon's own series are serv
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -18,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created
 
 from reconciler.plans.changes import DesiredJob, Slot
 from reconciler.specs.identity import RepoName
-from reconciler.state.model import State
+from reconciler.state.model import JobState, State
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,11 @@ class Metrics:
             registry=self.registry,
         )
         self._metered: set[str] = set()  # batch ids already counted
+        self._by_status: collections.Counter[str] = collections.Counter()  # the `jobs` gauge's counts
 
-    def count_usage(self, state: State) -> None:
-        """Adds every batch whose usage was read since the last call (or, at first, in the state)."""
-        for name, job in state.jobs.items():
+    def count_usage(self, jobs: Mapping[str, JobState]) -> None:
+        """Adds every batch of `jobs` whose usage was read since (at first: all of the state's)."""
+        for name, job in jobs.items():
             for batch_id, usage in job.usage.items():
                 if batch_id in self._metered:
                     continue
@@ -179,5 +181,13 @@ class Metrics:
 
     def set_jobs(self, by_status: Mapping[str, int]) -> None:
         self.jobs.clear()  # a status no job has any more must not linger at its old count
+        self._by_status = collections.Counter(by_status)
         for status, count in by_status.items():
             self.jobs.labels(status=status).set(count)
+
+    def move_jobs(self, before: Iterable[str], after: Iterable[str]) -> None:
+        """Some jobs' statuses changed from `before` to `after`: the counts moved by as much."""
+        counts = self._by_status
+        counts.subtract(before)
+        counts.update(after)
+        self.set_jobs(+counts)  # `+` keeps the positive counts: a status no job has is dropped

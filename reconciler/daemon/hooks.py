@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from reconciler.api.batch import is_terminal
 from reconciler.common.errors import ApiError, ApiStatusError, ReconcilerError
@@ -39,11 +39,11 @@ from reconciler.engine.apply.failures import Failure, describe, reason
 from reconciler.engine.converge import utc_now
 from reconciler.engine.events import EventLog, report_transitions
 from reconciler.engine.notify.courier import Courier, OpenState, enqueue, source_of
-from reconciler.plans.changes import SYMBOLS, Action, Change
+from reconciler.plans.changes import SYMBOLS, Action, Change, DesiredJob
 from reconciler.plans.wording import budget_warning, change_words
 from reconciler.specs.loader import LoadedNotification
 from reconciler.specs.models import NotificationSpec
-from reconciler.state.model import State
+from reconciler.state.model import JobState, State
 
 
 def report_pass(result: PassResult, log: EventLog, metrics: Metrics) -> None:
@@ -55,10 +55,29 @@ def report_pass(result: PassResult, log: EventLog, metrics: Metrics) -> None:
     for passed in result.plan.warnings:
         figures = {"spent_usd": passed.spent_usd, "budget_usd": passed.budget_usd}
         log.warning("over_budget", budget_warning(passed), job=passed.job, **figures)
-    report_transitions(result.before, result.after, log)
-    metrics.set_jobs(Counter(job.status for job in result.after.jobs.values()))
+    if result.whole:
+        report_transitions(result.before, result.after, log)
+        metrics.set_jobs(Counter(job.status for job in result.after.jobs.values()))
+        metrics.count_usage(result.after.jobs)
+    else:  # only its own jobs can have changed: no other is looked at
+        before, after = _own_jobs(result)
+        report_transitions(_with_jobs(result.before, before), _with_jobs(result.after, after), log)
+        metrics.move_jobs([job.status for job in before.values()], [job.status for job in after.values()])
+        metrics.count_usage(after)
     metrics.set_over_budget(result.outcome.over_budget.keys())
-    metrics.count_usage(result.after)
+
+
+def _own_jobs(result: PassResult) -> tuple[dict[str, JobState], dict[str, JobState]]:
+    """A pass over some jobs: those jobs as they were and as they are."""
+    before, after = result.before.jobs, result.after.jobs
+    return (
+        {name: before[name] for name in result.jobs if name in before},
+        {name: after[name] for name in result.jobs if name in after},
+    )
+
+
+def _with_jobs(state: State, jobs: dict[str, JobState]) -> State:
+    return state.model_copy(update={"jobs": jobs})
 
 
 def count_api_error(error: ApiError, metrics: Metrics) -> None:
@@ -82,7 +101,7 @@ def _report_failure(failure: Failure, log: EventLog, metrics: Metrics) -> None:
 
 
 def _report_change(change: Change, outcome: Outcome, log: EventLog, metrics: Metrics) -> None:
-    touched = [b.id for b in outcome.touched if b.batch.job == change.job]
+    touched = [b.id for b in outcome.touched if b.job == change.job]
     cancelled = [i for i in touched if i in change.cancel]
     created = [i for i in touched if i not in change.cancel]
     shown = {
@@ -188,24 +207,61 @@ class Hooks:
         self.board = board or Board()
         self.announcer, self.inbox = announcer, inbox
         self.covered: tuple[str, ...] = ()  # providers whose webhooks are verified
+        # The jobs with something to poll for (a status neither finished nor idle, of the job or
+        # of a batch): only these can bring a poll forward, so a pass over a few jobs updates
+        # theirs and the next poll is told from them, not from every job of the repo.
+        self.unsettled: dict[str, JobState] = {}
+        self._specced: dict[str, DesiredJob] = {}
+        self._labels: dict[str, Mapping[str, str]] = {}
 
-    def loaded(self, loaded: Loaded) -> None:
+    def loaded(self, loaded: Loaded, read: Collection[str] | None = None) -> None:
+        """`read`: only these jobs were read again (or are gone); None: a whole load."""
         repo = loaded.ws.repo
         if self.announcer is not None:
             self.announcer.follow(repo.notifications)
         if self.inbox is not None:
             self.covered = self.inbox.configure(repo.providers, os.environ)
+        desired = loaded.ws.desired
+        if read is None:
+            self._specced = {name: job for name, job in desired.items() if name not in loaded.held}
+            self._labels = {name: job.job.metadata.labels for name, job in repo.jobs.items()}
+        else:  # copied (the board's snapshot is read by other threads), only `read` looked at
+            self._specced, self._labels = dict(self._specced), dict(self._labels)
+            for name in read:
+                self._specced.pop(name, None)
+                self._labels.pop(name, None)
+                if name in desired and name not in loaded.held:
+                    self._specced[name] = desired[name]
+                if name in repo.jobs:
+                    self._labels[name] = repo.jobs[name].job.metadata.labels
         self.board.publish(
             problems=tuple(str(p) for p in loaded.problems),
             webhooks=self.covered,
             notifications=tuple(sorted(repo.notifications)),
-            schedules={name: job.schedule for name, job in loaded.ws.desired.items() if job.schedule},
-            specced={name: job for name, job in loaded.ws.desired.items() if name not in loaded.held},
-            labels={name: job.job.metadata.labels for name, job in repo.jobs.items()},
+            schedules={name: job.schedule for name, job in loaded.scheduled.items() if job.schedule},
+            specced=self._specced,
+            labels=self._labels,
         )
 
+    def follow(self, result: PassResult) -> None:
+        """Keeps `unsettled` as the pass left it: every job after a whole pass, its own else."""
+        if result.whole:
+            self.unsettled = {name: job for name, job in result.after.jobs.items() if _unsettled(job)}
+            return
+        for name in result.jobs:
+            job = result.after.jobs.get(name)
+            if job is not None and _unsettled(job):
+                self.unsettled[name] = job
+            else:
+                self.unsettled.pop(name, None)
+
+    def watched(self, state: State) -> State:
+        """`state` with only the jobs that have something to poll for (`follow` first)."""
+        return state.model_copy(update={"jobs": self.unsettled})
+
     def poll(self, state: State, skip: Iterable[str], cadence: Cadence) -> float | None:
-        """Seconds until the next resync: jobs on a provider with webhooks only at a long interval."""
+        """Seconds until the next resync: jobs on a provider with webhooks only at a long interval.
+        `state` may hold only the jobs with something to poll for (`watched`): no other moves it."""
         skipped = set(skip)
         hooked = {n for n, j in state.jobs.items() if j.provider in self.covered and n not in skipped}
         plain = next_poll(watched_statuses(state, skip=skipped | hooked), cadence)
@@ -234,3 +290,10 @@ class Hooks:
 
 def _at(now: float, delay: float | None) -> float | None:
     return None if delay is None else now + delay
+
+
+def _unsettled(job: JobState) -> bool:
+    """Whether the job or one of its batches is in a status polling looks at (timing.next_poll),
+    or a failed start's restart waits (`pending`, timing.restart_wait): neither finished nor idle."""
+    statuses = (job.status, *(record.status for record in job.batches))
+    return any(status not in IDLE and not is_terminal(status) for status in statuses)

@@ -252,10 +252,10 @@ class Daemon:
             return False
         if reloaded is None:
             return False
-        self.loaded, touched = reloaded
+        self.loaded, touched, read = reloaded
         if not self._watch_inputs(touched):
             return False
-        self.hooks.loaded(self.loaded)  # a label edit touches no job, but the dashboard shows it
+        self.hooks.loaded(self.loaded, read)  # a label edit touches no job, but the dashboard shows it
         if touched:
             self.owed.jobs |= touched
             self.owed.settled -= touched
@@ -398,6 +398,7 @@ class Daemon:
         except Exception as error:  # a bug: say so in one line, and keep the loop alive
             return self._failed(error, _one_line(error), owed)
         self.state = result.after
+        self.hooks.follow(result)
         self.held = result.held
         self.compact_at = _at(result.settle_in)
         if not result.whole:  # the jobs it did not plan are as over budget as they were
@@ -472,12 +473,12 @@ class Daemon:
         """A scheduled job's next slot wakes the daemon, even when nothing else would."""
         if self.loaded is None:
             return None
-        wait = seconds_until_next(self.loaded.ws.desired, clock.now())
+        wait = seconds_until_next(self.loaded.scheduled, clock.now())
         return None if wait is None else wait + SLOT_MARGIN_SECONDS
 
     def _next_restart(self, result: PassResult) -> float | None:
         """A failed start's restart wakes the daemon when its wait is over (plans/jobstatus.py)."""
-        wait = restart_wait(result.after, clock.now().timestamp())
+        wait = restart_wait(self.hooks.watched(result.after), clock.now().timestamp())
         return None if wait is None else wait + SLOT_MARGIN_SECONDS
 
     def _succeeded(self, result: PassResult) -> float | None:
@@ -516,7 +517,8 @@ class Daemon:
             )
         self.liveness.succeeded("degraded" if degraded else "ok")
         failures = result.outcome.failures
-        delay = self.hooks.poll(result.after, result.outcome.failed_jobs, self.settings.cadence)
+        watched = self.hooks.watched(result.after)  # the jobs with something to poll for
+        delay = self.hooks.poll(watched, result.outcome.failed_jobs, self.settings.cadence)
         self.failing_jobs = self.failing_jobs + 1 if failures else 0
         if failures:  # retried apart, at most an interval apart once the backoff has grown
             retry = retry_delay(self.failing_jobs, None, self.rng, cap=self.settings.cadence.interval)

@@ -74,6 +74,7 @@ class Loaded:
     held: frozenset[str] = frozenset()
     by_file: Mapping[Path, frozenset[str]] = field(default_factory=dict)  # spec or input file → its jobs
     whole_only: bool = True  # a job's results may clash with any other job's files: whole loads only
+    scheduled: Mapping[str, DesiredJob] = field(default_factory=dict)  # the jobs with a schedule
 
     @property
     def inputs(self) -> list[Path]:
@@ -129,7 +130,8 @@ def load(paths: RepoPaths, owner: str, previous: Loaded | None) -> Loaded:
     ws = Workspace(paths, repo, digests, desired, owner, budget, checkout)
     clean = frozenset() if settings_broken else frozenset(desired) - held
     whole_only = any(job.results_path is not None for job in jobs.values())
-    return Loaded(ws, tuple(problems), clean, frozenset(held), _by_file(jobs.items()), whole_only)
+    scheduled = {name: job for name, job in desired.items() if job.schedule is not None}
+    return Loaded(ws, tuple(problems), clean, frozenset(held), _by_file(jobs.items()), whole_only, scheduled)
 
 
 def _touches(
@@ -161,11 +163,12 @@ def _digest(
 
 def reload_changed(
     paths: RepoPaths, previous: Loaded, changed: Collection[Path]
-) -> tuple[Loaded, set[str]] | None:
+) -> tuple[Loaded, set[str], set[str]] | None:
     """The load after only `changed` files changed: those spec files read again, the jobs that read
-    a changed input digested again, nothing else; and the jobs whose definition came, went or
-    changed.  None when only a whole load can tell: specs that do not validate (before or now), a
-    Provider or Notification, a name moving between files, a folder, results."""
+    a changed input digested again, nothing else; the jobs whose definition came, went or changed;
+    and every job read again or gone (a label edit changes no definition).  None when only a whole
+    load can tell: specs that do not validate (before or now), a Provider or Notification, a name
+    moving between files, a folder, results."""
     ws = previous.ws
     if previous.problems or previous.held or previous.whole_only or paths != ws.paths:
         return None
@@ -205,7 +208,21 @@ def reload_changed(
     repo = LoadedRepo(jobs, ws.repo.providers, ws.repo.notifications)
     now = dataclasses.replace(ws, repo=repo, digests=digests, desired=desired)
     index = _reindexed(previous, gone, {name: jobs[name] for name in added})
-    return Loaded(now, (), frozenset(desired), frozenset(), index, whole_only=False), touched
+    scheduled = _rescheduled(previous.scheduled, desired, touched)
+    loaded = Loaded(now, (), frozenset(desired), frozenset(), index, False, scheduled)
+    return loaded, touched, gone | read_again
+
+
+def _rescheduled(
+    scheduled: Mapping[str, DesiredJob], desired: Mapping[str, DesiredJob], touched: Collection[str]
+) -> Mapping[str, DesiredJob]:
+    """`scheduled` after the jobs `touched` changed: the same mapping when none of them has or
+    had a schedule (the usual case: nothing per job of the repo is done)."""
+    if not any(name in scheduled or getattr(desired.get(name), "schedule", None) for name in touched):
+        return scheduled
+    now = {name: job for name, job in scheduled.items() if name not in touched}
+    now |= {n: job for n in touched if (job := desired.get(n)) is not None and job.schedule is not None}
+    return now
 
 
 def _reindexed(
@@ -256,6 +273,9 @@ class PassResult:
     whole: bool = True  # every job planned, from the whole list
     held: frozenset[str] = frozenset()  # jobs whose cancel or forget waits for the files to settle
     settle_in: float | None = None  # seconds until the state's journal is due to be folded in
+    # A pass over some jobs (`whole` False): the only jobs it may have changed; every other job
+    # of `after` is the very object `before` holds (engine/converge.converge_jobs).
+    jobs: frozenset[str] = frozenset()
 
 
 class NeedsWholePass(Exception):
@@ -367,13 +387,13 @@ class Leader:
             names |= _queued_behind(state, ws, names)
             if not names:  # looked, and found nothing new: a pass all the same
                 return PassResult(state, state, whole=False, settle_in=backend.settle())
-            found = plan_jobs(ws, readers, state, view.of_jobs(names), names, view.all())
+            found = plan_jobs(ws, readers, state, view.of_jobs(names), names, view.for_queues())
             if not newest_read and any(c.creates for c in found.plan.pending):
                 # Another writer of this owner may have made it just now: the newest page says.
                 changed, _ = read_newest(view, readers, ws.owner_tag, ws.desired, _providers(found))
                 if changed - {""}:
                     names |= changed - {""}
-                    found = plan_jobs(ws, readers, state, view.of_jobs(names), names, view.all())
+                    found = plan_jobs(ws, readers, state, view.of_jobs(names), names, view.for_queues())
             if any(c.action in WHOLE_LIST for c in found.plan.pending):
                 raise NeedsWholePass
             held = frozenset(
@@ -385,7 +405,10 @@ class Leader:
             view.made(outcome.touched)
             settle_in = backend.settle()
         self.written = (after.serial, after.lineage)
-        return PassResult(state, after, found.plan, outcome, whole=False, held=held, settle_in=settle_in)
+        jobs = frozenset(names | {c.job for c in found.plan.changes})
+        return PassResult(
+            state, after, found.plan, outcome, whole=False, held=held, settle_in=settle_in, jobs=jobs
+        )
 
 
 def _owed_work(state: State, ws: Workspace) -> set[str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.api.batch import LiveBatch, is_terminal
+from reconciler.api.batch import is_terminal
 from reconciler.api.client import ProviderApi
 from reconciler.api.reader import BatchReader
 from reconciler.api.responses import CommandTimeoutError
@@ -44,7 +44,7 @@ from reconciler.engine.reuse import ReuseFolders, with_reuse
 from reconciler.engine.sources import UploadSources
 from reconciler.engine.workspace import Scope, Workspace, applied_from, behind, load_state, open_state
 from reconciler.plans.admission import admit, as_booked, with_admitted, with_queue
-from reconciler.plans.changes import DesiredJob, Plan, PlanContext
+from reconciler.plans.changes import DesiredJob, LiveBatch, Plan, PlanContext
 from reconciler.plans.cost import check_budgets, refused, with_estimates, with_table_prices, without_refused
 from reconciler.plans.decide import left_to_newer, live_by_job, make_plan
 from reconciler.plans.record import record
@@ -191,16 +191,21 @@ def converge(
     scope: Scope | None = None,
     allow_over_budget: bool = False,
     early_leftovers: bool = True,
+    held: StateBackend | None = None,
 ) -> tuple[Plan, State, Outcome]:
     """Under the owner's writer lock, for the whole pass: refresh, plan, let `confirm` veto
     (raise), apply all but the changes over a budget, record.  No other writer of this owner
     plans or writes meanwhile.  The refused changes are named in `outcome.over_budget`.
     `early_leftovers`: list the uploads a lost state may have left while observing (False when
-    `confirm` is likely to refuse: nothing but the list of batches is read then)."""
+    `confirm` is likely to refuse: nothing but the list of batches is read then).
+    `held`: the backend, its writer lock already taken by the caller (`apply`, which sends
+    the list of batches before the state is read: engine/workspace.writer_locked)."""
     scope = scope or Scope()
     with contextlib.ExitStack() as stack:
-        backend = stack.enter_context(open_state(ws))
-        stack.enter_context(backend.writer_lock(command))
+        backend = held
+        if backend is None:
+            backend = stack.enter_context(open_state(ws))
+            stack.enter_context(backend.writer_lock(command))
         state = load_state(ws, rebuild=rebuild, backend=backend)
         answers = stack.enter_context(answer_store(ws)) if reusing(ws.desired, state) else None
         scope.check(ws, state)  # a misspelt --target sends nothing, not even the early listing

@@ -27,13 +27,13 @@ replaces it, and is what catches everything else: a batch the list left out, a f
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from reconciler.api.batch import Batch, LiveBatch, is_terminal
+from reconciler.api.batch import Batch, is_terminal
 from reconciler.api.reader import BatchReader
 from reconciler.common import ownership
 from reconciler.common.errors import ApiStatusError
-from reconciler.plans.changes import DesiredJob
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.jobstatus import latest_per_part
 from reconciler.plans.runs import run_base, slot_run
 from reconciler.state.model import State
@@ -53,51 +53,58 @@ def observe(
         known = _known_ids(provider, state)
         stop_early = _safe_to_stop_early(provider, desired, state)
         top = newest.setdefault(provider, set()) if newest is not None else set()
+        latest = _latest_attempts(provider, state)
         listed, unseen = _observe_provider(
-            provider, reader, owner_tag, known, _latest_attempts(provider, state), stop_early, top
+            provider, reader, owner_tag, desired, known, latest, stop_early, top
         )
         live.extend(listed)
-        live.extend(_retrieve(provider, reader, owner_tag, unseen))
-    return [_as_current_format(batch, desired) for batch in live]
+        live.extend(_retrieve(provider, reader, owner_tag, unseen, desired))
+    return live
 
 
-def _as_current_format(live: LiveBatch, desired: Mapping[str, DesiredJob]) -> LiveBatch:
-    """A batch made before runs existed carries a generation that also hashed its metadata:
-    read as the generation the same spec has now, so an upgrade re-creates nothing."""
-    batch = live.batch
-    job = desired.get(batch.job or "")
-    if job is None or batch.meta(ownership.KEY_RUN) is not None or batch.generation != job.legacy_generation:
+def live_batch(provider: str, batch: Batch, desired: Mapping[str, DesiredJob]) -> LiveBatch:
+    """A batch of ours as the pass reads it.  One made before runs existed carries a generation
+    that also hashed its metadata: read as the generation the same spec has now, so an upgrade
+    re-creates nothing."""
+    live = LiveBatch.of(provider, batch)
+    job = desired.get(live.job)
+    if job is None or live.generation == job.generation:  # the legacy one is worked out only past here
         return live
-    metadata = {**(batch.metadata or {}), ownership.KEY_GENERATION: job.generation}
-    return live.model_copy(update={"batch": batch.model_copy(update={"metadata": metadata})})
+    if batch.meta(ownership.KEY_RUN) is not None or live.generation != job.legacy_generation:
+        return live
+    return replace(live, generation=job.generation)
 
 
 def _observe_provider(
     provider: str,
     reader: BatchReader,
     owner_tag: str,
+    desired: Mapping[str, DesiredJob],
     known: set[str],
     latest: set[str],
     stop_early: bool,
     top: set[str],
 ) -> tuple[list[LiveBatch], set[str]]:
-    """(our batches in the list, the recorded ids it did not show); the first page's ids into `top`."""
+    """(our batches in the list, the recorded ids it did not show); the first page's ids into `top`.
+    Anyone else's batch is only looked at: its id, its owner, whether it is one we recorded."""
     owned: list[LiveBatch] = []
     unseen = set(known)
-    for batch in reader.iter_batches(owner_tag=owner_tag):
+    for batch_id, batch in reader.iter_listed(owner_tag):
         if len(top) < TOP_IDS:
-            top.add(batch.id)
-        if batch.owned_by(owner_tag):
-            owned.append(LiveBatch(provider=provider, batch=batch))
-        unseen.discard(batch.id)
-        if batch.id in latest and _cut_short(batch):
+            top.add(batch_id)
+        if batch is not None and batch.owned_by(owner_tag):
+            owned.append(live_batch(provider, batch, desired))  # the parsed Batch is let go
+        unseen.discard(batch_id)
+        if batch is not None and batch_id in latest and _cut_short(batch):
             stop_early = False  # a resume or retry may follow: the rest of the list may hold its twin
         if stop_early and not unseen:
             return owned, set()
     return owned, unseen
 
 
-def _retrieve(provider: str, reader: BatchReader, owner_tag: str, ids: set[str]) -> list[LiveBatch]:
+def _retrieve(
+    provider: str, reader: BatchReader, owner_tag: str, ids: set[str], desired: Mapping[str, DesiredJob]
+) -> list[LiveBatch]:
     """The recorded batches the list left out, each as the provider has it now; a 404 is gone."""
     found: list[LiveBatch] = []
     for batch_id in sorted(ids):
@@ -108,7 +115,7 @@ def _retrieve(provider: str, reader: BatchReader, owner_tag: str, ids: set[str])
                 continue
             raise
         if batch.owned_by(owner_tag):
-            found.append(LiveBatch(provider=provider, batch=batch))
+            found.append(live_batch(provider, batch, desired))
     return found
 
 
@@ -179,6 +186,10 @@ class LiveView:
     batches: dict[str, LiveBatch] = field(default_factory=dict)  # by id
     newest: dict[str, set[str]] = field(default_factory=dict)  # provider → ids seen at its list's top
     _by_job: dict[str, dict[str, LiveBatch]] = field(default_factory=dict)
+    # The batches not finished, or failed (a queue's refusal is a failure): what a poll reads again
+    # and what admission counts the queues from.  Kept as `take` and `drop` go, so a pass over a
+    # few jobs does not walk every batch held (most of an added spec's CPU at 10,000 jobs).
+    _open: dict[str, LiveBatch] = field(default_factory=dict)
 
     @classmethod
     def listed(
@@ -203,26 +214,36 @@ class LiveView:
         return [batch for name in names for batch in self._by_job.get(name, {}).values()]
 
     def active(self) -> list[LiveBatch]:
-        return [batch for batch in self.batches.values() if not batch.terminal]
+        return [batch for batch in self._open.values() if not batch.terminal]
+
+    def for_queues(self) -> list[LiveBatch]:
+        """The batches admission reads (plans/admission.py): unfinished ones hold a queue's room,
+        and only a failed one can carry a refusal; a finished batch tells it nothing."""
+        return list(self._open.values())
 
     def take(self, batches: Iterable[LiveBatch]) -> set[str]:
         """Records these as they are now; the jobs whose batches are new or changed."""
         changed: set[str] = set()
         for batch in batches:
             before = self.batches.get(batch.id)
-            if before is not None and before.batch == batch.batch:
+            if before == batch:
                 continue
-            job = batch.batch.job or ""
+            job = batch.job
             self.batches[batch.id] = batch
             self._by_job.setdefault(job, {})[batch.id] = batch
+            if not batch.terminal or batch.status == "failed":
+                self._open[batch.id] = batch
+            else:
+                self._open.pop(batch.id, None)
             changed.add(job)
         return changed
 
     def drop(self, batch_id: str) -> set[str]:
         gone = self.batches.pop(batch_id, None)
+        self._open.pop(batch_id, None)
         if gone is None:
             return set()
-        job = gone.batch.job or ""
+        job = gone.job
         self._by_job.get(job, {}).pop(batch_id, None)
         return {job}
 
@@ -240,21 +261,21 @@ def read_newest(
     shown: set[str] = set()
     for provider in sorted(providers):
         top = view.newest.setdefault(provider, set())
-        read: list[Batch] = []
+        read: list[tuple[str, Batch | None]] = []
         met = False
-        batches = readers[provider].iter_batches(page_size=NEWEST_PAGE, owner_tag=owner_tag)
-        for index, batch in enumerate(batches):
-            known = batch.id in top
+        listed = readers[provider].iter_listed(owner_tag, page_size=NEWEST_PAGE)
+        for index, (batch_id, batch) in enumerate(listed):
+            known = batch_id in top
             if known and index >= NEWEST_PAGE:
                 break  # a later page reached what was seen before
-            read.append(batch)
+            read.append((batch_id, batch))
             met = met or known
             if met and index == NEWEST_PAGE - 1:
                 break  # the first page held what was seen before: no next page is asked for
-        top.update(batch.id for batch in read)
-        shown.update(batch.id for batch in read)
-        ours = (LiveBatch(provider=provider, batch=b) for b in read if b.owned_by(owner_tag))
-        changed |= view.take(_as_current_format(batch, desired) for batch in ours)
+        top.update(batch_id for batch_id, _ in read)
+        shown.update(batch_id for batch_id, _ in read)
+        ours = (b for _, b in read if b is not None and b.owned_by(owner_tag))
+        changed |= view.take(live_batch(provider, b, desired) for b in ours)
     return changed, shown
 
 
@@ -276,7 +297,5 @@ def read_by_id(
             changed |= view.drop(live.id)
             continue
         if batch.owned_by(owner_tag):
-            changed |= view.take(
-                [_as_current_format(LiveBatch(provider=live.provider, batch=batch), desired)]
-            )
+            changed |= view.take([live_batch(live.provider, batch, desired)])
     return changed

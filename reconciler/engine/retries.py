@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from reconciler.api.batch import LiveBatch, is_terminal
+from reconciler.api.batch import is_terminal
 from reconciler.api.reader import BatchReader
 from reconciler.engine.outcomes import WorkDir, part_outcomes, unanswered_reason
-from reconciler.plans.changes import DesiredJob
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.decide import live_by_job, split_duplicates
 from reconciler.plans.jobstatus import (
     attempts_by_part,
@@ -71,9 +71,9 @@ def part_lines(input_path: Path, part: PartSpec) -> Iterator[tuple[str, bytes]]:
 def live_attempts(job: DesiredJob, live: Sequence[LiveBatch], run: str) -> dict[int, list[BatchRecord]]:
     """Each part's attempts in `run`; a duplicate the guard cancels is no attempt (never resumed)."""
     kept, _ = split_duplicates(
-        b for b in live if b.batch.job == job.name and b.generation == job.generation and b.run == run
+        b for b in live if b.job == job.name and b.generation == job.generation and b.run == run
     )
-    return attempts_by_part(BatchRecord.from_batch(b.batch) for b in kept)
+    return attempts_by_part(b.record for b in kept)
 
 
 def find_retries(
@@ -101,13 +101,13 @@ def find_retries(
 def _job_retries(
     job: DesiredJob, run: str, live: Sequence[LiveBatch], reader: BatchReader, work_root: Path, now: float
 ) -> dict[int, PartRetry]:
-    work = WorkDir(work_root, job.name, job.generation, run)
     parts = {p.index: p for p in job.part_specs}
     found: dict[int, PartRetry] = {}
     for index, attempts in live_attempts(job, live, run).items():
         if not is_terminal(attempts[-1].status) or index not in parts:
             continue
-        retry = _next_attempt(job, parts[index], attempts, Fetch(work, reader), now)
+        fetch = Fetch(WorkDir(work_root, job.name, job.generation, run), reader)  # a finished part's files
+        retry = _next_attempt(job, parts[index], attempts, fetch, now)
         if retry is None:
             continue
         lines = part_lines(Path(job.input_path), retry.part)

@@ -39,7 +39,6 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from reconciler.api.batch import LiveBatch
 from reconciler.api.reader import BatchReader
 from reconciler.common import fileops
 from reconciler.common.errors import ApiStatusError, StateError
@@ -47,7 +46,7 @@ from reconciler.engine.answers import Answers, AnswerStore, Source, max_store_by
 from reconciler.engine.outcomes import classify, result_lines
 from reconciler.engine.results import ReusedLines, answer_line
 from reconciler.engine.retries import part_lines
-from reconciler.plans.changes import DesiredJob, Reuse
+from reconciler.plans.changes import DesiredJob, LiveBatch, Reuse
 from reconciler.plans.runs import RunChoice
 from reconciler.specs.inputs.cache import read_identities, write_identities
 from reconciler.specs.inputs.digest import line_identity
@@ -75,10 +74,10 @@ def read_finished(
         b.id: b
         for b in live
         if b.terminal
-        and b.batch.output_file_id
-        and b.batch.input_file_id
-        and b.batch.job
-        and (jobs is None or b.batch.job in jobs)
+        and b.record.output_file_id
+        and b.record.input_file_id
+        and b.job
+        and (jobs is None or b.job in jobs)
         and _ended(b) >= oldest
         and b.provider in readers
     }
@@ -90,14 +89,14 @@ def read_finished(
 
 
 def _ended(live: LiveBatch) -> int:
-    b = live.batch
+    b = live.record
     return b.completed_at or b.failed_at or b.expired_at or b.cancelled_at or b.created_at or 0
 
 
 def _answers_of(live: LiveBatch, reader: BatchReader) -> Iterator[tuple[str, Source, int, bytes]]:
     """(identity, source, answered_at, results line) of each request the batch answered with 200."""
-    batch = live.batch
-    source = Source(batch.job or "", batch.generation or "", batch.run)
+    batch = live.record
+    source = Source(live.job, live.generation or "", live.run)
     with tempfile.TemporaryDirectory(prefix="reconciler-answers-") as scratch:
         sent, answered = Path(scratch) / "input.jsonl", Path(scratch) / "output.jsonl"
         try:
@@ -110,7 +109,7 @@ def _answers_of(live: LiveBatch, reader: BatchReader) -> Iterator[tuple[str, Sou
         identities = {
             custom_id: identity
             for custom_id, identity in (
-                line_identity(batch.endpoint or "", raw)
+                line_identity(live.endpoint or "", raw)
                 for _, raw in part_lines(sent, PartSpec(index=0, requests=0))
             )
         }
@@ -123,7 +122,7 @@ def _answers_of(live: LiveBatch, reader: BatchReader) -> Iterator[tuple[str, Sou
                 or response.get("status_code") != 200
             ):
                 continue
-            text = answer_line(custom_id, response, line.get("error"), batch.id, batch.retry)
+            text = answer_line(custom_id, response, line.get("error"), batch.batch_id, batch.retry)
             yield identities[custom_id], source, _ended(live), text
 
 

@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.common.errors import StateError, UserError
 from reconciler.common.limits import SANDBOX
-from reconciler.engine import clock
 from reconciler.engine.connect import resolve_provider_headers
-from reconciler.engine.desired import desired_job
-from reconciler.plans.changes import DesiredJob, PlanContext
-from reconciler.plans.reasons import LeftToNewer
-from reconciler.plans.runs import stamp
 from reconciler.specs import identity
 from reconciler.specs.checkout import Commit, Relation, head, relation
 from reconciler.specs.fields import closest
@@ -45,7 +41,12 @@ from reconciler.specs.repo import PlanBudget, RepoPaths
 from reconciler.state.backend import StateBackend
 from reconciler.state.file import FileBackend
 from reconciler.state.model import AppliedFrom, State
-from reconciler.state.postgres import PostgresBackend
+
+# The planner's vocabulary (and engine/desired, engine/clock, which use it) is imported where it
+# is used, not here: `apply` sends its first request before it needs them (cli/commands/apply.py).
+if TYPE_CHECKING:
+    from reconciler.plans.changes import DesiredJob, PlanContext
+    from reconciler.plans.reasons import LeftToNewer
 
 
 @dataclass(frozen=True)
@@ -77,23 +78,53 @@ class Workspace:
 
 def prepare(paths: RepoPaths, owner_flag: str | None = None) -> Workspace:
     """Checks everything a user can get wrong before writing anything (the input cache)."""
+    return check_specs(paths, owner_flag).workspace()
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `prepare` has checked before it builds the desired jobs: the specs, their providers'
+    headers, the inputs (digested) and the owner.  `apply` takes the owner's lock and sends the
+    list of batches here, and builds the rest while the list is read."""
+
+    paths: RepoPaths
+    repo: LoadedRepo
+    digests: Mapping[str, InputDigest]
+    owner: str
+    budget: PlanBudget | None
+    checkout: Commit | None
+
+    @property
+    def owner_tag(self) -> str:
+        return identity.owner_tag(self.owner)
+
+    def workspace(self) -> Workspace:
+        from reconciler.engine.desired import desired_job
+
+        cache = self.paths.state.parent
+        desired = {
+            name: desired_job(job, self.digests[name], cache, provider_of(self.repo, job))
+            for name, job in self.repo.jobs.items()
+        }
+        # Nothing a one-shot command does after this reads a job's document (its desired job holds
+        # what is read), so the workspace lets them go: 2.2 KB a job at the plan's peak.
+        kept = LoadedRepo({}, self.repo.providers, self.repo.notifications)
+        return Workspace(self.paths, kept, self.digests, desired, self.owner, self.budget, self.checkout)
+
+
+def check_specs(paths: RepoPaths, owner_flag: str | None = None) -> Checked:
+    """Every mistake a user can make in the repo, found before anything is sent."""
     checkout = head(paths.repo)
     repo = load_repo(paths)
     settings = paths.repo_settings()
     owner = identity.resolve_owner(paths.repo, owner_flag, settings)
-    resolve_provider_headers(
-        repo, {job.job.spec.provider or SANDBOX for job in repo.jobs.values()}, os.environ
-    )
-    digests = digest_repo(repo, paths)
-    cache = paths.state.parent
-    desired = {
-        name: desired_job(job, digests[name], cache, provider_of(repo, job))
-        for name, job in repo.jobs.items()
-    }
-    # Nothing a one-shot command does after this reads a job's document (its desired job holds
-    # what is read), so the documents are let go: 1.6 KB a job at the plan's peak.
-    kept = LoadedRepo({}, repo.providers, repo.notifications)
-    return Workspace(paths, kept, digests, desired, owner, settings.budget, checkout)
+    resolve_provider_headers(repo, providers_of(repo), os.environ)
+    return Checked(paths, repo, digest_repo(repo, paths), owner, settings.budget, checkout)
+
+
+def providers_of(repo: LoadedRepo) -> set[str]:
+    """The providers the specs' jobs use (a recorded job may use another)."""
+    return {job.job.spec.provider or SANDBOX for job in repo.jobs.values()}
 
 
 def provider_of(repo: LoadedRepo, job: LoadedJob) -> Provider | None:
@@ -118,11 +149,22 @@ def open_backend(
         return
     if owner_tag is None:
         raise AssertionError("a PostgreSQL state is keyed by its owner")
+    from reconciler.state.postgres import PostgresBackend
+
     backend = PostgresBackend.connect(url, owner_tag)
     try:
         yield backend
     finally:
         backend.close()
+
+
+@contextlib.contextmanager
+def writer_locked(paths: RepoPaths, owner_tag: str, command: str) -> Iterator[StateBackend]:
+    """The state backend with the owner's writer lock held (`converge`'s `held`): taken from
+    the repo's settings and the owner alone, before the specs' jobs are built, so that the list
+    of batches can be read under it while they are."""
+    with open_backend(paths.state, paths.state_url, owner_tag) as backend, backend.writer_lock(command):
+        yield backend
 
 
 def load_state(ws: Workspace, *, rebuild: bool = False, backend: StateBackend | None = None) -> State:
@@ -170,7 +212,7 @@ class Scope:
 
     targets: frozenset[str] | None = None
     replace: frozenset[str] = frozenset()
-    stamp: str = field(default_factory=lambda: stamp(clock.now()))
+    stamp: str = field(default_factory=lambda: _stamp_now())  # taken when the Scope is made
     no_reuse: bool = False  # --no-reuse: a run that starts now sends every request (spec.reuse)
 
     @classmethod
@@ -180,6 +222,8 @@ class Scope:
         return cls(frozenset(targets) if targets else None, frozenset(replace), no_reuse=no_reuse)
 
     def context(self) -> PlanContext:
+        from reconciler.plans.changes import PlanContext
+
         return PlanContext(stamp=self.stamp, replace=self.replace, targets=self.targets)
 
     def untouched(self, ws: Workspace, state: State) -> set[str]:
@@ -203,6 +247,21 @@ class Scope:
             raise UserError(f"--replace {outside[0]} is not among the --target jobs")
 
 
+def named_in_specs(specs: Collection[str], targets: Collection[str], replace: Collection[str]) -> bool:
+    """Whether `Scope.check` of this --target and --replace passes whatever the state holds:
+    every name a job of the specs.  A name only the state may know waits for the state to be
+    read, so that a misspelt one sends nothing."""
+    jobs = set(specs)
+    return set(targets) <= jobs and set(replace) <= jobs and set(replace) <= set(targets or replace)
+
+
+def _stamp_now() -> str:
+    from reconciler.engine import clock
+    from reconciler.plans.runs import stamp
+
+    return stamp(clock.now())
+
+
 def applied_from(ws: Workspace) -> AppliedFrom | None:
     """What this workspace's changes are recorded as made from."""
     here = ws.checkout
@@ -216,6 +275,8 @@ def behind(ws: Workspace, state: State, jobs: Iterable[str]) -> dict[str, LeftTo
     if here is None:
         return {}
     verdicts: dict[str, str | None] = {}
+    from reconciler.plans.reasons import LeftToNewer
+
     reasons: dict[str, LeftToNewer] = {}
     for name in jobs:
         recorded = state.jobs.get(name)

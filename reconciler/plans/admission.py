@@ -35,8 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconciler.api.batch import LiveBatch
-from reconciler.plans.changes import Action, Change, DesiredJob, Plan, QueueLimit, Unit
+from reconciler.plans.changes import Action, Change, DesiredJob, LiveBatch, Plan, QueueLimit, Unit
 from reconciler.plans.reasons import Queued
 from reconciler.state.model import (
     Admitted,
@@ -180,10 +179,12 @@ def learn(
     learnt = {provider: dict(models) for provider, models in book.learnt.items()}
     admitted = dict(book.admitted)
     for batch in live:
-        refusal = batch.batch.refusal
-        key = unit_key(IntentKey.of_batch(batch.batch))
+        refusal = batch.refusal
+        if refusal is None:  # most batches: read no further
+            continue
+        key = unit_key(batch.unit)
         model = _model_of(batch, desired, state, admitted.get(key))
-        if refusal is None or model is None:
+        if model is None:
             continue
         entry = admitted.pop(key, None)
         before = learnt.get(batch.provider, {}).get(model)
@@ -195,7 +196,7 @@ def learn(
                 learning = learning.model_copy(update={field: refusal.limit, "learnt_at": stamp})
         # Our count said it fitted: someone else uses the queue.  Once per round, as TCP halves
         # once per window: a batch sent before the last lowering is the same congestion.
-        made = batch.batch.created_at or now
+        made = batch.created_at or now
         earlier = learning.lowered_at is not None and made <= learning.lowered_at
         if entry is not None and entry.limited and not earlier:
             share = congestion_share(learning, now) / 2
@@ -210,10 +211,10 @@ def _model_of(
 ) -> str | None:
     if entry is not None:
         return entry.model
-    job = desired.get(batch.batch.job or "")
+    job = desired.get(batch.job)
     if job is not None:
         return job.model or None
-    recorded = state.jobs.get(batch.batch.job or "")
+    recorded = state.jobs.get(batch.job)
     given = (recorded.definition or {}).get("input") if recorded else None
     model = given.get("model") if isinstance(given, dict) else None
     return model if isinstance(model, str) else None
@@ -230,15 +231,15 @@ def _enqueued(
     for batch in live:
         if batch.terminal:
             continue
-        key = unit_key(IntentKey.of_batch(batch.batch))
-        seen.add(batch.batch.attempt or "")
+        key = unit_key(batch.unit)
+        seen.add(batch.attempt or "")
         entry = book.admitted.get(key)
         model = _model_of(batch, desired, state, entry)
         if model is None:
             continue
-        tokens, requests = _batch_load(batch, desired.get(batch.batch.job or ""), entry)
+        tokens, requests = _batch_load(batch, desired.get(batch.job), entry)
         loads[(batch.provider, model)] = loads.get((batch.provider, model), Load()).plus(tokens, requests)
-        per_job[batch.batch.job or ""] = per_job.get(batch.batch.job or "", 0) + 1
+        per_job[batch.job] = per_job.get(batch.job, 0) + 1
     for name, job in state.jobs.items():
         for intent in job.pending:
             if intent.state in MAY_BE_LIVE and intent.attempt not in seen:
@@ -253,17 +254,16 @@ def _enqueued(
 def _batch_load(batch: LiveBatch, job: DesiredJob | None, entry: Admitted | None) -> tuple[int, int]:
     """A live batch's tokens and requests: its recorded estimate, scaled to the request count the
     provider reports; without one, the estimate its job's spec gives."""
-    counts = batch.batch.request_counts
-    reported = counts.total if counts and counts.total else None
+    reported = (batch.record.request_counts or {}).get("total") or None
     if entry is not None:
         if reported is None or not entry.requests:
             return entry.tokens, entry.requests
         return entry.tokens * reported // entry.requests, reported
     if job is None or batch.generation != job.generation:
         return 0, reported or 0
-    part = next((p for p in job.part_specs if p.index == batch.batch.part), None)
+    part = next((p for p in job.part_specs if p.index == batch.part), None)
     requests = reported or (part.requests if part else 0)
-    return job.unit_tokens(batch.batch.part, requests), requests
+    return job.unit_tokens(batch.part, requests), requests
 
 
 def _candidates(
@@ -352,17 +352,17 @@ def _drains(
     the model whose progress tells, soonest first: from its request counts since in_progress_at."""
     found = []
     for batch in live:
-        job = desired.get(batch.batch.job or "")
+        job = desired.get(batch.job)
         if batch.terminal or batch.provider != model[0] or job is None or job.model != model[1]:
             continue
-        counts, began = batch.batch.request_counts, batch.batch.in_progress_at
-        done = (counts.completed + counts.failed) if counts else 0
-        if not counts or not counts.total or not began:
+        counts, began = batch.record.request_counts or {}, batch.record.in_progress_at
+        done, total = counts.get("completed", 0) + counts.get("failed", 0), counts.get("total", 0)
+        if not total or not began:
             continue
         tokens, _ = _batch_load(batch, job, None)
         if not done:  # no pace yet: look again once it has run twice as long (a bound, not an end)
             look = now + max(now - began, 1.0)
-            found.append((look, 0, look - (batch.batch.created_at or began)))
+            found.append((look, 0, look - (batch.created_at or began)))
             continue
         # Whole seconds and whole requests, both rounded down: their midpoints are the unbiased
         # reading (an early `in_progress_at` and a low count would each put the end too late).
@@ -370,8 +370,8 @@ def _drains(
         rate = (done + 0.5) / elapsed if elapsed > 0 else 0.0
         if rate <= 0:
             continue
-        end = now + max(counts.total - done - 0.5, 0.0) / rate
-        found.append((end, tokens, end - (batch.batch.created_at or began)))
+        end = now + max(total - done - 0.5, 0.0) / rate
+        found.append((end, tokens, end - (batch.created_at or began)))
     return sorted(found)
 
 
@@ -434,11 +434,14 @@ def with_admitted(state: State, plan: Plan, desired: Mapping[str, DesiredJob], n
     is (one write holds both): what it holds of its model's queue until it finishes."""
     book = plan.queue_book or state.queue
     admitted = dict(book.admitted)
+    limited: dict[Model, bool] = {}  # per model, once: its declared limit is looked for in every job
     for change in plan.pending:
         job = desired.get(change.job)
-        if job is None:
+        if job is None or not change.creates:  # an adopt or a cancel holds no new room
             continue
-        limit, _ = usable_limit((job.provider, job.model), desired, book, now)
+        model = (job.provider, job.model)
+        if model not in limited:
+            limited[model] = usable_limit(model, desired, book, now)[0] is not None
         for unit in change.creates:
             key = unit_key(IntentKey.of(job.name, job.generation, change.run, unit.part, unit.retry))
             tokens = job.unit_tokens(unit.part, unit.requests)
@@ -447,7 +450,7 @@ def with_admitted(state: State, plan: Plan, desired: Mapping[str, DesiredJob], n
                 model=job.model,
                 tokens=tokens,
                 requests=unit.requests,
-                limited=limit is not None,
+                limited=limited[model],
             )
     return state.model_copy(update={"queue": book.model_copy(update={"admitted": admitted})})
 
@@ -459,7 +462,7 @@ def with_queue(state: State, plan: Plan, live: Iterable[LiveBatch]) -> State:
     book = plan.queue_book
     if book is None:
         return state
-    running = {unit_key(IntentKey.of_batch(b.batch)) for b in live if not b.terminal}
+    running = {unit_key(b.unit) for b in live if not b.terminal}
     pending = {
         unit_key(IntentKey.of_intent(name, intent))
         for name, job in state.jobs.items()

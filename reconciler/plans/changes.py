@@ -1,19 +1,21 @@
-"""The planner's vocabulary: what is desired, and the changes that converge on it. Plain data."""
+"""The planner's vocabulary: what is desired, what is live, and the changes that converge. Plain data."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
+from reconciler.api.batch import Batch, QueueRefusal, is_terminal, queue_refusal
 from reconciler.common.limits import InputLimits
 from reconciler.common.ownership import DEFAULT_RUN, generation
 from reconciler.common.usage import UnitPrices
 from reconciler.plans.reasons import BudgetPassed, OverBudget, Queued, Reason, Reused, Upcoming
 from reconciler.specs.slices import PartSpec
-from reconciler.state.model import IntentKey, QueueBook
+from reconciler.state.model import BatchRecord, IntentKey, QueueBook
 
 BYTES_PER_TOKEN = 4
 
@@ -42,6 +44,72 @@ SYMBOLS = {
     Action.FORGET: ".",
     Action.NOOP: " ",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    """A batch of ours as observed, with the provider it lives on: what a pass reads of it, kept
+    compact.  Made once per batch when it is observed (`of`): its record (the observed fields, as
+    the state records them) and its metadata are read then, for every step of the pass that asks
+    (the planner, the duplicate guard, retries, admission, the record), and the parsed `Batch`
+    is let go.  Safe to share: everything here is frozen; a batch seen again is a new LiveBatch."""
+
+    provider: str
+    record: BatchRecord = field(repr=False)  # id, status, counts, files, times, run, part, retry
+    job: str  # "" for none (a batch of ours always names one)
+    generation: str | None
+    deletion_policy: str | None = None  # what its creator said should happen when its spec goes
+    endpoint: str | None = None
+
+    @classmethod
+    def of(cls, provider: str, batch: Batch) -> LiveBatch:
+        record = BatchRecord.from_batch(batch)
+        endpoint = sys.intern(batch.endpoint) if batch.endpoint else None  # a few, shared by all
+        return cls(provider, record, batch.job or "", batch.generation, batch.deletion_policy, endpoint)
+
+    @property
+    def id(self) -> str:
+        return self.record.batch_id
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def terminal(self) -> bool:
+        return is_terminal(self.record.status)
+
+    @property
+    def unit(self) -> IntentKey:
+        """The one create meant for it (made when asked: kept, it would cost more than it saves)."""
+        return IntentKey.of(
+            self.job, self.generation or "", self.record.run, self.record.part, self.record.retry
+        )
+
+    @property
+    def run(self) -> str:
+        return self.record.run or DEFAULT_RUN
+
+    @property
+    def part(self) -> int:
+        return self.record.part
+
+    @property
+    def retry(self) -> int:
+        return self.record.retry
+
+    @property
+    def attempt(self) -> str | None:
+        return self.record.attempt
+
+    @property
+    def created_at(self) -> int | None:
+        return self.record.created_at
+
+    @property
+    def refusal(self) -> QueueRefusal | None:
+        """Why the provider's queue turned it away; None unless it did."""
+        return queue_refusal(self.record.errors) if self.record.status == "failed" else None
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,8 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import TypeVar
 
-from reconciler.api.batch import LiveBatch
 from reconciler.common.usage import TOKENS_PER_PRICE_UNIT
-from reconciler.plans.changes import Action, Change, CostEstimate, DesiredJob, Plan, TablePrices
+from reconciler.plans.changes import Action, Change, CostEstimate, DesiredJob, LiveBatch, Plan, TablePrices
 from reconciler.plans.decide import live_by_job
 from reconciler.plans.reasons import BudgetPassed, CostUnknown, OverBudget
 from reconciler.specs.price_table import unpriced_reason

@@ -32,9 +32,19 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from reconciler.api.batch import START_FAILURES, LiveBatch
+from reconciler.api.batch import START_FAILURES
 from reconciler.common.errors import PlanRefusedError
-from reconciler.plans.changes import Action, Change, DesiredJob, InFlight, Plan, PlanContext, Retryable, Unit
+from reconciler.plans.changes import (
+    Action,
+    Change,
+    DesiredJob,
+    InFlight,
+    LiveBatch,
+    Plan,
+    PlanContext,
+    Retryable,
+    Unit,
+)
 from reconciler.plans.jobstatus import (
     attempts_by_part,
     attempts_used,
@@ -76,6 +86,8 @@ from reconciler.plans.reasons import (
 )
 from reconciler.plans.runs import RunChoice, choose_runs, newest, run_base, slot_run
 from reconciler.state.model import BatchRecord, IntentKey, JobState, State
+
+Attempts = dict[int, list[BatchRecord]]  # a job's attempts of its current run by part (attempts_by_part)
 
 
 def spec_diff(
@@ -151,10 +163,11 @@ def plan_job(
     known = _known(recorded, desired, run)
     adopt = [b for b in current if b.id not in known]
     firsts = _missing_parts(desired, current) if run is not None and choice.fresh else []
-    creates = firsts + _retries(desired, current, retryable)
+    attempts = attempts_by_part(b.record for b in current)  # once per job: read by each step below
+    creates = firsts + _retries(desired, current, attempts, retryable)
     waiting = {u: _left(in_flight, desired, run, u) for u in creates if _left(in_flight, desired, run, u)}
     creates = [u for u in creates if u not in waiting]
-    action, reason = _label(desired, recorded, choice, current, stale, adopt, creates)
+    action, reason = _label(desired, recorded, choice, current, attempts, stale, adopt, creates)
     if action is Action.NOOP and _answered_by_reuse(desired, recorded, choice, current):
         action, reason = Action.CREATE, _create_reason(desired, recorded, choice, [], False)
     if waiting and action is Action.NOOP:
@@ -206,33 +219,30 @@ def _left(in_flight: InFlight | None, desired: DesiredJob, run: str | None, unit
 
 
 def _missing_parts(desired: DesiredJob, current: list[LiveBatch]) -> list[Unit]:
-    present = {b.batch.part for b in current}
+    present = {b.part for b in current}
     return [Unit(p.index, 1, p.requests) for p in desired.part_specs if p.index not in present]
 
 
 def _latest(current: list[LiveBatch]) -> dict[int, LiveBatch]:
     latest: dict[int, LiveBatch] = {}
     for batch in current:
-        part = batch.batch.part
-        if part not in latest or batch.batch.retry > latest[part].batch.retry:
+        part = batch.part
+        if part not in latest or batch.retry > latest[part].retry:
             latest[part] = batch
     return latest
 
 
-def _retries(desired: DesiredJob, current: list[LiveBatch], retryable: Retryable) -> list[Unit]:
+def _retries(
+    desired: DesiredJob, current: list[LiveBatch], attempts: Attempts, retryable: Retryable
+) -> list[Unit]:
     units = []
-    attempts = _attempts(current)
     for part, batch in sorted(_latest(current).items()):
         count = retryable.get((desired.name, part), 0)
         # a resume, a restart, a requeue: none spends an attempt
         free = batch.status == "cancelled" or restart_owed(attempts[part]) or requeue_owed(attempts[part])
         if batch.terminal and count and (free or attempts_used(attempts[part]) < desired.max_attempts):
-            units.append(Unit(part, batch.batch.retry + 1, count))
+            units.append(Unit(part, batch.retry + 1, count))
     return units
-
-
-def _attempts(current: list[LiveBatch]) -> dict[int, list[BatchRecord]]:
-    return attempts_by_part(BatchRecord.from_batch(b.batch) for b in current)
 
 
 def _label(
@@ -240,6 +250,7 @@ def _label(
     recorded: JobState | None,
     choice: RunChoice,
     current: list[LiveBatch],
+    attempts: Attempts,
     stale: list[LiveBatch],
     adopt: list[LiveBatch],
     creates: list[Unit],
@@ -254,10 +265,10 @@ def _label(
         latest = _latest(current)
         if all(latest[u.part].status in START_FAILURES for u in creates):
             unit = creates[0]
-            return Action.RETRY, restart_reason(_attempts(current)[unit.part], unit.part, total)
+            return Action.RETRY, restart_reason(attempts[unit.part], unit.part, total)
         if all(latest[u.part].status == "cancelled" for u in creates):
             return Action.RESUME, Resume(total)
-        refusal = latest[creates[0].part].batch.refusal
+        refusal = latest[creates[0].part].refusal
         if refusal is not None:
             return Action.RETRY, Requeue(total, creates[0].part, refusal.kind)
         return Action.RETRY, Retry(total, creates[0].retry)
@@ -266,7 +277,7 @@ def _label(
         return Action.ADOPT, Adopt(adopt[0].id, desired.generation, also)
     if stale:
         return Action.CANCEL, _superseded_by(desired, choice, stale[0])
-    return Action.NOOP, _in_sync(choice, current)
+    return Action.NOOP, _in_sync(choice, current, attempts)
 
 
 def _superseded_by(desired: DesiredJob, choice: RunChoice, cancelled: LiveBatch) -> Superseded:
@@ -277,13 +288,13 @@ def _superseded_by(desired: DesiredJob, choice: RunChoice, cancelled: LiveBatch)
     return Superseded(cancelled.id, run=choice.run, timezone=timezone)
 
 
-def _in_sync(choice: RunChoice, current: list[LiveBatch]) -> Reason:
+def _in_sync(choice: RunChoice, current: list[LiveBatch], attempts: Attempts) -> Reason:
     if choice.waits is not None and not choice.fresh:
         return choice.waits
-    waiting = restart_waits(_attempts(current))  # a failed start, restarted when its wait is over
+    waiting = restart_waits(attempts)  # a failed start, restarted when its wait is over
     if waiting:
         return waiting
-    records = tuple(BatchRecord.from_batch(b.batch) for b in current)
+    records = tuple(b.record for b in current)
     return InSync(job_status(records, ()) if current else None)
 
 
@@ -312,8 +323,8 @@ def _replace_reason(
     desired: DesiredJob, recorded: JobState | None, choice: RunChoice, units: list[Unit], old: LiveBatch
 ) -> Reason:
     requests, parts = sum(u.requests for u in units), len(units)
-    counts = old.batch.request_counts
-    progress = (counts.completed, counts.total) if counts and counts.total else (None, None)
+    counts = old.record.request_counts or {}
+    progress = (counts.get("completed", 0), counts["total"]) if counts.get("total") else (None, None)
     replacing = Replacing(old.id, old.status, *progress)
     started = _started(desired, choice, units, replacing)
     if started is not None:
@@ -395,9 +406,7 @@ def _change(
 def plan_removed(name: str, recorded: JobState | None, running: list[LiveBatch]) -> Change | None:
     provider = recorded.provider if recorded else (running[0].provider if running else "")
     generation = recorded.generation if recorded else None
-    policies = {
-        b.id: b.batch.deletion_policy or (recorded.deletion_policy if recorded else None) for b in running
-    }
+    policies = {b.id: b.deletion_policy or (recorded.deletion_policy if recorded else None) for b in running}
     cancel = tuple(b.id for b in running if policies[b.id] == "cancel")
     orphans = [b.id for b in running if policies[b.id] == "orphan"]
     unknown = [b.id for b in running if policies[b.id] is None]
@@ -417,12 +426,14 @@ def plan_removed(name: str, recorded: JobState | None, running: list[LiveBatch])
 
 def unit_of(batch: LiveBatch) -> IntentKey:
     """A batch's unit: the `IntentKey` of the one create meant for it."""
-    return IntentKey.of_batch(batch.batch)
+    return batch.unit
 
 
 def split_duplicates(batches: Iterable[LiveBatch]) -> tuple[list[LiveBatch], list[LiveBatch]]:
     """(the batch kept for each unit, the younger duplicates), each in the order given."""
     live = list(batches)
+    if len(live) < 2:  # most jobs: one batch, nothing to compare
+        return live, []
     oldest: dict[IntentKey, LiveBatch] = {}
     for batch in live:
         unit = unit_of(batch)
@@ -437,14 +448,14 @@ def split_duplicates(batches: Iterable[LiveBatch]) -> tuple[list[LiveBatch], lis
 
 
 def _age_key(batch: LiveBatch) -> tuple[int, str]:
-    created = batch.batch.created_at
+    created = batch.created_at
     return (created if created is not None else 2**62, batch.id)
 
 
 def dedupe_reason(current: list[LiveBatch], doubled: list[LiveBatch]) -> Dedupe:
     kept = {unit_of(b): b for b in current}[unit_of(doubled[0])]
     younger = tuple(b.id for b in doubled if unit_of(b) == unit_of(kept))
-    return Dedupe(kept.batch.part, kept.batch.retry, kept.id, younger, len(doubled) - len(younger))
+    return Dedupe(kept.part, kept.retry, kept.id, younger, len(doubled) - len(younger))
 
 
 def live_by_job(live: Sequence[LiveBatch]) -> dict[str, list[LiveBatch]]:
@@ -452,7 +463,7 @@ def live_by_job(live: Sequence[LiveBatch]) -> dict[str, list[LiveBatch]]:
     job's batches must not scan every batch (10,000 jobs by 10,000 batches)."""
     by_job: dict[str, list[LiveBatch]] = {}
     for batch in live:
-        by_job.setdefault(batch.batch.job or "", []).append(batch)
+        by_job.setdefault(batch.job, []).append(batch)
     return by_job
 
 

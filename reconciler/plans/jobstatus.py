@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from reconciler.api.batch import START_FAILURES, LiveBatch, is_terminal, queue_refusal
-from reconciler.plans.changes import DesiredJob
+from reconciler.api.batch import START_FAILURES, is_terminal, queue_refusal
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.reasons import Restart, RestartWaits
 from reconciler.state.model import BatchRecord, JobState, PendingCreate, RunRecord
 
@@ -210,7 +210,7 @@ def updated_history(job: JobState, live: Sequence[LiveBatch], limit: int) -> tup
     groups: dict[tuple[str, str], list[BatchRecord]] = {}
     for batch in live:
         key = (batch.run, batch.generation or "")
-        groups.setdefault(key, []).append(BatchRecord.from_batch(batch.batch))
+        groups.setdefault(key, []).append(batch.record)
     runs = {(r.run, r.generation): r for r in job.history}
     for (run, generation), records in groups.items():
         runs[(run, generation)] = _run_record(run, generation, tuple(records), runs.get((run, generation)))
@@ -259,20 +259,31 @@ def _run_record(
 
 def _current_record(job: JobState, before: RunRecord | None) -> RunRecord:
     assert job.run is not None
+    started = _started(job.batches) or (before.started_at if before else None)
+    ended = _ended(job.batches) if is_terminal(job.status) else None
+    if job.all_reused:  # no batch to date it: it started when first recorded, ended when seen ended
+        seen = _whole(parse_time(job.observed_at))
+        started = started or seen
+        if is_terminal(job.status):
+            ended = (before.ended_at if before else None) or seen
     return RunRecord(
         run=job.run,
         generation=job.generation,
         status=job.status,
         request_counts=job.request_counts,
         batches=tuple(sorted(b.batch_id for b in job.batches)),
-        started_at=_started(job.batches) or (before.started_at if before else None),
-        ended_at=_ended(job.batches) if is_terminal(job.status) else None,
+        started_at=started,
+        ended_at=ended,
         results=job.results.path if job.results else (before.results if before else None),
         results_overwritten_by=None if job.results or not before else before.results_overwritten_by,
         usage=job.total_usage if job.usage else (before.usage if before else None),
         cost_usd=job.cost_usd if job.usage else (before.cost_usd if before else None),
         reused=job.reused,
     )
+
+
+def _whole(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds)
 
 
 def _started(records: Sequence[BatchRecord]) -> int | None:

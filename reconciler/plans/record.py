@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Literal
 
-from reconciler.api.batch import LiveBatch, is_terminal
-from reconciler.plans.changes import DesiredJob
+from reconciler.api.batch import is_terminal
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.plans.decide import split_duplicates
 from reconciler.plans.jobstatus import job_status, request_counts, updated_history
 from reconciler.plans.runs import newest
@@ -43,7 +43,7 @@ def record(
     gone = set(forgotten)
     by_job: dict[str, list[LiveBatch]] = {}
     for batch in live:  # grouped once: scanning every live batch for each job is quadratic
-        by_job.setdefault(batch.batch.job or "", []).append(batch)
+        by_job.setdefault(batch.job, []).append(batch)
     jobs: dict[str, JobState] = {}
     for name, previous in state.jobs.items():
         if name in untouched:
@@ -75,17 +75,17 @@ def observed_job(
     """`base` with its batches and status as `live` says.  A settled job that `live` shows as
     `previous` recorded it is `previous` itself, `observed_at` and all: a pass hands back the
     very objects it did not change, so a write can tell by identity what to write."""
-    ours = [b for b in live if b.batch.job == name and b.provider == base.provider]
+    ours = [b for b in live if b.job == name and b.provider == base.provider]
     # A duplicate of a unit is never recorded, so it is never counted: the oldest speaks for it.
     mine, _ = split_duplicates(b for b in ours if b.generation == base.generation and b.run == base.run)
-    mine.sort(key=lambda b: (b.batch.part, b.batch.retry, b.batch.created_at or 0, b.id))
-    attempts = {b.batch.attempt for b in mine if b.batch.attempt}
+    mine.sort(key=lambda b: (b.part, b.retry, b.created_at or 0, b.id))
+    attempts = {b.attempt for b in mine if b.attempt}
     # An intent is resolved once its batch is live; one of a superseded generation or run is dropped.
     this_run = (
         p for p in base.pending if p.generation == base.generation and (p.run or base.run) == base.run
     )
     pending = unresolved(this_run, attempts)
-    batches = tuple(BatchRecord.from_batch(b.batch) for b in mine)
+    batches = tuple(b.record for b in mine)
     results = base.results if base.results and set(base.results.batches) == _ids(batches) else None
     # Results join the batches' lines to the spec's input: only a run of this generation has them.
     results_due = bool(desired and desired.results_path and desired.generation == base.generation)

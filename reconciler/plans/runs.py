@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from reconciler.api.batch import LiveBatch
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.plans.changes import DesiredJob, PlanContext, Slot
+from reconciler.plans.changes import DesiredJob, LiveBatch, PlanContext, Slot
 from reconciler.plans.reasons import EditWaits, NextRun, Reason, SlotMissed, SlotWaits
 from reconciler.state.model import PendingCreate, State
 
@@ -186,7 +185,7 @@ def _edited_slot(
 
 def _last_begun(runs: set[str], live: Sequence[LiveBatch]) -> str:
     """The run whose batches were created last (each generation's run began after the last)."""
-    begun = {r: max((b.batch.created_at or 0 for b in live if b.run == r), default=0) for r in runs}
+    begun = {r: max((b.created_at or 0 for b in live if b.run == r), default=0) for r in runs}
     return max(runs, key=lambda r: (begun[r], _age(r)))
 
 

@@ -15,15 +15,15 @@ by a development build) gets the state its fields imply (`state/model.intent_sta
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from reconciler.common.errors import StateError
 from reconciler.common.ownership import DEFAULT_RUN
-from reconciler.state.model import FORMAT_VERSION, JobState, State, intent_state
+from reconciler.state.model import FORMAT_VERSION, JobState, QueueBook, State, intent_state
 
 REBUILD_HINT = "rebuild it from the live list with `reconciler reconcile --rebuild-state`"
 
@@ -41,10 +41,16 @@ def parse_state(data: object, where: str, what: str, recovery: str = REBUILD_HIN
     try:
         return State.model_validate(upgraded(data) if isinstance(data, dict) else data)
     except ValidationError as error:
-        at = ".".join(str(p) for p in error.errors()[0]["loc"]) or "top level"
+        at = ".".join(_shown(p) for p in error.errors()[0]["loc"]) or "top level"
     except (TypeError, AttributeError, RecursionError):  # a shape the upgrade cannot walk
         at = "top level"
     raise StateError(f"{where}: {what} is damaged (at {at}); kept as is; {recovery}")
+
+
+def _shown(key: object) -> str:
+    """A key of the damaged document as one printable piece of the error's single line."""
+    text = str(key)
+    return text if text.isprintable() else json.dumps(text)
 
 
 def upgraded(data: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +109,8 @@ def _with_run(item: Any) -> Any:
 
 
 # --- the document's bytes, and a write's changes: what both backends store of a job
-TOP_FIELDS = ("owner", "notices", "forgotten")  # beside `jobs`, what a write may change
+TOP_FIELDS = ("owner", "notices", "forgotten")  # beside `jobs` and `queue`, what a write may change
+QUEUE_ENTRIES = ("admitted", "order", "places")  # the queue book's per-job (or per-batch) entries
 
 
 def encoded(value: Any) -> bytes:
@@ -119,7 +126,8 @@ class JobLines:
     back the very JobState objects it did not change, so identity says which to encode again."""
 
     def __init__(self) -> None:
-        # job, its file line, where its record starts in that line
+        # job, its file line, where the record starts in it: the record is not kept apart (the
+        # daemon holds every job's line, 230 MB at 100,000 jobs; twice that with the records).
         self._kept: dict[str, tuple[JobState, bytes, int]] = {}
 
     def of(self, name: str, job: JobState) -> bytes:
@@ -134,11 +142,8 @@ class JobLines:
         kept = self._kept.get(name)
         if kept is not None and kept[0] is job:
             return kept
-        record = encoded(job.model_dump(mode="json"))
-        line = b"    %s: %s" % (encoded(name), record)
-        # Only the line is kept, the record read off its tail when asked: orjson's own bytes
-        # keep the 4 KB buffer they were written into, 4 KB a job for as long as lines are kept.
-        kept = self._kept[name] = (job, line, len(line) - len(record))
+        head = b"    %s: " % encoded(name)
+        kept = self._kept[name] = (job, head + encoded(job.model_dump(mode="json")), len(head))
         return kept
 
     def keep_only(self, names: Collection[str]) -> None:
@@ -171,22 +176,66 @@ def changed_jobs(before: State, after: State) -> dict[str, JobState | None]:
     return changed
 
 
-def encode_changes(before: State, after: State, lines: JobLines | None = None) -> bytes:
-    """`{"jobs": {name: record or null}, "set": {field: value}}`: what a write changed."""
+def encode_changes(
+    before: State,
+    after: State,
+    lines: JobLines | None = None,
+    changed: Mapping[str, JobState | None] | None = None,
+) -> bytes:
+    """`{"jobs": {name: record or null}, "set": {field: value}}`: what a write changed
+    (`changed`: `changed_jobs(before, after)`, when the caller has it already)."""
     lines = lines or JobLines()
     jobs = b",".join(
         b"%s:%s" % (encoded(name), b"null" if job is None else lines.of(name, job))
-        for name, job in changed_jobs(before, after).items()
+        for name, job in (changed_jobs(before, after) if changed is None else changed).items()
     )
     fields = {name for name in TOP_FIELDS if getattr(after, name) != getattr(before, name)}
     shown = after.model_dump(mode="json", include=fields) if fields else {}
-    return b'{"jobs":{%s},"set":%s}' % (jobs, encoded(shown))
+    queue = _queue_changes(before.queue, after.queue)
+    tail = b',"queue":%s' % encoded(queue) if queue else b""
+    return b'{"jobs":{%s},"set":%s%s}' % (jobs, encoded(shown), tail)
+
+
+def _queue_changes(before: QueueBook, after: QueueBook) -> dict[str, Any]:
+    """The queue book's entries a write changed (None: dropped), and its learnt limits whole when
+    they changed (a few per model).  Not the whole book: its `order` holds every job, and a write
+    carrying it would cost what exists, not what changed."""
+    if before == after:
+        return {}
+    changed: dict[str, Any] = {}
+    for section in QUEUE_ENTRIES:
+        was, now = getattr(before, section), getattr(after, section)
+        if was == now:
+            continue
+        entries = {key: _as_json(value) for key, value in now.items() if was.get(key) != value}
+        changed[section] = entries | dict.fromkeys((key for key in was if key not in now), None)
+    if before.learnt != after.learnt:
+        changed["learnt"] = after.model_dump(mode="json", include={"learnt"})["learnt"]
+    return changed
+
+
+def _as_json(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _with_queue_changes(book: QueueBook, changed: Any) -> QueueBook:
+    """`book` with a write's `_queue_changes` applied."""
+    whole: dict[str, Any] = {section: dict(getattr(book, section)) for section in QUEUE_ENTRIES}
+    whole["learnt"] = changed.get("learnt", book.learnt)
+    for section in QUEUE_ENTRIES:
+        for key, value in (changed.get(section) or {}).items():
+            if value is None:
+                whole[section].pop(key, None)
+            else:
+                whole[section][key] = value
+    return QueueBook.model_validate(whole)
 
 
 def with_changes(state: State, changes: Iterable[Any], serial: int, where: str) -> State:
     """`state` with decoded `encode_changes` documents applied in order, at `serial`."""
     jobs = dict(state.jobs)
     fields: dict[str, Any] = {}
+    queue = state.queue
     try:
         for change in changes:
             for name, record in (change.get("jobs") or {}).items():
@@ -195,10 +244,14 @@ def with_changes(state: State, changes: Iterable[Any], serial: int, where: str) 
                 else:
                     jobs[name] = JobState.model_validate(job_record(record))
             fields |= {k: v for k, v in (change.get("set") or {}).items() if k in TOP_FIELDS}
+            if change.get("queue"):
+                queue = _with_queue_changes(queue, change["queue"])
         top = State.model_validate({"lineage": state.lineage, **fields}) if fields else state
     except (ValidationError, AttributeError, TypeError):
         raise StateError(
             f"{where}: a write recorded in the state is damaged; kept as is; {REBUILD_HINT}"
         ) from None
     update = {name: getattr(top, name) for name in fields}
-    return state.model_copy(update={**update, "serial": serial, "jobs": dict(sorted(jobs.items()))})
+    return state.model_copy(
+        update={**update, "queue": queue, "serial": serial, "jobs": dict(sorted(jobs.items()))}
+    )

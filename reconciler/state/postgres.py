@@ -223,7 +223,7 @@ class PostgresBackend:
                 )
             if gone:
                 cursor.executemany("DELETE FROM reconciler_state_jobs WHERE owner = %s AND name = %s", gone)
-        return encode_changes(before, after, self.lines)
+        return encode_changes(before, after, self.lines, changed)  # one walk of the jobs, not two
 
     def _write_rows(self, state: State) -> None:
         """Every job's row, written anew."""

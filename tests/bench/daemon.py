@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from tests.bench.data import BenchRepo
 from tests.bench.procs import bench_env, reconciler_argv
@@ -21,7 +21,9 @@ class Daemon:
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self.process = process
+        self.started = time.perf_counter()
         self.events: list[dict[str, object]] = []
+        self.arrived: dict[str, float] = {}  # event → when its first line arrived (perf_counter)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -29,15 +31,20 @@ class Daemon:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             with contextlib.suppress(ValueError):
-                self.events.append(json.loads(line))
+                event = json.loads(line)
+                self.events.append(event)
+                self.arrived.setdefault(str(event.get("event")), time.perf_counter())
 
     def logged(self, event: str, job: str | None = None) -> bool:
         return any(e.get("event") == event and (job is None or e.get("job") == job) for e in self.events)
 
 
 @contextlib.contextmanager
-def running_daemon(sandbox: ExternalSandbox, repo: BenchRepo) -> Iterator[Daemon]:
-    env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url})
+def running_daemon(
+    sandbox: ExternalSandbox, repo: BenchRepo, env: Mapping[str, str] | None = None
+) -> Iterator[Daemon]:
+    """`env`: more of the daemon's environment (a PostgreSQL state's URL)."""
+    env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url, **(env or {})})
     argv = reconciler_argv("reconcile", "--watch", "--log-format", "json", *repo.args())
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -1,7 +1,10 @@
 """Item 14: 100,000 jobs, measured rather than projected.  `plan` over 100,000 converged jobs
-(their batches created over HTTP and adopted by one `reconcile`, as item 3 does), with the
-state in a file and in PostgreSQL: wall time, CPU and peak RSS against an `openai` SDK script
-listing the same batches, and what the state takes per job in each backend.
+(their batches created over HTTP, adopted by one `reconcile` and finished, as item 15's are),
+with the state in a file and in PostgreSQL: wall time, CPU and peak RSS against an `openai`
+SDK script listing the same batches, and what the state takes per job in each backend.  Then
+the daemon over the same jobs on each backend, as item 15 measures it: its first (whole) pass,
+a spec added at a time (spec written → its batch created, beside the watchfiles + httpx floor
+in the same run), its CPU per added spec and its peak RSS.
 
 The PostgreSQL server is a throwaway cluster (tests/fixtures/postgres.py); its size per job
 is the database's growth over the adopting `reconcile`, whatever the schema keeps."""
@@ -12,11 +15,13 @@ import sys
 import time
 
 from tests.bench.context import Context
-from tests.bench.plans import STILL, converged_repo, plan_argv
+from tests.bench.daemon_scale import daemon_reaction, floor_latencies, reaction_rows
+from tests.bench.plans import plan_argv
 from tests.bench.procs import Run, bench_env, reconciler_argv, run, warm_bytecode
 from tests.bench.rivals import SDK_LIST_SCRIPT
-from tests.bench.sandbox import external_sandbox
+from tests.bench.sandbox import FAST_TIMELINE, external_sandbox
 from tests.bench.table import Row, info, load, mib, ratio, seconds
+from tests.bench.watch import finished_jobs
 from tests.fixtures.postgres import StateDb, new_database, running_server
 
 LONG = 4 * 3600.0  # a safety net for one run at this size on a busy machine
@@ -26,21 +31,26 @@ def measure(ctx: Context) -> list[Row]:
     warm_bytecode()
     count = ctx.scale.huge_jobs
     folder = ctx.folder("huge")
-    with external_sandbox(folder / "sandbox", **STILL) as sandbox:
+    with external_sandbox(folder / "sandbox", **FAST_TIMELINE) as sandbox:
         started = time.perf_counter()
-        repo = converged_repo(sandbox, folder / "repo", count)
+        repo = finished_jobs(sandbox, folder / "repo", count)
         seeded = time.perf_counter() - started
         env = bench_env({"RECONCILER_SANDBOX_URL": sandbox.base_url})
         on_file = run(plan_argv(repo, []), env=env, timeout=LONG)
         sdk_env = bench_env({"OPENAI_BASE_URL": sandbox.base_url, "OPENAI_API_KEY": "sk-bench"})
         listing = run([sys.executable, "-c", SDK_LIST_SCRIPT], env=sdk_env, timeout=LONG)
         state_bytes = repo.state.stat().st_size
+        floor = floor_latencies(ctx, sandbox, folder / "floor")
+        on_file_daemon = daemon_reaction(ctx, sandbox, repo, "file-trial", timeout=LONG)
         with running_server() as server, new_database(server) as db:
             pg_env = env | {"RECONCILER_STATE_URL": db.url}
             before = _database_bytes(db)
             adopted = run(reconciler_argv("reconcile", *repo.args()), env=pg_env, timeout=LONG)
             database_bytes = _database_bytes(db) - before
             in_postgres = run(plan_argv(repo, []), env=pg_env, timeout=LONG)
+            in_postgres_daemon = daemon_reaction(
+                ctx, sandbox, repo, "pg-trial", {"RECONCILER_STATE_URL": db.url}, timeout=LONG
+            )
     shown = f"{count:,} converged jobs"
     return [
         info("14", f"{shown}: batches created and adopted (set-up)", seconds(seeded)),
@@ -70,6 +80,8 @@ def measure(ctx: Context) -> list[Row]:
             f"{database_bytes / count / 1024:.2f} KiB",
             f"{database_bytes / 2**20:.0f} MiB over the adopting reconcile",
         ),
+        *reaction_rows("14", f"{count:,} jobs, state file", on_file_daemon, floor),
+        *reaction_rows("14", f"{count:,} jobs, state in PostgreSQL", in_postgres_daemon, floor),
     ]
 
 

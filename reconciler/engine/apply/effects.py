@@ -10,22 +10,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.api.writer import BatchWriter
+from reconciler.common.limits import DEFAULT_PARALLELISM as DEFAULT_PARALLELISM  # apply names it
 from reconciler.engine.apply.failures import Failure, failed_jobs
-from reconciler.plans.changes import DesiredJob, Unit
+from reconciler.plans.changes import DesiredJob, LiveBatch, Unit
 from reconciler.plans.reasons import OverBudget
 from reconciler.state.model import State
 
 if TYPE_CHECKING:  # leftovers.py builds its writers with `writer_of` from here
     from reconciler.engine.apply.leftovers import Leftovers
 
-# At most this many requests at once, and never more threads than there are requests to send:
-# 64 is the connection pool's size (engine/connect.LIMITS).  Against a provider 50 ms away, 16
-# left apply no faster than a 16-thread SDK script; 100 jobs now go out in two rounds.
-DEFAULT_PARALLELISM = 64
 
 # What to upload for one unit of a job (engine/sources.py).
 SourceFor = Callable[[DesiredJob, Unit], UploadSource]

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from reconciler.api.batch import Batch, LiveBatch
+from reconciler.api.batch import Batch
 from reconciler.common import ownership
 from reconciler.common.errors import OutcomeUnknownError, ReconcilerError, UserError
 from reconciler.common.limits import parse_seconds
@@ -33,7 +33,7 @@ from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.engine.apply.effects import Effects, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.leftovers import Leftovers
-from reconciler.plans.changes import Change, DesiredJob, InFlight, Unit
+from reconciler.plans.changes import Change, DesiredJob, InFlight, LiveBatch, Unit
 from reconciler.plans.record import with_intents
 from reconciler.state.model import IntentKey, IntentState, PendingCreate, State
 
@@ -57,7 +57,7 @@ def quarantine_seconds() -> float:
 def in_flight(state: State, live: Sequence[LiveBatch], now: float, quarantine: float) -> InFlight:
     """Seconds left, for each intent still in quarantine: sent without an answer and not in the
     live list yet.  The planner creates none of these units meanwhile."""
-    seen = {b.batch.attempt for b in live}
+    seen = {b.attempt for b in live}
     waiting = {}
     for name, job in state.jobs.items():
         for intent in job.pending:
@@ -155,7 +155,7 @@ def _post_all(
         if isinstance(result, Failure):
             outcome.failures.append(result)
         else:
-            outcome.touched.append(LiveBatch(provider=job.provider, batch=result))
+            outcome.touched.append(LiveBatch.of(job.provider, result))
             outcome.created += 1
     return answered
 

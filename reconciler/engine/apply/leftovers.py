@@ -33,14 +33,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from reconciler.api.batch import LiveBatch
 from reconciler.api.client import ProviderApi
 from reconciler.api.uploads import UploadSource
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.common.ownership import DEFAULT_RUN
 from reconciler.engine.apply.effects import writer_of
 from reconciler.engine.apply.failures import Failure
-from reconciler.plans.changes import DesiredJob
+from reconciler.plans.changes import DesiredJob, LiveBatch
 from reconciler.state.model import IntentKey, State
 
 OWNER_CHARS = 8
@@ -182,9 +181,9 @@ class Leftovers:
         `claimed` holds the file ids pending creates still mean to use."""
         if provider not in self._troubled | self._suspect:
             return []
-        batches = [b.batch for b in live if b.provider == provider]
-        read = {b.input_file_id for b in batches} | set(claimed) | self._taken
-        settled = {upload_key(IntentKey.of_batch(b)) for b in batches}
+        batches = [b for b in live if b.provider == provider]
+        read = {b.record.input_file_id for b in batches} | set(claimed) | self._taken
+        settled = {upload_key(b.unit) for b in batches}
         deleted = []
         for upload in self._uploads(provider):
             job, generation = upload.unit[:2]

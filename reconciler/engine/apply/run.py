@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from reconciler.api.batch import LiveBatch
 from reconciler.common.errors import ApiError, ApiStatusError
 from reconciler.engine.apply.effects import Effects, Outcome
 from reconciler.engine.apply.failures import Failure
 from reconciler.engine.apply.intents import create_all
 from reconciler.engine.apply.leftovers import Leftovers
-from reconciler.plans.changes import Action, DesiredJob, Plan
+from reconciler.plans.changes import Action, DesiredJob, LiveBatch, Plan
 from reconciler.plans.record import record, with_applied_from
 from reconciler.state.model import AppliedFrom, State
 
@@ -36,10 +35,11 @@ def apply_plan(
     leftovers = fx.leftovers or Leftovers.after(state, fx.apis, fx.owner_tag)
     workers = workers_for(plan, fx.parallelism)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply") as pool:
-        cancel_failed = _cancel_all(plan, {b.id: b for b in live}, fx, pool, outcome)
+        by_id = {b.id: b for b in live}  # once: at 100,000 batches each copy is a share of a small pass
+        cancel_failed = _cancel_all(plan, by_id, fx, pool, outcome)
         creates = [c for c in plan.pending if c.creates and c.job not in cancel_failed]
         state = create_all(creates, desired, state, fx, pool, outcome, leftovers)
-    merged = {b.id: b for b in live} | {b.id: b for b in outcome.touched}
+    merged = by_id | {b.id: b for b in outcome.touched}
     forgotten = [c.job for c in plan.pending if c.action is Action.FORGET]
     runs = {c.job: c.run for c in plan.changes}
     missed = {c.job: c.missed_slot for c in plan.changes if c.missed_slot}
@@ -84,12 +84,12 @@ def _cancel_all(
                 error,
                 job=job,
                 step="cancel",
-                part=live.batch.part,
-                attempt=live.batch.retry,
+                part=live.part,
+                attempt=live.retry,
                 batch_id=live.id,
                 provider=live.provider,
             )
-        return job, LiveBatch(provider=live.provider, batch=batch)
+        return job, LiveBatch.of(live.provider, batch)
 
     failed: set[str] = set()
     for job, result in pool.map(cancel, targets):
