@@ -5,14 +5,17 @@ metadata; the state had no run either.  After upgrading nothing is created or ca
 
 from __future__ import annotations
 
+import cProfile
 import hashlib
 import json
+import pstats
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from psycopg.types.json import Jsonb
 
+from reconciler.common.ownership import generation as hash_generation
 from reconciler.sandbox import Sandbox
 from tests.fixtures.postgres import StateDb
 from tests.fixtures.repo import MakeRepo, RunCli, UserRepo
@@ -137,3 +140,26 @@ def test_a_version_1_state_and_its_batches_are_adopted_as_they_are_and_written_b
     upgraded = state["jobs"]["nightly-eval"]
     assert upgraded["run"] == "default" and [b["batch_id"] for b in upgraded["batches"]] == [old.id]
     assert upgraded["history"][0]["run"] == "default"
+
+
+def _hashed(stats: pstats.Stats) -> int:
+    """How many generations the profiled run worked out."""
+    code = hash_generation.__code__
+    entry = stats.stats.get((code.co_filename, code.co_firstlineno, code.co_name))  # type: ignore[attr-defined]
+    return 0 if entry is None else int(entry[1])
+
+
+def test_a_plan_of_jobs_made_since_runs_works_out_one_generation_a_job_not_the_legacy_one_too(
+    repo: UserRepo, run_cli: RunCli
+) -> None:
+    """The generation before runs is worked out only for a batch or record that carries neither
+    the current one nor a run (issue 24: it was a second hash for every job of every pass)."""
+    for index in range(3):
+        repo.write_job(f"job-{index}", requests=2, metadata={"team": "evals"})
+    assert run_cli("apply", "--auto-approve", *repo.args()).exit_code == 0
+
+    profile = cProfile.Profile()
+    plan = profile.runcall(run_cli, "plan", "--detailed-exitcode", *repo.args())
+
+    assert plan.exit_code == 0, plan.stdout + plan.stderr
+    assert _hashed(pstats.Stats(profile)) == 3  # was 6: the legacy one beside each

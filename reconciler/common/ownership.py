@@ -6,6 +6,11 @@ through these keys, is the source of truth.  Written by engine.apply, read by ap
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
 KEY_JOB = "reconciler_job"
 KEY_GENERATION = "reconciler_generation"
 KEY_OWNER = "reconciler_owner"
@@ -28,3 +33,10 @@ RESERVED_PREFIX = "reconciler_"
 
 # The run of a batch created before runs existed, and of a job with no `run:` and no schedule.
 DEFAULT_RUN = "default"
+
+
+def generation(definition: Mapping[str, Any], input_sha256: str) -> str:
+    """A short, stable hash of what defines a job's batches (KEY_GENERATION); any change means
+    a new batch."""
+    canonical = json.dumps({"definition": definition, "input": input_sha256}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.common.limits import MAX_INPUT_BYTES, MAX_INPUT_REQUESTS, SANDBOX, InputLimits
+from reconciler.common.ownership import generation
 from reconciler.plans.changes import DesiredJob, QueueLimit, Slot
 from reconciler.plans.runs import label_run
-from reconciler.specs import identity
 from reconciler.specs.fields import DEFAULT_RETRY_ON
 from reconciler.specs.inputs.cache import compare, read_index
 from reconciler.specs.inputs.digest import InputDigest
@@ -70,7 +70,7 @@ def desired_job(
         outcome["fit"] = [fit.tokens, fit.requests]
     return DesiredJob(
         name=loaded.name,
-        generation=identity.generation(outcome, digest.sha256),
+        generation=generation(outcome, digest.sha256),
         provider=provider,
         suspend=spec.suspend,
         deletion_policy=spec.deletion_policy,
@@ -102,8 +102,6 @@ def desired_job(
         run_label=label_run(spec.run),
         schedule=_schedule(spec),
         history_limit=spec.history_limit,
-        # Batches made before runs existed carry a generation that also hashed the metadata.
-        legacy_generation=identity.generation({**outcome, "metadata": spec.metadata}, digest.sha256),
         definition=_definition(spec, outcome, digest),
         priority=spec.priority,
         queue_limit=limit,
@@ -141,7 +139,9 @@ def _schedule(spec: BatchJobSpec) -> Slot | None:
 
 
 def _definition(spec: BatchJobSpec, outcome: dict[str, Any], digest: InputDigest) -> dict[str, Any]:
-    """What a plan's diff shows: the generation's fields, the metadata, `run` and the input."""
+    """What a plan's diff shows: the generation's fields, the metadata, `run` and the input.
+    All but `run` and `input` are what the generation hashed before runs existed
+    (DesiredJob.legacy_generation)."""
     return {
         **outcome,
         "metadata": spec.metadata,
@@ -156,7 +156,9 @@ def with_input_changes(
     found = dict(desired)
     for name, job in desired.items():
         recorded = state.jobs.get(name)
-        old, new = _sha(recorded.definition if recorded else None), _sha(job.definition)
+        if recorded is None or recorded.generation == job.generation:  # the same input (it is hashed)
+            continue
+        old, new = _sha(recorded.definition), _sha(job.definition)
         if old is None or new is None or old == new:
             continue
         before, after = read_index(indexes, old), read_index(indexes, new)

@@ -68,7 +68,9 @@ def live_batch(provider: str, batch: Batch, desired: Mapping[str, DesiredJob]) -
     re-creates nothing."""
     live = LiveBatch.of(provider, batch)
     job = desired.get(live.job)
-    if job is None or live.generation != job.legacy_generation or batch.meta(ownership.KEY_RUN) is not None:
+    if job is None or live.generation == job.generation:  # the legacy one is worked out only past here
+        return live
+    if batch.meta(ownership.KEY_RUN) is not None or live.generation != job.legacy_generation:
         return live
     return replace(live, generation=job.generation)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from reconciler.api.batch import Batch, QueueRefusal, is_terminal, queue_refusal
 from reconciler.common.limits import InputLimits
-from reconciler.common.ownership import DEFAULT_RUN
+from reconciler.common.ownership import DEFAULT_RUN, generation
 from reconciler.common.usage import UnitPrices
 from reconciler.plans.reasons import BudgetPassed, OverBudget, Queued, Reason, Reused, Upcoming
 from reconciler.specs.slices import PartSpec
@@ -169,7 +169,6 @@ class DesiredJob:
     run_label: str = DEFAULT_RUN  # the run id `spec.run` asks for (unscheduled jobs)
     schedule: Slot | None = None  # with `now`, `due` and `next` filled in for each pass
     history_limit: int = 10
-    legacy_generation: str | None = None  # the same spec's generation before runs (format 1)
     definition: Mapping[str, Any] = field(default_factory=dict)  # shown field by field in diffs
     input_changes: Mapping[str, Any] | None = None  # requests added/removed/changed since the state's input
     priority: int = 0  # spec.priority: higher goes first in its model's queue
@@ -195,6 +194,22 @@ class DesiredJob:
         if found is not None and found.tokens and found.requests:
             return found.tokens * min(requests, found.requests) // found.requests
         return self.estimated_tokens(requests)
+
+    @property
+    def legacy_generation(self) -> str | None:
+        """The same spec's generation before runs existed, which also hashed the metadata: what a
+        version-1 state or batch carries.  Worked out when asked, not kept: only a job whose
+        recorded or listed generation is not the current one asks (a hash a job was 0.07 s of
+        a plan at 10,000)."""
+        if not self.definition:
+            return None
+        hashed = {key: value for key, value in self.definition.items() if key not in ("run", "input")}
+        return generation(hashed, self.input_sha256)
+
+    def made_from_this_spec(self, generation: str | None) -> bool:
+        """`generation` is this spec's, now or before runs existed (the legacy one worked out only
+        when the current one does not match)."""
+        return generation == self.generation or generation == self.legacy_generation
 
     @property
     def part_specs(self) -> tuple[PartSpec, ...]:

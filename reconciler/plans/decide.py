@@ -203,8 +203,12 @@ def _superseded(batch: LiveBatch, run: str | None, generation: str, choice: RunC
 
 
 def _known(recorded: JobState | None, desired: DesiredJob, run: str | None) -> frozenset[str]:
-    generations = (desired.generation, desired.legacy_generation)  # a version-1 state's is the legacy one
-    if recorded is None or recorded.generation not in generations or (recorded.run or run) != run:
+    # A version-1 state's generation is the legacy one.
+    if (
+        recorded is None
+        or not desired.made_from_this_spec(recorded.generation)
+        or (recorded.run or run) != run
+    ):
         return frozenset()
     return recorded.batch_ids
 

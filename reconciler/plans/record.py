@@ -239,10 +239,9 @@ def _kept_from_earlier_spec(
 
 
 def _same_run(job: DesiredJob, previous: JobState, run: str | None) -> bool:
-    generations = (job.generation, job.legacy_generation)
     return (
         previous.provider == job.provider
-        and previous.generation in generations
+        and job.made_from_this_spec(previous.generation)
         and (previous.run or run) == run
     )
 

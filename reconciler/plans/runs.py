@@ -153,8 +153,12 @@ def _runs_of_base(
 ) -> tuple[set[str], str | None]:
     """The runs of a slot or label, and the newest of them made from the desired generation."""
     same_base = {r for r in generations if run_base(r) == base}
-    made = (desired.generation, desired.legacy_generation)
-    return same_base, newest(r for r in same_base if any(g in generations[r] for g in made))
+    return same_base, newest(r for r in same_base if _made_from(desired, generations[r]))
+
+
+def _made_from(desired: DesiredJob, generations: set[str]) -> bool:
+    """The legacy generation is worked out only when the current one is not among them."""
+    return desired.generation in generations or desired.legacy_generation in generations
 
 
 def _edited_slot(

@@ -1,33 +1,24 @@
-"""Who owns a repo's batches (the owner id), and which generation of a job a batch belongs to;
-and what to call the repo where people read it (`repo_name`).
+"""Who owns a repo's batches (the owner id), and what to call the repo where people read it
+(`repo_name`).
 
-Both go into every batch's metadata (common/ownership.py names the keys): the owner as a
-hash, so the repo's remote URL is never sent to the provider.
+The owner goes into every batch's metadata (common/ownership.py names the keys, and hashes a
+job's generation) as a hash, so the repo's remote URL is never sent to the provider.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import subprocess
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from reconciler.common.errors import OwnerError
 from reconciler.specs.repo import SETTINGS_FILE, RepoSettings, read_settings
 
 OWNER_ENV = "RECONCILER_OWNER"
 _OWNER_SYNTAX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")
-
-
-def generation(definition: Mapping[str, Any], input_sha256: str) -> str:
-    """A short, stable hash of what defines a job's batches; any change means a new batch."""
-    canonical = json.dumps({"definition": definition, "input": input_sha256}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def owner_tag(owner: str) -> str:

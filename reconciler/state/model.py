@@ -6,12 +6,14 @@ Pure data; reading, writing and locking live in the backends (`file.py`, `postgr
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable
+import json
+from collections.abc import Collection, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from reconciler.api.batch import Batch
 from reconciler.common.ownership import DEFAULT_RUN
@@ -288,6 +290,72 @@ class AppliedFrom(_Frozen):
         return self.commit[:7]
 
 
+class Definition(Mapping[str, Any]):
+    """A job's recorded definition (what its generation was made from, shown field by field in
+    a plan's diff), held as its compact JSON text and parsed again on every read.  Its three
+    dicts were a quarter of a record's memory (1 KB a job), while a pass reads it only for a job
+    whose generation changed (its diff, the input's requests changed) or that has no spec.  It
+    reads, compares and dumps as the dict it was made from: the state file's bytes and every
+    reader are as before."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, value: Mapping[str, Any]) -> None:
+        try:
+            # A str of its own: orjson's bytes keep the 4 KB buffer they were written into.
+            self._text = orjson.dumps(dict(value.items())).decode()
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits
+            self._text = json.dumps(dict(value.items()), separators=(",", ":"), ensure_ascii=False)
+
+    def parsed(self) -> dict[str, Any]:
+        """A new dict of it (json, not orjson: that reads an integer beyond 64 bits as a float)."""
+        found: dict[str, Any] = json.loads(self._text)
+        return found
+
+    def __getitem__(self, key: str) -> Any:
+        return self.parsed()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.parsed())
+
+    def __len__(self) -> int:
+        return len(self.parsed())
+
+    # One parse for the whole of it, not one per key (as Mapping's own would).
+    def items(self) -> ItemsView[str, Any]:
+        return self.parsed().items()
+
+    def keys(self) -> KeysView[str]:
+        return self.parsed().keys()
+
+    def values(self) -> ValuesView[Any]:
+        return self.parsed().values()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Definition) and other._text == self._text:
+            return True
+        return isinstance(other, Mapping) and self.parsed() == dict(other.items())
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping, as a dict is: not hashable
+
+    def __repr__(self) -> str:
+        return f"Definition({self.parsed()!r})"
+
+
+def _held_compactly(value: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return None if value is None or isinstance(value, Definition) else Definition(value)
+
+
+def _as_dict(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if value is None else dict(value.items())
+
+
+# A record made by `model_copy(update=...)` (no validation) may hold a plain dict: both read alike.
+RecordedDefinition = Annotated[
+    Mapping[str, Any] | None, AfterValidator(_held_compactly), PlainSerializer(_as_dict)
+]
+
+
 class JobState(_Frozen):
     generation: str
     provider: str
@@ -312,7 +380,7 @@ class JobState(_Frozen):
 
     run: str | None = None  # the current run; None: none yet
     history: tuple[RunRecord, ...] = ()  # newest first, at most the spec's history_limit
-    definition: dict[str, Any] | None = None  # what the generation was made from, for plan diffs
+    definition: RecordedDefinition = None  # what the generation was made from, for plan diffs
     missed_slot: str | None = None  # the latest slot skipped for its starting_deadline
     applied_from: AppliedFrom | None = None  # None: last changed from outside git, or never
     reuse: ReuseRecord | None = None  # what the current run reuses; None: it sends every request
