@@ -22,6 +22,16 @@ def sdk(sandbox: Sandbox, api_key: str = "unused") -> openai.OpenAI:
     return openai.OpenAI(base_url=sandbox.base_url, api_key=api_key, max_retries=0)
 
 
+def foreign_batches(sandbox: Sandbox, count: int) -> None:
+    """`count` batches of nobody's (no metadata), made through the SDK, sharing one upload."""
+    client = sdk(sandbox)
+    upload = client.files.create(file=("x.jsonl", b'{"custom_id": "x"}\n'), purpose="batch")
+    for _ in range(count):
+        client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+
+
 def batches(sandbox: Sandbox, job: str | None = None) -> list[Any]:
     found = list(sdk(sandbox).batches.list(limit=100))
     if job is None:

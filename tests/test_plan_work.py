@@ -27,7 +27,7 @@ from reconciler.sandbox import Sandbox
 from reconciler.state.model import BatchRecord, State
 from tests.fixtures.repo import RunCli, UserRepo
 from tests.fixtures.sandbox import SandboxFactory
-from tests.reconcile_helpers import sdk
+from tests.reconcile_helpers import foreign_batches
 
 JOBS = 6
 FOREIGN = 3
@@ -48,22 +48,13 @@ def _calls(stats: pstats.Stats, function: Callable[..., Any]) -> int:
     return 0 if entry is None else int(entry[1])
 
 
-def _foreign(sandbox: Sandbox, count: int) -> None:
-    client = sdk(sandbox)
-    upload = client.files.create(file=("x.jsonl", b'{"custom_id": "x"}\n'), purpose="batch")
-    for _ in range(count):
-        client.batches.create(
-            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
-
-
 def test_a_plan_converts_each_live_batch_once_and_reads_its_metadata_once(
     sandbox_repo: UserRepo, sandbox: Sandbox, run_cli: RunCli
 ) -> None:
     for index in range(JOBS):
         sandbox_repo.write_job(f"job-{index}", requests=2)
     assert run_cli("apply", "--auto-approve", *sandbox_repo.args()).exit_code == 0
-    _foreign(sandbox, FOREIGN)
+    foreign_batches(sandbox, FOREIGN)
 
     profile = cProfile.Profile()
     result = profile.runcall(run_cli, "plan", *sandbox_repo.args())

@@ -43,7 +43,7 @@ from reconciler.state.model import JobState, State
 from tests.events_helpers import WEBHOOK_SECRET, Daemon
 from tests.fixtures.postgres import StateDb
 from tests.fixtures.repo import OWNER, UserRepo
-from tests.reconcile_helpers import batches, mutating, sdk, settled, stays
+from tests.reconcile_helpers import batches, foreign_batches, mutating, sdk, settled, stays
 
 HOOKED_ENV = {"OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET}
 INTERVAL = "300"  # with webhooks, running batches are polled only every ten intervals
@@ -68,16 +68,6 @@ def _hooked_repo(make_repo: Callable[..., UserRepo], sandbox: Sandbox, jobs: int
     return repo
 
 
-def _foreign(sandbox: Sandbox, count: int) -> None:
-    """Batches of nobody's."""
-    client = sdk(sandbox)
-    upload = client.files.create(file=("x.jsonl", b'{"custom_id": "x"}\n'), purpose="batch")
-    for _ in range(count):
-        client.batches.create(
-            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
-
-
 def _job_lines(state_file: Path) -> dict[str, str]:
     """Each job's line of the state file, as written."""
     return {
@@ -97,7 +87,9 @@ def test_an_added_spec_costs_one_upload_one_create_and_the_newest_list_page_and_
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=600.0)  # every batch stays running
     repo = _hooked_repo(make_repo, sandbox, 30)
-    _foreign(sandbox, 150)  # batches of nobody's: 150 of them newer than ours, on the list's first pages
+    foreign_batches(
+        sandbox, 150
+    )  # batches of nobody's: 150 of them newer than ours, on the list's first pages
     env = dict(HOOKED_ENV)
     if backend == "postgresql":
         state_db: StateDb = request.getfixturevalue("state_db")
@@ -242,7 +234,7 @@ def test_a_lost_create_answer_is_a_doubt_the_whole_list_settles_without_sending_
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=600.0)
     repo = _hooked_repo(make_repo, sandbox, 3)
-    _foreign(sandbox, 150)  # with ours, two list pages: a whole list is told from the newest page
+    foreign_batches(sandbox, 150)  # with ours, two list pages: a whole list is told from the newest page
     daemon = events_daemon(repo, sandbox, interval=INTERVAL, env=dict(HOOKED_ENV))
     settled(sandbox.request_counts, quiet=0.5)
     sandbox.configure(lost_response_rate=1.0)  # the create is made, and answered 500
