@@ -38,6 +38,10 @@ class Daemon:
     def logged(self, event: str, job: str | None = None) -> bool:
         return any(e.get("event") == event and (job is None or e.get("job") == job) for e in self.events)
 
+    def created(self, job: str) -> bool:
+        """The pass that created `job`'s batch has been logged."""
+        return self.logged("action", job)
+
 
 @contextlib.contextmanager
 def running_daemon(

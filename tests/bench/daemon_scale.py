@@ -9,13 +9,12 @@ per added spec is read from /proc over the trials."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +22,12 @@ import httpx
 
 from tests.bench.context import Context
 from tests.bench.daemon import running_daemon, wait_for
-from tests.bench.data import BenchRepo, make_repo, write_chat_input
+from tests.bench.data import BenchRepo, make_repo
 from tests.bench.procs import bench_env, cpu_seconds_of, peak_rss_mb_of, warm_bytecode
 from tests.bench.sandbox import FAST_TIMELINE, ExternalSandbox, external_sandbox
 from tests.bench.seed import seed_foreign
 from tests.bench.table import Row, info, mib
-from tests.bench.watch import finished_jobs, percentile, wait_for_batch
+from tests.bench.watch import finished_jobs, percentile, spec_to_batch_latencies
 
 # Jobs held, and foreign batches beside them, per scale: the issue's two daemon rows.
 SIZES = {"full": ((1_000, 450), (10_000, 0)), "quick": ((200, 90), (1_000, 0))}
@@ -102,35 +101,10 @@ def daemon_reaction(
         first_pass, first_cpu = daemon.arrived["ready"] - daemon.started, cpu_seconds_of(daemon.process.pid)
         time.sleep(1.0)
         cpu_before = cpu_seconds_of(daemon.process.pid)
-        logged = functools.partial(daemon.logged, "action")
-        latencies = _trials(ctx, repo, client, prefix, logged, timeout)
+        latencies = spec_to_batch_latencies(ctx, repo, client, daemon.created, timeout=timeout, prefix=prefix)
         cpu = (cpu_seconds_of(daemon.process.pid) - cpu_before) / len(latencies)
         rss = peak_rss_mb_of(daemon.process.pid)
     return Reaction(first_pass, first_cpu, latencies, cpu, rss)
-
-
-def _trials(
-    ctx: Context,
-    repo: BenchRepo,
-    client: httpx.Client,
-    prefix: str,
-    done: Callable[[str], bool],
-    timeout: float = 120.0,
-) -> list[float]:
-    """Seconds from each trial spec written to its batch at the sandbox, one trial at a time;
-    `done(name)`: the watcher has finished with that trial (its pass logged)."""
-    latencies: list[float] = []
-    for trial in range(ctx.scale.watch_trials):
-        name = f"{prefix}-{trial:02d}"
-        write_chat_input(repo.data / f"{name}.jsonl", 5, 1024)
-        time.sleep(0.3)  # an input no spec names yet wakes nobody; make sure of it
-        started = time.perf_counter()
-        repo.write_job(name, f"{name}.jsonl")
-        wait_for_batch(client, name, started + timeout)
-        latencies.append(time.perf_counter() - started)
-        wait_for(functools.partial(done, name), timeout, f"the pass that created {name}")
-        time.sleep(0.3)
-    return latencies
 
 
 def floor_latencies(ctx: Context, sandbox: ExternalSandbox, root: Path) -> list[float]:
@@ -138,7 +112,9 @@ def floor_latencies(ctx: Context, sandbox: ExternalSandbox, root: Path) -> list[
     repo = make_repo(root)
     with _floor(repo, sandbox) as started, httpx.Client(base_url=sandbox.base_url) as client:
         time.sleep(1.0)  # the watch is set up by now
-        return _trials(ctx, repo, client, "floor", lambda name: started.poll() is None)
+        return spec_to_batch_latencies(
+            ctx, repo, client, lambda name: started.poll() is None, timeout=120.0, prefix="floor"
+        )
 
 
 @contextlib.contextmanager

@@ -12,12 +12,13 @@ import functools
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from tests.bench.context import Context
-from tests.bench.daemon import Daemon, running_daemon, wait_for
+from tests.bench.daemon import running_daemon, wait_for
 from tests.bench.data import BenchRepo, make_repo, repo_with_jobs, write_chat_input
 from tests.bench.procs import bench_env, cpu_seconds_of, peak_rss_mb_of, reconciler_argv, run, warm_bytecode
 from tests.bench.sandbox import FAST_TIMELINE, ExternalSandbox, external_sandbox, total
@@ -28,19 +29,26 @@ POLL_SECONDS = 0.01
 
 
 def spec_to_batch_latencies(
-    ctx: Context, repo: BenchRepo, client: httpx.Client, daemon: Daemon, *, timeout: float
+    ctx: Context,
+    repo: BenchRepo,
+    client: httpx.Client,
+    done: Callable[[str], bool],
+    *,
+    timeout: float,
+    prefix: str = "trial",
 ) -> list[float]:
-    """Seconds from each trial spec written to its batch live, one trial at a time."""
+    """Seconds from each trial spec (`<prefix>-NN`) written to its batch live, one trial at a
+    time; `done(name)`: the watcher has finished with that trial (a daemon: its pass logged)."""
     latencies: list[float] = []
     for trial in range(ctx.scale.watch_trials):
-        name = f"trial-{trial:02d}"
+        name = f"{prefix}-{trial:02d}"
         write_chat_input(repo.data / f"{name}.jsonl", 5, 1024)
         time.sleep(0.3)  # an input no spec names yet wakes nobody; make sure of it
         started = time.perf_counter()
         repo.write_job(name, f"{name}.jsonl")
         wait_for_batch(client, name, started + timeout)
         latencies.append(time.perf_counter() - started)
-        wait_for(functools.partial(daemon.logged, "action", name), timeout, f"the pass that created {name}")
+        wait_for(functools.partial(done, name), timeout, f"the pass that created {name}")
         time.sleep(0.3)
     return latencies
 
@@ -57,7 +65,7 @@ def measure_latency(ctx: Context) -> list[Row]:
     ):
         wait_for(lambda: daemon.logged("action", "first"), 60, "the daemon's first pass")
         with httpx.Client(base_url=sandbox.base_url, timeout=30) as client:
-            latencies = spec_to_batch_latencies(ctx, repo, client, daemon, timeout=30)
+            latencies = spec_to_batch_latencies(ctx, repo, client, daemon.created, timeout=30)
     p50 = statistics.median(latencies)
     p95 = percentile(latencies, 0.95)
     shown = f"{len(latencies)} trials, no injected latency"

@@ -27,7 +27,7 @@ def measure(ctx: Context) -> list[Row]:
             serial = serial_of(repo)
             wait_for(lambda: serial_of(repo) > serial, 120, "the daemon's first pass")
             time.sleep(1.0)
-            latencies = spec_to_batch_latencies(ctx, repo, client, daemon, timeout=60)
+            latencies = spec_to_batch_latencies(ctx, repo, client, daemon.created, timeout=60)
     p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
     shown = f"{jobs:,} jobs + {foreign:,} foreign batches"
     return [
