@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from reconciler.sandbox import Sandbox
+from tests.fixtures.repo import UserRepo
 
 OWNER = "tests/reconciler"
 
@@ -20,6 +21,26 @@ OWNER = "tests/reconciler"
 def sdk(sandbox: Sandbox, api_key: str = "unused") -> openai.OpenAI:
     """The official SDK as an independent client of the sandbox."""
     return openai.OpenAI(base_url=sandbox.base_url, api_key=api_key, max_retries=0)
+
+
+def hooked_repo(make_repo: Callable[..., UserRepo], sandbox: Sandbox, jobs: int = 0) -> UserRepo:
+    """A repo whose Provider `hooked` takes the sandbox's webhooks (its secret from
+    $OPENAI_WEBHOOK_SECRET), with `jobs` jobs on it: nothing polls their running batches."""
+    repo = make_repo()
+    repo.write_spec(
+        "specs/hooked.yaml",
+        f"""
+        apiVersion: reconciler/v1
+        kind: Provider
+        metadata: {{name: hooked}}
+        spec:
+          base_url: {sandbox.base_url}
+          webhook_secret: ${{OPENAI_WEBHOOK_SECRET}}
+        """,
+    )
+    for index in range(jobs):
+        repo.write_job(f"job-{index:02d}", provider="hooked", requests=2)
+    return repo
 
 
 def foreign_batches(sandbox: Sandbox, count: int) -> None:

@@ -19,25 +19,9 @@ from tests.events_helpers import WEBHOOK_SECRET, Daemon, Receiver, statuses
 from tests.fixtures.repo import UserRepo
 from tests.fixtures.sandbox import request_lines
 from tests.fixtures.sandbox import upload as upload_lines
-from tests.reconcile_helpers import batches, sdk, wait_until
+from tests.reconcile_helpers import batches, hooked_repo, sdk, wait_until
 
 MINUTES = "300"  # the poll interval: polling alone would not see the end for ten times that
-
-
-def _hooked_repo(make_repo: Callable[..., UserRepo], sandbox: Sandbox) -> UserRepo:
-    repo = make_repo()
-    repo.write_spec(
-        "specs/hooked.yaml",
-        f"""
-        apiVersion: reconciler/v1
-        kind: Provider
-        metadata: {{name: hooked}}
-        spec:
-          base_url: {sandbox.base_url}
-          webhook_secret: ${{OPENAI_WEBHOOK_SECRET}}
-        """,
-    )
-    return repo
 
 
 def _signed(
@@ -96,7 +80,7 @@ def test_a_finished_batch_is_in_the_state_within_two_seconds_by_webhook_while_po
     events_daemon: Callable[..., Daemon],
 ) -> None:
     sandbox = sandbox_factory(requests_per_second=2.0)  # 6 requests: about 3 s in progress
-    repo = _hooked_repo(make_repo, sandbox)
+    repo = hooked_repo(make_repo, sandbox)
     repo.write_job("nightly-eval", requests=6, provider="hooked", results="../out/nightly-eval.jsonl")
     daemon = events_daemon(repo, sandbox, interval=MINUTES, env={"OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET})
     sandbox.configure(webhook_url=f"{daemon.url}/webhooks/openai", webhook_secret=WEBHOOK_SECRET)
@@ -121,7 +105,7 @@ def test_forged_stale_and_replayed_deliveries_change_nothing(
     events_daemon: Callable[..., Daemon],
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=300.0)  # the batch stays running throughout
-    repo = _hooked_repo(make_repo, sandbox)
+    repo = hooked_repo(make_repo, sandbox)
     repo.write_job("nightly-eval", provider="hooked")
     daemon = events_daemon(repo, sandbox, interval=MINUTES, env={"OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET})
     [batch] = daemon.eventually(lambda: batches(sandbox, "nightly-eval"))

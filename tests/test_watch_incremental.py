@@ -43,29 +43,10 @@ from reconciler.state.model import JobState, State
 from tests.events_helpers import WEBHOOK_SECRET, Daemon
 from tests.fixtures.postgres import StateDb
 from tests.fixtures.repo import OWNER, UserRepo
-from tests.reconcile_helpers import batches, foreign_batches, mutating, sdk, settled, stays
+from tests.reconcile_helpers import batches, foreign_batches, hooked_repo, mutating, sdk, settled, stays
 
 HOOKED_ENV = {"OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET}
 INTERVAL = "300"  # with webhooks, running batches are polled only every ten intervals
-
-
-def _hooked_repo(make_repo: Callable[..., UserRepo], sandbox: Sandbox, jobs: int) -> UserRepo:
-    """`jobs` jobs on a provider whose webhooks are taken: nothing polls their running batches."""
-    repo = make_repo()
-    repo.write_spec(
-        "specs/hooked.yaml",
-        f"""
-        apiVersion: reconciler/v1
-        kind: Provider
-        metadata: {{name: hooked}}
-        spec:
-          base_url: {sandbox.base_url}
-          webhook_secret: ${{OPENAI_WEBHOOK_SECRET}}
-        """,
-    )
-    for index in range(jobs):
-        repo.write_job(f"job-{index:02d}", provider="hooked", requests=2)
-    return repo
 
 
 def _job_lines(state_file: Path) -> dict[str, str]:
@@ -86,7 +67,7 @@ def test_an_added_spec_costs_one_upload_one_create_and_the_newest_list_page_and_
     request: pytest.FixtureRequest,
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=600.0)  # every batch stays running
-    repo = _hooked_repo(make_repo, sandbox, 30)
+    repo = hooked_repo(make_repo, sandbox, 30)
     foreign_batches(
         sandbox, 150
     )  # batches of nobody's: 150 of them newer than ours, on the list's first pages
@@ -233,7 +214,7 @@ def test_a_lost_create_answer_is_a_doubt_the_whole_list_settles_without_sending_
     events_daemon: Callable[..., Daemon],
 ) -> None:
     sandbox = sandbox_factory(validation_seconds=600.0)
-    repo = _hooked_repo(make_repo, sandbox, 3)
+    repo = hooked_repo(make_repo, sandbox, 3)
     foreign_batches(sandbox, 150)  # with ours, two list pages: a whole list is told from the newest page
     daemon = events_daemon(repo, sandbox, interval=INTERVAL, env=dict(HOOKED_ENV))
     settled(sandbox.request_counts, quiet=0.5)
